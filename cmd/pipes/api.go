@@ -1,0 +1,176 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/pipesnet/pipes"
+)
+
+// The local API: `pipes node start` serves the state of its nodes as JSON
+// over HTTP on a Unix socket in the data directory (mode 0600), and the
+// other node commands ask it while the daemon holds the directory.
+
+// socketPath is the API socket of the data directory dir. Unix socket
+// paths are short (108 bytes on Linux), so a long dir uses a name in the
+// temporary directory derived from dir.
+func socketPath(dir string) string {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		abs = dir
+	}
+	p := filepath.Join(abs, "api.sock")
+	if len(p) < 100 {
+		return p
+	}
+	h := sha256.Sum256([]byte(abs))
+	return filepath.Join(os.TempDir(), "pipes-"+hex.EncodeToString(h[:8])+".sock")
+}
+
+type nodeJSON struct {
+	ID          string   `json:"id"`
+	Network     string   `json:"network"`
+	NetworkID   string   `json:"network_id"`
+	Identity    string   `json:"identity"`
+	Location    string   `json:"location"`
+	Active      bool     `json:"active"`
+	Connected   bool     `json:"connected"`
+	ListenAddrs []string `json:"listen_addrs"`
+	Peers       int      `json:"peers"`
+	OnlineNodes int      `json:"online_nodes"`
+	KnownNodes  int      `json:"known_nodes"`
+}
+
+type refJSON struct {
+	ID        string `json:"id"`
+	Name      string `json:"name"`
+	Location  string `json:"location"`
+	Version   string `json:"version"`
+	Connected bool   `json:"connected"`
+	Peer      bool   `json:"peer"`
+}
+
+func describeNode(n *pipes.Node) nodeJSON {
+	j := nodeJSON{ID: n.ID().String(), Location: n.Location(), Active: n.IsActive(),
+		Connected: n.IsConnected(), ListenAddrs: []string{}}
+	if nw := n.Network(); nw != nil {
+		j.Network, j.NetworkID = nw.Name(), nw.ID().String()
+	}
+	if id := n.Identity(); id != nil {
+		j.Identity = id.Name()
+	}
+	for _, a := range n.ListenAddrs() {
+		j.ListenAddrs = append(j.ListenAddrs, a.String())
+	}
+	j.Peers = len(n.ConnectedPeers())
+	j.OnlineNodes = len(n.ConnectedNodes())
+	j.KnownNodes = len(n.KnownNodes())
+	return j
+}
+
+func describeRefs(rs []pipes.NodeRef) []refJSON {
+	out := []refJSON{}
+	for _, r := range rs {
+		out = append(out, refJSON{ID: r.ID().String(), Name: r.Name(), Location: r.Location(),
+			Version: r.Version(), Connected: r.IsConnected(), Peer: r.IsPeer()})
+	}
+	return out
+}
+
+// serveAPI serves the local API until ctx ends.
+func serveAPI(ctx context.Context, p *pipes.Platform) (func(), error) {
+	path := socketPath(p.Dir())
+	os.Remove(path) // a stale socket of a daemon that died; the platform lock proves none runs
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("local API: %w", err)
+	}
+	os.Chmod(path, 0o600)
+	mux := http.NewServeMux()
+	reply := func(w http.ResponseWriter, v any) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(v)
+	}
+	node := func(w http.ResponseWriter, r *http.Request) *pipes.Node {
+		id, err := pipes.ParseNodeID(r.PathValue("id"))
+		if err == nil {
+			var n *pipes.Node
+			if n, err = p.Node(id); err == nil {
+				return n
+			}
+		}
+		http.Error(w, err.Error(), http.StatusNotFound)
+		return nil
+	}
+	mux.HandleFunc("GET /v1/nodes", func(w http.ResponseWriter, r *http.Request) {
+		out := []nodeJSON{}
+		for _, n := range p.Nodes() {
+			out = append(out, describeNode(n))
+		}
+		reply(w, out)
+	})
+	mux.HandleFunc("GET /v1/nodes/{id}/peers", func(w http.ResponseWriter, r *http.Request) {
+		if n := node(w, r); n != nil {
+			reply(w, describeRefs(n.ConnectedPeers()))
+		}
+	})
+	mux.HandleFunc("GET /v1/nodes/{id}/nodes", func(w http.ResponseWriter, r *http.Request) {
+		if n := node(w, r); n != nil {
+			reply(w, describeRefs(n.ConnectedNodes()))
+		}
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.Serve(ln)
+	}()
+	return func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+		<-done
+		os.Remove(path)
+	}, nil
+}
+
+// errNoDaemon means no `pipes node start` serves this data directory.
+var errNoDaemon = errors.New("no running node: start one with `pipes node start`")
+
+// apiGet fetches path from the daemon of dir into v.
+func apiGet(ctx context.Context, dir, path string, v any) error {
+	sock := socketPath(dir)
+	if _, err := os.Stat(sock); err != nil {
+		return errNoDaemon
+	}
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		},
+	}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://pipes"+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return errNoDaemon
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		var msg [512]byte
+		n, _ := resp.Body.Read(msg[:])
+		return fmt.Errorf("local API: %s", string(msg[:n]))
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}

@@ -1,0 +1,47 @@
+// Package pipes is a peer-to-peer platform SDK: nodes of a private network
+// find each other, connect directly over QUIC, prove they are members, and
+// keep track of who is online — with no server to run.
+//
+// # Concepts
+//
+// A Platform is an open data directory (Open). It holds identities (named
+// Ed25519 keys, AddIdentity), networks (AddNetwork, from a netfile made by
+// CreateNetwork or `pipes network create`) and nodes (AddNode): a node is
+// one identity's presence in one network at one location, with its own
+// device key. Only one Platform may have a directory open at a time; a
+// second Open fails with ErrLocked.
+//
+// A network is private: its netfile holds Argon2id parameters and a
+// verifier of the network secret, never the secret. Network.SetSecret
+// checks a secret and stores the derived network key. After TLS 1.3, nodes
+// prove they hold that key with an HMAC over the TLS exporter; a node that
+// cannot is disconnected before it learns anything beyond a public key.
+//
+// # Joining and presence
+//
+//	p, err := pipes.Open(dir)
+//	nw, err := p.AddNetwork("team.net")
+//	ok, err := nw.SetSecret(secret)
+//	me, err := p.AddIdentity("alice")
+//	node, err := p.AddNode(nw, me, "laptop")
+//	err = node.Start(ctx)
+//	defer p.Close()
+//
+// A started node dials its network's gateways, learns of other nodes from
+// them and keeps about six direct peers (ConnectedPeers). Every node
+// broadcasts a signed status; ConnectedNodes lists every node online now,
+// KnownNodes every node ever seen (kept across restarts). A node that shuts
+// down is reported offline at once; one that vanishes, within 20 seconds
+// by default (WithPresenceTiming). NodeListener callbacks report changes.
+//
+// # Guarantees
+//
+// Callbacks never run under a lock of this package and a slow callback
+// never stalls the network (see NodeListener for the queue and its drop
+// policy). Every goroutine a node starts stops before Shutdown returns.
+// Nothing received from the network can make the package panic: every
+// decoder is fuzzed.
+//
+// Pipelines, packets and data connections (CreatePipeline, Dial, Listen)
+// are part of the API and return ErrNotImplemented in this version.
+package pipes

@@ -1,0 +1,41 @@
+package pipes
+
+import "errors"
+
+// Sentinel errors. Errors returned by this package wrap these where the
+// condition applies, so callers can test with errors.Is.
+var (
+	// ErrLocked: another Platform, in this process or another, has the
+	// data directory open.
+	ErrLocked = errors.New("pipes: data directory is in use by another platform")
+	// ErrClosed: the Platform was closed.
+	ErrClosed = errors.New("pipes: platform is closed")
+	// ErrNotFound: no such network, identity, node, pipeline or packet.
+	ErrNotFound = errors.New("pipes: not found")
+	// ErrAmbiguous: a node id prefix matches more than one node.
+	ErrAmbiguous = errors.New("pipes: ambiguous id prefix")
+	// ErrExists: the thing to create exists already.
+	ErrExists = errors.New("pipes: already exists")
+	// ErrInvalidID: an id string is not valid hex of the right length.
+	ErrInvalidID = errors.New("pipes: invalid id")
+	// ErrNoSecret: the network secret (or pipeline secret) is not set.
+	ErrNoSecret = errors.New("pipes: secret not set")
+	// ErrWrongSecret: a secret does not match the network.
+	ErrWrongSecret = errors.New("pipes: wrong secret")
+	// ErrNoIdentity: the platform has no identity yet.
+	ErrNoIdentity = errors.New("pipes: no identity")
+	// ErrActive: the node is already started.
+	ErrActive = errors.New("pipes: node is active")
+	// ErrNotActive: the node is not started.
+	ErrNotActive = errors.New("pipes: node is not active")
+	// ErrNotConnected: the node has no path to the other node.
+	ErrNotConnected = errors.New("pipes: not connected")
+	// ErrNotBootstrap: a bootstrap call on a node of an ordinary network.
+	ErrNotBootstrap = errors.New("pipes: not a bootstrap network")
+	// ErrBadNetfile: a netfile is malformed, altered, truncated or of an
+	// unsupported format.
+	ErrBadNetfile = errors.New("pipes: bad netfile")
+	// ErrNotImplemented: the call belongs to a capability this version does
+	// not have yet (pipelines, data connections).
+	ErrNotImplemented = errors.New("pipes: not implemented in this version")
+)

@@ -1,0 +1,500 @@
+package mesh
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"maps"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/pipesnet/pipes/internal/mesh/plumtree"
+	"github.com/pipesnet/pipes/internal/transport"
+	"github.com/pipesnet/pipes/internal/wire/pb"
+)
+
+// maintainEvery is how often the loop checks dials, expiry and heartbeats.
+const maintainEvery = 100 * time.Millisecond
+
+// statusDebounce is the least time between two statuses sent because the
+// neighbour set changed (heartbeats are separate).
+const statusDebounce = 250 * time.Millisecond
+
+// loop owns all mesh state. Every input arrives on a channel; nothing else
+// touches the state.
+func (m *Mesh) loop() {
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	m.maintain(time.Now())
+	for {
+		select {
+		case <-m.ctx.Done():
+			m.shutdown()
+			return
+		case c := <-m.connCh:
+			m.addConn(time.Now(), c)
+		case r := <-m.dialCh:
+			m.dialDone(time.Now(), r)
+		case in := <-m.frameCh:
+			m.handleFrame(time.Now(), in.p, in.f)
+		case c := <-m.closedCh:
+			m.peerClosed(time.Now(), c.p, c.err)
+		case req := <-m.bcastCh:
+			m.broadcast(time.Now(), req.kind, req.payload)
+			req.done <- nil
+		case <-timer.C:
+			m.maintain(time.Now())
+		}
+		now := time.Now()
+		next := now.Add(maintainEvery)
+		if d, ok := m.tree.NextDeadline(); ok && d.Before(next) {
+			next = d
+		}
+		timer.Reset(max(next.Sub(now), time.Millisecond))
+		if m.stale {
+			m.publish()
+		}
+	}
+}
+
+// maintain runs the periodic work: tree timers, presence expiry,
+// heartbeats and dials.
+func (m *Mesh) maintain(now time.Time) {
+	m.sendAll(m.tree.Tick(now))
+	m.stale = true // tree stats
+	for _, n := range m.pres.expire(now) {
+		m.log.Info("node offline (silent)", "node", short(n.ID), "name", n.Name)
+		m.events.push(Event{Kind: EventNode, Node: n})
+	}
+	if now.Sub(m.lastStatus) >= m.heartbeat || (m.dirty && now.Sub(m.lastStatus) >= statusDebounce) {
+		m.announce(now, false)
+	}
+	m.dialMore(now)
+}
+
+// announce broadcasts the local node's signed status.
+func (m *Mesh) announce(now time.Time, leaving bool) {
+	m.seq++
+	st := &pb.Status{
+		NodeCert:          m.cfg.Cert.Signed,
+		Incarnation:       m.cfg.Incarnation,
+		Seq:               m.seq,
+		Version:           m.cfg.Version,
+		Addrs:             m.cfg.Addrs(),
+		Leaving:           leaving,
+		TimeUnixMs:        now.UnixMilli(),
+		HeartbeatMs:       uint32(m.cfg.Heartbeat.Milliseconds()),
+		BootstrapNetworks: m.cfg.Networks(),
+	}
+	ids := slices.Collect(maps.Keys(m.peers))
+	slices.SortFunc(ids, func(a, b [32]byte) int { return bytes.Compare(a[:], b[:]) })
+	for _, id := range ids {
+		st.Neighbours = append(st.Neighbours, id[:])
+	}
+	payload, err := signStatus(m.cfg.Key, st)
+	if err != nil {
+		m.log.Error("cannot sign status", "err", err)
+		return
+	}
+	m.lastStatus = now
+	m.heartbeat = jittered(m.cfg.Heartbeat)
+	m.dirty = false
+	m.lastPayload.payload = payload
+	m.lastPayload.id = MessageID(KindStatus, payload)
+	m.broadcast(now, KindStatus, payload)
+}
+
+func (m *Mesh) broadcast(now time.Time, kind uint32, payload []byte) {
+	m.sendAll(m.tree.Broadcast(now, MessageID(kind, payload), kind, payload))
+}
+
+func (m *Mesh) sendAll(sends []plumtree.Send) {
+	for _, s := range sends {
+		if p := m.peers[s.To]; p != nil {
+			p.send(s.Frame)
+		}
+	}
+}
+
+// handleFrame processes one frame from a peer.
+func (m *Mesh) handleFrame(now time.Time, p *peer, f *pb.Frame) {
+	if m.peers[p.id] != p {
+		return // from a connection that was replaced or closed
+	}
+	switch b := f.Body.(type) {
+	case *pb.Frame_Gossip:
+		g := b.Gossip
+		if len(g.Id) != 32 || MessageID(g.Kind, g.Payload) != [32]byte(g.Id) {
+			m.bad(p, "gossip id does not match its content")
+			return
+		}
+		var st *status
+		if g.Kind == KindStatus && !m.tree.Seen([32]byte(g.Id)) {
+			var err error
+			if st, err = parseStatus(g.Payload, m.cfg.Cert.NetworkID); err != nil {
+				m.bad(p, err.Error())
+				return
+			}
+		}
+		m.handleTree(now, p, f, st)
+	case *pb.Frame_Ihave, *pb.Frame_Graft, *pb.Frame_Prune:
+		m.handleTree(now, p, f, nil)
+	case *pb.Frame_Peers:
+		m.learnPeers(b.Peers)
+	case *pb.Frame_Goodbye:
+		m.log.Debug("peer says goodbye", "peer", short(p.id), "reason", b.Goodbye.Reason)
+		p.conn.Close(transport.CodeNormal, "goodbye")
+	default:
+		// Unknown frame from a newer peer: ignored.
+	}
+}
+
+func (m *Mesh) handleTree(now time.Time, p *peer, f *pb.Frame, st *status) {
+	deliver, out, err := m.tree.HandleFrame(now, p.id, f)
+	if err != nil {
+		m.bad(p, err.Error())
+		return
+	}
+	m.sendAll(out)
+	if deliver == nil || deliver.Kind != KindStatus || st == nil {
+		return
+	}
+	info, changed := m.pres.apply(now, st)
+	m.stale = true
+	if changed {
+		if !info.Online {
+			m.log.Info("node offline (left)", "node", short(info.ID), "name", info.Name)
+		}
+		m.events.push(Event{Kind: EventNode, Node: info})
+	}
+	m.addCandidates(info.ID, info.Addrs)
+}
+
+func (m *Mesh) bad(p *peer, why string) {
+	m.stats.bad.Add(1)
+	m.log.Debug("dropped bad message", "peer", short(p.id), "why", why)
+}
+
+// learnPeers records the addresses of a peer list as dial candidates.
+func (m *Mesh) learnPeers(l *pb.PeerList) {
+	for i, pi := range l.Peers {
+		if i >= maxPeerList || len(pi.NodeId) != 32 {
+			return
+		}
+		m.addCandidates([32]byte(pi.NodeId), pi.Addrs)
+	}
+}
+
+const maxPeerList = 64
+
+// maxTargets bounds the dial-candidate table.
+const maxTargets = 4096
+
+func (m *Mesh) addCandidates(id [32]byte, addrs []string) {
+	if id == m.self {
+		return
+	}
+	for i, a := range addrs {
+		if i >= maxStatusAddrs || len(m.targets) >= maxTargets {
+			return
+		}
+		t := m.targets[a]
+		if t == nil {
+			t = &target{backoff: backoff{min: m.cfg.BackoffMin, max: m.cfg.BackoffMax}}
+			m.targets[a] = t
+		}
+		if !t.gateway {
+			t.node = id
+		}
+	}
+}
+
+// dialMore keeps gateways connected and the degree at its target.
+func (m *Mesh) dialMore(now time.Time) {
+	if m.leaving {
+		return
+	}
+	for _, gw := range m.cfg.Gateways() {
+		t := m.targets[gw]
+		if t == nil {
+			t = &target{backoff: backoff{min: m.cfg.BackoffMin, max: m.cfg.BackoffMax}}
+			m.targets[gw] = t
+		}
+		t.gateway = true
+		if t.self || m.dialing[gw] || !t.ready(now) {
+			continue
+		}
+		if t.node != ([32]byte{}) && m.peers[t.node] != nil {
+			continue
+		}
+		m.dial(gw)
+	}
+	want := m.cfg.TargetDegree - len(m.peers) - len(m.dialing)
+	if want <= 0 {
+		return
+	}
+	var cands []string
+	for addr, t := range m.targets {
+		if t.gateway || t.self || m.dialing[addr] || !t.ready(now) {
+			continue
+		}
+		if m.peers[t.node] != nil {
+			continue
+		}
+		if n, ok := m.pres.nodes[t.node]; ok && !n.info.Online {
+			continue
+		}
+		cands = append(cands, addr)
+	}
+	rand.Shuffle(len(cands), func(i, j int) { cands[i], cands[j] = cands[j], cands[i] })
+	busy := map[[32]byte]bool{}
+	for _, addr := range cands {
+		if want == 0 {
+			break
+		}
+		n := m.targets[addr].node
+		if busy[n] {
+			continue // one address per node at a time
+		}
+		busy[n] = true
+		m.dial(addr)
+		want--
+	}
+}
+
+func (m *Mesh) dialDone(now time.Time, r dialResult) {
+	delete(m.dialing, r.addr)
+	t := m.targets[r.addr]
+	if r.err != nil {
+		if errors.Is(r.err, transport.ErrSelf) {
+			if t != nil {
+				t.self = true
+			}
+			return
+		}
+		m.stats.dialsFailed.Add(1)
+		if t != nil {
+			t.failed(now)
+		}
+		m.log.Debug("dial failed", "addr", r.addr, "err", r.err)
+		return
+	}
+	if t != nil {
+		t.succeeded()
+		t.node = r.conn.PeerID
+	}
+	m.addConn(now, r.conn)
+}
+
+// keepNew decides between two verified connections to the same peer. Both
+// ends reach the same answer: the newer incarnation wins; within one
+// incarnation the connection dialled by the smaller node id wins; and when
+// both were dialled by the same side the existing one stays.
+func (m *Mesh) keepNew(old, c *transport.Conn) bool {
+	if c.Incarnation != old.Incarnation {
+		return c.Incarnation > old.Incarnation
+	}
+	if c.Outbound == old.Outbound {
+		return false
+	}
+	dialer := func(x *transport.Conn) [32]byte {
+		if x.Outbound {
+			return m.self
+		}
+		return x.PeerID
+	}
+	dc, do := dialer(c), dialer(old)
+	return bytes.Compare(dc[:], do[:]) < 0
+}
+
+// addConn takes a new verified connection into the peer set.
+func (m *Mesh) addConn(now time.Time, c *transport.Conn) {
+	if m.leaving {
+		c.Close(transport.CodeNormal, "shutting down")
+		return
+	}
+	old := m.peers[c.PeerID]
+	if old != nil {
+		if !m.keepNew(old.conn, c) {
+			c.Close(transport.CodeDuplicate, "duplicate connection")
+			return
+		}
+		m.log.Debug("replacing connection", "peer", short(c.PeerID))
+		close(old.stop)
+		old.conn.Close(transport.CodeDuplicate, "duplicate connection")
+	} else if !c.Outbound && len(m.peers) >= m.cfg.MaxPeers {
+		m.stats.refused.Add(1)
+		m.refuseFull(c)
+		return
+	}
+	p := &peer{id: c.PeerID, conn: c, out: make(chan *pb.Frame, peerQueue), stop: make(chan struct{})}
+	m.peers[c.PeerID] = p
+	m.stale = true
+	m.wg.Add(2)
+	go m.reader(p)
+	go m.writer(p)
+	m.addCandidates(c.PeerID, c.ListenAddrs)
+	p.send(&pb.Frame{Body: &pb.Frame_Peers{Peers: m.peerList(c.PeerID)}})
+	if old != nil {
+		return // same peer, new connection: nothing else changed
+	}
+	m.log.Info("peer connected", "peer", short(c.PeerID), "name", c.Peer.IdentityName, "addr", c.RemoteAddr(), "outbound", c.Outbound)
+	m.tree.AddPeer(c.PeerID)
+	m.dirty = true
+	if info, ok := m.pres.setPeer(now, c.PeerID, true, c.Peer); ok {
+		m.events.push(Event{Kind: EventNode, Node: info})
+	}
+	m.setConnected(true)
+}
+
+// refuseFull tells an inbound peer of other nodes, then closes with CodeFull.
+func (m *Mesh) refuseFull(c *transport.Conn) {
+	list := m.peerList(c.PeerID)
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		c.WriteFrame(&pb.Frame{Body: &pb.Frame_Peers{Peers: list}})
+		select { // give the list time to arrive before the close
+		case <-c.Done():
+		case <-time.After(time.Second):
+		case <-m.ctx.Done():
+		}
+		c.Close(transport.CodeFull, "enough peers")
+	}()
+}
+
+// peerList is the peer-exchange message for peer `to`: online nodes with
+// addresses, a random subset when there are many.
+func (m *Mesh) peerList(to [32]byte) *pb.PeerList {
+	l := &pb.PeerList{}
+	for _, n := range m.pres.online() {
+		if n.ID == to || len(n.Addrs) == 0 {
+			continue
+		}
+		l.Peers = append(l.Peers, &pb.PeerInfo{NodeId: n.ID[:], Addrs: n.Addrs})
+	}
+	rand.Shuffle(len(l.Peers), func(i, j int) { l.Peers[i], l.Peers[j] = l.Peers[j], l.Peers[i] })
+	if len(l.Peers) > maxPeerList {
+		l.Peers = l.Peers[:maxPeerList]
+	}
+	return l
+}
+
+// peerClosed removes a peer whose connection ended.
+func (m *Mesh) peerClosed(now time.Time, p *peer, err error) {
+	if m.peers[p.id] != p {
+		return
+	}
+	delete(m.peers, p.id)
+	m.stale = true
+	close(p.stop)
+	m.tree.RemovePeer(p.id)
+	m.dirty = true
+	m.log.Info("peer disconnected", "peer", short(p.id), "reason", closeReason(err))
+	var appErr *quic.ApplicationError
+	if errors.As(err, &appErr) && appErr.ErrorCode == transport.CodeFull {
+		for _, t := range m.targets {
+			if t.node == p.id {
+				t.failed(now)
+			}
+		}
+	}
+	if info, ok := m.pres.setPeer(now, p.id, false, nil); ok {
+		m.events.push(Event{Kind: EventNode, Node: info})
+	}
+	m.setConnected(len(m.peers) > 0)
+}
+
+func closeReason(err error) string {
+	var appErr *quic.ApplicationError
+	switch {
+	case errors.As(err, &appErr):
+		return appErr.ErrorMessage
+	case errors.Is(err, io.EOF):
+		return "stream closed"
+	case err != nil:
+		return err.Error()
+	}
+	return ""
+}
+
+func (m *Mesh) setConnected(c bool) {
+	if c != m.connected {
+		m.connected = c
+		m.events.push(Event{Kind: EventConnection, Connected: c})
+	}
+}
+
+// shutdown announces departure, says goodbye and closes every connection.
+// Peers close their end when they read the goodbye, so waiting for the
+// connections to close (bounded) means the leaving status has arrived.
+func (m *Mesh) shutdown() {
+	m.leaving = true
+	now := time.Now()
+	if len(m.peers) > 0 {
+		m.announce(now, true)
+		// The tree pushed the status to eager peers only; lazy peers would
+		// get just an IHAVE we will not be around to answer.
+		eager, _ := m.tree.Peers()
+		last := m.lastPayload
+		g := &pb.Frame{Body: &pb.Frame_Gossip{Gossip: &pb.Gossip{Id: last.id[:], Kind: KindStatus, Payload: last.payload}}}
+		for id, p := range m.peers {
+			if !slices.Contains(eager, id) {
+				p.send(g)
+			}
+		}
+	}
+	bye := &pb.Frame{Body: &pb.Frame_Goodbye{Goodbye: &pb.Goodbye{Reason: "shutting down"}}}
+	for _, p := range m.peers {
+		p.send(bye)
+		close(p.stop)
+	}
+	deadline := time.After(time.Second)
+	for _, p := range m.peers {
+		select {
+		case <-p.conn.Done():
+		case <-deadline:
+		}
+		p.conn.Close(transport.CodeNormal, "shutting down")
+	}
+	m.peers = map[[32]byte]*peer{}
+	m.publish()
+}
+
+// publish stores a fresh snapshot for readers.
+func (m *Mesh) publish() {
+	s := &snapshot{all: make(map[[32]byte]NodeInfo, len(m.pres.nodes))}
+	for id, e := range m.pres.nodes {
+		info := e.info
+		info.Peer = m.peers[id] != nil
+		s.all[id] = info
+		if info.Online {
+			s.nodes = append(s.nodes, info)
+		}
+		if info.Peer {
+			s.peers = append(s.peers, info)
+		}
+	}
+	sortInfos(s.nodes)
+	sortInfos(s.peers)
+	m.snap.Store(s)
+	m.stale = false
+	st := m.tree.Stats()
+	m.stats.tree.Store(&st)
+}
+
+func sortInfos(s []NodeInfo) {
+	slices.SortFunc(s, func(a, b NodeInfo) int { return bytes.Compare(a.ID[:], b.ID[:]) })
+}
+
+func short(id [32]byte) string {
+	const hex = "0123456789abcdef"
+	b := make([]byte, 8)
+	for i := range 4 {
+		b[2*i], b[2*i+1] = hex[id[i]>>4], hex[id[i]&15]
+	}
+	return string(b)
+}

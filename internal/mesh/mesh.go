@@ -1,0 +1,358 @@
+// Package mesh keeps a node connected to its network and spreads broadcasts
+// and presence through it.
+//
+// Peers: the mesh dials the network's gateways, learns of other nodes from
+// peer lists and presence, and dials until it has TargetDegree peers. Lost
+// gateways and peers are redialled with exponential backoff and jitter. When
+// two nodes dial each other at once, both keep the connection dialled by the
+// node with the smaller id (or the one from the newer incarnation of a
+// restarted peer), so exactly one connection survives.
+//
+// Broadcast: a Plumtree tree (package plumtree) carries each message once per
+// tree link with IHAVE/GRAFT repair on the other links; message ids are the
+// SHA-256 of kind and payload and are checked on receipt.
+//
+// Presence: each node signs and broadcasts a status every Heartbeat and on
+// change; a node not heard from for OfflineAfter, or that said it is leaving,
+// is offline.
+//
+// Goroutines, all owned by the Mesh and stopped by Close: the loop (owns all
+// state), the accept loop, one reader and one writer per peer, one per dial
+// in progress, and the event dispatcher that runs the owner's callback.
+package mesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pipesnet/pipes/internal/identity"
+	"github.com/pipesnet/pipes/internal/mesh/plumtree"
+	"github.com/pipesnet/pipes/internal/transport"
+	"github.com/pipesnet/pipes/internal/wire/pb"
+)
+
+// Config configures a Mesh. Zero values take the documented defaults.
+type Config struct {
+	Transport   *transport.Transport // listening; the mesh closes it on Close
+	Key         *identity.KeyPair
+	Cert        *identity.Cert
+	Incarnation uint64
+	Version     string
+	// Gateways returns the "host:port" addresses to keep connected to.
+	Gateways func() []string
+	// Addrs returns the addresses this node advertises.
+	Addrs func() []string
+	// Networks returns the bootstrap network list this node announces.
+	Networks func() []*pb.NetworkInfo
+
+	TargetDegree int           // peers to aim for (default 6)
+	MaxPeers     int           // inbound connections beyond this are refused (default 3×TargetDegree)
+	Heartbeat    time.Duration // status re-announcement period (default 5s)
+	OfflineAfter time.Duration // silence after which a node is offline (default 20s)
+	BackoffMin   time.Duration // first redial delay (default 500ms)
+	BackoffMax   time.Duration // redial delay cap (default 30s)
+	Plumtree     plumtree.Config
+	Logger       *slog.Logger
+	// OnEvent receives events on the mesh's dispatcher goroutine, in order,
+	// never under a lock of the mesh. It must not call Close.
+	OnEvent    func(Event)
+	EventQueue int // events that may wait for OnEvent (default 4096)
+}
+
+func (c *Config) fill() error {
+	if c.Transport == nil || c.Key == nil || c.Cert == nil {
+		return errors.New("mesh: Transport, Key and Cert are required")
+	}
+	none := func() []string { return nil }
+	if c.Gateways == nil {
+		c.Gateways = none
+	}
+	if c.Addrs == nil {
+		c.Addrs = none
+	}
+	if c.Networks == nil {
+		c.Networks = func() []*pb.NetworkInfo { return nil }
+	}
+	if c.TargetDegree <= 0 {
+		c.TargetDegree = 6
+	}
+	if c.MaxPeers <= 0 {
+		c.MaxPeers = 3 * c.TargetDegree
+	}
+	if c.Heartbeat <= 0 {
+		c.Heartbeat = 5 * time.Second
+	}
+	if c.OfflineAfter <= 0 {
+		c.OfflineAfter = 20 * time.Second
+	}
+	if c.OfflineAfter < 2*c.Heartbeat {
+		return fmt.Errorf("mesh: OfflineAfter (%v) must be at least twice Heartbeat (%v)", c.OfflineAfter, c.Heartbeat)
+	}
+	if c.BackoffMin <= 0 {
+		c.BackoffMin = 500 * time.Millisecond
+	}
+	if c.BackoffMax <= 0 {
+		c.BackoffMax = 30 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.EventQueue <= 0 {
+		c.EventQueue = 4096
+	}
+	return nil
+}
+
+// Stats are counters of the mesh, for diagnostics and metrics.
+type Stats struct {
+	Peers             int
+	OnlineNodes       int
+	Conns             int64  // verified QUIC connections open now
+	HandshakesRefused uint64 // peers refused during the membership handshake
+	BadMessages       uint64 // frames with a wrong id, bad signature or bad form
+	FramesDropped     uint64 // frames dropped because a peer's queue was full
+	EventsDropped     uint64
+	DialsFailed       uint64
+	RefusedInbound    uint64
+	Tree              plumtree.Stats
+}
+
+type inFrame struct {
+	p *peer
+	f *pb.Frame
+}
+
+type closed struct {
+	p   *peer
+	err error
+}
+
+type dialResult struct {
+	addr string
+	conn *transport.Conn
+	err  error
+}
+
+// target is an address the mesh may dial, with its redial schedule.
+type target struct {
+	backoff
+	gateway bool
+	node    [32]byte // known once connected (or from a peer list)
+	self    bool     // the address is the local node
+}
+
+// snapshot is the immutable view read by Peers, Nodes and Node.
+type snapshot struct {
+	peers []NodeInfo
+	nodes []NodeInfo // online, self excluded
+	all   map[[32]byte]NodeInfo
+}
+
+// Mesh is one node's membership in the overlay.
+type Mesh struct {
+	cfg  Config
+	self [32]byte
+	log  *slog.Logger
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	stop   sync.Once
+
+	connCh   chan *transport.Conn
+	frameCh  chan inFrame
+	closedCh chan closed
+	dialCh   chan dialResult
+	bcastCh  chan bcastReq
+	loopDone chan struct{}
+
+	events *eventQueue
+	snap   atomic.Pointer[snapshot]
+	stats  struct {
+		bad, dialsFailed, refused atomic.Uint64
+		tree                      atomic.Pointer[plumtree.Stats]
+	}
+
+	// Loop state: touched only by the loop goroutine.
+	peers       map[[32]byte]*peer
+	tree        *plumtree.Tree
+	pres        *presence
+	targets     map[string]*target // by address
+	dialing     map[string]bool
+	seq         uint64
+	lastStatus  time.Time
+	dirty       bool // neighbours changed since the last status
+	connected   bool
+	leaving     bool
+	stale       bool          // the snapshot is out of date
+	heartbeat   time.Duration // this period's jittered heartbeat
+	lastPayload struct {
+		id      [32]byte
+		payload []byte
+	}
+}
+
+type bcastReq struct {
+	kind    uint32
+	payload []byte
+	done    chan error
+}
+
+// New prepares a mesh; Start runs it.
+func New(cfg Config) (*Mesh, error) {
+	if err := cfg.fill(); err != nil {
+		return nil, err
+	}
+	m := &Mesh{
+		cfg:      cfg,
+		self:     cfg.Cert.NodeID(),
+		log:      cfg.Logger,
+		connCh:   make(chan *transport.Conn),
+		frameCh:  make(chan inFrame, 256),
+		closedCh: make(chan closed),
+		dialCh:   make(chan dialResult),
+		bcastCh:  make(chan bcastReq),
+		loopDone: make(chan struct{}),
+		peers:    make(map[[32]byte]*peer),
+		tree:     plumtree.New(cfg.Plumtree),
+		pres:     newPresence(cfg.Cert.NodeID(), cfg.OfflineAfter),
+		targets:  make(map[string]*target),
+		dialing:  make(map[string]bool),
+	}
+	m.snap.Store(&snapshot{all: map[[32]byte]NodeInfo{}})
+	return m, nil
+}
+
+// Start runs the mesh until Close.
+func (m *Mesh) Start() {
+	m.ctx, m.cancel = context.WithCancel(context.Background())
+	m.events = newEventQueue(m.cfg.EventQueue, m.cfg.OnEvent)
+	m.wg.Add(2)
+	go m.acceptLoop()
+	go func() {
+		defer m.wg.Done()
+		defer close(m.loopDone)
+		m.loop()
+	}()
+}
+
+// Close announces that the node is leaving, closes every connection and the
+// transport, and waits for every goroutine of the mesh. Idempotent.
+func (m *Mesh) Close() error {
+	m.stop.Do(func() {
+		if m.ctx == nil { // never started
+			m.cfg.Transport.Close()
+			return
+		}
+		m.cancel()
+		<-m.loopDone
+		m.cfg.Transport.Close()
+		m.wg.Wait()
+		m.events.close()
+	})
+	return nil
+}
+
+// Broadcast sends payload to every online node of the network. Kind 1 is
+// reserved for presence.
+func (m *Mesh) Broadcast(ctx context.Context, kind uint32, payload []byte) error {
+	if kind == KindStatus {
+		return errors.New("mesh: kind 1 is reserved for presence")
+	}
+	req := bcastReq{kind: kind, payload: payload, done: make(chan error, 1)}
+	select {
+	case m.bcastCh <- req:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-m.loopDone:
+		return ErrClosed
+	}
+	select {
+	case err := <-req.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// ErrClosed is returned by operations on a closed mesh.
+var ErrClosed = errors.New("mesh: closed")
+
+// Peers returns the directly connected nodes.
+func (m *Mesh) Peers() []NodeInfo { return m.snap.Load().peers }
+
+// Nodes returns every node online now, the local one excluded.
+func (m *Mesh) Nodes() []NodeInfo { return m.snap.Load().nodes }
+
+// Node returns what the mesh knows of id, online or not.
+func (m *Mesh) Node(id [32]byte) (NodeInfo, bool) {
+	n, ok := m.snap.Load().all[id]
+	return n, ok
+}
+
+// Connected reports whether the node has at least one peer.
+func (m *Mesh) Connected() bool { return len(m.snap.Load().peers) > 0 }
+
+// Stats returns the mesh's counters.
+func (m *Mesh) Stats() Stats {
+	s := m.snap.Load()
+	st := Stats{
+		Peers:          len(s.peers),
+		OnlineNodes:    len(s.nodes),
+		BadMessages:    m.stats.bad.Load(),
+		DialsFailed:    m.stats.dialsFailed.Load(),
+		RefusedInbound: m.stats.refused.Load(),
+	}
+	ts := m.cfg.Transport.Stats()
+	st.Conns, st.HandshakesRefused = ts.Conns, ts.Refused
+	if m.events != nil {
+		st.EventsDropped = m.events.dropped.Load()
+	}
+	if t := m.stats.tree.Load(); t != nil {
+		st.Tree = *t
+	}
+	return st
+}
+
+func (m *Mesh) acceptLoop() {
+	defer m.wg.Done()
+	for {
+		c, err := m.cfg.Transport.Accept(m.ctx)
+		if err != nil {
+			return
+		}
+		select {
+		case m.connCh <- c:
+		case <-m.ctx.Done():
+			c.Close(transport.CodeNormal, "shutting down")
+			return
+		}
+	}
+}
+
+func (m *Mesh) dial(addr string) {
+	m.dialing[addr] = true
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		c, err := m.cfg.Transport.Dial(m.ctx, addr)
+		select {
+		case m.dialCh <- dialResult{addr: addr, conn: c, err: err}:
+		case <-m.ctx.Done():
+			if c != nil {
+				c.Close(transport.CodeNormal, "shutting down")
+			}
+		}
+	}()
+}
+
+// jittered returns d ± 10%, so periodic work of many nodes spreads out.
+func jittered(d time.Duration) time.Duration {
+	return d + time.Duration((rand.Float64()*0.2-0.1)*float64(d))
+}

@@ -1,0 +1,323 @@
+// Package plumtree is the deterministic core of the Plumtree broadcast
+// protocol (Leitão, Pereira and Rodrigues, "Epidemic Broadcast Trees",
+// SRDS 2007).
+//
+// Each node keeps its neighbours in two sets. Eager peers receive every new
+// message in full at once; lazy peers receive only its id (IHAVE), batched.
+// A node that receives a message it already has tells the sender to PRUNE
+// the link to lazy; so the eager links shrink to a spanning tree and each
+// node receives each payload about once. When an announced message does
+// not arrive in time — a tree link broke — the node sends GRAFT to an
+// announcer, which sends the message and makes the link eager again: the
+// tree repairs itself.
+//
+// The core does no I/O, starts no goroutines and reads no clock: the owner
+// passes the time to every call, sends the frames returned and calls Tick
+// by NextDeadline. It is not safe for concurrent use; the owner serialises
+// calls. Every table is bounded, so a hostile neighbour cannot grow memory
+// without limit; what is dropped to keep the bounds is counted in Stats.
+package plumtree
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/pipesnet/pipes/internal/wire/pb"
+)
+
+// PeerID names a neighbour.
+type PeerID = [32]byte
+
+// MsgID names a message. The owner computes it from the content and checks
+// it on receipt; the core trusts it.
+type MsgID = [32]byte
+
+// Config tunes the protocol. Zero fields take the defaults.
+type Config struct {
+	IHaveTimeout time.Duration // wait for an announced message before grafting (default 1s)
+	GraftRetry   time.Duration // then try the next announcer after this (default 500ms)
+	LazyFlush    time.Duration // batch IHAVEs at most this long (default 100ms)
+	MaxIHave     int           // announcements per IHAVE frame (default 256)
+	CacheTTL     time.Duration // keep payloads to answer grafts (default 60s)
+	SeenTTL      time.Duration // remember ids to drop duplicates (default 5m)
+	MaxCache     int           // payloads kept at most (default 10000)
+	MaxSeen      int           // ids remembered at most (default 200000)
+	MaxMissing   int           // announced-but-missing ids tracked at most (default 10000)
+	MaxLazyQueue int           // queued announcements per lazy peer (default 4096)
+}
+
+func (c *Config) fill() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	defInt := func(d *int, v int) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.IHaveTimeout, time.Second)
+	def(&c.GraftRetry, 500*time.Millisecond)
+	def(&c.LazyFlush, 100*time.Millisecond)
+	def(&c.CacheTTL, time.Minute)
+	def(&c.SeenTTL, 5*time.Minute)
+	defInt(&c.MaxIHave, 256)
+	defInt(&c.MaxCache, 10000)
+	defInt(&c.MaxSeen, 200000)
+	defInt(&c.MaxMissing, 10000)
+	defInt(&c.MaxLazyQueue, 4096)
+}
+
+// maxAnnouncers is how many announcers of one missing id are remembered.
+const maxAnnouncers = 8
+
+// Send is a frame for the owner to send to a neighbour.
+type Send struct {
+	To    PeerID
+	Frame *pb.Frame
+}
+
+// Stats count what the tree did.
+type Stats struct {
+	Delivered      uint64 // messages delivered (received or originated)
+	Duplicates     uint64 // payloads received again
+	EagerSent      uint64 // payloads pushed (eager push and graft answers)
+	LazySent       uint64 // announcements sent
+	GraftsSent     uint64
+	PrunesSent     uint64
+	Dropped        uint64 // announcements or ids dropped to keep bounds
+	Eager, Lazy    int    // current peer sets
+	Cached, Missed int    // payloads cached; ids announced but missing
+}
+
+type cached struct {
+	kind    uint32
+	payload []byte
+	hops    uint32
+	at      time.Time
+}
+
+type missing struct {
+	announcers []PeerID
+	next       int // index of the next announcer to graft
+	deadline   time.Time
+}
+
+type stamped struct {
+	id MsgID
+	at time.Time
+}
+
+// Tree is one node's Plumtree state.
+type Tree struct {
+	cfg   Config
+	peers map[PeerID]bool // true: eager
+
+	seen      map[MsgID]struct{}
+	seenFIFO  []stamped
+	cache     map[MsgID]*cached
+	cacheFIFO []stamped
+	missing   map[MsgID]*missing
+
+	lazyQ        map[PeerID][]*pb.Announcement
+	lazyDeadline time.Time // zero: nothing queued
+
+	stats Stats
+}
+
+// New returns an empty tree.
+func New(cfg Config) *Tree {
+	cfg.fill()
+	return &Tree{
+		cfg:     cfg,
+		peers:   map[PeerID]bool{},
+		seen:    map[MsgID]struct{}{},
+		cache:   map[MsgID]*cached{},
+		missing: map[MsgID]*missing{},
+		lazyQ:   map[PeerID][]*pb.Announcement{},
+	}
+}
+
+// AddPeer adds a neighbour; new neighbours start eager.
+func (t *Tree) AddPeer(p PeerID) {
+	if _, ok := t.peers[p]; !ok {
+		t.peers[p] = true
+	}
+}
+
+// RemovePeer forgets a neighbour and what was queued for it.
+func (t *Tree) RemovePeer(p PeerID) {
+	delete(t.peers, p)
+	delete(t.lazyQ, p)
+}
+
+// Peers returns the eager and lazy neighbours.
+func (t *Tree) Peers() (eager, lazy []PeerID) {
+	for p, e := range t.peers {
+		if e {
+			eager = append(eager, p)
+		} else {
+			lazy = append(lazy, p)
+		}
+	}
+	return eager, lazy
+}
+
+// Seen reports whether the message id was delivered or originated here
+// (within SeenTTL), so the owner can skip verifying a duplicate.
+func (t *Tree) Seen(id MsgID) bool {
+	_, ok := t.seen[id]
+	return ok
+}
+
+// Broadcast originates a message.
+func (t *Tree) Broadcast(now time.Time, id MsgID, kind uint32, payload []byte) []Send {
+	if t.Seen(id) {
+		return nil
+	}
+	t.accept(now, id, kind, payload, 0)
+	return t.push(now, nil, id, kind, payload, 0)
+}
+
+// ErrUnknownPeer is returned for a frame from a peer not added.
+var ErrUnknownPeer = errors.New("plumtree: frame from unknown peer")
+
+// HandleFrame processes a frame from neighbour from. deliver is non-nil
+// exactly once per message id: the first time its payload arrives.
+func (t *Tree) HandleFrame(now time.Time, from PeerID, f *pb.Frame) (deliver *pb.Gossip, out []Send, err error) {
+	if _, ok := t.peers[from]; !ok {
+		return nil, nil, ErrUnknownPeer
+	}
+	switch b := f.GetBody().(type) {
+	case *pb.Frame_Gossip:
+		return t.handleGossip(now, from, b.Gossip)
+	case *pb.Frame_Ihave:
+		return nil, nil, t.handleIHave(now, from, b.Ihave)
+	case *pb.Frame_Graft:
+		out, err := t.handleGraft(from, b.Graft)
+		return nil, out, err
+	case *pb.Frame_Prune:
+		t.peers[from] = false
+		return nil, nil, nil
+	}
+	return nil, nil, fmt.Errorf("plumtree: not a tree frame")
+}
+
+func (t *Tree) handleGossip(now time.Time, from PeerID, g *pb.Gossip) (*pb.Gossip, []Send, error) {
+	if g == nil || len(g.Id) != 32 {
+		return nil, nil, errors.New("plumtree: gossip without a 32-byte id")
+	}
+	id := MsgID(g.Id)
+	if t.Seen(id) {
+		t.stats.Duplicates++
+		if t.peers[from] {
+			t.peers[from] = false
+			t.stats.PrunesSent++
+			return nil, []Send{{To: from, Frame: &pb.Frame{Body: &pb.Frame_Prune{Prune: &pb.Prune{}}}}}, nil
+		}
+		return nil, nil, nil
+	}
+	t.peers[from] = true // the link carried a new payload: it is a tree link
+	delete(t.missing, id)
+	hops := g.Hops + 1
+	t.accept(now, id, g.Kind, g.Payload, hops)
+	return g, t.push(now, &from, id, g.Kind, g.Payload, hops), nil
+}
+
+// accept records a new message as seen and cached.
+func (t *Tree) accept(now time.Time, id MsgID, kind uint32, payload []byte, hops uint32) {
+	t.stats.Delivered++
+	t.seen[id] = struct{}{}
+	t.seenFIFO = append(t.seenFIFO, stamped{id, now})
+	for len(t.seen) > t.cfg.MaxSeen {
+		t.expireSeenOne()
+	}
+	t.cache[id] = &cached{kind: kind, payload: payload, hops: hops, at: now}
+	t.cacheFIFO = append(t.cacheFIFO, stamped{id, now})
+	for len(t.cache) > t.cfg.MaxCache {
+		t.expireCacheOne()
+	}
+}
+
+// push sends the payload to eager peers and queues announcements for lazy
+// ones, skipping the peer it came from.
+func (t *Tree) push(now time.Time, from *PeerID, id MsgID, kind uint32, payload []byte, hops uint32) []Send {
+	var out []Send
+	var frame *pb.Frame
+	for p, eager := range t.peers {
+		if from != nil && p == *from {
+			continue
+		}
+		if eager {
+			if frame == nil {
+				frame = &pb.Frame{Body: &pb.Frame_Gossip{Gossip: &pb.Gossip{Id: id[:], Kind: kind, Payload: payload, Hops: hops}}}
+			}
+			out = append(out, Send{To: p, Frame: frame})
+			t.stats.EagerSent++
+			continue
+		}
+		q := t.lazyQ[p]
+		if len(q) >= t.cfg.MaxLazyQueue {
+			t.stats.Dropped++
+			continue
+		}
+		t.lazyQ[p] = append(q, &pb.Announcement{Id: id[:], Hops: hops})
+		if t.lazyDeadline.IsZero() {
+			t.lazyDeadline = now.Add(t.cfg.LazyFlush)
+		}
+	}
+	return out
+}
+
+func (t *Tree) handleIHave(now time.Time, from PeerID, ih *pb.IHave) error {
+	if ih == nil {
+		return nil
+	}
+	for _, a := range ih.Messages {
+		if len(a.Id) != 32 {
+			return errors.New("plumtree: announcement without a 32-byte id")
+		}
+		id := MsgID(a.Id)
+		if t.Seen(id) {
+			continue
+		}
+		m := t.missing[id]
+		if m == nil {
+			if len(t.missing) >= t.cfg.MaxMissing {
+				t.stats.Dropped++
+				continue
+			}
+			m = &missing{deadline: now.Add(t.cfg.IHaveTimeout)}
+			t.missing[id] = m
+		}
+		if len(m.announcers) < maxAnnouncers && !contains(m.announcers, from) {
+			m.announcers = append(m.announcers, from)
+		}
+	}
+	return nil
+}
+
+func contains(s []PeerID, p PeerID) bool {
+	for _, x := range s {
+		if x == p {
+			return true
+		}
+	}
+	return false
+}
+
+func (t *Tree) handleGraft(from PeerID, g *pb.Graft) ([]Send, error) {
+	if g == nil || len(g.Id) != 32 {
+		return nil, errors.New("plumtree: graft without a 32-byte id")
+	}
+	t.peers[from] = true
+	c := t.cache[MsgID(g.Id)]
+	if c == nil {
+		return nil, nil // expired: the peer tries another announcer
+	}
+	t.stats.EagerSent++
+	return []Send{{To: from, Frame: &pb.Frame{Body: &pb.Frame_Gossip{Gossip: &pb.Gossip{
+		Id: g.Id, Kind: c.kind, Payload: c.payload, Hops: c.hops}}}}}, nil
+}

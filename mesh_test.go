@@ -1,0 +1,180 @@
+package pipes_test
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pipesnet/pipes"
+)
+
+// TestSixNodesOneGateway: seven nodes that each know only the first node
+// find every other node, keep a bounded degree, report a departure, take a
+// restarted node back, and reconnect to a restarted gateway.
+func TestSixNodesOneGateway(t *testing.T) {
+	netPath := testNetfile(t, "mesh")
+	gwPort := freePort(t)
+	gw := newMember(t, netPath, "gw", pipes.WithListenAddr(loopback(gwPort)), pipes.WithTargetDegree(3))
+	gw.start(t)
+	ms := []*member{gw}
+	for i := range 6 {
+		m := newMember(t, netPath, fmt.Sprintf("n%d", i), pipes.WithTargetDegree(3))
+		m.gateway(t, gw)
+		m.start(t)
+		ms = append(ms, m)
+	}
+	eventually(t, 60*time.Second, "every node sees every other", allSeeAll(ms))
+
+	// Peer exchange: nodes other than the gateway have peers besides it.
+	others := 0
+	for _, m := range ms[1:] {
+		for _, r := range m.n.ConnectedPeers() {
+			if r.ID() != gw.n.ID() {
+				others++
+			}
+			if !r.IsPeer() || !r.IsConnected() {
+				t.Fatalf("peer %s not marked peer/online", r.ID())
+			}
+		}
+	}
+	if others == 0 {
+		t.Fatal("no node found a peer besides the gateway")
+	}
+
+	// NodeWithID by prefix; names and locations travel with presence.
+	target := ms[3].n.ID()
+	ref, err := ms[1].n.NodeWithID(target.String()[:10])
+	if err != nil || ref.ID() != target || ref.Name() != "n2" || ref.Location() != "n2-loc" || ref.Version() == "" {
+		t.Fatalf("NodeWithID: %v %+v", err, ref)
+	}
+	if _, err := ms[1].n.NodeWithID("ffffffffffffffffffff"); !errors.Is(err, pipes.ErrNotFound) && err != nil {
+		t.Fatalf("NodeWithID unknown: %v", err)
+	}
+	if _, err := ms[1].n.NodeWithID(""); !errors.Is(err, pipes.ErrInvalidID) {
+		t.Fatalf("NodeWithID empty: %v", err)
+	}
+	if _, err := ms[1].n.NodeWithID("xyz"); !errors.Is(err, pipes.ErrInvalidID) {
+		t.Fatalf("NodeWithID non-hex: %v", err)
+	}
+
+	// A clean departure is reported everywhere; KnownNodes keeps the node.
+	leaver := ms[6]
+	var mu sync.Mutex
+	var sawOffline bool
+	l := &pipes.NodeListenerFuncs{NodeStatusUpdate: func(r pipes.NodeRef, _ *pipes.Node) {
+		if r.ID() == leaver.n.ID() && !r.IsConnected() {
+			mu.Lock()
+			sawOffline = true
+			mu.Unlock()
+		}
+	}}
+	ms[1].n.AddListener(l)
+	if err := leaver.n.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	rest := ms[:6]
+	eventually(t, 30*time.Second, "departure seen by all", allSeeAll(rest))
+	eventually(t, 10*time.Second, "listener told of the departure", func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if !sawOffline {
+			return errors.New("no offline callback")
+		}
+		return nil
+	})
+	ms[1].n.RemoveListener(l)
+	if _, err := ms[1].n.NodeWithID(leaver.n.ID().String()); err != nil {
+		t.Fatalf("departed node not known: %v", err)
+	}
+
+	// The departed node restarts and rejoins.
+	leaver.start(t)
+	eventually(t, 30*time.Second, "restarted node seen by all", allSeeAll(ms))
+
+	// The gateway's whole platform restarts on the same port; the others
+	// reconnect to it by redialling the gateway address.
+	gwID := gw.n.ID()
+	if err := gw.p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "gateway departure seen", allSeeAll(ms[1:]))
+	gw.open(t)
+	if gw.n.ID() != gwID {
+		t.Fatal("node id changed across reopen")
+	}
+	gw.start(t)
+	eventually(t, 60*time.Second, "all see all after the gateway restart", allSeeAll(ms))
+	eventually(t, 30*time.Second, "gateway has peers again", func() error {
+		if len(gw.n.ConnectedPeers()) == 0 {
+			return errors.New("gateway has no peers")
+		}
+		return nil
+	})
+	// KnownNodes of the reopened gateway includes nodes seen before the restart.
+	known := map[pipes.NodeID]bool{}
+	for _, r := range gw.n.KnownNodes() {
+		known[r.ID()] = true
+	}
+	for _, m := range ms[1:] {
+		if !known[m.n.ID()] {
+			t.Fatalf("gateway forgot %s", m.n.Location())
+		}
+	}
+}
+
+// TestNonMemberIsRefused: a node of another network that dials a gateway
+// is refused in the handshake and learns nothing of the members.
+func TestNonMemberIsRefused(t *testing.T) {
+	netPath := testNetfile(t, "members")
+	gw := newMember(t, netPath, "gw")
+	gw.start(t)
+	friend := newMember(t, netPath, "friend")
+	friend.gateway(t, gw)
+	friend.start(t)
+	eventually(t, 30*time.Second, "member connects", allSeeAll([]*member{gw, friend}))
+
+	// A node of another network, pointed at the same gateway.
+	stranger := newMember(t, testNetfile(t, "other"), "stranger")
+	stranger.gateway(t, gw)
+	stranger.start(t)
+	eventually(t, 30*time.Second, "gateway refused the stranger", func() error {
+		if gw.n.Stats().HandshakesRefused+stranger.n.Stats().HandshakesRefused == 0 {
+			return errors.New("no refusal yet")
+		}
+		return nil
+	})
+	if stranger.n.IsConnected() || len(stranger.n.ConnectedNodes()) != 0 {
+		t.Fatal("stranger got in")
+	}
+	for _, r := range gw.n.KnownNodes() {
+		if r.ID() == stranger.n.ID() {
+			t.Fatal("gateway learned of the stranger")
+		}
+	}
+}
+
+// TestSimultaneousDial: two nodes that dial each other at the same moment
+// end up with exactly one connection.
+func TestSimultaneousDial(t *testing.T) {
+	netPath := testNetfile(t, "dup")
+	pa, pb := freePort(t), freePort(t)
+	a := newMember(t, netPath, "a", pipes.WithListenAddr(loopback(pa)))
+	b := newMember(t, netPath, "b", pipes.WithListenAddr(loopback(pb)))
+	a.n.Network().AddGateway("127.0.0.1", pb)
+	b.n.Network().AddGateway("127.0.0.1", pa)
+	var wg sync.WaitGroup
+	for _, m := range []*member{a, b} {
+		wg.Go(func() { m.start(t) })
+	}
+	wg.Wait()
+	eventually(t, 30*time.Second, "connected", allSeeAll([]*member{a, b}))
+	eventually(t, 30*time.Second, "one connection on each side", func() error {
+		ca, cb := a.n.Stats().Conns, b.n.Stats().Conns
+		if ca != 1 || cb != 1 {
+			return fmt.Errorf("connections: a=%d b=%d", ca, cb)
+		}
+		return nil
+	})
+}

@@ -1,0 +1,415 @@
+package pipes
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pipesnet/pipes/internal/identity"
+	"github.com/pipesnet/pipes/internal/mesh"
+	"github.com/pipesnet/pipes/internal/store"
+	"github.com/pipesnet/pipes/internal/transport"
+	"github.com/pipesnet/pipes/internal/wire/pb"
+)
+
+// Node is the platform's presence in one network as one identity, at one
+// location (a device or process). A Node keeps its id across restarts.
+// Methods are safe for concurrent use.
+type Node struct {
+	p  *Platform
+	id NodeID
+
+	mu struct {
+		sync.Mutex
+		rec       nodeRecord
+		mesh      *mesh.Mesh
+		tr        *transport.Transport
+		listeners []NodeListener
+		boot      map[NetworkID]string // bootstrap list kept by this node
+	}
+	startMu sync.Mutex // serialises Start and Shutdown
+}
+
+func (p *Platform) newNode(id NodeID, r nodeRecord) (*Node, error) {
+	n := &Node{p: p, id: id}
+	n.mu.rec = r
+	n.mu.boot = map[NetworkID]string{}
+	err := p.db.Scan(store.Key(tBoot, r.Network[:]), func(k, v []byte) error {
+		var br bootRecord
+		if len(k) == 65 && jsonUnmarshal(v, &br) == nil {
+			n.mu.boot[NetworkID(k[33:])] = br.Name
+		}
+		return nil
+	})
+	return n, err
+}
+
+// Nodes returns the nodes configured on the platform, ordered by id.
+func (p *Platform) Nodes() []*Node {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.nodesLocked()
+}
+
+func (p *Platform) nodesLocked() []*Node {
+	out := make([]*Node, 0, len(p.mu.nodes))
+	for _, n := range p.mu.nodes {
+		out = append(out, n)
+	}
+	slices.SortFunc(out, func(a, b *Node) int { return bytes.Compare(a.id[:], b.id[:]) })
+	return out
+}
+
+// Node returns the node with id.
+func (p *Platform) Node(id NodeID) (*Node, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if n := p.mu.nodes[id]; n != nil {
+		return n, nil
+	}
+	return nil, fmt.Errorf("%w: node %s", ErrNotFound, id)
+}
+
+// AddNode creates a node of network nw running as identity id at location
+// (a free-form name of the device or place, e.g. "laptop"). The node gets
+// its own Ed25519 device key (keys/node-<id>.key, mode 0600) and a
+// certificate signed by the identity. A second node with the same network,
+// identity and location is refused with ErrExists.
+func (p *Platform) AddNode(nw *Network, id *Identity, location string, opts ...NodeOption) (*Node, error) {
+	if nw == nil || id == nil {
+		return nil, errors.New("pipes: AddNode needs a network and an identity")
+	}
+	if len(location) > identity.MaxLocationLen {
+		return nil, fmt.Errorf("pipes: location longer than %d bytes", identity.MaxLocationLen)
+	}
+	var cfg nodeConfig
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if cfg.ListenAddr != "" {
+		if _, _, err := net.SplitHostPort(cfg.ListenAddr); err != nil {
+			return nil, fmt.Errorf("pipes: listen address %q: %w", cfg.ListenAddr, err)
+		}
+	}
+	for _, n := range p.Nodes() {
+		r := n.record()
+		if r.Network == nw.id && r.Identity == id.id && r.Location == location {
+			return nil, fmt.Errorf("%w: node of %q in network %q at location %q", ErrExists, id.Name(), nw.Name(), location)
+		}
+	}
+	ik, err := id.key()
+	if err != nil {
+		return nil, fmt.Errorf("pipes: identity key: %w", err)
+	}
+	key, err := identity.Generate()
+	if err != nil {
+		return nil, fmt.Errorf("pipes: %w", err)
+	}
+	cert, err := identity.IssueCert(ik, id.Name(), key.Public, nw.id, location, time.Now())
+	if err != nil {
+		return nil, fmt.Errorf("pipes: %w", err)
+	}
+	certBytes, err := marshalProto(cert.Signed)
+	if err != nil {
+		return nil, fmt.Errorf("pipes: %w", err)
+	}
+	nid := NodeID(cert.NodeID())
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := p.checkOpen(); err != nil {
+		return nil, err
+	}
+	if err := identity.SaveKey(p.keyPath("node", nid), key); err != nil {
+		return nil, fmt.Errorf("pipes: %w", err)
+	}
+	rec := nodeRecord{Network: nw.id, Identity: id.id, Location: location, Cert: certBytes,
+		Created: time.Now().UTC(), Config: cfg}
+	if err := putJSON(p.db, store.Key(tNode, nid[:]), rec); err != nil {
+		return nil, fmt.Errorf("pipes: %w", err)
+	}
+	n, err := p.newNode(nid, rec)
+	if err != nil {
+		return nil, err
+	}
+	p.mu.nodes[nid] = n
+	return n, nil
+}
+
+func (n *Node) record() nodeRecord {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.mu.rec
+}
+
+// ID returns the node's id.
+func (n *Node) ID() NodeID { return n.id }
+
+// Network returns the node's network.
+func (n *Node) Network() *Network {
+	nw, _ := n.p.Network(n.record().Network)
+	return nw
+}
+
+// Identity returns the identity the node runs as.
+func (n *Node) Identity() *Identity {
+	id, _ := n.p.Identity(n.record().Identity)
+	return id
+}
+
+// Location returns the node's location string.
+func (n *Node) Location() string { return n.record().Location }
+
+// Start binds the node's UDP socket and joins the network: it dials the
+// gateways, then more peers, and announces its presence. It returns once
+// the socket is bound; connecting continues in the background (see
+// IsConnected and NodeListener). It fails with ErrNoSecret if the network
+// secret is not set and ErrActive if the node is running. ctx bounds the
+// start-up only.
+func (n *Node) Start(ctx context.Context) error {
+	n.startMu.Lock()
+	defer n.startMu.Unlock()
+	p := n.p
+	p.mu.Lock()
+	closed := p.mu.closed
+	p.mu.Unlock()
+	if closed {
+		return ErrClosed
+	}
+	if n.IsActive() {
+		return ErrActive
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	nw := n.Network()
+	if nw == nil {
+		return fmt.Errorf("%w: network of node %s", ErrNotFound, n.id)
+	}
+	nkey, err := nw.networkKey()
+	if err != nil {
+		return err
+	}
+	key, err := identity.LoadKey(p.keyPath("node", n.id))
+	if err != nil {
+		return fmt.Errorf("pipes: node key: %w", err)
+	}
+	rec := n.record()
+	var signed pb.Signed
+	if err := unmarshalProto(rec.Cert, &signed); err != nil {
+		return fmt.Errorf("pipes: node certificate: %w", err)
+	}
+	cert, err := identity.ParseCert(&signed)
+	if err != nil {
+		return fmt.Errorf("pipes: node certificate: %w", err)
+	}
+	rec.Incarnation = max(uint64(time.Now().UnixNano()), rec.Incarnation+1)
+	if err := putJSON(p.db, store.Key(tNode, n.id[:]), rec); err != nil {
+		return fmt.Errorf("pipes: %w", err)
+	}
+	log := p.log.With("node", n.id.String()[:8], "network", nw.Name())
+	timing := p.timing()
+	var tr *transport.Transport
+	tcfg := transport.Config{
+		Key: key, Cert: cert, NetworkID: nw.id, NetworkKey: nkey, Incarnation: rec.Incarnation,
+		ListenAddrs: func() []string { return advertise(tr) },
+		Logger:      log, KeepAlive: timing.keepAlive, IdleTimeout: timing.idle,
+	}
+	tr, err = n.listen(ctx, rec.Config.ListenAddr, tcfg)
+	if err != nil {
+		return err
+	}
+	mcfg := mesh.Config{
+		Transport: tr, Key: key, Cert: cert, Incarnation: rec.Incarnation, Version: version,
+		Gateways:     nw.gatewayAddrs,
+		Addrs:        func() []string { return advertise(tr) },
+		Networks:     n.bootList,
+		TargetDegree: rec.Config.TargetDegree,
+		Heartbeat:    firstNonZero(rec.Config.Heartbeat, timing.heartbeat),
+		OfflineAfter: firstNonZero(rec.Config.OfflineAfter, timing.offline),
+		BackoffMin:   timing.backoffMin, BackoffMax: timing.backoffMax,
+		Logger:  log,
+		OnEvent: n.handleEvent,
+	}
+	m, err := mesh.New(mcfg)
+	if err != nil {
+		tr.Close()
+		return fmt.Errorf("pipes: %w", err)
+	}
+	n.mu.Lock()
+	n.mu.rec = rec
+	n.mu.mesh, n.mu.tr = m, tr
+	n.mu.Unlock()
+	m.Start()
+	log.Info("node started", "listen", tr.Addr().String())
+	return nil
+}
+
+func firstNonZero(a, b time.Duration) time.Duration {
+	if a != 0 {
+		return a
+	}
+	return b
+}
+
+type timing struct {
+	heartbeat, offline, backoffMin, backoffMax, keepAlive, idle time.Duration
+}
+
+// timing returns the platform's timers: zero (the layers' defaults) in
+// normal operation, short ones in test mode.
+func (p *Platform) timing() timing {
+	if !p.opts.testMode {
+		return timing{}
+	}
+	return timing{heartbeat: 250 * time.Millisecond, offline: 2 * time.Second,
+		backoffMin: 100 * time.Millisecond, backoffMax: 2 * time.Second,
+		keepAlive: time.Second, idle: 4 * time.Second}
+}
+
+// listen binds the node's socket: the node's own address if set, else the
+// environment's candidates (or 127.0.0.1:0 in test mode), first free wins.
+func (n *Node) listen(ctx context.Context, addr string, cfg transport.Config) (*transport.Transport, error) {
+	var cands []string
+	switch {
+	case addr != "":
+		cands = []string{addr}
+	case n.p.opts.testMode:
+		cands = []string{"127.0.0.1:0"}
+	default:
+		var err error
+		if cands, err = listenCandidates(); err != nil {
+			return nil, err
+		}
+	}
+	var errs []error
+	for _, a := range cands {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		tr, err := transport.Listen(a, cfg)
+		if err == nil {
+			return tr, nil
+		}
+		errs = append(errs, err)
+	}
+	return nil, fmt.Errorf("pipes: no address to listen on (tried %s): %w", strings.Join(cands, ", "), errors.Join(errs...))
+}
+
+// advertise lists the addresses other nodes can dial: the bound address, or
+// for an unspecified host the addresses of the up interfaces.
+func advertise(tr *transport.Transport) []string {
+	if tr == nil {
+		return nil
+	}
+	ap := tr.Addr()
+	if !ap.Addr().IsUnspecified() {
+		return []string{ap.String()}
+	}
+	var out []string
+	ifaces, _ := net.Interfaces()
+	for _, ifc := range ifaces {
+		if ifc.Flags&net.FlagUp == 0 {
+			continue
+		}
+		addrs, _ := ifc.Addrs()
+		for _, a := range addrs {
+			ipn, ok := a.(*net.IPNet)
+			if !ok {
+				continue
+			}
+			ip, ok := netip.AddrFromSlice(ipn.IP)
+			if !ok || ip.IsLinkLocalUnicast() || ip.IsMulticast() {
+				continue
+			}
+			ip = ip.Unmap()
+			if ap.Addr().Is4() && !ip.Is4() {
+				continue
+			}
+			out = append(out, netip.AddrPortFrom(ip, ap.Port()).String())
+		}
+	}
+	if len(out) > 16 {
+		out = out[:16]
+	}
+	return out
+}
+
+// Shutdown leaves the network: it tells peers the node is leaving, closes
+// every connection and the socket, and waits for the node's goroutines.
+// Listeners get their last callbacks before it returns. Shutdown of a node
+// that is not running does nothing. The node can be started again.
+func (n *Node) Shutdown() error {
+	n.startMu.Lock()
+	defer n.startMu.Unlock()
+	n.mu.Lock()
+	m := n.mu.mesh
+	n.mu.mesh, n.mu.tr = nil, nil
+	n.mu.Unlock()
+	if m == nil {
+		return nil
+	}
+	err := m.Close()
+	n.p.log.Info("node stopped", "node", n.id.String()[:8])
+	return err
+}
+
+// IsActive reports whether the node is started.
+func (n *Node) IsActive() bool { return n.meshOrNil() != nil }
+
+func (n *Node) meshOrNil() *mesh.Mesh {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.mu.mesh
+}
+
+// IsConnected reports whether the node has at least one peer.
+func (n *Node) IsConnected() bool {
+	m := n.meshOrNil()
+	return m != nil && m.Connected()
+}
+
+// ListenAddrs returns the addresses the node can be reached at (empty when
+// not started).
+func (n *Node) ListenAddrs() []netip.AddrPort {
+	n.mu.Lock()
+	tr := n.mu.tr
+	n.mu.Unlock()
+	var out []netip.AddrPort
+	for _, a := range advertise(tr) {
+		if ap, err := netip.ParseAddrPort(a); err == nil {
+			out = append(out, ap)
+		}
+	}
+	return out
+}
+
+// Stats returns the node's mesh counters (zero when not started).
+func (n *Node) Stats() mesh.Stats {
+	if m := n.meshOrNil(); m != nil {
+		return m.Stats()
+	}
+	return mesh.Stats{}
+}
+
+func (n *Node) logger() *slog.Logger { return n.p.log.With("node", n.id.String()[:8]) }
+
+// hexPrefix validates a node id prefix.
+func hexPrefix(prefix string) (string, error) {
+	p := strings.ToLower(strings.TrimSpace(prefix))
+	if p == "" || len(p) > 64 {
+		return "", fmt.Errorf("%w: node id prefix must be 1 to 64 hex digits", ErrInvalidID)
+	}
+	if _, err := hex.DecodeString(p + strings.Repeat("0", len(p)%2)); err != nil {
+		return "", fmt.Errorf("%w: %q is not hex", ErrInvalidID, prefix)
+	}
+	return p, nil
+}

@@ -1,0 +1,65 @@
+package pipes
+
+import (
+	"log/slog"
+	"time"
+)
+
+// Option configures Open.
+type Option func(*platformOptions)
+
+type platformOptions struct {
+	logger   *slog.Logger
+	logTag   string
+	testMode bool
+}
+
+// WithLogger sets the logger of the platform and its nodes. Without it the
+// platform logs warnings and errors to standard error, or everything from
+// debug up when PIPES_DEBUG is set.
+func WithLogger(l *slog.Logger) Option { return func(o *platformOptions) { o.logger = l } }
+
+// WithLogTag adds the attribute tag=<tag> to every log record of the
+// platform, to tell several platforms in one process apart (the spec's
+// logTag).
+func WithLogTag(tag string) Option { return func(o *platformOptions) { o.logTag = tag } }
+
+// WithTestMode is the spec's tester flag. It changes only timings and the
+// default listen address, never security:
+//   - nodes listen on 127.0.0.1 with a free port unless an address is given
+//     (PIPES_PORT_START, PIPES_PORT_RANGE and PIPES_LISTEN are ignored);
+//   - heartbeat 250ms, offline after 2s, redial backoff from 100ms to 2s,
+//     QUIC keep-alive 1s and idle timeout 4s, so departures and restarts
+//     are seen within seconds.
+func WithTestMode(on bool) Option { return func(o *platformOptions) { o.testMode = on } }
+
+// NodeOption configures AddNode. Options are stored with the node and apply
+// every time it starts.
+type NodeOption func(*nodeConfig)
+
+// nodeConfig is persisted with the node (JSON in the store).
+type nodeConfig struct {
+	ListenAddr   string        `json:"listen_addr,omitempty"`
+	TargetDegree int           `json:"target_degree,omitempty"`
+	Heartbeat    time.Duration `json:"heartbeat,omitempty"`
+	OfflineAfter time.Duration `json:"offline_after,omitempty"`
+}
+
+// WithListenAddr sets the UDP address the node listens on. "127.0.0.1:0"
+// means any free port on loopback. Without it the address comes from
+// PIPES_LISTEN, else the first free port of PIPES_PORT_START ..
+// PIPES_PORT_START+PIPES_PORT_RANGE on all interfaces (see the README).
+func WithListenAddr(hostport string) NodeOption {
+	return func(c *nodeConfig) { c.ListenAddr = hostport }
+}
+
+// WithTargetDegree sets how many direct peers the node aims for (default 6).
+func WithTargetDegree(n int) NodeOption { return func(c *nodeConfig) { c.TargetDegree = n } }
+
+// WithPresenceTiming sets how often the node re-announces its status
+// (default 5s) and after how much silence other nodes are reported offline
+// (default 20s; at least twice the heartbeat). A node that shuts down
+// cleanly is reported offline at once.
+func WithPresenceTiming(heartbeat, offlineAfter time.Duration) NodeOption {
+	return func(c *nodeConfig) { c.Heartbeat, c.OfflineAfter = heartbeat, offlineAfter }
+}
