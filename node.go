@@ -217,20 +217,19 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	log := p.log.With("node", n.id.String()[:8], "network", nw.Name())
 	timing := p.timing()
-	var tr *transport.Transport
 	tcfg := transport.Config{
 		Key: key, Cert: cert, NetworkID: nw.id, NetworkKey: nkey, Incarnation: rec.Incarnation,
-		ListenAddrs: func() []string { return advertise(tr) },
+		ListenAddrs: advertise,
 		Logger:      log, KeepAlive: timing.keepAlive, IdleTimeout: timing.idle,
 	}
-	tr, err = n.listen(ctx, rec.Config.ListenAddr, tcfg)
+	tr, err := n.listen(ctx, rec.Config.ListenAddr, tcfg)
 	if err != nil {
 		return err
 	}
 	mcfg := mesh.Config{
 		Transport: tr, Key: key, Cert: cert, Incarnation: rec.Incarnation, Version: version,
 		Gateways:     nw.gatewayAddrs,
-		Addrs:        func() []string { return advertise(tr) },
+		Addrs:        func() []string { return advertise(tr.Addr()) },
 		Networks:     n.bootList,
 		TargetDegree: rec.Config.TargetDegree,
 		Heartbeat:    firstNonZero(rec.Config.Heartbeat, timing.heartbeat),
@@ -306,11 +305,7 @@ func (n *Node) listen(ctx context.Context, addr string, cfg transport.Config) (*
 
 // advertise lists the addresses other nodes can dial: the bound address, or
 // for an unspecified host the addresses of the up interfaces.
-func advertise(tr *transport.Transport) []string {
-	if tr == nil {
-		return nil
-	}
-	ap := tr.Addr()
+func advertise(ap netip.AddrPort) []string {
 	if !ap.Addr().IsUnspecified() {
 		return []string{ap.String()}
 	}
@@ -383,8 +378,11 @@ func (n *Node) ListenAddrs() []netip.AddrPort {
 	n.mu.Lock()
 	tr := n.mu.tr
 	n.mu.Unlock()
+	if tr == nil {
+		return nil
+	}
 	var out []netip.AddrPort
-	for _, a := range advertise(tr) {
+	for _, a := range advertise(tr.Addr()) {
 		if ap, err := netip.ParseAddrPort(a); err == nil {
 			out = append(out, ap)
 		}

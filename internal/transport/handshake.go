@@ -77,11 +77,15 @@ func (t *Transport) handshake(ctx context.Context, qc *quic.Conn, outbound bool)
 		return nil, t.refuse(qc, "peer key is not Ed25519")
 	}
 	peerID := sha256.Sum256(peerPub)
+	myID := t.cfg.Cert.NodeID()
+	if peerID == myID {
+		qc.CloseWithError(CodeSelf, "dialled itself")
+		return nil, ErrSelf
+	}
 	exporter, err := state.ExportKeyingMaterial(exporterLabel, nil, 32)
 	if err != nil {
 		return nil, t.refuse(qc, "no TLS exporter")
 	}
-	myID := t.cfg.Cert.NodeID()
 	mine := &pb.Hello{
 		ProtocolVersion: ProtocolVersion,
 		NetworkId:       t.cfg.NetworkID[:],
@@ -93,7 +97,7 @@ func (t *Transport) handshake(ctx context.Context, qc *quic.Conn, outbound bool)
 		NodeCert:        t.cfg.Cert.Signed,
 		Proof:           mine.Proof,
 		Incarnation:     t.cfg.Incarnation,
-		ListenAddrs:     t.cfg.ListenAddrs(),
+		ListenAddrs:     t.cfg.ListenAddrs(t.Addr()),
 	}
 
 	var st *quic.Stream
@@ -163,10 +167,6 @@ func (t *Transport) handshake(ctx context.Context, qc *quic.Conn, outbound bool)
 		}
 	}
 	st.SetDeadline(time.Time{})
-	if c.PeerID == myID {
-		qc.CloseWithError(CodeSelf, "dialled itself")
-		return nil, ErrSelf
-	}
 	t.live.Add(1)
 	context.AfterFunc(qc.Context(), func() { t.live.Add(-1) })
 	return c, nil
@@ -254,6 +254,9 @@ func (t *Transport) refuse(qc *quic.Conn, reason string) error {
 func (t *Transport) closeErr(qc *quic.Conn, err error) error {
 	var appErr *quic.ApplicationError
 	if errors.As(err, &appErr) && appErr.Remote {
+		if appErr.ErrorCode == CodeSelf {
+			return ErrSelf
+		}
 		if appErr.ErrorCode == CodeRefused {
 			return fmt.Errorf("%w: %s", ErrRefusedByPeer, appErr.ErrorMessage)
 		}

@@ -40,8 +40,9 @@ type Config struct {
 	NetworkID   [32]byte
 	NetworkKey  [32]byte // from the network secret; never sent
 	Incarnation uint64   // distinguishes restarts of the same node
-	// ListenAddrs returns the addresses advertised in the handshake.
-	ListenAddrs func() []string
+	// ListenAddrs returns the addresses advertised in the handshake, given
+	// the bound address.
+	ListenAddrs func(bound netip.AddrPort) []string
 	Logger      *slog.Logger
 
 	// KeepAlive is how often an idle connection sends a PING (default 5s):
@@ -62,7 +63,7 @@ func (c *Config) fill() error {
 		return errors.New("transport: Key and Cert are required")
 	}
 	if c.ListenAddrs == nil {
-		c.ListenAddrs = func() []string { return nil }
+		c.ListenAddrs = func(b netip.AddrPort) []string { return []string{b.String()} }
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -230,7 +231,8 @@ func (t *Transport) Close() error {
 	t.closeMu.Do(func() {
 		t.cancel()
 		t.ln.Close()
-		t.qt.Close()
+		t.qt.Close() // does not close a socket it was given
+		t.udp.Close()
 		t.wg.Wait()
 		for {
 			select {

@@ -64,15 +64,9 @@ func WriteMsg(w io.Writer, m proto.Message) error {
 // io.EOF only when the stream ends cleanly before a frame starts, and
 // io.ErrUnexpectedEOF when it ends inside a frame.
 func ReadMsg(r *bufio.Reader, m proto.Message, max int) error {
-	n, err := binary.ReadUvarint(r)
+	n, err := readLength(r)
 	if err != nil {
-		if errors.Is(err, io.EOF) {
-			return err
-		}
-		if errors.Is(err, io.ErrUnexpectedEOF) {
-			return err
-		}
-		return fmt.Errorf("%w: bad length prefix: %v", ErrMalformed, err)
+		return err
 	}
 	if n > uint64(max) {
 		return fmt.Errorf("%w: %d bytes, limit %d", ErrFrameTooLarge, n, max)
@@ -85,6 +79,30 @@ func ReadMsg(r *bufio.Reader, m proto.Message, max int) error {
 		return err
 	}
 	return Decode(body, m)
+}
+
+// readLength reads the varint length prefix. Errors of the stream pass
+// through unchanged (io.EOF only before the first byte); an over-long
+// varint is ErrMalformed.
+func readLength(r *bufio.Reader) (uint64, error) {
+	var x uint64
+	for i := 0; i < binary.MaxVarintLen64; i++ {
+		b, err := r.ReadByte()
+		if err != nil {
+			if i > 0 && errors.Is(err, io.EOF) {
+				return 0, io.ErrUnexpectedEOF
+			}
+			return 0, err
+		}
+		if i == binary.MaxVarintLen64-1 && b > 1 {
+			break
+		}
+		x |= uint64(b&0x7f) << (7 * i)
+		if b < 0x80 {
+			return x, nil
+		}
+	}
+	return 0, fmt.Errorf("%w: length prefix overflows 64 bits", ErrMalformed)
 }
 
 // Decode unmarshals one frame body into m. Unknown fields are kept and
