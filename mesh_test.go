@@ -179,3 +179,36 @@ func TestSimultaneousDial(t *testing.T) {
 		return nil
 	})
 }
+
+// TestSilentDeparture: a node that vanishes without a word is reported
+// offline by every other node once the offline timeout passes, and the
+// listeners hear of it.
+func TestSilentDeparture(t *testing.T) {
+	netPath := testNetfile(t, "silent")
+	gw := newMember(t, netPath, "gw")
+	gw.start(t)
+	ms := []*member{gw}
+	for i := range 3 {
+		m := newMember(t, netPath, fmt.Sprintf("s%d", i))
+		m.gateway(t, gw)
+		m.start(t)
+		ms = append(ms, m)
+	}
+	eventually(t, 30*time.Second, "all see all", allSeeAll(ms))
+	victim := ms[3]
+	offline := make(chan struct{}, 8)
+	l := &pipes.NodeListenerFuncs{NodeStatusUpdate: func(r pipes.NodeRef, _ *pipes.Node) {
+		if r.ID() == victim.n.ID() && !r.IsConnected() {
+			offline <- struct{}{}
+		}
+	}}
+	ms[1].n.AddListener(l)
+	pipes.KillNode(victim.n)
+	eventually(t, 60*time.Second, "the vanished node is offline everywhere", allSeeAll(ms[:3]))
+	select {
+	case <-offline:
+	case <-time.After(10 * time.Second):
+		t.Fatal("listener not told")
+	}
+	ms[1].n.RemoveListener(l)
+}

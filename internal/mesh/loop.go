@@ -434,6 +434,14 @@ func (m *Mesh) setConnected(c bool) {
 func (m *Mesh) shutdown() {
 	m.leaving = true
 	now := time.Now()
+	if m.abort.Load() {
+		for _, p := range m.peers {
+			close(p.stop)
+		}
+		m.peers = map[[32]byte]*peer{}
+		m.publish()
+		return
+	}
 	if len(m.peers) > 0 {
 		m.announce(now, true)
 		// The tree pushed the status to eager peers only; lazy peers would

@@ -174,6 +174,7 @@ type Mesh struct {
 
 	events *eventQueue
 	snap   atomic.Pointer[snapshot]
+	abort  atomic.Bool // Kill: leave without a word
 	stats  struct {
 		bad, dialsFailed, refused atomic.Uint64
 		tree                      atomic.Pointer[plumtree.Stats]
@@ -257,6 +258,14 @@ func (m *Mesh) Close() error {
 		m.events.close()
 	})
 	return nil
+}
+
+// Kill stops the mesh as a crash would: no leaving status, no goodbye, the
+// socket closed before anything else. Other nodes notice by timeouts.
+func (m *Mesh) Kill() error {
+	m.abort.Store(true)
+	m.cfg.Transport.Abort()
+	return m.Close()
 }
 
 // Broadcast sends payload to every online node of the network. Kind 1 is

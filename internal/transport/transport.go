@@ -225,6 +225,15 @@ func (t *Transport) Stats() Stats {
 	return Stats{Conns: t.live.Load(), Refused: t.refused.Load()}
 }
 
+// Abort closes the socket first, so that not even a CONNECTION_CLOSE
+// reaches the peers, then closes like Close. Peers notice only by the idle
+// timeout: this is how a crash looks from outside, for tests and for a
+// process that must stop at once.
+func (t *Transport) Abort() error {
+	t.udp.Close()
+	return t.Close()
+}
+
 // Close stops accepting, closes every connection of this transport and the
 // socket, and waits for the transport's goroutines.
 func (t *Transport) Close() error {
