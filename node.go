@@ -217,10 +217,18 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	log := p.log.With("node", n.id.String()[:8], "network", nw.Name())
 	timing := p.timing()
+	offline := firstNonZero(rec.Config.OfflineAfter, firstNonZero(timing.offline, 20*time.Second))
+	// A dead peer's connection must not outlive the presence timeout: the
+	// QUIC idle timeout follows it (3s..15s), with keep-alives at a third.
+	idle := min(max(offline, 3*time.Second), 15*time.Second)
+	heartbeat := firstNonZero(rec.Config.Heartbeat, timing.heartbeat)
+	if heartbeat == 0 && offline < 4*5*time.Second {
+		heartbeat = offline / 4 // keep four announcements per offline period
+	}
 	tcfg := transport.Config{
 		Key: key, Cert: cert, NetworkID: nw.id, NetworkKey: nkey, Incarnation: rec.Incarnation,
 		ListenAddrs: advertise,
-		Logger:      log, KeepAlive: timing.keepAlive, IdleTimeout: timing.idle,
+		Logger: log, KeepAlive: idle / 3, IdleTimeout: idle,
 	}
 	tr, err := n.listen(ctx, rec.Config.ListenAddr, tcfg)
 	if err != nil {
@@ -232,8 +240,8 @@ func (n *Node) Start(ctx context.Context) error {
 		Addrs:        func() []string { return advertise(tr.Addr()) },
 		Networks:     n.bootList,
 		TargetDegree: rec.Config.TargetDegree,
-		Heartbeat:    firstNonZero(rec.Config.Heartbeat, timing.heartbeat),
-		OfflineAfter: firstNonZero(rec.Config.OfflineAfter, timing.offline),
+		Heartbeat:    heartbeat,
+		OfflineAfter: offline,
 		BackoffMin:   timing.backoffMin, BackoffMax: timing.backoffMax,
 		Logger:  log,
 		OnEvent: n.handleEvent,
@@ -260,7 +268,7 @@ func firstNonZero(a, b time.Duration) time.Duration {
 }
 
 type timing struct {
-	heartbeat, offline, backoffMin, backoffMax, keepAlive, idle time.Duration
+	heartbeat, offline, backoffMin, backoffMax time.Duration
 }
 
 // timing returns the platform's timers: zero (the layers' defaults) in
@@ -270,8 +278,7 @@ func (p *Platform) timing() timing {
 		return timing{}
 	}
 	return timing{heartbeat: 250 * time.Millisecond, offline: 2 * time.Second,
-		backoffMin: 100 * time.Millisecond, backoffMax: 2 * time.Second,
-		keepAlive: time.Second, idle: 4 * time.Second}
+		backoffMin: 100 * time.Millisecond, backoffMax: 2 * time.Second}
 }
 
 // listen binds the node's socket: the node's own address if set, else the

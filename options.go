@@ -29,8 +29,8 @@ func WithLogTag(tag string) Option { return func(o *platformOptions) { o.logTag 
 //   - nodes listen on 127.0.0.1 with a free port unless an address is given
 //     (PIPES_PORT_START, PIPES_PORT_RANGE and PIPES_LISTEN are ignored);
 //   - heartbeat 250ms, offline after 2s, redial backoff from 100ms to 2s,
-//     QUIC keep-alive 1s and idle timeout 4s, so departures and restarts
-//     are seen within seconds.
+//     QUIC idle timeout 3s (keep-alive 1s), so departures and restarts are
+//     seen within seconds.
 func WithTestMode(on bool) Option { return func(o *platformOptions) { o.testMode = on } }
 
 // NodeOption configures AddNode. Options are stored with the node and apply
@@ -59,7 +59,9 @@ func WithTargetDegree(n int) NodeOption { return func(c *nodeConfig) { c.TargetD
 // WithPresenceTiming sets how often the node re-announces its status
 // (default 5s) and after how much silence other nodes are reported offline
 // (default 20s; at least twice the heartbeat). A node that shuts down
-// cleanly is reported offline at once.
+// cleanly is reported offline at once. The QUIC idle timeout follows the
+// offline time (between 3s and 15s), so a dead direct peer is noticed as
+// quickly as a silent remote one.
 func WithPresenceTiming(heartbeat, offlineAfter time.Duration) NodeOption {
 	return func(c *nodeConfig) { c.Heartbeat, c.OfflineAfter = heartbeat, offlineAfter }
 }

@@ -22,6 +22,7 @@ func (a *app) nodeCmd() *cobra.Command {
 func (a *app) nodeAddCmd() *cobra.Command {
 	var network, ident, listen string
 	var degree int
+	var heartbeat, offline time.Duration
 	cmd := &cobra.Command{
 		Use:   "add LOCATION",
 		Short: "Add a node of a network as an identity at a location (e.g. laptop)",
@@ -43,6 +44,9 @@ func (a *app) nodeAddCmd() *cobra.Command {
 				if degree > 0 {
 					opts = append(opts, pipes.WithTargetDegree(degree))
 				}
+				if heartbeat > 0 || offline > 0 {
+					opts = append(opts, pipes.WithPresenceTiming(heartbeat, offline))
+				}
 				n, err := p.AddNode(nw, id, args[0], opts...)
 				if err != nil {
 					return err
@@ -57,6 +61,8 @@ func (a *app) nodeAddCmd() *cobra.Command {
 	cmd.Flags().StringVar(&ident, "identity", "", "identity name or id prefix (default: the only one)")
 	cmd.Flags().StringVar(&listen, "listen", "", "UDP host:port to listen on (default from PIPES_LISTEN / PIPES_PORT_START)")
 	cmd.Flags().IntVar(&degree, "degree", 0, "direct peers to aim for (default 6)")
+	cmd.Flags().DurationVar(&heartbeat, "heartbeat", 0, "how often the node announces itself (default 5s)")
+	cmd.Flags().DurationVar(&offline, "offline-after", 0, "silence after which others are reported offline (default 20s)")
 	return cmd
 }
 

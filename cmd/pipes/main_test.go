@@ -1,0 +1,253 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestMain lets the test binary act as the pipes command, so the tests run
+// real separate processes without building anything.
+func TestMain(m *testing.M) {
+	if os.Getenv("PIPES_CLI_MAIN") == "1" {
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// pipesCmd prepares the pipes command with args.
+func pipesCmd(env []string, args ...string) *exec.Cmd {
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(append(os.Environ(), "PIPES_CLI_MAIN=1"), env...)
+	return cmd
+}
+
+// runPipes runs the command and returns its standard output; it fails the
+// test on a non-zero exit.
+func runPipes(t *testing.T, env []string, args ...string) string {
+	t.Helper()
+	cmd := pipesCmd(env, args...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("pipes %s: %v\nstdout: %s\nstderr: %s", strings.Join(args, " "), err, out.String(), errb.String())
+	}
+	return out.String()
+}
+
+func freePort(t *testing.T) int {
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).Port
+}
+
+func TestErrorsAreOneLineAndNonZero(t *testing.T) {
+	home := t.TempDir()
+	cmd := pipesCmd(nil, "--home", home, "network", "set-secret", "nope")
+	var errb bytes.Buffer
+	cmd.Stderr = &errb
+	err := cmd.Run()
+	if err == nil {
+		t.Fatal("exit 0 for an unknown network")
+	}
+	msg := strings.TrimSpace(errb.String())
+	if strings.Count(msg, "\n") != 0 || !strings.HasPrefix(msg, "pipes: ") {
+		t.Fatalf("error output not one line: %q", msg)
+	}
+}
+
+func TestSecretNotAcceptedAsArgument(t *testing.T) {
+	cmd := pipesCmd(nil, "network", "create", "x", "--out", filepath.Join(t.TempDir(), "x.net"), "--secret", "plain")
+	if err := cmd.Run(); err == nil {
+		t.Fatal("--secret as a plain argument was accepted")
+	}
+}
+
+func TestNetworkCreateAddSetSecretJSON(t *testing.T) {
+	dir := t.TempDir()
+	home := filepath.Join(dir, "home")
+	netfile := filepath.Join(dir, "t.net")
+	secretFile := filepath.Join(dir, "secret")
+	os.WriteFile(secretFile, []byte("file secret\n"), 0o600)
+	runPipes(t, nil, "network", "create", "team", "--out", netfile, "--fast-kdf", "--gateway", "127.0.0.1:7420", "--secret-file", secretFile)
+	runPipes(t, nil, "--home", home, "network", "add", netfile)
+	var nets []map[string]any
+	json.Unmarshal([]byte(runPipes(t, nil, "--home", home, "--json", "network", "list")), &nets)
+	if len(nets) != 1 || nets[0]["name"] != "team" || nets[0]["has_secret"] != false {
+		t.Fatalf("network list: %v", nets)
+	}
+	// Wrong secret from standard input: refused, exit non-zero.
+	cmd := pipesCmd(nil, "--home", home, "network", "set-secret", "team")
+	cmd.Stdin = strings.NewReader("wrong secret\n")
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "wrong secret") {
+		t.Fatalf("wrong secret: %v %s", err, out)
+	}
+	runPipes(t, []string{"TEAM_SECRET=file secret"}, "--home", home, "network", "set-secret", "team", "--secret-env", "TEAM_SECRET")
+	json.Unmarshal([]byte(runPipes(t, nil, "--home", home, "--json", "network", "list")), &nets)
+	if nets[0]["has_secret"] != true {
+		t.Fatalf("secret not set: %v", nets)
+	}
+	runPipes(t, nil, "--home", home, "identity", "add", "carol")
+	out := runPipes(t, nil, "--home", home, "identity", "list")
+	if !strings.Contains(out, "carol") {
+		t.Fatalf("identity list: %s", out)
+	}
+	runPipes(t, nil, "--home", home, "node", "add", "desk")
+	out = runPipes(t, nil, "--home", home, "node", "status")
+	if !strings.Contains(out, "carol@desk") || !strings.Contains(out, "stopped") {
+		t.Fatalf("node status: %s", out)
+	}
+}
+
+type ref struct {
+	ID        string `json:"id"`
+	Name      string `json:"name"`
+	Connected bool   `json:"connected"`
+	Peer      bool   `json:"peer"`
+}
+
+// TestThreeProcesses runs three `pipes node start` daemons that know only
+// the gateway from the netfile, checks through the local API that they
+// connect, kills one with SIGKILL and sees the others report it offline,
+// then stops the rest with SIGTERM and checks a clean exit.
+func TestThreeProcesses(t *testing.T) {
+	dir := t.TempDir()
+	netfile := filepath.Join(dir, "three.net")
+	env := []string{"SECRET=three processes"}
+	ports := []int{freePort(t), freePort(t), freePort(t)}
+	gw := fmt.Sprintf("127.0.0.1:%d", ports[0])
+	runPipes(t, env, "network", "create", "three", "--out", netfile, "--fast-kdf", "--gateway", gw, "--secret-env", "SECRET")
+
+	homes := make([]string, 3)
+	daemons := make([]*exec.Cmd, 3)
+	logs := make([]*bytes.Buffer, 3)
+	for i := range 3 {
+		homes[i] = filepath.Join(dir, fmt.Sprintf("h%d", i))
+		runPipes(t, env, "--home", homes[i], "init", "--name", fmt.Sprintf("user%d", i))
+		runPipes(t, env, "--home", homes[i], "network", "add", netfile, "--set-secret", "--secret-env", "SECRET")
+		runPipes(t, env, "--home", homes[i], "node", "add", fmt.Sprintf("loc%d", i),
+			"--listen", fmt.Sprintf("127.0.0.1:%d", ports[i]), "--offline-after", "3s")
+		cmd := pipesCmd(env, "--home", homes[i], "node", "start")
+		logs[i] = new(bytes.Buffer)
+		cmd.Stdout, cmd.Stderr = logs[i], logs[i]
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		daemons[i] = cmd
+	}
+	defer func() {
+		for _, d := range daemons {
+			if d.ProcessState == nil {
+				d.Process.Kill()
+				d.Wait()
+			}
+		}
+	}()
+	online := func(i int) ([]ref, error) {
+		cmd := pipesCmd(env, "--home", homes[i], "--json", "node", "peers", "--all")
+		out, err := cmd.Output()
+		if err != nil {
+			return nil, err
+		}
+		var refs []ref
+		return refs, json.Unmarshal(out, &refs)
+	}
+	waitFor := func(what string, cond func() error) {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			err := cond()
+			if err == nil {
+				return
+			}
+			if time.Now().After(deadline) {
+				for i, l := range logs {
+					t.Logf("daemon %d output:\n%s", i, l.String())
+				}
+				t.Fatalf("%s: %v", what, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	waitFor("three daemons connect", func() error {
+		for i := range 3 {
+			refs, err := online(i)
+			if err != nil {
+				return fmt.Errorf("daemon %d: %w", i, err)
+			}
+			if len(refs) != 2 {
+				return fmt.Errorf("daemon %d sees %d nodes", i, len(refs))
+			}
+		}
+		return nil
+	})
+	out := runPipes(t, env, "--home", homes[1], "node", "status")
+	if !strings.Contains(out, "running") {
+		t.Fatalf("status of a running node: %s", out)
+	}
+
+	// A crash: SIGKILL gives the node no chance to say goodbye.
+	daemons[2].Process.Kill()
+	daemons[2].Wait()
+	waitFor("the killed node is reported offline", func() error {
+		for i := range 2 {
+			refs, err := online(i)
+			if err != nil {
+				return err
+			}
+			if len(refs) != 1 {
+				return fmt.Errorf("daemon %d still sees %d nodes", i, len(refs))
+			}
+		}
+		return nil
+	})
+
+	for i := range 2 {
+		daemons[i].Process.Signal(syscall.SIGTERM)
+	}
+	for i := range 2 {
+		done := make(chan error, 1)
+		go func() { done <- daemons[i].Wait() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("daemon %d exit: %v\n%s", i, err, logs[i].String())
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("daemon %d did not stop on SIGTERM", i)
+		}
+		if !strings.Contains(logs[i].String(), "shutting down") {
+			t.Fatalf("daemon %d output: %s", i, logs[i].String())
+		}
+	}
+	// The directory is free again, and the node remembers the others.
+	out = runPipes(t, env, "--home", homes[0], "node", "status")
+	if !strings.Contains(out, "stopped") {
+		t.Fatalf("status after stop: %s", out)
+	}
+}
+
+func TestDemo(t *testing.T) {
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"demo", "--nodes", "4"}, nil, &out, &out); err != nil {
+		t.Fatalf("demo: %v\n%s", err, out.String())
+	}
+	for _, want := range []string{"every node sees the 3 others", "report", "offline", "is back", "Done"} {
+		if !strings.Contains(out.String(), want) {
+			t.Fatalf("demo output lacks %q:\n%s", want, out.String())
+		}
+	}
+}

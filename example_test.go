@@ -1,0 +1,75 @@
+package pipes_test
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/pipesnet/pipes"
+)
+
+// Example shows the main flow: an admin creates a network; two platforms
+// join it with the secret; their nodes find each other.
+func Example() {
+	dir, _ := os.MkdirTemp("", "pipes-example-")
+	defer os.RemoveAll(dir)
+
+	// The admin writes a netfile and hands it out with the secret.
+	netfile := filepath.Join(dir, "team.net")
+	if _, err := pipes.CreateNetwork(netfile, pipes.NetworkSpec{Name: "team", Secret: "s3cret-of-the-team", KDF: pipes.FastKDF}); err != nil {
+		log.Fatal(err)
+	}
+
+	// Each member: open a data directory, add the network, set the secret,
+	// add an identity and a node, start it.
+	join := func(name string, gateway *pipes.Node) (*pipes.Platform, *pipes.Node) {
+		p, err := pipes.Open(filepath.Join(dir, name), pipes.WithTestMode(true))
+		if err != nil {
+			log.Fatal(err)
+		}
+		nw, err := p.AddNetwork(netfile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if ok, err := nw.SetSecret("s3cret-of-the-team"); !ok || err != nil {
+			log.Fatal("wrong secret", err)
+		}
+		if gateway != nil {
+			a := gateway.ListenAddrs()[0]
+			nw.AddGateway(a.Addr().String(), int(a.Port()))
+		}
+		me, _ := p.AddIdentity(name)
+		n, err := p.AddNode(nw, me, "laptop")
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := n.Start(context.Background()); err != nil {
+			log.Fatal(err)
+		}
+		return p, n
+	}
+	pa, alice := join("alice", nil)
+	defer pa.Close()
+	pb, bob := join("bob", alice)
+	defer pb.Close()
+
+	for len(bob.ConnectedNodes()) == 0 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	peer := bob.ConnectedNodes()[0]
+	fmt.Println(peer.Name(), peer.Location(), peer.IsPeer())
+	// Output: alice laptop true
+}
+
+// ExampleNodeListenerFuncs shows how to follow presence with callbacks.
+func ExampleNodeListenerFuncs() {
+	l := &pipes.NodeListenerFuncs{
+		NodeStatusUpdate: func(peer pipes.NodeRef, n *pipes.Node) {
+			fmt.Printf("%s@%s online=%v\n", peer.Name(), peer.Location(), peer.IsConnected())
+		},
+	}
+	_ = l // node.AddListener(l) on a started or stopped node
+}
