@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/pipesnet/pipes"
 )
 
@@ -211,4 +213,31 @@ func TestSilentDeparture(t *testing.T) {
 		t.Fatal("listener not told")
 	}
 	ms[1].n.RemoveListener(l)
+}
+
+// TestNoGoroutineLeaks: after nodes are shut down and their platforms
+// closed, none of their goroutines remain.
+func TestNoGoroutineLeaks(t *testing.T) {
+	before := goleak.IgnoreCurrent() // goroutines of earlier tests still winding down
+	netPath := testNetfile(t, "leaks")
+	gw := newMember(t, netPath, "gw")
+	gw.start(t)
+	ms := []*member{gw}
+	for i := range 3 {
+		m := newMember(t, netPath, fmt.Sprintf("l%d", i))
+		m.gateway(t, gw)
+		m.start(t)
+		ms = append(ms, m)
+	}
+	eventually(t, 30*time.Second, "all see all", allSeeAll(ms))
+	if err := ms[1].n.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	pipes.KillNode(ms[2].n)
+	for _, m := range ms {
+		if err := m.p.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	goleak.VerifyNone(t, before)
 }

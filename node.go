@@ -228,7 +228,7 @@ func (n *Node) Start(ctx context.Context) error {
 	tcfg := transport.Config{
 		Key: key, Cert: cert, NetworkID: nw.id, NetworkKey: nkey, Incarnation: rec.Incarnation,
 		ListenAddrs: advertise,
-		Logger: log, KeepAlive: idle / 3, IdleTimeout: idle,
+		Logger:      log, KeepAlive: idle / 3, IdleTimeout: idle,
 	}
 	tr, err := n.listen(ctx, rec.Config.ListenAddr, tcfg)
 	if err != nil {

@@ -58,11 +58,3 @@ func putJSON(db *store.DB, key []byte, v any) error {
 	}
 	return db.Set(key, b)
 }
-
-func getJSON(db *store.DB, key []byte, v any) error {
-	b, err := db.Get(key)
-	if err != nil {
-		return err
-	}
-	return json.Unmarshal(b, v)
-}

@@ -46,8 +46,11 @@ func TestSetGetScanBatchPersist(t *testing.T) {
 	}); err == nil {
 		t.Fatal("aborted batch returned nil")
 	}
-	if db.Close() != nil || db.Close() != nil {
-		t.Fatal("close")
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatalf("second close: %v", err)
 	}
 	if _, err := db.Get([]byte("x")); !errors.Is(err, ErrClosed) {
 		t.Fatalf("get after close: %v", err)
