@@ -241,3 +241,50 @@ func TestNoGoroutineLeaks(t *testing.T) {
 	}
 	goleak.VerifyNone(t, before)
 }
+
+// TestBroadcastNearMinimal: on real sockets, once the tree has formed,
+// presence broadcasts cost about one payload transmission per delivery
+// (flooding over degree 6 would cost about 6).
+func TestBroadcastNearMinimal(t *testing.T) {
+	netPath := testNetfile(t, "tree")
+	gw := newMember(t, netPath, "gw")
+	gw.start(t)
+	ms := []*member{gw}
+	for i := range 19 {
+		m := newMember(t, netPath, fmt.Sprintf("b%d", i))
+		m.gateway(t, gw)
+		m.start(t)
+		ms = append(ms, m)
+	}
+	eventually(t, 60*time.Second, "all see all", allSeeAll(ms))
+	totals := func() (sent, received uint64) {
+		for _, m := range ms {
+			st := m.n.Stats().Tree
+			sent += st.EagerSent
+			received += st.Delivered - st.Originated
+		}
+		return
+	}
+	// Let the peer set and the tree settle, then measure a window of
+	// heartbeats (250 ms each in test mode).
+	time.Sleep(3 * time.Second)
+	s0, r0 := totals()
+	time.Sleep(3 * time.Second)
+	s1, r1 := totals()
+	var grafts, prunes, dups uint64
+	for _, m := range ms {
+		st := m.n.Stats()
+		grafts += st.Tree.GraftsSent
+		prunes += st.Tree.PrunesSent
+		dups += st.Tree.Duplicates
+	}
+	t.Logf("grafts %d prunes %d duplicates %d", grafts, prunes, dups)
+	if r1 == r0 {
+		t.Fatal("no broadcast delivered in the window")
+	}
+	ratio := float64(s1-s0) / float64(r1-r0)
+	t.Logf("20 nodes on loopback: %d payload transmissions for %d deliveries = %.3f per delivery", s1-s0, r1-r0, ratio)
+	if ratio > 1.5 {
+		t.Fatalf("%.3f payload transmissions per delivery; the tree did not form", ratio)
+	}
+}

@@ -108,7 +108,7 @@ func (m *Mesh) announce(now time.Time, leaving bool) {
 }
 
 func (m *Mesh) broadcast(now time.Time, kind uint32, payload []byte) {
-	m.sendAll(m.tree.Broadcast(now, MessageID(kind, payload), kind, payload))
+	m.sendAll(m.tree.Broadcast(now, m.self, MessageID(kind, payload), kind, payload))
 }
 
 func (m *Mesh) sendAll(sends []plumtree.Send) {
@@ -136,6 +136,10 @@ func (m *Mesh) handleFrame(now time.Time, p *peer, f *pb.Frame) {
 			var err error
 			if st, err = parseStatus(g.Payload, m.cfg.Cert.NetworkID); err != nil {
 				m.bad(p, err.Error())
+				return
+			}
+			if id := st.cert.NodeID(); string(g.Origin) != string(id[:]) {
+				m.bad(p, "status relayed with another origin")
 				return
 			}
 		}
@@ -446,9 +450,9 @@ func (m *Mesh) shutdown() {
 		m.announce(now, true)
 		// The tree pushed the status to eager peers only; lazy peers would
 		// get just an IHAVE we will not be around to answer.
-		eager, _ := m.tree.Peers()
+		eager, _ := m.tree.Peers(m.self)
 		last := m.lastPayload
-		g := &pb.Frame{Body: &pb.Frame_Gossip{Gossip: &pb.Gossip{Id: last.id[:], Kind: KindStatus, Payload: last.payload}}}
+		g := &pb.Frame{Body: &pb.Frame_Gossip{Gossip: &pb.Gossip{Id: last.id[:], Kind: KindStatus, Payload: last.payload, Origin: m.self[:]}}}
 		for id, p := range m.peers {
 			if !slices.Contains(eager, id) {
 				p.send(g)

@@ -2,11 +2,15 @@
 // protocol (Leitão, Pereira and Rodrigues, "Epidemic Broadcast Trees",
 // SRDS 2007).
 //
-// Each node keeps its neighbours in two sets. Eager peers receive every new
-// message in full at once; lazy peers receive only its id (IHAVE), batched.
+// For each origin (broadcasting node) a node keeps its neighbours in two
+// sets. Eager peers receive every new message of that origin in full at
+// once; lazy peers receive only its id (IHAVE), batched. Trees are kept per
+// origin, as in riak_core's broadcast, because with many concurrent
+// broadcasters a single shared tree keeps losing links to races between
+// prunes and never settles.
 // A node that receives a message it already has tells the sender to PRUNE
-// the link to lazy; so the eager links shrink to a spanning tree and each
-// node receives each payload about once. When an announced message does
+// the link to lazy for that origin; so each origin's eager links shrink to
+// a spanning tree and each node receives each payload about once. When an announced message does
 // not arrive in time — a tree link broke — the node sends GRAFT to an
 // announcer, which sends the message and makes the link eager again: the
 // tree repairs itself.
@@ -45,6 +49,7 @@ type Config struct {
 	MaxSeen      int           // ids remembered at most (default 200000)
 	MaxMissing   int           // announced-but-missing ids tracked at most (default 10000)
 	MaxLazyQueue int           // queued announcements per lazy peer (default 4096)
+	MaxOrigins   int           // origins with a tree of their own (default 4096)
 }
 
 func (c *Config) fill() {
@@ -68,6 +73,7 @@ func (c *Config) fill() {
 	defInt(&c.MaxSeen, 200000)
 	defInt(&c.MaxMissing, 10000)
 	defInt(&c.MaxLazyQueue, 4096)
+	defInt(&c.MaxOrigins, 4096)
 }
 
 // maxAnnouncers is how many announcers of one missing id are remembered.
@@ -82,17 +88,21 @@ type Send struct {
 // Stats count what the tree did.
 type Stats struct {
 	Delivered      uint64 // messages delivered (received or originated)
+	Originated     uint64 // messages broadcast by this node
 	Duplicates     uint64 // payloads received again
 	EagerSent      uint64 // payloads pushed (eager push and graft answers)
 	LazySent       uint64 // announcements sent
 	GraftsSent     uint64
 	PrunesSent     uint64
 	Dropped        uint64 // announcements or ids dropped to keep bounds
-	Eager, Lazy    int    // current peer sets
+	Peers          int    // neighbours
+	Origins        int    // origins with a tree
+	LazyLinks      int    // (origin, neighbour) pairs pushed lazily
 	Cached, Missed int    // payloads cached; ids announced but missing
 }
 
 type cached struct {
+	origin  PeerID
 	kind    uint32
 	payload []byte
 	hops    uint32
@@ -100,6 +110,7 @@ type cached struct {
 }
 
 type missing struct {
+	origin     PeerID
 	announcers []PeerID
 	next       int // index of the next announcer to graft
 	deadline   time.Time
@@ -113,7 +124,10 @@ type stamped struct {
 // Tree is one node's Plumtree state.
 type Tree struct {
 	cfg   Config
-	peers map[PeerID]bool // true: eager
+	peers map[PeerID]struct{}
+	// lazy[origin] holds the neighbours pushed lazily for that origin; all
+	// other neighbours are eager. A new origin starts with every link eager.
+	lazy map[PeerID]map[PeerID]struct{}
 
 	seen      map[MsgID]struct{}
 	seenFIFO  []stamped
@@ -132,7 +146,8 @@ func New(cfg Config) *Tree {
 	cfg.fill()
 	return &Tree{
 		cfg:     cfg,
-		peers:   map[PeerID]bool{},
+		peers:   map[PeerID]struct{}{},
+		lazy:    map[PeerID]map[PeerID]struct{}{},
 		seen:    map[MsgID]struct{}{},
 		cache:   map[MsgID]*cached{},
 		missing: map[MsgID]*missing{},
@@ -140,29 +155,53 @@ func New(cfg Config) *Tree {
 	}
 }
 
-// AddPeer adds a neighbour; new neighbours start eager.
-func (t *Tree) AddPeer(p PeerID) {
-	if _, ok := t.peers[p]; !ok {
-		t.peers[p] = true
-	}
-}
+// AddPeer adds a neighbour; new neighbours start eager for every origin.
+func (t *Tree) AddPeer(p PeerID) { t.peers[p] = struct{}{} }
 
 // RemovePeer forgets a neighbour and what was queued for it.
 func (t *Tree) RemovePeer(p PeerID) {
 	delete(t.peers, p)
 	delete(t.lazyQ, p)
+	for _, l := range t.lazy {
+		delete(l, p)
+	}
 }
 
-// Peers returns the eager and lazy neighbours.
-func (t *Tree) Peers() (eager, lazy []PeerID) {
-	for p, e := range t.peers {
-		if e {
+// Peers returns the eager and lazy neighbours for messages of origin.
+func (t *Tree) Peers(origin PeerID) (eager, lazy []PeerID) {
+	for p := range t.peers {
+		if t.isEager(origin, p) {
 			eager = append(eager, p)
 		} else {
 			lazy = append(lazy, p)
 		}
 	}
 	return eager, lazy
+}
+
+func (t *Tree) isEager(origin, p PeerID) bool {
+	_, lazy := t.lazy[origin][p]
+	return !lazy
+}
+
+// setEager moves p to the eager or the lazy set of origin.
+func (t *Tree) setEager(origin, p PeerID, eager bool) {
+	l := t.lazy[origin]
+	if eager {
+		delete(l, p)
+		return
+	}
+	if l == nil {
+		if len(t.lazy) >= t.cfg.MaxOrigins {
+			for o := range t.lazy { // forget one origin: it starts all-eager again
+				delete(t.lazy, o)
+				break
+			}
+		}
+		l = map[PeerID]struct{}{}
+		t.lazy[origin] = l
+	}
+	l[p] = struct{}{}
 }
 
 // Seen reports whether the message id was delivered or originated here
@@ -172,13 +211,14 @@ func (t *Tree) Seen(id MsgID) bool {
 	return ok
 }
 
-// Broadcast originates a message.
-func (t *Tree) Broadcast(now time.Time, id MsgID, kind uint32, payload []byte) []Send {
+// Broadcast originates a message; origin is the local node's id.
+func (t *Tree) Broadcast(now time.Time, origin PeerID, id MsgID, kind uint32, payload []byte) []Send {
 	if t.Seen(id) {
 		return nil
 	}
-	t.accept(now, id, kind, payload, 0)
-	return t.push(now, nil, id, kind, payload, 0)
+	t.stats.Originated++
+	t.accept(now, origin, id, kind, payload, 0)
+	return t.push(now, nil, origin, id, kind, payload, 0)
 }
 
 // ErrUnknownPeer is returned for a frame from a peer not added.
@@ -199,60 +239,64 @@ func (t *Tree) HandleFrame(now time.Time, from PeerID, f *pb.Frame) (deliver *pb
 		out, err := t.handleGraft(from, b.Graft)
 		return nil, out, err
 	case *pb.Frame_Prune:
-		t.peers[from] = false
+		if b.Prune == nil || len(b.Prune.Origin) != 32 {
+			return nil, nil, errors.New("plumtree: prune without a 32-byte origin")
+		}
+		t.setEager(PeerID(b.Prune.Origin), from, false)
 		return nil, nil, nil
 	}
 	return nil, nil, fmt.Errorf("plumtree: not a tree frame")
 }
 
 func (t *Tree) handleGossip(now time.Time, from PeerID, g *pb.Gossip) (*pb.Gossip, []Send, error) {
-	if g == nil || len(g.Id) != 32 {
-		return nil, nil, errors.New("plumtree: gossip without a 32-byte id")
+	if g == nil || len(g.Id) != 32 || len(g.Origin) != 32 {
+		return nil, nil, errors.New("plumtree: gossip without a 32-byte id and origin")
 	}
-	id := MsgID(g.Id)
+	id, origin := MsgID(g.Id), PeerID(g.Origin)
 	if t.Seen(id) {
 		t.stats.Duplicates++
-		if t.peers[from] {
-			t.peers[from] = false
+		if t.isEager(origin, from) {
+			t.setEager(origin, from, false)
 			t.stats.PrunesSent++
-			return nil, []Send{{To: from, Frame: &pb.Frame{Body: &pb.Frame_Prune{Prune: &pb.Prune{}}}}}, nil
+			return nil, []Send{{To: from, Frame: &pb.Frame{Body: &pb.Frame_Prune{Prune: &pb.Prune{Origin: g.Origin}}}}}, nil
 		}
 		return nil, nil, nil
 	}
-	t.peers[from] = true // the link carried a new payload: it is a tree link
+	t.setEager(origin, from, true) // the link carried a new payload: it is a tree link
 	delete(t.missing, id)
 	hops := g.Hops + 1
-	t.accept(now, id, g.Kind, g.Payload, hops)
-	return g, t.push(now, &from, id, g.Kind, g.Payload, hops), nil
+	t.accept(now, origin, id, g.Kind, g.Payload, hops)
+	return g, t.push(now, &from, origin, id, g.Kind, g.Payload, hops), nil
 }
 
 // accept records a new message as seen and cached.
-func (t *Tree) accept(now time.Time, id MsgID, kind uint32, payload []byte, hops uint32) {
+func (t *Tree) accept(now time.Time, origin PeerID, id MsgID, kind uint32, payload []byte, hops uint32) {
 	t.stats.Delivered++
 	t.seen[id] = struct{}{}
 	t.seenFIFO = append(t.seenFIFO, stamped{id, now})
 	for len(t.seen) > t.cfg.MaxSeen {
 		t.expireSeenOne()
 	}
-	t.cache[id] = &cached{kind: kind, payload: payload, hops: hops, at: now}
+	t.cache[id] = &cached{origin: origin, kind: kind, payload: payload, hops: hops, at: now}
 	t.cacheFIFO = append(t.cacheFIFO, stamped{id, now})
 	for len(t.cache) > t.cfg.MaxCache {
 		t.expireCacheOne()
 	}
 }
 
-// push sends the payload to eager peers and queues announcements for lazy
-// ones, skipping the peer it came from.
-func (t *Tree) push(now time.Time, from *PeerID, id MsgID, kind uint32, payload []byte, hops uint32) []Send {
+// push sends the payload to the origin's eager peers and queues
+// announcements for its lazy ones, skipping the peer it came from.
+func (t *Tree) push(now time.Time, from *PeerID, origin PeerID, id MsgID, kind uint32, payload []byte, hops uint32) []Send {
 	var out []Send
 	var frame *pb.Frame
-	for p, eager := range t.peers {
+	for p := range t.peers {
 		if from != nil && p == *from {
 			continue
 		}
-		if eager {
+		if t.isEager(origin, p) {
 			if frame == nil {
-				frame = &pb.Frame{Body: &pb.Frame_Gossip{Gossip: &pb.Gossip{Id: id[:], Kind: kind, Payload: payload, Hops: hops}}}
+				frame = &pb.Frame{Body: &pb.Frame_Gossip{Gossip: &pb.Gossip{
+					Id: id[:], Kind: kind, Payload: payload, Hops: hops, Origin: origin[:]}}}
 			}
 			out = append(out, Send{To: p, Frame: frame})
 			t.stats.EagerSent++
@@ -263,7 +307,7 @@ func (t *Tree) push(now time.Time, from *PeerID, id MsgID, kind uint32, payload 
 			t.stats.Dropped++
 			continue
 		}
-		t.lazyQ[p] = append(q, &pb.Announcement{Id: id[:], Hops: hops})
+		t.lazyQ[p] = append(q, &pb.Announcement{Id: id[:], Hops: hops, Origin: origin[:]})
 		if t.lazyDeadline.IsZero() {
 			t.lazyDeadline = now.Add(t.cfg.LazyFlush)
 		}
@@ -276,8 +320,8 @@ func (t *Tree) handleIHave(now time.Time, from PeerID, ih *pb.IHave) error {
 		return nil
 	}
 	for _, a := range ih.Messages {
-		if len(a.Id) != 32 {
-			return errors.New("plumtree: announcement without a 32-byte id")
+		if len(a.Id) != 32 || len(a.Origin) != 32 {
+			return errors.New("plumtree: announcement without a 32-byte id and origin")
 		}
 		id := MsgID(a.Id)
 		if t.Seen(id) {
@@ -289,7 +333,7 @@ func (t *Tree) handleIHave(now time.Time, from PeerID, ih *pb.IHave) error {
 				t.stats.Dropped++
 				continue
 			}
-			m = &missing{deadline: now.Add(t.cfg.IHaveTimeout)}
+			m = &missing{origin: PeerID(a.Origin), deadline: now.Add(t.cfg.IHaveTimeout)}
 			t.missing[id] = m
 		}
 		if len(m.announcers) < maxAnnouncers && !contains(m.announcers, from) {
@@ -309,15 +353,15 @@ func contains(s []PeerID, p PeerID) bool {
 }
 
 func (t *Tree) handleGraft(from PeerID, g *pb.Graft) ([]Send, error) {
-	if g == nil || len(g.Id) != 32 {
-		return nil, errors.New("plumtree: graft without a 32-byte id")
+	if g == nil || len(g.Id) != 32 || len(g.Origin) != 32 {
+		return nil, errors.New("plumtree: graft without a 32-byte id and origin")
 	}
-	t.peers[from] = true
+	t.setEager(PeerID(g.Origin), from, true)
 	c := t.cache[MsgID(g.Id)]
 	if c == nil {
 		return nil, nil // expired: the peer tries another announcer
 	}
 	t.stats.EagerSent++
 	return []Send{{To: from, Frame: &pb.Frame{Body: &pb.Frame_Gossip{Gossip: &pb.Gossip{
-		Id: g.Id, Kind: c.kind, Payload: c.payload, Hops: c.hops}}}}}, nil
+		Id: g.Id, Kind: c.kind, Payload: c.payload, Hops: c.hops, Origin: c.origin[:]}}}}}, nil
 }

@@ -154,7 +154,7 @@ func (s *sim) broadcast(origin int, n int) MsgID {
 	payload := []byte{byte(n), byte(n >> 8), byte(origin)}
 	id := sha256.Sum256(payload)
 	s.delivered[origin][id]++
-	s.send(origin, s.trees[origin].Broadcast(s.now, id, 7, payload))
+	s.send(origin, s.trees[origin].Broadcast(s.now, s.ids[origin], id, 7, payload))
 	s.run()
 	return id
 }
@@ -174,8 +174,8 @@ func (s *sim) checkAll(id MsgID, skip map[int]bool) {
 
 func testFormsTree(t *testing.T, n int, maxDelay time.Duration) float64 {
 	s := newSim(t, n, 6, uint64(n), maxDelay)
-	for k := range 20 { // warm-up: the tree forms
-		s.checkAll(s.broadcast(s.rng.IntN(n), k), nil)
+	for k := range 2 * n { // warm-up: every origin's tree forms
+		s.checkAll(s.broadcast(k%n, k), nil)
 	}
 	s.payloads = 0
 	const rounds = 100
@@ -212,7 +212,7 @@ func TestRepairAfterLinkLoss(t *testing.T) {
 	// can then only learn of messages by IHAVE, and must graft.
 	victim := -1
 	for i, tr := range s.trees {
-		if e, l := tr.Peers(); len(e) > 0 && len(l) > 0 && i != 0 {
+		if e, l := tr.Peers(s.ids[0]); len(e) > 0 && len(l) > 0 && i != 0 {
 			victim = i
 			break
 		}
@@ -220,7 +220,7 @@ func TestRepairAfterLinkLoss(t *testing.T) {
 	if victim < 0 {
 		t.Fatal("no node with both eager and lazy links")
 	}
-	eager, _ := s.trees[victim].Peers()
+	eager, _ := s.trees[victim].Peers(s.ids[0])
 	for _, p := range eager {
 		s.unlink(victim, s.index[p])
 	}
@@ -240,7 +240,7 @@ func TestRepairAfterLinkLoss(t *testing.T) {
 	// Once repaired, the tree is minimal again.
 	s.payloads = 0
 	for k := range 20 {
-		s.checkAll(s.broadcast(s.rng.IntN(20), 200+k), nil)
+		s.checkAll(s.broadcast(0, 200+k), nil)
 	}
 	if r := float64(s.payloads) / float64(20*19); r > 1.2 {
 		t.Fatalf("after repair: %.3f transmissions per delivery", r)
@@ -254,8 +254,8 @@ func TestGraftResendsCached(t *testing.T) {
 	b.AddPeer(ida)
 	now := time.Unix(0, 0)
 	id := sha256.Sum256([]byte("x"))
-	a.Broadcast(now, id, 1, []byte("x"))
-	_, out, err := a.HandleFrame(now, idb, &pb.Frame{Body: &pb.Frame_Graft{Graft: &pb.Graft{Id: id[:]}}})
+	a.Broadcast(now, ida, id, 1, []byte("x"))
+	_, out, err := a.HandleFrame(now, idb, &pb.Frame{Body: &pb.Frame_Graft{Graft: &pb.Graft{Id: id[:], Origin: ida[:]}}})
 	if err != nil || len(out) != 1 {
 		t.Fatalf("graft: %v %v", out, err)
 	}
@@ -284,6 +284,7 @@ func TestMalformedFramesAreErrors(t *testing.T) {
 		{},
 		{Body: &pb.Frame_Gossip{Gossip: &pb.Gossip{Id: []byte{1}}}},
 		{Body: &pb.Frame_Graft{Graft: &pb.Graft{}}},
+		{Body: &pb.Frame_Prune{Prune: &pb.Prune{}}},
 		{Body: &pb.Frame_Ihave{Ihave: &pb.IHave{Messages: []*pb.Announcement{{Id: []byte{1, 2}}}}}},
 	}
 	for i, f := range bad {
@@ -306,7 +307,7 @@ func TestBoundsUnderIHaveFlood(t *testing.T) {
 			for i := range id {
 				id[i] = byte(rng.Uint32())
 			}
-			ih.Messages = append(ih.Messages, &pb.Announcement{Id: id})
+			ih.Messages = append(ih.Messages, &pb.Announcement{Id: id, Origin: id})
 		}
 		if _, _, err := tr.HandleFrame(now, p, &pb.Frame{Body: &pb.Frame_Ihave{Ihave: ih}}); err != nil {
 			t.Fatal(err)
@@ -329,10 +330,10 @@ func TestBoundsUnderIHaveFlood(t *testing.T) {
 func FuzzHandleFrame(f *testing.F) {
 	id := sha256.Sum256([]byte("seed"))
 	for _, fr := range []*pb.Frame{
-		{Body: &pb.Frame_Gossip{Gossip: &pb.Gossip{Id: id[:], Kind: 1, Payload: []byte("p")}}},
-		{Body: &pb.Frame_Ihave{Ihave: &pb.IHave{Messages: []*pb.Announcement{{Id: id[:]}}}}},
-		{Body: &pb.Frame_Graft{Graft: &pb.Graft{Id: id[:]}}},
-		{Body: &pb.Frame_Prune{Prune: &pb.Prune{}}},
+		{Body: &pb.Frame_Gossip{Gossip: &pb.Gossip{Id: id[:], Kind: 1, Payload: []byte("p"), Origin: id[:]}}},
+		{Body: &pb.Frame_Ihave{Ihave: &pb.IHave{Messages: []*pb.Announcement{{Id: id[:], Origin: id[:]}}}}},
+		{Body: &pb.Frame_Graft{Graft: &pb.Graft{Id: id[:], Origin: id[:]}}},
+		{Body: &pb.Frame_Prune{Prune: &pb.Prune{Origin: id[:]}}},
 	} {
 		b, _ := proto.Marshal(fr)
 		f.Add(b)
@@ -351,4 +352,41 @@ func FuzzHandleFrame(f *testing.F) {
 		tr.HandleFrame(now, p, &fr)
 		tr.Tick(now.Add(time.Hour))
 	})
+}
+
+// TestConcurrentOrigins: every node broadcasts at the same moment, round
+// after round (like presence heartbeats). Per-origin trees keep the cost
+// near one payload per delivery even with every message racing the others.
+func TestConcurrentOrigins(t *testing.T) {
+	const n = 30
+	s := newSim(t, n, 6, 11, 5*time.Millisecond)
+	round := func(r int) []MsgID {
+		var ids []MsgID
+		for o := range n {
+			payload := []byte{byte(r), byte(r >> 8), byte(o)}
+			id := sha256.Sum256(payload)
+			s.delivered[o][id]++
+			s.send(o, s.trees[o].Broadcast(s.now, s.ids[o], id, 1, payload))
+			ids = append(ids, id)
+		}
+		s.run()
+		return ids
+	}
+	for r := range 3 {
+		for _, id := range round(r) {
+			s.checkAll(id, nil)
+		}
+	}
+	s.payloads = 0
+	const rounds = 10
+	for r := range rounds {
+		for _, id := range round(100 + r) {
+			s.checkAll(id, nil)
+		}
+	}
+	ratio := float64(s.payloads) / float64(rounds*n*(n-1))
+	t.Logf("%d concurrent origins: %.3f payload transmissions per delivery", n, ratio)
+	if ratio > 1.2 {
+		t.Fatalf("%.3f transmissions per delivery with concurrent origins", ratio)
+	}
 }

@@ -32,9 +32,9 @@ func (t *Tree) Tick(now time.Time) []Send {
 		p := m.announcers[m.next]
 		m.next++
 		m.deadline = now.Add(t.cfg.GraftRetry)
-		t.peers[p] = true
+		t.setEager(m.origin, p, true)
 		t.stats.GraftsSent++
-		out = append(out, Send{To: p, Frame: &pb.Frame{Body: &pb.Frame_Graft{Graft: &pb.Graft{Id: id[:]}}}})
+		out = append(out, Send{To: p, Frame: &pb.Frame{Body: &pb.Frame_Graft{Graft: &pb.Graft{Id: id[:], Origin: m.origin[:]}}}})
 	}
 	for len(t.seenFIFO) > 0 && now.Sub(t.seenFIFO[0].at) > t.cfg.SeenTTL {
 		t.expireSeenOne()
@@ -102,12 +102,9 @@ func (t *Tree) expireCacheOne() {
 // Stats returns the counters and current sizes.
 func (t *Tree) Stats() Stats {
 	s := t.stats
-	for _, e := range t.peers {
-		if e {
-			s.Eager++
-		} else {
-			s.Lazy++
-		}
+	s.Peers, s.Origins = len(t.peers), len(t.lazy)
+	for _, l := range t.lazy {
+		s.LazyLinks += len(l)
 	}
 	s.Cached, s.Missed = len(t.cache), len(t.missing)
 	return s

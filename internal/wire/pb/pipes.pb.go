@@ -657,7 +657,8 @@ type Gossip struct {
 	Id            []byte                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`      // SHA-256 of kind and payload; the dedup key
 	Kind          uint32                 `protobuf:"varint,2,opt,name=kind,proto3" json:"kind,omitempty"` // what payload holds (1 = presence status)
 	Payload       []byte                 `protobuf:"bytes,3,opt,name=payload,proto3" json:"payload,omitempty"`
-	Hops          uint32                 `protobuf:"varint,4,opt,name=hops,proto3" json:"hops,omitempty"` // hops travelled so far
+	Hops          uint32                 `protobuf:"varint,4,opt,name=hops,proto3" json:"hops,omitempty"`    // hops travelled so far
+	Origin        []byte                 `protobuf:"bytes,5,opt,name=origin,proto3" json:"origin,omitempty"` // node id of the broadcaster: each origin has its own tree
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -720,11 +721,19 @@ func (x *Gossip) GetHops() uint32 {
 	return 0
 }
 
+func (x *Gossip) GetOrigin() []byte {
+	if x != nil {
+		return x.Origin
+	}
+	return nil
+}
+
 // Announcement names a message the sender has, for lazy push.
 type Announcement struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            []byte                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	Hops          uint32                 `protobuf:"varint,2,opt,name=hops,proto3" json:"hops,omitempty"`
+	Origin        []byte                 `protobuf:"bytes,3,opt,name=origin,proto3" json:"origin,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -773,6 +782,13 @@ func (x *Announcement) GetHops() uint32 {
 	return 0
 }
 
+func (x *Announcement) GetOrigin() []byte {
+	if x != nil {
+		return x.Origin
+	}
+	return nil
+}
+
 // IHave lists messages the sender has received (lazy push).
 type IHave struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -818,11 +834,12 @@ func (x *IHave) GetMessages() []*Announcement {
 	return nil
 }
 
-// Graft asks the receiver to send the named message and to push eagerly to
-// the sender from now on.
+// Graft asks the receiver to send the named message and to push messages
+// of its origin eagerly to the sender from now on.
 type Graft struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            []byte                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Origin        []byte                 `protobuf:"bytes,2,opt,name=origin,proto3" json:"origin,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -864,9 +881,18 @@ func (x *Graft) GetId() []byte {
 	return nil
 }
 
-// Prune asks the receiver to stop eager push to the sender (lazy from now on).
+func (x *Graft) GetOrigin() []byte {
+	if x != nil {
+		return x.Origin
+	}
+	return nil
+}
+
+// Prune asks the receiver to stop eager push to the sender of messages
+// from origin (lazy from now on).
 type Prune struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
+	Origin        []byte                 `protobuf:"bytes,1,opt,name=origin,proto3" json:"origin,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -899,6 +925,13 @@ func (x *Prune) ProtoReflect() protoreflect.Message {
 // Deprecated: Use Prune.ProtoReflect.Descriptor instead.
 func (*Prune) Descriptor() ([]byte, []int) {
 	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *Prune) GetOrigin() []byte {
+	if x != nil {
+		return x.Origin
+	}
+	return nil
 }
 
 // PeerInfo is what a node knows of how to reach another node.
@@ -1269,20 +1302,24 @@ const file_pipes_v1_pipes_proto_rawDesc = "" +
 	"\x05prune\x18\x04 \x01(\v2\x0f.pipes.v1.PruneH\x00R\x05prune\x12*\n" +
 	"\x05peers\x18\x05 \x01(\v2\x12.pipes.v1.PeerListH\x00R\x05peers\x12-\n" +
 	"\agoodbye\x18\x06 \x01(\v2\x11.pipes.v1.GoodbyeH\x00R\agoodbyeB\x06\n" +
-	"\x04body\"Z\n" +
+	"\x04body\"r\n" +
 	"\x06Gossip\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\fR\x02id\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\rR\x04kind\x12\x18\n" +
 	"\apayload\x18\x03 \x01(\fR\apayload\x12\x12\n" +
-	"\x04hops\x18\x04 \x01(\rR\x04hops\"2\n" +
+	"\x04hops\x18\x04 \x01(\rR\x04hops\x12\x16\n" +
+	"\x06origin\x18\x05 \x01(\fR\x06origin\"J\n" +
 	"\fAnnouncement\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\fR\x02id\x12\x12\n" +
-	"\x04hops\x18\x02 \x01(\rR\x04hops\";\n" +
+	"\x04hops\x18\x02 \x01(\rR\x04hops\x12\x16\n" +
+	"\x06origin\x18\x03 \x01(\fR\x06origin\";\n" +
 	"\x05IHave\x122\n" +
-	"\bmessages\x18\x01 \x03(\v2\x16.pipes.v1.AnnouncementR\bmessages\"\x17\n" +
+	"\bmessages\x18\x01 \x03(\v2\x16.pipes.v1.AnnouncementR\bmessages\"/\n" +
 	"\x05Graft\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\fR\x02id\"\a\n" +
-	"\x05Prune\"9\n" +
+	"\x02id\x18\x01 \x01(\fR\x02id\x12\x16\n" +
+	"\x06origin\x18\x02 \x01(\fR\x06origin\"\x1f\n" +
+	"\x05Prune\x12\x16\n" +
+	"\x06origin\x18\x01 \x01(\fR\x06origin\"9\n" +
 	"\bPeerInfo\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\fR\x06nodeId\x12\x14\n" +
 	"\x05addrs\x18\x02 \x03(\tR\x05addrs\"4\n" +
