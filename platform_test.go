@@ -241,3 +241,53 @@ func TestBootstrapNetwork(t *testing.T) {
 		t.Fatalf("ordinary network: %v", err)
 	}
 }
+
+func TestConnectionUpdatesAndStubs(t *testing.T) {
+	netPath := testNetfile(t, "updates")
+	a := newMember(t, netPath, "a")
+	b := newMember(t, netPath, "b")
+	updates := make(chan bool, 8)
+	b.n.AddListener(&pipes.NodeListenerFuncs{ConnectionUpdate: func(c bool, _ *pipes.Node) { updates <- c }})
+	if err := b.n.Shutdown(); err != nil {
+		t.Fatalf("shutdown of a stopped node: %v", err)
+	}
+	a.start(t)
+	b.gateway(t, a)
+	b.start(t)
+	if err := b.n.Start(context.Background()); !errors.Is(err, pipes.ErrActive) {
+		t.Fatalf("second start: %v", err)
+	}
+	select {
+	case c := <-updates:
+		if !c {
+			t.Fatal("first update says disconnected")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no connection update")
+	}
+	if !b.n.IsActive() || !b.n.IsConnected() {
+		t.Fatal("active and connected")
+	}
+	a.n.Shutdown()
+	select {
+	case c := <-updates:
+		if c {
+			t.Fatal("second update says connected")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no disconnection update")
+	}
+	// Pipelines and data connections are not in this version.
+	if _, err := b.n.CreatePipeline("chat", pipes.PipelineOptions{}); !errors.Is(err, pipes.ErrNotImplemented) {
+		t.Fatalf("CreatePipeline: %v", err)
+	}
+	if _, err := b.n.Listen("svc"); !errors.Is(err, pipes.ErrNotImplemented) {
+		t.Fatalf("Listen: %v", err)
+	}
+	if _, err := b.n.Dial(context.Background(), a.n.ID(), "svc"); !errors.Is(err, pipes.ErrNotImplemented) {
+		t.Fatalf("Dial: %v", err)
+	}
+	if len(b.n.Pipelines()) != 0 {
+		t.Fatal("pipelines")
+	}
+}

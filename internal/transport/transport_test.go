@@ -1,10 +1,14 @@
 package transport
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
+	"io"
+	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -211,4 +215,50 @@ func FuzzVerifyHello(f *testing.F) {
 			t.Fatal("accepted a hello without a valid certificate for the peer")
 		}
 	})
+}
+
+// syncBuffer is a log sink safe for the transport's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestRefusalLoggedOnBothSides(t *testing.T) {
+	a, b := newMember(t, netA, "a"), newMember(t, netA, "b")
+	var la, lb syncBuffer
+	mk := func(m member, key [32]byte, w io.Writer) *Transport {
+		tr, err := Listen("127.0.0.1:0", Config{Key: m.key, Cert: m.cert, NetworkID: netA, NetworkKey: key,
+			Logger: slog.New(slog.NewTextHandler(w, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { tr.Close() })
+		return tr
+	}
+	ta, tb := mk(a, [32]byte{9}, &la), mk(b, keyA, &lb)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := ta.Dial(ctx, tb.Addr().String()); err == nil {
+		t.Fatal("dial with a wrong key succeeded")
+	}
+	const reason = "membership proof does not verify"
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(lb.String(), reason) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !strings.Contains(la.String(), reason) || !strings.Contains(lb.String(), reason) {
+		t.Fatalf("reason not logged on both sides:\ndialer: %s\nacceptor: %s", la.String(), lb.String())
+	}
 }
