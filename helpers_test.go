@@ -172,3 +172,22 @@ func freePort(t testing.TB) int {
 }
 
 func loopback(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
+
+// cluster starts a gateway and n-1 nodes that know only the gateway, and
+// waits until every node sees every other. gwOpts apply to the gateway,
+// opts to every node.
+func cluster(t testing.TB, name string, n int, gwOpts []pipes.NodeOption, opts ...pipes.NodeOption) []*member {
+	t.Helper()
+	netPath := testNetfile(t, name)
+	gw := newMember(t, netPath, name+"-gw", append(gwOpts, opts...)...)
+	gw.start(t)
+	ms := []*member{gw}
+	for i := 1; i < n; i++ {
+		m := newMember(t, netPath, fmt.Sprintf("%s%d", name, i), opts...)
+		m.gateway(t, gw)
+		m.start(t)
+		ms = append(ms, m)
+	}
+	eventually(t, 60*time.Second, "every node sees every other", allSeeAll(ms))
+	return ms
+}

@@ -16,18 +16,8 @@ import (
 // find every other node, keep a bounded degree, report a departure, take a
 // restarted node back, and reconnect to a restarted gateway.
 func TestSixNodesOneGateway(t *testing.T) {
-	netPath := testNetfile(t, "mesh")
-	gwPort := freePort(t)
-	gw := newMember(t, netPath, "gw", pipes.WithListenAddr(loopback(gwPort)), pipes.WithTargetDegree(3))
-	gw.start(t)
-	ms := []*member{gw}
-	for i := range 6 {
-		m := newMember(t, netPath, fmt.Sprintf("n%d", i), pipes.WithTargetDegree(3))
-		m.gateway(t, gw)
-		m.start(t)
-		ms = append(ms, m)
-	}
-	eventually(t, 60*time.Second, "every node sees every other", allSeeAll(ms))
+	ms := cluster(t, "n", 7, []pipes.NodeOption{pipes.WithListenAddr(loopback(freePort(t)))}, pipes.WithTargetDegree(3))
+	gw := ms[0]
 
 	// Peer exchange: nodes told only of the gateway reach their target
 	// degree through peers they learned of.
@@ -49,7 +39,7 @@ func TestSixNodesOneGateway(t *testing.T) {
 	// NodeWithID by prefix; names and locations travel with presence.
 	target := ms[3].n.ID()
 	ref, err := ms[1].n.NodeWithID(target.String()[:10])
-	if err != nil || ref.ID() != target || ref.Name() != "n2" || ref.Location() != "n2-loc" || ref.Version() == "" {
+	if err != nil || ref.ID() != target || ref.Name() != "n3" || ref.Location() != "n3-loc" || ref.Version() == "" {
 		t.Fatalf("NodeWithID: %v %+v", err, ref)
 	}
 	if _, err := ms[1].n.NodeWithID("ffffffffffffffffffff"); !errors.Is(err, pipes.ErrNotFound) && err != nil {
@@ -186,17 +176,7 @@ func TestSimultaneousDial(t *testing.T) {
 // offline by every other node once the offline timeout passes, and the
 // listeners hear of it.
 func TestSilentDeparture(t *testing.T) {
-	netPath := testNetfile(t, "silent")
-	gw := newMember(t, netPath, "gw")
-	gw.start(t)
-	ms := []*member{gw}
-	for i := range 3 {
-		m := newMember(t, netPath, fmt.Sprintf("s%d", i))
-		m.gateway(t, gw)
-		m.start(t)
-		ms = append(ms, m)
-	}
-	eventually(t, 30*time.Second, "all see all", allSeeAll(ms))
+	ms := cluster(t, "silent", 4, nil)
 	victim := ms[3]
 	offline := make(chan struct{}, 8)
 	l := &pipes.NodeListenerFuncs{NodeStatusUpdate: func(r pipes.NodeRef, _ *pipes.Node) {
@@ -219,17 +199,7 @@ func TestSilentDeparture(t *testing.T) {
 // closed, none of their goroutines remain.
 func TestNoGoroutineLeaks(t *testing.T) {
 	before := goleak.IgnoreCurrent() // goroutines of earlier tests still winding down
-	netPath := testNetfile(t, "leaks")
-	gw := newMember(t, netPath, "gw")
-	gw.start(t)
-	ms := []*member{gw}
-	for i := range 3 {
-		m := newMember(t, netPath, fmt.Sprintf("l%d", i))
-		m.gateway(t, gw)
-		m.start(t)
-		ms = append(ms, m)
-	}
-	eventually(t, 30*time.Second, "all see all", allSeeAll(ms))
+	ms := cluster(t, "leaks", 4, nil)
 	if err := ms[1].n.Shutdown(); err != nil {
 		t.Fatal(err)
 	}
@@ -246,17 +216,7 @@ func TestNoGoroutineLeaks(t *testing.T) {
 // presence broadcasts cost about one payload transmission per delivery
 // (flooding over degree 6 would cost about 6).
 func TestBroadcastNearMinimal(t *testing.T) {
-	netPath := testNetfile(t, "tree")
-	gw := newMember(t, netPath, "gw")
-	gw.start(t)
-	ms := []*member{gw}
-	for i := range 19 {
-		m := newMember(t, netPath, fmt.Sprintf("b%d", i))
-		m.gateway(t, gw)
-		m.start(t)
-		ms = append(ms, m)
-	}
-	eventually(t, 60*time.Second, "all see all", allSeeAll(ms))
+	ms := cluster(t, "tree", 20, nil)
 	totals := func() (sent, received uint64) {
 		for _, m := range ms {
 			st := m.n.Stats().Tree

@@ -350,6 +350,12 @@ func advertise(ap netip.AddrPort) []string {
 // Listeners get their last callbacks before it returns. Shutdown of a node
 // that is not running does nothing. The node can be started again.
 func (n *Node) Shutdown() error {
+	return n.stop((*mesh.Mesh).Close)
+}
+
+// stop detaches the running mesh and stops it with how (Close, or Kill in
+// tests). Stopping a stopped node does nothing.
+func (n *Node) stop(how func(*mesh.Mesh) error) error {
 	n.startMu.Lock()
 	defer n.startMu.Unlock()
 	n.mu.Lock()
@@ -359,7 +365,7 @@ func (n *Node) Shutdown() error {
 	if m == nil {
 		return nil
 	}
-	err := m.Close()
+	err := how(m)
 	n.p.log.Info("node stopped", "node", n.id.String()[:8])
 	return err
 }

@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/pipesnet/pipes/internal/atomicfile"
 )
 
 // writeSecretFile writes secret as hex to path with mode 0600, atomically.
@@ -13,27 +15,7 @@ func writeSecretFile(path string, secret []byte) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if err := f.Chmod(0o600); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.WriteString(hex.EncodeToString(secret) + "\n"); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
+	return atomicfile.Write(path, []byte(hex.EncodeToString(secret)+"\n"), 0o600)
 }
 
 // readSecretFile reads a file written by writeSecretFile, refusing one that

@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/pipesnet/pipes/internal/atomicfile"
 )
 
 // keyFileHeader is the first line of a key file. The second line is the
@@ -19,27 +21,9 @@ func SaveKey(path string, k *KeyPair) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("identity: key file %s: %w", path, err)
 	}
-	f, err := os.CreateTemp(dir, ".key-*")
-	if err != nil {
-		return fmt.Errorf("identity: key file %s: %w", path, err)
-	}
-	defer os.Remove(f.Name())
 	content := keyFileHeader + "\n" + base64.StdEncoding.EncodeToString(k.Private.Seed()) + "\n"
-	err = f.Chmod(0o600)
-	if err == nil {
-		_, err = f.WriteString(content)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		return fmt.Errorf("identity: key file %s: %w", path, err)
+	if err := atomicfile.Write(path, []byte(content), 0o600); err != nil {
+		return fmt.Errorf("identity: key file: %w", err)
 	}
 	return nil
 }

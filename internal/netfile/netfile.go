@@ -34,7 +34,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"path/filepath"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -42,6 +41,7 @@ import (
 	"golang.org/x/crypto/argon2"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/pipesnet/pipes/internal/atomicfile"
 	"github.com/pipesnet/pipes/internal/identity"
 	"github.com/pipesnet/pipes/internal/wire/pb"
 )
@@ -159,8 +159,8 @@ func Create(path string, spec Spec, admin *identity.KeyPair) (*Netfile, error) {
 		return nil, err
 	}
 	raw := append([]byte(Magic+string(rune(Format))), enc...)
-	if err := writeNew(path, raw); err != nil {
-		return nil, err
+	if err := atomicfile.Create(path, raw, 0o644); err != nil {
+		return nil, fmt.Errorf("netfile: %w", err)
 	}
 	return Parse(raw)
 }
@@ -190,33 +190,6 @@ func checkGateway(g string) error {
 	}
 	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
 		return fmt.Errorf("gateway %q: port must be 1..65535", g)
-	}
-	return nil
-}
-
-// writeNew writes data to path atomically, failing if path exists.
-func writeNew(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), ".netfile-*")
-	if err != nil {
-		return fmt.Errorf("netfile: %w", err)
-	}
-	defer os.Remove(f.Name())
-	err = f.Chmod(0o644)
-	if err == nil {
-		_, err = f.Write(data)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		// Link fails if path exists, so an existing netfile is never replaced.
-		err = os.Link(f.Name(), path)
-	}
-	if err != nil {
-		return fmt.Errorf("netfile: write %s: %w", path, err)
 	}
 	return nil
 }
