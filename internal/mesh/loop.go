@@ -134,7 +134,7 @@ func (m *Mesh) handleFrame(now time.Time, p *peer, f *pb.Frame) {
 		var st *status
 		if g.Kind == KindStatus && !m.tree.Seen([32]byte(g.Id)) {
 			var err error
-			if st, err = parseStatus(g.Payload, m.cfg.Cert.NetworkID); err != nil {
+			if st, err = parseStatus(g.Payload, m.cfg.Cert.NetworkID, &m.certs); err != nil {
 				m.bad(p, err.Error())
 				return
 			}

@@ -184,6 +184,7 @@ type Mesh struct {
 	peers       map[[32]byte]*peer
 	tree        *plumtree.Tree
 	pres        *presence
+	certs       certCache
 	targets     map[string]*target // by address
 	dialing     map[string]bool
 	seq         uint64

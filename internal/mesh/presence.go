@@ -66,10 +66,41 @@ type status struct {
 // ErrBadStatus is wrapped by every status verification failure.
 var ErrBadStatus = errors.New("mesh: bad status")
 
+// certCache remembers certificates already verified, so the identity
+// signature of a node's certificate is checked once, not on every status
+// (each status still has its own signature checked). It is keyed by the
+// hash of the exact signed bytes and owned by the mesh loop.
+type certCache struct{ m map[[32]byte]*identity.Cert }
+
+const maxCachedCerts = 4096
+
+func (c *certCache) parse(s *pb.Signed) (*identity.Cert, error) {
+	if c == nil || s == nil {
+		return identity.ParseCert(s)
+	}
+	h := sha256.New()
+	h.Write(s.Body)
+	h.Write(s.Signature)
+	var k [32]byte
+	h.Sum(k[:0])
+	if cert, ok := c.m[k]; ok {
+		return cert, nil
+	}
+	cert, err := identity.ParseCert(s)
+	if err != nil {
+		return nil, err
+	}
+	if c.m == nil || len(c.m) >= maxCachedCerts {
+		c.m = map[[32]byte]*identity.Cert{}
+	}
+	c.m[k] = cert
+	return cert, nil
+}
+
 // parseStatus verifies a signed status for network: the node certificate
-// must be issued by its identity for this network, and the status signed by
-// the certificate's node key.
-func parseStatus(payload []byte, network [32]byte) (*status, error) {
+// must be issued by its identity for this network (checked through certs,
+// which may be nil), and the status signed by the certificate's node key.
+func parseStatus(payload []byte, network [32]byte, certs *certCache) (*status, error) {
 	var s pb.Signed
 	if err := unmarshal(payload, &s); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadStatus, err)
@@ -78,7 +109,7 @@ func parseStatus(payload []byte, network [32]byte) (*status, error) {
 	if err := unmarshal(s.Body, &st); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadStatus, err)
 	}
-	cert, err := identity.ParseCert(st.NodeCert)
+	cert, err := certs.parse(st.NodeCert)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadStatus, err)
 	}

@@ -42,32 +42,52 @@ func (n testNode) status(t testing.TB, inc, seq uint64, leaving bool) []byte {
 func TestParseStatusVerifies(t *testing.T) {
 	n := newTestNode(t, testNet, "a")
 	good := n.status(t, 1, 1, false)
-	st, err := parseStatus(good, testNet)
+	st, err := parseStatus(good, testNet, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if st.cert.NodeID() != n.cert.NodeID() || st.msg.Seq != 1 {
 		t.Fatal("wrong status")
 	}
-	if _, err := parseStatus(good, [32]byte{1}); !errors.Is(err, ErrBadStatus) {
+	if _, err := parseStatus(good, [32]byte{1}, nil); !errors.Is(err, ErrBadStatus) {
 		t.Fatalf("other network: %v", err)
 	}
 	// Signed by another node's key: forged.
 	other := newTestNode(t, testNet, "b")
 	forged, _ := signStatus(other.key, &pb.Status{NodeCert: n.cert.Signed, Incarnation: 1, Seq: 2})
-	if _, err := parseStatus(forged, testNet); !errors.Is(err, ErrBadStatus) {
+	if _, err := parseStatus(forged, testNet, nil); !errors.Is(err, ErrBadStatus) {
 		t.Fatalf("forged status: %v", err)
 	}
 	var s pb.Signed
 	proto.Unmarshal(good, &s)
 	s.Body[len(s.Body)-1] ^= 1
 	tampered, _ := proto.Marshal(&s)
-	if _, err := parseStatus(tampered, testNet); err == nil {
+	if _, err := parseStatus(tampered, testNet, nil); err == nil {
 		t.Fatal("tampered status accepted")
 	}
 	big, _ := signStatus(n.key, &pb.Status{NodeCert: n.cert.Signed, Addrs: make([]string, maxStatusAddrs+1)})
-	if _, err := parseStatus(big, testNet); err == nil {
+	if _, err := parseStatus(big, testNet, nil); err == nil {
 		t.Fatal("oversized status accepted")
+	}
+}
+
+func TestCertCacheStillChecksStatusSignature(t *testing.T) {
+	n, other := newTestNode(t, testNet, "a"), newTestNode(t, testNet, "b")
+	var c certCache
+	if _, err := parseStatus(n.status(t, 1, 1, false), testNet, &c); err != nil {
+		t.Fatal(err)
+	}
+	// Same (cached) certificate, status signed by someone else: refused.
+	forged, _ := signStatus(other.key, &pb.Status{NodeCert: n.cert.Signed, Incarnation: 1, Seq: 2})
+	if _, err := parseStatus(forged, testNet, &c); !errors.Is(err, ErrBadStatus) {
+		t.Fatalf("forged status with a cached certificate: %v", err)
+	}
+	// A tampered certificate is not found in the cache and fails.
+	bad := proto.Clone(n.cert.Signed).(*pb.Signed)
+	bad.Signature[0] ^= 1
+	st, _ := signStatus(n.key, &pb.Status{NodeCert: bad, Incarnation: 1, Seq: 3})
+	if _, err := parseStatus(st, testNet, &c); !errors.Is(err, ErrBadStatus) {
+		t.Fatalf("tampered certificate: %v", err)
 	}
 }
 
@@ -77,7 +97,7 @@ func TestPresenceOrderingAndExpiry(t *testing.T) {
 	p := newPresence(self.cert.NodeID(), 10*time.Second)
 	now := time.Unix(1000, 0)
 	apply := func(b []byte, at time.Time) (NodeInfo, bool) {
-		st, err := parseStatus(b, testNet)
+		st, err := parseStatus(b, testNet, &certCache{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -163,7 +183,7 @@ func FuzzParseStatus(f *testing.F) {
 	f.Add(n.status(f, 1, 1, false))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		st, err := parseStatus(data, testNet)
+		st, err := parseStatus(data, testNet, nil)
 		if err != nil {
 			return
 		}
