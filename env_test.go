@@ -1,6 +1,7 @@
 package pipes
 
 import (
+	"net/netip"
 	"slices"
 	"testing"
 )
@@ -41,6 +42,19 @@ func TestHomeAndDebugFromEnvironment(t *testing.T) {
 		t.Setenv(EnvDebug, v)
 		if debugEnv() != want {
 			t.Errorf("PIPES_DEBUG=%q: %v", v, !want)
+		}
+	}
+}
+
+func TestAdvertise(t *testing.T) {
+	got := advertise(netip.MustParseAddrPort("127.0.0.1:7420"))
+	if !slices.Equal(got, []string{"127.0.0.1:7420"}) {
+		t.Fatalf("bound address: %v", got)
+	}
+	for _, a := range advertise(netip.MustParseAddrPort("0.0.0.0:7420")) {
+		ap := netip.MustParseAddrPort(a)
+		if ap.Port() != 7420 || ap.Addr().IsUnspecified() {
+			t.Fatalf("unspecified bind advertised %s", a)
 		}
 	}
 }

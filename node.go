@@ -311,7 +311,8 @@ func (n *Node) listen(ctx context.Context, addr string, cfg transport.Config) (*
 }
 
 // advertise lists the addresses other nodes can dial: the bound address, or
-// for an unspecified host the addresses of the up interfaces.
+// for an unspecified host the non-loopback addresses of the up interfaces
+// (loopback only if there is nothing else).
 func advertise(ap netip.AddrPort) []string {
 	if !ap.Addr().IsUnspecified() {
 		return []string{ap.String()}
@@ -336,8 +337,14 @@ func advertise(ap netip.AddrPort) []string {
 			if ap.Addr().Is4() && !ip.Is4() {
 				continue
 			}
+			if ip.IsLoopback() {
+				continue // useless to other machines, and a trap: it names their own host
+			}
 			out = append(out, netip.AddrPortFrom(ip, ap.Port()).String())
 		}
+	}
+	if len(out) == 0 {
+		out = append(out, netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), ap.Port()).String())
 	}
 	if len(out) > 16 {
 		out = out[:16]
