@@ -19,6 +19,19 @@ import (
 // maintainEvery is how often the loop checks dials, expiry and heartbeats.
 const maintainEvery = 100 * time.Millisecond
 
+// congestedAt is the queue length at which a peer holds back broadcasts.
+const congestedAt = peerQueue * 3 / 4
+
+// congested reports whether some peer's send queue is nearly full.
+func (m *Mesh) congested() bool {
+	for _, p := range m.peers {
+		if len(p.out) >= congestedAt {
+			return true
+		}
+	}
+	return false
+}
+
 // statusDebounce is the least time between two statuses sent because the
 // neighbour set changed (heartbeats are separate).
 const statusDebounce = 250 * time.Millisecond
@@ -30,6 +43,10 @@ func (m *Mesh) loop() {
 	defer timer.Stop()
 	m.maintain(time.Now())
 	for {
+		bcast := m.bcastCh
+		if m.congested() {
+			bcast = nil // backpressure: Broadcast waits until the queues drain
+		}
 		select {
 		case <-m.ctx.Done():
 			m.shutdown()
@@ -39,12 +56,20 @@ func (m *Mesh) loop() {
 		case r := <-m.dialCh:
 			m.dialDone(time.Now(), r)
 		case in := <-m.frameCh:
-			m.handleFrame(time.Now(), in.p, in.f)
+			m.handleFrame(time.Now(), in)
 		case c := <-m.closedCh:
 			m.peerClosed(time.Now(), c.p, c.err)
-		case req := <-m.bcastCh:
+		case req := <-bcast:
 			m.broadcast(time.Now(), req.kind, req.payload)
+			if m.cfg.Deliver != nil {
+				m.cfg.Deliver(req.kind, req.payload, m.self, nil)
+			}
 			req.done <- nil
+		case req := <-m.sendCh:
+			req.done <- m.route(&pb.Routed{Dst: req.dst[:], Src: m.self[:], Ttl: maxTTL, Kind: req.kind, Payload: req.payload})
+		case q := <-m.queryCh:
+			q()
+		case <-m.drained:
 		case <-timer.C:
 			m.maintain(time.Now())
 		}
@@ -66,6 +91,7 @@ func (m *Mesh) maintain(now time.Time) {
 	m.sendAll(m.tree.Tick(now))
 	m.stale = true // tree stats
 	for _, n := range m.pres.expire(now) {
+		m.routes = nil
 		m.log.Info("node offline (silent)", "node", short(n.ID), "name", n.Name)
 		m.events.push(Event{Kind: EventNode, Node: n})
 	}
@@ -88,6 +114,7 @@ func (m *Mesh) announce(now time.Time, leaving bool) {
 		TimeUnixMs:        now.UnixMilli(),
 		HeartbeatMs:       uint32(m.cfg.Heartbeat.Milliseconds()),
 		BootstrapNetworks: m.cfg.Networks(),
+		HpkeKey:           m.cfg.HPKEKey,
 	}
 	ids := slices.Collect(maps.Keys(m.peers))
 	slices.SortFunc(ids, func(a, b [32]byte) int { return bytes.Compare(a[:], b[:]) })
@@ -119,33 +146,20 @@ func (m *Mesh) sendAll(sends []plumtree.Send) {
 	}
 }
 
-// handleFrame processes one frame from a peer.
-func (m *Mesh) handleFrame(now time.Time, p *peer, f *pb.Frame) {
+// handleFrame processes one frame from a peer. Gossip frames were checked
+// by the peer's reader.
+func (m *Mesh) handleFrame(now time.Time, in inFrame) {
+	p, f := in.p, in.f
 	if m.peers[p.id] != p {
 		return // from a connection that was replaced or closed
 	}
 	switch b := f.Body.(type) {
 	case *pb.Frame_Gossip:
-		g := b.Gossip
-		if len(g.Id) != 32 || MessageID(g.Kind, g.Payload) != [32]byte(g.Id) {
-			m.bad(p, "gossip id does not match its content")
-			return
-		}
-		var st *status
-		if g.Kind == KindStatus && !m.tree.Seen([32]byte(g.Id)) {
-			var err error
-			if st, err = parseStatus(g.Payload, m.cfg.Cert.NetworkID, &m.certs); err != nil {
-				m.bad(p, err.Error())
-				return
-			}
-			if id := st.cert.NodeID(); string(g.Origin) != string(id[:]) {
-				m.bad(p, "status relayed with another origin")
-				return
-			}
-		}
-		m.handleTree(now, p, f, st)
+		m.handleTree(now, p, f, in.st, in.v)
 	case *pb.Frame_Ihave, *pb.Frame_Graft, *pb.Frame_Prune:
-		m.handleTree(now, p, f, nil)
+		m.handleTree(now, p, f, nil, nil)
+	case *pb.Frame_Routed:
+		m.handleRouted(p, b.Routed)
 	case *pb.Frame_Peers:
 		m.learnPeers(b.Peers)
 	case *pb.Frame_Goodbye:
@@ -156,19 +170,29 @@ func (m *Mesh) handleFrame(now time.Time, p *peer, f *pb.Frame) {
 	}
 }
 
-func (m *Mesh) handleTree(now time.Time, p *peer, f *pb.Frame, st *status) {
+func (m *Mesh) handleTree(now time.Time, p *peer, f *pb.Frame, st *status, v any) {
 	deliver, out, err := m.tree.HandleFrame(now, p.id, f)
 	if err != nil {
 		m.bad(p, err.Error())
 		return
 	}
 	m.sendAll(out)
-	if deliver == nil || deliver.Kind != KindStatus || st == nil {
+	if deliver == nil {
+		return
+	}
+	if deliver.Kind != KindStatus {
+		if m.cfg.Deliver != nil {
+			m.cfg.Deliver(deliver.Kind, deliver.Payload, [32]byte(deliver.Origin), v)
+		}
+		return
+	}
+	if st == nil {
 		return
 	}
 	info, changed := m.pres.apply(now, st)
 	m.stale = true
 	if changed {
+		m.routes = nil
 		if !info.Online {
 			m.log.Info("node offline (left)", "node", short(info.ID), "name", info.Name)
 		}
@@ -334,9 +358,10 @@ func (m *Mesh) addConn(now time.Time, c *transport.Conn) {
 		m.refuseFull(c)
 		return
 	}
-	p := &peer{id: c.PeerID, conn: c, out: make(chan *pb.Frame, peerQueue), stop: make(chan struct{})}
+	p := &peer{id: c.PeerID, conn: c, out: make(chan *pb.Frame, peerQueue), stop: make(chan struct{}), dropped: &m.stats.dropped}
 	m.peers[c.PeerID] = p
 	m.stale = true
+	m.routes = nil
 	m.wg.Add(2)
 	go m.reader(p)
 	go m.writer(p)
@@ -394,6 +419,7 @@ func (m *Mesh) peerClosed(now time.Time, p *peer, err error) {
 	}
 	delete(m.peers, p.id)
 	m.stale = true
+	m.routes = nil
 	close(p.stop)
 	m.tree.RemovePeer(p.id)
 	m.dirty = true

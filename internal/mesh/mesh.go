@@ -61,7 +61,22 @@ type Config struct {
 	Logger       *slog.Logger
 	// OnEvent receives events on the mesh's dispatcher goroutine, in order,
 	// never under a lock of the mesh. It must not call Close.
-	OnEvent    func(Event)
+	OnEvent func(Event)
+	// Validate checks a broadcast payload (any kind but presence) before it
+	// is delivered or forwarded. It runs on the reader goroutine of the peer
+	// that sent it, so checks of different peers run in parallel; what it
+	// returns is handed to Deliver. An error drops the message (counted in
+	// Stats.BadMessages). Nil accepts everything.
+	Validate func(kind uint32, payload []byte, origin [32]byte) (any, error)
+	// Deliver receives each broadcast message (any kind but presence) once,
+	// including the node's own, on the mesh loop. It must not block.
+	Deliver func(kind uint32, payload []byte, origin [32]byte, validated any)
+	// DeliverRouted receives routed messages addressed to this node, on the
+	// mesh loop. It must not block.
+	DeliverRouted func(src [32]byte, kind uint32, payload []byte)
+	// HPKEKey is the node's public key for end-to-end encryption, published
+	// in its status.
+	HPKEKey    []byte
 	EventQueue int // events that may wait for OnEvent (default 4096)
 }
 
@@ -120,12 +135,16 @@ type Stats struct {
 	EventsDropped     uint64
 	DialsFailed       uint64
 	RefusedInbound    uint64
+	Routed            uint64 // routed messages forwarded for others
+	NoRoute           uint64 // routed messages dropped for want of a route
 	Tree              plumtree.Stats
 }
 
 type inFrame struct {
-	p *peer
-	f *pb.Frame
+	p  *peer
+	f  *pb.Frame
+	st *status // a verified presence status
+	v  any     // what Validate returned
 }
 
 type closed struct {
@@ -170,6 +189,9 @@ type Mesh struct {
 	closedCh chan closed
 	dialCh   chan dialResult
 	bcastCh  chan bcastReq
+	sendCh   chan sendReq
+	queryCh  chan func()   // runs a read of loop state on the loop
+	drained  chan struct{} // a writer emptied its queue
 	loopDone chan struct{}
 
 	events *eventQueue
@@ -177,6 +199,7 @@ type Mesh struct {
 	abort  atomic.Bool // Kill: leave without a word
 	stats  struct {
 		bad, dialsFailed, refused atomic.Uint64
+		noRoute, routed, dropped  atomic.Uint64
 		tree                      atomic.Pointer[plumtree.Stats]
 	}
 
@@ -192,8 +215,9 @@ type Mesh struct {
 	dirty       bool // neighbours changed since the last status
 	connected   bool
 	leaving     bool
-	stale       bool          // the snapshot is out of date
-	heartbeat   time.Duration // this period's jittered heartbeat
+	stale       bool                  // the snapshot is out of date
+	heartbeat   time.Duration         // this period's jittered heartbeat
+	routes      map[[32]byte][32]byte // destination -> next hop; nil: recompute
 	lastPayload struct {
 		id      [32]byte
 		payload []byte
@@ -220,6 +244,9 @@ func New(cfg Config) (*Mesh, error) {
 		closedCh: make(chan closed),
 		dialCh:   make(chan dialResult),
 		bcastCh:  make(chan bcastReq),
+		sendCh:   make(chan sendReq),
+		queryCh:  make(chan func()),
+		drained:  make(chan struct{}, 1),
 		loopDone: make(chan struct{}),
 		peers:    make(map[[32]byte]*peer),
 		tree:     plumtree.New(cfg.Plumtree),
@@ -269,8 +296,10 @@ func (m *Mesh) Kill() error {
 	return m.Close()
 }
 
-// Broadcast sends payload to every online node of the network. Kind 1 is
-// reserved for presence.
+// Broadcast sends payload to every online node of the network, and
+// delivers it locally through Deliver. Kind 1 is reserved for presence.
+// When a peer's send queue is three-quarters full, Broadcast waits until it
+// drains (backpressure) or ctx ends.
 func (m *Mesh) Broadcast(ctx context.Context, kind uint32, payload []byte) error {
 	if kind == KindStatus {
 		return errors.New("mesh: kind 1 is reserved for presence")
@@ -318,6 +347,9 @@ func (m *Mesh) Stats() Stats {
 		BadMessages:    m.stats.bad.Load(),
 		DialsFailed:    m.stats.dialsFailed.Load(),
 		RefusedInbound: m.stats.refused.Load(),
+		Routed:         m.stats.routed.Load(),
+		NoRoute:        m.stats.noRoute.Load(),
+		FramesDropped:  m.stats.dropped.Load(),
 	}
 	ts := m.cfg.Transport.Stats()
 	st.Conns, st.HandshakesRefused = ts.Conns, ts.Refused

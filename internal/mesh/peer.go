@@ -19,8 +19,8 @@ type peer struct {
 	id      [32]byte
 	conn    *transport.Conn
 	out     chan *pb.Frame
-	stop    chan struct{} // closed by the loop to end the writer
-	dropped atomic.Uint64
+	stop    chan struct{}  // closed by the loop to end the writer
+	dropped *atomic.Uint64 // the mesh's counter
 }
 
 // send queues f for the writer without blocking the loop.
@@ -32,7 +32,9 @@ func (p *peer) send(f *pb.Frame) {
 	}
 }
 
-// reader forwards frames to the loop until the connection fails.
+// reader forwards frames to the loop until the connection fails. It checks
+// broadcast messages (ids, signatures) before the loop sees them, so that
+// the costly part runs in parallel across peers and the loop stays free.
 func (m *Mesh) reader(p *peer) {
 	defer m.wg.Done()
 	for {
@@ -44,12 +46,47 @@ func (m *Mesh) reader(p *peer) {
 			}
 			return
 		}
+		in := inFrame{p: p, f: f}
+		if g := f.GetGossip(); g != nil {
+			if why := m.check(g, &in); why != "" {
+				m.bad(p, why)
+				continue
+			}
+		}
 		select {
-		case m.frameCh <- inFrame{p: p, f: f}:
+		case m.frameCh <- in:
 		case <-m.ctx.Done():
 			return
 		}
 	}
+}
+
+// check verifies a gossip frame: its id, its origin and, for presence, the
+// signed status; other kinds go to Config.Validate. It returns why the
+// frame is bad, or "".
+func (m *Mesh) check(g *pb.Gossip, in *inFrame) string {
+	if len(g.Id) != 32 || len(g.Origin) != 32 || MessageID(g.Kind, g.Payload) != [32]byte(g.Id) {
+		return "gossip id or origin does not match its content"
+	}
+	if g.Kind == KindStatus {
+		st, err := parseStatus(g.Payload, m.cfg.Cert.NetworkID, &m.certs)
+		if err != nil {
+			return err.Error()
+		}
+		if id := st.cert.NodeID(); string(g.Origin) != string(id[:]) {
+			return "status relayed with another origin"
+		}
+		in.st = st
+		return ""
+	}
+	if m.cfg.Validate != nil {
+		v, err := m.cfg.Validate(g.Kind, g.Payload, [32]byte(g.Origin))
+		if err != nil {
+			return err.Error()
+		}
+		in.v = v
+	}
+	return ""
 }
 
 // writer writes queued frames in order. When stop closes it writes what is
@@ -62,6 +99,12 @@ func (m *Mesh) writer(p *peer) {
 			if err := p.conn.WriteFrame(f); err != nil {
 				p.conn.Close(transport.CodeProtocol, "write failed")
 				return
+			}
+			if len(p.out) == 0 {
+				select { // wake a loop that holds back broadcasts
+				case m.drained <- struct{}{}:
+				default:
+				}
 			}
 		case <-p.stop:
 			for {

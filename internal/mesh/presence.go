@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/pipesnet/pipes/internal/identity"
@@ -26,6 +27,7 @@ const (
 	maxStatusNeighbours = 256
 	maxStatusNetworks   = 256
 	maxStringLen        = 256
+	maxHPKEKey          = 2048
 )
 
 // MessageID is the id of a broadcast message: SHA-256 of its kind (4 bytes,
@@ -52,6 +54,7 @@ type NodeInfo struct {
 	Addrs      []string
 	Neighbours [][32]byte
 	Networks   []*pb.NetworkInfo // bootstrap list the node announces
+	HPKEKey    []byte            // public key for end-to-end encryption to the node
 	Online     bool
 	Peer       bool      // directly connected to the local node
 	LastSeen   time.Time // local time the last fresh status arrived
@@ -70,7 +73,10 @@ var ErrBadStatus = errors.New("mesh: bad status")
 // signature of a node's certificate is checked once, not on every status
 // (each status still has its own signature checked). It is keyed by the
 // hash of the exact signed bytes and owned by the mesh loop.
-type certCache struct{ m map[[32]byte]*identity.Cert }
+type certCache struct {
+	mu sync.Mutex
+	m  map[[32]byte]*identity.Cert
+}
 
 const maxCachedCerts = 4096
 
@@ -83,13 +89,18 @@ func (c *certCache) parse(s *pb.Signed) (*identity.Cert, error) {
 	h.Write(s.Signature)
 	var k [32]byte
 	h.Sum(k[:0])
-	if cert, ok := c.m[k]; ok {
+	c.mu.Lock()
+	cert, ok := c.m[k]
+	c.mu.Unlock()
+	if ok {
 		return cert, nil
 	}
 	cert, err := identity.ParseCert(s)
 	if err != nil {
 		return nil, err
 	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.m == nil || len(c.m) >= maxCachedCerts {
 		c.m = map[[32]byte]*identity.Cert{}
 	}
@@ -121,7 +132,8 @@ func parseStatus(payload []byte, network [32]byte, certs *certCache) (*status, e
 	}
 	switch {
 	case len(st.Addrs) > maxStatusAddrs, len(st.Neighbours) > maxStatusNeighbours,
-		len(st.BootstrapNetworks) > maxStatusNetworks, len(st.Version) > maxStringLen:
+		len(st.BootstrapNetworks) > maxStatusNetworks, len(st.Version) > maxStringLen,
+		len(st.HpkeKey) > maxHPKEKey:
 		return nil, fmt.Errorf("%w: too large", ErrBadStatus)
 	}
 	for _, a := range st.Addrs {
@@ -204,6 +216,7 @@ func (p *presence) apply(now time.Time, st *status) (NodeInfo, bool) {
 		Addrs:      slices.Clone(st.msg.Addrs),
 		Neighbours: neighbours,
 		Networks:   st.msg.BootstrapNetworks,
+		HPKEKey:    st.msg.HpkeKey,
 		Online:     !st.msg.Leaving,
 		Peer:       old.Peer,
 		LastSeen:   now,

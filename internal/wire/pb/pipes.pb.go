@@ -515,6 +515,7 @@ type Frame struct {
 	//	*Frame_Prune
 	//	*Frame_Peers
 	//	*Frame_Goodbye
+	//	*Frame_Routed
 	Body          isFrame_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -611,6 +612,15 @@ func (x *Frame) GetGoodbye() *Goodbye {
 	return nil
 }
 
+func (x *Frame) GetRouted() *Routed {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_Routed); ok {
+			return x.Routed
+		}
+	}
+	return nil
+}
+
 type isFrame_Body interface {
 	isFrame_Body()
 }
@@ -639,6 +649,10 @@ type Frame_Goodbye struct {
 	Goodbye *Goodbye `protobuf:"bytes,6,opt,name=goodbye,proto3,oneof"`
 }
 
+type Frame_Routed struct {
+	Routed *Routed `protobuf:"bytes,7,opt,name=routed,proto3,oneof"`
+}
+
 func (*Frame_Gossip) isFrame_Body() {}
 
 func (*Frame_Ihave) isFrame_Body() {}
@@ -650,6 +664,87 @@ func (*Frame_Prune) isFrame_Body() {}
 func (*Frame_Peers) isFrame_Body() {}
 
 func (*Frame_Goodbye) isFrame_Body() {}
+
+func (*Frame_Routed) isFrame_Body() {}
+
+// Routed carries a message to one node, hop by hop along the shortest path
+// of the overlay. Relays read only dst and ttl; payload is opaque to them
+// (the pipeline layer encrypts it end to end).
+type Routed struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Dst           []byte                 `protobuf:"bytes,1,opt,name=dst,proto3" json:"dst,omitempty"`    // destination node id
+	Src           []byte                 `protobuf:"bytes,2,opt,name=src,proto3" json:"src,omitempty"`    // source node id, as claimed by the first hop
+	Ttl           uint32                 `protobuf:"varint,3,opt,name=ttl,proto3" json:"ttl,omitempty"`   // hops left; dropped at 0
+	Kind          uint32                 `protobuf:"varint,4,opt,name=kind,proto3" json:"kind,omitempty"` // what payload holds
+	Payload       []byte                 `protobuf:"bytes,5,opt,name=payload,proto3" json:"payload,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Routed) Reset() {
+	*x = Routed{}
+	mi := &file_pipes_v1_pipes_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Routed) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Routed) ProtoMessage() {}
+
+func (x *Routed) ProtoReflect() protoreflect.Message {
+	mi := &file_pipes_v1_pipes_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Routed.ProtoReflect.Descriptor instead.
+func (*Routed) Descriptor() ([]byte, []int) {
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *Routed) GetDst() []byte {
+	if x != nil {
+		return x.Dst
+	}
+	return nil
+}
+
+func (x *Routed) GetSrc() []byte {
+	if x != nil {
+		return x.Src
+	}
+	return nil
+}
+
+func (x *Routed) GetTtl() uint32 {
+	if x != nil {
+		return x.Ttl
+	}
+	return 0
+}
+
+func (x *Routed) GetKind() uint32 {
+	if x != nil {
+		return x.Kind
+	}
+	return 0
+}
+
+func (x *Routed) GetPayload() []byte {
+	if x != nil {
+		return x.Payload
+	}
+	return nil
+}
 
 // Gossip carries one broadcast message by eager push.
 type Gossip struct {
@@ -665,7 +760,7 @@ type Gossip struct {
 
 func (x *Gossip) Reset() {
 	*x = Gossip{}
-	mi := &file_pipes_v1_pipes_proto_msgTypes[7]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -677,7 +772,7 @@ func (x *Gossip) String() string {
 func (*Gossip) ProtoMessage() {}
 
 func (x *Gossip) ProtoReflect() protoreflect.Message {
-	mi := &file_pipes_v1_pipes_proto_msgTypes[7]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -690,7 +785,7 @@ func (x *Gossip) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Gossip.ProtoReflect.Descriptor instead.
 func (*Gossip) Descriptor() ([]byte, []int) {
-	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{7}
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Gossip) GetId() []byte {
@@ -740,7 +835,7 @@ type Announcement struct {
 
 func (x *Announcement) Reset() {
 	*x = Announcement{}
-	mi := &file_pipes_v1_pipes_proto_msgTypes[8]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -752,7 +847,7 @@ func (x *Announcement) String() string {
 func (*Announcement) ProtoMessage() {}
 
 func (x *Announcement) ProtoReflect() protoreflect.Message {
-	mi := &file_pipes_v1_pipes_proto_msgTypes[8]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -765,7 +860,7 @@ func (x *Announcement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Announcement.ProtoReflect.Descriptor instead.
 func (*Announcement) Descriptor() ([]byte, []int) {
-	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{8}
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Announcement) GetId() []byte {
@@ -799,7 +894,7 @@ type IHave struct {
 
 func (x *IHave) Reset() {
 	*x = IHave{}
-	mi := &file_pipes_v1_pipes_proto_msgTypes[9]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -811,7 +906,7 @@ func (x *IHave) String() string {
 func (*IHave) ProtoMessage() {}
 
 func (x *IHave) ProtoReflect() protoreflect.Message {
-	mi := &file_pipes_v1_pipes_proto_msgTypes[9]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -824,7 +919,7 @@ func (x *IHave) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IHave.ProtoReflect.Descriptor instead.
 func (*IHave) Descriptor() ([]byte, []int) {
-	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{9}
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *IHave) GetMessages() []*Announcement {
@@ -846,7 +941,7 @@ type Graft struct {
 
 func (x *Graft) Reset() {
 	*x = Graft{}
-	mi := &file_pipes_v1_pipes_proto_msgTypes[10]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -858,7 +953,7 @@ func (x *Graft) String() string {
 func (*Graft) ProtoMessage() {}
 
 func (x *Graft) ProtoReflect() protoreflect.Message {
-	mi := &file_pipes_v1_pipes_proto_msgTypes[10]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -871,7 +966,7 @@ func (x *Graft) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Graft.ProtoReflect.Descriptor instead.
 func (*Graft) Descriptor() ([]byte, []int) {
-	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{10}
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Graft) GetId() []byte {
@@ -899,7 +994,7 @@ type Prune struct {
 
 func (x *Prune) Reset() {
 	*x = Prune{}
-	mi := &file_pipes_v1_pipes_proto_msgTypes[11]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -911,7 +1006,7 @@ func (x *Prune) String() string {
 func (*Prune) ProtoMessage() {}
 
 func (x *Prune) ProtoReflect() protoreflect.Message {
-	mi := &file_pipes_v1_pipes_proto_msgTypes[11]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -924,7 +1019,7 @@ func (x *Prune) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Prune.ProtoReflect.Descriptor instead.
 func (*Prune) Descriptor() ([]byte, []int) {
-	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{11}
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Prune) GetOrigin() []byte {
@@ -945,7 +1040,7 @@ type PeerInfo struct {
 
 func (x *PeerInfo) Reset() {
 	*x = PeerInfo{}
-	mi := &file_pipes_v1_pipes_proto_msgTypes[12]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -957,7 +1052,7 @@ func (x *PeerInfo) String() string {
 func (*PeerInfo) ProtoMessage() {}
 
 func (x *PeerInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_pipes_v1_pipes_proto_msgTypes[12]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -970,7 +1065,7 @@ func (x *PeerInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerInfo.ProtoReflect.Descriptor instead.
 func (*PeerInfo) Descriptor() ([]byte, []int) {
-	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{12}
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PeerInfo) GetNodeId() []byte {
@@ -997,7 +1092,7 @@ type PeerList struct {
 
 func (x *PeerList) Reset() {
 	*x = PeerList{}
-	mi := &file_pipes_v1_pipes_proto_msgTypes[13]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1009,7 +1104,7 @@ func (x *PeerList) String() string {
 func (*PeerList) ProtoMessage() {}
 
 func (x *PeerList) ProtoReflect() protoreflect.Message {
-	mi := &file_pipes_v1_pipes_proto_msgTypes[13]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1022,7 +1117,7 @@ func (x *PeerList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerList.ProtoReflect.Descriptor instead.
 func (*PeerList) Descriptor() ([]byte, []int) {
-	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{13}
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *PeerList) GetPeers() []*PeerInfo {
@@ -1042,7 +1137,7 @@ type Goodbye struct {
 
 func (x *Goodbye) Reset() {
 	*x = Goodbye{}
-	mi := &file_pipes_v1_pipes_proto_msgTypes[14]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1054,7 +1149,7 @@ func (x *Goodbye) String() string {
 func (*Goodbye) ProtoMessage() {}
 
 func (x *Goodbye) ProtoReflect() protoreflect.Message {
-	mi := &file_pipes_v1_pipes_proto_msgTypes[14]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1067,7 +1162,7 @@ func (x *Goodbye) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Goodbye.ProtoReflect.Descriptor instead.
 func (*Goodbye) Descriptor() ([]byte, []int) {
-	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{14}
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Goodbye) GetReason() string {
@@ -1088,7 +1183,7 @@ type NetworkInfo struct {
 
 func (x *NetworkInfo) Reset() {
 	*x = NetworkInfo{}
-	mi := &file_pipes_v1_pipes_proto_msgTypes[15]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1100,7 +1195,7 @@ func (x *NetworkInfo) String() string {
 func (*NetworkInfo) ProtoMessage() {}
 
 func (x *NetworkInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_pipes_v1_pipes_proto_msgTypes[15]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1113,7 +1208,7 @@ func (x *NetworkInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkInfo.ProtoReflect.Descriptor instead.
 func (*NetworkInfo) Descriptor() ([]byte, []int) {
-	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{15}
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *NetworkInfo) GetNetworkId() []byte {
@@ -1144,13 +1239,14 @@ type Status struct {
 	TimeUnixMs        int64                  `protobuf:"varint,8,opt,name=time_unix_ms,json=timeUnixMs,proto3" json:"time_unix_ms,omitempty"`
 	HeartbeatMs       uint32                 `protobuf:"varint,9,opt,name=heartbeat_ms,json=heartbeatMs,proto3" json:"heartbeat_ms,omitempty"` // how often the node re-announces itself
 	BootstrapNetworks []*NetworkInfo         `protobuf:"bytes,10,rep,name=bootstrap_networks,json=bootstrapNetworks,proto3" json:"bootstrap_networks,omitempty"`
+	HpkeKey           []byte                 `protobuf:"bytes,11,opt,name=hpke_key,json=hpkeKey,proto3" json:"hpke_key,omitempty"` // HPKE (ML-KEM-768+X25519) public key for end-to-end encryption to this node
 	unknownFields     protoimpl.UnknownFields
 	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Status) Reset() {
 	*x = Status{}
-	mi := &file_pipes_v1_pipes_proto_msgTypes[16]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1162,7 +1258,7 @@ func (x *Status) String() string {
 func (*Status) ProtoMessage() {}
 
 func (x *Status) ProtoReflect() protoreflect.Message {
-	mi := &file_pipes_v1_pipes_proto_msgTypes[16]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1175,7 +1271,7 @@ func (x *Status) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Status.ProtoReflect.Descriptor instead.
 func (*Status) Descriptor() ([]byte, []int) {
-	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{16}
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Status) GetNodeCert() *Signed {
@@ -1248,6 +1344,13 @@ func (x *Status) GetBootstrapNetworks() []*NetworkInfo {
 	return nil
 }
 
+func (x *Status) GetHpkeKey() []byte {
+	if x != nil {
+		return x.HpkeKey
+	}
+	return nil
+}
+
 var File_pipes_v1_pipes_proto protoreflect.FileDescriptor
 
 const file_pipes_v1_pipes_proto_rawDesc = "" +
@@ -1294,15 +1397,22 @@ const file_pipes_v1_pipes_proto_rawDesc = "" +
 	"\flisten_addrs\x18\x06 \x03(\tR\vlistenAddrs\"1\n" +
 	"\aVerdict\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x91\x02\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xbd\x02\n" +
 	"\x05Frame\x12*\n" +
 	"\x06gossip\x18\x01 \x01(\v2\x10.pipes.v1.GossipH\x00R\x06gossip\x12'\n" +
 	"\x05ihave\x18\x02 \x01(\v2\x0f.pipes.v1.IHaveH\x00R\x05ihave\x12'\n" +
 	"\x05graft\x18\x03 \x01(\v2\x0f.pipes.v1.GraftH\x00R\x05graft\x12'\n" +
 	"\x05prune\x18\x04 \x01(\v2\x0f.pipes.v1.PruneH\x00R\x05prune\x12*\n" +
 	"\x05peers\x18\x05 \x01(\v2\x12.pipes.v1.PeerListH\x00R\x05peers\x12-\n" +
-	"\agoodbye\x18\x06 \x01(\v2\x11.pipes.v1.GoodbyeH\x00R\agoodbyeB\x06\n" +
-	"\x04body\"r\n" +
+	"\agoodbye\x18\x06 \x01(\v2\x11.pipes.v1.GoodbyeH\x00R\agoodbye\x12*\n" +
+	"\x06routed\x18\a \x01(\v2\x10.pipes.v1.RoutedH\x00R\x06routedB\x06\n" +
+	"\x04body\"l\n" +
+	"\x06Routed\x12\x10\n" +
+	"\x03dst\x18\x01 \x01(\fR\x03dst\x12\x10\n" +
+	"\x03src\x18\x02 \x01(\fR\x03src\x12\x10\n" +
+	"\x03ttl\x18\x03 \x01(\rR\x03ttl\x12\x12\n" +
+	"\x04kind\x18\x04 \x01(\rR\x04kind\x12\x18\n" +
+	"\apayload\x18\x05 \x01(\fR\apayload\"r\n" +
 	"\x06Gossip\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\fR\x02id\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\rR\x04kind\x12\x18\n" +
@@ -1330,7 +1440,7 @@ const file_pipes_v1_pipes_proto_rawDesc = "" +
 	"\vNetworkInfo\x12\x1d\n" +
 	"\n" +
 	"network_id\x18\x01 \x01(\fR\tnetworkId\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\"\xe0\x02\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"\xfb\x02\n" +
 	"\x06Status\x12-\n" +
 	"\tnode_cert\x18\x01 \x01(\v2\x10.pipes.v1.SignedR\bnodeCert\x12 \n" +
 	"\vincarnation\x18\x02 \x01(\x04R\vincarnation\x12\x10\n" +
@@ -1345,7 +1455,8 @@ const file_pipes_v1_pipes_proto_rawDesc = "" +
 	"timeUnixMs\x12!\n" +
 	"\fheartbeat_ms\x18\t \x01(\rR\vheartbeatMs\x12D\n" +
 	"\x12bootstrap_networks\x18\n" +
-	" \x03(\v2\x15.pipes.v1.NetworkInfoR\x11bootstrapNetworksB,Z*github.com/pipesnet/pipes/internal/wire/pbb\x06proto3"
+	" \x03(\v2\x15.pipes.v1.NetworkInfoR\x11bootstrapNetworks\x12\x19\n" +
+	"\bhpke_key\x18\v \x01(\fR\ahpkeKeyB,Z*github.com/pipesnet/pipes/internal/wire/pbb\x06proto3"
 
 var (
 	file_pipes_v1_pipes_proto_rawDescOnce sync.Once
@@ -1359,7 +1470,7 @@ func file_pipes_v1_pipes_proto_rawDescGZIP() []byte {
 	return file_pipes_v1_pipes_proto_rawDescData
 }
 
-var file_pipes_v1_pipes_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_pipes_v1_pipes_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_pipes_v1_pipes_proto_goTypes = []any{
 	(*Signed)(nil),          // 0: pipes.v1.Signed
 	(*NodeCertificate)(nil), // 1: pipes.v1.NodeCertificate
@@ -1368,35 +1479,37 @@ var file_pipes_v1_pipes_proto_goTypes = []any{
 	(*Hello)(nil),           // 4: pipes.v1.Hello
 	(*Verdict)(nil),         // 5: pipes.v1.Verdict
 	(*Frame)(nil),           // 6: pipes.v1.Frame
-	(*Gossip)(nil),          // 7: pipes.v1.Gossip
-	(*Announcement)(nil),    // 8: pipes.v1.Announcement
-	(*IHave)(nil),           // 9: pipes.v1.IHave
-	(*Graft)(nil),           // 10: pipes.v1.Graft
-	(*Prune)(nil),           // 11: pipes.v1.Prune
-	(*PeerInfo)(nil),        // 12: pipes.v1.PeerInfo
-	(*PeerList)(nil),        // 13: pipes.v1.PeerList
-	(*Goodbye)(nil),         // 14: pipes.v1.Goodbye
-	(*NetworkInfo)(nil),     // 15: pipes.v1.NetworkInfo
-	(*Status)(nil),          // 16: pipes.v1.Status
+	(*Routed)(nil),          // 7: pipes.v1.Routed
+	(*Gossip)(nil),          // 8: pipes.v1.Gossip
+	(*Announcement)(nil),    // 9: pipes.v1.Announcement
+	(*IHave)(nil),           // 10: pipes.v1.IHave
+	(*Graft)(nil),           // 11: pipes.v1.Graft
+	(*Prune)(nil),           // 12: pipes.v1.Prune
+	(*PeerInfo)(nil),        // 13: pipes.v1.PeerInfo
+	(*PeerList)(nil),        // 14: pipes.v1.PeerList
+	(*Goodbye)(nil),         // 15: pipes.v1.Goodbye
+	(*NetworkInfo)(nil),     // 16: pipes.v1.NetworkInfo
+	(*Status)(nil),          // 17: pipes.v1.Status
 }
 var file_pipes_v1_pipes_proto_depIdxs = []int32{
 	2,  // 0: pipes.v1.NetfileBody.kdf:type_name -> pipes.v1.KDFParams
 	0,  // 1: pipes.v1.Hello.node_cert:type_name -> pipes.v1.Signed
-	7,  // 2: pipes.v1.Frame.gossip:type_name -> pipes.v1.Gossip
-	9,  // 3: pipes.v1.Frame.ihave:type_name -> pipes.v1.IHave
-	10, // 4: pipes.v1.Frame.graft:type_name -> pipes.v1.Graft
-	11, // 5: pipes.v1.Frame.prune:type_name -> pipes.v1.Prune
-	13, // 6: pipes.v1.Frame.peers:type_name -> pipes.v1.PeerList
-	14, // 7: pipes.v1.Frame.goodbye:type_name -> pipes.v1.Goodbye
-	8,  // 8: pipes.v1.IHave.messages:type_name -> pipes.v1.Announcement
-	12, // 9: pipes.v1.PeerList.peers:type_name -> pipes.v1.PeerInfo
-	0,  // 10: pipes.v1.Status.node_cert:type_name -> pipes.v1.Signed
-	15, // 11: pipes.v1.Status.bootstrap_networks:type_name -> pipes.v1.NetworkInfo
-	12, // [12:12] is the sub-list for method output_type
-	12, // [12:12] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	8,  // 2: pipes.v1.Frame.gossip:type_name -> pipes.v1.Gossip
+	10, // 3: pipes.v1.Frame.ihave:type_name -> pipes.v1.IHave
+	11, // 4: pipes.v1.Frame.graft:type_name -> pipes.v1.Graft
+	12, // 5: pipes.v1.Frame.prune:type_name -> pipes.v1.Prune
+	14, // 6: pipes.v1.Frame.peers:type_name -> pipes.v1.PeerList
+	15, // 7: pipes.v1.Frame.goodbye:type_name -> pipes.v1.Goodbye
+	7,  // 8: pipes.v1.Frame.routed:type_name -> pipes.v1.Routed
+	9,  // 9: pipes.v1.IHave.messages:type_name -> pipes.v1.Announcement
+	13, // 10: pipes.v1.PeerList.peers:type_name -> pipes.v1.PeerInfo
+	0,  // 11: pipes.v1.Status.node_cert:type_name -> pipes.v1.Signed
+	16, // 12: pipes.v1.Status.bootstrap_networks:type_name -> pipes.v1.NetworkInfo
+	13, // [13:13] is the sub-list for method output_type
+	13, // [13:13] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_pipes_v1_pipes_proto_init() }
@@ -1411,6 +1524,7 @@ func file_pipes_v1_pipes_proto_init() {
 		(*Frame_Prune)(nil),
 		(*Frame_Peers)(nil),
 		(*Frame_Goodbye)(nil),
+		(*Frame_Routed)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1418,7 +1532,7 @@ func file_pipes_v1_pipes_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pipes_v1_pipes_proto_rawDesc), len(file_pipes_v1_pipes_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,167 @@
+package mesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/pipesnet/pipes/internal/wire/pb"
+)
+
+// Routing: every node's status lists its direct peers, so each node knows
+// the graph of the overlay (link state) and sends a routed message to the
+// first hop of a shortest path. A link counts if either end announces it;
+// a relay that finds no route drops the message and counts it. Routes are
+// recomputed after any change of peers or presence, so traffic moves to
+// another path as soon as the node that left is known to have left.
+
+// maxTTL bounds how many hops a routed message may travel.
+const maxTTL = 32
+
+// ErrNoRoute is returned by Send when the destination is unreachable.
+var ErrNoRoute = errors.New("mesh: no route to node")
+
+type sendReq struct {
+	dst     [32]byte
+	kind    uint32
+	payload []byte
+	done    chan error
+}
+
+// Send routes payload to node dst. It returns once the message is queued on
+// the first hop; delivery is not acknowledged. ErrNoRoute if dst cannot be
+// reached now.
+func (m *Mesh) Send(ctx context.Context, dst [32]byte, kind uint32, payload []byte) error {
+	req := sendReq{dst: dst, kind: kind, payload: payload, done: make(chan error, 1)}
+	select {
+	case m.sendCh <- req:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-m.loopDone:
+		return ErrClosed
+	}
+	return <-req.done
+}
+
+// route sends r towards its destination.
+func (m *Mesh) route(r *pb.Routed) error {
+	dst := [32]byte(r.Dst)
+	if dst == m.self {
+		return errors.New("mesh: routed to self")
+	}
+	hop, ok := m.nextHop(dst)
+	if !ok {
+		return fmt.Errorf("%w %x", ErrNoRoute, dst[:4])
+	}
+	m.peers[hop].send(&pb.Frame{Body: &pb.Frame_Routed{Routed: r}})
+	return nil
+}
+
+// handleRouted delivers or forwards a routed message from peer p.
+func (m *Mesh) handleRouted(p *peer, r *pb.Routed) {
+	if len(r.Dst) != 32 || len(r.Src) != 32 {
+		m.bad(p, "routed message without 32-byte addresses")
+		return
+	}
+	if [32]byte(r.Dst) == m.self {
+		if m.cfg.DeliverRouted != nil {
+			m.cfg.DeliverRouted([32]byte(r.Src), r.Kind, r.Payload)
+		}
+		return
+	}
+	if r.Ttl <= 1 {
+		m.stats.noRoute.Add(1)
+		return
+	}
+	r.Ttl--
+	if err := m.route(r); err != nil {
+		m.stats.noRoute.Add(1)
+		return
+	}
+	m.stats.routed.Add(1)
+}
+
+// nextHop returns the peer to send to for dst.
+func (m *Mesh) nextHop(dst [32]byte) ([32]byte, bool) {
+	if _, ok := m.peers[dst]; ok {
+		return dst, true
+	}
+	if m.routes == nil {
+		m.routes = m.computeRoutes()
+	}
+	hop, ok := m.routes[dst]
+	if ok && m.peers[hop] == nil {
+		return hop, false
+	}
+	return hop, ok
+}
+
+// computeRoutes runs a breadth-first search from the local node over the
+// links announced by online nodes and returns the first hop to each node.
+func (m *Mesh) computeRoutes() map[[32]byte][32]byte {
+	adj := map[[32]byte][][32]byte{}
+	link := func(a, b [32]byte) {
+		adj[a] = append(adj[a], b)
+		adj[b] = append(adj[b], a)
+	}
+	for id := range m.peers {
+		link(m.self, id)
+	}
+	for id, e := range m.pres.nodes {
+		if !e.info.Online {
+			continue
+		}
+		for _, nb := range e.info.Neighbours {
+			if nb == m.self {
+				continue // our own links are the peer set above
+			}
+			if n, ok := m.pres.nodes[nb]; ok && n.info.Online {
+				link(id, nb)
+			}
+		}
+	}
+	first := map[[32]byte][32]byte{}
+	queue := [][32]byte{}
+	for id := range m.peers {
+		first[id] = id
+		queue = append(queue, id)
+	}
+	for len(queue) > 0 {
+		n := queue[0]
+		queue = queue[1:]
+		for _, nb := range adj[n] {
+			if _, seen := first[nb]; seen || nb == m.self {
+				continue
+			}
+			first[nb] = first[n]
+			queue = append(queue, nb)
+		}
+	}
+	return first
+}
+
+// Route describes the path the local node would use to reach dst now: the
+// first hop, and whether dst is a direct peer.
+func (m *Mesh) Route(ctx context.Context, dst [32]byte) (hop [32]byte, direct bool, err error) {
+	type res struct {
+		hop    [32]byte
+		direct bool
+		ok     bool
+	}
+	ch := make(chan res, 1)
+	select {
+	case m.queryCh <- func() {
+		h, ok := m.nextHop(dst)
+		ch <- res{h, h == dst, ok}
+	}:
+	case <-ctx.Done():
+		return hop, false, ctx.Err()
+	case <-m.loopDone:
+		return hop, false, ErrClosed
+	}
+	r := <-ch
+	if !r.ok {
+		return hop, false, ErrNoRoute
+	}
+	return r.hop, r.direct, nil
+}
