@@ -93,7 +93,7 @@ func (m *Mesh) maintain(now time.Time) {
 	for _, n := range m.pres.expire(now) {
 		m.routes = nil
 		m.log.Info("node offline (silent)", "node", short(n.ID), "name", n.Name)
-		m.events.push(Event{Kind: EventNode, Node: n})
+		m.events.Push(Event{Kind: EventNode, Node: n})
 	}
 	if now.Sub(m.lastStatus) >= m.heartbeat || (m.dirty && now.Sub(m.lastStatus) >= statusDebounce) {
 		m.announce(now, false)
@@ -196,7 +196,7 @@ func (m *Mesh) handleTree(now time.Time, p *peer, f *pb.Frame, st *status, v any
 		if !info.Online {
 			m.log.Info("node offline (left)", "node", short(info.ID), "name", info.Name)
 		}
-		m.events.push(Event{Kind: EventNode, Node: info})
+		m.events.Push(Event{Kind: EventNode, Node: info})
 	}
 	m.addCandidates(info.ID, info.Addrs)
 }
@@ -374,7 +374,7 @@ func (m *Mesh) addConn(now time.Time, c *transport.Conn) {
 	m.tree.AddPeer(c.PeerID)
 	m.dirty = true
 	if info, ok := m.pres.setPeer(now, c.PeerID, true, c.Peer); ok {
-		m.events.push(Event{Kind: EventNode, Node: info})
+		m.events.Push(Event{Kind: EventNode, Node: info})
 	}
 	m.setConnected(true)
 }
@@ -433,7 +433,7 @@ func (m *Mesh) peerClosed(now time.Time, p *peer, err error) {
 		}
 	}
 	if info, ok := m.pres.setPeer(now, p.id, false, nil); ok {
-		m.events.push(Event{Kind: EventNode, Node: info})
+		m.events.Push(Event{Kind: EventNode, Node: info})
 	}
 	m.setConnected(len(m.peers) > 0)
 }
@@ -454,7 +454,7 @@ func closeReason(err error) string {
 func (m *Mesh) setConnected(c bool) {
 	if c != m.connected {
 		m.connected = c
-		m.events.push(Event{Kind: EventConnection, Connected: c})
+		m.events.Push(Event{Kind: EventConnection, Connected: c})
 	}
 }
 

@@ -33,6 +33,7 @@ import (
 
 	"github.com/pipesnet/pipes/internal/identity"
 	"github.com/pipesnet/pipes/internal/mesh/plumtree"
+	"github.com/pipesnet/pipes/internal/notify"
 	"github.com/pipesnet/pipes/internal/transport"
 	"github.com/pipesnet/pipes/internal/wire/pb"
 )
@@ -194,7 +195,7 @@ type Mesh struct {
 	drained  chan struct{} // a writer emptied its queue
 	loopDone chan struct{}
 
-	events *eventQueue
+	events *notify.Queue[Event]
 	snap   atomic.Pointer[snapshot]
 	abort  atomic.Bool // Kill: leave without a word
 	stats  struct {
@@ -207,7 +208,7 @@ type Mesh struct {
 	peers       map[[32]byte]*peer
 	tree        *plumtree.Tree
 	pres        *presence
-	certs       certCache
+	certs       identity.CertCache
 	targets     map[string]*target // by address
 	dialing     map[string]bool
 	seq         uint64
@@ -261,7 +262,11 @@ func New(cfg Config) (*Mesh, error) {
 // Start runs the mesh until Close.
 func (m *Mesh) Start() {
 	m.ctx, m.cancel = context.WithCancel(context.Background())
-	m.events = newEventQueue(m.cfg.EventQueue, m.cfg.OnEvent)
+	onEvent := m.cfg.OnEvent
+	if onEvent == nil {
+		onEvent = func(Event) {}
+	}
+	m.events = notify.New(m.cfg.EventQueue, onEvent)
 	m.wg.Add(2)
 	go m.acceptLoop()
 	go func() {
@@ -283,7 +288,7 @@ func (m *Mesh) Close() error {
 		<-m.loopDone
 		m.cfg.Transport.Close()
 		m.wg.Wait()
-		m.events.close()
+		m.events.Close()
 	})
 	return nil
 }
@@ -354,7 +359,7 @@ func (m *Mesh) Stats() Stats {
 	ts := m.cfg.Transport.Stats()
 	st.Conns, st.HandshakesRefused = ts.Conns, ts.Refused
 	if m.events != nil {
-		st.EventsDropped = m.events.dropped.Load()
+		st.EventsDropped = m.events.Dropped()
 	}
 	if t := m.stats.tree.Load(); t != nil {
 		st.Tree = *t

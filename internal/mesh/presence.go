@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/pipesnet/pipes/internal/identity"
@@ -69,49 +68,10 @@ type status struct {
 // ErrBadStatus is wrapped by every status verification failure.
 var ErrBadStatus = errors.New("mesh: bad status")
 
-// certCache remembers certificates already verified, so the identity
-// signature of a node's certificate is checked once, not on every status
-// (each status still has its own signature checked). It is keyed by the
-// hash of the exact signed bytes and owned by the mesh loop.
-type certCache struct {
-	mu sync.Mutex
-	m  map[[32]byte]*identity.Cert
-}
-
-const maxCachedCerts = 4096
-
-func (c *certCache) parse(s *pb.Signed) (*identity.Cert, error) {
-	if c == nil || s == nil {
-		return identity.ParseCert(s)
-	}
-	h := sha256.New()
-	h.Write(s.Body)
-	h.Write(s.Signature)
-	var k [32]byte
-	h.Sum(k[:0])
-	c.mu.Lock()
-	cert, ok := c.m[k]
-	c.mu.Unlock()
-	if ok {
-		return cert, nil
-	}
-	cert, err := identity.ParseCert(s)
-	if err != nil {
-		return nil, err
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.m == nil || len(c.m) >= maxCachedCerts {
-		c.m = map[[32]byte]*identity.Cert{}
-	}
-	c.m[k] = cert
-	return cert, nil
-}
-
 // parseStatus verifies a signed status for network: the node certificate
 // must be issued by its identity for this network (checked through certs,
 // which may be nil), and the status signed by the certificate's node key.
-func parseStatus(payload []byte, network [32]byte, certs *certCache) (*status, error) {
+func parseStatus(payload []byte, network [32]byte, certs *identity.CertCache) (*status, error) {
 	var s pb.Signed
 	if err := unmarshal(payload, &s); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadStatus, err)
@@ -120,7 +80,7 @@ func parseStatus(payload []byte, network [32]byte, certs *certCache) (*status, e
 	if err := unmarshal(s.Body, &st); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadStatus, err)
 	}
-	cert, err := certs.parse(st.NodeCert)
+	cert, err := certs.Parse(st.NodeCert)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadStatus, err)
 	}

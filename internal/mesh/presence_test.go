@@ -73,7 +73,7 @@ func TestParseStatusVerifies(t *testing.T) {
 
 func TestCertCacheStillChecksStatusSignature(t *testing.T) {
 	n, other := newTestNode(t, testNet, "a"), newTestNode(t, testNet, "b")
-	var c certCache
+	var c identity.CertCache
 	if _, err := parseStatus(n.status(t, 1, 1, false), testNet, &c); err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +97,7 @@ func TestPresenceOrderingAndExpiry(t *testing.T) {
 	p := newPresence(self.cert.NodeID(), 10*time.Second)
 	now := time.Unix(1000, 0)
 	apply := func(b []byte, at time.Time) (NodeInfo, bool) {
-		st, err := parseStatus(b, testNet, &certCache{})
+		st, err := parseStatus(b, testNet, &identity.CertCache{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -151,28 +151,6 @@ func TestPresencePeerKeepsOnline(t *testing.T) {
 	p.setPeer(now.Add(time.Hour), a.cert.NodeID(), false, nil)
 	if got := p.expire(now.Add(2 * time.Hour)); len(got) != 1 {
 		t.Fatal("disconnected, silent peer not expired")
-	}
-}
-
-func TestEventQueueBoundedAndOrdered(t *testing.T) {
-	release := make(chan struct{})
-	var got []int
-	q := newEventQueue(4, func(e Event) {
-		<-release
-		got = append(got, int(e.Node.Version[0]-'0'))
-	})
-	for i := range 10 {
-		q.push(Event{Kind: EventNode, Node: NodeInfo{Version: string(rune('0' + i))}})
-	}
-	close(release)
-	q.close()
-	if q.dropped.Load() == 0 {
-		t.Fatal("a full queue dropped nothing")
-	}
-	for i := 1; i < len(got); i++ {
-		if got[i] <= got[i-1] {
-			t.Fatalf("events out of order: %v", got)
-		}
 	}
 }
 

@@ -1351,6 +1351,482 @@ func (x *Status) GetHpkeKey() []byte {
 	return nil
 }
 
+// PipelineDef defines a pipeline. Its id is SHA-256 over the fields that
+// define it (see docs/protocol.md), so a definition cannot be altered
+// without changing its id. Broadcast pipelines' definitions are broadcast
+// (kind 2) and sent to each new peer; point-to-point ones travel only
+// inside end-to-end encrypted messages between the two nodes.
+type PipelineDef struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            []byte                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Persistent    bool                   `protobuf:"varint,3,opt,name=persistent,proto3" json:"persistent,omitempty"`
+	Encrypted     bool                   `protobuf:"varint,4,opt,name=encrypted,proto3" json:"encrypted,omitempty"`
+	Ephemeral     bool                   `protobuf:"varint,5,opt,name=ephemeral,proto3" json:"ephemeral,omitempty"`
+	Realtime      bool                   `protobuf:"varint,6,opt,name=realtime,proto3" json:"realtime,omitempty"`
+	Unsalted      bool                   `protobuf:"varint,7,opt,name=unsalted,proto3" json:"unsalted,omitempty"`
+	Salt          []byte                 `protobuf:"bytes,8,opt,name=salt,proto3" json:"salt,omitempty"`
+	NodeA         []byte                 `protobuf:"bytes,9,opt,name=node_a,json=nodeA,proto3" json:"node_a,omitempty"`  // point-to-point: the smaller node id of the pair
+	NodeB         []byte                 `protobuf:"bytes,10,opt,name=node_b,json=nodeB,proto3" json:"node_b,omitempty"` // point-to-point: the larger node id
+	Creator       []byte                 `protobuf:"bytes,11,opt,name=creator,proto3" json:"creator,omitempty"`          // node id of the creator
+	CreatedMs     int64                  `protobuf:"varint,12,opt,name=created_ms,json=createdMs,proto3" json:"created_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PipelineDef) Reset() {
+	*x = PipelineDef{}
+	mi := &file_pipes_v1_pipes_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PipelineDef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PipelineDef) ProtoMessage() {}
+
+func (x *PipelineDef) ProtoReflect() protoreflect.Message {
+	mi := &file_pipes_v1_pipes_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PipelineDef.ProtoReflect.Descriptor instead.
+func (*PipelineDef) Descriptor() ([]byte, []int) {
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *PipelineDef) GetId() []byte {
+	if x != nil {
+		return x.Id
+	}
+	return nil
+}
+
+func (x *PipelineDef) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PipelineDef) GetPersistent() bool {
+	if x != nil {
+		return x.Persistent
+	}
+	return false
+}
+
+func (x *PipelineDef) GetEncrypted() bool {
+	if x != nil {
+		return x.Encrypted
+	}
+	return false
+}
+
+func (x *PipelineDef) GetEphemeral() bool {
+	if x != nil {
+		return x.Ephemeral
+	}
+	return false
+}
+
+func (x *PipelineDef) GetRealtime() bool {
+	if x != nil {
+		return x.Realtime
+	}
+	return false
+}
+
+func (x *PipelineDef) GetUnsalted() bool {
+	if x != nil {
+		return x.Unsalted
+	}
+	return false
+}
+
+func (x *PipelineDef) GetSalt() []byte {
+	if x != nil {
+		return x.Salt
+	}
+	return nil
+}
+
+func (x *PipelineDef) GetNodeA() []byte {
+	if x != nil {
+		return x.NodeA
+	}
+	return nil
+}
+
+func (x *PipelineDef) GetNodeB() []byte {
+	if x != nil {
+		return x.NodeB
+	}
+	return nil
+}
+
+func (x *PipelineDef) GetCreator() []byte {
+	if x != nil {
+		return x.Creator
+	}
+	return nil
+}
+
+func (x *PipelineDef) GetCreatedMs() int64 {
+	if x != nil {
+		return x.CreatedMs
+	}
+	return 0
+}
+
+// PipelineDefs carries several definitions (to a new peer).
+type PipelineDefs struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Defs          []*PipelineDef         `protobuf:"bytes,1,rep,name=defs,proto3" json:"defs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PipelineDefs) Reset() {
+	*x = PipelineDefs{}
+	mi := &file_pipes_v1_pipes_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PipelineDefs) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PipelineDefs) ProtoMessage() {}
+
+func (x *PipelineDefs) ProtoReflect() protoreflect.Message {
+	mi := &file_pipes_v1_pipes_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PipelineDefs.ProtoReflect.Descriptor instead.
+func (*PipelineDefs) Descriptor() ([]byte, []int) {
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *PipelineDefs) GetDefs() []*PipelineDef {
+	if x != nil {
+		return x.Defs
+	}
+	return nil
+}
+
+// Packet is one packet of a batch, without the fields the batch holds.
+type Packet struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`   // per sender and pipeline, from 1
+	Hlc           int64                  `protobuf:"varint,2,opt,name=hlc,proto3" json:"hlc,omitempty"`   // hybrid logical clock of the sender, nanoseconds
+	Type          int64                  `protobuf:"varint,3,opt,name=type,proto3" json:"type,omitempty"` // application's packet type
+	Data          []byte                 `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`
+	Destination   []byte                 `protobuf:"bytes,5,opt,name=destination,proto3" json:"destination,omitempty"` // set when the packet is for one node only
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Packet) Reset() {
+	*x = Packet{}
+	mi := &file_pipes_v1_pipes_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Packet) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Packet) ProtoMessage() {}
+
+func (x *Packet) ProtoReflect() protoreflect.Message {
+	mi := &file_pipes_v1_pipes_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Packet.ProtoReflect.Descriptor instead.
+func (*Packet) Descriptor() ([]byte, []int) {
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *Packet) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *Packet) GetHlc() int64 {
+	if x != nil {
+		return x.Hlc
+	}
+	return 0
+}
+
+func (x *Packet) GetType() int64 {
+	if x != nil {
+		return x.Type
+	}
+	return 0
+}
+
+func (x *Packet) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *Packet) GetDestination() []byte {
+	if x != nil {
+		return x.Destination
+	}
+	return nil
+}
+
+// PacketBatch is the unit packets travel in: packets of one sender on one
+// pipeline, signed once. Broadcast as kind 3; inside Sealed for
+// point-to-point delivery.
+type PacketBatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeCert      *Signed                `protobuf:"bytes,1,opt,name=node_cert,json=nodeCert,proto3" json:"node_cert,omitempty"` // the sender's certificate
+	Pipeline      []byte                 `protobuf:"bytes,2,opt,name=pipeline,proto3" json:"pipeline,omitempty"`                 // pipeline id
+	Packets       []*Packet              `protobuf:"bytes,3,rep,name=packets,proto3" json:"packets,omitempty"`
+	Signature     []byte                 `protobuf:"bytes,4,opt,name=signature,proto3" json:"signature,omitempty"` // sender's node key over "pipes/v1 packet batch" || 0 || the packet ids
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PacketBatch) Reset() {
+	*x = PacketBatch{}
+	mi := &file_pipes_v1_pipes_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PacketBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PacketBatch) ProtoMessage() {}
+
+func (x *PacketBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_pipes_v1_pipes_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PacketBatch.ProtoReflect.Descriptor instead.
+func (*PacketBatch) Descriptor() ([]byte, []int) {
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *PacketBatch) GetNodeCert() *Signed {
+	if x != nil {
+		return x.NodeCert
+	}
+	return nil
+}
+
+func (x *PacketBatch) GetPipeline() []byte {
+	if x != nil {
+		return x.Pipeline
+	}
+	return nil
+}
+
+func (x *PacketBatch) GetPackets() []*Packet {
+	if x != nil {
+		return x.Packets
+	}
+	return nil
+}
+
+func (x *PacketBatch) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
+// SealedBody is what a Sealed message holds once opened.
+type SealedBody struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Body:
+	//
+	//	*SealedBody_Def
+	//	*SealedBody_Batch
+	Body          isSealedBody_Body `protobuf_oneof:"body"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SealedBody) Reset() {
+	*x = SealedBody{}
+	mi := &file_pipes_v1_pipes_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SealedBody) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SealedBody) ProtoMessage() {}
+
+func (x *SealedBody) ProtoReflect() protoreflect.Message {
+	mi := &file_pipes_v1_pipes_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SealedBody.ProtoReflect.Descriptor instead.
+func (*SealedBody) Descriptor() ([]byte, []int) {
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *SealedBody) GetBody() isSealedBody_Body {
+	if x != nil {
+		return x.Body
+	}
+	return nil
+}
+
+func (x *SealedBody) GetDef() *PipelineDef {
+	if x != nil {
+		if x, ok := x.Body.(*SealedBody_Def); ok {
+			return x.Def
+		}
+	}
+	return nil
+}
+
+func (x *SealedBody) GetBatch() *PacketBatch {
+	if x != nil {
+		if x, ok := x.Body.(*SealedBody_Batch); ok {
+			return x.Batch
+		}
+	}
+	return nil
+}
+
+type isSealedBody_Body interface {
+	isSealedBody_Body()
+}
+
+type SealedBody_Def struct {
+	Def *PipelineDef `protobuf:"bytes,1,opt,name=def,proto3,oneof"`
+}
+
+type SealedBody_Batch struct {
+	Batch *PacketBatch `protobuf:"bytes,2,opt,name=batch,proto3,oneof"`
+}
+
+func (*SealedBody_Def) isSealedBody_Body() {}
+
+func (*SealedBody_Batch) isSealedBody_Body() {}
+
+// Sealed is an end-to-end encrypted message to one node (routed kind 16):
+// HPKE (ML-KEM-768+X25519, HKDF-SHA256) gives a session key, which seals
+// each message with ChaCha20-Poly1305.
+type Sealed struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Enc           []byte                 `protobuf:"bytes,1,opt,name=enc,proto3" json:"enc,omitempty"`               // HPKE encapsulated key of the session
+	Counter       uint64                 `protobuf:"varint,2,opt,name=counter,proto3" json:"counter,omitempty"`      // message number within the session (the nonce)
+	Ciphertext    []byte                 `protobuf:"bytes,3,opt,name=ciphertext,proto3" json:"ciphertext,omitempty"` // sealed SealedBody; the associated data binds sender, receiver, enc and counter
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Sealed) Reset() {
+	*x = Sealed{}
+	mi := &file_pipes_v1_pipes_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Sealed) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Sealed) ProtoMessage() {}
+
+func (x *Sealed) ProtoReflect() protoreflect.Message {
+	mi := &file_pipes_v1_pipes_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Sealed.ProtoReflect.Descriptor instead.
+func (*Sealed) Descriptor() ([]byte, []int) {
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *Sealed) GetEnc() []byte {
+	if x != nil {
+		return x.Enc
+	}
+	return nil
+}
+
+func (x *Sealed) GetCounter() uint64 {
+	if x != nil {
+		return x.Counter
+	}
+	return 0
+}
+
+func (x *Sealed) GetCiphertext() []byte {
+	if x != nil {
+		return x.Ciphertext
+	}
+	return nil
+}
+
 var File_pipes_v1_pipes_proto protoreflect.FileDescriptor
 
 const file_pipes_v1_pipes_proto_rawDesc = "" +
@@ -1456,7 +1932,48 @@ const file_pipes_v1_pipes_proto_rawDesc = "" +
 	"\fheartbeat_ms\x18\t \x01(\rR\vheartbeatMs\x12D\n" +
 	"\x12bootstrap_networks\x18\n" +
 	" \x03(\v2\x15.pipes.v1.NetworkInfoR\x11bootstrapNetworks\x12\x19\n" +
-	"\bhpke_key\x18\v \x01(\fR\ahpkeKeyB,Z*github.com/pipesnet/pipes/internal/wire/pbb\x06proto3"
+	"\bhpke_key\x18\v \x01(\fR\ahpkeKey\"\xc0\x02\n" +
+	"\vPipelineDef\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\fR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1e\n" +
+	"\n" +
+	"persistent\x18\x03 \x01(\bR\n" +
+	"persistent\x12\x1c\n" +
+	"\tencrypted\x18\x04 \x01(\bR\tencrypted\x12\x1c\n" +
+	"\tephemeral\x18\x05 \x01(\bR\tephemeral\x12\x1a\n" +
+	"\brealtime\x18\x06 \x01(\bR\brealtime\x12\x1a\n" +
+	"\bunsalted\x18\a \x01(\bR\bunsalted\x12\x12\n" +
+	"\x04salt\x18\b \x01(\fR\x04salt\x12\x15\n" +
+	"\x06node_a\x18\t \x01(\fR\x05nodeA\x12\x15\n" +
+	"\x06node_b\x18\n" +
+	" \x01(\fR\x05nodeB\x12\x18\n" +
+	"\acreator\x18\v \x01(\fR\acreator\x12\x1d\n" +
+	"\n" +
+	"created_ms\x18\f \x01(\x03R\tcreatedMs\"9\n" +
+	"\fPipelineDefs\x12)\n" +
+	"\x04defs\x18\x01 \x03(\v2\x15.pipes.v1.PipelineDefR\x04defs\"v\n" +
+	"\x06Packet\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x10\n" +
+	"\x03hlc\x18\x02 \x01(\x03R\x03hlc\x12\x12\n" +
+	"\x04type\x18\x03 \x01(\x03R\x04type\x12\x12\n" +
+	"\x04data\x18\x04 \x01(\fR\x04data\x12 \n" +
+	"\vdestination\x18\x05 \x01(\fR\vdestination\"\xa2\x01\n" +
+	"\vPacketBatch\x12-\n" +
+	"\tnode_cert\x18\x01 \x01(\v2\x10.pipes.v1.SignedR\bnodeCert\x12\x1a\n" +
+	"\bpipeline\x18\x02 \x01(\fR\bpipeline\x12*\n" +
+	"\apackets\x18\x03 \x03(\v2\x10.pipes.v1.PacketR\apackets\x12\x1c\n" +
+	"\tsignature\x18\x04 \x01(\fR\tsignature\"n\n" +
+	"\n" +
+	"SealedBody\x12)\n" +
+	"\x03def\x18\x01 \x01(\v2\x15.pipes.v1.PipelineDefH\x00R\x03def\x12-\n" +
+	"\x05batch\x18\x02 \x01(\v2\x15.pipes.v1.PacketBatchH\x00R\x05batchB\x06\n" +
+	"\x04body\"T\n" +
+	"\x06Sealed\x12\x10\n" +
+	"\x03enc\x18\x01 \x01(\fR\x03enc\x12\x18\n" +
+	"\acounter\x18\x02 \x01(\x04R\acounter\x12\x1e\n" +
+	"\n" +
+	"ciphertext\x18\x03 \x01(\fR\n" +
+	"ciphertextB,Z*github.com/pipesnet/pipes/internal/wire/pbb\x06proto3"
 
 var (
 	file_pipes_v1_pipes_proto_rawDescOnce sync.Once
@@ -1470,7 +1987,7 @@ func file_pipes_v1_pipes_proto_rawDescGZIP() []byte {
 	return file_pipes_v1_pipes_proto_rawDescData
 }
 
-var file_pipes_v1_pipes_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_pipes_v1_pipes_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_pipes_v1_pipes_proto_goTypes = []any{
 	(*Signed)(nil),          // 0: pipes.v1.Signed
 	(*NodeCertificate)(nil), // 1: pipes.v1.NodeCertificate
@@ -1490,6 +2007,12 @@ var file_pipes_v1_pipes_proto_goTypes = []any{
 	(*Goodbye)(nil),         // 15: pipes.v1.Goodbye
 	(*NetworkInfo)(nil),     // 16: pipes.v1.NetworkInfo
 	(*Status)(nil),          // 17: pipes.v1.Status
+	(*PipelineDef)(nil),     // 18: pipes.v1.PipelineDef
+	(*PipelineDefs)(nil),    // 19: pipes.v1.PipelineDefs
+	(*Packet)(nil),          // 20: pipes.v1.Packet
+	(*PacketBatch)(nil),     // 21: pipes.v1.PacketBatch
+	(*SealedBody)(nil),      // 22: pipes.v1.SealedBody
+	(*Sealed)(nil),          // 23: pipes.v1.Sealed
 }
 var file_pipes_v1_pipes_proto_depIdxs = []int32{
 	2,  // 0: pipes.v1.NetfileBody.kdf:type_name -> pipes.v1.KDFParams
@@ -1505,11 +2028,16 @@ var file_pipes_v1_pipes_proto_depIdxs = []int32{
 	13, // 10: pipes.v1.PeerList.peers:type_name -> pipes.v1.PeerInfo
 	0,  // 11: pipes.v1.Status.node_cert:type_name -> pipes.v1.Signed
 	16, // 12: pipes.v1.Status.bootstrap_networks:type_name -> pipes.v1.NetworkInfo
-	13, // [13:13] is the sub-list for method output_type
-	13, // [13:13] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	18, // 13: pipes.v1.PipelineDefs.defs:type_name -> pipes.v1.PipelineDef
+	0,  // 14: pipes.v1.PacketBatch.node_cert:type_name -> pipes.v1.Signed
+	20, // 15: pipes.v1.PacketBatch.packets:type_name -> pipes.v1.Packet
+	18, // 16: pipes.v1.SealedBody.def:type_name -> pipes.v1.PipelineDef
+	21, // 17: pipes.v1.SealedBody.batch:type_name -> pipes.v1.PacketBatch
+	18, // [18:18] is the sub-list for method output_type
+	18, // [18:18] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_pipes_v1_pipes_proto_init() }
@@ -1526,13 +2054,17 @@ func file_pipes_v1_pipes_proto_init() {
 		(*Frame_Goodbye)(nil),
 		(*Frame_Routed)(nil),
 	}
+	file_pipes_v1_pipes_proto_msgTypes[22].OneofWrappers = []any{
+		(*SealedBody_Def)(nil),
+		(*SealedBody_Batch)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pipes_v1_pipes_proto_rawDesc), len(file_pipes_v1_pipes_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
