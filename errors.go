@@ -35,7 +35,12 @@ var (
 	// ErrBadNetfile: a netfile is malformed, altered, truncated or of an
 	// unsupported format.
 	ErrBadNetfile = errors.New("pipes: bad netfile")
+	// ErrConflict: a pipeline of that name exists with other options.
+	ErrConflict = errors.New("pipes: a pipeline of that name exists with other options")
+	// ErrTooLarge: a packet is larger than MaxPacketSize.
+	ErrTooLarge = errors.New("pipes: packet too large")
 	// ErrNotImplemented: the call belongs to a capability this version does
-	// not have yet (pipelines, data connections).
+	// not have yet (persistent, encrypted, ephemeral and realtime pipelines,
+	// files, data connections).
 	ErrNotImplemented = errors.New("pipes: not implemented in this version")
 )

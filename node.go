@@ -16,6 +16,7 @@ import (
 
 	"github.com/pipesnet/pipes/internal/identity"
 	"github.com/pipesnet/pipes/internal/mesh"
+	"github.com/pipesnet/pipes/internal/pipeline"
 	"github.com/pipesnet/pipes/internal/store"
 	"github.com/pipesnet/pipes/internal/transport"
 	"github.com/pipesnet/pipes/internal/wire/pb"
@@ -33,16 +34,21 @@ type Node struct {
 		rec       nodeRecord
 		mesh      *mesh.Mesh
 		tr        *transport.Transport
+		engine    *pipeline.Engine
+		pipelines map[PipelineID]*Pipeline // every pipeline seen, kept across restarts
+		defsSent  map[NodeID]bool          // peers told of our pipelines this run
 		listeners []NodeListener
 		boot      map[NetworkID]string // bootstrap list kept by this node
 	}
-	startMu sync.Mutex // serialises Start and Shutdown
+	startMu    sync.Mutex         // serialises Start and Shutdown
+	forwardTap func(r *pb.Routed) // tests: what this node relays
 }
 
 func (p *Platform) newNode(id NodeID, r nodeRecord) (*Node, error) {
 	n := &Node{p: p, id: id}
 	n.mu.rec = r
 	n.mu.boot = map[NetworkID]string{}
+	n.mu.pipelines = map[PipelineID]*Pipeline{}
 	err := p.db.Scan(store.Key(tBoot, r.Network[:]), func(k, v []byte) error {
 		var br bootRecord
 		if len(k) == 65 && jsonUnmarshal(v, &br) == nil {
@@ -144,6 +150,16 @@ func (p *Platform) AddNode(nw *Network, id *Identity, location string, opts ...N
 	return n, nil
 }
 
+func (n *Node) knownPipelines() []*Pipeline {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := make([]*Pipeline, 0, len(n.mu.pipelines))
+	for _, p := range n.mu.pipelines {
+		out = append(out, p)
+	}
+	return out
+}
+
 func (n *Node) record() nodeRecord {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -234,6 +250,18 @@ func (n *Node) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	hkey, err := pipeline.LoadOrCreateKey(p.keyPath("hpke", n.id))
+	if err != nil {
+		tr.Close()
+		return fmt.Errorf("pipes: encryption key: %w", err)
+	}
+	host := &meshHost{}
+	eng, err := pipeline.New(pipeline.Config{Network: nw.id, Key: key, Cert: cert, HPKE: hkey, Host: host,
+		Logger: log, OnPipeline: n.pipelineKnown})
+	if err != nil {
+		tr.Close()
+		return fmt.Errorf("pipes: %w", err)
+	}
 	mcfg := mesh.Config{
 		Transport: tr, Key: key, Cert: cert, Incarnation: rec.Incarnation, Version: version,
 		Gateways:     nw.gatewayAddrs,
@@ -243,18 +271,36 @@ func (n *Node) Start(ctx context.Context) error {
 		Heartbeat:    heartbeat,
 		OfflineAfter: offline,
 		BackoffMin:   timing.backoffMin, BackoffMax: timing.backoffMax,
-		Logger:  log,
-		OnEvent: n.handleEvent,
+		Logger:        log,
+		OnEvent:       n.handleEvent,
+		Validate:      eng.Validate,
+		Deliver:       eng.Deliver,
+		DeliverRouted: eng.DeliverRouted,
+		HPKEKey:       hkey.PublicKey().Bytes(),
+		OnForward:     n.forwardTap,
 	}
 	m, err := mesh.New(mcfg)
 	if err != nil {
+		eng.Close()
 		tr.Close()
 		return fmt.Errorf("pipes: %w", err)
 	}
+	host.m = m
 	n.mu.Lock()
 	n.mu.rec = rec
-	n.mu.mesh, n.mu.tr = m, tr
+	n.mu.mesh, n.mu.tr, n.mu.engine = m, tr, eng
+	n.mu.defsSent = map[NodeID]bool{}
+	var known []*pipeline.Def
+	for _, pl := range n.mu.pipelines {
+		known = append(known, pl.def)
+	}
 	n.mu.Unlock()
+	for _, d := range known {
+		eng.Restore(d) // pipelines seen in an earlier run stay usable
+	}
+	for _, pl := range n.knownPipelines() {
+		pl.attach(eng) // listeners added before this start
+	}
 	m.Start()
 	log.Info("node started", "listen", tr.Addr().String())
 	return nil
@@ -366,11 +412,16 @@ func (n *Node) stop(how func(*mesh.Mesh) error) error {
 	n.startMu.Lock()
 	defer n.startMu.Unlock()
 	n.mu.Lock()
-	m := n.mu.mesh
-	n.mu.mesh, n.mu.tr = nil, nil
+	m, eng := n.mu.mesh, n.mu.engine
+	n.mu.mesh, n.mu.tr, n.mu.engine = nil, nil, nil
 	n.mu.Unlock()
 	if m == nil {
 		return nil
+	}
+	// Pipelines first: their senders stop before the mesh they send through.
+	eng.Close()
+	for _, pl := range n.knownPipelines() {
+		pl.detach()
 	}
 	err := how(m)
 	n.p.log.Info("node stopped", "node", n.id.String()[:8])

@@ -177,8 +177,25 @@ func (n *Node) handleEvent(e mesh.Event) {
 				n.logger().Warn("cannot record known node", "err", err)
 			}
 		}
+		n.tellPeer(e.Node)
 		for _, l := range ls {
 			l.HandleNodeStatusUpdate(ref, n)
 		}
+	}
+}
+
+// tellPeer sends the node's broadcast pipelines to a node that just became
+// a direct peer, once per connection, so that late joiners learn of
+// pipelines created before they came.
+func (n *Node) tellPeer(info mesh.NodeInfo) {
+	n.mu.Lock()
+	e := n.mu.engine
+	sent := n.mu.defsSent[info.ID]
+	if e != nil {
+		n.mu.defsSent[info.ID] = info.Peer
+	}
+	n.mu.Unlock()
+	if e != nil && info.Peer && !sent {
+		e.PeerConnected(info.ID)
 	}
 }

@@ -1,14 +1,29 @@
 package pipes
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"iter"
 	"net"
+	"slices"
+	"sync"
 	"time"
+
+	"github.com/pipesnet/pipes/internal/atomicfile"
+	"github.com/pipesnet/pipes/internal/mesh"
+	"github.com/pipesnet/pipes/internal/notify"
+	"github.com/pipesnet/pipes/internal/pipeline"
 )
 
-// PipelineOptions choose the kind of pipeline CreatePipeline makes.
+// MaxPacketSize is the largest packet Put accepts (512 KiB).
+const MaxPacketSize = pipeline.MaxPacketSize
+
+// PipelineOptions choose the kind of pipeline CreatePipeline makes. This
+// version makes live pipelines, broadcast or point-to-point (ToNode);
+// Persistent, Encrypted, Ephemeral and Realtime give ErrNotImplemented.
 type PipelineOptions struct {
 	ToNode     NodeID // non-zero: point-to-point with that node
 	Persistent bool   // else live
@@ -31,34 +46,168 @@ type putOptions struct {
 // WithPacketType sets the application's integer type of the packet.
 func WithPacketType(t int) PutOption { return func(o *putOptions) { o.packetType = t } }
 
-// WithDestination delivers the packet to one node only (live pipelines).
+// WithDestination delivers the packet to one node only: it is encrypted end
+// to end for that node and routed to it, so other nodes, relays included,
+// see neither its content nor, beyond the relays on its path, that it was
+// sent.
 func WithDestination(id NodeID) PutOption { return func(o *putOptions) { o.destination = id } }
 
-// Pipeline is a communication channel of a network. Pipelines arrive with
-// a later version; in this version no Pipeline value is ever returned and
-// the calls that would create one return ErrNotImplemented.
+// Pipeline is a communication channel of a network: every packet put on it
+// reaches the nodes online now (live), or one node (point-to-point).
+//
+// Delivery: each packet is signed by its sender (one signature per batch of
+// packets) and verified by every receiver before delivery; forged,
+// tampered, replayed and oversized packets are dropped and counted. A node
+// does not receive its own packets. Flow control: Put blocks while the
+// pipeline's send queue (4096 packets) is full, and the queue drains as
+// fast as the slowest direct peer's link allows; each subscriber and
+// listener has its own buffer of 16384 packets, and a subscriber that
+// falls behind loses packets beyond that, counted in Stats().Dropped,
+// without slowing anyone else.
 type Pipeline struct {
-	id   PipelineID
-	name string
-	opts PipelineOptions
+	n   *Node
+	def *pipeline.Def
+
+	mu struct {
+		sync.Mutex
+		listeners []PipelineListener
+		stop      context.CancelFunc // ends the listeners' subscription
+		notes     *notify.Queue[*Packet]
+	}
 }
 
-// Pipelines returns the pipelines available on the node (none in this
-// version).
-func (n *Node) Pipelines() []*Pipeline { return []*Pipeline{} }
+// PipelineStats count a pipeline's packets on the local node.
+type PipelineStats struct {
+	Delivered uint64 // packets received and handed to subscribers
+	Dropped   uint64 // packets a full subscriber buffer lost
+	Rejected  uint64 // packets refused: replayed or otherwise invalid
+}
 
-// Pipeline returns the pipeline with id (ErrNotFound in this version).
-func (n *Node) Pipeline(id PipelineID) (*Pipeline, error) { return nil, ErrNotFound }
+// meshHost lets the pipeline engine use the node's mesh.
+type meshHost struct{ m *mesh.Mesh }
 
-// CreatePipeline requests a new pipeline (ErrNotImplemented in this version).
+func (h *meshHost) Broadcast(ctx context.Context, kind uint32, p []byte) error {
+	return h.m.Broadcast(ctx, kind, p)
+}
+
+func (h *meshHost) Send(ctx context.Context, dst [32]byte, kind uint32, p []byte) error {
+	return h.m.Send(ctx, dst, kind, p)
+}
+
+func (h *meshHost) HPKEKey(id [32]byte) ([]byte, bool) {
+	info, ok := h.m.Node(id)
+	if !ok || !info.Online || len(info.HPKEKey) == 0 {
+		return nil, false
+	}
+	return info.HPKEKey, true
+}
+
+func (n *Node) engineOrNil() *pipeline.Engine {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.mu.engine
+}
+
+// pipelineFor returns the one Pipeline value of a definition.
+func (n *Node) pipelineFor(d *pipeline.Def) *Pipeline {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	id := PipelineID(d.ID)
+	if p := n.mu.pipelines[id]; p != nil {
+		return p
+	}
+	p := &Pipeline{n: n, def: d}
+	n.mu.pipelines[id] = p
+	return p
+}
+
+// pipelineKnown runs on the engine's notification goroutine.
+func (n *Node) pipelineKnown(d *pipeline.Def) {
+	p := n.pipelineFor(d)
+	n.mu.Lock()
+	ls := slices.Clone(n.mu.listeners)
+	n.mu.Unlock()
+	for _, l := range ls {
+		l.HandlePipeline(p, n)
+	}
+}
+
+// Pipelines returns the pipelines the node knows, by name.
+func (n *Node) Pipelines() []*Pipeline {
+	out := []*Pipeline{}
+	if e := n.engineOrNil(); e != nil {
+		for _, d := range e.Pipelines() {
+			out = append(out, n.pipelineFor(d))
+		}
+		return out
+	}
+	n.mu.Lock()
+	for _, p := range n.mu.pipelines {
+		out = append(out, p)
+	}
+	n.mu.Unlock()
+	slices.SortFunc(out, func(a, b *Pipeline) int { return compareStrings(a.def.Name, b.def.Name) })
+	return out
+}
+
+// Pipeline returns the pipeline with id, or ErrNotFound.
+func (n *Node) Pipeline(id PipelineID) (*Pipeline, error) {
+	if e := n.engineOrNil(); e != nil {
+		if d, ok := e.Pipeline(id); ok {
+			return n.pipelineFor(d), nil
+		}
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if p := n.mu.pipelines[id]; p != nil {
+		return p, nil
+	}
+	return nil, fmt.Errorf("%w: pipeline %s", ErrNotFound, id)
+}
+
+// CreatePipeline creates a pipeline, or finds the existing one with the same
+// name and options (the id is derived from them, so every node computes
+// the same id). The same name with other options is ErrConflict. A
+// broadcast pipeline is announced to every node, including nodes that join
+// later; a point-to-point pipeline (ToNode) only to the other node, end to
+// end encrypted. The node must be started.
 func (n *Node) CreatePipeline(name string, o PipelineOptions) (PipelineID, error) {
-	return PipelineID{}, ErrNotImplemented
+	e := n.engineOrNil()
+	if e == nil {
+		return PipelineID{}, ErrNotActive
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	d, err := e.Create(ctx, name, pipeline.Options{ToNode: o.ToNode, Persistent: o.Persistent,
+		Encrypted: o.Encrypted, Ephemeral: o.Ephemeral, Realtime: o.Realtime, Unsalted: o.Unsalted, Salt: o.Salt})
+	switch {
+	case errors.Is(err, pipeline.ErrNotImplemented):
+		return PipelineID{}, fmt.Errorf("%w: %v", ErrNotImplemented, err)
+	case errors.Is(err, pipeline.ErrConflict):
+		return PipelineID{}, fmt.Errorf("%w: %q", ErrConflict, name)
+	case errors.Is(err, pipeline.ErrNoKey), errors.Is(err, mesh.ErrNoRoute):
+		return PipelineID{}, fmt.Errorf("%w: %v", ErrNotConnected, err)
+	case err != nil && d == nil:
+		return PipelineID{}, fmt.Errorf("pipes: %w", err)
+	case err != nil:
+		return PipelineID(d.ID), fmt.Errorf("pipes: pipeline created but not yet announced: %w", err)
+	}
+	n.pipelineFor(d)
+	return PipelineID(d.ID), nil
 }
 
-// WaitPipeline waits for a pipeline to become available (ErrNotImplemented
-// in this version).
+// WaitPipeline waits until the pipeline with id is known to the node (for
+// example one another node created) and returns it.
 func (n *Node) WaitPipeline(ctx context.Context, id PipelineID) (*Pipeline, error) {
-	return nil, ErrNotImplemented
+	e := n.engineOrNil()
+	if e == nil {
+		return nil, ErrNotActive
+	}
+	d, err := e.Wait(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return n.pipelineFor(d), nil
 }
 
 // Dial opens a data connection to service on node to (ErrNotImplemented in
@@ -72,28 +221,28 @@ func (n *Node) Dial(ctx context.Context, to NodeID, service string) (net.Conn, e
 func (n *Node) Listen(service string) (net.Listener, error) { return nil, ErrNotImplemented }
 
 // ID returns the pipeline's id.
-func (p *Pipeline) ID() PipelineID { return p.id }
+func (p *Pipeline) ID() PipelineID { return p.def.ID }
 
 // Name returns the pipeline's name.
-func (p *Pipeline) Name() string { return p.name }
+func (p *Pipeline) Name() string { return p.def.Name }
 
 // Encrypted reports whether packets are encrypted with a pipeline secret.
-func (p *Pipeline) Encrypted() bool { return p.opts.Encrypted }
+func (p *Pipeline) Encrypted() bool { return p.def.Opts.Encrypted }
 
 // IsPointToPoint reports whether the pipeline joins two nodes only.
-func (p *Pipeline) IsPointToPoint() bool { return p.opts.ToNode != NodeID{} }
+func (p *Pipeline) IsPointToPoint() bool { return p.def.IsPointToPoint() }
 
 // OtherNode returns the other node of a point-to-point pipeline.
-func (p *Pipeline) OtherNode() (NodeID, bool) { return p.opts.ToNode, p.IsPointToPoint() }
+func (p *Pipeline) OtherNode() (NodeID, bool) { return p.def.Opts.ToNode, p.IsPointToPoint() }
 
 // Persistent reports whether the pipeline keeps its history on every node.
-func (p *Pipeline) Persistent() bool { return p.opts.Persistent }
+func (p *Pipeline) Persistent() bool { return p.def.Opts.Persistent }
 
 // Live reports whether the pipeline delivers to online nodes only.
-func (p *Pipeline) Live() bool { return !p.opts.Persistent }
+func (p *Pipeline) Live() bool { return !p.def.Opts.Persistent }
 
 // Realtime reports whether the pipeline uses datagrams.
-func (p *Pipeline) Realtime() bool { return p.opts.Realtime }
+func (p *Pipeline) Realtime() bool { return p.def.Opts.Realtime }
 
 // Shutdown removes an ephemeral pipeline (ErrNotImplemented in this version).
 func (p *Pipeline) Shutdown() error { return ErrNotImplemented }
@@ -105,33 +254,86 @@ func (p *Pipeline) NodesWithEncryptionSecret() []NodeID { return nil }
 // SetSecret sets the pipeline secret (ErrNotImplemented in this version).
 func (p *Pipeline) SetSecret(secret []byte) (bool, error) { return false, ErrNotImplemented }
 
-// Put sends a packet (ErrNotImplemented in this version).
+// Put sends data as one packet and returns its id once the packet is
+// queued. It blocks while the pipeline's send queue is full. Packets larger
+// than MaxPacketSize give ErrTooLarge; a stopped node gives ErrNotActive.
 func (p *Pipeline) Put(data []byte, opts ...PutOption) (PacketID, error) {
-	return PacketID{}, ErrNotImplemented
+	var o putOptions
+	for _, f := range opts {
+		f(&o)
+	}
+	e := p.n.engineOrNil()
+	if e == nil {
+		return PacketID{}, ErrNotActive
+	}
+	id, err := e.Put(context.Background(), p.def.ID, data, int64(o.packetType), o.destination)
+	switch {
+	case errors.Is(err, pipeline.ErrTooLarge):
+		return PacketID{}, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(data), MaxPacketSize)
+	case errors.Is(err, pipeline.ErrClosed):
+		return PacketID{}, ErrNotActive
+	case err != nil:
+		return PacketID{}, fmt.Errorf("pipes: %w", err)
+	}
+	return id, nil
 }
 
 // PutFile sends a file as one packet (ErrNotImplemented in this version).
 func (p *Pipeline) PutFile(path string) (PacketID, error) { return PacketID{}, ErrNotImplemented }
 
-// PacketWithID returns a stored packet (ErrNotImplemented in this version).
+// PacketWithID returns a stored packet; live pipelines store nothing
+// (ErrNotImplemented until persistent pipelines).
 func (p *Pipeline) PacketWithID(id PacketID) (*Packet, error) { return nil, ErrNotImplemented }
 
-// PacketsSince yields the packets with LogID > logID in order (-1 for all).
-// In this version it yields ErrNotImplemented once.
+// PacketsSince yields the packets with LogID > logID in order (-1 for all);
+// live pipelines keep no log, so it yields ErrNotImplemented once.
 func (p *Pipeline) PacketsSince(logID int64) iter.Seq2[*Packet, error] {
 	return func(yield func(*Packet, error) bool) { yield(nil, ErrNotImplemented) }
 }
 
-// Subscribe returns the pipeline's packets until ctx ends, then closes the
-// channel. In this version the channel closes when ctx ends and carries
-// nothing.
+// Subscribe returns the packets that arrive on the pipeline from now on. The
+// channel is closed when ctx ends or the node shuts down; if the node is
+// not started it is closed at once. It holds up to 16384 packets; a
+// subscriber that does not keep up loses the excess, counted in
+// Stats().Dropped.
 func (p *Pipeline) Subscribe(ctx context.Context) <-chan *Packet {
-	ch := make(chan *Packet)
-	go func() { <-ctx.Done(); close(ch) }()
+	ch := make(chan *Packet, 16384)
+	e := p.n.engineOrNil()
+	if e == nil {
+		close(ch)
+		return ch
+	}
+	err := e.Subscribe(ctx, p.def.ID, func(pk *pipeline.Packet) bool {
+		select {
+		case ch <- &Packet{p: pk}:
+			return true
+		default:
+			return false
+		}
+	}, func() { close(ch) })
+	if err != nil {
+		close(ch)
+	}
 	return ch
 }
 
-// IsSynchronizing reports whether a persistent pipeline is catching up.
+// Stats returns the pipeline's counters on this node.
+func (p *Pipeline) Stats() PipelineStats {
+	e := p.n.engineOrNil()
+	if e == nil {
+		return PipelineStats{}
+	}
+	s := e.PipelineStats(p.def.ID)
+	p.mu.Lock()
+	if p.mu.notes != nil {
+		s.Dropped += p.mu.notes.Dropped()
+	}
+	p.mu.Unlock()
+	return PipelineStats{Delivered: s.Delivered, Dropped: s.Dropped, Rejected: s.Rejected}
+}
+
+// IsSynchronizing reports whether a persistent pipeline is catching up
+// (always false for live pipelines).
 func (p *Pipeline) IsSynchronizing() bool { return false }
 
 // SetupUDPPortMap bridges a local UDP port to a realtime point-to-point
@@ -141,46 +343,104 @@ func (p *Pipeline) SetupUDPPortMap(host string, port int) error { return ErrNotI
 // UDPAddr returns the local address of the UDP port map (nil without one).
 func (p *Pipeline) UDPAddr() *net.UDPAddr { return nil }
 
-// AddListener adds a pipeline listener.
-func (p *Pipeline) AddListener(l PipelineListener) {}
-
-// RemoveListener removes a pipeline listener.
-func (p *Pipeline) RemoveListener(l PipelineListener) {}
-
-// Packet is one unit of data on a pipeline.
-type Packet struct {
-	id     PacketID
-	typ    int
-	size   int64
-	logID  int64
-	sender NodeID
-	time   time.Time
-	data   []byte
+// AddListener adds a listener for the pipeline's packets. Callbacks run in
+// order on a goroutine of the pipeline, with no lock held, while the node
+// runs (the listener stays registered across Shutdown and Start). Up to
+// 16384 packets wait for the listeners; beyond that packets are dropped for
+// them and counted in Stats().Dropped.
+func (p *Pipeline) AddListener(l PipelineListener) {
+	p.mu.Lock()
+	p.mu.listeners = append(p.mu.listeners, l)
+	p.mu.Unlock()
+	if e := p.n.engineOrNil(); e != nil {
+		p.attach(e)
+	}
 }
 
-// ID returns the packet id (SHA-256 of header and data).
-func (pk *Packet) ID() PacketID { return pk.id }
+// RemoveListener removes a pipeline listener (compared with ==).
+func (p *Pipeline) RemoveListener(l PipelineListener) {
+	p.mu.Lock()
+	p.mu.listeners = slices.DeleteFunc(p.mu.listeners, func(x PipelineListener) bool { return x == l })
+	empty := len(p.mu.listeners) == 0
+	p.mu.Unlock()
+	if empty {
+		p.detach()
+	}
+}
+
+// attach subscribes the listeners to engine e, if there are listeners and
+// they are not subscribed yet.
+func (p *Pipeline) attach(e *pipeline.Engine) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.mu.stop != nil || len(p.mu.listeners) == 0 {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	q := notify.New(16384, func(pk *Packet) {
+		p.mu.Lock()
+		ls := slices.Clone(p.mu.listeners)
+		p.mu.Unlock()
+		for _, l := range ls {
+			l.HandlePacket(pk, p)
+		}
+	})
+	if err := e.Subscribe(ctx, p.def.ID, func(pk *pipeline.Packet) bool { return q.Push(&Packet{p: pk}) }, func() {}); err != nil {
+		cancel()
+		q.Close()
+		return
+	}
+	p.mu.stop, p.mu.notes = cancel, q
+}
+
+// detach ends the listeners' subscription and waits for callbacks in
+// progress. It must not be called from a callback.
+func (p *Pipeline) detach() {
+	p.mu.Lock()
+	stop, q := p.mu.stop, p.mu.notes
+	p.mu.stop, p.mu.notes = nil, nil
+	p.mu.Unlock()
+	if stop != nil {
+		stop()
+		q.Close()
+	}
+}
+
+// Packet is one unit of data on a pipeline, verified as sent by Sender.
+type Packet struct{ p *pipeline.Packet }
+
+// ID returns the packet id: SHA-256 of its header and data.
+func (pk *Packet) ID() PacketID { return pk.p.ID }
 
 // Type returns the application's packet type.
-func (pk *Packet) Type() int { return pk.typ }
+func (pk *Packet) Type() int { return int(pk.p.Type) }
 
 // Size returns the size of the data in bytes.
-func (pk *Packet) Size() int64 { return pk.size }
+func (pk *Packet) Size() int64 { return int64(len(pk.p.Data)) }
 
-// LogID returns the local log position (-1 on live pipelines).
-func (pk *Packet) LogID() int64 { return pk.logID }
+// LogID returns the local log position; -1 on live pipelines.
+func (pk *Packet) LogID() int64 { return -1 }
 
 // Sender returns the node that put the packet.
-func (pk *Packet) Sender() NodeID { return pk.sender }
+func (pk *Packet) Sender() NodeID { return pk.p.Sender }
+
+// Seq returns the packet's sequence number among its sender's packets on
+// the pipeline.
+func (pk *Packet) Seq() uint64 { return pk.p.Seq }
 
 // Time returns the packet's hybrid-logical-clock time.
-func (pk *Packet) Time() time.Time { return pk.time }
+func (pk *Packet) Time() time.Time { return pk.p.Time() }
 
-// Data returns the packet's data.
-func (pk *Packet) Data() ([]byte, error) { return pk.data, nil }
+// Data returns the packet's data. The slice is shared: do not modify it.
+func (pk *Packet) Data() ([]byte, error) { return pk.p.Data, nil }
 
 // Open returns a reader of the packet's data.
-func (pk *Packet) Open() (io.ReadCloser, error) { return nil, ErrNotImplemented }
+func (pk *Packet) Open() (io.ReadCloser, error) {
+	return io.NopCloser(bytes.NewReader(pk.p.Data)), nil
+}
 
-// WriteDataToPath writes the packet's data to path.
-func (pk *Packet) WriteDataToPath(path string) error { return ErrNotImplemented }
+// WriteDataToPath writes the packet's data to path (mode 0644), replacing
+// it atomically.
+func (pk *Packet) WriteDataToPath(path string) error {
+	return atomicfile.Write(path, pk.p.Data, 0o644)
+}

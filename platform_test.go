@@ -147,7 +147,7 @@ func TestSecretsAtRest(t *testing.T) {
 		t.Fatal(err)
 	}
 	keys, _ := filepath.Glob(filepath.Join(m.dir, "keys", "*.key"))
-	if len(keys) != 3 { // identity, node, network
+	if len(keys) != 4 { // identity, node, node encryption (HPKE), network
 		t.Fatalf("key files: %v", keys)
 	}
 }
@@ -277,8 +277,8 @@ func TestConnectionUpdatesAndStubs(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("no disconnection update")
 	}
-	// Pipelines and data connections are not in this version.
-	if _, err := b.n.CreatePipeline("chat", pipes.PipelineOptions{}); !errors.Is(err, pipes.ErrNotImplemented) {
+	// Persistent pipelines and data connections are not in this version.
+	if _, err := b.n.CreatePipeline("chat", pipes.PipelineOptions{Persistent: true}); !errors.Is(err, pipes.ErrNotImplemented) {
 		t.Fatalf("CreatePipeline: %v", err)
 	}
 	if _, err := b.n.Listen("svc"); !errors.Is(err, pipes.ErrNotImplemented) {
@@ -287,7 +287,5 @@ func TestConnectionUpdatesAndStubs(t *testing.T) {
 	if _, err := b.n.Dial(context.Background(), a.n.ID(), "svc"); !errors.Is(err, pipes.ErrNotImplemented) {
 		t.Fatalf("Dial: %v", err)
 	}
-	if len(b.n.Pipelines()) != 0 {
-		t.Fatal("pipelines")
-	}
+
 }

@@ -61,9 +61,6 @@ func (m *Mesh) loop() {
 			m.peerClosed(time.Now(), c.p, c.err)
 		case req := <-bcast:
 			m.broadcast(time.Now(), req.kind, req.payload)
-			if m.cfg.Deliver != nil {
-				m.cfg.Deliver(req.kind, req.payload, m.self, nil)
-			}
 			req.done <- nil
 		case req := <-m.sendCh:
 			req.done <- m.route(&pb.Routed{Dst: req.dst[:], Src: m.self[:], Ttl: maxTTL, Kind: req.kind, Payload: req.payload})

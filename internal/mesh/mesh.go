@@ -69,12 +69,16 @@ type Config struct {
 	// returns is handed to Deliver. An error drops the message (counted in
 	// Stats.BadMessages). Nil accepts everything.
 	Validate func(kind uint32, payload []byte, origin [32]byte) (any, error)
-	// Deliver receives each broadcast message (any kind but presence) once,
-	// including the node's own, on the mesh loop. It must not block.
+	// Deliver receives each broadcast message of another node (any kind but
+	// presence) once, on the mesh loop. It must not block.
 	Deliver func(kind uint32, payload []byte, origin [32]byte, validated any)
 	// DeliverRouted receives routed messages addressed to this node, on the
 	// mesh loop. It must not block.
 	DeliverRouted func(src [32]byte, kind uint32, payload []byte)
+	// OnForward, if set, sees each routed message this node relays for
+	// others, on the mesh loop (diagnostics and tests). It must not block
+	// or keep the message.
+	OnForward func(r *pb.Routed)
 	// HPKEKey is the node's public key for end-to-end encryption, published
 	// in its status.
 	HPKEKey    []byte
@@ -301,8 +305,8 @@ func (m *Mesh) Kill() error {
 	return m.Close()
 }
 
-// Broadcast sends payload to every online node of the network, and
-// delivers it locally through Deliver. Kind 1 is reserved for presence.
+// Broadcast sends payload to every other online node of the network (it is
+// not delivered locally). Kind 1 is reserved for presence.
 // When a peer's send queue is three-quarters full, Broadcast waits until it
 // drains (backpressure) or ctx ends.
 func (m *Mesh) Broadcast(ctx context.Context, kind uint32, payload []byte) error {

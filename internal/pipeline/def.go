@@ -1,0 +1,146 @@
+package pipeline
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"unicode/utf8"
+
+	"github.com/pipesnet/pipes/internal/wire/pb"
+)
+
+// Options choose the kind of pipeline (the facade's PipelineOptions).
+type Options struct {
+	ToNode     [32]byte // non-zero: point-to-point with that node
+	Persistent bool
+	Encrypted  bool
+	Ephemeral  bool
+	Realtime   bool
+	Unsalted   bool
+	Salt       []byte
+}
+
+// Def is a pipeline definition. Its ID is derived from the other fields.
+type Def struct {
+	ID      [32]byte
+	Name    string
+	Opts    Options  // ToNode is relative to the local node
+	A, B    [32]byte // point-to-point pair, A < B; zero for broadcast
+	Creator [32]byte
+}
+
+// Limits of definitions.
+const (
+	MaxNameLen = 256
+	maxSalt    = 64
+)
+
+// ErrConflict: a pipeline of that name exists with other options.
+var ErrConflict = errors.New("pipeline: a pipeline of that name exists with other options")
+
+// IsPointToPoint reports whether the pipeline joins two nodes only.
+func (d *Def) IsPointToPoint() bool { return d.A != [32]byte{} }
+
+// other returns the other node of a point-to-point pipeline, seen from self.
+func (d *Def) other(self [32]byte) [32]byte {
+	if d.A == self {
+		return d.B
+	}
+	return d.A
+}
+
+// computeID hashes everything that defines the pipeline, in a fixed
+// layout: "pipes/v1 pipeline" || network || u16 len || name || flags byte
+// || u8 len || salt || A || B.
+func computeID(network [32]byte, name string, o Options, a, b [32]byte) [32]byte {
+	h := sha256.New()
+	h.Write([]byte("pipes/v1 pipeline"))
+	h.Write(network[:])
+	var n [2]byte
+	binary.BigEndian.PutUint16(n[:], uint16(len(name)))
+	h.Write(n[:])
+	h.Write([]byte(name))
+	var flags byte
+	for i, f := range []bool{o.Persistent, o.Encrypted, o.Ephemeral, o.Realtime, o.Unsalted} {
+		if f {
+			flags |= 1 << i
+		}
+	}
+	h.Write([]byte{flags, byte(len(o.Salt))})
+	h.Write(o.Salt)
+	h.Write(a[:])
+	h.Write(b[:])
+	var id [32]byte
+	h.Sum(id[:0])
+	return id
+}
+
+// newDef makes the definition of a pipeline created by self.
+func newDef(network, self [32]byte, name string, o Options) (*Def, error) {
+	if name == "" || len(name) > MaxNameLen || !utf8.ValidString(name) {
+		return nil, fmt.Errorf("pipeline: name must be 1 to %d bytes of UTF-8", MaxNameLen)
+	}
+	if len(o.Salt) > maxSalt {
+		return nil, fmt.Errorf("pipeline: salt longer than %d bytes", maxSalt)
+	}
+	if o.Realtime && o.Persistent {
+		return nil, errors.New("pipeline: a realtime pipeline cannot be persistent")
+	}
+	d := &Def{Name: name, Opts: o, Creator: self}
+	if o.ToNode != ([32]byte{}) {
+		if o.ToNode == self {
+			return nil, errors.New("pipeline: a point-to-point pipeline needs another node")
+		}
+		d.A, d.B = self, o.ToNode
+		if bytes.Compare(d.A[:], d.B[:]) > 0 {
+			d.A, d.B = d.B, d.A
+		}
+	}
+	d.ID = computeID(network, name, o, d.A, d.B)
+	return d, nil
+}
+
+// sameKind reports whether d and o define the same pipeline.
+func (d *Def) sameKind(o *Def) bool { return d.ID == o.ID }
+
+func (d *Def) toProto(createdMs int64) *pb.PipelineDef {
+	m := &pb.PipelineDef{
+		Id: d.ID[:], Name: d.Name, Persistent: d.Opts.Persistent, Encrypted: d.Opts.Encrypted,
+		Ephemeral: d.Opts.Ephemeral, Realtime: d.Opts.Realtime, Unsalted: d.Opts.Unsalted,
+		Salt: d.Opts.Salt, Creator: d.Creator[:], CreatedMs: createdMs,
+	}
+	if d.IsPointToPoint() {
+		m.NodeA, m.NodeB = d.A[:], d.B[:]
+	}
+	return m
+}
+
+// defFromProto checks a received definition: sizes, and that its id is the
+// hash of its fields. self fills in ToNode for a point-to-point pipeline
+// and must be one of its pair.
+func defFromProto(network, self [32]byte, m *pb.PipelineDef) (*Def, error) {
+	if m == nil || len(m.Id) != 32 || len(m.Creator) != 32 || m.Name == "" || len(m.Name) > MaxNameLen ||
+		!utf8.ValidString(m.Name) || len(m.Salt) > maxSalt {
+		return nil, errors.New("pipeline: malformed definition")
+	}
+	d := &Def{Name: m.Name, Creator: [32]byte(m.Creator), Opts: Options{
+		Persistent: m.Persistent, Encrypted: m.Encrypted, Ephemeral: m.Ephemeral,
+		Realtime: m.Realtime, Unsalted: m.Unsalted, Salt: bytes.Clone(m.Salt)}}
+	if len(m.NodeA) != 0 || len(m.NodeB) != 0 {
+		if len(m.NodeA) != 32 || len(m.NodeB) != 32 || bytes.Compare(m.NodeA, m.NodeB) >= 0 {
+			return nil, errors.New("pipeline: malformed point-to-point pair")
+		}
+		d.A, d.B = [32]byte(m.NodeA), [32]byte(m.NodeB)
+		if d.A != self && d.B != self {
+			return nil, errors.New("pipeline: point-to-point definition for other nodes")
+		}
+		d.Opts.ToNode = d.other(self)
+	}
+	if computeID(network, d.Name, d.Opts, d.A, d.B) != [32]byte(m.Id) {
+		return nil, errors.New("pipeline: definition id does not match its fields")
+	}
+	d.ID = [32]byte(m.Id)
+	return d, nil
+}

@@ -1,0 +1,330 @@
+// Package pipeline implements live pipelines: definitions that reach every
+// node, packets signed in batches by their sender and verified by every
+// receiver, broadcast through the mesh or sealed end to end and routed to
+// one node, replay protection, and delivery to subscribers with bounded,
+// counted buffers.
+//
+// The engine does no networking itself: it is given a Host (the node's
+// mesh) to broadcast and route through, and the mesh hands it what arrives
+// (Validate on the peers' readers, Deliver and DeliverRouted on the mesh
+// loop, which must not block).
+//
+// Goroutines, owned by the Engine and stopped by Close: one sender per
+// pipeline that has sent (it batches Puts), one worker that opens routed
+// messages, and one notification queue for callbacks.
+package pipeline
+
+import (
+	"context"
+	"crypto/hpke"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"github.com/pipesnet/pipes/internal/identity"
+	"github.com/pipesnet/pipes/internal/notify"
+	"github.com/pipesnet/pipes/internal/wire/pb"
+)
+
+// Message kinds in the mesh.
+const (
+	KindDef    uint32 = 2  // broadcast: a PipelineDef
+	KindBatch  uint32 = 3  // broadcast: a PacketBatch
+	KindSealed uint32 = 16 // routed: a Sealed SealedBody
+	KindDefs   uint32 = 17 // routed to a new peer: PipelineDefs
+)
+
+// Host is what the engine needs from the node's mesh.
+type Host interface {
+	Broadcast(ctx context.Context, kind uint32, payload []byte) error
+	Send(ctx context.Context, dst [32]byte, kind uint32, payload []byte) error
+	// HPKEKey returns the end-to-end encryption key a node announced.
+	HPKEKey(node [32]byte) ([]byte, bool)
+}
+
+// Config configures an Engine.
+type Config struct {
+	Network [32]byte
+	Key     *identity.KeyPair // node key: signs batches
+	Cert    *identity.Cert    // node certificate: travels with batches
+	HPKE    hpke.PrivateKey   // opens sealed messages
+	Host    Host
+	Logger  *slog.Logger
+	// OnPipeline is told of each pipeline that becomes known, on the
+	// engine's notification goroutine.
+	OnPipeline func(*Def)
+	// SubscriberBuffer is how many packets may wait for one subscriber
+	// (default 16384). Beyond it packets are dropped for that subscriber
+	// only, and counted.
+	SubscriberBuffer int
+	// OutQueue is how many packets Put may queue per pipeline before it
+	// blocks (default 4096).
+	OutQueue int
+}
+
+// Errors.
+var (
+	ErrClosed         = errors.New("pipeline: engine closed")
+	ErrUnknown        = errors.New("pipeline: unknown pipeline")
+	ErrNotImplemented = errors.New("pipeline: not implemented in this version")
+	ErrNoKey          = errors.New("pipeline: the destination has not announced its encryption key")
+)
+
+// Stats count what happened to packets.
+type Stats struct {
+	Sent      uint64 // packets put
+	Delivered uint64 // packets delivered to subscribers or listeners
+	Dropped   uint64 // packets dropped because a subscriber's buffer was full
+	Rejected  uint64 // packets or batches refused: forged, tampered, replayed, oversized, unknown pipeline
+}
+
+// Engine runs the pipelines of one node.
+type Engine struct {
+	cfg    Config
+	self   [32]byte
+	log    *slog.Logger
+	clock  hlcClock
+	certs  identity.CertCache
+	sealer *sealer
+	notes  *notify.Queue[func()]
+	routed chan routedMsg
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	stats struct{ sent, delivered, dropped, rejected atomic.Uint64 }
+
+	mu struct {
+		sync.Mutex
+		pipes   map[[32]byte]*pipe
+		waiters map[[32]byte][]chan struct{}
+		pending map[[32]byte][]*Packet // packets of pipelines not yet defined
+		npend   int
+		closed  bool
+	}
+}
+
+type routedMsg struct {
+	src     [32]byte
+	kind    uint32
+	payload []byte
+}
+
+// maxPending bounds packets kept for pipelines whose definition has not
+// arrived yet.
+const maxPending = 4096
+
+// New starts an engine.
+func New(cfg Config) (*Engine, error) {
+	if cfg.Key == nil || cfg.Cert == nil || cfg.HPKE == nil || cfg.Host == nil {
+		return nil, errors.New("pipeline: Key, Cert, HPKE and Host are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.SubscriberBuffer <= 0 {
+		cfg.SubscriberBuffer = 16384
+	}
+	if cfg.OutQueue <= 0 {
+		cfg.OutQueue = 4096
+	}
+	e := &Engine{cfg: cfg, self: cfg.Cert.NodeID(), log: cfg.Logger, routed: make(chan routedMsg, 4096)}
+	e.sealer = newSealer(e.self, cfg.HPKE)
+	e.notes = notify.New(1<<16, func(f func()) { f() })
+	e.mu.pipes = map[[32]byte]*pipe{}
+	e.mu.waiters = map[[32]byte][]chan struct{}{}
+	e.mu.pending = map[[32]byte][]*Packet{}
+	e.ctx, e.cancel = context.WithCancel(context.Background())
+	e.wg.Add(1)
+	go e.routedWorker()
+	return e, nil
+}
+
+// Close stops the engine's goroutines and ends every subscription.
+func (e *Engine) Close() {
+	e.mu.Lock()
+	if e.mu.closed {
+		e.mu.Unlock()
+		return
+	}
+	e.mu.closed = true
+	e.mu.Unlock()
+	e.cancel()
+	e.wg.Wait()
+	e.mu.Lock()
+	for _, p := range e.mu.pipes {
+		for s := range p.subs {
+			s.end()
+		}
+		p.subs = nil
+	}
+	e.mu.Unlock()
+	e.notes.Close()
+}
+
+// Stats returns the engine's counters.
+func (e *Engine) Stats() Stats {
+	return Stats{Sent: e.stats.sent.Load(), Delivered: e.stats.delivered.Load(),
+		Dropped: e.stats.dropped.Load() + e.notes.Dropped(), Rejected: e.stats.rejected.Load()}
+}
+
+// Create defines a pipeline, or returns the existing one with the same name
+// and options. A pipeline of the same name and other options is
+// ErrConflict. Broadcast pipelines are announced to every node; a
+// point-to-point one only to the other node, end to end encrypted.
+func (e *Engine) Create(ctx context.Context, name string, o Options) (*Def, error) {
+	if o.Persistent || o.Encrypted || o.Ephemeral || o.Realtime {
+		return nil, fmt.Errorf("%w: persistent, encrypted, ephemeral and realtime pipelines", ErrNotImplemented)
+	}
+	d, err := newDef(e.cfg.Network, e.self, name, o)
+	if err != nil {
+		return nil, err
+	}
+	e.mu.Lock()
+	for _, p := range e.mu.pipes {
+		if p.def.Name == name && p.def.A == d.A && p.def.B == d.B && !p.def.sameKind(d) {
+			e.mu.Unlock()
+			return nil, fmt.Errorf("%w: %q", ErrConflict, name)
+		}
+	}
+	existing := e.mu.pipes[d.ID]
+	e.mu.Unlock()
+	if existing != nil {
+		return existing.def, nil
+	}
+	e.addDef(d)
+	if err := e.announce(ctx, d); err != nil {
+		return d, err
+	}
+	return d, nil
+}
+
+// announce tells the network (or the other node) of d.
+func (e *Engine) announce(ctx context.Context, d *Def) error {
+	m := d.toProto(0)
+	if d.IsPointToPoint() {
+		body, err := marshal(&pb.SealedBody{Body: &pb.SealedBody_Def{Def: m}})
+		if err != nil {
+			return err
+		}
+		return e.sendSealed(ctx, d.other(e.self), body)
+	}
+	b, err := marshal(m)
+	if err != nil {
+		return err
+	}
+	return e.cfg.Host.Broadcast(ctx, KindDef, b)
+}
+
+// addDef records a definition; it reports whether it was new.
+func (e *Engine) addDef(d *Def) bool {
+	e.mu.Lock()
+	if e.mu.closed || e.mu.pipes[d.ID] != nil {
+		e.mu.Unlock()
+		return false
+	}
+	p := newPipe(d)
+	e.mu.pipes[d.ID] = p
+	for _, w := range e.mu.waiters[d.ID] {
+		close(w)
+	}
+	delete(e.mu.waiters, d.ID)
+	pending := e.mu.pending[d.ID]
+	delete(e.mu.pending, d.ID)
+	e.mu.npend -= len(pending)
+	e.mu.Unlock()
+	if e.cfg.OnPipeline != nil {
+		e.notes.Push(func() { e.cfg.OnPipeline(d) })
+	}
+	if len(pending) > 0 {
+		e.deliver(d.ID, pending)
+	}
+	return true
+}
+
+// Pipelines returns the known pipelines, ordered by name then id.
+func (e *Engine) Pipelines() []*Def {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]*Def, 0, len(e.mu.pipes))
+	for _, p := range e.mu.pipes {
+		out = append(out, p.def)
+	}
+	slices.SortFunc(out, func(a, b *Def) int {
+		if a.Name != b.Name {
+			if a.Name < b.Name {
+				return -1
+			}
+			return 1
+		}
+		return slices.Compare(a.ID[:], b.ID[:])
+	})
+	return out
+}
+
+// Pipeline returns the definition of id.
+func (e *Engine) Pipeline(id [32]byte) (*Def, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if p := e.mu.pipes[id]; p != nil {
+		return p.def, true
+	}
+	return nil, false
+}
+
+// Wait returns the definition of id once it is known.
+func (e *Engine) Wait(ctx context.Context, id [32]byte) (*Def, error) {
+	e.mu.Lock()
+	if p := e.mu.pipes[id]; p != nil {
+		e.mu.Unlock()
+		return p.def, nil
+	}
+	if e.mu.closed {
+		e.mu.Unlock()
+		return nil, ErrClosed
+	}
+	w := make(chan struct{})
+	e.mu.waiters[id] = append(e.mu.waiters[id], w)
+	e.mu.Unlock()
+	select {
+	case <-w:
+		d, _ := e.Pipeline(id)
+		return d, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-e.ctx.Done():
+		return nil, ErrClosed
+	}
+}
+
+// PeerConnected sends the broadcast pipelines' definitions to a new peer,
+// so nodes that join late learn of pipelines created before.
+func (e *Engine) PeerConnected(peer [32]byte) {
+	var defs []*pb.PipelineDef
+	for _, d := range e.Pipelines() {
+		if !d.IsPointToPoint() {
+			defs = append(defs, d.toProto(0))
+		}
+	}
+	if len(defs) == 0 {
+		return
+	}
+	for chunk := range slices.Chunk(defs, 1024) {
+		b, err := marshal(&pb.PipelineDefs{Defs: chunk})
+		if err != nil {
+			return
+		}
+		if err := e.cfg.Host.Send(e.ctx, peer, KindDefs, b); err != nil {
+			e.log.Debug("cannot send pipeline definitions", "peer", fmt.Sprintf("%x", peer[:4]), "err", err)
+			return
+		}
+	}
+}
+
+// Restore adds a definition known from an earlier run of the node, without
+// announcing it.
+func (e *Engine) Restore(d *Def) { e.addDef(d) }

@@ -1,0 +1,69 @@
+package pipeline
+
+import (
+	"sync"
+	"sync/atomic"
+)
+
+// pipe is the state of one known pipeline. Fields under the engine's lock
+// unless noted.
+type pipe struct {
+	def     *Def
+	subs    map[*sub]struct{}
+	senders map[[32]byte]*replayWindow
+
+	seq     atomic.Uint64 // last sequence number put
+	outOnce sync.Once
+	out     chan outPacket // Put -> the pipeline's sender goroutine
+	stats   struct{ delivered, dropped, rejected atomic.Uint64 }
+}
+
+func newPipe(d *Def) *pipe {
+	return &pipe{def: d, subs: map[*sub]struct{}{}, senders: map[[32]byte]*replayWindow{}}
+}
+
+// sub is one subscription: a callback that must not block (it does a
+// non-blocking send) and is called under the engine's lock, so that ending
+// the subscription and delivering never race.
+type sub struct {
+	deliver func(*Packet) bool // false: the subscriber's buffer was full
+	end     func()
+}
+
+// replayWindow remembers a sender's recent packets on one pipeline.
+// Packets older than replayAge behind the newest one seen, or already seen,
+// are replays.
+type replayWindow struct {
+	newest int64
+	seen   map[[32]byte]int64 // id -> hlc
+}
+
+const (
+	replayAge  = int64(60e9) // 60 s in nanoseconds
+	replayKeep = 65536       // ids kept per sender and pipeline
+)
+
+// accept reports whether p is new, and records it.
+func (w *replayWindow) accept(p *Packet) bool {
+	if p.HLC < w.newest-replayAge {
+		return false
+	}
+	if _, dup := w.seen[p.ID]; dup {
+		return false
+	}
+	if p.HLC > w.newest {
+		w.newest = p.HLC
+	}
+	if len(w.seen) >= replayKeep {
+		for id, t := range w.seen { // forget what has aged out
+			if t < w.newest-replayAge {
+				delete(w.seen, id)
+			}
+		}
+		if len(w.seen) >= replayKeep {
+			return false // a burst faster than the window can track: refuse rather than risk a replay
+		}
+	}
+	w.seen[p.ID] = p.HLC
+	return true
+}

@@ -1,0 +1,155 @@
+package pipeline
+
+import (
+	"context"
+	"fmt"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/pipesnet/pipes/internal/wire/pb"
+)
+
+type outPacket struct {
+	pk   *pb.Packet
+	dest [32]byte
+}
+
+func marshal(m proto.Message) ([]byte, error) {
+	return proto.MarshalOptions{Deterministic: true}.Marshal(m)
+}
+
+// Put queues a packet on pipeline id and returns its id. dest, if not
+// zero, limits delivery to that node: the packet is then sealed end to end
+// and routed. A point-to-point pipeline always sends to its other node.
+// Put blocks while the pipeline's queue is full (backpressure) until ctx
+// ends.
+func (e *Engine) Put(ctx context.Context, id [32]byte, data []byte, typ int64, dest [32]byte) ([32]byte, error) {
+	if len(data) > MaxPacketSize {
+		return [32]byte{}, ErrTooLarge
+	}
+	e.mu.Lock()
+	p := e.mu.pipes[id]
+	closed := e.mu.closed
+	e.mu.Unlock()
+	if closed {
+		return [32]byte{}, ErrClosed
+	}
+	if p == nil {
+		return [32]byte{}, fmt.Errorf("%w %x", ErrUnknown, id[:4])
+	}
+	if p.def.IsPointToPoint() {
+		if dest != ([32]byte{}) && dest != p.def.Opts.ToNode {
+			return [32]byte{}, fmt.Errorf("pipeline: point-to-point pipeline %q has no node %x", p.def.Name, dest[:4])
+		}
+		dest = p.def.Opts.ToNode
+	}
+	if dest == e.self {
+		return [32]byte{}, fmt.Errorf("pipeline: destination is the local node")
+	}
+	pk := &pb.Packet{Seq: p.seq.Add(1), Hlc: e.clock.now(), Type: typ, Data: data}
+	if dest != ([32]byte{}) {
+		pk.Destination = dest[:]
+	}
+	pid := packetID(id, e.self, pk.Seq, pk.Hlc, typ, dest, data)
+	p.outOnce.Do(func() {
+		p.out = make(chan outPacket, e.cfg.OutQueue)
+		e.wg.Add(1)
+		go e.sender(p)
+	})
+	select {
+	case p.out <- outPacket{pk: pk, dest: dest}:
+		e.stats.sent.Add(1)
+		return pid, nil
+	case <-ctx.Done():
+		return [32]byte{}, ctx.Err()
+	case <-e.ctx.Done():
+		return [32]byte{}, ErrClosed
+	}
+}
+
+// sender batches what Put queued on one pipeline: it takes every packet
+// waiting (up to the batch limits), signs them with one signature, and
+// broadcasts the batch or seals it to its destination. While the mesh
+// holds a broadcast back, Puts accumulate and the next batch is larger.
+func (e *Engine) sender(p *pipe) {
+	defer e.wg.Done()
+	for {
+		var first outPacket
+		select {
+		case first = <-p.out:
+		case <-e.ctx.Done():
+			return
+		}
+		batch := []outPacket{first}
+		size := len(first.pk.Data)
+	fill:
+		for len(batch) < maxBatchPackets && size < maxBatchBytes {
+			select {
+			case o := <-p.out:
+				batch = append(batch, o)
+				size += len(o.pk.Data)
+			default:
+				break fill
+			}
+		}
+		// One batch per destination (the zero destination is broadcast).
+		groups := map[[32]byte][]*pb.Packet{}
+		var order [][32]byte
+		for _, o := range batch {
+			if _, ok := groups[o.dest]; !ok {
+				order = append(order, o.dest)
+			}
+			groups[o.dest] = append(groups[o.dest], o.pk)
+		}
+		for _, dest := range order {
+			if err := e.sendBatch(p, dest, groups[dest]); err != nil {
+				if e.ctx.Err() != nil {
+					return
+				}
+				e.log.Warn("packets not sent", "pipeline", p.def.Name, "packets", len(groups[dest]), "err", err)
+			}
+		}
+	}
+}
+
+func (e *Engine) sendBatch(p *pipe, dest [32]byte, pks []*pb.Packet) error {
+	ids := make([][32]byte, len(pks))
+	for i, pk := range pks {
+		var d [32]byte
+		if len(pk.Destination) == 32 {
+			d = [32]byte(pk.Destination)
+		}
+		ids[i] = packetID(p.def.ID, e.self, pk.Seq, pk.Hlc, pk.Type, d, pk.Data)
+	}
+	b := &pb.PacketBatch{NodeCert: e.cfg.Cert.Signed, Pipeline: p.def.ID[:], Packets: pks,
+		Signature: signBatch(e.cfg.Key, ids)}
+	if dest == ([32]byte{}) {
+		raw, err := marshal(b)
+		if err != nil {
+			return err
+		}
+		return e.cfg.Host.Broadcast(e.ctx, KindBatch, raw)
+	}
+	raw, err := marshal(&pb.SealedBody{Body: &pb.SealedBody_Batch{Batch: b}})
+	if err != nil {
+		return err
+	}
+	return e.sendSealed(e.ctx, dest, raw)
+}
+
+// sendSealed encrypts body end to end for dst and routes it there.
+func (e *Engine) sendSealed(ctx context.Context, dst [32]byte, body []byte) error {
+	pub, ok := e.cfg.Host.HPKEKey(dst)
+	if !ok {
+		return fmt.Errorf("%w (%x)", ErrNoKey, dst[:4])
+	}
+	s, err := e.sealer.seal(dst, pub, body)
+	if err != nil {
+		return err
+	}
+	raw, err := marshal(s)
+	if err != nil {
+		return err
+	}
+	return e.cfg.Host.Send(ctx, dst, KindSealed, raw)
+}
