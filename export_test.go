@@ -1,7 +1,18 @@
 package pipes
 
-import "github.com/pipesnet/pipes/internal/mesh"
+import (
+	"bytes"
+
+	"github.com/pipesnet/pipes/internal/mesh"
+	"github.com/pipesnet/pipes/internal/wire/pb"
+)
 
 // KillNode stops n as a crash would: no leaving status, no goodbye. Tests
 // use it to check how others notice a node that vanishes.
 func KillNode(n *Node) { n.stop((*mesh.Mesh).Kill) }
+
+// SetForwardTap makes n report every routed message it relays for others
+// (from its next start on): tests use it to see what a relay sees.
+func SetForwardTap(n *Node, tap func(dst, src [32]byte, payload []byte)) {
+	n.forwardTap = func(r *pb.Routed) { tap([32]byte(r.Dst), [32]byte(r.Src), bytes.Clone(r.Payload)) }
+}

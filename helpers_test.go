@@ -39,6 +39,7 @@ func testLogger(t testing.TB) *slog.Logger {
 
 // member is one platform with one node.
 type member struct {
+	net string // netfile path
 	dir string
 	p   *pipes.Platform
 	n   *pipes.Node
@@ -49,7 +50,7 @@ type member struct {
 func newMember(t testing.TB, netPath, name string, opts ...pipes.NodeOption) *member {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), name)
-	m := &member{dir: dir}
+	m := &member{dir: dir, net: netPath}
 	m.open(t)
 	nw, err := m.p.AddNetwork(netPath)
 	if err != nil {
@@ -191,3 +192,6 @@ func cluster(t testing.TB, name string, n int, gwOpts []pipes.NodeOption, opts .
 	eventually(t, 60*time.Second, "every node sees every other", allSeeAll(ms))
 	return ms
 }
+
+// testNetfileOf returns the netfile m joined with.
+func testNetfileOf(t testing.TB, m *member) string { return m.net }

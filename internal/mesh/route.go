@@ -74,6 +74,9 @@ func (m *Mesh) handleRouted(p *peer, r *pb.Routed) {
 		return
 	}
 	r.Ttl--
+	if m.cfg.OnForward != nil {
+		m.cfg.OnForward(r)
+	}
 	if err := m.route(r); err != nil {
 		m.stats.noRoute.Add(1)
 		return
