@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"io"
+	"strings"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -128,7 +130,8 @@ func serveAPI(ctx context.Context, p *pipes.Platform) (func(), error) {
 			reply(w, describeRefs(n.ConnectedNodes()))
 		}
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	servePipelines(ctx, mux, node)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -148,29 +151,46 @@ var errNoDaemon = errors.New("no running node: start one with `pipes node start`
 
 // apiGet fetches path from the daemon of dir into v.
 func apiGet(ctx context.Context, dir, path string, v any) error {
+	resp, err := apiDo(ctx, dir, http.MethodGet, path, "", nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// apiDo sends a request to the daemon of dir. A response other than 200
+// becomes an error with the daemon's message; the caller closes the body
+// of a successful one.
+func apiDo(ctx context.Context, dir, method, path, contentType string, body io.Reader) (*http.Response, error) {
 	sock := socketPath(dir)
 	if _, err := os.Stat(sock); err != nil {
-		return errNoDaemon
+		return nil, errNoDaemon
 	}
-	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+	c := &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", sock)
 		},
 	}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://pipes"+path, nil)
+	req, err := http.NewRequestWithContext(ctx, method, "http://pipes"+path, body)
 	if err != nil {
-		return err
+		return nil, err
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
 	}
 	resp, err := c.Do(req)
 	if err != nil {
-		return errNoDaemon
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, errNoDaemon
 	}
-	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		var msg [512]byte
-		n, _ := resp.Body.Read(msg[:])
-		return fmt.Errorf("local API: %s", string(msg[:n]))
+		defer resp.Body.Close()
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+		return nil, errors.New(strings.TrimSpace(string(msg)))
 	}
-	return json.NewDecoder(resp.Body).Decode(v)
+	return resp, nil
 }

@@ -4,6 +4,7 @@
 //	pipes identity add|list         manage identities
 //	pipes network create|add|list|set-secret
 //	pipes node add|list|start|status|peers
+//	pipes pipeline create|list; pipes put; pipes tail   (through a running node)
 //	pipes demo                      run a local multi-node network and narrate it
 //
 // The data directory is --home, else $PIPES_HOME, else ~/.pipes. Output is
@@ -58,7 +59,7 @@ func run(ctx context.Context, args []string, in io.Reader, out, errOut io.Writer
 	}
 	root.PersistentFlags().StringVar(&a.home, "home", "", "data directory (default $PIPES_HOME or ~/.pipes)")
 	root.PersistentFlags().BoolVar(&a.jsonOut, "json", false, "print JSON for scripts")
-	root.AddCommand(a.initCmd(), a.identityCmd(), a.networkCmd(), a.nodeCmd(), a.demoCmd())
+	root.AddCommand(a.initCmd(), a.identityCmd(), a.networkCmd(), a.nodeCmd(), a.pipelineCmd(), a.putCmd(), a.tailCmd(), a.demoCmd())
 	root.SetArgs(args)
 	root.SetIn(in)
 	root.SetOut(out)

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -112,6 +113,24 @@ func TestNetworkCreateAddSetSecretJSON(t *testing.T) {
 	}
 }
 
+// syncBuffer is an output sink safe to read while a process writes it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
 type ref struct {
 	ID        string `json:"id"`
 	Name      string `json:"name"`
@@ -199,6 +218,44 @@ func TestThreeProcesses(t *testing.T) {
 		t.Fatalf("status of a running node: %s", out)
 	}
 
+	// A pipeline across the three processes: created on 0, tailed on 1,
+	// written on 2.
+	runPipes(t, env, "--home", homes[0], "pipeline", "create", "chat")
+	for _, i := range []int{1, 2} {
+		waitFor("the pipeline reaches every daemon", func() error {
+			out, err := pipesCmd(env, "--home", homes[i], "pipeline", "list").Output()
+			if err != nil || !strings.Contains(string(out), "chat") {
+				return fmt.Errorf("daemon %d: %v %s", i, err, out)
+			}
+			return nil
+		})
+	}
+	tail := pipesCmd(env, "--home", homes[1], "tail", "chat")
+	var tailOut syncBuffer
+	tail.Stdout = &tailOut
+	if err := tail.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { tail.Process.Kill(); tail.Wait() }()
+	waitFor("tail receives what put sends", func() error {
+		runPipes(t, env, "--home", homes[2], "put", "chat", "hello from two", "--type", "3")
+		if !strings.Contains(tailOut.String(), "type 3: hello from two") {
+			return fmt.Errorf("tail printed %q", tailOut.String())
+		}
+		return nil
+	})
+	stdin := pipesCmd(env, "--home", homes[2], "put", "chat", "-", "--lines")
+	stdin.Stdin = strings.NewReader("line one\nline two\n")
+	if out, err := stdin.CombinedOutput(); err != nil {
+		t.Fatalf("put --lines: %v %s", err, out)
+	}
+	waitFor("lines arrive", func() error {
+		if !strings.Contains(tailOut.String(), "line two") {
+			return fmt.Errorf("tail printed %q", tailOut.String())
+		}
+		return nil
+	})
+
 	// A crash: SIGKILL gives the node no chance to say goodbye.
 	daemons[2].Process.Kill()
 	daemons[2].Wait()
@@ -245,7 +302,8 @@ func TestDemo(t *testing.T) {
 	if err := run(context.Background(), []string{"demo", "--nodes", "4"}, nil, &out, &out); err != nil {
 		t.Fatalf("demo: %v\n%s", err, out.String())
 	}
-	for _, want := range []string{"every node sees the 3 others", "report", "offline", "is back", "Done"} {
+	for _, want := range []string{"every node sees the 3 others", "report", "offline", "is back",
+		`received "hello, everyone" from bob`, `ken received "meet at noon"`, "knows of their pipeline: false", "Done"} {
 		if !strings.Contains(out.String(), want) {
 			t.Fatalf("demo output lacks %q:\n%s", want, out.String())
 		}

@@ -1,0 +1,186 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pipesnet/pipes"
+)
+
+type pipelineJSON struct {
+	ID           string `json:"id"`
+	Name         string `json:"name"`
+	PointToPoint bool   `json:"point_to_point"`
+	OtherNode    string `json:"other_node,omitempty"`
+	Persistent   bool   `json:"persistent"`
+	Delivered    uint64 `json:"delivered"`
+	Dropped      uint64 `json:"dropped"`
+	Rejected     uint64 `json:"rejected"`
+}
+
+type packetJSON struct {
+	ID     string    `json:"id"`
+	Sender string    `json:"sender"`
+	Type   int       `json:"type"`
+	Time   time.Time `json:"time"`
+	Data   []byte    `json:"data"` // base64 in JSON
+}
+
+func describePipeline(p *pipes.Pipeline) pipelineJSON {
+	s := p.Stats()
+	j := pipelineJSON{ID: p.ID().String(), Name: p.Name(), PointToPoint: p.IsPointToPoint(),
+		Persistent: p.Persistent(), Delivered: s.Delivered, Dropped: s.Dropped, Rejected: s.Rejected}
+	if o, ok := p.OtherNode(); ok {
+		j.OtherNode = o.String()
+	}
+	return j
+}
+
+// findPipeline matches a pipeline of n by name or id prefix.
+func findPipeline(n *pipes.Node, arg string) (*pipes.Pipeline, error) {
+	return pick("pipeline", arg, n.Pipelines(), (*pipes.Pipeline).Name,
+		func(p *pipes.Pipeline) string { return p.ID().String() })
+}
+
+// servePipelines adds the pipeline endpoints of the local API.
+func servePipelines(ctx context.Context, mux *http.ServeMux, node func(http.ResponseWriter, *http.Request) *pipes.Node) {
+	fail := func(w http.ResponseWriter, err error) {
+		code := http.StatusBadRequest
+		if errors.Is(err, pipes.ErrNotFound) {
+			code = http.StatusNotFound
+		}
+		http.Error(w, err.Error(), code)
+	}
+	reply := func(w http.ResponseWriter, v any) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(v)
+	}
+	mux.HandleFunc("GET /v1/nodes/{id}/pipelines", func(w http.ResponseWriter, r *http.Request) {
+		if n := node(w, r); n != nil {
+			out := []pipelineJSON{}
+			for _, p := range n.Pipelines() {
+				out = append(out, describePipeline(p))
+			}
+			reply(w, out)
+		}
+	})
+	mux.HandleFunc("POST /v1/nodes/{id}/pipelines", func(w http.ResponseWriter, r *http.Request) {
+		n := node(w, r)
+		if n == nil {
+			return
+		}
+		var req struct {
+			Name string `json:"name"`
+			To   string `json:"to"`
+		}
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil {
+			fail(w, err)
+			return
+		}
+		var o pipes.PipelineOptions
+		if req.To != "" {
+			ref, err := n.NodeWithID(req.To)
+			if err != nil {
+				fail(w, err)
+				return
+			}
+			o.ToNode = ref.ID()
+		}
+		id, err := n.CreatePipeline(req.Name, o)
+		if err != nil {
+			fail(w, err)
+			return
+		}
+		p, err := n.Pipeline(id)
+		if err != nil {
+			fail(w, err)
+			return
+		}
+		reply(w, describePipeline(p))
+	})
+	mux.HandleFunc("POST /v1/nodes/{id}/pipelines/{pipeline}/packets", func(w http.ResponseWriter, r *http.Request) {
+		n := node(w, r)
+		if n == nil {
+			return
+		}
+		p, err := findPipeline(n, r.PathValue("pipeline"))
+		if err != nil {
+			fail(w, err)
+			return
+		}
+		data, err := io.ReadAll(io.LimitReader(r.Body, pipes.MaxPacketSize+1))
+		if err != nil {
+			fail(w, err)
+			return
+		}
+		var opts []pipes.PutOption
+		if t := r.URL.Query().Get("type"); t != "" {
+			typ, err := strconv.Atoi(t)
+			if err != nil {
+				fail(w, fmt.Errorf("type %q is not a number", t))
+				return
+			}
+			opts = append(opts, pipes.WithPacketType(typ))
+		}
+		if to := r.URL.Query().Get("to"); to != "" {
+			ref, err := n.NodeWithID(to)
+			if err != nil {
+				fail(w, err)
+				return
+			}
+			opts = append(opts, pipes.WithDestination(ref.ID()))
+		}
+		id, err := p.Put(data, opts...)
+		if err != nil {
+			fail(w, err)
+			return
+		}
+		reply(w, map[string]string{"id": id.String()})
+	})
+	mux.HandleFunc("GET /v1/nodes/{id}/pipelines/{pipeline}/tail", func(w http.ResponseWriter, r *http.Request) {
+		n := node(w, r)
+		if n == nil {
+			return
+		}
+		p, err := findPipeline(n, r.PathValue("pipeline"))
+		if err != nil {
+			fail(w, err)
+			return
+		}
+		// Packets as JSON lines until the client leaves or the daemon stops.
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		w.WriteHeader(http.StatusOK)
+		flusher, _ := w.(http.Flusher)
+		if flusher != nil {
+			flusher.Flush()
+		}
+		enc := json.NewEncoder(w)
+		for pk := range p.Subscribe(r.Context()) {
+			data, _ := pk.Data()
+			if enc.Encode(packetJSON{ID: pk.ID().String(), Sender: pk.Sender().String(), Type: pk.Type(), Time: pk.Time(), Data: data}) != nil {
+				return
+			}
+			if flusher != nil {
+				flusher.Flush()
+			}
+		}
+	})
+}
+
+// printable renders packet data for people: text as is, anything else as
+// a byte count.
+func printable(b []byte) string {
+	for _, c := range string(b) {
+		if c == 0xfffd || (c < 0x20 && c != '\t' && c != '\n') {
+			return fmt.Sprintf("<%d bytes>", len(b))
+		}
+	}
+	return strings.TrimRight(string(b), "\n")
+}
