@@ -2,17 +2,17 @@ package main
 
 import (
 	"context"
-	"io"
-	"strings"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/pipesnet/pipes"
