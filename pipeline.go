@@ -18,7 +18,7 @@ import (
 	"github.com/pipesnet/pipes/internal/pipeline"
 )
 
-// MaxPacketSize is the largest packet Put accepts (512 KiB).
+// MaxPacketSize is the largest packet Put accepts (1 MiB).
 const MaxPacketSize = pipeline.MaxPacketSize
 
 // PipelineOptions choose the kind of pipeline CreatePipeline makes. This
@@ -78,6 +78,7 @@ type Pipeline struct {
 
 // PipelineStats count a pipeline's packets on the local node.
 type PipelineStats struct {
+	Received  uint64 // packet copies that arrived by broadcast, duplicates included
 	Delivered uint64 // packets received and handed to subscribers
 	Dropped   uint64 // packets a full subscriber buffer lost
 	Rejected  uint64 // packets refused: replayed or otherwise invalid
@@ -329,7 +330,7 @@ func (p *Pipeline) Stats() PipelineStats {
 		s.Dropped += p.mu.notes.Dropped()
 	}
 	p.mu.Unlock()
-	return PipelineStats{Delivered: s.Delivered, Dropped: s.Dropped, Rejected: s.Rejected}
+	return PipelineStats{Received: s.Received, Delivered: s.Delivered, Dropped: s.Dropped, Rejected: s.Rejected}
 }
 
 // IsSynchronizing reports whether a persistent pipeline is catching up

@@ -76,6 +76,7 @@ var (
 // Stats count what happened to packets.
 type Stats struct {
 	Sent      uint64 // packets put
+	Received  uint64 // packet copies received in broadcast batches, duplicates included
 	Delivered uint64 // packets delivered to subscribers or listeners
 	Dropped   uint64 // packets dropped because a subscriber's buffer was full
 	Rejected  uint64 // packets or batches refused: forged, tampered, replayed, oversized, unknown pipeline

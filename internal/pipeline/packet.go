@@ -12,12 +12,13 @@ import (
 	"github.com/pipesnet/pipes/internal/wire/pb"
 )
 
-// MaxPacketSize is the largest packet Put accepts; larger data goes through
-// files (PutFile) in a later version.
-const MaxPacketSize = 512 << 10
+// MaxPacketSize is the largest packet Put accepts (1 MiB); larger data goes
+// through files (PutFile) in a later version.
+const MaxPacketSize = 1 << 20
 
-// maxBatchBytes bounds the data of one batch so that it fits a frame.
-const maxBatchBytes = 768 << 10
+// maxBatchBytes bounds the data of one batch so that it fits a frame
+// (wire.MaxFrameSize) with its envelopes.
+const maxBatchBytes = 2 << 20
 
 // maxBatchPackets bounds the packets of one batch.
 const maxBatchPackets = 1024

@@ -15,7 +15,7 @@ type pipe struct {
 	seq     atomic.Uint64 // last sequence number put
 	outOnce sync.Once
 	out     chan outPacket // Put -> the pipeline's sender goroutine
-	stats   struct{ delivered, dropped, rejected atomic.Uint64 }
+	stats   struct{ received, delivered, dropped, rejected atomic.Uint64 }
 }
 
 func newPipe(d *Def) *pipe {

@@ -34,7 +34,12 @@ func (e *Engine) Validate(kind uint32, payload []byte, origin [32]byte) (any, er
 			e.stats.rejected.Add(1)
 			return nil, err
 		}
-		if len(pks) > 0 && pks[0].Sender != origin {
+		e.mu.Lock()
+		if p := e.mu.pipes[pks[0].Pipeline]; p != nil {
+			p.stats.received.Add(uint64(len(pks)))
+		}
+		e.mu.Unlock()
+		if pks[0].Sender != origin {
 			e.stats.rejected.Add(1)
 			return nil, errors.New("pipeline: batch broadcast under another origin")
 		}
@@ -225,5 +230,5 @@ func (e *Engine) PipelineStats(id [32]byte) Stats {
 	if p == nil {
 		return Stats{}
 	}
-	return Stats{Delivered: p.stats.delivered.Load(), Dropped: p.stats.dropped.Load(), Rejected: p.stats.rejected.Load()}
+	return Stats{Received: p.stats.received.Load(), Delivered: p.stats.delivered.Load(), Dropped: p.stats.dropped.Load(), Rejected: p.stats.rejected.Load()}
 }

@@ -25,9 +25,10 @@ import (
 	"github.com/pipesnet/pipes/internal/wire/pb"
 )
 
-// MaxFrameSize is the largest control frame a node sends or accepts: 1 MiB.
-// Bulk data travels on its own streams, never in control frames.
-const MaxFrameSize = 1 << 20
+// MaxFrameSize is the largest control frame a node sends or accepts: 4 MiB,
+// room for one largest packet (1 MiB) with its batch, sealing and routing
+// envelopes. Files will travel on streams of their own.
+const MaxFrameSize = 4 << 20
 
 // MaxHandshakeSize bounds the Hello and Verdict messages of the handshake.
 const MaxHandshakeSize = 16 << 10

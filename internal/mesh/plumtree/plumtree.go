@@ -91,6 +91,7 @@ type Stats struct {
 	Originated     uint64 // messages broadcast by this node
 	Duplicates     uint64 // payloads received again
 	EagerSent      uint64 // payloads pushed (eager push and graft answers)
+	EagerBytes     uint64 // bytes of those payloads
 	LazySent       uint64 // announcements sent
 	GraftsSent     uint64
 	PrunesSent     uint64
@@ -300,6 +301,7 @@ func (t *Tree) push(now time.Time, from *PeerID, origin PeerID, id MsgID, kind u
 			}
 			out = append(out, Send{To: p, Frame: frame})
 			t.stats.EagerSent++
+			t.stats.EagerBytes += uint64(len(payload))
 			continue
 		}
 		q := t.lazyQ[p]
@@ -362,6 +364,7 @@ func (t *Tree) handleGraft(from PeerID, g *pb.Graft) ([]Send, error) {
 		return nil, nil // expired: the peer tries another announcer
 	}
 	t.stats.EagerSent++
+	t.stats.EagerBytes += uint64(len(c.payload))
 	return []Send{{To: from, Frame: &pb.Frame{Body: &pb.Frame_Gossip{Gossip: &pb.Gossip{
 		Id: g.Id, Kind: c.kind, Payload: c.payload, Hops: c.hops, Origin: c.origin[:]}}}}}, nil
 }

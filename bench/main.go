@@ -1,0 +1,37 @@
+// Command bench measures Pipes against go-libp2p's GossipSub and raw
+// quic-go, in one process on loopback, and prints the figures and the
+// ratios from the same run. See docs/performance.md for the workloads and
+// recorded results.
+//
+//	cd bench && go run . [-quick] [-only broadcast|p2p]
+package main
+
+import (
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"time"
+)
+
+func main() {
+	quick := flag.Bool("quick", false, "a small subset of the matrix, for a smoke test")
+	only := flag.String("only", "", "run only 'broadcast' or 'p2p'")
+	flag.Parse()
+	log.SetFlags(0)
+
+	fmt.Printf("# Pipes benchmark, %s, GOMAXPROCS=%d\n\n", time.Now().UTC().Format(time.RFC3339), procs())
+	if *only == "" || *only == "broadcast" {
+		runBroadcastMatrix(*quick)
+	}
+	if *only == "" || *only == "p2p" {
+		runP2P(*quick)
+	}
+}
+
+func must(err error) {
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
