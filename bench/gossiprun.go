@@ -22,22 +22,22 @@ func (t *byteTracer) SendRPC(rpc *pubsub.RPC, p peer.ID) {
 		t.sends.Add(1)
 	}
 }
-func (t *byteTracer) AddPeer(peer.ID, protocol.ID)               {}
-func (t *byteTracer) RemovePeer(peer.ID)                         {}
-func (t *byteTracer) Join(string)                                {}
-func (t *byteTracer) Leave(string)                               {}
-func (t *byteTracer) Graft(peer.ID, string)                      {}
-func (t *byteTracer) Prune(peer.ID, string)                      {}
-func (t *byteTracer) ValidateMessage(*pubsub.Message)            {}
-func (t *byteTracer) DeliverMessage(*pubsub.Message)             {}
-func (t *byteTracer) RejectMessage(*pubsub.Message, string)      {}
-func (t *byteTracer) DuplicateMessage(*pubsub.Message)           {}
-func (t *byteTracer) ThrottlePeer(peer.ID)                       {}
-func (t *byteTracer) RecvRPC(*pubsub.RPC)                        {}
-func (t *byteTracer) DropRPC(*pubsub.RPC, peer.ID)               {}
-func (t *byteTracer) UndeliverableMessage(*pubsub.Message)       {}
-func (t *byteTracer) OnNewOutboundStream(peer.ID, protocol.ID)   {}
-func (t *byteTracer) OnClosedOutboundStream(peer.ID)             {}
+func (t *byteTracer) AddPeer(peer.ID, protocol.ID)                         {}
+func (t *byteTracer) RemovePeer(peer.ID)                                   {}
+func (t *byteTracer) Join(string)                                          {}
+func (t *byteTracer) Leave(string)                                         {}
+func (t *byteTracer) Graft(peer.ID, string)                                {}
+func (t *byteTracer) Prune(peer.ID, string)                                {}
+func (t *byteTracer) ValidateMessage(*pubsub.Message)                      {}
+func (t *byteTracer) DeliverMessage(*pubsub.Message)                       {}
+func (t *byteTracer) RejectMessage(*pubsub.Message, string)                {}
+func (t *byteTracer) DuplicateMessage(*pubsub.Message)                     {}
+func (t *byteTracer) ThrottlePeer(peer.ID)                                 {}
+func (t *byteTracer) RecvRPC(*pubsub.RPC)                                  {}
+func (t *byteTracer) DropRPC(*pubsub.RPC, peer.ID)                         {}
+func (t *byteTracer) UndeliverableMessage(*pubsub.Message)                 {}
+func (t *byteTracer) OnNewOutboundStream(peer.ID, protocol.ID)             {}
+func (t *byteTracer) OnClosedOutboundStream(peer.ID)                       {}
 func (t *byteTracer) SendRPCCompleted(*pubsub.RPC, peer.ID, time.Duration) {}
 
 func runGossipSub(w workload) (result, error) {

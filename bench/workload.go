@@ -113,14 +113,14 @@ func (r *recorder) deliver(payload []byte) {
 
 // result is what one system achieved on one workload.
 type result struct {
-	delivered    int
-	want         int
-	elapsed      time.Duration
-	perSub       float64 // delivered messages per second per subscriber
-	p50, p99     time.Duration
-	bytesPerMsg  float64 // payload bytes sent per delivered message
-	sendsPerMsg  float64 // payload transmissions per delivered message
-	note         string
+	delivered   int
+	want        int
+	elapsed     time.Duration
+	perSub      float64 // delivered messages per second per subscriber
+	p50, p99    time.Duration
+	bytesPerMsg float64 // payload bytes sent per delivered message
+	sendsPerMsg float64 // payload transmissions per delivered message
+	note        string
 }
 
 func (r *recorder) result(start time.Time, subscribers int, sentBytes, sends uint64) result {
