@@ -95,6 +95,10 @@ func (h *meshHost) Send(ctx context.Context, dst [32]byte, kind uint32, p []byte
 	return h.m.Send(ctx, dst, kind, p)
 }
 
+func (h *meshHost) SendDirect(ctx context.Context, dst [32]byte, kind uint32, p []byte) error {
+	return h.m.SendDirect(ctx, dst, kind, p)
+}
+
 func (h *meshHost) HPKEKey(id [32]byte) ([]byte, bool) {
 	info, ok := h.m.Node(id)
 	if !ok || !info.Online || len(info.HPKEKey) == 0 {

@@ -11,13 +11,21 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"runtime/pprof"
 	"time"
 )
 
 func main() {
 	quick := flag.Bool("quick", false, "a small subset of the matrix, for a smoke test")
 	only := flag.String("only", "", "run only 'broadcast' or 'p2p'")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile to this file")
 	flag.Parse()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		must(err)
+		must(pprof.StartCPUProfile(f))
+		defer pprof.StopCPUProfile()
+	}
 	log.SetFlags(0)
 
 	fmt.Printf("# Pipes benchmark, %s, GOMAXPROCS=%d\n\n", time.Now().UTC().Format(time.RFC3339), procs())

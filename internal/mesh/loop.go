@@ -19,13 +19,10 @@ import (
 // maintainEvery is how often the loop checks dials, expiry and heartbeats.
 const maintainEvery = 100 * time.Millisecond
 
-// congestedAt is the queue length at which a peer holds back broadcasts.
-const congestedAt = peerQueue * 3 / 4
-
 // congested reports whether some peer's send queue is nearly full.
 func (m *Mesh) congested() bool {
 	for _, p := range m.peers {
-		if len(p.out) >= congestedAt {
+		if p.busy() {
 			return true
 		}
 	}
@@ -43,9 +40,9 @@ func (m *Mesh) loop() {
 	defer timer.Stop()
 	m.maintain(time.Now())
 	for {
-		bcast := m.bcastCh
+		bcast, send := m.bcastCh, m.sendCh
 		if m.congested() {
-			bcast = nil // backpressure: Broadcast waits until the queues drain
+			bcast, send = nil, nil // backpressure: Broadcast and Send wait until the queues drain
 		}
 		select {
 		case <-m.ctx.Done():
@@ -62,8 +59,8 @@ func (m *Mesh) loop() {
 		case req := <-bcast:
 			m.broadcast(time.Now(), req.kind, req.payload)
 			req.done <- nil
-		case req := <-m.sendCh:
-			req.done <- m.route(&pb.Routed{Dst: req.dst[:], Src: m.self[:], Ttl: maxTTL, Kind: req.kind, Payload: req.payload})
+		case req := <-send:
+			req.done <- m.send(req)
 		case q := <-m.queryCh:
 			q()
 		case <-m.drained:

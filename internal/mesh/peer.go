@@ -12,6 +12,10 @@ import (
 // IHAVE/GRAFT path, and presence is re-sent every heartbeat.
 const peerQueue = 1024
 
+// peerQueueBytes bounds the payload bytes waiting for one peer, whatever
+// the number of frames (frames may be up to wire.MaxFrameSize).
+const peerQueueBytes = 32 << 20
+
 // peer is one verified connection in use by the mesh. Its reader and writer
 // goroutines belong to the mesh and stop when the connection closes or the
 // mesh shuts down.
@@ -21,15 +25,39 @@ type peer struct {
 	out     chan *pb.Frame
 	stop    chan struct{}  // closed by the loop to end the writer
 	dropped *atomic.Uint64 // the mesh's counter
+	queued  atomic.Int64   // payload bytes waiting in out
 }
 
-// send queues f for the writer without blocking the loop.
+// weight is the payload size of a frame, for the byte bound of a queue.
+func weight(f *pb.Frame) int64 {
+	switch b := f.Body.(type) {
+	case *pb.Frame_Gossip:
+		return int64(len(b.Gossip.Payload))
+	case *pb.Frame_Routed:
+		return int64(len(b.Routed.Payload))
+	}
+	return 64
+}
+
+// send queues f for the writer without blocking the loop; a full queue
+// (in frames or bytes) drops it and counts it.
 func (p *peer) send(f *pb.Frame) {
+	w := weight(f)
+	if p.queued.Load()+w > peerQueueBytes {
+		p.dropped.Add(1)
+		return
+	}
 	select {
 	case p.out <- f:
+		p.queued.Add(w)
 	default:
 		p.dropped.Add(1)
 	}
+}
+
+// busy reports whether the queue is three-quarters full.
+func (p *peer) busy() bool {
+	return len(p.out) >= peerQueue*3/4 || p.queued.Load() >= peerQueueBytes*3/4
 }
 
 // reader forwards frames to the loop until the connection fails. It checks
@@ -96,6 +124,7 @@ func (m *Mesh) writer(p *peer) {
 	for {
 		select {
 		case f := <-p.out:
+			p.queued.Add(-weight(f))
 			if err := p.conn.WriteFrame(f); err != nil {
 				p.conn.Close(transport.CodeProtocol, "write failed")
 				return

@@ -22,6 +22,7 @@ const maxTTL = 32
 var ErrNoRoute = errors.New("mesh: no route to node")
 
 type sendReq struct {
+	direct  bool
 	dst     [32]byte
 	kind    uint32
 	payload []byte
@@ -41,6 +42,40 @@ func (m *Mesh) Send(ctx context.Context, dst [32]byte, kind uint32, payload []by
 		return ErrClosed
 	}
 	return <-req.done
+}
+
+// ErrNotPeer is returned by SendDirect when the destination is not a
+// direct peer.
+var ErrNotPeer = errors.New("mesh: not a direct peer")
+
+// SendDirect sends payload to dst only if dst is a direct peer, on their
+// QUIC connection, with a hop limit of one so that no node can relay it.
+// It is for data that must not pass through third nodes unencrypted.
+func (m *Mesh) SendDirect(ctx context.Context, dst [32]byte, kind uint32, payload []byte) error {
+	req := sendReq{dst: dst, kind: kind, payload: payload, direct: true, done: make(chan error, 1)}
+	select {
+	case m.sendCh <- req:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-m.loopDone:
+		return ErrClosed
+	}
+	return <-req.done
+}
+
+// send handles a Send or SendDirect request on the loop.
+func (m *Mesh) send(req sendReq) error {
+	r := &pb.Routed{Dst: req.dst[:], Src: m.self[:], Ttl: maxTTL, Kind: req.kind, Payload: req.payload}
+	if !req.direct {
+		return m.route(r)
+	}
+	p := m.peers[req.dst]
+	if p == nil {
+		return ErrNotPeer
+	}
+	r.Ttl = 1 // never relayed
+	p.send(&pb.Frame{Body: &pb.Frame_Routed{Routed: r}})
+	return nil
 }
 
 // route sends r towards its destination.

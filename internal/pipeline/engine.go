@@ -35,12 +35,17 @@ const (
 	KindBatch  uint32 = 3  // broadcast: a PacketBatch
 	KindSealed uint32 = 16 // routed: a Sealed SealedBody
 	KindDefs   uint32 = 17 // routed to a new peer: PipelineDefs
+	KindDirect uint32 = 18 // to a direct peer only, never relayed: a PacketBatch
 )
 
 // Host is what the engine needs from the node's mesh.
 type Host interface {
 	Broadcast(ctx context.Context, kind uint32, payload []byte) error
 	Send(ctx context.Context, dst [32]byte, kind uint32, payload []byte) error
+	// SendDirect sends to dst only if it is a direct peer (on their QUIC
+	// connection, which is end-to-end between the two), never relayed;
+	// otherwise it fails and the caller seals the message instead.
+	SendDirect(ctx context.Context, dst [32]byte, kind uint32, payload []byte) error
 	// HPKEKey returns the end-to-end encryption key a node announced.
 	HPKEKey(node [32]byte) ([]byte, bool)
 }

@@ -64,6 +64,12 @@ func (h *fakeHost) Send(ctx context.Context, dst [32]byte, kind uint32, payload 
 	return nil
 }
 
+// SendDirect: in the fake network no two nodes are peers, so every private
+// message is sealed.
+func (h *fakeHost) SendDirect(ctx context.Context, dst [32]byte, kind uint32, payload []byte) error {
+	return errors.New("not a peer")
+}
+
 func (h *fakeHost) HPKEKey(node [32]byte) ([]byte, bool) {
 	h.net.mu.Lock()
 	defer h.net.mu.Unlock()

@@ -108,6 +108,15 @@ func (e *Engine) handleRouted(m routedMsg) error {
 			}
 		}
 		return nil
+	case KindDirect:
+		// Sent with a hop limit of one: it came straight from its sender on
+		// the QUIC connection between the two. The batch signature proves
+		// who sent it; it must be for this node.
+		var b pb.PacketBatch
+		if err := proto.Unmarshal(m.payload, &b); err != nil {
+			return err
+		}
+		return e.acceptPrivate(m.src, &b)
 	case KindSealed:
 		var s pb.Sealed
 		if err := proto.Unmarshal(m.payload, &s); err != nil {
@@ -133,22 +142,28 @@ func (e *Engine) handleRouted(m routedMsg) error {
 			}
 			e.addDef(d)
 		case *pb.SealedBody_Batch:
-			pks, err := openBatch(b.Batch, e.cfg.Network, &e.certs)
-			if err != nil {
-				e.stats.rejected.Add(1)
-				return err
-			}
-			for _, p := range pks {
-				if p.Sender != m.src || p.Destination != e.self {
-					e.stats.rejected.Add(1)
-					return errors.New("pipeline: sealed batch of another sender or for another node")
-				}
-			}
-			e.deliver(pks[0].Pipeline, pks)
+			return e.acceptPrivate(m.src, b.Batch)
 		}
 		return nil
 	}
 	return fmt.Errorf("unknown routed kind %d", m.kind)
+}
+
+// acceptPrivate verifies a batch sent to this node alone and delivers it.
+func (e *Engine) acceptPrivate(src [32]byte, b *pb.PacketBatch) error {
+	pks, err := openBatch(b, e.cfg.Network, &e.certs)
+	if err != nil {
+		e.stats.rejected.Add(1)
+		return err
+	}
+	for _, p := range pks {
+		if p.Sender != src || p.Destination != e.self {
+			e.stats.rejected.Add(1)
+			return errors.New("pipeline: batch of another sender or for another node")
+		}
+	}
+	e.deliver(pks[0].Pipeline, pks)
+	return nil
 }
 
 // deliver hands verified packets of one pipeline to its subscribers, after

@@ -11,6 +11,7 @@ import (
 
 type outPacket struct {
 	pk   *pb.Packet
+	id   [32]byte // computed once, at Put
 	dest [32]byte
 }
 
@@ -57,7 +58,7 @@ func (e *Engine) Put(ctx context.Context, id [32]byte, data []byte, typ int64, d
 		go e.sender(p)
 	})
 	select {
-	case p.out <- outPacket{pk: pk, dest: dest}:
+	case p.out <- outPacket{pk: pk, id: pid, dest: dest}:
 		e.stats.sent.Add(1)
 		return pid, nil
 	case <-ctx.Done():
@@ -93,13 +94,13 @@ func (e *Engine) sender(p *pipe) {
 			}
 		}
 		// One batch per destination (the zero destination is broadcast).
-		groups := map[[32]byte][]*pb.Packet{}
+		groups := map[[32]byte][]outPacket{}
 		var order [][32]byte
 		for _, o := range batch {
 			if _, ok := groups[o.dest]; !ok {
 				order = append(order, o.dest)
 			}
-			groups[o.dest] = append(groups[o.dest], o.pk)
+			groups[o.dest] = append(groups[o.dest], o)
 		}
 		for _, dest := range order {
 			if err := e.sendBatch(p, dest, groups[dest]); err != nil {
@@ -112,14 +113,11 @@ func (e *Engine) sender(p *pipe) {
 	}
 }
 
-func (e *Engine) sendBatch(p *pipe, dest [32]byte, pks []*pb.Packet) error {
-	ids := make([][32]byte, len(pks))
-	for i, pk := range pks {
-		var d [32]byte
-		if len(pk.Destination) == 32 {
-			d = [32]byte(pk.Destination)
-		}
-		ids[i] = packetID(p.def.ID, e.self, pk.Seq, pk.Hlc, pk.Type, d, pk.Data)
+func (e *Engine) sendBatch(p *pipe, dest [32]byte, out []outPacket) error {
+	ids := make([][32]byte, len(out))
+	pks := make([]*pb.Packet, len(out))
+	for i, o := range out {
+		ids[i], pks[i] = o.id, o.pk
 	}
 	b := &pb.PacketBatch{NodeCert: e.cfg.Cert.Signed, Pipeline: p.def.ID[:], Packets: pks,
 		Signature: signBatch(e.cfg.Key, ids)}
@@ -130,11 +128,20 @@ func (e *Engine) sendBatch(p *pipe, dest [32]byte, pks []*pb.Packet) error {
 		}
 		return e.cfg.Host.Broadcast(e.ctx, KindBatch, raw)
 	}
-	raw, err := marshal(&pb.SealedBody{Body: &pb.SealedBody_Batch{Batch: b}})
+	// To a direct peer the QUIC connection already is end to end: send the
+	// batch on it, marked never to be relayed. Otherwise seal it.
+	raw, err := marshal(b)
 	if err != nil {
 		return err
 	}
-	return e.sendSealed(e.ctx, dest, raw)
+	if err := e.cfg.Host.SendDirect(e.ctx, dest, KindDirect, raw); err == nil {
+		return nil
+	}
+	sealed, err := marshal(&pb.SealedBody{Body: &pb.SealedBody_Batch{Batch: b}})
+	if err != nil {
+		return err
+	}
+	return e.sendSealed(e.ctx, dest, sealed)
 }
 
 // sendSealed encrypts body end to end for dst and routes it there.
