@@ -34,6 +34,20 @@
 // down is reported offline at once; one that vanishes, within 20 seconds
 // by default (WithPresenceTiming). NodeListener callbacks report changes.
 //
+// # Pipelines
+//
+//	id, err := node.CreatePipeline("chat", pipes.PipelineOptions{})
+//	p, err := other.WaitPipeline(ctx, id)   // on any node of the network
+//	for pk := range p.Subscribe(ctx) { data, _ := pk.Data(); … }
+//	_, err = p.Put([]byte("hello"), pipes.WithPacketType(1))
+//
+// A live pipeline delivers each packet to every node online now, once;
+// ToNode makes a point-to-point pipeline between two nodes that need not be
+// peers (the mesh routes it, end to end encrypted), and WithDestination
+// sends one packet of a broadcast pipeline to one node only. Packets are
+// signed by their sender and verified by every receiver. See Pipeline for
+// delivery and flow-control guarantees.
+//
 // # Guarantees
 //
 // Callbacks never run under a lock of this package and a slow callback
@@ -42,6 +56,7 @@
 // Nothing received from the network can make the package panic: every
 // decoder is fuzzed.
 //
-// Pipelines, packets and data connections (CreatePipeline, Dial, Listen)
-// are part of the API and return ErrNotImplemented in this version.
+// Persistent, encrypted, ephemeral and realtime pipelines, files and data
+// connections (Dial, Listen) are part of the API and return
+// ErrNotImplemented in this version.
 package pipes
