@@ -17,7 +17,7 @@ import (
 
 func main() {
 	quick := flag.Bool("quick", false, "a small subset of the matrix, for a smoke test")
-	only := flag.String("only", "", "run only 'broadcast' or 'p2p'")
+	only := flag.String("only", "", "run only 'broadcast', 'dups' or 'p2p'")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile to this file")
 	flag.Parse()
 	if *cpuprofile != "" {
@@ -31,6 +31,9 @@ func main() {
 	fmt.Printf("# Pipes benchmark, %s, GOMAXPROCS=%d\n\n", time.Now().UTC().Format(time.RFC3339), procs())
 	if *only == "" || *only == "broadcast" {
 		runBroadcastMatrix(*quick)
+	}
+	if *only == "" || *only == "dups" {
+		runDuplicates(*quick)
 	}
 	if *only == "" || *only == "p2p" {
 		runP2P(*quick)

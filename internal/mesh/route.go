@@ -33,7 +33,12 @@ type sendReq struct {
 // the first hop; delivery is not acknowledged. ErrNoRoute if dst cannot be
 // reached now.
 func (m *Mesh) Send(ctx context.Context, dst [32]byte, kind uint32, payload []byte) error {
-	req := sendReq{dst: dst, kind: kind, payload: payload, done: make(chan error, 1)}
+	return m.request(ctx, sendReq{dst: dst, kind: kind, payload: payload})
+}
+
+// request hands a send to the loop and waits for its verdict.
+func (m *Mesh) request(ctx context.Context, req sendReq) error {
+	req.done = make(chan error, 1)
 	select {
 	case m.sendCh <- req:
 	case <-ctx.Done():
@@ -52,15 +57,7 @@ var ErrNotPeer = errors.New("mesh: not a direct peer")
 // QUIC connection, with a hop limit of one so that no node can relay it.
 // It is for data that must not pass through third nodes unencrypted.
 func (m *Mesh) SendDirect(ctx context.Context, dst [32]byte, kind uint32, payload []byte) error {
-	req := sendReq{dst: dst, kind: kind, payload: payload, direct: true, done: make(chan error, 1)}
-	select {
-	case m.sendCh <- req:
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-m.loopDone:
-		return ErrClosed
-	}
-	return <-req.done
+	return m.request(ctx, sendReq{dst: dst, kind: kind, payload: payload, direct: true})
 }
 
 // send handles a Send or SendDirect request on the loop.
