@@ -19,6 +19,7 @@ func main() {
 	quick := flag.Bool("quick", false, "a small subset of the matrix, for a smoke test")
 	only := flag.String("only", "", "run only 'broadcast', 'dups' or 'p2p'")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile to this file")
+	flag.StringVar(&matchFilter, "match", "", "run only broadcast workloads whose description contains this")
 	flag.Parse()
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)

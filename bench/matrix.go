@@ -2,7 +2,12 @@ package main
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 )
+
+// matchFilter limits the broadcast matrix (flag -match).
+var matchFilter string
 
 func runBroadcastMatrix(quick bool) {
 	var ws []workload
@@ -20,6 +25,9 @@ func runBroadcastMatrix(quick bool) {
 				}
 			}
 		}
+	}
+	if matchFilter != "" {
+		ws = slices.DeleteFunc(ws, func(w workload) bool { return !strings.Contains(w.String(), matchFilter) })
 	}
 	if quick {
 		ws = []workload{

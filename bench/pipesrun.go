@@ -167,6 +167,18 @@ func runPipesBroadcast(w workload) (result, error) {
 		copies += st.Received
 	}
 	res := rec.result(start, w.nodes-1, b1-b0, copies)
+	if os.Getenv("BENCH_DEBUG") != "" {
+		var g, pr, d, bad, drop uint64
+		for _, node := range net.nodes {
+			st := node.Stats()
+			g += st.Tree.GraftsSent
+			pr += st.Tree.PrunesSent
+			d += st.Tree.Duplicates
+			bad += st.BadMessages
+			drop += st.FramesDropped
+		}
+		fmt.Fprintf(os.Stderr, "pipes %s: grafts %d prunes %d duplicates %d bad %d frames dropped %d\n", w, g, pr, d, bad, drop)
+	}
 	if dropped > 0 {
 		res.note = fmt.Sprintf("%d dropped at slow subscribers (counted)", dropped)
 	}

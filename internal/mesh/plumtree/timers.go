@@ -32,8 +32,7 @@ func (t *Tree) Tick(now time.Time) []Send {
 		p := m.announcers[m.next]
 		m.next++
 		m.deadline = now.Add(t.cfg.GraftRetry)
-		t.setEager(m.origin, p, true)
-		t.stats.GraftsSent++
+		t.stats.GraftsSent++ // the announcer makes this node its child; nothing changes here
 		out = append(out, Send{To: p, Frame: &pb.Frame{Body: &pb.Frame_Graft{Graft: &pb.Graft{Id: id[:], Origin: m.origin[:]}}}})
 	}
 	for len(t.seenFIFO) > 0 && now.Sub(t.seenFIFO[0].at) > t.cfg.SeenTTL {
