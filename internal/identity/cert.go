@@ -1,6 +1,7 @@
 package identity
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/sha256"
 	"errors"
@@ -13,16 +14,18 @@ import (
 	"github.com/pipesnet/pipes/internal/wire/pb"
 )
 
-// CertContext is the signature context of node certificates.
+// CertContext is the signature context of node certificates: the identity
+// key signs CertContext || 0x00 || the encoded pb.NodeCertificate.
 const CertContext = "pipes/v1 node certificate"
 
-// Limits on certificate strings.
+// Limits on certificate strings. The identity name must also be non-empty.
 const (
 	MaxNameLen     = 256 // identity name, bytes of UTF-8
 	MaxLocationLen = 256 // node location, bytes of UTF-8
 )
 
-// ErrBadCert wraps every certificate parse or verification failure.
+// ErrBadCert is wrapped by every certificate parse or verification failure.
+// A signature that does not verify also wraps ErrBadSignature.
 var ErrBadCert = errors.New("identity: bad node certificate")
 
 // Cert is a verified node certificate: the identity's statement that a node
@@ -44,8 +47,13 @@ func (c *Cert) NodeID() [32]byte { return sha256.Sum256(c.NodeKey) }
 // IdentityID is SHA-256 of the identity key.
 func (c *Cert) IdentityID() [32]byte { return sha256.Sum256(c.IdentityKey) }
 
-// IssueCert has identity ident certify nodeKey for network at location.
+// IssueCert has identity ident certify nodeKey for network at location,
+// created at now (kept to the second). It checks the fields as ParseCert
+// does.
 func IssueCert(ident *KeyPair, identityName string, nodeKey ed25519.PublicKey, network [32]byte, location string, now time.Time) (*Cert, error) {
+	if err := ident.check(); err != nil {
+		return nil, fmt.Errorf("%w: identity key: %w", ErrBadCert, err)
+	}
 	body := &pb.NodeCertificate{
 		Version:      1,
 		NodeKey:      nodeKey,
@@ -65,21 +73,23 @@ func IssueCert(ident *KeyPair, identityName string, nodeKey ed25519.PublicKey, n
 	return ParseCert(s)
 }
 
-// ParseCert decodes and verifies a certificate: its identity signature,
-// version, key and id lengths, and string limits.
+// ParseCert decodes and verifies a certificate: its identity signature over
+// the body as carried, version 1, 32-byte keys and network id, a non-empty
+// identity name and a location of valid UTF-8 within MaxNameLen and
+// MaxLocationLen. The returned Cert holds its own copy of s's bytes.
 func ParseCert(s *pb.Signed) (*Cert, error) {
 	if s == nil {
 		return nil, fmt.Errorf("%w: missing", ErrBadCert)
 	}
 	var body pb.NodeCertificate
 	if err := proto.Unmarshal(s.Body, &body); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadCert, err)
+		return nil, fmt.Errorf("%w: decode: %w", ErrBadCert, err)
 	}
 	if err := checkCert(&body); err != nil {
 		return nil, err
 	}
 	if !Verify(body.IdentityKey, CertContext, s.Body, s.Signature) {
-		return nil, fmt.Errorf("%w: identity signature does not verify", ErrBadCert)
+		return nil, fmt.Errorf("%w: by the identity key: %w", ErrBadCert, ErrBadSignature)
 	}
 	return &Cert{
 		NodeKey:      ed25519.PublicKey(body.NodeKey),
@@ -88,7 +98,7 @@ func ParseCert(s *pb.Signed) (*Cert, error) {
 		NetworkID:    [32]byte(body.NetworkId),
 		Location:     body.Location,
 		Created:      time.Unix(body.CreatedUnix, 0).UTC(),
-		Signed:       &pb.Signed{Body: s.Body, Signature: s.Signature},
+		Signed:       &pb.Signed{Body: bytes.Clone(s.Body), Signature: bytes.Clone(s.Signature)},
 	}, nil
 }
 

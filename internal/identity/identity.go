@@ -5,6 +5,16 @@
 // the identity certifies for one network and location. Ids are SHA-256 of
 // public keys. Every signature covers a context string, a zero byte and the
 // body, so a signature made for one purpose is never valid for another.
+//
+// # Key files
+//
+// SaveKey and LoadKey keep a private key in a text file of two lines:
+//
+//	PIPES ED25519 PRIVATE KEY v1
+//	<the 32-byte Ed25519 seed in standard, padded base64 (44 characters)>
+//
+// each ended by a newline. The file has mode 0600; LoadKey refuses a file
+// that its group or others may read.
 package identity
 
 import (
@@ -46,7 +56,15 @@ func FromSeed(seed []byte) (*KeyPair, error) {
 // ID returns SHA-256 of the public key.
 func (k *KeyPair) ID() [32]byte { return sha256.Sum256(k.Public) }
 
-// ErrBadSignature is returned when a signature does not verify.
+// check reports whether k can sign: both keys of the right length.
+func (k *KeyPair) check() error {
+	if k == nil || len(k.Public) != ed25519.PublicKeySize || len(k.Private) != ed25519.PrivateKeySize {
+		return errors.New("identity: not a valid Ed25519 key pair")
+	}
+	return nil
+}
+
+// ErrBadSignature is returned (or wrapped) when a signature does not verify.
 var ErrBadSignature = errors.New("identity: signature does not verify")
 
 func signed(context string, body []byte) []byte {
@@ -56,7 +74,10 @@ func signed(context string, body []byte) []byte {
 	return append(msg, body...)
 }
 
-// Sign signs context || 0x00 || body.
+// Sign signs context || 0x00 || body with k's private key. Like
+// ed25519.Sign, it panics if k is nil or its private key is not 64 bytes
+// (a programming error: keys come from Generate, FromSeed or LoadKey);
+// SignProto returns an error instead.
 func Sign(k *KeyPair, context string, body []byte) []byte {
 	return ed25519.Sign(k.Private, signed(context, body))
 }
@@ -72,8 +93,12 @@ func Verify(pub ed25519.PublicKey, context string, body, sig []byte) bool {
 
 var deterministic = proto.MarshalOptions{Deterministic: true}
 
-// SignProto encodes m and signs the encoding.
+// SignProto encodes m deterministically and signs the encoding under
+// context.
 func SignProto(k *KeyPair, context string, m proto.Message) (*pb.Signed, error) {
+	if err := k.check(); err != nil {
+		return nil, err
+	}
 	body, err := deterministic.Marshal(m)
 	if err != nil {
 		return nil, fmt.Errorf("identity: encode: %w", err)
@@ -81,14 +106,18 @@ func SignProto(k *KeyPair, context string, m proto.Message) (*pb.Signed, error) 
 	return &pb.Signed{Body: body, Signature: Sign(k, context, body)}, nil
 }
 
-// OpenSigned verifies s with pub over the body exactly as carried, then
-// decodes the body into into.
+// OpenSigned verifies s with pub over the body exactly as carried (never a
+// re-encoding), then decodes the body into into. A signature that does not
+// verify gives an error wrapping ErrBadSignature.
 func OpenSigned(pub ed25519.PublicKey, context string, s *pb.Signed, into proto.Message) error {
 	if s == nil {
 		return fmt.Errorf("%w: nothing signed", ErrBadSignature)
 	}
 	if !Verify(pub, context, s.Body, s.Signature) {
 		return ErrBadSignature
+	}
+	if into == nil {
+		return errors.New("identity: open signed: no message to decode into")
 	}
 	if err := proto.Unmarshal(s.Body, into); err != nil {
 		return fmt.Errorf("identity: decode signed body: %w", err)

@@ -3,11 +3,7 @@ package identity
 import (
 	"bytes"
 	"errors"
-	"os"
-	"path/filepath"
-	"strings"
 	"testing"
-	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -23,6 +19,23 @@ func mustKey(t testing.TB) *KeyPair {
 	return k
 }
 
+func TestKeyPairIDAndSeed(t *testing.T) {
+	k := mustKey(t)
+	if k.ID() == mustKey(t).ID() {
+		t.Fatal("two keys share an id")
+	}
+	again, err := FromSeed(k.Private.Seed())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(again.Public, k.Public) || again.ID() != k.ID() {
+		t.Fatal("FromSeed made another key")
+	}
+	if _, err := FromSeed(make([]byte, 31)); err == nil {
+		t.Fatal("31-byte seed accepted")
+	}
+}
+
 func TestSignVerifyDomainSeparation(t *testing.T) {
 	k := mustKey(t)
 	sig := Sign(k, "a", []byte("body"))
@@ -35,103 +48,69 @@ func TestSignVerifyDomainSeparation(t *testing.T) {
 	if Verify(k.Public, "a", []byte("bodz"), sig) {
 		t.Fatal("signature valid for another body")
 	}
-	if Verify(k.Public[:10], "a", []byte("body"), sig) || Verify(k.Public, "a", []byte("body"), sig[:10]) {
-		t.Fatal("short key or signature accepted")
+	// The zero byte keeps context and body apart: ("ab", "c") is not ("a", "bc").
+	if Verify(k.Public, "ab", []byte("c"), Sign(k, "a", []byte("bc"))) {
+		t.Fatal("context and body boundary is ambiguous")
 	}
-}
-
-func TestCertRoundTripAndTamper(t *testing.T) {
-	ident, node := mustKey(t), mustKey(t)
-	net := [32]byte{1, 2, 3}
-	c, err := IssueCert(ident, "alice", node.Public, net, "laptop", time.Unix(1700000000, 0))
-	if err != nil {
-		t.Fatal(err)
+	if Verify(mustKey(t).Public, "a", []byte("body"), sig) {
+		t.Fatal("signature valid under another key")
 	}
-	got, err := ParseCert(c.Signed)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got.NodeID() != node.ID() || got.IdentityID() != ident.ID() || got.IdentityName != "alice" ||
-		got.Location != "laptop" || got.NetworkID != net || got.Created.Unix() != 1700000000 {
-		t.Fatalf("round trip changed the certificate: %+v", got)
-	}
-	for i := range c.Signed.Body {
-		s := proto.Clone(c.Signed).(*pb.Signed)
-		s.Body[i] ^= 0x01
-		if _, err := ParseCert(s); err == nil {
-			t.Fatalf("body byte %d flipped: accepted", i)
+	for _, c := range []struct {
+		pub, sig []byte
+	}{
+		{k.Public[:10], sig}, {k.Public, sig[:10]}, {nil, sig}, {k.Public, nil},
+		{append(bytes.Clone(k.Public), 0), sig}, {k.Public, append(bytes.Clone(sig), 0)},
+		{make([]byte, 32), make([]byte, 64)},
+	} {
+		if Verify(c.pub, "a", []byte("body"), c.sig) {
+			t.Fatalf("key of %d bytes, signature of %d bytes accepted", len(c.pub), len(c.sig))
 		}
 	}
-	s := proto.Clone(c.Signed).(*pb.Signed)
-	s.Signature[0] ^= 1
-	if _, err := ParseCert(s); !errors.Is(err, ErrBadCert) {
-		t.Fatalf("bad signature: %v", err)
-	}
-	if _, err := ParseCert(nil); err == nil {
-		t.Fatal("nil certificate accepted")
-	}
-	if _, err := IssueCert(ident, "", node.Public, net, "x", time.Now()); err == nil {
-		t.Fatal("empty name accepted")
-	}
-	if _, err := IssueCert(ident, strings.Repeat("a", MaxNameLen+1), node.Public, net, "x", time.Now()); err == nil {
-		t.Fatal("long name accepted")
-	}
 }
 
-func TestKeyFile(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "keys")
-	path := filepath.Join(dir, "k.key")
+func TestSignProtoOpenSigned(t *testing.T) {
 	k := mustKey(t)
-	if err := SaveKey(path, k); err != nil {
-		t.Fatal(err)
-	}
-	st, err := os.Stat(path)
+	msg := &pb.Goodbye{Reason: "bye"}
+	s, err := SignProto(k, "ctx", msg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Mode().Perm() != 0o600 {
-		t.Fatalf("key file mode %v, want 0600", st.Mode().Perm())
+	var got pb.Goodbye
+	if err := OpenSigned(k.Public, "ctx", s, &got); err != nil || got.Reason != "bye" {
+		t.Fatalf("round trip: %v %v", err, &got)
 	}
-	if dst, _ := os.Stat(dir); dst.Mode().Perm() != 0o700 {
-		t.Fatalf("key dir mode %v, want 0700", dst.Mode().Perm())
+	if err := OpenSigned(k.Public, "other", s, &got); !errors.Is(err, ErrBadSignature) {
+		t.Fatalf("other context: %v", err)
 	}
-	got, err := LoadKey(path)
-	if err != nil {
-		t.Fatal(err)
+	if err := OpenSigned(mustKey(t).Public, "ctx", s, &got); !errors.Is(err, ErrBadSignature) {
+		t.Fatalf("other key: %v", err)
 	}
-	if !bytes.Equal(got.Private, k.Private) {
-		t.Fatal("loaded a different key")
-	}
-	os.Chmod(path, 0o644)
-	if _, err := LoadKey(path); err == nil || !strings.Contains(err.Error(), "chmod 600") {
-		t.Fatalf("world-readable key file: %v", err)
-	}
-	os.Chmod(path, 0o600)
-	b, _ := os.ReadFile(path)
-	os.WriteFile(path, b[:len(b)/2], 0o600)
-	if _, err := LoadKey(path); err == nil || !strings.Contains(err.Error(), path) {
-		t.Fatalf("truncated key file: %v", err)
-	}
-}
-
-// FuzzParseCert: arbitrary bytes as a signed certificate never panic, and
-// nothing is accepted unless its signature verifies.
-func FuzzParseCert(f *testing.F) {
-	ident, node := mustKey(f), mustKey(f)
-	c, err := IssueCert(ident, "alice", node.Public, [32]byte{1}, "laptop", time.Now())
-	if err != nil {
-		f.Fatal(err)
-	}
-	b, _ := proto.Marshal(c.Signed)
-	f.Add(b)
-	f.Fuzz(func(t *testing.T, data []byte) {
-		var s pb.Signed
-		if proto.Unmarshal(data, &s) != nil {
-			return
+	for i := range s.Body {
+		b := proto.Clone(s).(*pb.Signed)
+		b.Body[i] ^= 0x01
+		if err := OpenSigned(k.Public, "ctx", b, &got); !errors.Is(err, ErrBadSignature) {
+			t.Fatalf("body byte %d flipped: %v", i, err)
 		}
-		cert, err := ParseCert(&s)
-		if err == nil && !Verify(cert.IdentityKey, CertContext, s.Body, s.Signature) {
-			t.Fatal("accepted a certificate whose signature does not verify")
+	}
+	b := proto.Clone(s).(*pb.Signed)
+	b.Signature[63] ^= 0x80
+	if err := OpenSigned(k.Public, "ctx", b, &got); !errors.Is(err, ErrBadSignature) {
+		t.Fatalf("signature flipped: %v", err)
+	}
+	if err := OpenSigned(k.Public, "ctx", nil, &got); !errors.Is(err, ErrBadSignature) {
+		t.Fatalf("nil signed: %v", err)
+	}
+	if err := OpenSigned(k.Public, "ctx", s, nil); err == nil {
+		t.Fatal("nil target accepted")
+	}
+	// A verified body that does not decode is an error, not a panic.
+	junk := &pb.Signed{Body: []byte{0xff}, Signature: Sign(k, "ctx", []byte{0xff})}
+	if err := OpenSigned(k.Public, "ctx", junk, &got); err == nil || errors.Is(err, ErrBadSignature) {
+		t.Fatalf("undecodable body: %v", err)
+	}
+	for _, bad := range []*KeyPair{nil, {}, {Public: k.Public, Private: k.Private[:32]}} {
+		if _, err := SignProto(bad, "ctx", msg); err == nil {
+			t.Fatalf("SignProto with key pair %v: no error", bad)
 		}
-	})
+	}
 }

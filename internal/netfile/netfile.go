@@ -1,101 +1,141 @@
 // Package netfile reads and writes network definition files ("netfiles")
 // and turns network secrets into network keys.
 //
+// A netfile defines a private network: its id, name, gateways and the
+// parameters that turn the network secret into the network key. It is
+// handed to members together with the secret, which it never contains.
+//
 // # Format (version 1)
 //
 //	offset  size  content
-//	0       8     magic "PIPESNET"
+//	0       8     magic, the ASCII bytes "PIPESNET"
 //	8       1     format version, 1
-//	9       rest  protobuf pipes.v1.Signed{body, signature}
+//	9       rest  envelope: protobuf pipes.v1.Signed { body = 1, signature = 2 }
 //
-// body is a serialized pipes.v1.NetfileBody: network id (32 random bytes),
-// name, gateways ("host:port"), bootstrap flag, Argon2id parameters (salt =
-// network id, time, memory, threads), the secret verifier, creation time,
-// revision and the admin's Ed25519 public key. signature is the admin key's
-// Ed25519 signature over "pipes/v1 netfile" || 0x00 || body. The netfile is
-// self-signed: the signature detects alteration and truncation, and later
-// revisions of a network must carry the same admin key.
+// The envelope is exactly the deterministic protobuf encoding of Signed:
+// 0x0a, varint length, body, 0x12, 0x40, the 64-byte signature, and
+// nothing else (no other or repeated fields, no trailing bytes). A whole
+// netfile is at most 64 KiB.
+//
+// body is a serialized pipes.v1.NetfileBody:
+//
+//	field             content
+//	format (1)        1
+//	network_id (2)    32 random bytes
+//	name (3)          1 to 128 bytes of UTF-8
+//	gateways (4)      0 to 64 "host:port", each at most 256 bytes, with a
+//	                  non-empty host and a decimal port 1..65535
+//	bootstrap (5)     whether this is a bootstrap network
+//	kdf (6)           pipes.v1.KDFParams: salt (16 to 64 bytes; writers
+//	                  use the network id), time 1..16, memory_kib
+//	                  8192..1048576 (8 MiB to 1 GiB), threads 1..64
+//	verifier (7)      32 bytes: HMAC-SHA256(network key,
+//	                  "pipes/v1 secret verifier")
+//	created_unix (8)  creation time, seconds since 1970
+//	revision (9)      1 for a new network, higher when the admin re-issues
+//	admin_key (10)    the admin's Ed25519 public key, 32 bytes
+//
+// Writers encode body deterministically; readers use the bytes exactly as
+// stored and ignore unknown body fields (they are covered by the
+// signature). signature is the admin key's Ed25519 signature over
+// "pipes/v1 netfile" || 0x00 || body (identity.Sign). The netfile is
+// self-signed by admin_key: the signature detects alteration and
+// truncation, and a later revision of a network must carry the same admin
+// key (checked by whoever holds the earlier revision).
+//
+// A reader checks, in order: the magic (ErrNotNetfile), the version byte
+// (ErrUnsupportedFormat), the envelope and the body decoding and the admin
+// key length (ErrMalformed), the signature (ErrBadSignature), the body's
+// format field (ErrUnsupportedFormat), then the remaining fields and limits
+// above (ErrMalformed). The limits on the Argon2id costs keep a hostile
+// file from making a reader allocate unbounded memory or spin for long.
 //
 // # Secrets
 //
-// The network key is Argon2id(secret, salt = network id, time, memory,
-// threads, 32 bytes). The verifier is HMAC-SHA256(network key,
-// "pipes/v1 secret verifier"). Neither the secret nor the key is in the
-// file; the verifier lets a node tell a right secret from a wrong one.
+// The network key is Argon2id(secret, salt, time, memory, threads, 32
+// bytes), with the parameters of kdf. The verifier is HMAC-SHA256(network
+// key, "pipes/v1 secret verifier"): it tells a right secret from a wrong
+// one without revealing the key. Neither the secret nor the key is written
+// to the file.
 package netfile
 
 import (
-	"bytes"
 	"crypto/ed25519"
-	"crypto/hmac"
-	"crypto/rand"
-	"crypto/sha256"
 	"errors"
 	"fmt"
-	"net"
-	"os"
-	"strconv"
 	"time"
-	"unicode/utf8"
-
-	"golang.org/x/crypto/argon2"
-	"google.golang.org/protobuf/proto"
-
-	"github.com/pipesnet/pipes/internal/atomicfile"
-	"github.com/pipesnet/pipes/internal/identity"
-	"github.com/pipesnet/pipes/internal/wire/pb"
 )
 
 // Magic starts every netfile.
 const Magic = "PIPESNET"
 
-// Format is the netfile format version written by this package.
+// Format is the netfile format version written and read by this package:
+// the byte after Magic, and NetfileBody.format.
 const Format = 1
 
 // signContext is the signature context of netfiles.
 const signContext = "pipes/v1 netfile"
 
+// verifierLabel is what the network key MACs to make the verifier.
 const verifierLabel = "pipes/v1 secret verifier"
 
-// Limits.
+// Limits on netfile fields.
 const (
-	MaxNameLen    = 128
-	MaxGateways   = 64
-	maxFileSize   = 64 << 10
-	maxGatewayLen = 256
-	minMemoryKiB  = 8 << 10
-	maxMemoryKiB  = 1 << 20
-	maxTime       = 16
-	maxThreads    = 64
+	MaxNameLen    = 128 // bytes of UTF-8 in the network name
+	MaxGateways   = 64  // gateways per netfile
+	MaxGatewayLen = 256 // bytes of one "host:port"
+	MaxFileSize   = 64 << 10
 )
 
-// Sentinel errors, wrapped by Parse and Load.
+// Limits on Argon2id parameters, enforced by Create and Parse.
+const (
+	MinKDFTime      = 1
+	MaxKDFTime      = 16
+	MinKDFMemoryKiB = 8 << 10 // 8 MiB
+	MaxKDFMemoryKiB = 1 << 20 // 1 GiB
+	MinKDFThreads   = 1
+	MaxKDFThreads   = 64
+)
+
+const (
+	minSaltLen = 16
+	maxSaltLen = 64
+)
+
+// Sentinel errors, wrapped by Parse and Load (test with errors.Is).
 var (
-	ErrNotNetfile        = errors.New("not a netfile")
+	// ErrNotNetfile: the data does not start with Magic.
+	ErrNotNetfile = errors.New("not a netfile")
+	// ErrUnsupportedFormat: a format version this package does not read.
 	ErrUnsupportedFormat = errors.New("unsupported netfile format")
-	ErrBadSignature      = errors.New("signature does not verify: the file was altered or truncated")
-	ErrMalformed         = errors.New("malformed netfile")
+	// ErrBadSignature: the admin signature does not verify.
+	ErrBadSignature = errors.New("signature does not verify: the file was altered or truncated")
+	// ErrMalformed: a decoding failure, a wrong length or a field out of
+	// bounds.
+	ErrMalformed = errors.New("malformed netfile")
 )
 
 // KDFParams are Argon2id parameters.
 type KDFParams struct {
-	Time      uint32
-	MemoryKiB uint32
-	Threads   uint8
+	Time      uint32 // passes over memory
+	MemoryKiB uint32 // memory in KiB
+	Threads   uint8  // lanes
 }
 
-// DefaultKDF is RFC 9106's second recommended setting: 3 passes, 64 MiB,
-// 4 lanes.
+// DefaultKDF is RFC 9106's second recommended setting: 3 passes over
+// 64 MiB with 4 lanes.
 var DefaultKDF = KDFParams{Time: 3, MemoryKiB: 64 << 10, Threads: 4}
 
-// TestKDF is the cheapest accepted setting, for tests and demos.
-var TestKDF = KDFParams{Time: 1, MemoryKiB: minMemoryKiB, Threads: 1}
+// TestKDF is the cheapest accepted setting (1 pass, 8 MiB, 1 lane), for
+// tests and demos only.
+var TestKDF = KDFParams{Time: MinKDFTime, MemoryKiB: MinKDFMemoryKiB, Threads: MinKDFThreads}
 
-func (k KDFParams) check() error {
-	if k.Time < 1 || k.Time > maxTime || k.MemoryKiB < minMemoryKiB || k.MemoryKiB > maxMemoryKiB ||
-		k.Threads < 1 || k.Threads > maxThreads {
-		return fmt.Errorf("%w: Argon2id parameters out of range (time 1..%d, memory %d..%d KiB, threads 1..%d)",
-			ErrMalformed, maxTime, minMemoryKiB, maxMemoryKiB, maxThreads)
+// Check reports whether k is within the accepted limits.
+func (k KDFParams) Check() error {
+	if k.Time < MinKDFTime || k.Time > MaxKDFTime || k.MemoryKiB < MinKDFMemoryKiB || k.MemoryKiB > MaxKDFMemoryKiB ||
+		k.Threads < MinKDFThreads || k.Threads > MaxKDFThreads {
+		return fmt.Errorf("Argon2id parameters time %d, memory %d KiB, threads %d out of range (time %d..%d, memory %d..%d KiB, threads %d..%d)",
+			k.Time, k.MemoryKiB, k.Threads, MinKDFTime, MaxKDFTime, MinKDFMemoryKiB, MaxKDFMemoryKiB, MinKDFThreads, MaxKDFThreads)
 	}
 	return nil
 }
@@ -103,7 +143,7 @@ func (k KDFParams) check() error {
 // Spec describes a network to create.
 type Spec struct {
 	Name      string
-	Secret    string
+	Secret    string // never written; only its verifier is
 	Gateways  []string
 	Bootstrap bool
 	KDF       KDFParams // zero: DefaultKDF
@@ -122,193 +162,4 @@ type Netfile struct {
 	Revision  uint64
 	AdminKey  ed25519.PublicKey
 	Raw       []byte // the exact file bytes
-}
-
-// Create writes a new netfile for spec, signed by admin, to path (mode
-// 0644, atomically). It refuses to overwrite an existing file.
-func Create(path string, spec Spec, admin *identity.KeyPair) (*Netfile, error) {
-	if spec.KDF == (KDFParams{}) {
-		spec.KDF = DefaultKDF
-	}
-	if err := checkSpec(spec); err != nil {
-		return nil, err
-	}
-	var id [32]byte
-	if _, err := rand.Read(id[:]); err != nil {
-		return nil, err
-	}
-	body := &pb.NetfileBody{
-		Format:      Format,
-		NetworkId:   id[:],
-		Name:        spec.Name,
-		Gateways:    spec.Gateways,
-		Bootstrap:   spec.Bootstrap,
-		Kdf:         &pb.KDFParams{Salt: id[:], Time: spec.KDF.Time, MemoryKib: spec.KDF.MemoryKiB, Threads: uint32(spec.KDF.Threads)},
-		CreatedUnix: time.Now().Unix(),
-		Revision:    1,
-		AdminKey:    admin.Public,
-	}
-	key := deriveKey(spec.Secret, id[:], spec.KDF)
-	body.Verifier = verifier(key)
-	s, err := identity.SignProto(admin, signContext, body)
-	if err != nil {
-		return nil, err
-	}
-	enc, err := proto.MarshalOptions{Deterministic: true}.Marshal(s)
-	if err != nil {
-		return nil, err
-	}
-	raw := append([]byte(Magic+string(rune(Format))), enc...)
-	if err := atomicfile.Create(path, raw, 0o644); err != nil {
-		return nil, fmt.Errorf("netfile: %w", err)
-	}
-	return Parse(raw)
-}
-
-func checkSpec(s Spec) error {
-	if s.Name == "" || len(s.Name) > MaxNameLen || !utf8.ValidString(s.Name) {
-		return fmt.Errorf("netfile: network name must be 1 to %d bytes of UTF-8", MaxNameLen)
-	}
-	if s.Secret == "" {
-		return errors.New("netfile: the network secret is empty")
-	}
-	if len(s.Gateways) > MaxGateways {
-		return fmt.Errorf("netfile: at most %d gateways", MaxGateways)
-	}
-	for _, g := range s.Gateways {
-		if err := checkGateway(g); err != nil {
-			return fmt.Errorf("netfile: %w", err)
-		}
-	}
-	return s.KDF.check()
-}
-
-func checkGateway(g string) error {
-	host, port, err := net.SplitHostPort(g)
-	if err != nil || host == "" || len(g) > maxGatewayLen {
-		return fmt.Errorf("gateway %q is not host:port", g)
-	}
-	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
-		return fmt.Errorf("gateway %q: port must be 1..65535", g)
-	}
-	return nil
-}
-
-// Load reads and verifies the netfile at path. Errors name the file.
-func Load(path string) (*Netfile, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("netfile %s: %w", path, err)
-	}
-	defer f.Close()
-	data := make([]byte, maxFileSize+1)
-	n, err := readFull(f, data)
-	if err != nil {
-		return nil, fmt.Errorf("netfile %s: %w", path, err)
-	}
-	if n > maxFileSize {
-		return nil, fmt.Errorf("netfile %s: %w: larger than %d bytes", path, ErrMalformed, maxFileSize)
-	}
-	nf, err := Parse(data[:n])
-	if err != nil {
-		return nil, fmt.Errorf("netfile %s: %w", path, err)
-	}
-	return nf, nil
-}
-
-func readFull(f *os.File, buf []byte) (int, error) {
-	n := 0
-	for n < len(buf) {
-		m, err := f.Read(buf[n:])
-		n += m
-		if err != nil {
-			if errors.Is(err, os.ErrClosed) {
-				return n, err
-			}
-			return n, nil // io.EOF or a read error: parse what was read
-		}
-	}
-	return n, nil
-}
-
-// Parse verifies and decodes netfile bytes.
-func Parse(data []byte) (*Netfile, error) {
-	if len(data) < len(Magic)+1 || string(data[:len(Magic)]) != Magic {
-		return nil, ErrNotNetfile
-	}
-	if v := data[len(Magic)]; v != Format {
-		return nil, fmt.Errorf("%w: version %d, this software reads %d", ErrUnsupportedFormat, v, Format)
-	}
-	var s pb.Signed
-	if err := proto.Unmarshal(data[len(Magic)+1:], &s); err != nil {
-		return nil, fmt.Errorf("%w: %v (truncated?)", ErrMalformed, err)
-	}
-	var body pb.NetfileBody
-	if err := proto.Unmarshal(s.Body, &body); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
-	}
-	if len(body.AdminKey) != ed25519.PublicKeySize {
-		return nil, fmt.Errorf("%w: admin key of %d bytes (truncated?)", ErrMalformed, len(body.AdminKey))
-	}
-	if !identity.Verify(body.AdminKey, signContext, s.Body, s.Signature) {
-		return nil, ErrBadSignature
-	}
-	if body.Format != Format {
-		return nil, fmt.Errorf("%w: body format %d", ErrUnsupportedFormat, body.Format)
-	}
-	if len(body.NetworkId) != 32 || len(body.Verifier) != sha256.Size || body.Kdf == nil {
-		return nil, fmt.Errorf("%w: missing network id, verifier or KDF parameters", ErrMalformed)
-	}
-	if body.Kdf.Threads > maxThreads {
-		return nil, fmt.Errorf("%w: too many Argon2id threads", ErrMalformed)
-	}
-	kdf := KDFParams{Time: body.Kdf.Time, MemoryKiB: body.Kdf.MemoryKib, Threads: uint8(body.Kdf.Threads)}
-	if err := kdf.check(); err != nil {
-		return nil, err
-	}
-	if len(body.Kdf.Salt) < 16 || len(body.Kdf.Salt) > 64 {
-		return nil, fmt.Errorf("%w: salt of %d bytes", ErrMalformed, len(body.Kdf.Salt))
-	}
-	spec := Spec{Name: body.Name, Secret: "x", Gateways: body.Gateways, KDF: kdf}
-	if err := checkSpec(spec); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
-	}
-	return &Netfile{
-		ID:        [32]byte(body.NetworkId),
-		Name:      body.Name,
-		Gateways:  body.Gateways,
-		Bootstrap: body.Bootstrap,
-		KDF:       kdf,
-		Salt:      body.Kdf.Salt,
-		Verifier:  body.Verifier,
-		Created:   time.Unix(body.CreatedUnix, 0).UTC(),
-		Revision:  body.Revision,
-		AdminKey:  ed25519.PublicKey(body.AdminKey),
-		Raw:       bytes.Clone(data),
-	}, nil
-}
-
-func deriveKey(secret string, salt []byte, k KDFParams) [32]byte {
-	return [32]byte(argon2.IDKey([]byte(secret), salt, k.Time, k.MemoryKiB, k.Threads, 32))
-}
-
-func verifier(key [32]byte) []byte {
-	m := hmac.New(sha256.New, key[:])
-	m.Write([]byte(verifierLabel))
-	return m.Sum(nil)
-}
-
-// DeriveKey turns secret into the network key (slow by design).
-func (n *Netfile) DeriveKey(secret string) [32]byte { return deriveKey(secret, n.Salt, n.KDF) }
-
-// CheckKey reports, in constant time, whether key matches the verifier.
-func (n *Netfile) CheckKey(key [32]byte) bool { return hmac.Equal(verifier(key), n.Verifier) }
-
-// Unlock derives the key of secret and checks it.
-func (n *Netfile) Unlock(secret string) ([32]byte, bool) {
-	k := n.DeriveKey(secret)
-	if !n.CheckKey(k) {
-		return [32]byte{}, false
-	}
-	return k, true
 }
