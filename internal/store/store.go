@@ -1,246 +1,194 @@
-// Package store is the embedded database of a platform's data directory: a
-// Pebble v2 database in dir/db, guarded by an exclusive lock on
-// dir/LOCK.pipes so that one Platform at a time, in any process, has the
-// directory open.
-//
-// Keyspace: every key starts with a one-byte table tag owned by one caller
-// (see Key); ids follow as fixed-size byte strings, so a table's keys sort
-// by id and a prefix scan lists them. Writes are synced: when Set, Delete or
-// Batch return nil the change survives a crash of the process or machine.
 package store
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
-// Errors.
 var (
-	ErrLocked   = errors.New("store: directory is locked by another platform")
+	// ErrLocked is wrapped by Open when another Platform, in this process
+	// or another, has the directory open. The error names the directory.
+	ErrLocked = errors.New("store: data directory is locked by another platform")
+	// ErrNotFound is returned by Get when the key is absent.
 	ErrNotFound = errors.New("store: not found")
-	ErrClosed   = errors.New("store: closed")
-	ErrCorrupt  = errors.New("store: corrupted")
+	// ErrClosed is returned by every method of a closed DB but Close.
+	ErrClosed = errors.New("store: closed")
+	// ErrCorrupt is wrapped by errors that report a damaged database,
+	// from Open or from a read or write that met the damage.
+	ErrCorrupt = errors.New("store: corrupted")
 )
 
-// Options configure Open.
+const (
+	// defaultCacheSize is the block cache size when Options.CacheSize is 0.
+	defaultCacheSize = 8 << 20
+	// diskSlowThreshold is how long a disk operation may take before it is
+	// logged at Warn (Pebble's default).
+	diskSlowThreshold = 5 * time.Second
+)
+
+// Options configure Open. The zero value is ready to use.
 type Options struct {
-	Logger    *slog.Logger
-	CacheSize int64 // block cache bytes (default 8 MiB)
+	// Logger receives Pebble's log: its informational lines at Debug,
+	// its errors and on-disk corruption at Error. Nil discards them.
+	Logger *slog.Logger
+	// CacheSize is the block cache size in bytes; 0 means 8 MiB.
+	CacheSize int64
 }
 
 // DB is an open store. It is safe for concurrent use.
 type DB struct {
-	dir  string
-	lock *dirLock
-	mu   sync.RWMutex // write-locked only by Close
-	db   *pebble.DB
+	dir      string
+	path     string     // dir/db
+	pdb      *pebble.DB // closed only once every operation has left
+	fsCloser io.Closer  // of pdb's file system, after pdb
+	lock     *dirLock
+
+	mu     sync.Mutex
+	closed bool
+	ops    sync.WaitGroup // operations in progress; Add only under mu while !closed
+	done   chan struct{}  // closed when Close has finished
 }
 
-// Open opens (creating, mode 0700) the store of dir and locks dir.
+// Open locks dir and opens its store, creating dir (mode 0700) and the
+// database if they do not exist. It fails with an error wrapping ErrLocked
+// if dir is open elsewhere, and with one wrapping ErrCorrupt if the
+// database is damaged.
 func Open(dir string, opts Options) (*DB, error) {
-	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.DiscardHandler)
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
 	}
-	if opts.CacheSize <= 0 {
-		opts.CacheSize = 8 << 20
+	cacheSize := opts.CacheSize
+	if cacheSize <= 0 {
+		cacheSize = defaultCacheSize
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("store: %w", err)
+		return nil, fmt.Errorf("store: create %s: %w", dir, err)
 	}
 	lock, err := lockDir(dir)
 	if err != nil {
 		return nil, err
 	}
-	cache := pebble.NewCache(opts.CacheSize)
-	defer cache.Unref()
 	path := filepath.Join(dir, "db")
-	_, statErr := os.Stat(path)
-	po := &pebble.Options{
-		Cache:  cache,
-		Logger: pebbleLogger{opts.Logger},
-	}
-	if os.IsNotExist(statErr) {
-		po.FormatMajorVersion = pebble.FormatNewest
-	}
-	db, err := pebble.Open(path, po)
+	existed := hasManifest(path)
+	pdb, fsCloser, err := openPebble(path, existed, cacheSize, log)
 	if err != nil {
 		lock.release()
-		if errors.Is(err, pebble.ErrCorruption) {
-			return nil, fmt.Errorf("%w: the database at %s is damaged (%v); restore it from a backup or move it away to start empty", ErrCorrupt, path, err)
+		if isOpenCorruption(existed, err) {
+			return nil, &corruptError{dir: dir, path: path, err: err}
 		}
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
-	return &DB{dir: dir, lock: lock, db: db}, nil
+	return &DB{dir: dir, path: path, pdb: pdb, fsCloser: fsCloser, lock: lock, done: make(chan struct{})}, nil
 }
 
-// Dir returns the directory of the store.
+// openPebble opens the Pebble database at path. A new database gets the
+// newest format Pebble v2.1.7 supports; an existing one keeps its format.
+//
+// An existing database must be found as one: with its manifest marker
+// gone, Pebble would otherwise create a new, empty database over the old
+// files and delete them as obsolete.
+//
+// The file system is Pebble's default one, with its disk-health checks,
+// but made here: Pebble leaks the checker's goroutine when Open fails. The
+// returned closer stops it, once the database is closed.
+func openPebble(path string, existed bool, cacheSize int64, log *slog.Logger) (*pebble.DB, io.Closer, error) {
+	cache := pebble.NewCache(cacheSize)
+	defer cache.Unref() // pebble.Open takes its own reference
+	fs, fsCloser := vfs.WithDiskHealthChecks(vfs.Default, diskSlowThreshold, nil, func(info vfs.DiskSlowInfo) {
+		log.Warn("store: slow disk: " + info.String())
+	})
+	po := &pebble.Options{
+		FS:            fs,
+		Cache:         cache,
+		Logger:        pebbleLogger{log},
+		EventListener: eventListener(log),
+	}
+	if existed {
+		po.ErrorIfNotExists = true
+	} else {
+		po.FormatMajorVersion = pebble.FormatNewest
+	}
+	pdb, err := pebble.Open(path, po)
+	if err != nil {
+		fsCloser.Close()
+		return nil, nil, err
+	}
+	return pdb, fsCloser, nil
+}
+
+// hasManifest tells whether a Pebble database was created at path: Pebble
+// writes its first manifest, then the marker that names it, before
+// anything else, and always keeps both.
+func hasManifest(path string) bool {
+	for _, pattern := range []string{"MANIFEST-*", "marker.manifest.*"} {
+		if m, _ := filepath.Glob(filepath.Join(path, pattern)); len(m) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// Dir returns the data directory, as passed to Open.
 func (d *DB) Dir() string { return d.dir }
 
-// Key builds a key: the table tag followed by the parts.
-func Key(table byte, parts ...[]byte) []byte {
-	n := 1
-	for _, p := range parts {
-		n += len(p)
-	}
-	k := make([]byte, 0, n)
-	k = append(k, table)
-	for _, p := range parts {
-		k = append(k, p...)
-	}
-	return k
-}
-
-// PrefixEnd returns the smallest key greater than every key with prefix,
-// or nil if there is none.
-func PrefixEnd(prefix []byte) []byte {
-	end := bytes.Clone(prefix)
-	for i := len(end) - 1; i >= 0; i-- {
-		end[i]++
-		if end[i] != 0 {
-			return end[:i+1]
-		}
-	}
-	return nil
-}
-
-// Get returns a copy of the value of key, or ErrNotFound.
-func (d *DB) Get(key []byte) ([]byte, error) {
-	d.mu.RLock()
-	defer d.mu.RUnlock()
-	if d.db == nil {
-		return nil, ErrClosed
-	}
-	v, closer, err := d.db.Get(key)
-	if errors.Is(err, pebble.ErrNotFound) {
-		return nil, ErrNotFound
-	}
-	if err != nil {
-		return nil, fmt.Errorf("store: get: %w", err)
-	}
-	defer closer.Close()
-	return bytes.Clone(v), nil
-}
-
-// Set stores value under key, synced.
-func (d *DB) Set(key, value []byte) error {
-	return d.Batch(func(b *Batch) error { return b.Set(key, value) })
-}
-
-// Delete removes key, synced. Deleting an absent key is not an error.
-func (d *DB) Delete(key []byte) error {
-	return d.Batch(func(b *Batch) error { return b.Delete(key) })
-}
-
-// Batch is a set of writes applied atomically.
-type Batch struct{ b *pebble.Batch }
-
-// Set adds a write to the batch.
-func (b *Batch) Set(key, value []byte) error { return b.b.Set(key, value, nil) }
-
-// Delete adds a deletion to the batch.
-func (b *Batch) Delete(key []byte) error { return b.b.Delete(key, nil) }
-
-// Batch runs fn and applies its writes atomically and synced, or none of
-// them if fn returns an error.
-func (d *DB) Batch(fn func(b *Batch) error) error {
-	d.mu.RLock()
-	defer d.mu.RUnlock()
-	if d.db == nil {
-		return ErrClosed
-	}
-	pb := d.db.NewBatch()
-	defer pb.Close()
-	if err := fn(&Batch{b: pb}); err != nil {
+// Flush writes the memtable to disk. Writes are durable without it (they
+// are in the synced write-ahead log); it only shortens the next Open.
+func (d *DB) Flush() error {
+	if err := d.enter(); err != nil {
 		return err
 	}
-	if err := pb.Commit(pebble.Sync); err != nil {
-		return fmt.Errorf("store: write: %w", err)
+	defer d.ops.Done()
+	if err := d.pdb.Flush(); err != nil {
+		return d.opErr("flush", err)
 	}
 	return nil
 }
 
-// Scan calls fn for every key with prefix, in key order. The slices are
-// valid only during the call. An error from fn stops the scan and is
-// returned.
-func (d *DB) Scan(prefix []byte, fn func(key, value []byte) error) error {
-	d.mu.RLock()
-	defer d.mu.RUnlock()
-	if d.db == nil {
-		return ErrClosed
-	}
-	it, err := d.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: PrefixEnd(prefix)})
-	if err != nil {
-		return fmt.Errorf("store: scan: %w", err)
-	}
-	for it.First(); it.Valid(); it.Next() {
-		v, err := it.ValueAndErr()
-		if err != nil {
-			it.Close()
-			return fmt.Errorf("store: scan: %w", err)
-		}
-		if err := fn(it.Key(), v); err != nil {
-			it.Close()
-			return err
-		}
-	}
-	if err := it.Close(); err != nil {
-		return fmt.Errorf("store: scan: %w", err)
-	}
-	return nil
-}
-
-// Flush writes the memtable to disk.
-func (d *DB) Flush() error {
-	d.mu.RLock()
-	defer d.mu.RUnlock()
-	if d.db == nil {
-		return ErrClosed
-	}
-	return d.db.Flush()
-}
-
-// Close flushes and closes the database and releases the directory. It is
-// idempotent.
+// Close waits for the operations in progress, flushes and closes the
+// database, and releases the directory, which another Open may then take.
+// Operations that start once Close has begun return ErrClosed. Close is
+// idempotent: later calls wait for the first to finish and return nil. It
+// must not be called from the function passed to Batch or Scan, which
+// would wait for itself.
 func (d *DB) Close() error {
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.db == nil {
+	if d.closed {
+		d.mu.Unlock()
+		<-d.done
 		return nil
 	}
-	err := d.db.Flush()
-	if cerr := d.db.Close(); err == nil {
-		err = cerr
-	}
-	d.db = nil
+	d.closed = true
+	d.mu.Unlock()
+	defer close(d.done)
+
+	d.ops.Wait()
+	err := d.pdb.Flush()
+	err = errors.Join(err, d.pdb.Close(), d.fsCloser.Close())
 	d.lock.release()
 	if err != nil {
-		return fmt.Errorf("store: close: %w", err)
+		return fmt.Errorf("store: close %s: %w", d.path, err)
 	}
 	return nil
 }
 
-// pebbleLogger forwards Pebble's log to slog. Pebble's contract is that
-// Fatalf does not return: it logs at error level and panics, as Pebble's
-// own default logger exits the process.
-type pebbleLogger struct{ l *slog.Logger }
-
-func (p pebbleLogger) Infof(format string, args ...any) {
-	p.l.Debug("pebble: " + fmt.Sprintf(format, args...))
-}
-
-func (p pebbleLogger) Errorf(format string, args ...any) {
-	p.l.Error("pebble: " + fmt.Sprintf(format, args...))
-}
-
-func (p pebbleLogger) Fatalf(format string, args ...any) {
-	msg := "pebble: " + fmt.Sprintf(format, args...)
-	p.l.Error(msg)
-	panic(msg)
+// enter registers an operation, which must call d.ops.Done when it ends,
+// or returns ErrClosed.
+func (d *DB) enter() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return ErrClosed
+	}
+	d.ops.Add(1)
+	return nil
 }

@@ -1,0 +1,139 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// errBatchDone is returned by a Batch used after its function returned.
+var errBatchDone = errors.New("store: batch used after its function returned")
+
+// Get returns a copy of the value stored under key, or ErrNotFound.
+func (d *DB) Get(key []byte) ([]byte, error) {
+	if err := d.enter(); err != nil {
+		return nil, err
+	}
+	defer d.ops.Done()
+	v, closer, err := d.pdb.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, d.opErr("get", err)
+	}
+	defer closer.Close()
+	return append([]byte{}, v...), nil
+}
+
+// Set stores value under key. The write is synced: it is durable when Set
+// returns nil.
+func (d *DB) Set(key, value []byte) error {
+	if err := d.enter(); err != nil {
+		return err
+	}
+	defer d.ops.Done()
+	if err := d.pdb.Set(key, value, pebble.Sync); err != nil {
+		return d.opErr("set", err)
+	}
+	return nil
+}
+
+// Delete removes key, synced. Deleting an absent key is not an error.
+func (d *DB) Delete(key []byte) error {
+	if err := d.enter(); err != nil {
+		return err
+	}
+	defer d.ops.Done()
+	if err := d.pdb.Delete(key, pebble.Sync); err != nil {
+		return d.opErr("delete", err)
+	}
+	return nil
+}
+
+// Batch collects writes to apply atomically. It is valid only during the
+// function passed to DB.Batch and is not safe for concurrent use.
+type Batch struct {
+	b    *pebble.Batch
+	done bool
+}
+
+// Set adds the write of value under key to the batch.
+func (b *Batch) Set(key, value []byte) error {
+	if b.done {
+		return errBatchDone
+	}
+	if err := b.b.Set(key, value, nil); err != nil {
+		return fmt.Errorf("store: batch set: %w", err)
+	}
+	return nil
+}
+
+// Delete adds the removal of key to the batch.
+func (b *Batch) Delete(key []byte) error {
+	if b.done {
+		return errBatchDone
+	}
+	if err := b.b.Delete(key, nil); err != nil {
+		return fmt.Errorf("store: batch delete: %w", err)
+	}
+	return nil
+}
+
+// Batch calls fn and then applies the writes it added to b atomically and
+// synced. If fn returns an error (which Batch returns as is) or panics,
+// none of them is applied. Reads in fn do not see the batch's writes; fn
+// may use the DB's other methods but Close.
+func (d *DB) Batch(fn func(b *Batch) error) error {
+	if err := d.enter(); err != nil {
+		return err
+	}
+	defer d.ops.Done()
+	b := &Batch{b: d.pdb.NewBatch()}
+	defer func() {
+		b.done = true
+		b.b.Close()
+	}()
+	if err := fn(b); err != nil {
+		return err
+	}
+	if b.b.Empty() {
+		return nil
+	}
+	if err := b.b.Commit(pebble.Sync); err != nil {
+		return d.opErr("write", err)
+	}
+	return nil
+}
+
+// Scan calls fn for every key that starts with prefix, in key order, with
+// the key and its value; an empty prefix scans everything. The slices are
+// valid only during the call: copy what you keep. fn sees the store as it
+// was when Scan began, and may use the DB's other methods but Close. An
+// error from fn stops the scan and is returned as is.
+func (d *DB) Scan(prefix []byte, fn func(key, value []byte) error) error {
+	if err := d.enter(); err != nil {
+		return err
+	}
+	defer d.ops.Done()
+	it, err := d.pdb.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: PrefixEnd(prefix)})
+	if err != nil {
+		return d.opErr("scan", err)
+	}
+	for valid := it.First(); valid; valid = it.Next() {
+		v, err := it.ValueAndErr()
+		if err != nil {
+			it.Close()
+			return d.opErr("scan", err)
+		}
+		if err := fn(it.Key(), v); err != nil {
+			it.Close()
+			return err
+		}
+	}
+	if err := it.Close(); err != nil {
+		return d.opErr("scan", err)
+	}
+	return nil
+}
