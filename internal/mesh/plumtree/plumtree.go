@@ -17,15 +17,26 @@
 //
 // The core does no I/O, starts no goroutines and reads no clock: the owner
 // passes the time to every call, sends the frames returned and calls Tick
-// by NextDeadline. It is not safe for concurrent use; the owner serialises
-// calls. Every table is bounded, so a hostile neighbour cannot grow memory
-// without limit; what is dropped to keep the bounds is counted in Stats.
+// by NextDeadline. It is deterministic: the same calls with the same
+// arguments (and Config.Seed) return the same frames in the same order, so
+// a simulation replays exactly. It is not safe for concurrent use; the
+// owner serialises calls. Every table is bounded, so a hostile neighbour
+// cannot grow memory without limit; what is dropped to keep the bounds is
+// counted in Stats.
+//
+// Guarantees: a message is delivered at most once per id while its id is
+// remembered (SeenTTL, MaxSeen); on a connected overlay it reaches every
+// node as long as, wherever its tree is cut, some neighbour announces it
+// and still caches it (CacheTTL, MaxCache) when the graft arrives.
 package plumtree
 
 import (
+	"bytes"
+	"container/heap"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/pipesnet/pipes/internal/wire/pb"
@@ -107,7 +118,7 @@ type Stats struct {
 	LazySent       uint64 // announcements sent
 	GraftsSent     uint64
 	PrunesSent     uint64
-	Dropped        uint64 // announcements or ids dropped to keep bounds
+	Dropped        uint64 // announcements, announcers, ids or origin trees dropped to keep bounds
 	Peers          int    // neighbours
 	Origins        int    // origins with a tree
 	LazyLinks      int    // (origin, neighbour) pairs pushed lazily
@@ -122,11 +133,14 @@ type cached struct {
 	at      time.Time
 }
 
+// missing is a message announced but not received: its graft timer.
 type missing struct {
+	id         MsgID
 	origin     PeerID
-	announcers []PeerID
-	next       int // index of the next announcer to graft
+	announcers []PeerID // in order of announcement
+	next       int      // index of the next announcer to graft
 	deadline   time.Time
+	index      int // in Tree.timers
 }
 
 type stamped struct {
@@ -138,15 +152,22 @@ type stamped struct {
 type Tree struct {
 	cfg   Config
 	peers map[PeerID]struct{}
+	// peerList holds the neighbours sorted, so that every walk over them
+	// (and so the order of the frames returned) is deterministic.
+	peerList []PeerID
 	// lazy[origin] holds the neighbours pushed lazily for that origin; all
 	// other neighbours are eager. A new origin starts with every link eager.
 	lazy map[PeerID]map[PeerID]struct{}
+	// origins lists the keys of lazy in order of creation, oldest first:
+	// the one forgotten when MaxOrigins is reached.
+	origins []PeerID
 
 	seen      map[MsgID]struct{}
 	seenFIFO  []stamped
 	cache     map[MsgID]*cached
 	cacheFIFO []stamped
 	missing   map[MsgID]*missing
+	timers    timerHeap // the entries of missing, earliest deadline first
 
 	lazyQ        map[PeerID][]*pb.Announcement
 	lazyDeadline time.Time // zero: nothing queued
@@ -171,21 +192,48 @@ func New(cfg Config) *Tree {
 	}
 }
 
-// AddPeer adds a neighbour; new neighbours start eager for every origin.
-func (t *Tree) AddPeer(p PeerID) { t.peers[p] = struct{}{} }
+func comparePeers(a, b PeerID) int { return bytes.Compare(a[:], b[:]) }
 
-// RemovePeer forgets a neighbour and what was queued for it.
+// AddPeer adds a neighbour; new neighbours start eager for every origin.
+// Adding a neighbour twice is harmless.
+func (t *Tree) AddPeer(p PeerID) {
+	if _, ok := t.peers[p]; ok {
+		return
+	}
+	t.peers[p] = struct{}{}
+	i, _ := slices.BinarySearchFunc(t.peerList, p, comparePeers)
+	t.peerList = slices.Insert(t.peerList, i, p)
+}
+
+// RemovePeer forgets a neighbour: its links in every tree, the
+// announcements queued for it and its announcements of missing messages
+// (the grafts go to other announcers).
 func (t *Tree) RemovePeer(p PeerID) {
+	if _, ok := t.peers[p]; !ok {
+		return
+	}
 	delete(t.peers, p)
+	if i, ok := slices.BinarySearchFunc(t.peerList, p, comparePeers); ok {
+		t.peerList = slices.Delete(t.peerList, i, i+1)
+	}
 	delete(t.lazyQ, p)
 	for _, l := range t.lazy {
 		delete(l, p)
 	}
+	for _, m := range t.missing {
+		if i := slices.Index(m.announcers, p); i >= 0 {
+			m.announcers = slices.Delete(m.announcers, i, i+1)
+			if i < m.next {
+				m.next--
+			}
+		}
+	}
 }
 
-// Peers returns the eager and lazy neighbours for messages of origin.
+// Peers returns the eager and lazy neighbours for messages of origin, each
+// sorted.
 func (t *Tree) Peers(origin PeerID) (eager, lazy []PeerID) {
-	for p := range t.peers {
+	for _, p := range t.peerList {
 		if t.isEager(origin, p) {
 			eager = append(eager, p)
 		} else {
@@ -209,13 +257,16 @@ func (t *Tree) setEager(origin, p PeerID, eager bool) {
 	}
 	if l == nil {
 		if len(t.lazy) >= t.cfg.MaxOrigins {
-			for o := range t.lazy { // forget one origin: it starts all-eager again
-				delete(t.lazy, o)
-				break
-			}
+			// Forget the oldest origin: its tree starts all-eager again
+			// and the prunes of its next message rebuild it.
+			delete(t.lazy, t.origins[0])
+			t.origins[0] = PeerID{}
+			t.origins = t.origins[1:]
+			t.stats.Dropped++
 		}
 		l = map[PeerID]struct{}{}
 		t.lazy[origin] = l
+		t.origins = append(t.origins, origin)
 	}
 	l[p] = struct{}{}
 }
@@ -227,7 +278,11 @@ func (t *Tree) Seen(id MsgID) bool {
 	return ok
 }
 
-// Broadcast originates a message; origin is the local node's id.
+// Broadcast originates a message; origin is the local node's id and id is
+// the message's id, which the owner derives from kind and payload. It
+// returns the eager pushes; announcements to lazy peers go out on a later
+// Tick. A message already seen is not sent again. The payload is kept, not
+// copied: the caller must not modify it.
 func (t *Tree) Broadcast(now time.Time, origin PeerID, id MsgID, kind uint32, payload []byte) []Send {
 	if t.Seen(id) {
 		return nil
@@ -240,8 +295,13 @@ func (t *Tree) Broadcast(now time.Time, origin PeerID, id MsgID, kind uint32, pa
 // ErrUnknownPeer is returned for a frame from a peer not added.
 var ErrUnknownPeer = errors.New("plumtree: frame from unknown peer")
 
-// HandleFrame processes a frame from neighbour from. deliver is non-nil
-// exactly once per message id: the first time its payload arrives.
+// HandleFrame processes a Gossip, IHave, Graft or Prune frame from
+// neighbour from. deliver is non-nil exactly once per message id: the first
+// time its payload arrives; it is the frame's Gossip, for the owner to hand
+// to the application (its payload is kept for grafts and must not be
+// modified). out are the frames to send now. err is non-nil, and the
+// frame has had no effect, if from is not a neighbour, if the frame is of
+// another kind or if an id or origin is not 32 bytes long.
 func (t *Tree) HandleFrame(now time.Time, from PeerID, f *pb.Frame) (deliver *pb.Gossip, out []Send, err error) {
 	if _, ok := t.peers[from]; !ok {
 		return nil, nil, ErrUnknownPeer
@@ -261,7 +321,7 @@ func (t *Tree) HandleFrame(now time.Time, from PeerID, f *pb.Frame) (deliver *pb
 		t.setEager(PeerID(b.Prune.Origin), from, false)
 		return nil, nil, nil
 	}
-	return nil, nil, fmt.Errorf("plumtree: not a tree frame")
+	return nil, nil, fmt.Errorf("plumtree: not a tree frame (%T)", f.GetBody())
 }
 
 func (t *Tree) handleGossip(now time.Time, from PeerID, g *pb.Gossip) (*pb.Gossip, []Send, error) {
@@ -283,14 +343,18 @@ func (t *Tree) handleGossip(now time.Time, from PeerID, g *pb.Gossip) (*pb.Gossi
 	// per origin the tree is directed, and promoting parents made links
 	// flap under load (on 30 dense nodes, 4.7 payloads per delivery
 	// instead of 1.5-1.7 in the same run of the benchmark).
-	delete(t.missing, id)
 	hops := g.Hops + 1
 	t.accept(now, origin, id, g.Kind, g.Payload, hops)
 	return g, t.push(now, &from, origin, id, g.Kind, g.Payload, hops), nil
 }
 
-// accept records a new message as seen and cached.
+// accept records a new message as seen and cached and stops its graft
+// timer.
 func (t *Tree) accept(now time.Time, origin PeerID, id MsgID, kind uint32, payload []byte, hops uint32) {
+	if m := t.missing[id]; m != nil {
+		heap.Remove(&t.timers, m.index)
+		delete(t.missing, id)
+	}
 	t.stats.Delivered++
 	t.seen[id] = struct{}{}
 	t.seenFIFO = append(t.seenFIFO, stamped{id, now})
@@ -310,7 +374,7 @@ func (t *Tree) push(now time.Time, from *PeerID, origin PeerID, id MsgID, kind u
 	var out []Send
 	var frame *pb.Frame
 	lazy := t.lazyBuf[:0]
-	for p := range t.peers {
+	for _, p := range t.peerList {
 		if from != nil && p == *from {
 			continue
 		}
@@ -345,14 +409,16 @@ func (t *Tree) push(now time.Time, from *PeerID, origin PeerID, id MsgID, kind u
 	return out
 }
 
+// handleIHave records the announcer of each message not seen and starts
+// its graft timer. A frame with one malformed announcement is rejected
+// whole.
 func (t *Tree) handleIHave(now time.Time, from PeerID, ih *pb.IHave) error {
-	if ih == nil {
-		return nil
-	}
-	for _, a := range ih.Messages {
-		if len(a.Id) != 32 || len(a.Origin) != 32 {
+	for _, a := range ih.GetMessages() {
+		if len(a.GetId()) != 32 || len(a.GetOrigin()) != 32 {
 			return errors.New("plumtree: announcement without a 32-byte id and origin")
 		}
+	}
+	for _, a := range ih.GetMessages() {
 		id := MsgID(a.Id)
 		if t.Seen(id) {
 			continue
@@ -363,23 +429,20 @@ func (t *Tree) handleIHave(now time.Time, from PeerID, ih *pb.IHave) error {
 				t.stats.Dropped++
 				continue
 			}
-			m = &missing{origin: PeerID(a.Origin), deadline: now.Add(t.cfg.IHaveTimeout)}
+			m = &missing{id: id, origin: PeerID(a.Origin), deadline: now.Add(t.cfg.IHaveTimeout)}
 			t.missing[id] = m
+			heap.Push(&t.timers, m)
 		}
-		if len(m.announcers) < maxAnnouncers && !contains(m.announcers, from) {
-			m.announcers = append(m.announcers, from)
+		if slices.Contains(m.announcers, from) {
+			continue
 		}
+		if len(m.announcers) >= maxAnnouncers {
+			t.stats.Dropped++
+			continue
+		}
+		m.announcers = append(m.announcers, from)
 	}
 	return nil
-}
-
-func contains(s []PeerID, p PeerID) bool {
-	for _, x := range s {
-		if x == p {
-			return true
-		}
-	}
-	return false
 }
 
 func (t *Tree) handleGraft(from PeerID, g *pb.Graft) ([]Send, error) {

@@ -1,6 +1,8 @@
 package plumtree
 
 import (
+	"bytes"
+	"container/heap"
 	"time"
 
 	"github.com/pipesnet/pipes/internal/wire/pb"
@@ -14,11 +16,10 @@ func (t *Tree) Tick(now time.Time) []Send {
 	if !t.lazyDeadline.IsZero() && !now.Before(t.lazyDeadline) {
 		out = t.flushLazy(out)
 	}
-	for id, m := range t.missing {
-		if now.Before(m.deadline) {
-			continue
-		}
-		// Skip announcers that are gone.
+	for len(t.timers) > 0 && !now.Before(t.timers[0].deadline) {
+		m := t.timers[0]
+		// Skip announcers that are gone (RemovePeer drops them; this is
+		// a second line of defence).
 		for m.next < len(m.announcers) {
 			if _, ok := t.peers[m.announcers[m.next]]; ok {
 				break
@@ -26,19 +27,24 @@ func (t *Tree) Tick(now time.Time) []Send {
 			m.next++
 		}
 		if m.next >= len(m.announcers) {
-			delete(t.missing, id) // nobody left to ask; a later IHAVE starts over
+			// Nobody left to ask; a later IHAVE starts over.
+			heap.Pop(&t.timers)
+			delete(t.missing, m.id)
 			continue
 		}
 		p := m.announcers[m.next]
 		m.next++
 		m.deadline = now.Add(t.cfg.GraftRetry)
+		heap.Fix(&t.timers, 0)
 		t.stats.GraftsSent++ // the announcer makes this node its child; nothing changes here
-		out = append(out, Send{To: p, Frame: &pb.Frame{Body: &pb.Frame_Graft{Graft: &pb.Graft{Id: id[:], Origin: m.origin[:]}}}})
+		out = append(out, Send{To: p, Frame: &pb.Frame{Body: &pb.Frame_Graft{Graft: &pb.Graft{Id: m.id[:], Origin: m.origin[:]}}}})
 	}
-	for len(t.seenFIFO) > 0 && now.Sub(t.seenFIFO[0].at) > t.cfg.SeenTTL {
+	// Expire at exactly the time NextDeadline names, so that an owner
+	// that sleeps until then always finds the work done.
+	for len(t.seenFIFO) > 0 && !now.Before(t.seenFIFO[0].at.Add(t.cfg.SeenTTL)) {
 		t.expireSeenOne()
 	}
-	for len(t.cacheFIFO) > 0 && now.Sub(t.cacheFIFO[0].at) > t.cfg.CacheTTL {
+	for len(t.cacheFIFO) > 0 && !now.Before(t.cacheFIFO[0].at.Add(t.cfg.CacheTTL)) {
 		t.expireCacheOne()
 	}
 	return out
@@ -46,7 +52,8 @@ func (t *Tree) Tick(now time.Time) []Send {
 
 // flushLazy turns queued announcements into IHAVE frames.
 func (t *Tree) flushLazy(out []Send) []Send {
-	for p, q := range t.lazyQ {
+	for _, p := range t.peerList {
+		q := t.lazyQ[p]
 		for len(q) > 0 {
 			n := min(len(q), t.cfg.MaxIHave)
 			out = append(out, Send{To: p, Frame: &pb.Frame{Body: &pb.Frame_Ihave{Ihave: &pb.IHave{Messages: q[:n]}}}})
@@ -59,7 +66,9 @@ func (t *Tree) flushLazy(out []Send) []Send {
 	return out
 }
 
-// NextDeadline returns the earliest time Tick has work, if any.
+// NextDeadline returns the earliest time Tick has work, if any: a Tick at
+// or after that time does it. The owner sleeps until then (or until a frame
+// arrives); a time in the past means Tick has work now.
 func (t *Tree) NextDeadline() (time.Time, bool) {
 	var next time.Time
 	consider := func(d time.Time) {
@@ -70,8 +79,8 @@ func (t *Tree) NextDeadline() (time.Time, bool) {
 	if !t.lazyDeadline.IsZero() {
 		consider(t.lazyDeadline)
 	}
-	for _, m := range t.missing {
-		consider(m.deadline)
+	if len(t.timers) > 0 {
+		consider(t.timers[0].deadline)
 	}
 	if len(t.seenFIFO) > 0 {
 		consider(t.seenFIFO[0].at.Add(t.cfg.SeenTTL))
@@ -107,4 +116,33 @@ func (t *Tree) Stats() Stats {
 	}
 	s.Cached, s.Missed = len(t.cache), len(t.missing)
 	return s
+}
+
+// timerHeap orders missing messages by graft deadline, then by id, so
+// that grafts due at the same time go out in a deterministic order.
+type timerHeap []*missing
+
+func (h timerHeap) Len() int { return len(h) }
+func (h timerHeap) Less(i, j int) bool {
+	if !h[i].deadline.Equal(h[j].deadline) {
+		return h[i].deadline.Before(h[j].deadline)
+	}
+	return bytes.Compare(h[i].id[:], h[j].id[:]) < 0
+}
+func (h timerHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].index, h[j].index = i, j
+}
+func (h *timerHeap) Push(x any) {
+	m := x.(*missing)
+	m.index = len(*h)
+	*h = append(*h, m)
+}
+func (h *timerHeap) Pop() any {
+	old := *h
+	m := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	m.index = -1
+	return m
 }
