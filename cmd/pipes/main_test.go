@@ -10,10 +10,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pipesnet/pipes/internal/testutil"
 )
 
 // TestMain lets the test binary act as the pipes command, so the tests run
@@ -113,23 +114,8 @@ func TestNetworkCreateAddSetSecretJSON(t *testing.T) {
 	}
 }
 
-// syncBuffer is an output sink safe to read while a process writes it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is an output sink safe to read while another goroutine writes it.
+type syncBuffer = testutil.Buffer
 
 type ref struct {
 	ID        string `json:"id"`

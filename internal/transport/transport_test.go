@@ -1,16 +1,16 @@
 package transport
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
 	"io"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/pipesnet/pipes/internal/testutil"
 
 	"go.uber.org/goleak"
 	"google.golang.org/protobuf/proto"
@@ -217,23 +217,8 @@ func FuzzVerifyHello(f *testing.F) {
 	})
 }
 
-// syncBuffer is a log sink safe for the transport's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is an output sink safe to read while another goroutine writes it.
+type syncBuffer = testutil.Buffer
 
 func TestRefusalLoggedOnBothSides(t *testing.T) {
 	a, b := newMember(t, netA, "a"), newMember(t, netA, "b")
