@@ -34,10 +34,7 @@ func (d *DB) Set(key, value []byte) error {
 		return err
 	}
 	defer d.ops.Done()
-	if err := d.pdb.Set(key, value, pebble.Sync); err != nil {
-		return d.opErr("set", err)
-	}
-	return nil
+	return d.write("set", len(key)+len(value), func() error { return d.pdb.Set(key, value, pebble.Sync) })
 }
 
 // Delete removes key, synced. Deleting an absent key is not an error.
@@ -46,10 +43,7 @@ func (d *DB) Delete(key []byte) error {
 		return err
 	}
 	defer d.ops.Done()
-	if err := d.pdb.Delete(key, pebble.Sync); err != nil {
-		return d.opErr("delete", err)
-	}
-	return nil
+	return d.write("delete", len(key), func() error { return d.pdb.Delete(key, pebble.Sync) })
 }
 
 // Batch collects writes to apply atomically. It is valid only during the
@@ -101,10 +95,26 @@ func (d *DB) Batch(fn func(b *Batch) error) error {
 	if b.b.Empty() {
 		return nil
 	}
-	if err := b.b.Commit(pebble.Sync); err != nil {
-		return d.opErr("write", err)
+	return d.write("write", len(b.b.Repr()), func() error { return b.b.Commit(pebble.Sync) })
+}
+
+// Range calls fn for every key k with lower <= k < upper, in key order
+// (nil upper: no upper bound), under the same rules as Scan.
+func (d *DB) Range(lower, upper []byte, fn func(key, value []byte) error) error {
+	return d.iterate(lower, upper, false, fn)
+}
+
+// Last returns a copy of the greatest key with lower <= k < upper and its
+// value, or ErrNotFound.
+func (d *DB) Last(lower, upper []byte) (key, value []byte, err error) {
+	err = d.iterate(lower, upper, true, func(k, v []byte) error {
+		key, value = append([]byte{}, k...), append([]byte{}, v...)
+		return nil
+	})
+	if err == nil && key == nil {
+		err = ErrNotFound
 	}
-	return nil
+	return key, value, err
 }
 
 // Scan calls fn for every key that starts with prefix, in key order, with
@@ -113,15 +123,24 @@ func (d *DB) Batch(fn func(b *Batch) error) error {
 // was when Scan began, and may use the DB's other methods but Close. An
 // error from fn stops the scan and is returned as is.
 func (d *DB) Scan(prefix []byte, fn func(key, value []byte) error) error {
+	return d.iterate(prefix, PrefixEnd(prefix), false, fn)
+}
+
+// iterate calls fn for the keys in [lower, upper), or for the last one only.
+func (d *DB) iterate(lower, upper []byte, lastOnly bool, fn func(key, value []byte) error) error {
 	if err := d.enter(); err != nil {
 		return err
 	}
 	defer d.ops.Done()
-	it, err := d.pdb.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: PrefixEnd(prefix)})
+	it, err := d.pdb.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {
 		return d.opErr("scan", err)
 	}
-	for valid := it.First(); valid; valid = it.Next() {
+	first, next := it.First, it.Next
+	if lastOnly {
+		first, next = it.Last, func() bool { return false }
+	}
+	for valid := first(); valid; valid = next() {
 		v, err := it.ValueAndErr()
 		if err != nil {
 			it.Close()

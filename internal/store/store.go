@@ -42,6 +42,10 @@ type Options struct {
 	Logger *slog.Logger
 	// CacheSize is the block cache size in bytes; 0 means 8 MiB.
 	CacheSize int64
+	// MinFreeBytes is the free disk space a write must leave; writes that
+	// would leave less fail with ErrDiskFull. 0 means 64 MiB; a negative
+	// value turns the check off.
+	MinFreeBytes int64
 }
 
 // DB is an open store. It is safe for concurrent use.
@@ -51,9 +55,11 @@ type DB struct {
 	pdb      *pebble.DB // closed only once every operation has left
 	fsCloser io.Closer  // of pdb's file system, after pdb
 	lock     *dirLock
+	space    spaceGuard
 
 	mu     sync.Mutex
 	closed bool
+	failed error // set when a write met a fatal engine error
 	ops    sync.WaitGroup // operations in progress; Add only under mu while !closed
 	done   chan struct{}  // closed when Close has finished
 }
@@ -88,7 +94,15 @@ func Open(dir string, opts Options) (*DB, error) {
 		}
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
-	return &DB{dir: dir, path: path, pdb: pdb, fsCloser: fsCloser, lock: lock, done: make(chan struct{})}, nil
+	minFree := uint64(defaultMinFree)
+	switch {
+	case opts.MinFreeBytes > 0:
+		minFree = uint64(opts.MinFreeBytes)
+	case opts.MinFreeBytes < 0:
+		minFree = 0
+	}
+	return &DB{dir: dir, path: path, pdb: pdb, fsCloser: fsCloser, lock: lock, done: make(chan struct{}),
+		space: spaceGuard{dir: dir, min: minFree, free: freeSpace}}, nil
 }
 
 // openPebble opens the Pebble database at path. A new database gets the
@@ -189,6 +203,31 @@ func (d *DB) enter() error {
 	if d.closed {
 		return ErrClosed
 	}
+	if d.failed != nil {
+		return d.failed
+	}
 	d.ops.Add(1)
+	return nil
+}
+
+// write runs a write of about n bytes: it checks the free space first, and
+// turns a fatal engine error during the write (Pebble stops when it cannot
+// write its log) into an error wrapping ErrFailed, after which the DB
+// refuses every operation. Writes acknowledged before stay durable.
+func (d *DB) write(op string, n int, fn func() error) (err error) {
+	if err := d.space.check(n); err != nil {
+		return err
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: %s %s: %v", ErrFailed, op, d.path, r)
+			d.mu.Lock()
+			d.failed = err
+			d.mu.Unlock()
+		}
+	}()
+	if err := fn(); err != nil {
+		return d.opErr(op, err)
+	}
 	return nil
 }

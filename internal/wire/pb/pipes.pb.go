@@ -1688,6 +1688,7 @@ type SealedBody struct {
 	//
 	//	*SealedBody_Def
 	//	*SealedBody_Batch
+	//	*SealedBody_Sync
 	Body          isSealedBody_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1748,6 +1749,15 @@ func (x *SealedBody) GetBatch() *PacketBatch {
 	return nil
 }
 
+func (x *SealedBody) GetSync() *Sync {
+	if x != nil {
+		if x, ok := x.Body.(*SealedBody_Sync); ok {
+			return x.Sync
+		}
+	}
+	return nil
+}
+
 type isSealedBody_Body interface {
 	isSealedBody_Body()
 }
@@ -1760,9 +1770,15 @@ type SealedBody_Batch struct {
 	Batch *PacketBatch `protobuf:"bytes,2,opt,name=batch,proto3,oneof"`
 }
 
+type SealedBody_Sync struct {
+	Sync *Sync `protobuf:"bytes,3,opt,name=sync,proto3,oneof"`
+}
+
 func (*SealedBody_Def) isSealedBody_Body() {}
 
 func (*SealedBody_Batch) isSealedBody_Body() {}
+
+func (*SealedBody_Sync) isSealedBody_Body() {}
 
 // Sealed is an end-to-end encrypted message to one node (routed kind 16):
 // HPKE (ML-KEM-768+X25519, HKDF-SHA256) gives a session key, which seals
@@ -1823,6 +1839,570 @@ func (x *Sealed) GetCounter() uint64 {
 func (x *Sealed) GetCiphertext() []byte {
 	if x != nil {
 		return x.Ciphertext
+	}
+	return nil
+}
+
+// Sync is the catch-up protocol of persistent pipelines (routed kind 19
+// between direct peers for broadcast pipelines; inside Sealed between the
+// two nodes of a point-to-point pipeline). A node's history of a pipeline
+// is, for each sender, the packets 1..head of that sender: heads are a
+// version vector, and what one node lacks is a range of sequence numbers
+// per sender. See docs/protocol.md.
+type Sync struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Body:
+	//
+	//	*Sync_Digest
+	//	*Sync_Offer
+	//	*Sync_Want
+	//	*Sync_Data
+	Body          isSync_Body `protobuf_oneof:"body"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Sync) Reset() {
+	*x = Sync{}
+	mi := &file_pipes_v1_pipes_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Sync) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Sync) ProtoMessage() {}
+
+func (x *Sync) ProtoReflect() protoreflect.Message {
+	mi := &file_pipes_v1_pipes_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Sync.ProtoReflect.Descriptor instead.
+func (*Sync) Descriptor() ([]byte, []int) {
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *Sync) GetBody() isSync_Body {
+	if x != nil {
+		return x.Body
+	}
+	return nil
+}
+
+func (x *Sync) GetDigest() *SyncDigest {
+	if x != nil {
+		if x, ok := x.Body.(*Sync_Digest); ok {
+			return x.Digest
+		}
+	}
+	return nil
+}
+
+func (x *Sync) GetOffer() *SyncOffer {
+	if x != nil {
+		if x, ok := x.Body.(*Sync_Offer); ok {
+			return x.Offer
+		}
+	}
+	return nil
+}
+
+func (x *Sync) GetWant() *SyncWant {
+	if x != nil {
+		if x, ok := x.Body.(*Sync_Want); ok {
+			return x.Want
+		}
+	}
+	return nil
+}
+
+func (x *Sync) GetData() *SyncData {
+	if x != nil {
+		if x, ok := x.Body.(*Sync_Data); ok {
+			return x.Data
+		}
+	}
+	return nil
+}
+
+type isSync_Body interface {
+	isSync_Body()
+}
+
+type Sync_Digest struct {
+	Digest *SyncDigest `protobuf:"bytes,1,opt,name=digest,proto3,oneof"`
+}
+
+type Sync_Offer struct {
+	Offer *SyncOffer `protobuf:"bytes,2,opt,name=offer,proto3,oneof"`
+}
+
+type Sync_Want struct {
+	Want *SyncWant `protobuf:"bytes,3,opt,name=want,proto3,oneof"`
+}
+
+type Sync_Data struct {
+	Data *SyncData `protobuf:"bytes,4,opt,name=data,proto3,oneof"`
+}
+
+func (*Sync_Digest) isSync_Body() {}
+
+func (*Sync_Offer) isSync_Body() {}
+
+func (*Sync_Want) isSync_Body() {}
+
+func (*Sync_Data) isSync_Body() {}
+
+// SyncDigest lists, for each persistent pipeline, a hash of the sender's
+// heads, so that two peers learn cheaply which pipelines differ.
+type SyncDigest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pipelines     []*SyncHash            `protobuf:"bytes,1,rep,name=pipelines,proto3" json:"pipelines,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SyncDigest) Reset() {
+	*x = SyncDigest{}
+	mi := &file_pipes_v1_pipes_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SyncDigest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SyncDigest) ProtoMessage() {}
+
+func (x *SyncDigest) ProtoReflect() protoreflect.Message {
+	mi := &file_pipes_v1_pipes_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SyncDigest.ProtoReflect.Descriptor instead.
+func (*SyncDigest) Descriptor() ([]byte, []int) {
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *SyncDigest) GetPipelines() []*SyncHash {
+	if x != nil {
+		return x.Pipelines
+	}
+	return nil
+}
+
+type SyncHash struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pipeline      []byte                 `protobuf:"bytes,1,opt,name=pipeline,proto3" json:"pipeline,omitempty"`
+	Hash          []byte                 `protobuf:"bytes,2,opt,name=hash,proto3" json:"hash,omitempty"` // SHA-256 of the heads, sorted by sender
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SyncHash) Reset() {
+	*x = SyncHash{}
+	mi := &file_pipes_v1_pipes_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SyncHash) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SyncHash) ProtoMessage() {}
+
+func (x *SyncHash) ProtoReflect() protoreflect.Message {
+	mi := &file_pipes_v1_pipes_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SyncHash.ProtoReflect.Descriptor instead.
+func (*SyncHash) Descriptor() ([]byte, []int) {
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *SyncHash) GetPipeline() []byte {
+	if x != nil {
+		return x.Pipeline
+	}
+	return nil
+}
+
+func (x *SyncHash) GetHash() []byte {
+	if x != nil {
+		return x.Hash
+	}
+	return nil
+}
+
+// SyncOffer states what the sending node has of one pipeline.
+type SyncOffer struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pipeline      []byte                 `protobuf:"bytes,1,opt,name=pipeline,proto3" json:"pipeline,omitempty"`
+	Heads         []*SyncHead            `protobuf:"bytes,2,rep,name=heads,proto3" json:"heads,omitempty"`
+	WantReply     bool                   `protobuf:"varint,3,opt,name=want_reply,json=wantReply,proto3" json:"want_reply,omitempty"` // the receiver should answer with its own offer
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SyncOffer) Reset() {
+	*x = SyncOffer{}
+	mi := &file_pipes_v1_pipes_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SyncOffer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SyncOffer) ProtoMessage() {}
+
+func (x *SyncOffer) ProtoReflect() protoreflect.Message {
+	mi := &file_pipes_v1_pipes_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SyncOffer.ProtoReflect.Descriptor instead.
+func (*SyncOffer) Descriptor() ([]byte, []int) {
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *SyncOffer) GetPipeline() []byte {
+	if x != nil {
+		return x.Pipeline
+	}
+	return nil
+}
+
+func (x *SyncOffer) GetHeads() []*SyncHead {
+	if x != nil {
+		return x.Heads
+	}
+	return nil
+}
+
+func (x *SyncOffer) GetWantReply() bool {
+	if x != nil {
+		return x.WantReply
+	}
+	return false
+}
+
+type SyncHead struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Sender        []byte                 `protobuf:"bytes,1,opt,name=sender,proto3" json:"sender,omitempty"`
+	Seq           uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"` // the sender's packets 1..seq are stored
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SyncHead) Reset() {
+	*x = SyncHead{}
+	mi := &file_pipes_v1_pipes_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SyncHead) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SyncHead) ProtoMessage() {}
+
+func (x *SyncHead) ProtoReflect() protoreflect.Message {
+	mi := &file_pipes_v1_pipes_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SyncHead.ProtoReflect.Descriptor instead.
+func (*SyncHead) Descriptor() ([]byte, []int) {
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *SyncHead) GetSender() []byte {
+	if x != nil {
+		return x.Sender
+	}
+	return nil
+}
+
+func (x *SyncHead) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+// SyncWant asks for a sender's packets from..to (inclusive).
+type SyncWant struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pipeline      []byte                 `protobuf:"bytes,1,opt,name=pipeline,proto3" json:"pipeline,omitempty"`
+	Sender        []byte                 `protobuf:"bytes,2,opt,name=sender,proto3" json:"sender,omitempty"`
+	From          uint64                 `protobuf:"varint,3,opt,name=from,proto3" json:"from,omitempty"`
+	To            uint64                 `protobuf:"varint,4,opt,name=to,proto3" json:"to,omitempty"`
+	Request       uint64                 `protobuf:"varint,5,opt,name=request,proto3" json:"request,omitempty"` // echoed in the answers
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SyncWant) Reset() {
+	*x = SyncWant{}
+	mi := &file_pipes_v1_pipes_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SyncWant) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SyncWant) ProtoMessage() {}
+
+func (x *SyncWant) ProtoReflect() protoreflect.Message {
+	mi := &file_pipes_v1_pipes_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SyncWant.ProtoReflect.Descriptor instead.
+func (*SyncWant) Descriptor() ([]byte, []int) {
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *SyncWant) GetPipeline() []byte {
+	if x != nil {
+		return x.Pipeline
+	}
+	return nil
+}
+
+func (x *SyncWant) GetSender() []byte {
+	if x != nil {
+		return x.Sender
+	}
+	return nil
+}
+
+func (x *SyncWant) GetFrom() uint64 {
+	if x != nil {
+		return x.From
+	}
+	return 0
+}
+
+func (x *SyncWant) GetTo() uint64 {
+	if x != nil {
+		return x.To
+	}
+	return 0
+}
+
+func (x *SyncWant) GetRequest() uint64 {
+	if x != nil {
+		return x.Request
+	}
+	return 0
+}
+
+// SyncData answers a SyncWant with signed batch segments of one sender.
+type SyncData struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pipeline      []byte                 `protobuf:"bytes,1,opt,name=pipeline,proto3" json:"pipeline,omitempty"`
+	Request       uint64                 `protobuf:"varint,2,opt,name=request,proto3" json:"request,omitempty"`
+	NodeCert      *Signed                `protobuf:"bytes,3,opt,name=node_cert,json=nodeCert,proto3" json:"node_cert,omitempty"` // the sender's certificate
+	Segments      []*SyncSegment         `protobuf:"bytes,4,rep,name=segments,proto3" json:"segments,omitempty"`
+	Last          bool                   `protobuf:"varint,5,opt,name=last,proto3" json:"last,omitempty"` // no more answers to this request
+	Head          uint64                 `protobuf:"varint,6,opt,name=head,proto3" json:"head,omitempty"` // with last: the serving node's head for the sender
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SyncData) Reset() {
+	*x = SyncData{}
+	mi := &file_pipes_v1_pipes_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SyncData) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SyncData) ProtoMessage() {}
+
+func (x *SyncData) ProtoReflect() protoreflect.Message {
+	mi := &file_pipes_v1_pipes_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SyncData.ProtoReflect.Descriptor instead.
+func (*SyncData) Descriptor() ([]byte, []int) {
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *SyncData) GetPipeline() []byte {
+	if x != nil {
+		return x.Pipeline
+	}
+	return nil
+}
+
+func (x *SyncData) GetRequest() uint64 {
+	if x != nil {
+		return x.Request
+	}
+	return 0
+}
+
+func (x *SyncData) GetNodeCert() *Signed {
+	if x != nil {
+		return x.NodeCert
+	}
+	return nil
+}
+
+func (x *SyncData) GetSegments() []*SyncSegment {
+	if x != nil {
+		return x.Segments
+	}
+	return nil
+}
+
+func (x *SyncData) GetLast() bool {
+	if x != nil {
+		return x.Last
+	}
+	return false
+}
+
+func (x *SyncData) GetHead() uint64 {
+	if x != nil {
+		return x.Head
+	}
+	return 0
+}
+
+// SyncSegment is the tail of one signed batch: the ids of the batch's
+// packets before the first one sent, then the packets to the batch's end.
+// The signature is the batch's, over all of its ids.
+type SyncSegment struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	FirstSeq      uint64                 `protobuf:"varint,1,opt,name=first_seq,json=firstSeq,proto3" json:"first_seq,omitempty"` // sequence number of the batch's first packet
+	PrefixIds     [][]byte               `protobuf:"bytes,2,rep,name=prefix_ids,json=prefixIds,proto3" json:"prefix_ids,omitempty"`
+	Packets       []*Packet              `protobuf:"bytes,3,rep,name=packets,proto3" json:"packets,omitempty"`
+	Signature     []byte                 `protobuf:"bytes,4,opt,name=signature,proto3" json:"signature,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SyncSegment) Reset() {
+	*x = SyncSegment{}
+	mi := &file_pipes_v1_pipes_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SyncSegment) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SyncSegment) ProtoMessage() {}
+
+func (x *SyncSegment) ProtoReflect() protoreflect.Message {
+	mi := &file_pipes_v1_pipes_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SyncSegment.ProtoReflect.Descriptor instead.
+func (*SyncSegment) Descriptor() ([]byte, []int) {
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *SyncSegment) GetFirstSeq() uint64 {
+	if x != nil {
+		return x.FirstSeq
+	}
+	return 0
+}
+
+func (x *SyncSegment) GetPrefixIds() [][]byte {
+	if x != nil {
+		return x.PrefixIds
+	}
+	return nil
+}
+
+func (x *SyncSegment) GetPackets() []*Packet {
+	if x != nil {
+		return x.Packets
+	}
+	return nil
+}
+
+func (x *SyncSegment) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
 	}
 	return nil
 }
@@ -1962,18 +2542,58 @@ const file_pipes_v1_pipes_proto_rawDesc = "" +
 	"\tnode_cert\x18\x01 \x01(\v2\x10.pipes.v1.SignedR\bnodeCert\x12\x1a\n" +
 	"\bpipeline\x18\x02 \x01(\fR\bpipeline\x12*\n" +
 	"\apackets\x18\x03 \x03(\v2\x10.pipes.v1.PacketR\apackets\x12\x1c\n" +
-	"\tsignature\x18\x04 \x01(\fR\tsignature\"n\n" +
+	"\tsignature\x18\x04 \x01(\fR\tsignature\"\x94\x01\n" +
 	"\n" +
 	"SealedBody\x12)\n" +
 	"\x03def\x18\x01 \x01(\v2\x15.pipes.v1.PipelineDefH\x00R\x03def\x12-\n" +
-	"\x05batch\x18\x02 \x01(\v2\x15.pipes.v1.PacketBatchH\x00R\x05batchB\x06\n" +
+	"\x05batch\x18\x02 \x01(\v2\x15.pipes.v1.PacketBatchH\x00R\x05batch\x12$\n" +
+	"\x04sync\x18\x03 \x01(\v2\x0e.pipes.v1.SyncH\x00R\x04syncB\x06\n" +
 	"\x04body\"T\n" +
 	"\x06Sealed\x12\x10\n" +
 	"\x03enc\x18\x01 \x01(\fR\x03enc\x12\x18\n" +
 	"\acounter\x18\x02 \x01(\x04R\acounter\x12\x1e\n" +
 	"\n" +
 	"ciphertext\x18\x03 \x01(\fR\n" +
-	"ciphertextB,Z*github.com/pipesnet/pipes/internal/wire/pbb\x06proto3"
+	"ciphertext\"\xbf\x01\n" +
+	"\x04Sync\x12.\n" +
+	"\x06digest\x18\x01 \x01(\v2\x14.pipes.v1.SyncDigestH\x00R\x06digest\x12+\n" +
+	"\x05offer\x18\x02 \x01(\v2\x13.pipes.v1.SyncOfferH\x00R\x05offer\x12(\n" +
+	"\x04want\x18\x03 \x01(\v2\x12.pipes.v1.SyncWantH\x00R\x04want\x12(\n" +
+	"\x04data\x18\x04 \x01(\v2\x12.pipes.v1.SyncDataH\x00R\x04dataB\x06\n" +
+	"\x04body\">\n" +
+	"\n" +
+	"SyncDigest\x120\n" +
+	"\tpipelines\x18\x01 \x03(\v2\x12.pipes.v1.SyncHashR\tpipelines\":\n" +
+	"\bSyncHash\x12\x1a\n" +
+	"\bpipeline\x18\x01 \x01(\fR\bpipeline\x12\x12\n" +
+	"\x04hash\x18\x02 \x01(\fR\x04hash\"p\n" +
+	"\tSyncOffer\x12\x1a\n" +
+	"\bpipeline\x18\x01 \x01(\fR\bpipeline\x12(\n" +
+	"\x05heads\x18\x02 \x03(\v2\x12.pipes.v1.SyncHeadR\x05heads\x12\x1d\n" +
+	"\n" +
+	"want_reply\x18\x03 \x01(\bR\twantReply\"4\n" +
+	"\bSyncHead\x12\x16\n" +
+	"\x06sender\x18\x01 \x01(\fR\x06sender\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\"|\n" +
+	"\bSyncWant\x12\x1a\n" +
+	"\bpipeline\x18\x01 \x01(\fR\bpipeline\x12\x16\n" +
+	"\x06sender\x18\x02 \x01(\fR\x06sender\x12\x12\n" +
+	"\x04from\x18\x03 \x01(\x04R\x04from\x12\x0e\n" +
+	"\x02to\x18\x04 \x01(\x04R\x02to\x12\x18\n" +
+	"\arequest\x18\x05 \x01(\x04R\arequest\"\xca\x01\n" +
+	"\bSyncData\x12\x1a\n" +
+	"\bpipeline\x18\x01 \x01(\fR\bpipeline\x12\x18\n" +
+	"\arequest\x18\x02 \x01(\x04R\arequest\x12-\n" +
+	"\tnode_cert\x18\x03 \x01(\v2\x10.pipes.v1.SignedR\bnodeCert\x121\n" +
+	"\bsegments\x18\x04 \x03(\v2\x15.pipes.v1.SyncSegmentR\bsegments\x12\x12\n" +
+	"\x04last\x18\x05 \x01(\bR\x04last\x12\x12\n" +
+	"\x04head\x18\x06 \x01(\x04R\x04head\"\x93\x01\n" +
+	"\vSyncSegment\x12\x1b\n" +
+	"\tfirst_seq\x18\x01 \x01(\x04R\bfirstSeq\x12\x1d\n" +
+	"\n" +
+	"prefix_ids\x18\x02 \x03(\fR\tprefixIds\x12*\n" +
+	"\apackets\x18\x03 \x03(\v2\x10.pipes.v1.PacketR\apackets\x12\x1c\n" +
+	"\tsignature\x18\x04 \x01(\fR\tsignatureB,Z*github.com/pipesnet/pipes/internal/wire/pbb\x06proto3"
 
 var (
 	file_pipes_v1_pipes_proto_rawDescOnce sync.Once
@@ -1987,7 +2607,7 @@ func file_pipes_v1_pipes_proto_rawDescGZIP() []byte {
 	return file_pipes_v1_pipes_proto_rawDescData
 }
 
-var file_pipes_v1_pipes_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_pipes_v1_pipes_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_pipes_v1_pipes_proto_goTypes = []any{
 	(*Signed)(nil),          // 0: pipes.v1.Signed
 	(*NodeCertificate)(nil), // 1: pipes.v1.NodeCertificate
@@ -2013,6 +2633,14 @@ var file_pipes_v1_pipes_proto_goTypes = []any{
 	(*PacketBatch)(nil),     // 21: pipes.v1.PacketBatch
 	(*SealedBody)(nil),      // 22: pipes.v1.SealedBody
 	(*Sealed)(nil),          // 23: pipes.v1.Sealed
+	(*Sync)(nil),            // 24: pipes.v1.Sync
+	(*SyncDigest)(nil),      // 25: pipes.v1.SyncDigest
+	(*SyncHash)(nil),        // 26: pipes.v1.SyncHash
+	(*SyncOffer)(nil),       // 27: pipes.v1.SyncOffer
+	(*SyncHead)(nil),        // 28: pipes.v1.SyncHead
+	(*SyncWant)(nil),        // 29: pipes.v1.SyncWant
+	(*SyncData)(nil),        // 30: pipes.v1.SyncData
+	(*SyncSegment)(nil),     // 31: pipes.v1.SyncSegment
 }
 var file_pipes_v1_pipes_proto_depIdxs = []int32{
 	2,  // 0: pipes.v1.NetfileBody.kdf:type_name -> pipes.v1.KDFParams
@@ -2033,11 +2661,21 @@ var file_pipes_v1_pipes_proto_depIdxs = []int32{
 	20, // 15: pipes.v1.PacketBatch.packets:type_name -> pipes.v1.Packet
 	18, // 16: pipes.v1.SealedBody.def:type_name -> pipes.v1.PipelineDef
 	21, // 17: pipes.v1.SealedBody.batch:type_name -> pipes.v1.PacketBatch
-	18, // [18:18] is the sub-list for method output_type
-	18, // [18:18] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	24, // 18: pipes.v1.SealedBody.sync:type_name -> pipes.v1.Sync
+	25, // 19: pipes.v1.Sync.digest:type_name -> pipes.v1.SyncDigest
+	27, // 20: pipes.v1.Sync.offer:type_name -> pipes.v1.SyncOffer
+	29, // 21: pipes.v1.Sync.want:type_name -> pipes.v1.SyncWant
+	30, // 22: pipes.v1.Sync.data:type_name -> pipes.v1.SyncData
+	26, // 23: pipes.v1.SyncDigest.pipelines:type_name -> pipes.v1.SyncHash
+	28, // 24: pipes.v1.SyncOffer.heads:type_name -> pipes.v1.SyncHead
+	0,  // 25: pipes.v1.SyncData.node_cert:type_name -> pipes.v1.Signed
+	31, // 26: pipes.v1.SyncData.segments:type_name -> pipes.v1.SyncSegment
+	20, // 27: pipes.v1.SyncSegment.packets:type_name -> pipes.v1.Packet
+	28, // [28:28] is the sub-list for method output_type
+	28, // [28:28] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_pipes_v1_pipes_proto_init() }
@@ -2057,6 +2695,13 @@ func file_pipes_v1_pipes_proto_init() {
 	file_pipes_v1_pipes_proto_msgTypes[22].OneofWrappers = []any{
 		(*SealedBody_Def)(nil),
 		(*SealedBody_Batch)(nil),
+		(*SealedBody_Sync)(nil),
+	}
+	file_pipes_v1_pipes_proto_msgTypes[24].OneofWrappers = []any{
+		(*Sync_Digest)(nil),
+		(*Sync_Offer)(nil),
+		(*Sync_Want)(nil),
+		(*Sync_Data)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2064,7 +2709,7 @@ func file_pipes_v1_pipes_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pipes_v1_pipes_proto_rawDesc), len(file_pipes_v1_pipes_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   24,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,150 @@
+package history
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/pipesnet/pipes/internal/store"
+)
+
+func testID(r *Record) [32]byte {
+	h := sha256.New()
+	h.Write(r.Sender[:])
+	h.Write(binary.BigEndian.AppendUint64(nil, r.Seq))
+	h.Write(r.Data)
+	return [32]byte(h.Sum(nil))
+}
+
+func rec(sender byte, seq uint64, data string) *Record {
+	r := &Record{Sender: [32]byte{sender}, Seq: seq, HLC: int64(seq), Type: 7, Data: []byte(data)}
+	r.ID = testID(r)
+	return r
+}
+
+func openLog(t *testing.T, db *store.DB) *Log {
+	t.Helper()
+	l, err := Open(db, Config{Node: [32]byte{9}, Pipeline: [32]byte{8}, Key: [32]byte{7}, PacketID: testID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func TestAppendReopenAndRead(t *testing.T) {
+	dir := t.TempDir()
+	db, err := store.Open(dir, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := openLog(t, db)
+	a := []*Record{rec(1, 1, "secret-alpha"), rec(2, 1, "secret-beta"), rec(1, 2, "secret-gamma")}
+	if err := l.Append(a, []Proof{{Sender: [32]byte{1}, FirstSeq: 1, LastSeq: 2, Signature: []byte("sig1"), Cert: []byte("cert1")},
+		{Sender: [32]byte{2}, FirstSeq: 1, LastSeq: 1, Signature: []byte("sig2")}}); err != nil {
+		t.Fatal(err)
+	}
+	if a[2].LogID != 2 {
+		t.Fatalf("LogID %d", a[2].LogID)
+	}
+	// A gap is refused and changes nothing.
+	if err := l.Append([]*Record{rec(1, 3, "x"), rec(1, 5, "y")}, nil); !errors.Is(err, ErrGap) {
+		t.Fatalf("gap: %v", err)
+	}
+	if l.Next() != 3 || l.Head([32]byte{1}) != 2 {
+		t.Fatalf("after refused append: next %d head %d", l.Next(), l.Head([32]byte{1}))
+	}
+	db.Close()
+
+	db, err = store.Open(dir, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	l = openLog(t, db)
+	if l.Next() != 3 || l.Head([32]byte{1}) != 2 || l.Head([32]byte{2}) != 1 || l.Bytes() != int64(len("secret-alphasecret-betasecret-gamma")) {
+		t.Fatalf("reopened: next %d heads %v bytes %d", l.Next(), l.Heads(), l.Bytes())
+	}
+	var got []string
+	l.Since(0, 0, func(r *Record) bool { got = append(got, string(r.Data)); return true })
+	if len(got) != 2 || got[0] != "secret-beta" || got[1] != "secret-gamma" {
+		t.Fatalf("Since(0): %q", got)
+	}
+	r, err := l.ByID(a[1].ID)
+	if err != nil || r.LogID != 1 || string(r.Data) != "secret-beta" || r.Type != 7 {
+		t.Fatalf("ByID: %+v %v", r, err)
+	}
+	if _, err := l.ByID([32]byte{1}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("ByID of nothing: %v", err)
+	}
+	var segs []*Segment
+	l.Segments([32]byte{1}, 2, 2, 1<<20, func(s *Segment) bool { segs = append(segs, s); return true })
+	if len(segs) != 1 || segs[0].FirstSeq != 1 || len(segs[0].PrefixIDs) != 1 || segs[0].PrefixIDs[0] != a[0].ID ||
+		len(segs[0].Records) != 1 || string(segs[0].Records[0].Data) != "secret-gamma" || string(segs[0].Signature) != "sig1" {
+		t.Fatalf("Segments: %+v", segs)
+	}
+	if c, err := l.Cert([32]byte{1}); err != nil || string(c) != "cert1" {
+		t.Fatalf("Cert: %q %v", c, err)
+	}
+	db.Close()
+	// Nothing of the packets' data is on disk in clear.
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, _ := os.ReadFile(p)
+		if bytes.Contains(b, []byte("secret-")) {
+			t.Errorf("%s holds packet plaintext", p)
+		}
+		return nil
+	})
+}
+
+func TestDamagedRecordIsAnError(t *testing.T) {
+	db, err := store.Open(t.TempDir(), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	l := openLog(t, db)
+	if err := l.Append([]*Record{rec(1, 1, "a")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	k := l.key(tLog, be(0))
+	v, _ := db.Get(k)
+	v[len(v)-1] ^= 1
+	db.Set(k, v)
+	if _, err := l.Get(0); !errors.Is(err, ErrDamaged) {
+		t.Fatalf("tampered record: %v", err)
+	}
+	// Another pipeline's key does not open it either.
+	other, _ := Open(db, Config{Node: [32]byte{9}, Pipeline: [32]byte{8}, Key: [32]byte{6}, PacketID: testID})
+	v[len(v)-1] ^= 1
+	db.Set(k, v)
+	if _, err := other.Get(0); !errors.Is(err, ErrDamaged) {
+		t.Fatalf("wrong key: %v", err)
+	}
+}
+
+func TestDefsRoundTrip(t *testing.T) {
+	db, err := store.Open(t.TempDir(), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	key := DeriveKey([32]byte{1}, "definitions", nil)
+	if err := SaveDef(db, [32]byte{2}, [32]byte{3}, key, []byte("def")); err != nil {
+		t.Fatal(err)
+	}
+	defs, err := LoadDefs(db, [32]byte{2}, key)
+	if err != nil || len(defs) != 1 || string(defs[0]) != "def" {
+		t.Fatalf("%q %v", defs, err)
+	}
+	if _, err := LoadDefs(db, [32]byte{2}, [32]byte{}); !errors.Is(err, ErrDamaged) {
+		t.Fatalf("wrong key: %v", err)
+	}
+}
