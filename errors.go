@@ -40,7 +40,17 @@ var (
 	// ErrTooLarge: a packet is larger than MaxPacketSize.
 	ErrTooLarge = errors.New("pipes: packet too large")
 	// ErrNotImplemented: the call belongs to a capability this version does
-	// not have yet (persistent, encrypted, ephemeral and realtime pipelines,
-	// files, data connections).
+	// not have yet (encrypted, ephemeral and realtime pipelines, files,
+	// data connections).
 	ErrNotImplemented = errors.New("pipes: not implemented in this version")
+	// ErrNotPersistent: a history operation (PacketWithID, PacketsSince,
+	// SubscribeSince) on a live pipeline, which keeps no history.
+	ErrNotPersistent = errors.New("pipes: not a persistent pipeline")
+	// ErrDiskFull: the store refused a write because the disk is nearly
+	// full. Nothing of the refused write is stored, nothing acknowledged
+	// before is lost; writes succeed again once space is freed.
+	ErrDiskFull = errors.New("pipes: disk full")
+	// ErrStore: the store failed a read or write (the wrapped error says
+	// why: damage on disk, an I/O error).
+	ErrStore = errors.New("pipes: store error")
 )

@@ -16,3 +16,7 @@ func KillNode(n *Node) { n.stop((*mesh.Mesh).Kill) }
 func SetForwardTap(n *Node, tap func(dst, src [32]byte, payload []byte)) {
 	n.forwardTap = func(r *pb.Routed) { tap([32]byte(r.Dst), [32]byte(r.Src), bytes.Clone(r.Payload)) }
 }
+
+// SetDiskReserve changes the free space p's store keeps in reserve, so
+// that tests can make the disk look full.
+func SetDiskReserve(p *Platform, bytes int64) { p.db.SetMinFreeBytes(bytes) }

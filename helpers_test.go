@@ -16,7 +16,12 @@ import (
 	"github.com/pipesnet/pipes"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if os.Getenv(writerEnv) != "" {
+		os.Exit(runWriter())
+	}
+	goleak.VerifyTestMain(m)
+}
 
 const testSecret = "correct horse battery staple"
 

@@ -3,6 +3,8 @@ package pipes
 import (
 	"bytes"
 	"context"
+	"crypto/hkdf"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -257,7 +259,7 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	host := &meshHost{}
 	eng, err := pipeline.New(pipeline.Config{Network: nw.id, Key: key, Cert: cert, HPKE: hkey, Host: host,
-		Logger: log, OnPipeline: n.pipelineKnown})
+		Logger: log, OnPipeline: n.pipelineKnown, DB: p.db, StoreKey: storeKey(nkey, nw.id), OnSync: n.syncUpdate})
 	if err != nil {
 		tr.Close()
 		return fmt.Errorf("pipes: %w", err)
@@ -304,6 +306,16 @@ func (n *Node) Start(ctx context.Context) error {
 	m.Start()
 	log.Info("node started", "listen", tr.Addr().String())
 	return nil
+}
+
+// storeKey is the root of a node's at-rest encryption keys: HKDF-SHA256 of
+// the network key, salted with the network id (see docs/security.md).
+func storeKey(networkKey [32]byte, network NetworkID) [32]byte {
+	k, err := hkdf.Key(sha256.New, networkKey[:], network[:], "pipes/v1 store key", 32)
+	if err != nil {
+		panic(err) // HKDF-SHA256 always yields 32 bytes
+	}
+	return [32]byte(k)
 }
 
 func firstNonZero(a, b time.Duration) time.Duration {

@@ -198,4 +198,7 @@ func (n *Node) tellPeer(info mesh.NodeInfo) {
 	if e != nil && info.Peer && !sent {
 		e.PeerConnected(info.ID)
 	}
+	if e != nil && !info.Peer && sent {
+		e.PeerGone(info.ID)
+	}
 }

@@ -12,7 +12,15 @@ type platformOptions struct {
 	logger   *slog.Logger
 	logTag   string
 	testMode bool
+	reserve  int64
 }
+
+// WithDiskReserve sets the free disk space the store keeps in reserve:
+// a write that would leave less fails with ErrDiskFull, before the disk
+// is actually full (the database cannot survive running out of space in
+// the middle of a write). The default is 64 MiB; a negative value turns
+// the check off.
+func WithDiskReserve(bytes int64) Option { return func(o *platformOptions) { o.reserve = bytes } }
 
 // WithLogger sets the logger of the platform and its nodes. Without it the
 // platform logs warnings and errors to standard error, or everything from

@@ -6,24 +6,25 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"iter"
 	"net"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/pipesnet/pipes/internal/atomicfile"
+	"github.com/pipesnet/pipes/internal/history"
 	"github.com/pipesnet/pipes/internal/mesh"
 	"github.com/pipesnet/pipes/internal/notify"
 	"github.com/pipesnet/pipes/internal/pipeline"
+	"github.com/pipesnet/pipes/internal/store"
 )
 
 // MaxPacketSize is the largest packet Put accepts (1 MiB).
 const MaxPacketSize = pipeline.MaxPacketSize
 
 // PipelineOptions choose the kind of pipeline CreatePipeline makes. This
-// version makes live pipelines, broadcast or point-to-point (ToNode);
-// Persistent, Encrypted, Ephemeral and Realtime give ErrNotImplemented.
+// version makes live and persistent pipelines, broadcast or point-to-point
+// (ToNode); Encrypted, Ephemeral and Realtime give ErrNotImplemented.
 type PipelineOptions struct {
 	ToNode     NodeID // non-zero: point-to-point with that node
 	Persistent bool   // else live
@@ -70,9 +71,10 @@ type Pipeline struct {
 
 	mu struct {
 		sync.Mutex
-		listeners []PipelineListener
-		stop      context.CancelFunc // ends the listeners' subscription
-		notes     *notify.Queue[*Packet]
+		listeners  []PipelineListener
+		stop       context.CancelFunc // ends the listeners' subscription
+		notes      *notify.Queue[*Packet]
+		followDone chan struct{} // persistent: closed when the listeners' reader ends
 	}
 }
 
@@ -80,8 +82,13 @@ type Pipeline struct {
 type PipelineStats struct {
 	Received  uint64 // packet copies that arrived by broadcast, duplicates included
 	Delivered uint64 // packets received and handed to subscribers
-	Dropped   uint64 // packets a full subscriber buffer lost
+	Dropped   uint64 // live: packets a full subscriber buffer lost; persistent: received packets set aside for sync to fetch again
 	Rejected  uint64 // packets refused: replayed or otherwise invalid
+
+	// Persistent pipelines only.
+	Logged        int64 // packets in the local log (the next LogID)
+	LoggedBytes   int64 // their data bytes
+	Synchronizing bool  // catching up with peers
 }
 
 // meshHost lets the pipeline engine use the node's mesh.
@@ -97,6 +104,15 @@ func (h *meshHost) Send(ctx context.Context, dst [32]byte, kind uint32, p []byte
 
 func (h *meshHost) SendDirect(ctx context.Context, dst [32]byte, kind uint32, p []byte) error {
 	return h.m.SendDirect(ctx, dst, kind, p)
+}
+
+func (h *meshHost) Peers() [][32]byte {
+	peers := h.m.Peers()
+	out := make([][32]byte, len(peers))
+	for i, p := range peers {
+		out[i] = p.ID
+	}
+	return out
 }
 
 func (h *meshHost) HPKEKey(id [32]byte) ([]byte, bool) {
@@ -278,30 +294,44 @@ func (p *Pipeline) Put(data []byte, opts ...PutOption) (PacketID, error) {
 	case errors.Is(err, pipeline.ErrClosed):
 		return PacketID{}, ErrNotActive
 	case err != nil:
-		return PacketID{}, fmt.Errorf("pipes: %w", err)
+		return PacketID{}, storeErr(err)
 	}
 	return id, nil
+}
+
+// storeErr maps the errors of the store to the package's sentinels.
+func storeErr(err error) error {
+	switch {
+	case errors.Is(err, store.ErrDiskFull):
+		return fmt.Errorf("%w: %w", ErrDiskFull, err)
+	case errors.Is(err, store.ErrCorrupt), errors.Is(err, store.ErrFailed), errors.Is(err, history.ErrDamaged):
+		return fmt.Errorf("%w: %w", ErrStore, err)
+	}
+	return fmt.Errorf("pipes: %w", err)
 }
 
 // PutFile sends a file as one packet (ErrNotImplemented in this version).
 func (p *Pipeline) PutFile(path string) (PacketID, error) { return PacketID{}, ErrNotImplemented }
 
-// PacketWithID returns a stored packet; live pipelines store nothing
-// (ErrNotImplemented until persistent pipelines).
-func (p *Pipeline) PacketWithID(id PacketID) (*Packet, error) { return nil, ErrNotImplemented }
-
-// PacketsSince yields the packets with LogID > logID in order (-1 for all);
-// live pipelines keep no log, so it yields ErrNotImplemented once.
-func (p *Pipeline) PacketsSince(logID int64) iter.Seq2[*Packet, error] {
-	return func(yield func(*Packet, error) bool) { yield(nil, ErrNotImplemented) }
-}
-
 // Subscribe returns the packets that arrive on the pipeline from now on. The
 // channel is closed when ctx ends or the node shuts down; if the node is
-// not started it is closed at once. It holds up to 16384 packets; a
-// subscriber that does not keep up loses the excess, counted in
-// Stats().Dropped.
+// not started it is closed at once.
+//
+// On a live pipeline the channel holds up to 16384 packets; a subscriber
+// that does not keep up loses the excess, counted in Stats().Dropped. On a
+// persistent pipeline the subscription reads the log: it never loses a
+// packet, however slow the subscriber, and it includes the node's own
+// packets (see SubscribeSince to resume from a LogID).
 func (p *Pipeline) Subscribe(ctx context.Context) <-chan *Packet {
+	if p.Persistent() {
+		ch, err := p.SubscribeSince(ctx, p.lastLogID())
+		if err != nil {
+			ch := make(chan *Packet)
+			close(ch)
+			return ch
+		}
+		return ch
+	}
 	ch := make(chan *Packet, 16384)
 	e := p.n.engineOrNil()
 	if e == nil {
@@ -334,12 +364,12 @@ func (p *Pipeline) Stats() PipelineStats {
 		s.Dropped += p.mu.notes.Dropped()
 	}
 	p.mu.Unlock()
-	return PipelineStats{Received: s.Received, Delivered: s.Delivered, Dropped: s.Dropped, Rejected: s.Rejected}
+	out := PipelineStats{Received: s.Received, Delivered: s.Delivered, Dropped: s.Dropped, Rejected: s.Rejected}
+	if l, err := p.logOf(); err == nil {
+		out.Logged, out.LoggedBytes, out.Synchronizing = l.Next(), l.Bytes(), e.Synchronizing(p.def.ID)
+	}
+	return out
 }
-
-// IsSynchronizing reports whether a persistent pipeline is catching up
-// (always false for live pipelines).
-func (p *Pipeline) IsSynchronizing() bool { return false }
 
 // SetupUDPPortMap bridges a local UDP port to a realtime point-to-point
 // pipeline (ErrNotImplemented in this version).
@@ -382,6 +412,26 @@ func (p *Pipeline) attach(e *pipeline.Engine) {
 		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	if p.Persistent() {
+		// Listeners of a persistent pipeline read the log from its end
+		// now: they lose nothing, and a slow one delays only itself.
+		done := make(chan struct{})
+		err := e.Follow(ctx, p.def.ID, p.lastLogID(), func(ctx context.Context, pk *pipeline.Packet) bool {
+			p.mu.Lock()
+			ls := slices.Clone(p.mu.listeners)
+			p.mu.Unlock()
+			for _, l := range ls {
+				l.HandlePacket(&Packet{p: pk}, p)
+			}
+			return true
+		}, func() { close(done) })
+		if err != nil {
+			cancel()
+			return
+		}
+		p.mu.stop, p.mu.followDone = cancel, done
+		return
+	}
 	q := notify.New(16384, func(pk *Packet) {
 		p.mu.Lock()
 		ls := slices.Clone(p.mu.listeners)
@@ -402,12 +452,17 @@ func (p *Pipeline) attach(e *pipeline.Engine) {
 // progress. It must not be called from a callback.
 func (p *Pipeline) detach() {
 	p.mu.Lock()
-	stop, q := p.mu.stop, p.mu.notes
-	p.mu.stop, p.mu.notes = nil, nil
+	stop, q, done := p.mu.stop, p.mu.notes, p.mu.followDone
+	p.mu.stop, p.mu.notes, p.mu.followDone = nil, nil, nil
 	p.mu.Unlock()
 	if stop != nil {
 		stop()
+	}
+	if q != nil {
 		q.Close()
+	}
+	if done != nil {
+		<-done
 	}
 }
 
@@ -423,8 +478,16 @@ func (pk *Packet) Type() int { return int(pk.p.Type) }
 // Size returns the size of the data in bytes.
 func (pk *Packet) Size() int64 { return int64(len(pk.p.Data)) }
 
-// LogID returns the local log position; -1 on live pipelines.
-func (pk *Packet) LogID() int64 { return -1 }
+// LogID returns the packet's position in the local log of a persistent
+// pipeline: 0, 1, 2, ... in the order the node logged its packets, stable
+// across restarts. It is -1 on live pipelines (and for a packet a Put
+// returned before it was read back).
+func (pk *Packet) LogID() int64 {
+	if pk.p.Logged {
+		return pk.p.LogID
+	}
+	return -1
+}
 
 // Sender returns the node that put the packet.
 func (pk *Packet) Sender() NodeID { return pk.p.Sender }

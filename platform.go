@@ -65,10 +65,13 @@ func Open(dir string, opts ...Option) (*Platform, error) {
 	if o.logTag != "" {
 		log = log.With("tag", o.logTag)
 	}
-	db, err := store.Open(dir, store.Options{Logger: log})
+	db, err := store.Open(dir, store.Options{Logger: log, MinFreeBytes: o.reserve})
 	if err != nil {
 		if errors.Is(err, store.ErrLocked) {
 			return nil, fmt.Errorf("%w: %s", ErrLocked, dir)
+		}
+		if errors.Is(err, store.ErrCorrupt) {
+			return nil, fmt.Errorf("%w: %w", ErrStore, err)
 		}
 		return nil, fmt.Errorf("pipes: open %s: %w", dir, err)
 	}

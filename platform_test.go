@@ -277,8 +277,8 @@ func TestConnectionUpdatesAndStubs(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("no disconnection update")
 	}
-	// Persistent pipelines and data connections are not in this version.
-	if _, err := b.n.CreatePipeline("chat", pipes.PipelineOptions{Persistent: true}); !errors.Is(err, pipes.ErrNotImplemented) {
+	// Encrypted pipelines and data connections are not in this version.
+	if _, err := b.n.CreatePipeline("chat", pipes.PipelineOptions{Encrypted: true}); !errors.Is(err, pipes.ErrNotImplemented) {
 		t.Fatalf("CreatePipeline: %v", err)
 	}
 	if _, err := b.n.Listen("svc"); !errors.Is(err, pipes.ErrNotImplemented) {

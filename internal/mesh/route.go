@@ -21,6 +21,12 @@ const maxTTL = 32
 // ErrNoRoute is returned by Send when the destination is unreachable.
 var ErrNoRoute = errors.New("mesh: no route to node")
 
+// ErrBusy is returned by Send and SendDirect when the first hop's send
+// queue is three-quarters full: the caller should retry later (or drop
+// what it can afford to lose). Three-quarters keeps room for the mesh's
+// own control frames.
+var ErrBusy = errors.New("mesh: the link's send queue is full")
+
 type sendReq struct {
 	direct  bool
 	dst     [32]byte
@@ -64,19 +70,24 @@ func (m *Mesh) SendDirect(ctx context.Context, dst [32]byte, kind uint32, payloa
 func (m *Mesh) send(req sendReq) error {
 	r := &pb.Routed{Dst: req.dst[:], Src: m.self[:], Ttl: maxTTL, Kind: req.kind, Payload: req.payload}
 	if !req.direct {
-		return m.route(r)
+		return m.route(r, true)
 	}
 	p := m.peers[req.dst]
 	if p == nil {
 		return ErrNotPeer
 	}
 	r.Ttl = 1 // never relayed
+	if p.busy() {
+		return ErrBusy
+	}
 	p.send(&pb.Frame{Body: &pb.Frame_Routed{Routed: r}})
 	return nil
 }
 
-// route sends r towards its destination.
-func (m *Mesh) route(r *pb.Routed) error {
+// route sends r towards its destination. With checkBusy a nearly full
+// first hop gives ErrBusy; without (forwarding for others) the frame is
+// queued if there is room at all.
+func (m *Mesh) route(r *pb.Routed, checkBusy bool) error {
 	dst := [32]byte(r.Dst)
 	if dst == m.self {
 		return errors.New("mesh: routed to self")
@@ -84,6 +95,9 @@ func (m *Mesh) route(r *pb.Routed) error {
 	hop, ok := m.nextHop(dst)
 	if !ok {
 		return fmt.Errorf("%w %x", ErrNoRoute, dst[:4])
+	}
+	if checkBusy && m.peers[hop].busy() {
+		return ErrBusy
 	}
 	m.peers[hop].send(&pb.Frame{Body: &pb.Frame_Routed{Routed: r}})
 	return nil
@@ -109,7 +123,7 @@ func (m *Mesh) handleRouted(p *peer, r *pb.Routed) {
 	if m.cfg.OnForward != nil {
 		m.cfg.OnForward(r)
 	}
-	if err := m.route(r); err != nil {
+	if err := m.route(r, false); err != nil {
 		m.stats.noRoute.Add(1)
 		return
 	}

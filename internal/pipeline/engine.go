@@ -24,8 +24,12 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"google.golang.org/protobuf/proto"
+
+	"github.com/pipesnet/pipes/internal/history"
 	"github.com/pipesnet/pipes/internal/identity"
 	"github.com/pipesnet/pipes/internal/notify"
+	"github.com/pipesnet/pipes/internal/store"
 	"github.com/pipesnet/pipes/internal/wire/pb"
 )
 
@@ -36,6 +40,7 @@ const (
 	KindSealed uint32 = 16 // routed: a Sealed SealedBody
 	KindDefs   uint32 = 17 // routed to a new peer: PipelineDefs
 	KindDirect uint32 = 18 // to a direct peer only, never relayed: a PacketBatch
+	KindSync   uint32 = 19 // to a direct peer only: a Sync message of a broadcast pipeline
 )
 
 // Host is what the engine needs from the node's mesh.
@@ -48,6 +53,8 @@ type Host interface {
 	SendDirect(ctx context.Context, dst [32]byte, kind uint32, payload []byte) error
 	// HPKEKey returns the end-to-end encryption key a node announced.
 	HPKEKey(node [32]byte) ([]byte, bool)
+	// Peers returns the direct peers.
+	Peers() [][32]byte
 }
 
 // Config configures an Engine.
@@ -68,6 +75,16 @@ type Config struct {
 	// OutQueue is how many packets Put may queue per pipeline before it
 	// blocks (default 4096).
 	OutQueue int
+	// DB stores definitions and the history of persistent pipelines; nil
+	// keeps definitions in memory and makes persistent pipelines
+	// ErrNotImplemented.
+	DB *store.DB
+	// StoreKey is the root of the at-rest encryption keys (see
+	// docs/security.md).
+	StoreKey [32]byte
+	// OnSync is told, on the notification goroutine, when a persistent
+	// pipeline starts (false) or finishes (true) synchronizing.
+	OnSync func(id [32]byte, synchronized bool)
 }
 
 // Errors.
@@ -97,6 +114,7 @@ type Engine struct {
 	sealer *sealer
 	notes  *notify.Queue[func()]
 	routed chan routedMsg
+	syncer *syncer
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -145,9 +163,37 @@ func New(cfg Config) (*Engine, error) {
 	e.mu.waiters = map[[32]byte][]chan struct{}{}
 	e.mu.pending = map[[32]byte][]*Packet{}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
-	e.wg.Add(1)
+	e.syncer = newSyncer()
+	e.loadDefs()
+	e.wg.Add(2)
 	go e.routedWorker()
+	go e.syncLoop()
 	return e, nil
+}
+
+// defsKey is the at-rest key of stored definitions.
+func (e *Engine) defsKey() [32]byte {
+	return history.DeriveKey(e.cfg.StoreKey, "definitions", nil)
+}
+
+// loadDefs restores the definitions stored by earlier runs.
+func (e *Engine) loadDefs() {
+	if e.cfg.DB == nil {
+		return
+	}
+	raws, err := history.LoadDefs(e.cfg.DB, e.self, e.defsKey())
+	if err != nil {
+		e.log.Error("cannot load stored pipeline definitions", "err", err)
+	}
+	for _, raw := range raws {
+		var m pb.PipelineDef
+		if proto.Unmarshal(raw, &m) != nil {
+			continue
+		}
+		if d, err := defFromProto(e.cfg.Network, e.self, &m); err == nil {
+			e.addDef(d)
+		}
+	}
 }
 
 // Close stops the engine's goroutines and ends every subscription.
@@ -183,8 +229,11 @@ func (e *Engine) Stats() Stats {
 // ErrConflict. Broadcast pipelines are announced to every node; a
 // point-to-point one only to the other node, end to end encrypted.
 func (e *Engine) Create(ctx context.Context, name string, o Options) (*Def, error) {
-	if o.Persistent || o.Encrypted || o.Ephemeral || o.Realtime {
-		return nil, fmt.Errorf("%w: persistent, encrypted, ephemeral and realtime pipelines", ErrNotImplemented)
+	if o.Encrypted || o.Ephemeral || o.Realtime {
+		return nil, fmt.Errorf("%w: encrypted, ephemeral and realtime pipelines", ErrNotImplemented)
+	}
+	if o.Persistent && e.cfg.DB == nil {
+		return nil, fmt.Errorf("%w: persistent pipelines need a store", ErrNotImplemented)
 	}
 	d, err := newDef(e.cfg.Network, e.self, name, o)
 	if err != nil {
@@ -203,6 +252,9 @@ func (e *Engine) Create(ctx context.Context, name string, o Options) (*Def, erro
 		return existing.def, nil
 	}
 	e.addDef(d)
+	if p, _ := e.pipeOf(d.ID); p != nil && p.logErr != nil {
+		return nil, p.logErr
+	}
 	if err := e.announce(ctx, d); err != nil {
 		return d, err
 	}
@@ -226,14 +278,46 @@ func (e *Engine) announce(ctx context.Context, d *Def) error {
 	return e.cfg.Host.Broadcast(ctx, KindDef, b)
 }
 
-// addDef records a definition; it reports whether it was new.
+// pipeOf returns the state of pipeline id.
+func (e *Engine) pipeOf(id [32]byte) (*pipe, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	p := e.mu.pipes[id]
+	return p, p != nil
+}
+
+// addDef records a definition; it reports whether it was new. The
+// definition is stored, and a persistent pipeline's log opened.
 func (e *Engine) addDef(d *Def) bool {
 	e.mu.Lock()
 	if e.mu.closed || e.mu.pipes[d.ID] != nil {
 		e.mu.Unlock()
 		return false
 	}
+	e.mu.Unlock()
 	p := newPipe(d)
+	if d.Opts.Persistent {
+		pl, err := e.openLog(d)
+		if err != nil {
+			p.logErr = fmt.Errorf("pipeline %q: %w", d.Name, err)
+			e.log.Error("cannot open the pipeline's log", "pipeline", d.Name, "err", err)
+		} else {
+			p.plog = pl
+			p.sync = newSyncState()
+		}
+	}
+	if e.cfg.DB != nil {
+		if raw, err := marshal(d.toProto(0)); err == nil {
+			if err := history.SaveDef(e.cfg.DB, e.self, d.ID, e.defsKey(), raw); err != nil {
+				e.log.Warn("cannot store the pipeline definition", "pipeline", d.Name, "err", err)
+			}
+		}
+	}
+	e.mu.Lock()
+	if e.mu.closed || e.mu.pipes[d.ID] != nil {
+		e.mu.Unlock()
+		return false
+	}
 	e.mu.pipes[d.ID] = p
 	for _, w := range e.mu.waiters[d.ID] {
 		close(w)
@@ -307,9 +391,9 @@ func (e *Engine) Wait(ctx context.Context, id [32]byte) (*Def, error) {
 	}
 }
 
-// PeerConnected sends the broadcast pipelines' definitions to a new peer,
-// so nodes that join late learn of pipelines created before.
-func (e *Engine) PeerConnected(peer [32]byte) {
+// sendDefs sends the broadcast pipelines' definitions to a new peer, so
+// nodes that join late learn of pipelines created before.
+func (e *Engine) sendDefs(peer [32]byte) {
 	var defs []*pb.PipelineDef
 	for _, d := range e.Pipelines() {
 		if !d.IsPointToPoint() {

@@ -70,6 +70,9 @@ func (h *fakeHost) SendDirect(ctx context.Context, dst [32]byte, kind uint32, pa
 	return errors.New("not a peer")
 }
 
+// Peers: no two nodes of the fake network are peers.
+func (h *fakeHost) Peers() [][32]byte { return nil }
+
 func (h *fakeHost) HPKEKey(node [32]byte) ([]byte, bool) {
 	h.net.mu.Lock()
 	defer h.net.mu.Unlock()

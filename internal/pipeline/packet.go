@@ -36,6 +36,8 @@ type Packet struct {
 	Type        int64
 	Data        []byte
 	Destination [32]byte // zero: every node of the pipeline
+	LogID       int64    // position in the local log, if Logged
+	Logged      bool     // read from a persistent pipeline's log
 }
 
 // Time returns the packet's hybrid-logical-clock time.

@@ -3,6 +3,8 @@ package pipeline
 import (
 	"sync"
 	"sync/atomic"
+
+	"github.com/pipesnet/pipes/internal/wire/pb"
 )
 
 // pipe is the state of one known pipeline. Fields under the engine's lock
@@ -16,6 +18,13 @@ type pipe struct {
 	outOnce sync.Once
 	out     chan outPacket // Put -> the pipeline's sender goroutine
 	stats   struct{ received, delivered, dropped, rejected atomic.Uint64 }
+
+	// Persistent pipelines only.
+	plog    *plog
+	logErr  error                 // the log could not be opened
+	batches chan *pb.PacketBatch  // writer -> batchSender
+	sync    *syncState            // owned by the syncer goroutine
+	syncing atomic.Bool
 }
 
 func newPipe(d *Def) *pipe {

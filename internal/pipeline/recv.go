@@ -7,6 +7,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/pipesnet/pipes/internal/history"
 	"github.com/pipesnet/pipes/internal/wire/pb"
 )
 
@@ -49,9 +50,15 @@ func (e *Engine) Validate(kind uint32, payload []byte, origin [32]byte) (any, er
 				return nil, errors.New("pipeline: packet for one node broadcast in clear")
 			}
 		}
-		return pks, nil
+		return &verified{pks: pks, batch: &b}, nil
 	}
 	return nil, fmt.Errorf("pipeline: unknown kind %d", kind)
+}
+
+// verified is a broadcast batch that passed Validate.
+type verified struct {
+	pks   []*Packet
+	batch *pb.PacketBatch
 }
 
 // Deliver takes a broadcast message the mesh delivers (once), with what
@@ -60,11 +67,34 @@ func (e *Engine) Deliver(kind uint32, payload []byte, origin [32]byte, v any) {
 	switch m := v.(type) {
 	case *Def:
 		e.addDef(m)
-	case []*Packet:
-		if len(m) > 0 {
-			e.deliver(m[0].Pipeline, m)
+	case *verified:
+		if !e.persistentIngest(m.pks, m.batch, false) {
+			e.deliver(m.pks[0].Pipeline, m.pks)
 		}
 	}
+}
+
+// persistentIngest hands packets of a persistent pipeline to its writer
+// and reports true, or reports false for a live (or unknown) pipeline.
+// The packets come from one verified batch, which must number its
+// packets consecutively: that batch is the proof stored with them.
+func (e *Engine) persistentIngest(pks []*Packet, b *pb.PacketBatch, block bool) bool {
+	p, _ := e.pipeOf(pks[0].Pipeline)
+	if p == nil || !p.def.Opts.Persistent {
+		return false
+	}
+	for i := 1; i < len(pks); i++ {
+		if pks[i].Seq != pks[0].Seq+uint64(i) {
+			e.stats.rejected.Add(1)
+			p.stats.rejected.Add(1)
+			return true
+		}
+	}
+	cert, _ := proto.Marshal(b.NodeCert)
+	proof := &history.Proof{Sender: pks[0].Sender, FirstSeq: pks[0].Seq, LastSeq: pks[len(pks)-1].Seq,
+		Signature: b.Signature, Cert: cert}
+	e.enqueue(p, ingest{pks: pks, proof: proof}, block)
+	return true
 }
 
 // DeliverRouted takes a routed message for this node. It runs on the mesh
@@ -84,7 +114,7 @@ func (e *Engine) routedWorker() {
 		select {
 		case m := <-e.routed:
 			if err := e.handleRouted(m); err != nil {
-				e.log.Debug("dropped routed message", "from", fmt.Sprintf("%x", m.src[:4]), "err", err)
+				e.log.Info("dropped routed message", "from", fmt.Sprintf("%x", m.src[:4]), "err", err)
 			}
 		case <-e.ctx.Done():
 			return
@@ -117,6 +147,12 @@ func (e *Engine) handleRouted(m routedMsg) error {
 			return err
 		}
 		return e.acceptPrivate(m.src, &b)
+	case KindSync:
+		var s pb.Sync
+		if err := proto.Unmarshal(m.payload, &s); err != nil {
+			return err
+		}
+		return e.handleSync(m.src, &s, false)
 	case KindSealed:
 		var s pb.Sealed
 		if err := proto.Unmarshal(m.payload, &s); err != nil {
@@ -143,6 +179,8 @@ func (e *Engine) handleRouted(m routedMsg) error {
 			e.addDef(d)
 		case *pb.SealedBody_Batch:
 			return e.acceptPrivate(m.src, b.Batch)
+		case *pb.SealedBody_Sync:
+			return e.handleSync(m.src, b.Sync, true)
 		}
 		return nil
 	}
@@ -162,7 +200,9 @@ func (e *Engine) acceptPrivate(src [32]byte, b *pb.PacketBatch) error {
 			return errors.New("pipeline: batch of another sender or for another node")
 		}
 	}
-	e.deliver(pks[0].Pipeline, pks)
+	if !e.persistentIngest(pks, b, true) {
+		e.deliver(pks[0].Pipeline, pks)
+	}
 	return nil
 }
 

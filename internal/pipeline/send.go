@@ -2,10 +2,13 @@ package pipeline
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/pipesnet/pipes/internal/mesh"
 	"github.com/pipesnet/pipes/internal/wire/pb"
 )
 
@@ -46,6 +49,13 @@ func (e *Engine) Put(ctx context.Context, id [32]byte, data []byte, typ int64, d
 	}
 	if dest == e.self {
 		return [32]byte{}, fmt.Errorf("pipeline: destination is the local node")
+	}
+	if p.def.Opts.Persistent {
+		if dest != ([32]byte{}) && !p.def.IsPointToPoint() {
+			return [32]byte{}, ErrPersistentDestination
+		}
+		r, err := e.putPersistent(ctx, p, data, typ, dest)
+		return r.id, err
 	}
 	pk := &pb.Packet{Seq: p.seq.Add(1), Hlc: e.clock.now(), Type: typ, Data: data}
 	if dest != ([32]byte{}) {
@@ -113,6 +123,11 @@ func (e *Engine) sender(p *pipe) {
 	}
 }
 
+// ErrPersistentDestination: a persistent broadcast pipeline keeps every
+// packet on every node, so a packet for one node goes on a persistent
+// point-to-point pipeline instead.
+var ErrPersistentDestination = errors.New("pipeline: a persistent broadcast pipeline has no per-packet destination; use a persistent point-to-point pipeline")
+
 func (e *Engine) sendBatch(p *pipe, dest [32]byte, out []outPacket) error {
 	ids := make([][32]byte, len(out))
 	pks := make([]*pb.Packet, len(out))
@@ -121,6 +136,12 @@ func (e *Engine) sendBatch(p *pipe, dest [32]byte, out []outPacket) error {
 	}
 	b := &pb.PacketBatch{NodeCert: e.cfg.Cert.Signed, Pipeline: p.def.ID[:], Packets: pks,
 		Signature: signBatch(e.cfg.Key, ids)}
+	return e.transmit(p, dest, b)
+}
+
+// transmit broadcasts a signed batch (zero dest) or sends it to dest: on
+// their direct connection if dest is a peer, else sealed and routed.
+func (e *Engine) transmit(p *pipe, dest [32]byte, b *pb.PacketBatch) error {
 	if dest == ([32]byte{}) {
 		raw, err := marshal(b)
 		if err != nil {
@@ -134,14 +155,15 @@ func (e *Engine) sendBatch(p *pipe, dest [32]byte, out []outPacket) error {
 	if err != nil {
 		return err
 	}
-	if err := e.cfg.Host.SendDirect(e.ctx, dest, KindDirect, raw); err == nil {
-		return nil
+	err = e.retryBusy(10*time.Second, func() error { return e.cfg.Host.SendDirect(e.ctx, dest, KindDirect, raw) })
+	if err == nil || errors.Is(err, mesh.ErrBusy) || errors.Is(err, ErrClosed) {
+		return err
 	}
 	sealed, err := marshal(&pb.SealedBody{Body: &pb.SealedBody_Batch{Batch: b}})
 	if err != nil {
 		return err
 	}
-	return e.sendSealed(e.ctx, dest, sealed)
+	return e.retryBusy(10*time.Second, func() error { return e.sendSealed(e.ctx, dest, sealed) })
 }
 
 // sendSealed encrypts body end to end for dst and routes it there.

@@ -63,3 +63,12 @@ func (g *spaceGuard) check(n int) error {
 	}
 	return nil
 }
+
+// SetMinFreeBytes changes the reserve (see Options.MinFreeBytes; 0 or
+// negative turns the check off).
+func (d *DB) SetMinFreeBytes(n int64) {
+	d.space.mu.Lock()
+	defer d.space.mu.Unlock()
+	d.space.min = uint64(max(n, 0))
+	d.space.checked = time.Time{}
+}

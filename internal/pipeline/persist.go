@@ -1,0 +1,466 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/pipesnet/pipes/internal/history"
+	"github.com/pipesnet/pipes/internal/wire/pb"
+)
+
+// Persistent pipelines. Every packet goes through the pipeline's writer
+// goroutine, which logs it (history.Log: synced, encrypted at rest) before
+// anyone sees it:
+//
+//   - a local Put waits for its packet to be logged, so that Put returning
+//     nil means the packet is durable; the writer signs the packets it
+//     logged together as one batch and hands the batch to the pipeline's
+//     sender, which broadcasts it (or sends it to the other node);
+//   - received packets (live batches, or sync segments) are logged in each
+//     sender's sequence order: a packet after a gap waits in memory
+//     (bounded) until the gap is filled, by live traffic or by sync.
+//
+// Subscribers and listeners read the log (Follow), so a slow one never
+// loses a packet; they are woken after each commit.
+
+// maxWaiting bounds the received packets of one pipeline kept while an
+// earlier packet of their sender is missing. Beyond it they are dropped:
+// sync fetches them again once the gap is filled.
+const maxWaiting = 65536
+
+// writerQueue is how many items may wait for a pipeline's writer.
+const writerQueue = 1024
+
+// groupPackets and groupBytes bound what the writer logs in one commit.
+const (
+	groupPackets = maxBatchPackets
+	groupBytes   = maxBatchBytes
+)
+
+// plog is the persistent state of one pipe.
+type plog struct {
+	log  *history.Log
+	in   chan ingest
+	once sync.Once
+
+	mu      sync.Mutex
+	changed chan struct{} // closed and replaced after each commit
+
+	// owned by the writer goroutine
+	waiting  map[[32]byte]map[uint64]waitingPacket
+	nwaiting int
+	certs    map[[32]byte]bool // senders whose certificate is stored
+}
+
+type waitingPacket struct {
+	pk    *Packet
+	proof *history.Proof
+}
+
+// ingest is one item for the writer: a local Put, or verified packets of
+// one sender with the proof that covers them.
+type ingest struct {
+	put    *localPut
+	pks    []*Packet
+	proof  *history.Proof
+	synced bool // came by sync (not counted as live traffic)
+}
+
+type localPut struct {
+	data []byte
+	typ  int64
+	hlc  int64
+	dest [32]byte
+	done chan putResult
+}
+
+type putResult struct {
+	id    [32]byte
+	logID int64
+	err   error
+}
+
+func newPlog(l *history.Log) *plog {
+	return &plog{log: l, in: make(chan ingest, writerQueue), changed: make(chan struct{}),
+		waiting: map[[32]byte]map[uint64]waitingPacket{}, certs: map[[32]byte]bool{}}
+}
+
+// wait returns a channel closed at the next commit.
+func (pl *plog) wait() <-chan struct{} {
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	return pl.changed
+}
+
+func (pl *plog) signal() {
+	pl.mu.Lock()
+	close(pl.changed)
+	pl.changed = make(chan struct{})
+	pl.mu.Unlock()
+}
+
+// recordID is the packet id of a logged record.
+func recordID(pipe [32]byte) func(r *history.Record) [32]byte {
+	return func(r *history.Record) [32]byte {
+		return packetID(pipe, r.Sender, r.Seq, r.HLC, r.Type, r.Dest, r.Data)
+	}
+}
+
+func packetFromRecord(pipe [32]byte, r *history.Record) *Packet {
+	return &Packet{ID: r.ID, Pipeline: pipe, Sender: r.Sender, Seq: r.Seq, HLC: r.HLC, Type: r.Type,
+		Data: r.Data, Destination: r.Dest, LogID: r.LogID, Logged: true}
+}
+
+// openLog opens the history of a persistent pipeline.
+func (e *Engine) openLog(d *Def) (*plog, error) {
+	if e.cfg.DB == nil {
+		return nil, fmt.Errorf("%w: persistent pipelines need a store", ErrNotImplemented)
+	}
+	l, err := history.Open(e.cfg.DB, history.Config{Node: e.self, Pipeline: d.ID,
+		Key: history.DeriveKey(e.cfg.StoreKey, "pipeline log", d.ID[:]), PacketID: recordID(d.ID)})
+	if err != nil {
+		return nil, err
+	}
+	return newPlog(l), nil
+}
+
+// startWriter starts p's writer and sender once.
+func (e *Engine) startWriter(p *pipe) {
+	p.plog.once.Do(func() {
+		p.batches = make(chan *pb.PacketBatch, 16)
+		e.wg.Add(2)
+		go e.writer(p)
+		go e.batchSender(p)
+	})
+}
+
+// putPersistent logs a local packet and returns its id and LogID once it
+// is durable.
+func (e *Engine) putPersistent(ctx context.Context, p *pipe, data []byte, typ int64, dest [32]byte) (putResult, error) {
+	if p.logErr != nil {
+		return putResult{}, p.logErr
+	}
+	e.startWriter(p)
+	req := &localPut{data: data, typ: typ, hlc: e.clock.now(), dest: dest, done: make(chan putResult, 1)}
+	select {
+	case p.plog.in <- ingest{put: req}:
+	case <-ctx.Done():
+		return putResult{}, ctx.Err()
+	case <-e.ctx.Done():
+		return putResult{}, ErrClosed
+	}
+	select {
+	case r := <-req.done:
+		if r.err != nil {
+			return r, r.err
+		}
+		e.stats.sent.Add(1)
+		return r, nil
+	case <-e.ctx.Done():
+		return putResult{}, ErrClosed
+	}
+}
+
+// enqueue hands received, verified packets of one sender to p's writer
+// without blocking (it runs on the mesh loop). If the writer is behind
+// they are dropped and counted; sync fetches them later.
+func (e *Engine) enqueue(p *pipe, it ingest, block bool) {
+	if p.logErr != nil {
+		return
+	}
+	e.startWriter(p)
+	if block {
+		select {
+		case p.plog.in <- it:
+		case <-e.ctx.Done():
+		}
+		return
+	}
+	select {
+	case p.plog.in <- it:
+	default:
+		e.stats.dropped.Add(uint64(len(it.pks)))
+		p.stats.dropped.Add(uint64(len(it.pks)))
+		e.syncKick(p)
+	}
+}
+
+// writer logs what arrives for a persistent pipeline, one commit per
+// group of items.
+func (e *Engine) writer(p *pipe) {
+	defer e.wg.Done()
+	for {
+		var items []ingest
+		select {
+		case it := <-p.plog.in:
+			items = append(items, it)
+		case <-e.ctx.Done():
+			return
+		}
+		n, size := 1, 0
+	fill:
+		for n < groupPackets && size < groupBytes {
+			select {
+			case it := <-p.plog.in:
+				items = append(items, it)
+				n += max(len(it.pks), 1)
+				if it.put != nil {
+					size += len(it.put.data)
+				}
+			default:
+				break fill
+			}
+		}
+		e.commit(p, items)
+	}
+}
+
+// commit logs one group: received packets first (in sender order, gaps
+// held back), then the local Puts as one signed batch.
+func (e *Engine) commit(p *pipe, items []ingest) {
+	pl := p.plog
+	var recs []*history.Record
+	var proofs []history.Proof
+	proofUsed := map[*history.Proof]bool{}
+	heads := map[[32]byte]uint64{}
+	head := func(s [32]byte) uint64 {
+		if h, ok := heads[s]; ok {
+			return h
+		}
+		return pl.log.Head(s)
+	}
+	take := func(pk *Packet, proof *history.Proof) {
+		recs = append(recs, &history.Record{ID: pk.ID, Sender: pk.Sender, Seq: pk.Seq, HLC: pk.HLC,
+			Type: pk.Type, Dest: pk.Destination, Data: pk.Data})
+		heads[pk.Sender] = pk.Seq
+		if proof != nil && !proofUsed[proof] {
+			proofUsed[proof] = true
+			pr := *proof
+			if pl.certs[pr.Sender] {
+				pr.Cert = nil
+			}
+			proofs = append(proofs, pr)
+		}
+	}
+	var kicked bool
+	for _, it := range items {
+		for _, pk := range it.pks {
+			h := head(pk.Sender)
+			switch {
+			case pk.Seq <= h:
+				continue // already logged
+			case pk.Seq == h+1:
+				take(pk, it.proof)
+				e.clock.observe(pk.HLC)
+				// Packets that waited for this one follow it.
+				for w := pl.waiting[pk.Sender]; w != nil; {
+					next, ok := w[head(pk.Sender)+1]
+					if !ok {
+						break
+					}
+					delete(w, next.pk.Seq)
+					pl.nwaiting--
+					take(next.pk, next.proof)
+				}
+			default:
+				w := pl.waiting[pk.Sender]
+				if w == nil {
+					w = map[uint64]waitingPacket{}
+					pl.waiting[pk.Sender] = w
+				}
+				if _, dup := w[pk.Seq]; !dup {
+					if pl.nwaiting >= maxWaiting {
+						e.stats.dropped.Add(1)
+						p.stats.dropped.Add(1)
+					} else {
+						w[pk.Seq] = waitingPacket{pk: pk, proof: it.proof}
+						pl.nwaiting++
+					}
+				}
+				if !kicked {
+					kicked = true
+					e.syncKick(p)
+				}
+			}
+		}
+	}
+	// Local Puts: the next sequence numbers of this node, one signature.
+	var puts []*localPut
+	var batch *pb.PacketBatch
+	if firstSeq := head(e.self) + 1; true {
+		var ids [][32]byte
+		var pks []*pb.Packet
+		for _, it := range items {
+			if it.put == nil {
+				continue
+			}
+			q := it.put
+			seq := firstSeq + uint64(len(puts))
+			id := packetID(p.def.ID, e.self, seq, q.hlc, q.typ, q.dest, q.data)
+			pk := &pb.Packet{Seq: seq, Hlc: q.hlc, Type: q.typ, Data: q.data}
+			if q.dest != ([32]byte{}) {
+				pk.Destination = q.dest[:]
+			}
+			puts = append(puts, q)
+			ids = append(ids, id)
+			pks = append(pks, pk)
+			recs = append(recs, &history.Record{ID: id, Sender: e.self, Seq: seq, HLC: q.hlc, Type: q.typ, Dest: q.dest, Data: q.data})
+		}
+		if len(puts) > 0 {
+			sig := signBatch(e.cfg.Key, ids)
+			pr := history.Proof{Sender: e.self, FirstSeq: firstSeq, LastSeq: firstSeq + uint64(len(puts)) - 1, Signature: sig}
+			if !pl.certs[e.self] {
+				pr.Cert = e.certBytes()
+			}
+			proofs = append(proofs, pr)
+			batch = &pb.PacketBatch{NodeCert: e.cfg.Cert.Signed, Pipeline: p.def.ID[:], Packets: pks, Signature: sig}
+		}
+	}
+	if len(recs) == 0 {
+		return
+	}
+	err := pl.log.Append(recs, proofs)
+	if err != nil {
+		e.log.Error("cannot log packets", "pipeline", p.def.Name, "packets", len(recs), "err", err)
+		for _, q := range puts {
+			q.done <- putResult{err: err}
+		}
+		// Received packets are not lost: sync fetches them again.
+		e.syncKick(p)
+		return
+	}
+	for _, pr := range proofs {
+		if pr.Cert != nil {
+			pl.certs[pr.Sender] = true
+		}
+	}
+	nLocal := len(puts)
+	received := uint64(len(recs) - nLocal)
+	e.stats.delivered.Add(received)
+	p.stats.delivered.Add(received)
+	for i, q := range puts {
+		r := recs[len(recs)-nLocal+i]
+		q.done <- putResult{id: r.ID, logID: r.LogID}
+	}
+	pl.signal()
+	e.syncProgress(p)
+	if batch != nil {
+		select {
+		case p.batches <- batch:
+		case <-e.ctx.Done():
+		}
+	}
+}
+
+// certBytes returns the node's certificate, encoded.
+func (e *Engine) certBytes() []byte {
+	b, _ := proto.Marshal(e.cfg.Cert.Signed)
+	return b
+}
+
+// batchSender transmits the batches the writer signed.
+func (e *Engine) batchSender(p *pipe) {
+	defer e.wg.Done()
+	for {
+		select {
+		case b := <-p.batches:
+			dest := [32]byte{}
+			if p.def.IsPointToPoint() {
+				dest = p.def.Opts.ToNode
+			}
+			if err := e.transmit(p, dest, b); err != nil && e.ctx.Err() == nil {
+				// Not lost: the packets are logged and sync delivers them.
+				e.log.Debug("batch not sent now; sync will deliver it", "pipeline", p.def.Name, "err", err)
+			}
+		case <-e.ctx.Done():
+			return
+		}
+	}
+}
+
+// Follow calls fn with the logged packets of persistent pipeline id with
+// LogID > after, in order, and then with each packet logged later, until
+// ctx ends, the engine closes, or fn returns false. fn runs on a goroutine
+// of the engine and may block; the context it gets ends when Follow must
+// stop. end is called once at the end.
+func (e *Engine) Follow(ctx context.Context, id [32]byte, after int64, fn func(context.Context, *Packet) bool, end func()) error {
+	e.mu.Lock()
+	p := e.mu.pipes[id]
+	closed := e.mu.closed
+	if p != nil && p.plog != nil && !closed {
+		e.wg.Add(1)
+	}
+	e.mu.Unlock()
+	switch {
+	case closed:
+		return ErrClosed
+	case p == nil:
+		return fmt.Errorf("%w %x", ErrUnknown, id[:4])
+	case p.plog == nil:
+		if p.logErr != nil {
+			return p.logErr
+		}
+		return fmt.Errorf("pipeline: %q is not persistent", p.def.Name)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(e.ctx, cancel)
+	go func() {
+		defer e.wg.Done()
+		defer end()
+		defer stop()
+		defer cancel()
+		for {
+			changed := p.plog.wait()
+			n := 0
+			ok := true
+			err := p.plog.log.Since(after, 256, func(r *history.Record) bool {
+				n++
+				after = r.LogID
+				ok = fn(ctx, packetFromRecord(id, r))
+				return ok && ctx.Err() == nil
+			})
+			if err != nil {
+				e.log.Error("cannot read the log", "pipeline", p.def.Name, "err", err)
+				return
+			}
+			if !ok || ctx.Err() != nil {
+				return
+			}
+			if n == 256 {
+				continue
+			}
+			select {
+			case <-changed:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return nil
+}
+
+// Log returns the history of persistent pipeline id.
+func (e *Engine) Log(id [32]byte) (*history.Log, error) {
+	e.mu.Lock()
+	p := e.mu.pipes[id]
+	e.mu.Unlock()
+	switch {
+	case p == nil:
+		return nil, fmt.Errorf("%w %x", ErrUnknown, id[:4])
+	case p.logErr != nil:
+		return nil, p.logErr
+	case p.plog == nil:
+		return nil, ErrNotPersistent
+	}
+	return p.plog.log, nil
+}
+
+// ErrNotPersistent is returned for log operations on a live pipeline.
+var ErrNotPersistent = errors.New("pipeline: not a persistent pipeline")
+
+// PacketFromRecord turns a logged record of pipeline id into a Packet.
+func PacketFromRecord(id [32]byte, r *history.Record) *Packet { return packetFromRecord(id, r) }

@@ -1,0 +1,663 @@
+package pipeline
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/pipesnet/pipes/internal/history"
+	"github.com/pipesnet/pipes/internal/identity"
+	"github.com/pipesnet/pipes/internal/mesh"
+	"github.com/pipesnet/pipes/internal/wire/pb"
+)
+
+// Sync of persistent pipelines. A node's history of a pipeline is, for
+// each sender, that sender's packets 1..head: the heads form a version
+// vector, and what a node lacks is, per sender, a range of sequence
+// numbers. Nodes exchange their heads (SyncOffer) when they connect, when
+// a periodic digest shows that they differ, when a packet arrives after a
+// gap, and after they finish catching up; each then pulls what it lacks
+// (SyncWant) in chunks, spread over every peer that has them, and the
+// peers answer with signed batch segments (SyncData) read from their logs.
+// Traffic is the missing packets plus a few bytes per sender, whatever
+// the size of the history.
+//
+// For broadcast pipelines sync runs between direct peers (kind KindSync);
+// a point-to-point pipeline syncs between its two nodes only, sealed end
+// to end and routed through any nodes between them.
+//
+// The sync state is owned by one goroutine (syncLoop); everything else
+// talks to it through syncDo.
+
+const (
+	syncTick      = 200 * time.Millisecond
+	digestEvery   = 5 * time.Second
+	p2pOfferEvery = 20 * time.Second
+	wantChunk     = 4096             // sequence numbers per want
+	wantsPerPeer  = 4                // outstanding wants per peer
+	wantTimeout   = 10 * time.Second // without an answer: ask again
+	wantSettle    = 3 * time.Second  // answered: wait for the writer before asking again
+	missingDelay  = 300 * time.Millisecond
+	replyEvery    = 200 * time.Millisecond
+	kickEvery     = time.Second
+	syncDataBytes = 1 << 20 // data per SyncData message
+	maxWantSpan   = 4 * wantChunk
+	serveWorkers  = 2
+)
+
+type syncer struct {
+	events   chan func()
+	serve    chan serveReq
+	nextReq  atomic.Uint64
+	lastDig  time.Time
+	peersNow map[[32]byte]bool
+}
+
+type serveReq struct {
+	p      *pipe
+	peer   [32]byte
+	want   *pb.SyncWant
+	sealed bool
+}
+
+// syncState is one persistent pipeline's sync state, owned by syncLoop.
+type syncState struct {
+	peers        map[[32]byte]map[[32]byte]uint64 // peer -> sender -> head it offered
+	wants        map[uint64]*want
+	missingSince map[[32]byte]time.Time
+	lastKick     time.Time
+	lastReply    map[[32]byte]time.Time
+	p2pOnline    bool
+	p2pOffered   time.Time
+	syncing      bool
+	progress     atomic.Bool // a commit happened since the last schedule
+}
+
+type want struct {
+	peer, sender [32]byte
+	from, to     uint64
+	progress     time.Time
+	done         bool
+}
+
+func newSyncer() *syncer {
+	return &syncer{events: make(chan func(), 4096), serve: make(chan serveReq, 64), peersNow: map[[32]byte]bool{}}
+}
+
+func newSyncState() *syncState {
+	return &syncState{peers: map[[32]byte]map[[32]byte]uint64{}, wants: map[uint64]*want{},
+		missingSince: map[[32]byte]time.Time{}, lastReply: map[[32]byte]time.Time{}}
+}
+
+// syncDo runs f on the sync loop, or drops it if the loop is far behind
+// (sync state heals: offers and digests are sent again).
+func (e *Engine) syncDo(f func()) {
+	select {
+	case e.syncer.events <- f:
+	default:
+	}
+}
+
+// syncLoop owns the sync state of every persistent pipeline.
+func (e *Engine) syncLoop() {
+	defer e.wg.Done()
+	for range serveWorkers {
+		e.wg.Add(1)
+		go e.serveWorker()
+	}
+	t := time.NewTicker(syncTick)
+	defer t.Stop()
+	for {
+		select {
+		case f := <-e.syncer.events:
+			f()
+		case <-t.C:
+			e.syncTickAll()
+		case <-e.ctx.Done():
+			return
+		}
+	}
+}
+
+// persistentPipes returns the persistent pipelines whose log is open.
+func (e *Engine) persistentPipes() []*pipe {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []*pipe
+	for _, p := range e.mu.pipes {
+		if p.plog != nil {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func (e *Engine) syncTickAll() {
+	pipes := e.persistentPipes()
+	now := time.Now()
+	digest := now.Sub(e.syncer.lastDig) >= digestEvery
+	var hashes []*pb.SyncHash
+	for _, p := range pipes {
+		if p.def.IsPointToPoint() {
+			e.p2pCheck(p, now)
+		} else if digest {
+			h := headsHash(p.plog.log.Heads())
+			hashes = append(hashes, &pb.SyncHash{Pipeline: p.def.ID[:], Hash: h[:]})
+		}
+		e.schedule(p, now)
+	}
+	if digest {
+		e.syncer.lastDig = now
+		if len(hashes) > 0 {
+			for _, peer := range e.cfg.Host.Peers() {
+				e.sendSync(nil, peer, &pb.Sync{Body: &pb.Sync_Digest{Digest: &pb.SyncDigest{Pipelines: hashes}}})
+			}
+		}
+	}
+}
+
+// p2pCheck offers a point-to-point pipeline's heads to its other node when
+// it comes online, and every p2pOfferEvery while it is.
+func (e *Engine) p2pCheck(p *pipe, now time.Time) {
+	st := p.sync
+	other := p.def.Opts.ToNode
+	_, online := e.cfg.Host.HPKEKey(other)
+	if !online {
+		st.p2pOnline = false
+		delete(st.peers, other)
+		return
+	}
+	if !st.p2pOnline || now.Sub(st.p2pOffered) >= p2pOfferEvery {
+		st.p2pOnline, st.p2pOffered = true, now
+		e.sendOffer(p, other, true)
+	}
+}
+
+// headsHash hashes heads sorted by sender.
+func headsHash(heads map[[32]byte]uint64) [32]byte {
+	senders := make([][32]byte, 0, len(heads))
+	for s := range heads {
+		senders = append(senders, s)
+	}
+	slices.SortFunc(senders, func(a, b [32]byte) int { return bytes.Compare(a[:], b[:]) })
+	h := sha256.New()
+	for _, s := range senders {
+		h.Write(s[:])
+		h.Write(binary.BigEndian.AppendUint64(nil, heads[s]))
+	}
+	return [32]byte(h.Sum(nil))
+}
+
+// syncPeers returns the nodes p syncs with.
+func (e *Engine) syncPeers(p *pipe) [][32]byte {
+	if p.def.IsPointToPoint() {
+		return [][32]byte{p.def.Opts.ToNode}
+	}
+	return e.cfg.Host.Peers()
+}
+
+func (e *Engine) sendOffer(p *pipe, to [32]byte, wantReply bool) {
+	heads := p.plog.log.Heads()
+	o := &pb.SyncOffer{Pipeline: p.def.ID[:], WantReply: wantReply}
+	for s, h := range heads {
+		o.Heads = append(o.Heads, &pb.SyncHead{Sender: bytes.Clone(s[:]), Seq: h})
+	}
+	e.sendSync(p, to, &pb.Sync{Body: &pb.Sync_Offer{Offer: o}})
+}
+
+// sendSync sends a sync message: sealed for a point-to-point pipeline,
+// else directly to a peer. It retries while the link is busy, until the
+// engine closes or the message has waited 10 s.
+func (e *Engine) sendSync(p *pipe, to [32]byte, m *pb.Sync) error {
+	var send func() error
+	if p != nil && p.def.IsPointToPoint() {
+		body, err := marshal(&pb.SealedBody{Body: &pb.SealedBody_Sync{Sync: m}})
+		if err != nil {
+			return err
+		}
+		send = func() error { return e.sendSealed(e.ctx, to, body) }
+	} else {
+		raw, err := marshal(m)
+		if err != nil {
+			return err
+		}
+		send = func() error { return e.cfg.Host.SendDirect(e.ctx, to, KindSync, raw) }
+	}
+	return e.retryBusy(10*time.Second, send)
+}
+
+// retryBusy calls send until it does not fail with mesh.ErrBusy, waiting a
+// little in between, for at most limit.
+func (e *Engine) retryBusy(limit time.Duration, send func() error) error {
+	deadline := time.Now().Add(limit)
+	wait := time.Millisecond
+	for {
+		err := send()
+		if !errors.Is(err, mesh.ErrBusy) || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-time.After(wait):
+		case <-e.ctx.Done():
+			return ErrClosed
+		}
+		wait = min(2*wait, 20*time.Millisecond)
+	}
+}
+
+// PeerConnected is called when a node becomes a direct peer: it gets the
+// broadcast pipelines' definitions and the heads of the persistent ones.
+func (e *Engine) PeerConnected(peer [32]byte) {
+	e.sendDefs(peer)
+	e.syncDo(func() {
+		for _, p := range e.persistentPipes() {
+			if !p.def.IsPointToPoint() {
+				e.sendOffer(p, peer, true)
+			}
+		}
+	})
+}
+
+// PeerGone is called when a direct peer is lost: its offers and the
+// chunks asked of it are forgotten, and asked of others.
+func (e *Engine) PeerGone(peer [32]byte) {
+	e.syncDo(func() {
+		for _, p := range e.persistentPipes() {
+			if p.def.IsPointToPoint() {
+				continue
+			}
+			delete(p.sync.peers, peer)
+			for id, w := range p.sync.wants {
+				if w.peer == peer {
+					delete(p.sync.wants, id)
+				}
+			}
+		}
+	})
+}
+
+// syncKick asks the peers for their heads of p: a packet arrived after a
+// gap, or could not be logged.
+func (e *Engine) syncKick(p *pipe) {
+	e.syncDo(func() {
+		if time.Since(p.sync.lastKick) < kickEvery {
+			return
+		}
+		p.sync.lastKick = time.Now()
+		for _, peer := range e.syncPeers(p) {
+			e.sendOffer(p, peer, true)
+		}
+	})
+}
+
+// syncProgress tells the sync loop that p's log grew.
+func (e *Engine) syncProgress(p *pipe) {
+	if p.sync.progress.CompareAndSwap(false, true) {
+		e.syncDo(func() {
+			p.sync.progress.Store(false)
+			e.schedule(p, time.Now())
+		})
+	}
+}
+
+// Synchronizing reports whether persistent pipeline id is catching up.
+func (e *Engine) Synchronizing(id [32]byte) bool {
+	p, _ := e.pipeOf(id)
+	return p != nil && p.syncing.Load()
+}
+
+// schedule expires finished or stalled wants and asks for what p lacks,
+// spread over the peers that have it.
+func (e *Engine) schedule(p *pipe, now time.Time) {
+	st := p.sync
+	heads := p.plog.log.Heads()
+	for id, w := range st.wants {
+		switch {
+		case heads[w.sender] >= w.to:
+			delete(st.wants, id)
+		case !w.done && now.Sub(w.progress) > wantTimeout, w.done && now.Sub(w.progress) > wantSettle:
+			delete(st.wants, id)
+		}
+	}
+	load := map[[32]byte]int{}
+	for _, w := range st.wants {
+		if !w.done {
+			load[w.peer]++
+		}
+	}
+	avail := map[[32]byte]uint64{}
+	for _, hs := range st.peers {
+		for s, h := range hs {
+			avail[s] = max(avail[s], h)
+		}
+	}
+	missing := false
+	for s := range st.missingSince {
+		if avail[s] <= heads[s] {
+			delete(st.missingSince, s)
+		}
+	}
+	for sender, top := range avail {
+		if top <= heads[sender] {
+			continue
+		}
+		missing = true
+		since, ok := st.missingSince[sender]
+		if !ok {
+			st.missingSince[sender] = now
+			since = now
+		}
+		if now.Sub(since) < missingDelay && len(st.wants) == 0 && !st.syncing {
+			continue // it may be on its way as live traffic
+		}
+		pos := heads[sender] + 1
+		for pos <= top {
+			if end, covered := st.covered(sender, pos); covered {
+				pos = end + 1
+				continue
+			}
+			end := min(pos+wantChunk-1, top)
+			for _, w := range st.wants {
+				if w.sender == sender && w.from > pos && w.from <= end {
+					end = w.from - 1
+				}
+			}
+			peer, ok := st.choosePeer(sender, pos, load)
+			if !ok {
+				break
+			}
+			end = min(end, st.peers[peer][sender])
+			id := e.syncer.nextReq.Add(1)
+			st.wants[id] = &want{peer: peer, sender: sender, from: pos, to: end, progress: now}
+			load[peer]++
+			e.log.Debug("sync want", "pipeline", p.def.Name, "of", fmt.Sprintf("%x", peer[:4]), "sender", fmt.Sprintf("%x", sender[:4]), "from", pos, "to", end)
+			e.sendSync(p, peer, &pb.Sync{Body: &pb.Sync_Want{Want: &pb.SyncWant{
+				Pipeline: p.def.ID[:], Sender: bytes.Clone(sender[:]), From: pos, To: end, Request: id}}})
+			pos = end + 1
+		}
+	}
+	syncing := missing || len(st.wants) > 0
+	if syncing != st.syncing {
+		st.syncing = syncing
+		p.syncing.Store(syncing)
+		if e.cfg.OnSync != nil {
+			id := p.def.ID
+			e.notes.Push(func() { e.cfg.OnSync(id, !syncing) })
+		}
+		if !syncing {
+			// Caught up: let the others pull what came through this node.
+			for _, peer := range e.syncPeers(p) {
+				e.sendOffer(p, peer, false)
+			}
+		}
+	}
+}
+
+// covered reports whether a want covers sender's seq, and where it ends.
+func (st *syncState) covered(sender [32]byte, seq uint64) (uint64, bool) {
+	for _, w := range st.wants {
+		if w.sender == sender && w.from <= seq && seq <= w.to {
+			return w.to, true
+		}
+	}
+	return 0, false
+}
+
+// choosePeer picks the least loaded peer that has sender's packet seq and
+// can take another want.
+func (st *syncState) choosePeer(sender [32]byte, seq uint64, load map[[32]byte]int) ([32]byte, bool) {
+	var best [32]byte
+	found := false
+	for peer, hs := range st.peers {
+		if hs[sender] < seq || load[peer] >= wantsPerPeer {
+			continue
+		}
+		if !found || load[peer] < load[best] || (load[peer] == load[best] && bytes.Compare(peer[:], best[:]) < 0) {
+			best, found = peer, true
+		}
+	}
+	return best, found
+}
+
+// handleSync handles a sync message from src (on the routed worker).
+// sealed tells whether it came end-to-end encrypted.
+func (e *Engine) handleSync(src [32]byte, m *pb.Sync, sealed bool) error {
+	var pipeID []byte
+	switch b := m.Body.(type) {
+	case *pb.Sync_Digest:
+		if sealed || b.Digest == nil {
+			return errors.New("pipeline: malformed sync digest")
+		}
+		e.syncDo(func() { e.onDigest(src, b.Digest) })
+		return nil
+	case *pb.Sync_Offer:
+		if b.Offer != nil {
+			pipeID = b.Offer.Pipeline
+		}
+	case *pb.Sync_Want:
+		if b.Want != nil {
+			pipeID = b.Want.Pipeline
+		}
+	case *pb.Sync_Data:
+		if b.Data != nil {
+			pipeID = b.Data.Pipeline
+		}
+	}
+	if len(pipeID) != 32 {
+		return errors.New("pipeline: malformed sync message")
+	}
+	p, _ := e.pipeOf([32]byte(pipeID))
+	if p == nil || p.plog == nil {
+		return fmt.Errorf("pipeline: sync of unknown pipeline %x", pipeID[:4])
+	}
+	if p.def.IsPointToPoint() != sealed || (sealed && src != p.def.Opts.ToNode) {
+		return errors.New("pipeline: sync message on the wrong path")
+	}
+	switch b := m.Body.(type) {
+	case *pb.Sync_Offer:
+		heads := map[[32]byte]uint64{}
+		for _, h := range b.Offer.Heads {
+			if len(h.Sender) != 32 {
+				return errors.New("pipeline: malformed sync offer")
+			}
+			heads[[32]byte(h.Sender)] = h.Seq
+		}
+		wantReply := b.Offer.WantReply
+		e.syncDo(func() { e.onOffer(p, src, heads, wantReply) })
+	case *pb.Sync_Want:
+		if len(b.Want.Sender) != 32 || b.Want.From == 0 || b.Want.To < b.Want.From || b.Want.To-b.Want.From >= maxWantSpan {
+			return errors.New("pipeline: malformed sync want")
+		}
+		select {
+		case e.syncer.serve <- serveReq{p: p, peer: src, want: b.Want, sealed: sealed}:
+		default: // busy: the asker asks again later
+		}
+	case *pb.Sync_Data:
+		return e.onData(p, src, b.Data)
+	}
+	return nil
+}
+
+func (e *Engine) onDigest(src [32]byte, d *pb.SyncDigest) {
+	for _, h := range d.Pipelines {
+		if len(h.Pipeline) != 32 {
+			return
+		}
+		p, _ := e.pipeOf([32]byte(h.Pipeline))
+		if p == nil || p.plog == nil || p.def.IsPointToPoint() {
+			continue
+		}
+		mine := headsHash(p.plog.log.Heads())
+		if !bytes.Equal(mine[:], h.Hash) {
+			e.sendOffer(p, src, true)
+		}
+	}
+}
+
+func (e *Engine) onOffer(p *pipe, src [32]byte, heads map[[32]byte]uint64, wantReply bool) {
+	e.log.Debug("sync offer", "pipeline", p.def.Name, "from", fmt.Sprintf("%x", src[:4]), "senders", len(heads), "reply", wantReply)
+	st := p.sync
+	st.peers[src] = heads
+	mine := p.plog.log.Heads()
+	ahead := false
+	for s, h := range mine {
+		if h > heads[s] {
+			ahead = true
+			break
+		}
+	}
+	if (wantReply || ahead) && time.Since(st.lastReply[src]) >= replyEvery {
+		st.lastReply[src] = time.Now()
+		e.sendOffer(p, src, false)
+	}
+	e.schedule(p, time.Now())
+}
+
+// onData verifies the segments of a SyncData and hands their packets to
+// the writer (waiting for room: this is the catch-up path).
+func (e *Engine) onData(p *pipe, src [32]byte, d *pb.SyncData) error {
+	var cert *identity.Cert
+	var certRaw []byte
+	if len(d.Segments) > 0 {
+		c, err := e.certs.Parse(d.NodeCert)
+		if err != nil || c.NetworkID != e.cfg.Network {
+			e.stats.rejected.Add(1)
+			return fmt.Errorf("pipeline: sync data with a bad certificate: %v", err)
+		}
+		cert = c
+		certRaw, _ = marshal(d.NodeCert)
+	}
+	for _, seg := range d.Segments {
+		pks, proof, err := openSegment(p.def.ID, cert, seg)
+		if err != nil {
+			e.stats.rejected.Add(1)
+			p.stats.rejected.Add(1)
+			return err
+		}
+		proof.Cert = certRaw
+		e.enqueue(p, ingest{pks: pks, proof: proof, synced: true}, true)
+	}
+	req, last, head := d.Request, d.Last, d.Head
+	e.syncDo(func() {
+		w := p.sync.wants[req]
+		if w == nil || w.peer != src {
+			return
+		}
+		w.progress = time.Now()
+		if last {
+			w.done = true
+			if hs := p.sync.peers[src]; hs != nil && head < hs[w.sender] {
+				hs[w.sender] = head // it has less than it offered
+			}
+		}
+	})
+	return nil
+}
+
+// openSegment verifies one segment: its packets number on from the ids
+// before them, and the batch signature covers all of the ids.
+func openSegment(pipe [32]byte, cert *identity.Cert, s *pb.SyncSegment) ([]*Packet, *history.Proof, error) {
+	n := len(s.PrefixIds) + len(s.Packets)
+	if cert == nil || len(s.Packets) == 0 || n > maxBatchPackets || s.FirstSeq == 0 {
+		return nil, nil, fmt.Errorf("%w: malformed sync segment", ErrBadBatch)
+	}
+	sender := cert.NodeID()
+	msg := make([]byte, 0, 32*n)
+	for _, id := range s.PrefixIds {
+		if len(id) != 32 {
+			return nil, nil, fmt.Errorf("%w: malformed sync segment", ErrBadBatch)
+		}
+		msg = append(msg, id...)
+	}
+	seq := s.FirstSeq + uint64(len(s.PrefixIds))
+	pks := make([]*Packet, 0, len(s.Packets))
+	for i, q := range s.Packets {
+		if q.Seq != seq+uint64(i) || len(q.Data) > MaxPacketSize {
+			return nil, nil, fmt.Errorf("%w: sync segment out of sequence or oversized", ErrBadBatch)
+		}
+		var dest [32]byte
+		if len(q.Destination) != 0 {
+			if len(q.Destination) != 32 {
+				return nil, nil, fmt.Errorf("%w: destination of %d bytes", ErrBadBatch, len(q.Destination))
+			}
+			dest = [32]byte(q.Destination)
+		}
+		id := packetID(pipe, sender, q.Seq, q.Hlc, q.Type, dest, q.Data)
+		msg = append(msg, id[:]...)
+		pks = append(pks, &Packet{ID: id, Pipeline: pipe, Sender: sender, Seq: q.Seq, HLC: q.Hlc, Type: q.Type,
+			Data: q.Data, Destination: dest})
+	}
+	if !identity.Verify(cert.NodeKey, batchContext, msg, s.Signature) {
+		return nil, nil, fmt.Errorf("%w: sync segment signature does not verify", ErrBadBatch)
+	}
+	proof := &history.Proof{Sender: sender, FirstSeq: s.FirstSeq, LastSeq: s.FirstSeq + uint64(n) - 1, Signature: s.Signature}
+	return pks, proof, nil
+}
+
+// serveWorker answers SyncWants from the log.
+func (e *Engine) serveWorker() {
+	defer e.wg.Done()
+	for {
+		select {
+		case r := <-e.syncer.serve:
+			if err := e.serveWant(r); err != nil && e.ctx.Err() == nil {
+				e.log.Debug("sync request not served", "pipeline", r.p.def.Name, "err", err)
+			}
+		case <-e.ctx.Done():
+			return
+		}
+	}
+}
+
+func (e *Engine) serveWant(r serveReq) error {
+	w := r.want
+	sender := [32]byte(w.Sender)
+	log := r.p.plog.log
+	msg := &pb.SyncData{Pipeline: r.p.def.ID[:], Request: w.Request}
+	if raw, err := log.Cert(sender); err == nil {
+		var s pb.Signed
+		if err := proto.Unmarshal(raw, &s); err == nil {
+			msg.NodeCert = &s
+		}
+	}
+	size := 0
+	var sendErr error
+	err := log.Segments(sender, w.From, w.To, 1<<62, func(seg *history.Segment) bool {
+		ps := &pb.SyncSegment{FirstSeq: seg.FirstSeq, Signature: seg.Signature}
+		for _, id := range seg.PrefixIDs {
+			ps.PrefixIds = append(ps.PrefixIds, bytes.Clone(id[:]))
+		}
+		for _, rec := range seg.Records {
+			q := &pb.Packet{Seq: rec.Seq, Hlc: rec.HLC, Type: rec.Type, Data: rec.Data}
+			if rec.Dest != ([32]byte{}) {
+				q.Destination = bytes.Clone(rec.Dest[:])
+			}
+			ps.Packets = append(ps.Packets, q)
+			size += len(rec.Data) + 32
+		}
+		msg.Segments = append(msg.Segments, ps)
+		if size >= syncDataBytes {
+			if sendErr = e.sendSync(r.p, r.peer, &pb.Sync{Body: &pb.Sync_Data{Data: msg}}); sendErr != nil {
+				return false
+			}
+			msg = &pb.SyncData{Pipeline: msg.Pipeline, Request: w.Request, NodeCert: msg.NodeCert}
+			size = 0
+		}
+		return e.ctx.Err() == nil
+	})
+	if err != nil {
+		return err
+	}
+	if sendErr != nil {
+		return sendErr
+	}
+	msg.Last, msg.Head = true, log.Head(sender)
+	return e.sendSync(r.p, r.peer, &pb.Sync{Body: &pb.Sync_Data{Data: msg}})
+}

@@ -1,0 +1,394 @@
+package pipes_test
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pipesnet/pipes"
+)
+
+// history returns every logged packet of p, checking that LogIDs run 0, 1,
+// 2, ... and that each sender's packets are in sequence order.
+func history(t *testing.T, p *pipes.Pipeline) []*pipes.Packet {
+	t.Helper()
+	var out []*pipes.Packet
+	last := map[pipes.NodeID]uint64{}
+	for pk, err := range p.PacketsSince(-1) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pk.LogID() != int64(len(out)) {
+			t.Fatalf("LogID %d at position %d", pk.LogID(), len(out))
+		}
+		if pk.Seq() != last[pk.Sender()]+1 {
+			t.Fatalf("sender %s: seq %d after %d", pk.Sender().String()[:8], pk.Seq(), last[pk.Sender()])
+		}
+		last[pk.Sender()] = pk.Seq()
+		out = append(out, pk)
+	}
+	return out
+}
+
+// idSet returns the packet ids of pks.
+func idSet(pks []*pipes.Packet) map[pipes.PacketID]bool {
+	s := map[pipes.PacketID]bool{}
+	for _, pk := range pks {
+		s[pk.ID()] = true
+	}
+	return s
+}
+
+// converged waits until every member's log of id holds want packets, the
+// same set everywhere.
+func converged(t *testing.T, ms []*member, id pipes.PipelineID, want int) {
+	t.Helper()
+	eventually(t, 90*time.Second, "logs converge", func() error {
+		var counts []string
+		ok := true
+		for _, m := range ms {
+			p, err := m.n.Pipeline(id)
+			if err != nil {
+				return err
+			}
+			s := p.Stats()
+			counts = append(counts, fmt.Sprintf("%s: %d (syncing %v)", m.n.Location(), s.Logged, s.Synchronizing))
+			ok = ok && s.Logged == int64(want)
+		}
+		if !ok {
+			return fmt.Errorf("want %d packets everywhere, have %v", want, counts)
+		}
+		return nil
+	})
+	var ref map[pipes.PacketID]bool
+	for _, m := range ms {
+		p, _ := m.n.Pipeline(id)
+		s := idSet(history(t, p))
+		if ref == nil {
+			ref = s
+			continue
+		}
+		for pid := range ref {
+			if !s[pid] {
+				t.Fatalf("%s lacks packet %s", m.n.Location(), pid)
+			}
+		}
+	}
+}
+
+func putN(t *testing.T, p *pipes.Pipeline, n int, prefix string) []pipes.PacketID {
+	t.Helper()
+	var ids []pipes.PacketID
+	for i := range n {
+		id, err := p.Put(fmt.Appendf(nil, "%s %d", prefix, i), pipes.WithPacketType(3))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+func TestPersistentPipelineLogAndRestart(t *testing.T) {
+	ms := cluster(t, "persist", 3, nil)
+	id, err := ms[0].n.CreatePipeline("history", pipes.PipelineOptions{Persistent: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p0, _ := ms[0].n.Pipeline(id)
+	p1 := waitPipeline(t, ms[1], id)
+	waitPipeline(t, ms[2], id)
+	if !p0.Persistent() || p0.Live() {
+		t.Fatal("not persistent")
+	}
+	// A slow subscriber on node 2 that reads nothing until the end.
+	p2, _ := ms[2].n.Pipeline(id)
+	slow := p2.Subscribe(t.Context())
+	var wg sync.WaitGroup
+	for i, p := range []*pipes.Pipeline{p0, p1} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			putN(t, p, 300, fmt.Sprintf("node %d", i))
+		}()
+	}
+	wg.Wait()
+	converged(t, ms, id, 600)
+	got := receive(t, slow, 600)
+	for i, pk := range got {
+		if pk.LogID() != int64(i) {
+			t.Fatalf("subscription: LogID %d at %d", pk.LogID(), i)
+		}
+	}
+	// PacketWithID, and the packet's fields.
+	first := history(t, p2)[0]
+	pk, err := p2.PacketWithID(first.ID())
+	if err != nil || pk.Type() != 3 || pk.LogID() != 0 {
+		t.Fatalf("PacketWithID: %v %v", pk, err)
+	}
+	if _, err := p2.PacketWithID(pipes.PacketID{1}); !errors.Is(err, pipes.ErrNotFound) {
+		t.Fatalf("PacketWithID of nothing: %v", err)
+	}
+	// Restart node 2 with its platform: same log, same LogIDs.
+	before := history(t, p2)
+	m := ms[2]
+	if err := m.p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	m.open(t)
+	m.start(t)
+	p2, err = m.n.Pipeline(id)
+	if err != nil {
+		t.Fatalf("pipeline not known after restart: %v", err)
+	}
+	after := history(t, p2)
+	if len(after) != len(before) {
+		t.Fatalf("%d packets after restart, %d before", len(after), len(before))
+	}
+	for i := range before {
+		if after[i].ID() != before[i].ID() {
+			t.Fatalf("LogID %d changed across restart", i)
+		}
+	}
+	// Resume a subscription from a LogID.
+	ch, err := p2.SubscribeSince(t.Context(), 597)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := receive(t, ch, 2); r[0].LogID() != 598 || r[1].LogID() != 599 {
+		t.Fatalf("SubscribeSince(597) gave %d, %d", r[0].LogID(), r[1].LogID())
+	}
+	// Live pipelines have no history.
+	lid, _ := ms[0].n.CreatePipeline("live", pipes.PipelineOptions{})
+	lp, _ := ms[0].n.Pipeline(lid)
+	if _, err := lp.PacketWithID(first.ID()); !errors.Is(err, pipes.ErrNotPersistent) {
+		t.Fatalf("PacketWithID on a live pipeline: %v", err)
+	}
+	if _, err := lp.Put([]byte("x"), pipes.WithDestination(ms[1].n.ID())); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p0.Put([]byte("x"), pipes.WithDestination(ms[1].n.ID())); err == nil {
+		t.Fatal("WithDestination on a persistent broadcast pipeline was accepted")
+	}
+}
+
+// TestOfflineAndNewNodesCatchUp: a node that was offline and a node that
+// joins later both get the whole history, and report synchronizing.
+func TestOfflineAndNewNodesCatchUp(t *testing.T) {
+	ms := cluster(t, "catchup", 3, nil)
+	id, err := ms[0].n.CreatePipeline("log", pipes.PipelineOptions{Persistent: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p0, _ := ms[0].n.Pipeline(id)
+	waitPipeline(t, ms[1], id)
+	waitPipeline(t, ms[2], id)
+	putN(t, p0, 100, "before")
+	converged(t, ms, id, 100)
+
+	off := ms[2]
+	var mu sync.Mutex
+	var updates []bool
+	p2, _ := off.n.Pipeline(id)
+	p2.AddListener(&pipes.PipelineListenerFuncs{SyncUpdate: func(synced bool, _ *pipes.Pipeline) {
+		mu.Lock()
+		updates = append(updates, synced)
+		mu.Unlock()
+	}})
+	if err := off.n.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	p1, _ := ms[1].n.Pipeline(id)
+	putN(t, p0, 3000, "while away 0")
+	putN(t, p1, 3000, "while away 1")
+	off.start(t)
+	late := newMember(t, testNetfileOf(t, ms[0]), "late")
+	late.gateway(t, ms[0])
+	late.start(t)
+	converged(t, append(ms, late), id, 6100)
+	eventually(t, 30*time.Second, "sync reported finished", func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(updates) < 2 || updates[0] || !updates[len(updates)-1] {
+			return fmt.Errorf("sync updates %v", updates)
+		}
+		if p2.IsSynchronizing() {
+			return errors.New("still synchronizing")
+		}
+		return nil
+	})
+}
+
+// TestPartitionHeals: a and b reach each other only through g. With g
+// down both write; once g is back all three hold every packet.
+func TestPartitionHeals(t *testing.T) {
+	netPath := testNetfile(t, "heal")
+	one := pipes.WithTargetDegree(1)
+	g := newMember(t, netPath, "g", one, pipes.WithListenAddr(loopback(freePort(t)))) // the same address after a restart
+	g.start(t)
+	a := newMember(t, netPath, "a", one)
+	b := newMember(t, netPath, "b", one)
+	a.gateway(t, g)
+	b.gateway(t, g)
+	a.start(t)
+	b.start(t)
+	all := []*member{a, g, b}
+	eventually(t, 30*time.Second, "all see all", allSeeAll(all))
+	id, err := a.n.CreatePipeline("doc", pipes.PipelineOptions{Persistent: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pa, _ := a.n.Pipeline(id)
+	pb := waitPipeline(t, b, id)
+	waitPipeline(t, g, id)
+	putN(t, pa, 10, "shared")
+	converged(t, all, id, 10)
+	if err := g.n.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "a and b apart", func() error {
+		if a.n.IsConnected() || b.n.IsConnected() {
+			return errors.New("still connected")
+		}
+		return nil
+	})
+	putN(t, pa, 500, "a alone")
+	putN(t, pb, 700, "b alone")
+	g.start(t)
+	converged(t, all, id, 1210)
+}
+
+// TestPersistentPointToPointThroughRelay: stored at both ends only,
+// synchronised through a relay that sees no plaintext, also after the
+// receiver was offline.
+func TestPersistentPointToPointThroughRelay(t *testing.T) {
+	netPath := testNetfile(t, "pp2p")
+	one := pipes.WithTargetDegree(1)
+	r := newMember(t, netPath, "relay", one)
+	var mu sync.Mutex
+	var relayed [][]byte
+	pipes.SetForwardTap(r.n, func(dst, src [32]byte, payload []byte) {
+		mu.Lock()
+		relayed = append(relayed, bytes.Clone(payload))
+		mu.Unlock()
+	})
+	r.start(t)
+	a := newMember(t, netPath, "alice", one)
+	b := newMember(t, netPath, "bob", one)
+	a.gateway(t, r)
+	b.gateway(t, r)
+	a.start(t)
+	b.start(t)
+	eventually(t, 30*time.Second, "all see all", allSeeAll([]*member{a, r, b}))
+	id, err := a.n.CreatePipeline("diary", pipes.PipelineOptions{ToNode: b.n.ID(), Persistent: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pa, _ := a.n.Pipeline(id)
+	pbob := waitPipeline(t, b, id)
+	putN(t, pa, 20, "secret entry")
+	converged(t, []*member{a, b}, id, 20)
+	if err := b.n.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	putN(t, pa, 200, "secret entry while bob is away")
+	b.start(t)
+	pbob, _ = b.n.Pipeline(id)
+	putN(t, pbob, 5, "secret reply")
+	converged(t, []*member{a, b}, id, 225)
+	for _, p := range r.n.Pipelines() {
+		if p.ID() == id {
+			t.Fatal("the relay learned of the pipeline")
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(relayed) == 0 {
+		t.Fatal("nothing went through the relay")
+	}
+	for _, p := range relayed {
+		if bytes.Contains(p, []byte("secret")) {
+			t.Fatal("the relay forwarded plaintext")
+		}
+	}
+}
+
+// TestNoPlaintextAtRest: nothing under the data directory holds packet
+// data in clear.
+func TestNoPlaintextAtRest(t *testing.T) {
+	m := newMember(t, testNetfile(t, "rest"), "solo")
+	m.start(t)
+	id, err := m.n.CreatePipeline("notes", pipes.PipelineOptions{Persistent: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := m.n.Pipeline(id)
+	marker := "a-very-recognisable-plaintext-marker"
+	for i := range 200 {
+		if _, err := p.Put(fmt.Appendf(nil, "%s %d", marker, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := m.p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	found := 0
+	filepath.WalkDir(m.dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, _ := os.ReadFile(path)
+		if bytes.Contains(b, []byte(marker)) {
+			t.Errorf("%s holds packet plaintext", path)
+		}
+		found++
+		return nil
+	})
+	if found == 0 {
+		t.Fatal("no files scanned")
+	}
+}
+
+// TestDiskFullIsAnError: with the disk "full" (a reserve larger than the
+// free space) Put fails with ErrDiskFull and logs nothing; the packets
+// acknowledged before are all there after a reopen.
+func TestDiskFullIsAnError(t *testing.T) {
+	m := newMember(t, testNetfile(t, "full"), "solo")
+	m.start(t)
+	id, err := m.n.CreatePipeline("notes", pipes.PipelineOptions{Persistent: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := m.n.Pipeline(id)
+	acked := putN(t, p, 50, "acked")
+	pipes.SetDiskReserve(m.p, 1<<62)
+	pl := p
+	if _, err := pl.Put([]byte("refused")); !errors.Is(err, pipes.ErrDiskFull) {
+		t.Fatalf("Put on a full disk: %v", err)
+	}
+	if got := pl.Stats().Logged; got != 50 {
+		t.Fatalf("%d packets logged after the refused Put, want 50", got)
+	}
+	m.p.Close()
+	m.open(t)
+	m.start(t)
+	pl, _ = m.n.Pipeline(id)
+	hist := history(t, pl)
+	if len(hist) != 50 {
+		t.Fatalf("%d packets after reopen, want 50", len(hist))
+	}
+	for i, id := range acked {
+		if hist[i].ID() != id {
+			t.Fatalf("acknowledged packet %d lost or moved", i)
+		}
+	}
+	if _, err := pl.Put([]byte("accepted again")); err != nil {
+		t.Fatal(err)
+	}
+}
