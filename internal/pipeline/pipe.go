@@ -21,9 +21,9 @@ type pipe struct {
 
 	// Persistent pipelines only.
 	plog    *plog
-	logErr  error                 // the log could not be opened
-	batches chan *pb.PacketBatch  // writer -> batchSender
-	sync    *syncState            // owned by the syncer goroutine
+	logErr  error                // the log could not be opened
+	batches chan *pb.PacketBatch // writer -> batchSender
+	sync    *syncState           // owned by the syncer goroutine
 	syncing atomic.Bool
 }
 

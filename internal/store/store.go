@@ -59,7 +59,7 @@ type DB struct {
 
 	mu     sync.Mutex
 	closed bool
-	failed error // set when a write met a fatal engine error
+	failed error          // set when a write met a fatal engine error
 	ops    sync.WaitGroup // operations in progress; Add only under mu while !closed
 	done   chan struct{}  // closed when Close has finished
 }
