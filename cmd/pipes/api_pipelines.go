@@ -23,20 +23,33 @@ type pipelineJSON struct {
 	Delivered    uint64 `json:"delivered"`
 	Dropped      uint64 `json:"dropped"`
 	Rejected     uint64 `json:"rejected"`
+	// Persistent pipelines only.
+	Logged        int64 `json:"logged,omitempty"`
+	LoggedBytes   int64 `json:"logged_bytes,omitempty"`
+	Synchronizing bool  `json:"synchronizing,omitempty"`
 }
 
 type packetJSON struct {
 	ID     string    `json:"id"`
+	LogID  int64     `json:"log_id"` // -1 on live pipelines
 	Sender string    `json:"sender"`
+	Seq    uint64    `json:"seq"`
 	Type   int       `json:"type"`
 	Time   time.Time `json:"time"`
 	Data   []byte    `json:"data"` // base64 in JSON
 }
 
+func describePacket(pk *pipes.Packet) packetJSON {
+	data, _ := pk.Data()
+	return packetJSON{ID: pk.ID().String(), LogID: pk.LogID(), Sender: pk.Sender().String(), Seq: pk.Seq(),
+		Type: pk.Type(), Time: pk.Time(), Data: data}
+}
+
 func describePipeline(p *pipes.Pipeline) pipelineJSON {
 	s := p.Stats()
 	j := pipelineJSON{ID: p.ID().String(), Name: p.Name(), PointToPoint: p.IsPointToPoint(),
-		Persistent: p.Persistent(), Delivered: s.Delivered, Dropped: s.Dropped, Rejected: s.Rejected}
+		Persistent: p.Persistent(), Delivered: s.Delivered, Dropped: s.Dropped, Rejected: s.Rejected,
+		Logged: s.Logged, LoggedBytes: s.LoggedBytes, Synchronizing: s.Synchronizing}
 	if o, ok := p.OtherNode(); ok {
 		j.OtherNode = o.String()
 	}
@@ -77,14 +90,15 @@ func servePipelines(ctx context.Context, mux *http.ServeMux, node func(http.Resp
 			return
 		}
 		var req struct {
-			Name string `json:"name"`
-			To   string `json:"to"`
+			Name       string `json:"name"`
+			To         string `json:"to"`
+			Persistent bool   `json:"persistent"`
 		}
 		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil {
 			fail(w, err)
 			return
 		}
-		var o pipes.PipelineOptions
+		o := pipes.PipelineOptions{Persistent: req.Persistent}
 		if req.To != "" {
 			ref, err := n.NodeWithID(req.To)
 			if err != nil {
@@ -144,6 +158,40 @@ func servePipelines(ctx context.Context, mux *http.ServeMux, node func(http.Resp
 		}
 		reply(w, map[string]string{"id": id.String()})
 	})
+	mux.HandleFunc("GET /v1/nodes/{id}/pipelines/{pipeline}", func(w http.ResponseWriter, r *http.Request) {
+		if n := node(w, r); n != nil {
+			p, err := findPipeline(n, r.PathValue("pipeline"))
+			if err != nil {
+				fail(w, err)
+				return
+			}
+			reply(w, describePipeline(p))
+		}
+	})
+	mux.HandleFunc("GET /v1/nodes/{id}/packets/{packet}", func(w http.ResponseWriter, r *http.Request) {
+		n := node(w, r)
+		if n == nil {
+			return
+		}
+		pid, err := pipes.ParsePacketID(r.PathValue("packet"))
+		if err != nil {
+			fail(w, err)
+			return
+		}
+		for _, p := range n.Pipelines() {
+			if !p.Persistent() {
+				continue
+			}
+			if pk, err := p.PacketWithID(pid); err == nil {
+				reply(w, struct {
+					Pipeline string `json:"pipeline"`
+					packetJSON
+				}{p.Name(), describePacket(pk)})
+				return
+			}
+		}
+		fail(w, fmt.Errorf("%w: packet %s in the node's persistent pipelines", pipes.ErrNotFound, pid))
+	})
 	mux.HandleFunc("GET /v1/nodes/{id}/pipelines/{pipeline}/tail", func(w http.ResponseWriter, r *http.Request) {
 		n := node(w, r)
 		if n == nil {
@@ -154,6 +202,18 @@ func servePipelines(ctx context.Context, mux *http.ServeMux, node func(http.Resp
 			fail(w, err)
 			return
 		}
+		packets := p.Subscribe(r.Context())
+		if s := r.URL.Query().Get("since"); s != "" {
+			since, err := strconv.ParseInt(s, 10, 64)
+			if err != nil || since < -1 {
+				fail(w, fmt.Errorf("since %q is not a LogID (-1 or more)", s))
+				return
+			}
+			if packets, err = p.SubscribeSince(r.Context(), since); err != nil {
+				fail(w, err)
+				return
+			}
+		}
 		// Packets as JSON lines until the client leaves or the daemon stops.
 		w.Header().Set("Content-Type", "application/x-ndjson")
 		w.WriteHeader(http.StatusOK)
@@ -162,9 +222,8 @@ func servePipelines(ctx context.Context, mux *http.ServeMux, node func(http.Resp
 			flusher.Flush()
 		}
 		enc := json.NewEncoder(w)
-		for pk := range p.Subscribe(r.Context()) {
-			data, _ := pk.Data()
-			if enc.Encode(packetJSON{ID: pk.ID().String(), Sender: pk.Sender().String(), Type: pk.Type(), Time: pk.Time(), Data: data}) != nil {
+		for pk := range packets {
+			if enc.Encode(describePacket(pk)) != nil {
 				return
 			}
 			if flusher != nil {

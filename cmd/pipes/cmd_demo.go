@@ -158,6 +158,9 @@ func runDemo(ctx context.Context, out io.Writer, count int, verbose bool) error 
 	if err := demoChat(ctx, say, nodes); err != nil {
 		return fmt.Errorf("chat: %w", err)
 	}
+	if err := demoHistory(ctx, say, nodes); err != nil {
+		return fmt.Errorf("history: %w", err)
+	}
 	if err := demoRelay(ctx, say, dir, logger); err != nil {
 		return fmt.Errorf("relay: %w", err)
 	}
@@ -185,7 +188,7 @@ func runDemo(ctx context.Context, out io.Writer, count int, verbose bool) error 
 		}
 	}
 	nodes = nil
-	say("Done: %d nodes found each other from one gateway, saw a node leave and come back, chatted on a verified broadcast pipeline, passed a sealed message through a relay, and kept an outsider out.", count)
+	say("Done: %d nodes found each other from one gateway, saw a node leave and come back, chatted on a verified broadcast pipeline, caught a node up on a persistent one, passed a sealed message through a relay, and kept an outsider out.", count)
 	return nil
 }
 

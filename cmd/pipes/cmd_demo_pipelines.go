@@ -143,3 +143,95 @@ func peerNames(n *pipes.Node) []string {
 	}
 	return out
 }
+
+// demoHistory: a persistent pipeline; one node goes offline while the
+// others write, comes back, and catches up from its peers.
+func demoHistory(ctx context.Context, say func(string, ...any), nodes []*demoNode) error {
+	say("\n== A persistent pipeline with offline catch-up")
+	owner, away := nodes[0], nodes[len(nodes)-1]
+	id, err := owner.n.CreatePipeline("journal", pipes.PipelineOptions{Persistent: true})
+	if err != nil {
+		return err
+	}
+	for _, d := range nodes {
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		_, err := d.n.WaitPipeline(wctx, id)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("%s: %w", d.name, err)
+		}
+	}
+	say("%s creates the persistent pipeline \"journal\": every node keeps its whole history, encrypted at rest.", owner.name)
+	op, _ := owner.n.Pipeline(id)
+	if _, err := op.Put([]byte("entry 1: project started")); err != nil {
+		return err
+	}
+	if err := waitFor(ctx, 30*time.Second, func() bool { return logged(away, id) == 1 }); err != nil {
+		return fmt.Errorf("%s did not log the first entry", away.name)
+	}
+	say("%s writes one entry; every node logs it. %s goes offline...", owner.name, away.name)
+	if err := away.n.Shutdown(); err != nil {
+		return err
+	}
+	const n = 1000
+	writers := nodes[:len(nodes)-1]
+	for i := range n {
+		w := writers[i%len(writers)]
+		p, _ := w.n.Pipeline(id)
+		if _, err := p.Put(fmt.Appendf(nil, "entry %d from %s", i+2, w.name)); err != nil {
+			return err
+		}
+	}
+	say("While it is away the other %d nodes write %d more entries (each Put returns once the entry is on disk).", len(writers), n)
+	synced := make(chan bool, 16)
+	ap, _ := away.n.Pipeline(id)
+	l := &pipes.PipelineListenerFuncs{SyncUpdate: func(ok bool, _ *pipes.Pipeline) {
+		select {
+		case synced <- ok:
+		default:
+		}
+	}}
+	ap.AddListener(l)
+	defer ap.RemoveListener(l)
+	start := time.Now()
+	if err := away.n.Start(ctx); err != nil {
+		return err
+	}
+	if err := waitFor(ctx, 60*time.Second, func() bool { return logged(away, id) == n+1 }); err != nil {
+		return fmt.Errorf("%s did not catch up: %d of %d entries", away.name, logged(away, id), n+1)
+	}
+	say("%s is back and has all %d entries after %v, fetched from its peers in parallel.", away.name, n+1, time.Since(start).Round(time.Millisecond))
+	// The listener hears of the start and the end of the catch-up.
+	timeout := time.After(30 * time.Second)
+	for done := false; !done; {
+		select {
+		case ok := <-synced:
+			if ok {
+				say("  its listener was told: synchronized")
+				done = true
+			} else {
+				say("  its listener was told: synchronizing")
+			}
+		case <-timeout:
+			return fmt.Errorf("%s's listener was not told that sync finished", away.name)
+		}
+	}
+	var last *pipes.Packet
+	for pk, err := range ap.PacketsSince(int64(n - 1)) {
+		if err != nil {
+			return err
+		}
+		last = pk
+	}
+	data, _ := last.Data()
+	say("Its log runs from LogID 0 to %d; the last entry is %q, sequence %d of its sender.", last.LogID(), data, last.Seq())
+	return nil
+}
+
+func logged(d *demoNode, id pipes.PipelineID) int64 {
+	p, err := d.n.Pipeline(id)
+	if err != nil {
+		return -1
+	}
+	return p.Stats().Logged
+}

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -24,16 +25,17 @@ func (a *app) pipelineCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "pipeline", Short: "Create and list pipelines of a running node"}
 	cmd.PersistentFlags().StringVar(&node, "node", "", "node id prefix or location (default: the only one)")
 	var to string
+	var persistent bool
 	create := &cobra.Command{
 		Use:   "create NAME",
-		Short: "Create a live pipeline (point-to-point with --to NODE)",
+		Short: "Create a pipeline: live, or --persistent; broadcast, or point-to-point with --to NODE",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			n, err := a.daemonNode(cmd.Context(), node)
 			if err != nil {
 				return err
 			}
-			body, _ := json.Marshal(map[string]string{"name": args[0], "to": to})
+			body, _ := json.Marshal(map[string]any{"name": args[0], "to": to, "persistent": persistent})
 			resp, err := apiDo(cmd.Context(), a.dir(), http.MethodPost, "/v1/nodes/"+n.ID+"/pipelines", "application/json", bytes.NewReader(body))
 			if err != nil {
 				return err
@@ -47,6 +49,7 @@ func (a *app) pipelineCmd() *cobra.Command {
 		},
 	}
 	create.Flags().StringVar(&to, "to", "", "make a point-to-point pipeline with this node (id prefix)")
+	create.Flags().BoolVar(&persistent, "persistent", false, "keep the history on every node and catch up nodes that were away")
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List the pipelines the node knows",
@@ -65,16 +68,84 @@ func (a *app) pipelineCmd() *cobra.Command {
 					fmt.Fprintln(w, "No pipelines (pipes pipeline create NAME).")
 				}
 				for _, p := range ps {
-					kind := "broadcast"
-					if p.PointToPoint {
-						kind = "point-to-point with " + p.OtherNode[:8]
-					}
-					fmt.Fprintf(w, "%s  %-20s %s  delivered %d, dropped %d, rejected %d\n", p.ID[:16], p.Name, kind, p.Delivered, p.Dropped, p.Rejected)
+					fmt.Fprintf(w, "%s  %-20s %s  delivered %d, dropped %d, rejected %d\n", p.ID[:16], p.Name, kindOf(p), p.Delivered, p.Dropped, p.Rejected)
 				}
 			})
 		},
 	}
-	cmd.AddCommand(create, list)
+	info := &cobra.Command{
+		Use:   "info PIPELINE",
+		Short: "Show a pipeline: its kind, counters, and for a persistent one the log size and sync state",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			n, err := a.daemonNode(cmd.Context(), node)
+			if err != nil {
+				return err
+			}
+			var p pipelineJSON
+			if err := apiGet(cmd.Context(), a.dir(), "/v1/nodes/"+n.ID+"/pipelines/"+url.PathEscape(args[0]), &p); err != nil {
+				return err
+			}
+			return a.print(p, func(w io.Writer) {
+				fmt.Fprintf(w, "Pipeline:  %s\nID:        %s\nKind:      %s\n", p.Name, p.ID, kindOf(p))
+				fmt.Fprintf(w, "Delivered: %d\nDropped:   %d\nRejected:  %d\n", p.Delivered, p.Dropped, p.Rejected)
+				if p.Persistent {
+					state := "synchronized"
+					if p.Synchronizing {
+						state = "synchronizing"
+					}
+					fmt.Fprintf(w, "Logged:    %d packets, %d bytes of data\nSync:      %s\n", p.Logged, p.LoggedBytes, state)
+				}
+			})
+		},
+	}
+	cmd.AddCommand(create, list, info)
+	return cmd
+}
+
+// kindOf describes a pipeline's kind in a few words.
+func kindOf(p pipelineJSON) string {
+	kind := "live"
+	if p.Persistent {
+		kind = "persistent"
+	}
+	if p.PointToPoint {
+		return kind + " point-to-point with " + p.OtherNode[:8]
+	}
+	return kind + " broadcast"
+}
+
+func (a *app) getCmd() *cobra.Command {
+	var node string
+	var rawData bool
+	cmd := &cobra.Command{
+		Use:   "get PACKET-ID",
+		Short: "Print a packet of the node's persistent pipelines (its data only with --data)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			n, err := a.daemonNode(cmd.Context(), node)
+			if err != nil {
+				return err
+			}
+			var p struct {
+				Pipeline string `json:"pipeline"`
+				packetJSON
+			}
+			if err := apiGet(cmd.Context(), a.dir(), "/v1/nodes/"+n.ID+"/packets/"+url.PathEscape(args[0]), &p); err != nil {
+				return err
+			}
+			if rawData {
+				_, err := a.out.Write(p.Data)
+				return err
+			}
+			return a.print(p, func(w io.Writer) {
+				fmt.Fprintf(w, "Packet:   %s\nPipeline: %s\nLogID:    %d\nSender:   %s (seq %d)\nTime:     %s\nType:     %d\nData:     %s\n",
+					p.ID, p.Pipeline, p.LogID, p.Sender, p.Seq, p.Time.Local().Format(time.RFC3339Nano), p.Type, printable(p.Data))
+			})
+		},
+	}
+	cmd.Flags().StringVar(&node, "node", "", "node id prefix or location (default: the only one)")
+	cmd.Flags().BoolVar(&rawData, "data", false, "write only the packet's data, as is, to standard output")
 	return cmd
 }
 
@@ -155,6 +226,7 @@ func (a *app) putCmd() *cobra.Command {
 
 func (a *app) tailCmd() *cobra.Command {
 	var node string
+	var since int64
 	cmd := &cobra.Command{
 		Use:   "tail PIPELINE",
 		Short: "Print packets as they arrive on a pipeline, until interrupted",
@@ -164,7 +236,11 @@ func (a *app) tailCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			resp, err := apiDo(cmd.Context(), a.dir(), http.MethodGet, "/v1/nodes/"+n.ID+"/pipelines/"+url.PathEscape(args[0])+"/tail", "", nil)
+			path := "/v1/nodes/" + n.ID + "/pipelines/" + url.PathEscape(args[0]) + "/tail"
+			if cmd.Flags().Changed("since") {
+				path += "?since=" + strconv.FormatInt(since, 10)
+			}
+			resp, err := apiDo(cmd.Context(), a.dir(), http.MethodGet, path, "", nil)
 			if err != nil {
 				return err
 			}
@@ -181,11 +257,16 @@ func (a *app) tailCmd() *cobra.Command {
 				if a.jsonOut {
 					json.NewEncoder(a.out).Encode(p)
 				} else {
-					fmt.Fprintf(a.out, "%s %s type %d: %s\n", p.Time.Local().Format("15:04:05.000"), p.Sender[:8], p.Type, printable(p.Data))
+					logID := ""
+					if p.LogID >= 0 {
+						logID = fmt.Sprintf("#%d ", p.LogID)
+					}
+					fmt.Fprintf(a.out, "%s%s %s type %d: %s\n", logID, p.Time.Local().Format("15:04:05.000"), p.Sender[:8], p.Type, printable(p.Data))
 				}
 			}
 		},
 	}
 	cmd.Flags().StringVar(&node, "node", "", "node id prefix or location (default: the only one)")
+	cmd.Flags().Int64Var(&since, "since", -1, "persistent pipelines: first print the logged packets after this LogID (-1: the whole history)")
 	return cmd
 }

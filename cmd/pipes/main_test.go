@@ -242,6 +242,45 @@ func TestThreeProcesses(t *testing.T) {
 		return nil
 	})
 
+	// A persistent pipeline: history on every node, packets by id, and a
+	// tail from the start of the log.
+	runPipes(t, env, "--home", homes[0], "pipeline", "create", "journal", "--persistent")
+	waitFor("the persistent pipeline reaches daemon 2", func() error {
+		out, err := pipesCmd(env, "--home", homes[2], "pipeline", "list").Output()
+		if err != nil || !strings.Contains(string(out), "journal") {
+			return fmt.Errorf("%v %s", err, out)
+		}
+		return nil
+	})
+	entry := strings.TrimSpace(runPipes(t, env, "--home", homes[2], "put", "journal", "first entry"))
+	runPipes(t, env, "--home", homes[2], "put", "journal", "second entry")
+	waitFor("daemon 1 logs both entries", func() error {
+		out, err := pipesCmd(env, "--home", homes[1], "pipeline", "info", "journal").Output()
+		if err != nil || !strings.Contains(string(out), "Logged:    2 packets") {
+			return fmt.Errorf("%v %s", err, out)
+		}
+		return nil
+	})
+	if out := runPipes(t, env, "--home", homes[1], "get", entry); !strings.Contains(out, "first entry") || !strings.Contains(out, "LogID:    0") {
+		t.Fatalf("get: %s", out)
+	}
+	if out := runPipes(t, env, "--home", homes[1], "get", entry, "--data"); out != "first entry" {
+		t.Fatalf("get --data: %q", out)
+	}
+	since := pipesCmd(env, "--home", homes[1], "tail", "journal", "--since", "0")
+	var sinceOut syncBuffer
+	since.Stdout = &sinceOut
+	if err := since.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { since.Process.Kill(); since.Wait() }()
+	waitFor("tail --since 0 prints the second entry", func() error {
+		if o := sinceOut.String(); !strings.Contains(o, "#1 ") || !strings.Contains(o, "second entry") || strings.Contains(o, "first entry") {
+			return fmt.Errorf("tail --since 0 printed %q", o)
+		}
+		return nil
+	})
+
 	// A crash: SIGKILL gives the node no chance to say goodbye.
 	daemons[2].Process.Kill()
 	daemons[2].Wait()
@@ -289,7 +328,7 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("demo: %v\n%s", err, out.String())
 	}
 	for _, want := range []string{"every node sees the 3 others", "report", "offline", "is back",
-		`received "hello, everyone" from bob`, `ken received "meet at noon"`, "knows of their pipeline: false", "Done"} {
+		`received "hello, everyone" from bob`, `ken received "meet at noon"`, "has all 1001 entries", "told: synchronized", "knows of their pipeline: false", "Done"} {
 		if !strings.Contains(out.String(), want) {
 			t.Fatalf("demo output lacks %q:\n%s", want, out.String())
 		}

@@ -348,15 +348,15 @@ func (e *Engine) schedule(p *pipe, now time.Time) {
 		if top <= heads[sender] {
 			continue
 		}
-		missing = true
 		since, ok := st.missingSince[sender]
 		if !ok {
 			st.missingSince[sender] = now
 			since = now
 		}
-		if now.Sub(since) < missingDelay && len(st.wants) == 0 && !st.syncing {
-			continue // it may be on its way as live traffic
+		if now.Sub(since) < missingDelay && top-heads[sender] < wantChunk/4 {
+			continue // a short, recent gap: it may be on its way as live traffic
 		}
+		missing = true
 		pos := heads[sender] + 1
 		for pos <= top {
 			if end, covered := st.covered(sender, pos); covered {
