@@ -3,7 +3,7 @@
 // ratios from the same run. See docs/performance.md for the workloads and
 // recorded results.
 //
-//	cd bench && go run . [-quick] [-only broadcast|p2p]
+//	cd bench && go run . [-quick] [-only broadcast|dups|p2p|history]
 package main
 
 import (
@@ -17,8 +17,9 @@ import (
 
 func main() {
 	quick := flag.Bool("quick", false, "a small subset of the matrix, for a smoke test")
-	only := flag.String("only", "", "run only 'broadcast', 'dups' or 'p2p'")
+	only := flag.String("only", "", "run only 'broadcast', 'dups', 'p2p' or 'history'")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile to this file")
+	flag.IntVar(&catchPackets, "catch", 0, "history benchmark (a): packets to catch up (default 1000000, 20000 with -quick)")
 	flag.StringVar(&matchFilter, "match", "", "run only broadcast workloads whose description contains this")
 	flag.Parse()
 	if *cpuprofile != "" {
@@ -38,6 +39,9 @@ func main() {
 	}
 	if *only == "" || *only == "p2p" {
 		runP2P(*quick)
+	}
+	if *only == "" || *only == "history" {
+		runHistory(*quick)
 	}
 }
 

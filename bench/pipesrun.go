@@ -17,6 +17,7 @@ import (
 // directory, on loopback.
 type pipesNet struct {
 	dir   string
+	dirs  []string // each platform's data directory
 	ps    []*pipes.Platform
 	nodes []*pipes.Node
 }
@@ -43,12 +44,14 @@ func startPipes(count int, edges [][2]int, degree int) (*pipesNet, error) {
 	}
 	quiet := slog.New(slog.DiscardHandler)
 	for i := range count {
-		p, err := pipes.Open(filepath.Join(dir, strconv.Itoa(i)), pipes.WithLogger(quiet))
+		pdir := filepath.Join(dir, strconv.Itoa(i))
+		p, err := pipes.Open(pdir, pipes.WithLogger(quiet))
 		if err != nil {
 			n.close()
 			return nil, err
 		}
 		n.ps = append(n.ps, p)
+		n.dirs = append(n.dirs, pdir)
 		nw, err := p.AddNetwork(netPath)
 		if err != nil {
 			n.close()

@@ -454,13 +454,13 @@ func (l *Log) Segments(sender [32]byte, from, to uint64, maxBytes int, fn func(*
 		if p.first > pos || p.last > head {
 			return fmt.Errorf("%w: proofs of %x do not cover seq %d", ErrDamaged, sender[:4], pos)
 		}
+		recs, err := l.seqRange(sender, p.first, p.last)
+		if err != nil {
+			return err
+		}
 		seg := &Segment{FirstSeq: p.first, Signature: p.sig}
-		for s := p.first; s <= p.last; s++ {
-			r, err := l.bySeq(sender, s)
-			if err != nil {
-				return err
-			}
-			if s < pos {
+		for _, r := range recs {
+			if r.Seq < pos {
 				seg.PrefixIDs = append(seg.PrefixIDs, r.ID)
 				continue
 			}
@@ -475,17 +475,45 @@ func (l *Log) Segments(sender [32]byte, from, to uint64, maxBytes int, fn func(*
 	return nil
 }
 
-// bySeq returns sender's packet seq.
-func (l *Log) bySeq(sender [32]byte, seq uint64) (*Record, error) {
-	v, err := l.db.Get(l.key(tBySeq, sender[:], be(seq)))
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, fmt.Errorf("%w: %x seq %d", ErrNotFound, sender[:4], seq)
-	}
+// seqRange returns sender's packets first..last, in sequence order: the
+// sequence index in one scan, then the records with one iterator.
+func (l *Log) seqRange(sender [32]byte, first, last uint64) ([]*Record, error) {
+	var logIDs []uint64
+	err := l.db.Range(l.key(tBySeq, sender[:], be(first)), l.key(tBySeq, sender[:], be(last+1)), func(_, v []byte) error {
+		if len(v) != 8 {
+			return fmt.Errorf("%w: seq index", ErrDamaged)
+		}
+		logIDs = append(logIDs, binary.BigEndian.Uint64(v))
+		return nil
+	})
 	if err != nil {
 		return nil, fmt.Errorf("history: read: %w", err)
 	}
-	if len(v) != 8 {
-		return nil, fmt.Errorf("%w: seq index", ErrDamaged)
+	if uint64(len(logIDs)) != last-first+1 {
+		return nil, fmt.Errorf("%w: %x seq %d..%d", ErrNotFound, sender[:4], first, last)
 	}
-	return l.Get(int64(binary.BigEndian.Uint64(v)))
+	// A sender's packets are logged in sequence order, so their LogIDs
+	// ascend with their sequence numbers.
+	keys := make([][]byte, len(logIDs))
+	for i, id := range logIDs {
+		if i > 0 && id <= logIDs[i-1] {
+			return nil, fmt.Errorf("%w: seq index out of log order", ErrDamaged)
+		}
+		keys[i] = l.key(tLog, be(id))
+	}
+	out := make([]*Record, len(keys))
+	err = l.db.GetMany(keys, func(i int, v []byte) error {
+		r, err := l.open(keys[i], v)
+		out[i] = r
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("history: read: %w", err)
+	}
+	for i, r := range out {
+		if r == nil {
+			return nil, fmt.Errorf("%w: log record %d", ErrNotFound, logIDs[i])
+		}
+	}
+	return out, nil
 }

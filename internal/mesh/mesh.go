@@ -142,6 +142,8 @@ type Stats struct {
 	RefusedInbound    uint64
 	Routed            uint64 // routed messages forwarded for others
 	NoRoute           uint64 // routed messages dropped for want of a route
+	BytesSent         uint64 // QUIC bytes sent to peers since the node started
+	BytesReceived     uint64 // QUIC bytes received from peers since the node started
 	Tree              plumtree.Stats
 }
 
@@ -362,6 +364,7 @@ func (m *Mesh) Stats() Stats {
 	}
 	ts := m.cfg.Transport.Stats()
 	st.Conns, st.HandshakesRefused = ts.Conns, ts.Refused
+	st.BytesSent, st.BytesReceived = ts.BytesSent, ts.BytesReceived
 	if m.events != nil {
 		st.EventsDropped = m.events.Dropped()
 	}

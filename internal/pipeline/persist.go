@@ -35,10 +35,12 @@ const maxWaiting = 65536
 // writerQueue is how many items may wait for a pipeline's writer.
 const writerQueue = 1024
 
-// groupPackets and groupBytes bound what the writer logs in one commit.
+// groupPackets and groupBytes bound what the writer logs in one commit
+// (one fsync). Local Puts are signed as one batch per commit, so at most
+// maxBatchPackets of them go in one.
 const (
-	groupPackets = maxBatchPackets
-	groupBytes   = maxBatchBytes
+	groupPackets = 8 * maxBatchPackets
+	groupBytes   = 4 * maxBatchBytes
 )
 
 // plog is the persistent state of one pipe.
@@ -201,15 +203,23 @@ func (e *Engine) writer(p *pipe) {
 		case <-e.ctx.Done():
 			return
 		}
-		n, size := 1, 0
+		n, size, puts := 1, 0, 0
+		if items[0].put != nil {
+			puts = 1
+		}
 	fill:
-		for n < groupPackets && size < groupBytes {
+		for n < groupPackets && size < groupBytes && puts < maxBatchPackets {
 			select {
 			case it := <-p.plog.in:
 				items = append(items, it)
 				n += max(len(it.pks), 1)
 				if it.put != nil {
 					size += len(it.put.data)
+					puts++
+				} else {
+					for _, pk := range it.pks {
+						size += len(pk.Data)
+					}
 				}
 			default:
 				break fill

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 
@@ -96,6 +97,42 @@ func (d *DB) Batch(fn func(b *Batch) error) error {
 		return nil
 	}
 	return d.write("write", len(b.b.Repr()), func() error { return b.b.Commit(pebble.Sync) })
+}
+
+// GetMany calls fn(i, value) for each keys[i] that is present, in order,
+// with one iterator: much cheaper than one Get per key when the keys are
+// sorted and near each other. keys must be in ascending order. The value
+// is valid only during the call. An error from fn stops and is returned.
+func (d *DB) GetMany(keys [][]byte, fn func(i int, value []byte) error) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	if err := d.enter(); err != nil {
+		return err
+	}
+	defer d.ops.Done()
+	it, err := d.pdb.NewIter(&pebble.IterOptions{LowerBound: keys[0], UpperBound: append(append([]byte{}, keys[len(keys)-1]...), 0)})
+	if err != nil {
+		return d.opErr("get", err)
+	}
+	for i, k := range keys {
+		if !it.SeekGE(k) || !bytes.Equal(it.Key(), k) {
+			continue
+		}
+		v, err := it.ValueAndErr()
+		if err != nil {
+			it.Close()
+			return d.opErr("get", err)
+		}
+		if err := fn(i, v); err != nil {
+			it.Close()
+			return err
+		}
+	}
+	if err := it.Close(); err != nil {
+		return d.opErr("get", err)
+	}
+	return nil
 }
 
 // Range calls fn for every key k with lower <= k < upper, in key order

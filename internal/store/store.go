@@ -122,8 +122,11 @@ func openPebble(path string, existed bool, cacheSize int64, log *slog.Logger) (*
 		log.Warn("store: slow disk: " + info.String())
 	})
 	po := &pebble.Options{
-		FS:            fs,
-		Cache:         cache,
+		FS:    fs,
+		Cache: cache,
+		// Pipeline logs write several keys per packet: a larger memtable
+		// means fewer, larger flushes and less compaction work.
+		MemTableSize:  32 << 20,
 		Logger:        pebbleLogger{log},
 		EventListener: eventListener(log),
 	}

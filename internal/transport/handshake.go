@@ -168,7 +168,18 @@ func (t *Transport) handshake(ctx context.Context, qc *quic.Conn, outbound bool)
 	}
 	st.SetDeadline(time.Time{})
 	t.live.Add(1)
-	context.AfterFunc(qc.Context(), func() { t.live.Add(-1) })
+	t.bytesMu.Lock()
+	t.conns[qc] = struct{}{}
+	t.bytesMu.Unlock()
+	context.AfterFunc(qc.Context(), func() {
+		t.live.Add(-1)
+		s := qc.ConnectionStats()
+		t.bytesMu.Lock()
+		delete(t.conns, qc)
+		t.closedSent += s.BytesSent
+		t.closedRecv += s.BytesReceived
+		t.bytesMu.Unlock()
+	})
 	return c, nil
 }
 

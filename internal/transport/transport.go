@@ -97,10 +97,15 @@ type Transport struct {
 	accepted chan *Conn
 	live     atomic.Int64  // verified connections not yet closed
 	refused  atomic.Uint64 // handshakes refused by this side
-	ctx      context.Context
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
-	closeMu  sync.Once
+
+	bytesMu    sync.Mutex
+	conns      map[*quic.Conn]struct{} // verified connections not yet closed
+	closedSent uint64                  // bytes of the closed ones
+	closedRecv uint64
+	ctx        context.Context
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
+	closeMu    sync.Once
 }
 
 // Listen binds the UDP socket at addr ("host:port"; port 0 picks a free one)
@@ -129,6 +134,7 @@ func Listen(addr string, cfg Config) (*Transport, error) {
 		tlsConf:  tlsConfig(cert),
 		log:      cfg.Logger,
 		accepted: make(chan *Conn, cfg.AcceptBacklog),
+		conns:    map[*quic.Conn]struct{}{},
 		qconf: &quic.Config{
 			HandshakeIdleTimeout: cfg.HandshakeTimeout,
 			MaxIdleTimeout:       cfg.IdleTimeout,
@@ -218,11 +224,24 @@ func (t *Transport) acceptLoop() {
 type Stats struct {
 	Conns   int64  // verified connections open now
 	Refused uint64 // peers this side refused during the handshake
+	// QUIC bytes (headers, retransmissions and encryption included, UDP
+	// and IP headers not) sent and received on verified connections,
+	// since the transport started.
+	BytesSent, BytesReceived uint64
 }
 
 // Stats returns the transport's counters.
 func (t *Transport) Stats() Stats {
-	return Stats{Conns: t.live.Load(), Refused: t.refused.Load()}
+	s := Stats{Conns: t.live.Load(), Refused: t.refused.Load()}
+	t.bytesMu.Lock()
+	defer t.bytesMu.Unlock()
+	s.BytesSent, s.BytesReceived = t.closedSent, t.closedRecv
+	for qc := range t.conns {
+		cs := qc.ConnectionStats()
+		s.BytesSent += cs.BytesSent
+		s.BytesReceived += cs.BytesReceived
+	}
+	return s
 }
 
 // Abort closes the socket first, so that not even a CONNECTION_CLOSE
