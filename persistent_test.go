@@ -291,7 +291,9 @@ func TestPersistentPointToPointThroughRelay(t *testing.T) {
 		t.Fatal(err)
 	}
 	pa, _ := a.n.Pipeline(id)
-	pbob := waitPipeline(t, b, id)
+	if pbob := waitPipeline(t, b, id); !pbob.Persistent() || !pbob.IsPointToPoint() {
+		t.Fatal("bob's pipeline is not a persistent point-to-point one")
+	}
 	putN(t, pa, 20, "secret entry")
 	converged(t, []*member{a, b}, id, 20)
 	if err := b.n.Shutdown(); err != nil {
@@ -299,7 +301,7 @@ func TestPersistentPointToPointThroughRelay(t *testing.T) {
 	}
 	putN(t, pa, 200, "secret entry while bob is away")
 	b.start(t)
-	pbob, _ = b.n.Pipeline(id)
+	pbob, _ := b.n.Pipeline(id)
 	putN(t, pbob, 5, "secret reply")
 	converged(t, []*member{a, b}, id, 225)
 	for _, p := range r.n.Pipelines() {

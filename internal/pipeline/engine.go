@@ -171,6 +171,22 @@ func New(cfg Config) (*Engine, error) {
 	return e, nil
 }
 
+// spawn runs f on a goroutine of the engine, unless the engine is closed
+// (Close waits for every goroutine it started). It reports whether f runs.
+func (e *Engine) spawn(f func()) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.mu.closed {
+		return false
+	}
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		f()
+	}()
+	return true
+}
+
 // defsKey is the at-rest key of stored definitions.
 func (e *Engine) defsKey() [32]byte {
 	return history.DeriveKey(e.cfg.StoreKey, "definitions", nil)

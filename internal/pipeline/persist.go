@@ -134,9 +134,8 @@ func (e *Engine) openLog(d *Def) (*plog, error) {
 func (e *Engine) startWriter(p *pipe) {
 	p.plog.once.Do(func() {
 		p.batches = make(chan *pb.PacketBatch, 16)
-		e.wg.Add(2)
-		go e.writer(p)
-		go e.batchSender(p)
+		e.spawn(func() { e.writer(p) })
+		e.spawn(func() { e.batchSender(p) })
 	})
 }
 
@@ -194,7 +193,6 @@ func (e *Engine) enqueue(p *pipe, it ingest, block bool) {
 // writer logs what arrives for a persistent pipeline, one commit per
 // group of items.
 func (e *Engine) writer(p *pipe) {
-	defer e.wg.Done()
 	for {
 		var items []ingest
 		select {
@@ -348,6 +346,20 @@ func (e *Engine) commit(p *pipe, items []ingest) {
 			pl.certs[pr.Sender] = true
 		}
 	}
+	// Waiting packets that came by another way meanwhile are logged now.
+	for s, h := range heads {
+		if w := pl.waiting[s]; w != nil {
+			for seq := range w {
+				if seq <= h {
+					delete(w, seq)
+					pl.nwaiting--
+				}
+			}
+			if len(w) == 0 {
+				delete(pl.waiting, s)
+			}
+		}
+	}
 	nLocal := len(puts)
 	received := uint64(len(recs) - nLocal)
 	e.stats.delivered.Add(received)
@@ -374,7 +386,6 @@ func (e *Engine) certBytes() []byte {
 
 // batchSender transmits the batches the writer signed.
 func (e *Engine) batchSender(p *pipe) {
-	defer e.wg.Done()
 	for {
 		select {
 		case b := <-p.batches:

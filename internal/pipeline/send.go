@@ -64,8 +64,7 @@ func (e *Engine) Put(ctx context.Context, id [32]byte, data []byte, typ int64, d
 	pid := packetID(id, e.self, pk.Seq, pk.Hlc, typ, dest, data)
 	p.outOnce.Do(func() {
 		p.out = make(chan outPacket, e.cfg.OutQueue)
-		e.wg.Add(1)
-		go e.sender(p)
+		e.spawn(func() { e.sender(p) })
 	})
 	select {
 	case p.out <- outPacket{pk: pk, id: pid, dest: dest}:
@@ -83,7 +82,6 @@ func (e *Engine) Put(ctx context.Context, id [32]byte, data []byte, typ int64, d
 // broadcasts the batch or seals it to its destination. While the mesh
 // holds a broadcast back, Puts accumulate and the next batch is larger.
 func (e *Engine) sender(p *pipe) {
-	defer e.wg.Done()
 	for {
 		var first outPacket
 		select {

@@ -10,10 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"google.golang.org/protobuf/proto"
-
-	"github.com/pipesnet/pipes/internal/history"
-	"github.com/pipesnet/pipes/internal/identity"
 	"github.com/pipesnet/pipes/internal/mesh"
 	"github.com/pipesnet/pipes/internal/wire/pb"
 )
@@ -213,9 +209,15 @@ func (e *Engine) sendOffer(p *pipe, to [32]byte, wantReply bool) {
 }
 
 // sendSync sends a sync message: sealed for a point-to-point pipeline,
-// else directly to a peer. It retries while the link is busy, until the
-// engine closes or the message has waited 10 s.
+// else directly to a peer. A data message is retried while the link is
+// busy, until the engine closes or it has waited 10 s; a control message
+// (digest, offer, want) is tried once, since it is repeated anyway and the
+// sync loop must not wait.
 func (e *Engine) sendSync(p *pipe, to [32]byte, m *pb.Sync) error {
+	limit := time.Duration(0)
+	if _, data := m.Body.(*pb.Sync_Data); data {
+		limit = 10 * time.Second
+	}
 	var send func() error
 	if p != nil && p.def.IsPointToPoint() {
 		body, err := marshal(&pb.SealedBody{Body: &pb.SealedBody_Sync{Sync: m}})
@@ -230,7 +232,7 @@ func (e *Engine) sendSync(p *pipe, to [32]byte, m *pb.Sync) error {
 		}
 		send = func() error { return e.cfg.Host.SendDirect(e.ctx, to, KindSync, raw) }
 	}
-	return e.retryBusy(10*time.Second, send)
+	return e.retryBusy(limit, send)
 }
 
 // retryBusy calls send until it does not fail with mesh.ErrBusy, waiting a
@@ -518,146 +520,4 @@ func (e *Engine) onOffer(p *pipe, src [32]byte, heads map[[32]byte]uint64, wantR
 		e.sendOffer(p, src, false)
 	}
 	e.schedule(p, time.Now())
-}
-
-// onData verifies the segments of a SyncData and hands their packets to
-// the writer (waiting for room: this is the catch-up path).
-func (e *Engine) onData(p *pipe, src [32]byte, d *pb.SyncData) error {
-	var cert *identity.Cert
-	var certRaw []byte
-	if len(d.Segments) > 0 {
-		c, err := e.certs.Parse(d.NodeCert)
-		if err != nil || c.NetworkID != e.cfg.Network {
-			e.stats.rejected.Add(1)
-			return fmt.Errorf("pipeline: sync data with a bad certificate: %v", err)
-		}
-		cert = c
-		certRaw, _ = marshal(d.NodeCert)
-	}
-	for _, seg := range d.Segments {
-		pks, proof, err := openSegment(p.def.ID, cert, seg)
-		if err != nil {
-			e.stats.rejected.Add(1)
-			p.stats.rejected.Add(1)
-			return err
-		}
-		proof.Cert = certRaw
-		e.enqueue(p, ingest{pks: pks, proof: proof, synced: true}, true)
-	}
-	req, last, head := d.Request, d.Last, d.Head
-	e.syncDo(func() {
-		w := p.sync.wants[req]
-		if w == nil || w.peer != src {
-			return
-		}
-		w.progress = time.Now()
-		if last {
-			w.done = true
-			if hs := p.sync.peers[src]; hs != nil && head < hs[w.sender] {
-				hs[w.sender] = head // it has less than it offered
-			}
-		}
-	})
-	return nil
-}
-
-// openSegment verifies one segment: its packets number on from the ids
-// before them, and the batch signature covers all of the ids.
-func openSegment(pipe [32]byte, cert *identity.Cert, s *pb.SyncSegment) ([]*Packet, *history.Proof, error) {
-	n := len(s.PrefixIds) + len(s.Packets)
-	if cert == nil || len(s.Packets) == 0 || n > maxBatchPackets || s.FirstSeq == 0 {
-		return nil, nil, fmt.Errorf("%w: malformed sync segment", ErrBadBatch)
-	}
-	sender := cert.NodeID()
-	msg := make([]byte, 0, 32*n)
-	for _, id := range s.PrefixIds {
-		if len(id) != 32 {
-			return nil, nil, fmt.Errorf("%w: malformed sync segment", ErrBadBatch)
-		}
-		msg = append(msg, id...)
-	}
-	seq := s.FirstSeq + uint64(len(s.PrefixIds))
-	pks := make([]*Packet, 0, len(s.Packets))
-	for i, q := range s.Packets {
-		if q.Seq != seq+uint64(i) || len(q.Data) > MaxPacketSize {
-			return nil, nil, fmt.Errorf("%w: sync segment out of sequence or oversized", ErrBadBatch)
-		}
-		var dest [32]byte
-		if len(q.Destination) != 0 {
-			if len(q.Destination) != 32 {
-				return nil, nil, fmt.Errorf("%w: destination of %d bytes", ErrBadBatch, len(q.Destination))
-			}
-			dest = [32]byte(q.Destination)
-		}
-		id := packetID(pipe, sender, q.Seq, q.Hlc, q.Type, dest, q.Data)
-		msg = append(msg, id[:]...)
-		pks = append(pks, &Packet{ID: id, Pipeline: pipe, Sender: sender, Seq: q.Seq, HLC: q.Hlc, Type: q.Type,
-			Data: q.Data, Destination: dest})
-	}
-	if !identity.Verify(cert.NodeKey, batchContext, msg, s.Signature) {
-		return nil, nil, fmt.Errorf("%w: sync segment signature does not verify", ErrBadBatch)
-	}
-	proof := &history.Proof{Sender: sender, FirstSeq: s.FirstSeq, LastSeq: s.FirstSeq + uint64(n) - 1, Signature: s.Signature}
-	return pks, proof, nil
-}
-
-// serveWorker answers SyncWants from the log.
-func (e *Engine) serveWorker() {
-	defer e.wg.Done()
-	for {
-		select {
-		case r := <-e.syncer.serve:
-			if err := e.serveWant(r); err != nil && e.ctx.Err() == nil {
-				e.log.Debug("sync request not served", "pipeline", r.p.def.Name, "err", err)
-			}
-		case <-e.ctx.Done():
-			return
-		}
-	}
-}
-
-func (e *Engine) serveWant(r serveReq) error {
-	w := r.want
-	sender := [32]byte(w.Sender)
-	log := r.p.plog.log
-	msg := &pb.SyncData{Pipeline: r.p.def.ID[:], Request: w.Request}
-	if raw, err := log.Cert(sender); err == nil {
-		var s pb.Signed
-		if err := proto.Unmarshal(raw, &s); err == nil {
-			msg.NodeCert = &s
-		}
-	}
-	size := 0
-	var sendErr error
-	err := log.Segments(sender, w.From, w.To, 1<<62, func(seg *history.Segment) bool {
-		ps := &pb.SyncSegment{FirstSeq: seg.FirstSeq, Signature: seg.Signature}
-		for _, id := range seg.PrefixIDs {
-			ps.PrefixIds = append(ps.PrefixIds, bytes.Clone(id[:]))
-		}
-		for _, rec := range seg.Records {
-			q := &pb.Packet{Seq: rec.Seq, Hlc: rec.HLC, Type: rec.Type, Data: rec.Data}
-			if rec.Dest != ([32]byte{}) {
-				q.Destination = bytes.Clone(rec.Dest[:])
-			}
-			ps.Packets = append(ps.Packets, q)
-			size += len(rec.Data) + 32
-		}
-		msg.Segments = append(msg.Segments, ps)
-		if size >= syncDataBytes {
-			if sendErr = e.sendSync(r.p, r.peer, &pb.Sync{Body: &pb.Sync_Data{Data: msg}}); sendErr != nil {
-				return false
-			}
-			msg = &pb.SyncData{Pipeline: msg.Pipeline, Request: w.Request, NodeCert: msg.NodeCert}
-			size = 0
-		}
-		return e.ctx.Err() == nil
-	})
-	if err != nil {
-		return err
-	}
-	if sendErr != nil {
-		return sendErr
-	}
-	msg.Last, msg.Head = true, log.Head(sender)
-	return e.sendSync(r.p, r.peer, &pb.Sync{Body: &pb.Sync_Data{Data: msg}})
 }
