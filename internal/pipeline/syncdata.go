@@ -1,7 +1,7 @@
+package pipeline
+
 // The data side of sync: serving wants from the log, and verifying the
 // segments that answer ours.
-
-package pipeline
 
 import (
 	"bytes"
