@@ -20,3 +20,14 @@ func SetForwardTap(n *Node, tap func(dst, src [32]byte, payload []byte)) {
 // SetDiskReserve changes the free space p's store keeps in reserve, so
 // that tests can make the disk look full.
 func SetDiskReserve(p *Platform, bytes int64) { p.db.SetMinFreeBytes(bytes) }
+
+// SyncSources returns how many sync requests p's node sent to each node.
+func SyncSources(p *Pipeline) map[NodeID]int {
+	out := map[NodeID]int{}
+	if e := p.n.engineOrNil(); e != nil {
+		for k, v := range e.SyncSources(p.def.ID) {
+			out[k] = v
+		}
+	}
+	return out
+}

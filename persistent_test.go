@@ -394,3 +394,80 @@ func TestDiskFullIsAnError(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestCatchUpDrawsOnSeveralPeers: a node that was away catches up a long
+// history of one sender from all of its peers that have it, not from one.
+func TestCatchUpDrawsOnSeveralPeers(t *testing.T) {
+	ms := cluster(t, "parallel", 4, nil)
+	id, err := ms[0].n.CreatePipeline("big", pipes.PipelineOptions{Persistent: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms[1:] {
+		waitPipeline(t, m, id)
+	}
+	late := ms[3]
+	eventually(t, 30*time.Second, "the late node has every other node as a peer", func() error {
+		if n := len(late.n.ConnectedPeers()); n != 3 {
+			return fmt.Errorf("%d peers", n)
+		}
+		return nil
+	})
+	if err := late.n.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	p0, _ := ms[0].n.Pipeline(id)
+	const n = 20000 // five chunks of sync requests
+	var wg sync.WaitGroup
+	for w := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n; i += 16 {
+				if _, err := p0.Put([]byte{byte(i), byte(i >> 8)}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	converged(t, ms[:3], id, n)
+	late.start(t)
+	converged(t, ms, id, n)
+	pl, _ := late.n.Pipeline(id)
+	src := pipes.SyncSources(pl)
+	if len(src) < 2 {
+		t.Fatalf("the late node asked only %v", src)
+	}
+}
+
+// TestPointToPointCreatedWhileOtherIsAway: the other node learns of a
+// persistent point-to-point pipeline, and gets its packets, when it comes
+// back online.
+func TestPointToPointCreatedWhileOtherIsAway(t *testing.T) {
+	ms := cluster(t, "away", 2, nil)
+	a, b := ms[0], ms[1]
+	bid := b.n.ID()
+	if err := b.n.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "b is seen offline", func() error {
+		if len(a.n.ConnectedNodes()) != 0 {
+			return errors.New("b still online")
+		}
+		return nil
+	})
+	id, err := a.n.CreatePipeline("letters", pipes.PipelineOptions{ToNode: bid, Persistent: true})
+	if err != nil {
+		t.Fatalf("creating a persistent pipeline with an offline node: %v", err)
+	}
+	pa, err := a.n.Pipeline(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	putN(t, pa, 30, "letter")
+	b.start(t)
+	waitPipeline(t, b, id)
+	converged(t, ms, id, 30)
+}

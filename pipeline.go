@@ -191,7 +191,9 @@ func (n *Node) Pipeline(id PipelineID) (*Pipeline, error) {
 // the same id). The same name with other options is ErrConflict. A
 // broadcast pipeline is announced to every node, including nodes that join
 // later; a point-to-point pipeline (ToNode) only to the other node, end to
-// end encrypted. The node must be started.
+// end encrypted; if it is offline, a persistent point-to-point pipeline is
+// created anyway and announced when it comes online (a live one gives
+// ErrNotConnected). The node must be started.
 func (n *Node) CreatePipeline(name string, o PipelineOptions) (PipelineID, error) {
 	e := n.engineOrNil()
 	if e == nil {
@@ -206,6 +208,11 @@ func (n *Node) CreatePipeline(name string, o PipelineOptions) (PipelineID, error
 		return PipelineID{}, fmt.Errorf("%w: %v", ErrNotImplemented, err)
 	case errors.Is(err, pipeline.ErrConflict):
 		return PipelineID{}, fmt.Errorf("%w: %q", ErrConflict, name)
+	case (errors.Is(err, pipeline.ErrNoKey) || errors.Is(err, mesh.ErrNoRoute)) && d != nil && d.Opts.Persistent:
+		// The other node is away: it learns of the pipeline, and gets its
+		// packets, when it comes online.
+		n.pipelineFor(d)
+		return PipelineID(d.ID), nil
 	case errors.Is(err, pipeline.ErrNoKey), errors.Is(err, mesh.ErrNoRoute):
 		return PipelineID{}, fmt.Errorf("%w: %v", ErrNotConnected, err)
 	case err != nil && d == nil:

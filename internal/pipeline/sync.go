@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -74,6 +75,9 @@ type syncState struct {
 	p2pOffered   time.Time
 	syncing      bool
 	progress     atomic.Bool // a commit happened since the last schedule
+
+	askedMu sync.Mutex
+	asked   map[[32]byte]int // wants sent to each node, ever
 }
 
 type want struct {
@@ -88,7 +92,7 @@ func newSyncer() *syncer {
 }
 
 func newSyncState() *syncState {
-	return &syncState{peers: map[[32]byte]map[[32]byte]uint64{}, wants: map[uint64]*want{},
+	return &syncState{peers: map[[32]byte]map[[32]byte]uint64{}, wants: map[uint64]*want{}, asked: map[[32]byte]int{},
 		missingSince: map[[32]byte]time.Time{}, lastReply: map[[32]byte]time.Time{}}
 }
 
@@ -159,8 +163,9 @@ func (e *Engine) syncTickAll() {
 	}
 }
 
-// p2pCheck offers a point-to-point pipeline's heads to its other node when
-// it comes online, and every p2pOfferEvery while it is.
+// p2pCheck announces a point-to-point pipeline and offers its heads to its
+// other node when that node comes online, and offers every p2pOfferEvery
+// while it is.
 func (e *Engine) p2pCheck(p *pipe, now time.Time) {
 	st := p.sync
 	other := p.def.Opts.ToNode
@@ -171,6 +176,13 @@ func (e *Engine) p2pCheck(p *pipe, now time.Time) {
 		return
 	}
 	if !st.p2pOnline || now.Sub(st.p2pOffered) >= p2pOfferEvery {
+		if !st.p2pOnline {
+			// It may have been offline when the pipeline was created:
+			// tell it of the pipeline (sealed) before offering.
+			if err := e.announce(e.ctx, p.def); err != nil {
+				e.log.Debug("cannot announce the pipeline", "pipeline", p.def.Name, "err", err)
+			}
+		}
 		st.p2pOnline, st.p2pOffered = true, now
 		e.sendOffer(p, other, true)
 	}
@@ -309,6 +321,22 @@ func (e *Engine) syncProgress(p *pipe) {
 	}
 }
 
+// SyncSources returns how many sync requests of persistent pipeline id
+// this node has sent to each node.
+func (e *Engine) SyncSources(id [32]byte) map[[32]byte]int {
+	p, _ := e.pipeOf(id)
+	if p == nil || p.sync == nil {
+		return nil
+	}
+	p.sync.askedMu.Lock()
+	defer p.sync.askedMu.Unlock()
+	out := make(map[[32]byte]int, len(p.sync.asked))
+	for k, v := range p.sync.asked {
+		out[k] = v
+	}
+	return out
+}
+
 // Synchronizing reports whether persistent pipeline id is catching up.
 func (e *Engine) Synchronizing(id [32]byte) bool {
 	p, _ := e.pipeOf(id)
@@ -379,6 +407,9 @@ func (e *Engine) schedule(p *pipe, now time.Time) {
 			id := e.syncer.nextReq.Add(1)
 			st.wants[id] = &want{peer: peer, sender: sender, from: pos, to: end, progress: now}
 			load[peer]++
+			st.askedMu.Lock()
+			st.asked[peer]++
+			st.askedMu.Unlock()
 			e.log.Debug("sync want", "pipeline", p.def.Name, "of", fmt.Sprintf("%x", peer[:4]), "sender", fmt.Sprintf("%x", sender[:4]), "from", pos, "to", end)
 			e.sendSync(p, peer, &pb.Sync{Body: &pb.Sync_Want{Want: &pb.SyncWant{
 				Pipeline: p.def.ID[:], Sender: bytes.Clone(sender[:]), From: pos, To: end, Request: id}}})
