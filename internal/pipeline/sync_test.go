@@ -119,3 +119,53 @@ func TestSyncDataIsVerified(t *testing.T) {
 		t.Fatalf("logged %d packets, head %d; want 3", l.Next(), l.Head(ocert.NodeID()))
 	}
 }
+
+// TestScheduleSpreadsOverPeers: with three peers that have a long history
+// the node lacks, the chunks it asks for go to all three, least loaded
+// first, at most wantsPerPeer at a time each.
+func TestScheduleSpreadsOverPeers(t *testing.T) {
+	ident, _ := identity.Generate()
+	key, _ := identity.Generate()
+	cert, _ := identity.IssueCert(ident, "a", key.Public, testNet, "", time.Now())
+	hk, _ := kem.GenerateKey()
+	db, err := store.Open(t.TempDir(), store.Options{MinFreeBytes: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	fn := &fakeNet{engines: map[[32]byte]*Engine{}, keys: map[[32]byte][]byte{}}
+	e, err := New(Config{Network: testNet, Key: key, Cert: cert, HPKE: hk, Host: &fakeHost{net: fn, self: cert.NodeID()}, DB: db})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	d, err := e.Create(t.Context(), "p", Options{Persistent: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := e.pipeOf(d.ID)
+	sender := [32]byte{42}
+	const total = 20 * wantChunk
+	peers := [][32]byte{{1}, {2}, {3}}
+	done := make(chan struct{})
+	e.syncDo(func() { // on the sync loop, which owns the state
+		defer close(done)
+		for _, peer := range peers {
+			p.sync.peers[peer] = map[[32]byte]uint64{sender: total}
+		}
+		e.schedule(p, time.Now())
+	})
+	<-done
+	src := e.SyncSources(d.ID)
+	if len(src) != 3 {
+		t.Fatalf("asked %d peers, want 3: %v", len(src), src)
+	}
+	for _, peer := range peers {
+		if src[peer] != wantsPerPeer {
+			t.Fatalf("asked %x %d times, want %d", peer[:1], src[peer], wantsPerPeer)
+		}
+	}
+	if !e.Synchronizing(d.ID) {
+		t.Fatal("not synchronizing with chunks in flight")
+	}
+}
