@@ -6,33 +6,39 @@
 //
 // A sender's packets are logged in sequence order with no gaps: Append
 // refuses a packet whose sequence number is not its sender's head plus
-// one. Packet contents are encrypted at rest with a key of the pipeline
-// (ChaCha20-Poly1305, a random nonce per record, the record's key as
-// associated data); keys, sequence numbers and signatures are stored in
-// clear. Every Append is one synced, atomic store batch.
+// one. Every Append is one synced, atomic store batch.
+//
+// Packets are stored in blocks of consecutive LogIDs (up to blockRecords
+// records or blockBytes of data), each block encrypted at rest with a key
+// of the pipeline (ChaCha20-Poly1305, a random nonce per block, the
+// block's store key as associated data). Packing saves a key, a nonce and
+// a tag per packet; a block is the unit of reading. Senders are numbered
+// per pipeline, so a record names its sender in one or two bytes. Keys,
+// sequence numbers and signatures are stored in clear.
 //
 // # Keyspace
 //
 // Tables of the shared store (see package store), all under the local
 // node's id so that several nodes can share one store:
 //
-//	'L' | node | pipe | logID                -> sealed record
+//	'L' | node | pipe | first logID          -> sealed block of records
 //	'X' | node | pipe | id[:8] | logID       -> nothing (index by packet id)
-//	'Q' | node | pipe | sender | seq         -> logID
+//	'Q' | node | pipe | sender | seq         -> logID, for the first packet of each
+//	                                            run of a sender's packets with
+//	                                            consecutive LogIDs
 //	'H' | node | pipe | sender               -> head
+//	'N' | node | pipe | sender number        -> sender id
 //	'G' | node | pipe | sender | last seq    -> first seq || signature
 //	'T' | node | pipe                        -> data bytes stored
 //	'C' | node | sender                      -> certificate (pb.Signed)
 //	'F' | node | pipe                        -> sealed definition
 //
-// Integers in keys and values are 8-byte big endian.
+// Integers in keys and values are big endian (8 bytes; sender numbers 4).
 package history
 
 import (
-	"bytes"
 	"crypto/cipher"
 	"crypto/hkdf"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -45,14 +51,15 @@ import (
 )
 
 const (
-	tLog   = 'L'
-	tByID  = 'X'
-	tBySeq = 'Q'
-	tHead  = 'H'
-	tProof = 'G'
-	tBytes = 'T'
-	tCert  = 'C'
-	tDef   = 'F'
+	tLog    = 'L'
+	tByID   = 'X'
+	tBySeq  = 'Q'
+	tHead   = 'H'
+	tSender = 'N'
+	tProof  = 'G'
+	tBytes  = 'T'
+	tCert   = 'C'
+	tDef    = 'F'
 )
 
 // Errors.
@@ -93,6 +100,12 @@ type Config struct {
 	PacketID func(*Record) [32]byte
 }
 
+// run is where a sender's last run of consecutive LogIDs ends.
+type run struct {
+	seq   uint64
+	logID int64
+}
+
 // Log is the history of one pipeline on one node. It is safe for
 // concurrent use; appends are serialised.
 type Log struct {
@@ -101,10 +114,14 @@ type Log struct {
 	aead cipher.AEAD
 	pfx  []byte // node | pipe
 
-	mu    sync.Mutex // held across an Append's commit
-	next  int64
-	heads map[[32]byte]uint64
-	bytes int64
+	mu      sync.Mutex // held across an Append's commit
+	next    int64
+	heads   map[[32]byte]uint64
+	bytes   int64
+	runs    map[[32]byte]run
+	numbers map[[32]byte]uint32 // sender -> number
+	senders [][32]byte          // number -> sender
+	tail    tail                // the last block
 }
 
 // DeriveKey derives the key of one purpose (a label and an id) from a
@@ -117,15 +134,23 @@ func DeriveKey(storeKey [32]byte, label string, id []byte) [32]byte {
 	return [32]byte(k)
 }
 
-// Open loads the log's heads and length from the store.
+// Open loads the log's heads, senders and length from the store.
 func Open(db *store.DB, cfg Config) (*Log, error) {
 	if cfg.PacketID == nil {
 		return nil, errors.New("history: Config.PacketID is required")
 	}
 	aead, _ := chacha20poly1305.New(cfg.Key[:])
-	l := &Log{db: db, cfg: cfg, aead: aead, heads: map[[32]byte]uint64{}}
+	l := &Log{db: db, cfg: cfg, aead: aead, heads: map[[32]byte]uint64{}, runs: map[[32]byte]run{},
+		numbers: map[[32]byte]uint32{}}
 	l.pfx = append(append([]byte{}, cfg.Node[:]...), cfg.Pipeline[:]...)
-	err := db.Scan(l.key(tHead), func(k, v []byte) error {
+	if err := l.load(); err != nil {
+		return nil, fmt.Errorf("history: open: %w", err)
+	}
+	return l, nil
+}
+
+func (l *Log) load() error {
+	err := l.db.Scan(l.key(tHead), func(k, v []byte) error {
 		if len(k) != 1+64+32 || len(v) != 8 {
 			return fmt.Errorf("%w: head record", ErrDamaged)
 		}
@@ -133,24 +158,70 @@ func Open(db *store.DB, cfg Config) (*Log, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("history: open: %w", err)
+		return err
 	}
+	err = l.db.Scan(l.key(tSender), func(k, v []byte) error {
+		if len(k) != 1+64+4 || len(v) != 32 || binary.BigEndian.Uint32(k[65:]) != uint32(len(l.senders)) {
+			return fmt.Errorf("%w: sender record", ErrDamaged)
+		}
+		l.numbers[[32]byte(v)] = uint32(len(l.senders))
+		l.senders = append(l.senders, [32]byte(v))
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	// The next LogID follows the last block's records.
 	prefix := l.key(tLog)
-	k, _, err := db.Last(prefix, store.PrefixEnd(prefix))
+	k, v, err := l.db.Last(prefix, store.PrefixEnd(prefix))
 	switch {
-	case err == nil && len(k) == len(prefix)+8:
-		l.next = int64(binary.BigEndian.Uint64(k[len(prefix):])) + 1
 	case err == nil:
-		return nil, fmt.Errorf("%w: log key", ErrDamaged)
+		pt, err := l.decryptBlock(k, v)
+		if err != nil {
+			return err
+		}
+		recs, err := l.decodeBlock(k, pt)
+		if err != nil {
+			return err
+		}
+		l.next = recs[len(recs)-1].LogID + 1
+		if len(recs) < tailRecords && len(pt) < tailBytes {
+			l.tail = tail{first: recs[0].LogID, pt: pt, n: len(recs)}
+		}
 	case !errors.Is(err, store.ErrNotFound):
-		return nil, fmt.Errorf("history: open: %w", err)
+		return err
 	}
-	if v, err := db.Get(l.key(tBytes)); err == nil && len(v) == 8 {
+	if v, err := l.db.Get(l.key(tBytes)); err == nil && len(v) == 8 {
 		l.bytes = int64(binary.BigEndian.Uint64(v))
 	} else if err != nil && !errors.Is(err, store.ErrNotFound) {
-		return nil, fmt.Errorf("history: open: %w", err)
+		return err
 	}
-	return l, nil
+	// Where each sender's last run ends: its head, at the LogID its last
+	// run gives it.
+	for s, h := range l.heads {
+		seq0, id0, err := l.runOf(s, h)
+		if err != nil {
+			return err
+		}
+		l.runs[s] = run{seq: h, logID: id0 + int64(h-seq0)}
+	}
+	return nil
+}
+
+// runOf returns the start (sequence number and LogID) of the run of
+// sender's packets that holds seq.
+func (l *Log) runOf(sender [32]byte, seq uint64) (uint64, int64, error) {
+	k, v, err := l.db.Last(l.key(tBySeq, sender[:]), l.key(tBySeq, sender[:], be(seq+1)))
+	if errors.Is(err, store.ErrNotFound) {
+		return 0, 0, fmt.Errorf("%w: %x seq %d", ErrNotFound, sender[:4], seq)
+	}
+	if err != nil {
+		return 0, 0, err
+	}
+	if len(v) != 8 || len(k) < 8 {
+		return 0, 0, fmt.Errorf("%w: seq index", ErrDamaged)
+	}
+	return binary.BigEndian.Uint64(k[len(k)-8:]), int64(binary.BigEndian.Uint64(v)), nil
 }
 
 // key returns table | node | pipe | parts.
@@ -216,24 +287,82 @@ func (l *Log) Append(recs []*Record, proofs []Proof) error {
 		heads[r.Sender] = r.Seq
 	}
 	next, size := l.next, l.bytes
+	runs := map[[32]byte]run{}
+	numbers := map[[32]byte]uint32{}
+	nsenders := len(l.senders)
+	number := func(s [32]byte) (uint32, bool) {
+		if n, ok := l.numbers[s]; ok {
+			return n, false
+		}
+		if n, ok := numbers[s]; ok {
+			return n, false
+		}
+		n := uint32(nsenders)
+		nsenders++
+		numbers[s] = n
+		return n, true
+	}
+	var last tail
 	err := l.db.Batch(func(b *store.Batch) error {
-		for _, r := range recs {
-			id := be(uint64(next))
-			sealed, err := l.seal(l.key(tLog, id), r)
+		var block []byte
+		blockFirst, blockN := next, 0
+		if l.tail.n > 0 && l.tail.n < tailRecords && len(l.tail.pt) < tailBytes {
+			// Continue the last block.
+			block = append(block, l.tail.pt...)
+			blockFirst, blockN = l.tail.first, l.tail.n
+		}
+		flush := func() error {
+			if blockN == 0 {
+				return nil
+			}
+			k := l.key(tLog, be(uint64(blockFirst)))
+			sealed, err := l.sealBlock(k, block)
 			if err != nil {
 				return err
 			}
-			if err := b.Set(l.key(tLog, id), sealed); err != nil {
-				return err
+			last = tail{n: -1} // full: the next commit starts a new block
+			if blockN < tailRecords && len(block) < tailBytes {
+				last = tail{first: blockFirst, pt: append([]byte(nil), block...), n: blockN}
 			}
+			block, blockN = block[:0], 0
+			return b.Set(k, sealed)
+		}
+		for _, r := range recs {
+			if blockN > 0 && (blockN >= blockRecords || len(block)+len(r.Data) > blockBytes) {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+			if blockN == 0 {
+				blockFirst = next
+			}
+			n, isNew := number(r.Sender)
+			if isNew {
+				if err := b.Set(l.key(tSender, binary.BigEndian.AppendUint32(nil, n)), r.Sender[:]); err != nil {
+					return err
+				}
+			}
+			block = appendRecord(block, n, r)
+			blockN++
+			id := be(uint64(next))
 			if err := b.Set(l.key(tByID, r.ID[:8], id), nil); err != nil {
 				return err
 			}
-			if err := b.Set(l.key(tBySeq, r.Sender[:], be(r.Seq)), id); err != nil {
-				return err
+			last, ok := runs[r.Sender]
+			if !ok {
+				last = l.runs[r.Sender]
 			}
+			if last.seq != r.Seq-1 || last.logID != next-1 || last.seq == 0 {
+				if err := b.Set(l.key(tBySeq, r.Sender[:], be(r.Seq)), id); err != nil {
+					return err
+				}
+			}
+			runs[r.Sender] = run{seq: r.Seq, logID: next}
 			next++
 			size += int64(len(r.Data))
+		}
+		if err := flush(); err != nil {
+			return err
 		}
 		for s, h := range heads {
 			if err := b.Set(l.key(tHead, s[:]), be(h)); err != nil {
@@ -260,260 +389,24 @@ func (l *Log) Append(recs []*Record, proofs []Proof) error {
 		r.LogID = l.next + int64(i)
 	}
 	l.next, l.bytes = next, size
+	switch {
+	case last.n > 0:
+		l.tail = last
+	case last.n < 0:
+		l.tail = tail{}
+	}
 	for s, h := range heads {
 		l.heads[s] = h
 	}
-	return nil
-}
-
-// seal encodes and encrypts r: sender | flags | [dest] | uvarint seq |
-// varint hlc | varint type | data, sealed with a random nonce and the
-// record's key as associated data.
-func (l *Log) seal(key []byte, r *Record) ([]byte, error) {
-	pt := make([]byte, 0, 32+1+32+30+len(r.Data))
-	pt = append(pt, r.Sender[:]...)
-	if r.Dest != ([32]byte{}) {
-		pt = append(pt, 1)
-		pt = append(pt, r.Dest[:]...)
-	} else {
-		pt = append(pt, 0)
+	for s, r := range runs {
+		l.runs[s] = r
 	}
-	pt = binary.AppendUvarint(pt, r.Seq)
-	pt = binary.AppendVarint(pt, r.HLC)
-	pt = binary.AppendVarint(pt, r.Type)
-	pt = append(pt, r.Data...)
-	out := make([]byte, chacha20poly1305.NonceSize, chacha20poly1305.NonceSize+len(pt)+l.aead.Overhead())
-	if _, err := rand.Read(out); err != nil {
-		return nil, err
-	}
-	return l.aead.Seal(out, out, pt, key), nil
-}
-
-// open decrypts and decodes a record stored under key.
-func (l *Log) open(key, v []byte) (*Record, error) {
-	n := chacha20poly1305.NonceSize
-	if len(v) < n+l.aead.Overhead() {
-		return nil, fmt.Errorf("%w: short record", ErrDamaged)
-	}
-	pt, err := l.aead.Open(nil, v[:n], v[n:], key)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrDamaged, err)
-	}
-	r := &Record{}
-	if len(pt) < 33 {
-		return nil, fmt.Errorf("%w: short record", ErrDamaged)
-	}
-	copy(r.Sender[:], pt)
-	flags, rest := pt[32], pt[33:]
-	if flags&1 != 0 {
-		if len(rest) < 32 {
-			return nil, fmt.Errorf("%w: short record", ErrDamaged)
+	for s, n := range numbers {
+		l.numbers[s] = n
+		for uint32(len(l.senders)) <= n {
+			l.senders = append(l.senders, [32]byte{})
 		}
-		copy(r.Dest[:], rest)
-		rest = rest[32:]
-	}
-	var k int
-	if r.Seq, k = binary.Uvarint(rest); k <= 0 {
-		return nil, fmt.Errorf("%w: seq", ErrDamaged)
-	}
-	rest = rest[k:]
-	if r.HLC, k = binary.Varint(rest); k <= 0 {
-		return nil, fmt.Errorf("%w: time", ErrDamaged)
-	}
-	rest = rest[k:]
-	if r.Type, k = binary.Varint(rest); k <= 0 {
-		return nil, fmt.Errorf("%w: type", ErrDamaged)
-	}
-	r.Data = rest[k:]
-	if len(key) >= 8 {
-		r.LogID = int64(binary.BigEndian.Uint64(key[len(key)-8:]))
-	}
-	r.ID = l.cfg.PacketID(r)
-	return r, nil
-}
-
-// Since calls fn with the records of LogID > after, in order, until fn
-// returns false or limit records (limit <= 0: no limit) have been read.
-func (l *Log) Since(after int64, limit int, fn func(*Record) bool) error {
-	from := max(after+1, 0)
-	prefix := l.key(tLog)
-	n := 0
-	errStop := errors.New("stop")
-	err := l.db.Range(l.key(tLog, be(uint64(from))), store.PrefixEnd(prefix), func(k, v []byte) error {
-		r, err := l.open(k, v)
-		if err != nil {
-			return err
-		}
-		n++
-		if !fn(r) || (limit > 0 && n >= limit) {
-			return errStop
-		}
-		return nil
-	})
-	if err != nil && err != errStop {
-		return fmt.Errorf("history: read: %w", err)
+		l.senders[n] = s
 	}
 	return nil
-}
-
-// Get returns the record with LogID id.
-func (l *Log) Get(id int64) (*Record, error) {
-	k := l.key(tLog, be(uint64(id)))
-	v, err := l.db.Get(k)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, ErrNotFound
-	}
-	if err != nil {
-		return nil, fmt.Errorf("history: read: %w", err)
-	}
-	return l.open(k, v)
-}
-
-// ByID returns the record of packet id.
-func (l *Log) ByID(id [32]byte) (*Record, error) {
-	var logIDs []int64
-	err := l.db.Scan(l.key(tByID, id[:8]), func(k, _ []byte) error {
-		logIDs = append(logIDs, int64(binary.BigEndian.Uint64(k[len(k)-8:])))
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("history: read: %w", err)
-	}
-	for _, lid := range logIDs { // more than one only if ids share 8 bytes
-		r, err := l.Get(lid)
-		if err != nil {
-			return nil, err
-		}
-		if r.ID == id {
-			return r, nil
-		}
-	}
-	return nil, ErrNotFound
-}
-
-// Cert returns the stored certificate of sender.
-func (l *Log) Cert(sender [32]byte) ([]byte, error) {
-	v, err := l.db.Get(store.Key(tCert, l.cfg.Node[:], sender[:]))
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, ErrNotFound
-	}
-	return v, err
-}
-
-// Segment is the tail of one signed batch of a sender, as sync sends it:
-// the ids of the batch's packets before the first record, then the records
-// to the batch's end, and the batch's signature over all of the ids.
-type Segment struct {
-	FirstSeq  uint64
-	PrefixIDs [][32]byte
-	Records   []*Record
-	Signature []byte
-}
-
-// Segments calls fn with the segments that hold sender's packets from
-// sequence number from on, batch by batch, until they cover to, fn
-// returns false, or about maxBytes of data have been passed (at least one
-// segment is). The first segment starts at from; later ones at their
-// batch's start.
-func (l *Log) Segments(sender [32]byte, from, to uint64, maxBytes int, fn func(*Segment) bool) error {
-	if from == 0 {
-		from = 1
-	}
-	head := l.Head(sender)
-	to = min(to, head)
-	lower := l.key(tProof, sender[:], be(from))
-	upper := store.PrefixEnd(l.key(tProof, sender[:]))
-	type proof struct {
-		first, last uint64
-		sig         []byte
-	}
-	var proofs []proof
-	covered := from - 1
-	errStop := errors.New("stop")
-	err := l.db.Range(lower, upper, func(k, v []byte) error {
-		if len(v) < 8 {
-			return fmt.Errorf("%w: proof record", ErrDamaged)
-		}
-		p := proof{first: binary.BigEndian.Uint64(v), last: binary.BigEndian.Uint64(k[len(k)-8:]), sig: bytes.Clone(v[8:])}
-		if p.last <= covered {
-			return nil
-		}
-		proofs = append(proofs, p)
-		covered = p.last
-		if covered >= to {
-			return errStop
-		}
-		return nil
-	})
-	if err != nil && err != errStop {
-		return fmt.Errorf("history: read proofs: %w", err)
-	}
-	sent := 0
-	pos := from
-	for _, p := range proofs {
-		if p.first > pos || p.last > head {
-			return fmt.Errorf("%w: proofs of %x do not cover seq %d", ErrDamaged, sender[:4], pos)
-		}
-		recs, err := l.seqRange(sender, p.first, p.last)
-		if err != nil {
-			return err
-		}
-		seg := &Segment{FirstSeq: p.first, Signature: p.sig}
-		for _, r := range recs {
-			if r.Seq < pos {
-				seg.PrefixIDs = append(seg.PrefixIDs, r.ID)
-				continue
-			}
-			seg.Records = append(seg.Records, r)
-			sent += len(r.Data) + 64
-		}
-		pos = p.last + 1
-		if !fn(seg) || sent >= maxBytes || pos > to {
-			return nil
-		}
-	}
-	return nil
-}
-
-// seqRange returns sender's packets first..last, in sequence order: the
-// sequence index in one scan, then the records with one iterator.
-func (l *Log) seqRange(sender [32]byte, first, last uint64) ([]*Record, error) {
-	var logIDs []uint64
-	err := l.db.Range(l.key(tBySeq, sender[:], be(first)), l.key(tBySeq, sender[:], be(last+1)), func(_, v []byte) error {
-		if len(v) != 8 {
-			return fmt.Errorf("%w: seq index", ErrDamaged)
-		}
-		logIDs = append(logIDs, binary.BigEndian.Uint64(v))
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("history: read: %w", err)
-	}
-	if uint64(len(logIDs)) != last-first+1 {
-		return nil, fmt.Errorf("%w: %x seq %d..%d", ErrNotFound, sender[:4], first, last)
-	}
-	// A sender's packets are logged in sequence order, so their LogIDs
-	// ascend with their sequence numbers.
-	keys := make([][]byte, len(logIDs))
-	for i, id := range logIDs {
-		if i > 0 && id <= logIDs[i-1] {
-			return nil, fmt.Errorf("%w: seq index out of log order", ErrDamaged)
-		}
-		keys[i] = l.key(tLog, be(id))
-	}
-	out := make([]*Record, len(keys))
-	err = l.db.GetMany(keys, func(i int, v []byte) error {
-		r, err := l.open(keys[i], v)
-		out[i] = r
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("history: read: %w", err)
-	}
-	for i, r := range out {
-		if r == nil {
-			return nil, fmt.Errorf("%w: log record %d", ErrNotFound, logIDs[i])
-		}
-	}
-	return out, nil
 }

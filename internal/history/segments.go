@@ -1,0 +1,94 @@
+package history
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/pipesnet/pipes/internal/store"
+)
+
+// Cert returns the stored certificate of sender.
+func (l *Log) Cert(sender [32]byte) ([]byte, error) {
+	v, err := l.db.Get(store.Key(tCert, l.cfg.Node[:], sender[:]))
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, ErrNotFound
+	}
+	return v, err
+}
+
+// Segment is the tail of one signed batch of a sender, as sync sends it:
+// the ids of the batch's packets before the first record, then the records
+// to the batch's end, and the batch's signature over all of the ids.
+type Segment struct {
+	FirstSeq  uint64
+	PrefixIDs [][32]byte
+	Records   []*Record
+	Signature []byte
+}
+
+// Segments calls fn with the segments that hold sender's packets from
+// sequence number from on, batch by batch, until they cover to, fn
+// returns false, or about maxBytes of data have been passed (at least one
+// segment is). The first segment starts at from; later ones at their
+// batch's start.
+func (l *Log) Segments(sender [32]byte, from, to uint64, maxBytes int, fn func(*Segment) bool) error {
+	if from == 0 {
+		from = 1
+	}
+	head := l.Head(sender)
+	to = min(to, head)
+	lower := l.key(tProof, sender[:], be(from))
+	upper := store.PrefixEnd(l.key(tProof, sender[:]))
+	type proof struct {
+		first, last uint64
+		sig         []byte
+	}
+	var proofs []proof
+	covered := from - 1
+	errStop := errors.New("stop")
+	err := l.db.Range(lower, upper, func(k, v []byte) error {
+		if len(v) < 8 {
+			return fmt.Errorf("%w: proof record", ErrDamaged)
+		}
+		p := proof{first: binary.BigEndian.Uint64(v), last: binary.BigEndian.Uint64(k[len(k)-8:]), sig: bytes.Clone(v[8:])}
+		if p.last <= covered {
+			return nil
+		}
+		proofs = append(proofs, p)
+		covered = p.last
+		if covered >= to {
+			return errStop
+		}
+		return nil
+	})
+	if err != nil && err != errStop {
+		return fmt.Errorf("history: read proofs: %w", err)
+	}
+	sent := 0
+	pos := from
+	for _, p := range proofs {
+		if p.first > pos || p.last > head {
+			return fmt.Errorf("%w: proofs of %x do not cover seq %d", ErrDamaged, sender[:4], pos)
+		}
+		recs, err := l.seqRange(sender, p.first, p.last)
+		if err != nil {
+			return err
+		}
+		seg := &Segment{FirstSeq: p.first, Signature: p.sig}
+		for _, r := range recs {
+			if r.Seq < pos {
+				seg.PrefixIDs = append(seg.PrefixIDs, r.ID)
+				continue
+			}
+			seg.Records = append(seg.Records, r)
+			sent += len(r.Data) + 64
+		}
+		pos = p.last + 1
+		if !fn(seg) || sent >= maxBytes || pos > to {
+			return nil
+		}
+	}
+	return nil
+}
