@@ -149,6 +149,33 @@ func (l *Log) senderOf(n uint64) ([32]byte, bool) {
 
 var errStop = errors.New("stop")
 
+// cachedBlock is a decoded block; its records are shared, read-only. A
+// block is identified by its first LogID and its stored size: the last
+// block may be rewritten with more records, and then it is larger.
+type cachedBlock struct {
+	first int64
+	size  int
+	recs  []*Record
+}
+
+func (l *Log) cached(first int64, size int) []*Record {
+	l.cacheMu.Lock()
+	defer l.cacheMu.Unlock()
+	for _, c := range l.cache {
+		if c.recs != nil && c.first == first && c.size == size {
+			return c.recs
+		}
+	}
+	return nil
+}
+
+func (l *Log) remember(first int64, size int, recs []*Record) {
+	l.cacheMu.Lock()
+	defer l.cacheMu.Unlock()
+	l.cache[l.cacheAt] = cachedBlock{first: first, size: size, recs: recs}
+	l.cacheAt = (l.cacheAt + 1) % len(l.cache)
+}
+
 // blocks calls fn with the records of the blocks that may hold LogIDs
 // from..to (to < 0: to the end), in order, block by block, until fn
 // returns false.
@@ -166,9 +193,14 @@ func (l *Log) blocks(from, to int64, fn func([]*Record) bool) error {
 		upper = l.key(tLog, be(uint64(to)+1))
 	}
 	err := l.db.Range(start, upper, func(k, v []byte) error {
-		recs, err := l.openBlock(k, v)
-		if err != nil {
-			return err
+		first := int64(binary.BigEndian.Uint64(k[len(k)-8:]))
+		recs := l.cached(first, len(v))
+		if recs == nil {
+			var err error
+			if recs, err = l.openBlock(k, v); err != nil {
+				return err
+			}
+			l.remember(first, len(v), recs)
 		}
 		if !fn(recs) {
 			return errStop

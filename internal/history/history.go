@@ -18,18 +18,21 @@
 //
 // # Keyspace
 //
-// Tables of the shared store (see package store), all under the local
-// node's id so that several nodes can share one store:
+// Tables of the shared store (see package store). Each log has a handle,
+// a number unique in the store that stands for (local node, pipeline) in
+// its keys, so that several nodes can share one store and keys stay short:
 //
-//	'L' | node | pipe | first logID          -> sealed block of records
-//	'X' | node | pipe | id[:8] | logID       -> nothing (index by packet id)
-//	'Q' | node | pipe | sender | seq         -> logID, for the first packet of each
+//	'P' | node | pipe                        -> handle (8 bytes)
+//	'P'                                      -> the last handle allocated
+//	'L' | handle | first logID               -> sealed block of records
+//	'X' | handle | id[:8] | logID            -> nothing (index by packet id)
+//	'Q' | handle | sender | seq              -> logID, for the first packet of each
 //	                                            run of a sender's packets with
 //	                                            consecutive LogIDs
-//	'H' | node | pipe | sender               -> head
-//	'N' | node | pipe | sender number        -> sender id
-//	'G' | node | pipe | sender | last seq    -> first seq || signature
-//	'T' | node | pipe                        -> data bytes stored
+//	'H' | handle | sender                    -> head
+//	'N' | handle | sender number             -> sender id
+//	'G' | handle | sender | last seq         -> first seq || signature
+//	'T' | handle                             -> data bytes stored
 //	'C' | node | sender                      -> certificate (pb.Signed)
 //	'F' | node | pipe                        -> sealed definition
 //
@@ -60,6 +63,7 @@ const (
 	tBytes  = 'T'
 	tCert   = 'C'
 	tDef    = 'F'
+	tHandle = 'P'
 )
 
 // Errors.
@@ -112,7 +116,7 @@ type Log struct {
 	db   *store.DB
 	cfg  Config
 	aead cipher.AEAD
-	pfx  []byte // node | pipe
+	pfx  []byte // the log's handle (see handleOf)
 
 	mu      sync.Mutex // held across an Append's commit
 	next    int64
@@ -122,6 +126,10 @@ type Log struct {
 	numbers map[[32]byte]uint32 // sender -> number
 	senders [][32]byte          // number -> sender
 	tail    tail                // the last block
+
+	cacheMu sync.Mutex
+	cache   [4]cachedBlock // recently decoded blocks, for readers that come back to them
+	cacheAt int
 }
 
 // DeriveKey derives the key of one purpose (a label and an id) from a
@@ -142,7 +150,11 @@ func Open(db *store.DB, cfg Config) (*Log, error) {
 	aead, _ := chacha20poly1305.New(cfg.Key[:])
 	l := &Log{db: db, cfg: cfg, aead: aead, heads: map[[32]byte]uint64{}, runs: map[[32]byte]run{},
 		numbers: map[[32]byte]uint32{}}
-	l.pfx = append(append([]byte{}, cfg.Node[:]...), cfg.Pipeline[:]...)
+	h, err := handleOf(db, cfg.Node, cfg.Pipeline)
+	if err != nil {
+		return nil, fmt.Errorf("history: open: %w", err)
+	}
+	l.pfx = h
 	if err := l.load(); err != nil {
 		return nil, fmt.Errorf("history: open: %w", err)
 	}
@@ -151,17 +163,17 @@ func Open(db *store.DB, cfg Config) (*Log, error) {
 
 func (l *Log) load() error {
 	err := l.db.Scan(l.key(tHead), func(k, v []byte) error {
-		if len(k) != 1+64+32 || len(v) != 8 {
+		if len(k) != 1+handleLen+32 || len(v) != 8 {
 			return fmt.Errorf("%w: head record", ErrDamaged)
 		}
-		l.heads[[32]byte(k[65:])] = binary.BigEndian.Uint64(v)
+		l.heads[[32]byte(k[1+handleLen:])] = binary.BigEndian.Uint64(v)
 		return nil
 	})
 	if err != nil {
 		return err
 	}
 	err = l.db.Scan(l.key(tSender), func(k, v []byte) error {
-		if len(k) != 1+64+4 || len(v) != 32 || binary.BigEndian.Uint32(k[65:]) != uint32(len(l.senders)) {
+		if len(k) != 1+handleLen+4 || len(v) != 32 || binary.BigEndian.Uint32(k[1+handleLen:]) != uint32(len(l.senders)) {
 			return fmt.Errorf("%w: sender record", ErrDamaged)
 		}
 		l.numbers[[32]byte(v)] = uint32(len(l.senders))
@@ -224,7 +236,52 @@ func (l *Log) runOf(sender [32]byte, seq uint64) (uint64, int64, error) {
 	return binary.BigEndian.Uint64(k[len(k)-8:]), int64(binary.BigEndian.Uint64(v)), nil
 }
 
-// key returns table | node | pipe | parts.
+// handleLen is the size of a log's handle.
+const handleLen = 8
+
+// handleMu serialises the allocation of handles.
+var handleMu sync.Mutex
+
+// handleOf returns the handle of the log of pipe on node, allocating it on
+// first use: a short, local stand-in for node | pipe (64 bytes) in every
+// key of the log, which keeps keys short and comparisons cheap.
+// 'P' | node | pipe -> handle; 'P' -> the last handle allocated in the
+// store.
+func handleOf(db *store.DB, node, pipe [32]byte) ([]byte, error) {
+	handleMu.Lock()
+	defer handleMu.Unlock()
+	k := store.Key(tHandle, node[:], pipe[:])
+	v, err := db.Get(k)
+	if err == nil && len(v) == handleLen {
+		return v, nil
+	}
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return nil, err
+	}
+	if err == nil {
+		return nil, fmt.Errorf("%w: log handle", ErrDamaged)
+	}
+	counter := store.Key(tHandle) // one counter for the whole store: nodes that share it never share a handle
+	var last uint64
+	if c, err := db.Get(counter); err == nil && len(c) == 8 {
+		last = binary.BigEndian.Uint64(c)
+	} else if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return nil, err
+	}
+	h := be(last + 1)
+	err = db.Batch(func(b *store.Batch) error {
+		if err := b.Set(counter, h); err != nil {
+			return err
+		}
+		return b.Set(k, h)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// key returns table | handle | parts.
 func (l *Log) key(table byte, parts ...[]byte) []byte {
 	return store.Key(table, append([][]byte{l.pfx}, parts...)...)
 }
