@@ -275,6 +275,26 @@ func (l *Log) ByID(id [32]byte) (*Record, error) {
 			return r, nil
 		}
 	}
+	// Packets logged in bulk wait for IndexSome: look through them.
+	l.mu.Lock()
+	from := l.indexed
+	l.mu.Unlock()
+	var found *Record
+	err = l.blocks(from, -1, func(recs []*Record) bool {
+		for _, r := range recs {
+			if r.LogID >= from && r.ID == id {
+				found = r
+				return false
+			}
+		}
+		return true
+	})
+	if err != nil {
+		return nil, fmt.Errorf("history: read: %w", err)
+	}
+	if found != nil {
+		return found, nil
+	}
 	return nil, ErrNotFound
 }
 
@@ -334,4 +354,63 @@ func (l *Log) seqRange(sender [32]byte, first, last uint64) ([]*Record, error) {
 		return nil, fmt.Errorf("%w: %x seq %d..%d (%d of %d found)", ErrNotFound, sender[:4], first, last, found, len(out))
 	}
 	return out, nil
+}
+
+// indexInline is the largest commit whose packets are indexed by id in
+// the commit itself.
+const indexInline = 1024
+
+// Unindexed returns how many logged packets are not yet in the index by
+// packet id.
+func (l *Log) Unindexed() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.next - l.indexed
+}
+
+// IndexSome adds up to max logged packets to the index by packet id and
+// reports how many it added (0: the index is complete). The log's writer
+// calls it when it has nothing else to do; it is not meant to run
+// concurrently with itself.
+func (l *Log) IndexSome(max int) (int, error) {
+	l.mu.Lock()
+	from, to := l.indexed, min(l.indexed+int64(max), l.next)-1
+	l.mu.Unlock()
+	if from > to {
+		return 0, nil
+	}
+	var recs []*Record
+	err := l.blocks(from, to, func(rs []*Record) bool {
+		for _, r := range rs {
+			if r.LogID >= from && r.LogID <= to {
+				recs = append(recs, r)
+			}
+		}
+		return true
+	})
+	if err != nil {
+		return 0, fmt.Errorf("history: index: %w", err)
+	}
+	if len(recs) == 0 {
+		return 0, fmt.Errorf("%w: LogIDs %d..%d missing", ErrDamaged, from, to)
+	}
+	end := recs[len(recs)-1].LogID + 1
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.indexed != from {
+		return 0, nil // indexed meanwhile
+	}
+	err = l.db.Batch(func(b *store.Batch) error {
+		for _, r := range recs {
+			if err := b.Set(l.key(tByID, r.ID[:8], be(uint64(r.LogID))), nil); err != nil {
+				return err
+			}
+		}
+		return b.Set(l.key(tIndex), be(uint64(end)))
+	})
+	if err != nil {
+		return 0, fmt.Errorf("history: index: %w", err)
+	}
+	l.indexed = end
+	return len(recs), nil
 }

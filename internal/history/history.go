@@ -33,6 +33,7 @@
 //	'N' | handle | sender number             -> sender id
 //	'G' | handle | sender | last seq         -> first seq || signature
 //	'T' | handle                             -> data bytes stored
+//	'W' | handle                             -> LogIDs below this are in 'X'
 //	'C' | node | sender                      -> certificate (pb.Signed)
 //	'F' | node | pipe                        -> sealed definition
 //
@@ -64,6 +65,7 @@ const (
 	tCert   = 'C'
 	tDef    = 'F'
 	tHandle = 'P'
+	tIndex  = 'W'
 )
 
 // Errors.
@@ -126,6 +128,7 @@ type Log struct {
 	numbers map[[32]byte]uint32 // sender -> number
 	senders [][32]byte          // number -> sender
 	tail    tail                // the last block
+	indexed int64               // LogIDs below it are in the index by packet id
 
 	cacheMu sync.Mutex
 	cache   [4]cachedBlock // recently decoded blocks, for readers that come back to them
@@ -201,6 +204,11 @@ func (l *Log) load() error {
 			l.tail = tail{first: recs[0].LogID, pt: pt, n: len(recs)}
 		}
 	case !errors.Is(err, store.ErrNotFound):
+		return err
+	}
+	if v, err := l.db.Get(l.key(tIndex)); err == nil && len(v) == 8 {
+		l.indexed = min(int64(binary.BigEndian.Uint64(v)), l.next)
+	} else if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return err
 	}
 	if v, err := l.db.Get(l.key(tBytes)); err == nil && len(v) == 8 {
@@ -360,6 +368,10 @@ func (l *Log) Append(recs []*Record, proofs []Proof) error {
 		return n, true
 	}
 	var last tail
+	// A small commit on an up-to-date index indexes its packets at once;
+	// a large one (catching up) leaves them to IndexSome, off the path
+	// that makes the packets durable and readable.
+	index := l.indexed == l.next && len(recs) <= indexInline
 	err := l.db.Batch(func(b *store.Batch) error {
 		var block []byte
 		blockFirst, blockN := next, 0
@@ -402,8 +414,10 @@ func (l *Log) Append(recs []*Record, proofs []Proof) error {
 			block = appendRecord(block, n, r)
 			blockN++
 			id := be(uint64(next))
-			if err := b.Set(l.key(tByID, r.ID[:8], id), nil); err != nil {
-				return err
+			if index {
+				if err := b.Set(l.key(tByID, r.ID[:8], id), nil); err != nil {
+					return err
+				}
 			}
 			last, ok := runs[r.Sender]
 			if !ok {
@@ -437,6 +451,11 @@ func (l *Log) Append(recs []*Record, proofs []Proof) error {
 				}
 			}
 		}
+		if index {
+			if err := b.Set(l.key(tIndex), be(uint64(next))); err != nil {
+				return err
+			}
+		}
 		return b.Set(l.key(tBytes), be(uint64(size)))
 	})
 	if err != nil {
@@ -446,6 +465,9 @@ func (l *Log) Append(recs []*Record, proofs []Proof) error {
 		r.LogID = l.next + int64(i)
 	}
 	l.next, l.bytes = next, size
+	if index {
+		l.indexed = next
+	}
 	switch {
 	case last.n > 0:
 		l.tail = last

@@ -223,3 +223,61 @@ func TestBlocksAndRuns(t *testing.T) {
 	all = append(all, r)
 	check(l)
 }
+
+// TestBulkAppendIsIndexedLater: a large append leaves the index by packet
+// id to IndexSome; ByID finds its packets before and after.
+func TestBulkAppendIsIndexedLater(t *testing.T) {
+	dir := t.TempDir()
+	db, err := store.Open(dir, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := openLog(t, db)
+	var recs []*Record
+	for i := range 3000 {
+		recs = append(recs, rec(1, uint64(i+1), fmt.Sprint(i)))
+	}
+	if err := l.Append(recs, nil); err != nil {
+		t.Fatal(err)
+	}
+	if l.Unindexed() != 3000 {
+		t.Fatalf("unindexed %d after a bulk append", l.Unindexed())
+	}
+	if r, err := l.ByID(recs[2500].ID); err != nil || r.LogID != 2500 {
+		t.Fatalf("ByID before indexing: %v %v", r, err)
+	}
+	total := 0
+	for {
+		n, err := l.IndexSome(1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		total += n
+	}
+	if total != 3000 || l.Unindexed() != 0 {
+		t.Fatalf("indexed %d, %d left", total, l.Unindexed())
+	}
+	// A small append now indexes at once, and the index survives a reopen.
+	r := rec(1, 3001, "small")
+	if err := l.Append([]*Record{r}, nil); err != nil || l.Unindexed() != 0 {
+		t.Fatalf("small append: %v, %d unindexed", err, l.Unindexed())
+	}
+	db.Close()
+	db, err = store.Open(dir, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	l = openLog(t, db)
+	if l.Unindexed() != 0 {
+		t.Fatalf("%d unindexed after reopen", l.Unindexed())
+	}
+	for _, i := range []int{0, 1234, 2999} {
+		if got, err := l.ByID(recs[i].ID); err != nil || got.LogID != int64(i) {
+			t.Fatalf("ByID %d: %v %v", i, got, err)
+		}
+	}
+}

@@ -200,6 +200,24 @@ func (e *Engine) writer(p *pipe) {
 			items = append(items, it)
 		case <-e.ctx.Done():
 			return
+		default:
+			// Idle, and not catching up: bring the index by packet id up
+			// to date (a catch-up logs packets in bulk and leaves them to
+			// be indexed here; the sync loop wakes the writer when it is
+			// done).
+			if !p.syncing.Load() {
+				if n, err := p.plog.log.IndexSome(4096); n > 0 {
+					continue
+				} else if err != nil {
+					e.log.Error("cannot index the log", "pipeline", p.def.Name, "err", err)
+				}
+			}
+			select {
+			case it := <-p.plog.in:
+				items = append(items, it)
+			case <-e.ctx.Done():
+				return
+			}
 		}
 		n, size, puts := 1, 0, 0
 		if items[0].put != nil {

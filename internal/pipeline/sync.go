@@ -425,9 +425,13 @@ func (e *Engine) schedule(p *pipe, now time.Time) {
 			e.notes.Push(func() { e.cfg.OnSync(id, !syncing) })
 		}
 		if !syncing {
-			// Caught up: let the others pull what came through this node.
+			// Caught up: let the others pull what came through this node,
+			// and wake the writer to index what it logged in bulk.
 			for _, peer := range e.syncPeers(p) {
 				e.sendOffer(p, peer, false)
+			}
+			if p.plog.log.Unindexed() > 0 {
+				e.enqueue(p, ingest{}, false)
 			}
 		}
 	}
