@@ -68,27 +68,48 @@ func (l *Log) Segments(sender [32]byte, from, to uint64, maxBytes int, fn func(*
 	}
 	sent := 0
 	pos := from
-	for _, p := range proofs {
-		if p.first > pos || p.last > head {
-			return fmt.Errorf("%w: proofs of %x do not cover seq %d", ErrDamaged, sender[:4], pos)
+	for len(proofs) > 0 {
+		// Read the records of a few batches at once: one scan of the
+		// sequence index and of the blocks for all of them (a batch holds
+		// at most 2 MiB of data, so this bounds memory too).
+		n, count := 0, uint64(0)
+		for n < len(proofs) && n < segmentGroup && (n == 0 || count+proofs[n].last-proofs[n].first+1 <= segmentGroupPackets) {
+			count += proofs[n].last - proofs[n].first + 1
+			n++
 		}
-		recs, err := l.seqRange(sender, p.first, p.last)
+		group := proofs[:n]
+		proofs = proofs[n:]
+		for i, p := range group {
+			if (i == 0 && p.first > pos) || (i > 0 && p.first != group[i-1].last+1) || p.last > head {
+				return fmt.Errorf("%w: proofs of %x do not cover seq %d", ErrDamaged, sender[:4], pos)
+			}
+		}
+		recs, err := l.seqRange(sender, group[0].first, group[n-1].last)
 		if err != nil {
 			return err
 		}
-		seg := &Segment{FirstSeq: p.first, Signature: p.sig}
-		for _, r := range recs {
-			if r.Seq < pos {
-				seg.PrefixIDs = append(seg.PrefixIDs, r.ID)
-				continue
+		for _, p := range group {
+			seg := &Segment{FirstSeq: p.first, Signature: p.sig}
+			for _, r := range recs[p.first-group[0].first : p.last-group[0].first+1] {
+				if r.Seq < pos {
+					seg.PrefixIDs = append(seg.PrefixIDs, r.ID)
+					continue
+				}
+				seg.Records = append(seg.Records, r)
+				sent += len(r.Data) + 64
 			}
-			seg.Records = append(seg.Records, r)
-			sent += len(r.Data) + 64
-		}
-		pos = p.last + 1
-		if !fn(seg) || sent >= maxBytes || pos > to {
-			return nil
+			pos = p.last + 1
+			if !fn(seg) || sent >= maxBytes || pos > to {
+				return nil
+			}
 		}
 	}
 	return nil
 }
+
+// Segments reads at most segmentGroup batches, or about
+// segmentGroupPackets packets, at a time.
+const (
+	segmentGroup        = 16
+	segmentGroupPackets = 4096
+)
