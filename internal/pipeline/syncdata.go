@@ -6,6 +6,9 @@ package pipeline
 import (
 	"bytes"
 	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -29,15 +32,36 @@ func (e *Engine) onData(p *pipe, src [32]byte, d *pb.SyncData) error {
 		cert = c
 		certRaw, _ = marshal(d.NodeCert)
 	}
-	for _, seg := range d.Segments {
-		pks, proof, err := openSegment(p.def.ID, cert, seg)
-		if err != nil {
+	// Check the segments on every core (hashing every packet and one
+	// signature per batch is most of what a catch-up costs the receiver),
+	// then hand them to the writer in order.
+	type opened struct {
+		pks   []*Packet
+		proof *history.Proof
+		err   error
+	}
+	out := make([]opened, len(d.Segments))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), len(d.Segments)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1) - 1); i < len(d.Segments); i = int(next.Add(1) - 1) {
+				pks, proof, err := openSegment(p.def.ID, cert, d.Segments[i])
+				out[i] = opened{pks, proof, err}
+			}
+		}()
+	}
+	wg.Wait()
+	for _, o := range out {
+		if o.err != nil {
 			e.stats.rejected.Add(1)
 			p.stats.rejected.Add(1)
-			return err
+			return o.err
 		}
-		proof.Cert = certRaw
-		e.enqueue(p, ingest{pks: pks, proof: proof, synced: true}, true)
+		o.proof.Cert = certRaw
+		e.enqueue(p, ingest{pks: o.pks, proof: o.proof, synced: true}, true)
 	}
 	req, last, head := d.Request, d.Last, d.Head
 	e.syncDo(func() {
