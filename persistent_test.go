@@ -471,3 +471,34 @@ func TestPointToPointCreatedWhileOtherIsAway(t *testing.T) {
 	waitPipeline(t, b, id)
 	converged(t, ms, id, 30)
 }
+
+// TestLargePacketsFitFrames: concurrent Puts of 1 MiB packets are logged
+// in one commit but signed in batches that fit a frame, so they reach the
+// other node live and by sync without breaking the connection.
+func TestLargePacketsFitFrames(t *testing.T) {
+	ms := cluster(t, "large", 2, nil)
+	id, err := ms[0].n.CreatePipeline("files", pipes.PipelineOptions{Persistent: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitPipeline(t, ms[1], id)
+	p0, _ := ms[0].n.Pipeline(id)
+	big := bytes.Repeat([]byte{7}, pipes.MaxPacketSize)
+	var wg sync.WaitGroup
+	for range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 2 {
+				if _, err := p0.Put(big); err != nil {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	converged(t, ms, id, 12)
+	if n := ms[0].n.Stats().Conns; n != 1 {
+		t.Fatalf("%d connections: the link broke", n)
+	}
+}

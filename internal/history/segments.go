@@ -80,10 +80,20 @@ func (l *Log) Segments(sender [32]byte, from, to uint64, maxBytes int, fn func(*
 		group := proofs[:n]
 		proofs = proofs[n:]
 		for i, p := range group {
-			if (i == 0 && p.first > pos) || (i > 0 && p.first != group[i-1].last+1) || p.last > head {
+			if (i == 0 && p.first > pos) || (i > 0 && p.first != group[i-1].last+1) {
 				return fmt.Errorf("%w: proofs of %x do not cover seq %d", ErrDamaged, sender[:4], pos)
 			}
+			if p.last > head {
+				// A batch logged only in part (the rest was dropped while
+				// it waited behind a gap): serve up to the batch before.
+				group, proofs = group[:i], nil
+				break
+			}
 		}
+		if len(group) == 0 {
+			return nil
+		}
+		n = len(group)
 		recs, err := l.seqRange(sender, group[0].first, group[n-1].last)
 		if err != nil {
 			return err

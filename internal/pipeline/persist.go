@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -32,6 +33,13 @@ import (
 // sync fetches them again once the gap is filled.
 const maxWaiting = 65536
 
+// maxWaitingBytes bounds their data, and maxWaitingPerSender how many one
+// sender may hold, so that one sender cannot take the budget of all.
+const (
+	maxWaitingBytes     = 64 << 20
+	maxWaitingPerSender = 16384
+)
+
 // writerQueue is how many items may wait for a pipeline's writer.
 const writerQueue = 1024
 
@@ -55,6 +63,7 @@ type plog struct {
 	// owned by the writer goroutine
 	waiting  map[[32]byte]map[uint64]waitingPacket
 	nwaiting int
+	wbytes   int               // data bytes of the waiting packets
 	certs    map[[32]byte]bool // senders whose certificate is stored
 }
 
@@ -112,9 +121,12 @@ func recordID(pipe [32]byte) func(r *history.Record) [32]byte {
 	}
 }
 
+// packetFromRecord makes a Packet of a logged record. The data is copied:
+// records may be shared by the log's cache of decoded blocks, and packets
+// go to applications.
 func packetFromRecord(pipe [32]byte, r *history.Record) *Packet {
 	return &Packet{ID: r.ID, Pipeline: pipe, Sender: r.Sender, Seq: r.Seq, HLC: r.HLC, Type: r.Type,
-		Data: r.Data, Destination: r.Dest, LogID: r.LogID, Logged: true}
+		Data: bytes.Clone(r.Data), Destination: r.Dest, LogID: r.LogID, Logged: true}
 }
 
 // openLog opens the history of a persistent pipeline.
@@ -219,18 +231,22 @@ func (e *Engine) writer(p *pipe) {
 				return
 			}
 		}
-		n, size, puts := 1, 0, 0
-		if items[0].put != nil {
-			puts = 1
+		// The local Puts of a commit become one signed batch, which must
+		// fit a frame: stop taking Puts once their data could pass
+		// maxBatchBytes with one more packet.
+		n, size, puts, putBytes := 1, 0, 0, 0
+		if q := items[0].put; q != nil {
+			puts, putBytes, size = 1, len(q.data), len(q.data)
 		}
 	fill:
-		for n < groupPackets && size < groupBytes && puts < maxBatchPackets {
+		for n < groupPackets && size < groupBytes && puts < maxBatchPackets && putBytes <= maxBatchBytes-MaxPacketSize {
 			select {
 			case it := <-p.plog.in:
 				items = append(items, it)
 				n += max(len(it.pks), 1)
 				if it.put != nil {
 					size += len(it.put.data)
+					putBytes += len(it.put.data)
 					puts++
 				} else {
 					for _, pk := range it.pks {
@@ -242,6 +258,14 @@ func (e *Engine) writer(p *pipe) {
 			}
 		}
 		e.commit(p, items)
+		// Under steady traffic the writer is never idle: it also indexes
+		// a chunk after each commit, so the index cannot fall behind for
+		// good.
+		if !p.syncing.Load() {
+			if _, err := p.plog.log.IndexSome(4096); err != nil {
+				e.log.Error("cannot index the log", "pipeline", p.def.Name, "err", err)
+			}
+		}
 	}
 }
 
@@ -290,6 +314,7 @@ func (e *Engine) commit(p *pipe, items []ingest) {
 					}
 					delete(w, next.pk.Seq)
 					pl.nwaiting--
+					pl.wbytes -= len(next.pk.Data)
 					take(next.pk, next.proof)
 				}
 			default:
@@ -299,12 +324,14 @@ func (e *Engine) commit(p *pipe, items []ingest) {
 					pl.waiting[pk.Sender] = w
 				}
 				if _, dup := w[pk.Seq]; !dup {
-					if pl.nwaiting >= maxWaiting {
+					if pl.nwaiting >= maxWaiting || len(w) >= maxWaitingPerSender || pl.wbytes+len(pk.Data) > maxWaitingBytes {
+						// Sync fetches it once the gap before it is filled.
 						e.stats.dropped.Add(1)
 						p.stats.dropped.Add(1)
 					} else {
 						w[pk.Seq] = waitingPacket{pk: pk, proof: it.proof}
 						pl.nwaiting++
+						pl.wbytes += len(pk.Data)
 					}
 				}
 				if !kicked {
@@ -367,10 +394,11 @@ func (e *Engine) commit(p *pipe, items []ingest) {
 	// Waiting packets that came by another way meanwhile are logged now.
 	for s, h := range heads {
 		if w := pl.waiting[s]; w != nil {
-			for seq := range w {
+			for seq, wp := range w {
 				if seq <= h {
 					delete(w, seq)
 					pl.nwaiting--
+					pl.wbytes -= len(wp.pk.Data)
 				}
 			}
 			if len(w) == 0 {
@@ -454,22 +482,24 @@ func (e *Engine) Follow(ctx context.Context, id [32]byte, after int64, fn func(c
 		defer cancel()
 		for {
 			changed := p.plog.wait()
-			n := 0
-			ok := true
+			// Read a chunk, then hand it out with no store iterator open:
+			// fn may block for as long as its subscriber lags.
+			var chunk []*history.Record
 			err := p.plog.log.Since(after, 256, func(r *history.Record) bool {
-				n++
-				after = r.LogID
-				ok = fn(ctx, packetFromRecord(id, r))
-				return ok && ctx.Err() == nil
+				chunk = append(chunk, r)
+				return true
 			})
 			if err != nil {
 				e.log.Error("cannot read the log", "pipeline", p.def.Name, "err", err)
 				return
 			}
-			if !ok || ctx.Err() != nil {
-				return
+			for _, r := range chunk {
+				after = r.LogID
+				if !fn(ctx, packetFromRecord(id, r)) || ctx.Err() != nil {
+					return
+				}
 			}
-			if n == 256 {
+			if len(chunk) == 256 {
 				continue
 			}
 			select {

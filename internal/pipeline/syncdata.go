@@ -150,6 +150,7 @@ func (e *Engine) serveWant(r serveReq) error {
 	var sendErr error
 	err := log.Segments(sender, w.From, w.To, 1<<62, func(seg *history.Segment) bool {
 		ps := &pb.SyncSegment{FirstSeq: seg.FirstSeq, Signature: seg.Signature}
+		segSize := 32*len(seg.PrefixIDs) + len(seg.Signature)
 		for _, id := range seg.PrefixIDs {
 			ps.PrefixIds = append(ps.PrefixIds, bytes.Clone(id[:]))
 		}
@@ -159,16 +160,20 @@ func (e *Engine) serveWant(r serveReq) error {
 				q.Destination = bytes.Clone(rec.Dest[:])
 			}
 			ps.Packets = append(ps.Packets, q)
-			size += len(rec.Data) + 32
+			segSize += len(rec.Data) + 32
 		}
-		msg.Segments = append(msg.Segments, ps)
-		if size >= syncDataBytes {
+		// A message stays near syncDataBytes: send what is pending before
+		// a segment that would take it past (a segment alone is one batch,
+		// at most maxBatchBytes of data, which fits a frame).
+		if len(msg.Segments) > 0 && size+segSize > syncDataBytes {
 			if sendErr = e.sendSync(r.p, r.peer, &pb.Sync{Body: &pb.Sync_Data{Data: msg}}); sendErr != nil {
 				return false
 			}
 			msg = &pb.SyncData{Pipeline: msg.Pipeline, Request: w.Request, NodeCert: msg.NodeCert}
 			size = 0
 		}
+		msg.Segments = append(msg.Segments, ps)
+		size += segSize
 		return e.ctx.Err() == nil
 	})
 	if err != nil {
