@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -500,5 +501,36 @@ func TestLargePacketsFitFrames(t *testing.T) {
 	converged(t, ms, id, 12)
 	if n := ms[0].n.Stats().Conns; n != 1 {
 		t.Fatalf("%d connections: the link broke", n)
+	}
+}
+
+// TestCorruptStoreIsReportedOnOpen: a damaged database is refused on Open
+// with ErrStore and a message that names the directory.
+func TestCorruptStoreIsReportedOnOpen(t *testing.T) {
+	m := newMember(t, testNetfile(t, "damage"), "solo")
+	m.start(t)
+	id, err := m.n.CreatePipeline("notes", pipes.PipelineOptions{Persistent: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := m.n.Pipeline(id)
+	putN(t, p, 10, "note")
+	if err := m.p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	manifests, _ := filepath.Glob(filepath.Join(m.dir, "db", "MANIFEST-*"))
+	if len(manifests) == 0 {
+		t.Fatal("no manifest")
+	}
+	for _, f := range manifests {
+		b, _ := os.ReadFile(f)
+		for i := range b {
+			b[i] ^= 0x5a
+		}
+		os.WriteFile(f, b, 0o600)
+	}
+	_, err = pipes.Open(m.dir, pipes.WithTestMode(true), pipes.WithLogger(testLogger(t)))
+	if !errors.Is(err, pipes.ErrStore) || !strings.Contains(err.Error(), m.dir) {
+		t.Fatalf("Open of a damaged store: %v", err)
 	}
 }
