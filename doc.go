@@ -48,6 +48,14 @@
 // signed by their sender and verified by every receiver. See Pipeline for
 // delivery and flow-control guarantees.
 //
+// A persistent pipeline (PipelineOptions{Persistent: true}) keeps its
+// whole history on every node, encrypted at rest. Put returns once the
+// packet is on disk; every node logs packets at LogIDs 0, 1, 2, ... that
+// stay put across restarts (PacketsSince, PacketWithID, SubscribeSince);
+// nodes that were offline, new nodes and the halves of a healed partition
+// catch up from their peers by themselves, pulling only what they lack
+// (IsSynchronizing, PipelineListener.HandleSyncUpdate).
+//
 // # Guarantees
 //
 // Callbacks never run under a lock of this package and a slow callback
@@ -56,7 +64,7 @@
 // Nothing received from the network can make the package panic: every
 // decoder is fuzzed.
 //
-// Persistent, encrypted, ephemeral and realtime pipelines, files and data
-// connections (Dial, Listen) are part of the API and return
-// ErrNotImplemented in this version.
+// Encrypted, ephemeral and realtime pipelines, files and data connections
+// (Dial, Listen) are part of the API and return ErrNotImplemented in this
+// version.
 package pipes
