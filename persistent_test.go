@@ -2,6 +2,7 @@ package pipes_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -532,5 +533,25 @@ func TestCorruptStoreIsReportedOnOpen(t *testing.T) {
 	_, err = pipes.Open(m.dir, pipes.WithTestMode(true), pipes.WithLogger(testLogger(t)))
 	if !errors.Is(err, pipes.ErrStore) || !strings.Contains(err.Error(), m.dir) {
 		t.Fatalf("Open of a damaged store: %v", err)
+	}
+}
+
+// TestPutContext: PutContext gives up with the context's error, and works
+// like Put otherwise.
+func TestPutContext(t *testing.T) {
+	m := newMember(t, testNetfile(t, "putctx"), "solo")
+	m.start(t)
+	id, err := m.n.CreatePipeline("notes", pipes.PipelineOptions{Persistent: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := m.n.Pipeline(id)
+	if _, err := p.PutContext(t.Context(), []byte("kept")); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if _, err := p.PutContext(ctx, []byte("given up")); !errors.Is(err, context.Canceled) {
+		t.Fatalf("PutContext with an ended context: %v", err)
 	}
 }

@@ -282,10 +282,20 @@ func (p *Pipeline) NodesWithEncryptionSecret() []NodeID { return nil }
 // SetSecret sets the pipeline secret (ErrNotImplemented in this version).
 func (p *Pipeline) SetSecret(secret []byte) (bool, error) { return false, ErrNotImplemented }
 
-// Put sends data as one packet and returns its id once the packet is
-// queued. It blocks while the pipeline's send queue is full. Packets larger
-// than MaxPacketSize give ErrTooLarge; a stopped node gives ErrNotActive.
+// Put sends data as one packet and returns its id. On a live pipeline it
+// returns once the packet is queued, blocking while the pipeline's send
+// queue is full; on a persistent pipeline, once the packet is on disk (it
+// is then sent, or synchronised later). Packets larger than MaxPacketSize
+// give ErrTooLarge; a stopped node gives ErrNotActive; a full disk
+// ErrDiskFull. Put is PutContext without a deadline.
 func (p *Pipeline) Put(data []byte, opts ...PutOption) (PacketID, error) {
+	return p.PutContext(context.Background(), data, opts...)
+}
+
+// PutContext is Put that gives up when ctx ends, with ctx's error. A
+// packet of a persistent pipeline whose PutContext gave up may still be
+// logged (and then sent): it was handed to the log before ctx ended.
+func (p *Pipeline) PutContext(ctx context.Context, data []byte, opts ...PutOption) (PacketID, error) {
 	var o putOptions
 	for _, f := range opts {
 		f(&o)
@@ -294,8 +304,10 @@ func (p *Pipeline) Put(data []byte, opts ...PutOption) (PacketID, error) {
 	if e == nil {
 		return PacketID{}, ErrNotActive
 	}
-	id, err := e.Put(context.Background(), p.def.ID, data, int64(o.packetType), o.destination)
+	id, err := e.Put(ctx, p.def.ID, data, int64(o.packetType), o.destination)
 	switch {
+	case ctx.Err() != nil && errors.Is(err, ctx.Err()):
+		return PacketID{}, err
 	case errors.Is(err, pipeline.ErrTooLarge):
 		return PacketID{}, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(data), MaxPacketSize)
 	case errors.Is(err, pipeline.ErrClosed):

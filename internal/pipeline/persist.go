@@ -173,6 +173,8 @@ func (e *Engine) putPersistent(ctx context.Context, p *pipe, data []byte, typ in
 		}
 		e.stats.sent.Add(1)
 		return r, nil
+	case <-ctx.Done():
+		return putResult{}, ctx.Err() // handed over: it may still be logged
 	case <-e.ctx.Done():
 		return putResult{}, ErrClosed
 	}

@@ -31,6 +31,9 @@ func (e *Engine) Put(ctx context.Context, id [32]byte, data []byte, typ int64, d
 	if len(data) > MaxPacketSize {
 		return [32]byte{}, ErrTooLarge
 	}
+	if err := ctx.Err(); err != nil {
+		return [32]byte{}, err
+	}
 	e.mu.Lock()
 	p := e.mu.pipes[id]
 	closed := e.mu.closed
