@@ -114,7 +114,7 @@ func (e *Engine) routedWorker() {
 		select {
 		case m := <-e.routed:
 			if err := e.handleRouted(m); err != nil {
-				e.log.Info("dropped routed message", "from", fmt.Sprintf("%x", m.src[:4]), "err", err)
+				e.log.Debug("dropped routed message", "from", fmt.Sprintf("%x", m.src[:4]), "err", err)
 			}
 		case <-e.ctx.Done():
 			return
