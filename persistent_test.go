@@ -555,3 +555,50 @@ func TestPutContext(t *testing.T) {
 		t.Fatalf("PutContext with an ended context: %v", err)
 	}
 }
+
+// TestPersistentListenerResumesAfterRestart: a slow listener that was cut
+// off by Shutdown gets the rest of the packets, in order and once, after
+// Start.
+func TestPersistentListenerResumesAfterRestart(t *testing.T) {
+	m := newMember(t, testNetfile(t, "resume"), "solo")
+	m.start(t)
+	id, err := m.n.CreatePipeline("notes", pipes.PipelineOptions{Persistent: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := m.n.Pipeline(id)
+	var mu sync.Mutex
+	var got []int64
+	p.AddListener(&pipes.PipelineListenerFuncs{Packet: func(pk *pipes.Packet, _ *pipes.Pipeline) {
+		time.Sleep(2 * time.Millisecond) // a slow consumer
+		mu.Lock()
+		got = append(got, pk.LogID())
+		mu.Unlock()
+	}})
+	putN(t, p, 200, "note")
+	if err := m.n.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	cut := len(got)
+	mu.Unlock()
+	m.start(t)
+	eventually(t, 30*time.Second, "the listener has every packet", func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(got) < 200 {
+			return fmt.Errorf("%d of 200", len(got))
+		}
+		return nil
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	for i, id := range got {
+		if id != int64(i) {
+			t.Fatalf("packet %d has LogID %d (cut off after %d)", i, id, cut)
+		}
+	}
+	if len(got) != 200 {
+		t.Fatalf("%d packets handled, want 200", len(got))
+	}
+}

@@ -75,6 +75,8 @@ type Pipeline struct {
 		stop       context.CancelFunc // ends the listeners' subscription
 		notes      *notify.Queue[*Packet]
 		followDone chan struct{} // persistent: closed when the listeners' reader ends
+		handled    int64         // persistent: the last LogID handed to the listeners (-1: none yet)
+		hasHandled bool
 	}
 }
 
@@ -411,15 +413,28 @@ func (p *Pipeline) AddListener(l PipelineListener) {
 	}
 }
 
-// RemoveListener removes a pipeline listener (compared with ==).
+// RemoveListener removes a pipeline listener (compared with ==). When the
+// last listener goes, it waits for a callback in progress to return, so it
+// must not be called from a listener's own callback.
 func (p *Pipeline) RemoveListener(l PipelineListener) {
 	p.mu.Lock()
 	p.mu.listeners = slices.DeleteFunc(p.mu.listeners, func(x PipelineListener) bool { return x == l })
-	empty := len(p.mu.listeners) == 0
 	p.mu.Unlock()
-	if empty {
-		p.detach()
+	p.detachIfUnused()
+}
+
+// detachIfUnused ends the listeners' subscription if no listener is left,
+// deciding under the lock so that a concurrent AddListener keeps it.
+func (p *Pipeline) detachIfUnused() {
+	p.mu.Lock()
+	if len(p.mu.listeners) > 0 {
+		p.mu.Unlock()
+		return
 	}
+	stop, q, done := p.mu.stop, p.mu.notes, p.mu.followDone
+	p.mu.stop, p.mu.notes, p.mu.followDone = nil, nil, nil
+	p.mu.Unlock()
+	endSubscription(stop, q, done)
 }
 
 // attach subscribes the listeners to engine e, if there are listeners and
@@ -432,16 +447,26 @@ func (p *Pipeline) attach(e *pipeline.Engine) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	if p.Persistent() {
-		// Listeners of a persistent pipeline read the log from its end
-		// now: they lose nothing, and a slow one delays only itself.
+		// Listeners of a persistent pipeline read the log: from its end
+		// the first time, then from where they stopped (across Shutdown
+		// and Start). They lose nothing, and a slow one delays only
+		// itself.
+		from := p.mu.handled
+		if !p.mu.hasHandled {
+			from = p.lastLogID()
+			p.mu.handled, p.mu.hasHandled = from, true
+		}
 		done := make(chan struct{})
-		err := e.Follow(ctx, p.def.ID, p.lastLogID(), func(ctx context.Context, pk *pipeline.Packet) bool {
+		err := e.Follow(ctx, p.def.ID, from, func(ctx context.Context, pk *pipeline.Packet) bool {
 			p.mu.Lock()
 			ls := slices.Clone(p.mu.listeners)
 			p.mu.Unlock()
 			for _, l := range ls {
 				l.HandlePacket(&Packet{p: pk}, p)
 			}
+			p.mu.Lock()
+			p.mu.handled = pk.LogID
+			p.mu.Unlock()
 			return true
 		}, func() { close(done) })
 		if err != nil {
@@ -474,6 +499,12 @@ func (p *Pipeline) detach() {
 	stop, q, done := p.mu.stop, p.mu.notes, p.mu.followDone
 	p.mu.stop, p.mu.notes, p.mu.followDone = nil, nil, nil
 	p.mu.Unlock()
+	endSubscription(stop, q, done)
+}
+
+// endSubscription stops a listeners' subscription and waits for its
+// callbacks to finish.
+func endSubscription(stop context.CancelFunc, q *notify.Queue[*Packet], done chan struct{}) {
 	if stop != nil {
 		stop()
 	}

@@ -66,8 +66,15 @@ func findPipeline(n *pipes.Node, arg string) (*pipes.Pipeline, error) {
 func servePipelines(ctx context.Context, mux *http.ServeMux, node func(http.ResponseWriter, *http.Request) *pipes.Node) {
 	fail := func(w http.ResponseWriter, err error) {
 		code := http.StatusBadRequest
-		if errors.Is(err, pipes.ErrNotFound) {
+		switch {
+		case errors.Is(err, pipes.ErrNotFound):
 			code = http.StatusNotFound
+		case errors.Is(err, pipes.ErrDiskFull):
+			code = http.StatusInsufficientStorage
+		case errors.Is(err, pipes.ErrStore):
+			code = http.StatusInternalServerError
+		case errors.Is(err, pipes.ErrNotActive):
+			code = http.StatusServiceUnavailable
 		}
 		http.Error(w, err.Error(), code)
 	}
@@ -182,13 +189,19 @@ func servePipelines(ctx context.Context, mux *http.ServeMux, node func(http.Resp
 			if !p.Persistent() {
 				continue
 			}
-			if pk, err := p.PacketWithID(pid); err == nil {
-				reply(w, struct {
-					Pipeline string `json:"pipeline"`
-					packetJSON
-				}{p.Name(), describePacket(pk)})
+			pk, err := p.PacketWithID(pid)
+			if errors.Is(err, pipes.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				fail(w, err)
 				return
 			}
+			reply(w, struct {
+				Pipeline string `json:"pipeline"`
+				packetJSON
+			}{p.Name(), describePacket(pk)})
+			return
 		}
 		fail(w, fmt.Errorf("%w: packet %s in the node's persistent pipelines", pipes.ErrNotFound, pid))
 	})
@@ -202,7 +215,7 @@ func servePipelines(ctx context.Context, mux *http.ServeMux, node func(http.Resp
 			fail(w, err)
 			return
 		}
-		packets := p.Subscribe(r.Context())
+		var packets <-chan *pipes.Packet
 		if s := r.URL.Query().Get("since"); s != "" {
 			since, err := strconv.ParseInt(s, 10, 64)
 			if err != nil || since < -1 {
@@ -213,6 +226,8 @@ func servePipelines(ctx context.Context, mux *http.ServeMux, node func(http.Resp
 				fail(w, err)
 				return
 			}
+		} else {
+			packets = p.Subscribe(r.Context())
 		}
 		// Packets as JSON lines until the client leaves or the daemon stops.
 		w.Header().Set("Content-Type", "application/x-ndjson")

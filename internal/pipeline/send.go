@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -34,6 +35,9 @@ func (e *Engine) Put(ctx context.Context, id [32]byte, data []byte, typ int64, d
 	if err := ctx.Err(); err != nil {
 		return [32]byte{}, err
 	}
+	// The packet is sent after Put returns: keep a copy, so that the
+	// caller may reuse its buffer.
+	data = bytes.Clone(data)
 	e.mu.Lock()
 	p := e.mu.pipes[id]
 	closed := e.mu.closed

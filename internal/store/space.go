@@ -15,8 +15,11 @@ var ErrDiskFull = errors.New("store: not enough free disk space")
 
 // ErrFailed is wrapped by every error of a DB whose database engine met a
 // write error it cannot recover from (the write-ahead log could not be
-// written). What earlier writes made durable stays durable; the DB must be
-// closed and opened again.
+// written). What earlier writes made durable stays durable. The engine's
+// state is then unknown: Close releases the directory without flushing,
+// and the process must be restarted before the directory is opened again
+// (the engine keeps its own lock on it). A write that was inside the
+// engine at the moment of the failure may never return.
 var ErrFailed = errors.New("store: database failed; close and reopen it")
 
 // defaultMinFree is the free space a write needs when Options.MinFreeBytes
@@ -43,11 +46,11 @@ type spaceGuard struct {
 // check returns an error wrapping ErrDiskFull if a write of n bytes would
 // leave less than the reserve free.
 func (g *spaceGuard) check(n int) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
 	if g.min == 0 || g.free == nil {
 		return nil
 	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
 	g.written += uint64(n)
 	if time.Since(g.checked) > spaceCheckEvery || g.written > g.min/10 {
 		avail, err := g.free(g.dir)

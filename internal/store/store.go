@@ -188,6 +188,14 @@ func (d *DB) Close() error {
 	d.mu.Unlock()
 	defer close(d.done)
 
+	d.mu.Lock()
+	failed := d.failed
+	d.mu.Unlock()
+	if failed != nil {
+		// The engine may hold its own locks forever: do not wait for it.
+		d.lock.release()
+		return fmt.Errorf("store: close %s: %w", d.path, failed)
+	}
 	d.ops.Wait()
 	err := d.pdb.Flush()
 	err = errors.Join(err, d.pdb.Close(), d.fsCloser.Close())
