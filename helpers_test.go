@@ -7,7 +7,9 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -200,3 +202,33 @@ func cluster(t testing.TB, name string, n int, gwOpts []pipes.NodeOption, opts .
 
 // testNetfileOf returns the netfile m joined with.
 func testNetfileOf(t testing.TB, m *member) string { return m.net }
+
+// relayLine starts alice and bob that know only a relay (target degree 1,
+// so they stay apart), waits until all see all, and returns them with a
+// function that lists the payloads the relay forwarded for others.
+func relayLine(t testing.TB, name string) (a, r, b *member, relayed func() [][]byte) {
+	t.Helper()
+	netPath := testNetfile(t, name)
+	one := pipes.WithTargetDegree(1)
+	r = newMember(t, netPath, "relay", one)
+	var mu sync.Mutex
+	var seen [][]byte
+	pipes.SetForwardTap(r.n, func(dst, src [32]byte, payload []byte) {
+		mu.Lock()
+		seen = append(seen, payload)
+		mu.Unlock()
+	})
+	r.start(t)
+	a = newMember(t, netPath, "alice", one)
+	b = newMember(t, netPath, "bob", one)
+	a.gateway(t, r)
+	b.gateway(t, r)
+	a.start(t)
+	b.start(t)
+	eventually(t, 30*time.Second, "all see all", allSeeAll([]*member{a, r, b}))
+	return a, r, b, func() [][]byte {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(seen)
+	}
+}

@@ -270,24 +270,7 @@ func TestPartitionHeals(t *testing.T) {
 // synchronised through a relay that sees no plaintext, also after the
 // receiver was offline.
 func TestPersistentPointToPointThroughRelay(t *testing.T) {
-	netPath := testNetfile(t, "pp2p")
-	one := pipes.WithTargetDegree(1)
-	r := newMember(t, netPath, "relay", one)
-	var mu sync.Mutex
-	var relayed [][]byte
-	pipes.SetForwardTap(r.n, func(dst, src [32]byte, payload []byte) {
-		mu.Lock()
-		relayed = append(relayed, bytes.Clone(payload))
-		mu.Unlock()
-	})
-	r.start(t)
-	a := newMember(t, netPath, "alice", one)
-	b := newMember(t, netPath, "bob", one)
-	a.gateway(t, r)
-	b.gateway(t, r)
-	a.start(t)
-	b.start(t)
-	eventually(t, 30*time.Second, "all see all", allSeeAll([]*member{a, r, b}))
+	a, r, b, relayed := relayLine(t, "pp2p")
 	id, err := a.n.CreatePipeline("diary", pipes.PipelineOptions{ToNode: b.n.ID(), Persistent: true})
 	if err != nil {
 		t.Fatal(err)
@@ -311,12 +294,11 @@ func TestPersistentPointToPointThroughRelay(t *testing.T) {
 			t.Fatal("the relay learned of the pipeline")
 		}
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(relayed) == 0 {
+	forwarded := relayed()
+	if len(forwarded) == 0 {
 		t.Fatal("nothing went through the relay")
 	}
-	for _, p := range relayed {
+	for _, p := range forwarded {
 		if bytes.Contains(p, []byte("secret")) {
 			t.Fatal("the relay forwarded plaintext")
 		}
@@ -326,13 +308,7 @@ func TestPersistentPointToPointThroughRelay(t *testing.T) {
 // TestNoPlaintextAtRest: nothing under the data directory holds packet
 // data in clear.
 func TestNoPlaintextAtRest(t *testing.T) {
-	m := newMember(t, testNetfile(t, "rest"), "solo")
-	m.start(t)
-	id, err := m.n.CreatePipeline("notes", pipes.PipelineOptions{Persistent: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, _ := m.n.Pipeline(id)
+	m, p := solo(t, "rest")
 	marker := "a-very-recognisable-plaintext-marker"
 	for i := range 200 {
 		if _, err := p.Put(fmt.Appendf(nil, "%s %d", marker, i)); err != nil {
@@ -363,13 +339,8 @@ func TestNoPlaintextAtRest(t *testing.T) {
 // free space) Put fails with ErrDiskFull and logs nothing; the packets
 // acknowledged before are all there after a reopen.
 func TestDiskFullIsAnError(t *testing.T) {
-	m := newMember(t, testNetfile(t, "full"), "solo")
-	m.start(t)
-	id, err := m.n.CreatePipeline("notes", pipes.PipelineOptions{Persistent: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, _ := m.n.Pipeline(id)
+	m, p := solo(t, "full")
+	id := p.ID()
 	acked := putN(t, p, 50, "acked")
 	pipes.SetDiskReserve(m.p, 1<<62)
 	pl := p
@@ -508,13 +479,7 @@ func TestLargePacketsFitFrames(t *testing.T) {
 // TestCorruptStoreIsReportedOnOpen: a damaged database is refused on Open
 // with ErrStore and a message that names the directory.
 func TestCorruptStoreIsReportedOnOpen(t *testing.T) {
-	m := newMember(t, testNetfile(t, "damage"), "solo")
-	m.start(t)
-	id, err := m.n.CreatePipeline("notes", pipes.PipelineOptions{Persistent: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, _ := m.n.Pipeline(id)
+	m, p := solo(t, "damage")
 	putN(t, p, 10, "note")
 	if err := m.p.Close(); err != nil {
 		t.Fatal(err)
@@ -530,7 +495,7 @@ func TestCorruptStoreIsReportedOnOpen(t *testing.T) {
 		}
 		os.WriteFile(f, b, 0o600)
 	}
-	_, err = pipes.Open(m.dir, pipes.WithTestMode(true), pipes.WithLogger(testLogger(t)))
+	_, err := pipes.Open(m.dir, pipes.WithTestMode(true), pipes.WithLogger(testLogger(t)))
 	if !errors.Is(err, pipes.ErrStore) || !strings.Contains(err.Error(), m.dir) {
 		t.Fatalf("Open of a damaged store: %v", err)
 	}
@@ -539,13 +504,7 @@ func TestCorruptStoreIsReportedOnOpen(t *testing.T) {
 // TestPutContext: PutContext gives up with the context's error, and works
 // like Put otherwise.
 func TestPutContext(t *testing.T) {
-	m := newMember(t, testNetfile(t, "putctx"), "solo")
-	m.start(t)
-	id, err := m.n.CreatePipeline("notes", pipes.PipelineOptions{Persistent: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, _ := m.n.Pipeline(id)
+	_, p := solo(t, "putctx")
 	if _, err := p.PutContext(t.Context(), []byte("kept")); err != nil {
 		t.Fatal(err)
 	}
@@ -560,13 +519,7 @@ func TestPutContext(t *testing.T) {
 // off by Shutdown gets the rest of the packets, in order and once, after
 // Start.
 func TestPersistentListenerResumesAfterRestart(t *testing.T) {
-	m := newMember(t, testNetfile(t, "resume"), "solo")
-	m.start(t)
-	id, err := m.n.CreatePipeline("notes", pipes.PipelineOptions{Persistent: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, _ := m.n.Pipeline(id)
+	m, p := solo(t, "resume")
 	var mu sync.Mutex
 	var got []int64
 	p.AddListener(&pipes.PipelineListenerFuncs{Packet: func(pk *pipes.Packet, _ *pipes.Pipeline) {
@@ -601,4 +554,21 @@ func TestPersistentListenerResumesAfterRestart(t *testing.T) {
 	if len(got) != 200 {
 		t.Fatalf("%d packets handled, want 200", len(got))
 	}
+}
+
+// solo starts a node alone on a network of its own, with a persistent
+// pipeline "notes".
+func solo(t *testing.T, network string) (*member, *pipes.Pipeline) {
+	t.Helper()
+	m := newMember(t, testNetfile(t, network), "solo")
+	m.start(t)
+	id, err := m.n.CreatePipeline("notes", pipes.PipelineOptions{Persistent: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := m.n.Pipeline(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, p
 }

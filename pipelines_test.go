@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -155,24 +154,7 @@ func TestLateJoinerLearnsPipelines(t *testing.T) {
 }
 
 func TestPointToPointThroughRelay(t *testing.T) {
-	netPath := testNetfile(t, "p2p")
-	one := pipes.WithTargetDegree(1)
-	r := newMember(t, netPath, "relay", one)
-	var mu sync.Mutex
-	var relayed [][]byte
-	pipes.SetForwardTap(r.n, func(dst, src [32]byte, payload []byte) {
-		mu.Lock()
-		relayed = append(relayed, payload)
-		mu.Unlock()
-	})
-	r.start(t)
-	a := newMember(t, netPath, "alice", one)
-	b := newMember(t, netPath, "bob", one)
-	a.gateway(t, r)
-	b.gateway(t, r)
-	a.start(t)
-	b.start(t)
-	eventually(t, 30*time.Second, "all see all", allSeeAll([]*member{a, r, b}))
+	a, r, b, relayed := relayLine(t, "p2p")
 	for _, p := range a.n.ConnectedPeers() {
 		if p.ID() == b.n.ID() {
 			t.Fatal("alice and bob are peers: the test needs a relay between them")
@@ -201,16 +183,15 @@ func TestPointToPointThroughRelay(t *testing.T) {
 			t.Fatal("the relay learned of the point-to-point pipeline")
 		}
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(relayed) == 0 {
+	forwarded := relayed()
+	if len(forwarded) == 0 {
 		var peers []string
 		for _, p := range a.n.ConnectedPeers() {
 			peers = append(peers, p.Name())
 		}
 		t.Fatalf("nothing went through the relay (routed %d, alice's peers %v)", r.n.Stats().Routed, peers)
 	}
-	for _, p := range relayed {
+	for _, p := range forwarded {
 		if bytes.Contains(p, marker) || bytes.Contains(p, []byte(name)) {
 			t.Fatal("the relay forwarded plaintext")
 		}
