@@ -14,25 +14,7 @@ import (
 // FuzzSync feeds arbitrary sync messages to an engine with a persistent
 // pipeline: nothing may panic.
 func FuzzSync(f *testing.F) {
-	ident, _ := identity.Generate()
-	key, _ := identity.Generate()
-	cert, _ := identity.IssueCert(ident, "f", key.Public, testNet, "", time.Now())
-	hk, _ := kem.GenerateKey()
-	db, err := store.Open(f.TempDir(), store.Options{MinFreeBytes: -1})
-	if err != nil {
-		f.Fatal(err)
-	}
-	defer db.Close()
-	fn := &fakeNet{engines: map[[32]byte]*Engine{}, keys: map[[32]byte][]byte{}}
-	e, err := New(Config{Network: testNet, Key: key, Cert: cert, HPKE: hk, Host: &fakeHost{net: fn, self: cert.NodeID()}, DB: db})
-	if err != nil {
-		f.Fatal(err)
-	}
-	defer e.Close()
-	d, err := e.Create(f.Context(), "p", Options{Persistent: true})
-	if err != nil {
-		f.Fatal(err)
-	}
+	e, d, ident := persistentEngine(f)
 	// Another member's signed packets, as a peer would serve them.
 	okey, _ := identity.Generate()
 	ocert, _ := identity.IssueCert(ident, "o", okey.Public, testNet, "", time.Now())
@@ -61,25 +43,7 @@ func FuzzSync(f *testing.F) {
 // signature covers it; a tampered or re-numbered one is refused and
 // counted.
 func TestSyncDataIsVerified(t *testing.T) {
-	ident, _ := identity.Generate()
-	key, _ := identity.Generate()
-	cert, _ := identity.IssueCert(ident, "a", key.Public, testNet, "", time.Now())
-	hk, _ := kem.GenerateKey()
-	db, err := store.Open(t.TempDir(), store.Options{MinFreeBytes: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	fn := &fakeNet{engines: map[[32]byte]*Engine{}, keys: map[[32]byte][]byte{}}
-	e, err := New(Config{Network: testNet, Key: key, Cert: cert, HPKE: hk, Host: &fakeHost{net: fn, self: cert.NodeID()}, DB: db})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
-	d, err := e.Create(t.Context(), "p", Options{Persistent: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	e, d, ident := persistentEngine(t)
 	okey, _ := identity.Generate()
 	ocert, _ := identity.IssueCert(ident, "o", okey.Public, testNet, "", time.Now())
 	segment := func() *pb.SyncSegment {
@@ -124,25 +88,7 @@ func TestSyncDataIsVerified(t *testing.T) {
 // the node lacks, the chunks it asks for go to all three, least loaded
 // first, at most wantsPerPeer at a time each.
 func TestScheduleSpreadsOverPeers(t *testing.T) {
-	ident, _ := identity.Generate()
-	key, _ := identity.Generate()
-	cert, _ := identity.IssueCert(ident, "a", key.Public, testNet, "", time.Now())
-	hk, _ := kem.GenerateKey()
-	db, err := store.Open(t.TempDir(), store.Options{MinFreeBytes: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	fn := &fakeNet{engines: map[[32]byte]*Engine{}, keys: map[[32]byte][]byte{}}
-	e, err := New(Config{Network: testNet, Key: key, Cert: cert, HPKE: hk, Host: &fakeHost{net: fn, self: cert.NodeID()}, DB: db})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
-	d, err := e.Create(t.Context(), "p", Options{Persistent: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	e, d, _ := persistentEngine(t)
 	p, _ := e.pipeOf(d.ID)
 	sender := [32]byte{42}
 	const total = 20 * wantChunk
@@ -168,4 +114,31 @@ func TestScheduleSpreadsOverPeers(t *testing.T) {
 	if !e.Synchronizing(d.ID) {
 		t.Fatal("not synchronizing with chunks in flight")
 	}
+}
+
+// persistentEngine starts an engine with a store and a persistent
+// pipeline "p", both closed when tb ends. It returns the identity that
+// issued the engine's certificate, for other members' certificates.
+func persistentEngine(tb testing.TB) (*Engine, *Def, *identity.KeyPair) {
+	tb.Helper()
+	ident, _ := identity.Generate()
+	key, _ := identity.Generate()
+	cert, _ := identity.IssueCert(ident, "a", key.Public, testNet, "", time.Now())
+	hk, _ := kem.GenerateKey()
+	db, err := store.Open(tb.TempDir(), store.Options{MinFreeBytes: -1})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { db.Close() })
+	fn := &fakeNet{engines: map[[32]byte]*Engine{}, keys: map[[32]byte][]byte{}}
+	e, err := New(Config{Network: testNet, Key: key, Cert: cert, HPKE: hk, Host: &fakeHost{net: fn, self: cert.NodeID()}, DB: db})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(e.Close)
+	d, err := e.Create(tb.Context(), "p", Options{Persistent: true})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return e, d, ident
 }
