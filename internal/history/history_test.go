@@ -39,10 +39,7 @@ func openLog(t *testing.T, db *store.DB) *Log {
 
 func TestAppendReopenAndRead(t *testing.T) {
 	dir := t.TempDir()
-	db, err := store.Open(dir, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := openStore(t, dir)
 	l := openLog(t, db)
 	a := []*Record{rec(1, 1, "secret-alpha"), rec(2, 1, "secret-beta"), rec(1, 2, "secret-gamma")}
 	if err := l.Append(a, []Proof{{Sender: [32]byte{1}, FirstSeq: 1, LastSeq: 2, Signature: []byte("sig1"), Cert: []byte("cert1")},
@@ -61,10 +58,7 @@ func TestAppendReopenAndRead(t *testing.T) {
 	}
 	db.Close()
 
-	db, err = store.Open(dir, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db = openStore(t, dir)
 	defer db.Close()
 	l = openLog(t, db)
 	if l.Next() != 3 || l.Head([32]byte{1}) != 2 || l.Head([32]byte{2}) != 1 || l.Bytes() != int64(len("secret-alphasecret-betasecret-gamma")) {
@@ -106,10 +100,7 @@ func TestAppendReopenAndRead(t *testing.T) {
 }
 
 func TestDamagedRecordIsAnError(t *testing.T) {
-	db, err := store.Open(t.TempDir(), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := openStore(t, t.TempDir())
 	defer db.Close()
 	l := openLog(t, db)
 	if err := l.Append([]*Record{rec(1, 1, "a")}, nil); err != nil {
@@ -134,10 +125,7 @@ func TestDamagedRecordIsAnError(t *testing.T) {
 }
 
 func TestDefsRoundTrip(t *testing.T) {
-	db, err := store.Open(t.TempDir(), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := openStore(t, t.TempDir())
 	defer db.Close()
 	key := DeriveKey([32]byte{1}, "definitions", nil)
 	if err := SaveDef(db, [32]byte{2}, [32]byte{3}, key, []byte("def")); err != nil {
@@ -156,10 +144,7 @@ func TestDefsRoundTrip(t *testing.T) {
 // read back by LogID, by id and by sender sequence, also after a reopen.
 func TestBlocksAndRuns(t *testing.T) {
 	dir := t.TempDir()
-	db, err := store.Open(dir, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := openStore(t, dir)
 	l := openLog(t, db)
 	var all []*Record
 	seq := map[byte]uint64{}
@@ -204,10 +189,7 @@ func TestBlocksAndRuns(t *testing.T) {
 	}
 	check(l)
 	db.Close()
-	db, err = store.Open(dir, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db = openStore(t, dir)
 	defer db.Close()
 	l = openLog(t, db)
 	if l.Next() != int64(len(all)) {
@@ -228,10 +210,7 @@ func TestBlocksAndRuns(t *testing.T) {
 // id to IndexSome; ByID finds its packets before and after.
 func TestBulkAppendIsIndexedLater(t *testing.T) {
 	dir := t.TempDir()
-	db, err := store.Open(dir, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := openStore(t, dir)
 	l := openLog(t, db)
 	var recs []*Record
 	for i := range 3000 {
@@ -266,10 +245,7 @@ func TestBulkAppendIsIndexedLater(t *testing.T) {
 		t.Fatalf("small append: %v, %d unindexed", err, l.Unindexed())
 	}
 	db.Close()
-	db, err = store.Open(dir, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db = openStore(t, dir)
 	defer db.Close()
 	l = openLog(t, db)
 	if l.Unindexed() != 0 {
@@ -280,4 +256,15 @@ func TestBulkAppendIsIndexedLater(t *testing.T) {
 			t.Fatalf("ByID %d: %v %v", i, got, err)
 		}
 	}
+}
+
+// openStore opens the store in dir; the test closes it (a reopen closes
+// it first).
+func openStore(t *testing.T, dir string) *store.DB {
+	t.Helper()
+	db, err := store.Open(dir, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db
 }

@@ -2,17 +2,12 @@ package history
 
 import (
 	"testing"
-
-	"github.com/pipesnet/pipes/internal/store"
 )
 
 // TestSegmentsManyBatches: segments of many batches, read a few batches at a
 // time, cover the range asked for exactly.
 func TestSegmentsManyBatches(t *testing.T) {
-	db, err := store.Open(t.TempDir(), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := openStore(t, t.TempDir())
 	defer db.Close()
 	l := openLog(t, db)
 	seq := uint64(0)
@@ -28,7 +23,7 @@ func TestSegmentsManyBatches(t *testing.T) {
 		}
 	}
 	got := uint64(0)
-	err = l.Segments([32]byte{1}, 5, seq, 1<<30, func(s *Segment) bool {
+	err := l.Segments([32]byte{1}, 5, seq, 1<<30, func(s *Segment) bool {
 		got += uint64(len(s.Records))
 		return true
 	})
