@@ -2,18 +2,13 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
-	"io"
 	"io/fs"
-	"net"
 	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/quic-go/quic-go"
 
 	"github.com/pipesnet/pipes"
 )
@@ -39,7 +34,7 @@ func runHistory(quick bool) {
 	fmt.Println()
 	c, err := catchUp(catchN, size)
 	must(err)
-	raw, err := rawStream(int64(catchN) * size)
+	raw, err := rawSend(int64(catchN)*size, 64<<10, true)
 	must(err)
 	fmt.Printf("### (a) A new node catches up %d packets of %d B\n\n", catchN, size)
 	header("system", "wall time", "bytes received", "payload bytes", "time / raw")
@@ -114,6 +109,29 @@ func waitLogged(p *pipes.Pipeline, n int, limit time.Duration) error {
 	return nil
 }
 
+// twoReplicas starts two peers with a persistent pipeline known to both,
+// and returns it as each node sees it.
+func twoReplicas(name string) (*pipesNet, *pipes.Pipeline, *pipes.Pipeline, error) {
+	pn, err := startPipes(2, [][2]int{{0, 1}}, 1)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	id, err := pn.nodes[0].CreatePipeline(name, pipes.PipelineOptions{Persistent: true})
+	if err != nil {
+		pn.close()
+		return nil, nil, nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	pb, err := pn.nodes[1].WaitPipeline(ctx, id)
+	if err != nil {
+		pn.close()
+		return nil, nil, nil, err
+	}
+	pa, _ := pn.nodes[0].Pipeline(id)
+	return pn, pa, pb, nil
+}
+
 type catchResult struct {
 	wall    time.Duration
 	bytes   uint64
@@ -124,25 +142,15 @@ type catchResult struct {
 // starts and catches up. It measures from node 1's start to its last
 // packet logged, and the QUIC bytes node 1 received.
 func catchUp(n, size int) (catchResult, error) {
-	pn, err := startPipes(2, [][2]int{{0, 1}}, 1)
+	pn, pa, pb, err := twoReplicas("history")
 	if err != nil {
 		return catchResult{}, err
 	}
 	defer pn.close()
-	a, b := pn.nodes[0], pn.nodes[1]
-	id, err := a.CreatePipeline("history", pipes.PipelineOptions{Persistent: true})
-	if err != nil {
-		return catchResult{}, err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if _, err := b.WaitPipeline(ctx, id); err != nil {
-		return catchResult{}, err
-	}
+	b := pn.nodes[1]
 	if err := b.Shutdown(); err != nil {
 		return catchResult{}, err
 	}
-	pa, _ := a.Pipeline(id)
 	rate, err := fill(pa, n, size, 64)
 	if err != nil {
 		return catchResult{}, err
@@ -151,62 +159,11 @@ func catchUp(n, size int) (catchResult, error) {
 	if err := b.Start(context.Background()); err != nil {
 		return catchResult{}, err
 	}
-	pb, _ := b.Pipeline(id)
+	pb, _ = b.Pipeline(pb.ID())
 	if err := waitLogged(pb, n, 30*time.Minute); err != nil {
 		return catchResult{}, err
 	}
 	return catchResult{wall: time.Since(start), bytes: b.Stats().BytesReceived, putRate: rate}, nil
-}
-
-// rawStream sends total bytes over one quic-go stream on loopback, in
-// 64 KiB writes, and returns the time from dial to the last byte read.
-func rawStream(total int64) (time.Duration, error) {
-	cert, err := selfSigned()
-	if err != nil {
-		return 0, err
-	}
-	tconf := &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"bench"}, InsecureSkipVerify: true}
-	ln, err := quic.ListenAddr("127.0.0.1:0", tconf, nil)
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	ctx := context.Background()
-	done := make(chan error, 1)
-	go func() {
-		c, err := ln.Accept(ctx)
-		if err != nil {
-			done <- err
-			return
-		}
-		s, err := c.AcceptStream(ctx)
-		if err != nil {
-			done <- err
-			return
-		}
-		_, err = io.CopyN(io.Discard, s, total)
-		c.CloseWithError(0, "")
-		done <- err
-	}()
-	start := time.Now()
-	c, err := quic.DialAddr(ctx, ln.Addr().(*net.UDPAddr).String(), tconf, nil)
-	if err != nil {
-		return 0, err
-	}
-	s, err := c.OpenStreamSync(ctx)
-	if err != nil {
-		return 0, err
-	}
-	buf := make([]byte, 64<<10)
-	for sent := int64(0); sent < total; sent += int64(len(buf)) {
-		if _, err := s.Write(buf[:min(int64(len(buf)), total-sent)]); err != nil {
-			return 0, err
-		}
-	}
-	if err := <-done; err != nil {
-		return 0, err
-	}
-	return time.Since(start), nil
 }
 
 type reconcileResult struct {
@@ -219,23 +176,12 @@ type reconcileResult struct {
 // node 1 sent and received until it has them all, connection set-up and
 // presence included.
 func reconcile(shared, differ, size int) (reconcileResult, error) {
-	pn, err := startPipes(2, [][2]int{{0, 1}}, 1)
+	pn, pa, pb, err := twoReplicas("replica")
 	if err != nil {
 		return reconcileResult{}, err
 	}
 	defer pn.close()
-	a, b := pn.nodes[0], pn.nodes[1]
-	id, err := a.CreatePipeline("replica", pipes.PipelineOptions{Persistent: true})
-	if err != nil {
-		return reconcileResult{}, err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	pb, err := b.WaitPipeline(ctx, id)
-	if err != nil {
-		return reconcileResult{}, err
-	}
-	pa, _ := a.Pipeline(id)
+	b := pn.nodes[1]
 	if _, err := fill(pa, shared, size, 64); err != nil {
 		return reconcileResult{}, err
 	}
@@ -252,7 +198,7 @@ func reconcile(shared, differ, size int) (reconcileResult, error) {
 	if err := b.Start(context.Background()); err != nil {
 		return reconcileResult{}, err
 	}
-	pb, _ = b.Pipeline(id)
+	pb, _ = b.Pipeline(pb.ID())
 	if err := waitLogged(pb, shared+differ, 10*time.Minute); err != nil {
 		return reconcileResult{}, err
 	}

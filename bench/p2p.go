@@ -54,6 +54,17 @@ func selfSigned() (tls.Certificate, error) {
 
 // rawQUIC sends count messages of 1 MiB over one stream and returns MiB/s.
 func rawQUIC(count int) (float64, error) {
+	d, err := rawSend(int64(count)*p2pSize, p2pSize, false)
+	if err != nil {
+		return 0, err
+	}
+	return float64(count) / d.Seconds(), nil
+}
+
+// rawSend sends total bytes over one quic-go stream on loopback, in writes
+// of chunk bytes, and returns the time until the receiver has read the
+// last byte: from the dial if fromDial, else from the first write.
+func rawSend(total int64, chunk int, fromDial bool) (time.Duration, error) {
 	cert, err := selfSigned()
 	if err != nil {
 		return 0, err
@@ -77,10 +88,11 @@ func rawQUIC(count int) (float64, error) {
 			done <- err
 			return
 		}
-		_, err = io.CopyN(io.Discard, s, int64(count)*p2pSize)
+		_, err = io.CopyN(io.Discard, s, total)
 		c.CloseWithError(0, "")
 		done <- err
 	}()
+	start := time.Now()
 	c, err := quic.DialAddr(ctx, ln.Addr().(*net.UDPAddr).String(), tconf, nil)
 	if err != nil {
 		return 0, err
@@ -89,17 +101,19 @@ func rawQUIC(count int) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
-	msg := make([]byte, p2pSize)
-	start := time.Now()
-	for range count {
-		if _, err := s.Write(msg); err != nil {
+	if !fromDial {
+		start = time.Now()
+	}
+	buf := make([]byte, chunk)
+	for sent := int64(0); sent < total; sent += int64(len(buf)) {
+		if _, err := s.Write(buf[:min(int64(len(buf)), total-sent)]); err != nil {
 			return 0, err
 		}
 	}
 	if err := <-done; err != nil {
 		return 0, err
 	}
-	return float64(count) / time.Since(start).Seconds(), nil
+	return time.Since(start), nil
 }
 
 // pipesP2P sends count messages of 1 MiB on a point-to-point pipeline
