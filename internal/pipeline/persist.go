@@ -70,15 +70,16 @@ type plog struct {
 type waitingPacket struct {
 	pk    *Packet
 	proof *history.Proof
+	cert  *pb.Signed
 }
 
 // ingest is one item for the writer: a local Put, or verified packets of
 // one sender with the proof that covers them.
 type ingest struct {
-	put    *localPut
-	pks    []*Packet
-	proof  *history.Proof
-	synced bool // came by sync (not counted as live traffic)
+	put   *localPut
+	pks   []*Packet
+	proof *history.Proof
+	cert  *pb.Signed // the sender's certificate, stored with its first proof
 }
 
 type localPut struct {
@@ -285,15 +286,15 @@ func (e *Engine) commit(p *pipe, items []ingest) {
 		}
 		return pl.log.Head(s)
 	}
-	take := func(pk *Packet, proof *history.Proof) {
+	take := func(pk *Packet, proof *history.Proof, cert *pb.Signed) {
 		recs = append(recs, &history.Record{ID: pk.ID, Sender: pk.Sender, Seq: pk.Seq, HLC: pk.HLC,
 			Type: pk.Type, Dest: pk.Destination, Data: pk.Data})
 		heads[pk.Sender] = pk.Seq
 		if proof != nil && !proofUsed[proof] {
 			proofUsed[proof] = true
 			pr := *proof
-			if pl.certs[pr.Sender] {
-				pr.Cert = nil
+			if !pl.certs[pr.Sender] && cert != nil {
+				pr.Cert, _ = proto.Marshal(cert) // once per sender, not per batch
 			}
 			proofs = append(proofs, pr)
 		}
@@ -306,7 +307,7 @@ func (e *Engine) commit(p *pipe, items []ingest) {
 			case pk.Seq <= h:
 				continue // already logged
 			case pk.Seq == h+1:
-				take(pk, it.proof)
+				take(pk, it.proof, it.cert)
 				e.clock.observe(pk.HLC)
 				// Packets that waited for this one follow it.
 				for w := pl.waiting[pk.Sender]; w != nil; {
@@ -317,7 +318,7 @@ func (e *Engine) commit(p *pipe, items []ingest) {
 					delete(w, next.pk.Seq)
 					pl.nwaiting--
 					pl.wbytes -= len(next.pk.Data)
-					take(next.pk, next.proof)
+					take(next.pk, next.proof, next.cert)
 				}
 			default:
 				w := pl.waiting[pk.Sender]
@@ -331,7 +332,7 @@ func (e *Engine) commit(p *pipe, items []ingest) {
 						e.stats.dropped.Add(1)
 						p.stats.dropped.Add(1)
 					} else {
-						w[pk.Seq] = waitingPacket{pk: pk, proof: it.proof}
+						w[pk.Seq] = waitingPacket{pk: pk, proof: it.proof, cert: it.cert}
 						pl.nwaiting++
 						pl.wbytes += len(pk.Data)
 					}
@@ -369,7 +370,7 @@ func (e *Engine) commit(p *pipe, items []ingest) {
 			sig := signBatch(e.cfg.Key, ids)
 			pr := history.Proof{Sender: e.self, FirstSeq: firstSeq, LastSeq: firstSeq + uint64(len(puts)) - 1, Signature: sig}
 			if !pl.certs[e.self] {
-				pr.Cert = e.certBytes()
+				pr.Cert, _ = proto.Marshal(e.cfg.Cert.Signed)
 			}
 			proofs = append(proofs, pr)
 			batch = &pb.PacketBatch{NodeCert: e.cfg.Cert.Signed, Pipeline: p.def.ID[:], Packets: pks, Signature: sig}
@@ -424,12 +425,6 @@ func (e *Engine) commit(p *pipe, items []ingest) {
 		case <-e.ctx.Done():
 		}
 	}
-}
-
-// certBytes returns the node's certificate, encoded.
-func (e *Engine) certBytes() []byte {
-	b, _ := proto.Marshal(e.cfg.Cert.Signed)
-	return b
 }
 
 // batchSender transmits the batches the writer signed.

@@ -90,10 +90,9 @@ func (e *Engine) persistentIngest(pks []*Packet, b *pb.PacketBatch, block bool) 
 			return true
 		}
 	}
-	cert, _ := proto.Marshal(b.NodeCert)
 	proof := &history.Proof{Sender: pks[0].Sender, FirstSeq: pks[0].Seq, LastSeq: pks[len(pks)-1].Seq,
-		Signature: b.Signature, Cert: cert}
-	e.enqueue(p, ingest{pks: pks, proof: proof}, block)
+		Signature: b.Signature}
+	e.enqueue(p, ingest{pks: pks, proof: proof, cert: b.NodeCert}, block)
 	return true
 }
 

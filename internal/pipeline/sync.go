@@ -73,7 +73,6 @@ type syncState struct {
 	lastReply    map[[32]byte]time.Time
 	p2pOnline    bool
 	p2pOffered   time.Time
-	syncing      bool
 	progress     atomic.Bool // a commit happened since the last schedule
 
 	askedMu sync.Mutex
@@ -417,8 +416,7 @@ func (e *Engine) schedule(p *pipe, now time.Time) {
 		}
 	}
 	syncing := missing || len(st.wants) > 0
-	if syncing != st.syncing {
-		st.syncing = syncing
+	if syncing != p.syncing.Load() { // written only here, on the sync loop
 		p.syncing.Store(syncing)
 		if e.cfg.OnSync != nil {
 			id := p.def.ID

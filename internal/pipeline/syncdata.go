@@ -22,7 +22,6 @@ import (
 // the writer (waiting for room: this is the catch-up path).
 func (e *Engine) onData(p *pipe, src [32]byte, d *pb.SyncData) error {
 	var cert *identity.Cert
-	var certRaw []byte
 	if len(d.Segments) > 0 {
 		c, err := e.certs.Parse(d.NodeCert)
 		if err != nil || c.NetworkID != e.cfg.Network {
@@ -30,7 +29,6 @@ func (e *Engine) onData(p *pipe, src [32]byte, d *pb.SyncData) error {
 			return fmt.Errorf("pipeline: sync data with a bad certificate: %v", err)
 		}
 		cert = c
-		certRaw, _ = marshal(d.NodeCert)
 	}
 	// Check the segments on every core (hashing every packet and one
 	// signature per batch is most of what a catch-up costs the receiver),
@@ -60,8 +58,7 @@ func (e *Engine) onData(p *pipe, src [32]byte, d *pb.SyncData) error {
 			p.stats.rejected.Add(1)
 			return o.err
 		}
-		o.proof.Cert = certRaw
-		e.enqueue(p, ingest{pks: o.pks, proof: o.proof, synced: true}, true)
+		e.enqueue(p, ingest{pks: o.pks, proof: o.proof, cert: d.NodeCert}, true)
 	}
 	req, last, head := d.Request, d.Last, d.Head
 	e.syncDo(func() {
