@@ -76,7 +76,18 @@ func (m *Mesh) loop() {
 		if m.stale {
 			m.publish()
 		}
+		if m.dgStale {
+			m.publishDatagramRoutes()
+		}
 	}
+}
+
+// routesChanged drops the routes after a change of peers or presence:
+// routed messages recompute them when needed, and the datagram table is
+// published again at the end of the loop's turn.
+func (m *Mesh) routesChanged() {
+	m.routes = nil
+	m.dgStale = true
 }
 
 // maintain runs the periodic work: tree timers, presence expiry,
@@ -85,7 +96,7 @@ func (m *Mesh) maintain(now time.Time) {
 	m.sendAll(m.tree.Tick(now))
 	m.stale = true // tree stats
 	for _, n := range m.pres.expire(now) {
-		m.routes = nil
+		m.routesChanged()
 		m.log.Info("node offline (silent)", "node", short(n.ID), "name", n.Name)
 		m.events.Push(Event{Kind: EventNode, Node: n})
 	}
@@ -186,7 +197,7 @@ func (m *Mesh) handleTree(now time.Time, p *peer, f *pb.Frame, st *status, v any
 	info, changed := m.pres.apply(now, st)
 	m.stale = true
 	if changed {
-		m.routes = nil
+		m.routesChanged()
 		if !info.Online {
 			m.log.Info("node offline (left)", "node", short(info.ID), "name", info.Name)
 		}
@@ -352,13 +363,16 @@ func (m *Mesh) addConn(now time.Time, c *transport.Conn) {
 		m.refuseFull(c)
 		return
 	}
-	p := &peer{id: c.PeerID, conn: c, out: make(chan *pb.Frame, peerQueue), stop: make(chan struct{}), dropped: &m.stats.dropped}
+	p := &peer{id: c.PeerID, conn: c, out: make(chan *pb.Frame, peerQueue), dgOut: make(chan []byte, dgQueue),
+		stop: make(chan struct{}), dropped: &m.stats.dropped}
 	m.peers[c.PeerID] = p
 	m.stale = true
-	m.routes = nil
-	m.wg.Add(2)
+	m.routesChanged()
+	m.wg.Add(4)
 	go m.reader(p)
 	go m.writer(p)
+	go m.datagramReader(p)
+	go m.datagramWriter(p)
 	m.addCandidates(c.PeerID, c.ListenAddrs)
 	p.send(&pb.Frame{Body: &pb.Frame_Peers{Peers: m.peerList(c.PeerID)}})
 	if old != nil {
@@ -413,7 +427,7 @@ func (m *Mesh) peerClosed(now time.Time, p *peer, err error) {
 	}
 	delete(m.peers, p.id)
 	m.stale = true
-	m.routes = nil
+	m.routesChanged()
 	close(p.stop)
 	m.tree.RemovePeer(p.id)
 	m.dirty = true
@@ -457,6 +471,7 @@ func (m *Mesh) setConnected(c bool) {
 // connections to close (bounded) means the leaving status has arrived.
 func (m *Mesh) shutdown() {
 	m.leaving = true
+	m.dgTable.Store(&dgTable{closed: true})
 	now := time.Now()
 	if m.abort.Load() {
 		for _, p := range m.peers {

@@ -16,9 +16,17 @@
 // change; a node not heard from for OfflineAfter, or that said it is leaving,
 // is offline.
 //
+// Datagrams: SendDatagram sends a payload in one unreliable QUIC datagram
+// (no retransmission, no head-of-line blocking) to a peer, or through the
+// relays of the route routed messages take, each forwarding it as a
+// datagram. The header is 34 bytes: version (1), TTL, 32-byte destination;
+// datagram.go describes it. Senders and relays read a table of first hops
+// that the loop publishes, so datagrams never pass through the loop.
+//
 // Goroutines, all owned by the Mesh and stopped by Close: the loop (owns all
-// state), the accept loop, one reader and one writer per peer, one per dial
-// in progress, and the event dispatcher that runs the owner's callback.
+// state), the accept loop, per peer a reader and a writer of the control
+// stream and a reader and a writer of datagrams, one per dial in progress,
+// and the event dispatcher that runs the owner's callback.
 package mesh
 
 import (
@@ -75,6 +83,12 @@ type Config struct {
 	// DeliverRouted receives routed messages addressed to this node, on the
 	// mesh loop. It must not block.
 	DeliverRouted func(src [32]byte, kind uint32, payload []byte)
+	// DeliverDatagram receives each datagram addressed to this node (see
+	// SendDatagram), on the datagram reader goroutine of the peer it came
+	// from, so calls for different peers run concurrently. It must not
+	// block. The payload is the callee's to keep. Datagrams carry no
+	// source: upper layers authenticate their own. Nil discards them.
+	DeliverDatagram func(payload []byte)
 	// OnForward, if set, sees each routed message this node relays for
 	// others, on the mesh loop (diagnostics and tests). It must not block
 	// or keep the message.
@@ -144,6 +158,7 @@ type Stats struct {
 	NoRoute           uint64 // routed messages dropped for want of a route
 	BytesSent         uint64 // QUIC bytes sent to peers since the node started
 	BytesReceived     uint64 // QUIC bytes received from peers since the node started
+	Datagrams         DatagramStats
 	Tree              plumtree.Stats
 }
 
@@ -208,7 +223,9 @@ type Mesh struct {
 		bad, dialsFailed, refused atomic.Uint64
 		noRoute, routed, dropped  atomic.Uint64
 		tree                      atomic.Pointer[plumtree.Stats]
+		dg                        dgCounters
 	}
+	dgTable atomic.Pointer[dgTable] // first hops of datagrams, published by the loop
 
 	// Loop state: touched only by the loop goroutine.
 	peers       map[[32]byte]*peer
@@ -225,6 +242,7 @@ type Mesh struct {
 	stale       bool                  // the snapshot is out of date
 	heartbeat   time.Duration         // this period's jittered heartbeat
 	routes      map[[32]byte][32]byte // destination -> next hop; nil: recompute
+	dgStale     bool                  // routes changed since dgTable was published
 	lastPayload struct {
 		id      [32]byte
 		payload []byte
@@ -262,6 +280,7 @@ func New(cfg Config) (*Mesh, error) {
 		dialing:  make(map[string]bool),
 	}
 	m.snap.Store(&snapshot{all: map[[32]byte]NodeInfo{}})
+	m.dgTable.Store(&dgTable{})
 	return m, nil
 }
 
@@ -287,6 +306,7 @@ func (m *Mesh) Start() {
 func (m *Mesh) Close() error {
 	m.stop.Do(func() {
 		if m.ctx == nil { // never started
+			m.dgTable.Store(&dgTable{closed: true})
 			m.cfg.Transport.Close()
 			return
 		}
@@ -361,6 +381,7 @@ func (m *Mesh) Stats() Stats {
 		Routed:         m.stats.routed.Load(),
 		NoRoute:        m.stats.noRoute.Load(),
 		FramesDropped:  m.stats.dropped.Load(),
+		Datagrams:      m.stats.dg.load(),
 	}
 	ts := m.cfg.Transport.Stats()
 	st.Conns, st.HandshakesRefused = ts.Conns, ts.Refused

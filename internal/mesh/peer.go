@@ -16,14 +16,16 @@ const peerQueue = 1024
 // the number of frames (frames may be up to wire.MaxFrameSize).
 const peerQueueBytes = 32 << 20
 
-// peer is one verified connection in use by the mesh. Its reader and writer
-// goroutines belong to the mesh and stop when the connection closes or the
-// mesh shuts down.
+// peer is one verified connection in use by the mesh. Its goroutines (the
+// reader and writer of the control stream, the datagram reader and writer)
+// belong to the mesh and stop when the connection closes or the mesh shuts
+// down.
 type peer struct {
 	id      [32]byte
 	conn    *transport.Conn
 	out     chan *pb.Frame
-	stop    chan struct{}  // closed by the loop to end the writer
+	dgOut   chan []byte    // whole mesh datagrams for the datagram writer
+	stop    chan struct{}  // closed by the loop to end the writers
 	dropped *atomic.Uint64 // the mesh's counter
 	queued  atomic.Int64   // payload bytes waiting in out
 }
