@@ -53,4 +53,11 @@ var (
 	// ErrStore: the store failed a read or write (the wrapped error says
 	// why: damage on disk, an I/O error).
 	ErrStore = errors.New("pipes: store error")
+	// ErrNotEphemeral: Shutdown of a pipeline that is not ephemeral.
+	ErrNotEphemeral = errors.New("pipes: not an ephemeral pipeline")
+	// ErrClosedPipeline: the pipeline was shut down.
+	ErrClosedPipeline = errors.New("pipes: pipeline was shut down")
+	// ErrCannotRead: a packet of an encrypted pipeline does not decrypt
+	// with the pipeline secret.
+	ErrCannotRead = errors.New("pipes: packet does not decrypt")
 )

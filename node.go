@@ -259,7 +259,8 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	host := &meshHost{}
 	eng, err := pipeline.New(pipeline.Config{Network: nw.id, Key: key, Cert: cert, HPKE: hkey, Host: host,
-		Logger: log, OnPipeline: n.pipelineKnown, DB: p.db, StoreKey: storeKey(nkey, nw.id), OnSync: n.syncUpdate})
+		Logger: log, OnPipeline: n.pipelineKnown, DB: p.db, StoreKey: storeKey(nkey, nw.id), OnSync: n.syncUpdate,
+		OnRemoved: n.pipelineRemoved})
 	if err != nil {
 		tr.Close()
 		return fmt.Errorf("pipes: %w", err)

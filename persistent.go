@@ -49,7 +49,7 @@ func (p *Pipeline) PacketWithID(id PacketID) (*Packet, error) {
 	if err != nil {
 		return nil, storeErr(err)
 	}
-	return &Packet{p: pipeline.PacketFromRecord(p.def.ID, r)}, nil
+	return p.packet(pipeline.PacketFromRecord(p.def.ID, r)), nil
 }
 
 // PacketsSince yields the logged packets with LogID > logID, in order (-1
@@ -71,7 +71,7 @@ func (p *Pipeline) PacketsSince(logID int64) iter.Seq2[*Packet, error] {
 				return
 			}
 			for _, r := range chunk {
-				if !yield(&Packet{p: pipeline.PacketFromRecord(p.def.ID, r)}, nil) {
+				if !yield(p.packet(pipeline.PacketFromRecord(p.def.ID, r)), nil) {
 					return
 				}
 				after = r.LogID
@@ -99,7 +99,7 @@ func (p *Pipeline) SubscribeSince(ctx context.Context, logID int64) (<-chan *Pac
 	ch := make(chan *Packet, 256)
 	err := e.Follow(ctx, p.def.ID, max(logID, -1), func(ctx context.Context, pk *pipeline.Packet) bool {
 		select {
-		case ch <- &Packet{p: pk}:
+		case ch <- p.packet(pk):
 			return true
 		case <-ctx.Done():
 			return false

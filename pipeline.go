@@ -22,18 +22,35 @@ import (
 // MaxPacketSize is the largest packet Put accepts (1 MiB).
 const MaxPacketSize = pipeline.MaxPacketSize
 
-// PipelineOptions choose the kind of pipeline CreatePipeline makes. This
-// version makes live and persistent pipelines, broadcast or point-to-point
-// (ToNode); Encrypted, Ephemeral and Realtime give ErrNotImplemented.
+// PipelineOptions choose the kind of pipeline CreatePipeline makes.
+//
+// Encrypted pipelines seal every packet's data with a key derived from
+// Secret, which never leaves the node: nodes without the secret still
+// verify, forward and (persistent) store the packets, but cannot read
+// them (Data gives ErrNoSecret) until SetSecret. The key derivation is
+// Argon2id (64 MiB) salted, by default, with the pipeline's own identity,
+// so one secret gives unrelated keys on different pipelines. Salt
+// replaces that salt with the application's: every pipeline created with
+// the same secret and Salt shares one key. Unsalted uses a fixed salt: the
+// key depends on the secret alone, the same on every pipeline and
+// network, so precomputed guesses work against all of them; use it only
+// with a random secret of 16 bytes or more that several pipelines must
+// share. Salt and Unsalted apply only to encrypted pipelines and exclude
+// each other; both are part of the pipeline's identity, as is (through a
+// public key derived from it) the secret.
+//
+// Ephemeral pipelines can be shut down (Shutdown), which removes them from
+// every node. Realtime pipelines are live only and carry each packet as
+// one datagram (see Pipeline.Put and SetupUDPPortMap).
 type PipelineOptions struct {
 	ToNode     NodeID // non-zero: point-to-point with that node
 	Persistent bool   // else live
 	Encrypted  bool
-	Secret     []byte // pipeline secret, with Encrypted
+	Secret     []byte // pipeline secret, required with Encrypted
 	Ephemeral  bool
-	Realtime   bool // live only
-	Unsalted   bool
-	Salt       []byte
+	Realtime   bool   // live only: datagrams, no retransmission
+	Unsalted   bool   // encrypted: derive the key from the secret alone
+	Salt       []byte // encrypted: the key derivation's salt (up to 64 bytes)
 }
 
 // PutOption modifies one Put.
@@ -75,6 +92,7 @@ type Pipeline struct {
 		stop       context.CancelFunc // ends the listeners' subscription
 		notes      *notify.Queue[*Packet]
 		followDone chan struct{} // persistent: closed when the listeners' reader ends
+		closed     bool          // shut down
 		handled    int64         // persistent: the last LogID handed to the listeners (-1: none yet)
 		hasHandled bool
 	}
@@ -144,6 +162,25 @@ func (n *Node) pipelineFor(d *pipeline.Def) *Pipeline {
 	return p
 }
 
+// pipelineRemoved runs on the engine's notification goroutine when an
+// ephemeral pipeline was shut down.
+func (n *Node) pipelineRemoved(d *pipeline.Def) {
+	p := n.pipelineFor(d)
+	n.mu.Lock()
+	delete(n.mu.pipelines, PipelineID(d.ID))
+	n.mu.Unlock()
+	p.mu.Lock()
+	p.mu.closed = true
+	ls := slices.Clone(p.mu.listeners)
+	p.mu.Unlock()
+	for _, l := range ls {
+		l.HandleStatusUpdate(p)
+	}
+	// The subscription ended with the pipeline; clear it so that a
+	// pipeline created again later starts a fresh one.
+	p.detach()
+}
+
 // pipelineKnown runs on the engine's notification goroutine.
 func (n *Node) pipelineKnown(d *pipeline.Def) {
 	p := n.pipelineFor(d)
@@ -204,8 +241,12 @@ func (n *Node) CreatePipeline(name string, o PipelineOptions) (PipelineID, error
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	d, err := e.Create(ctx, name, pipeline.Options{ToNode: o.ToNode, Persistent: o.Persistent,
-		Encrypted: o.Encrypted, Ephemeral: o.Ephemeral, Realtime: o.Realtime, Unsalted: o.Unsalted, Salt: o.Salt})
+		Encrypted: o.Encrypted, Ephemeral: o.Ephemeral, Realtime: o.Realtime, Unsalted: o.Unsalted, Salt: o.Salt}, o.Secret)
 	switch {
+	case errors.Is(err, pipeline.ErrWrongSecret):
+		return PipelineID{}, fmt.Errorf("%w: %v", ErrWrongSecret, err)
+	case errors.Is(err, pipeline.ErrSecretRequired):
+		return PipelineID{}, fmt.Errorf("%w: %v", ErrNoSecret, err)
 	case errors.Is(err, pipeline.ErrNotImplemented):
 		return PipelineID{}, fmt.Errorf("%w: %v", ErrNotImplemented, err)
 	case errors.Is(err, pipeline.ErrConflict):
@@ -274,15 +315,81 @@ func (p *Pipeline) Live() bool { return !p.def.Opts.Persistent }
 // Realtime reports whether the pipeline uses datagrams.
 func (p *Pipeline) Realtime() bool { return p.def.Opts.Realtime }
 
-// Shutdown removes an ephemeral pipeline (ErrNotImplemented in this version).
-func (p *Pipeline) Shutdown() error { return ErrNotImplemented }
+// Ephemeral reports whether the pipeline can be shut down.
+func (p *Pipeline) Ephemeral() bool { return p.def.Opts.Ephemeral }
+
+// Shutdown removes an ephemeral pipeline from the network: every node
+// that has it (now, or when it next connects) drops it from Pipelines(),
+// ends its subscriptions, tells its listeners (HandleStatusUpdate, with
+// Closed() true) and deletes what it stored of it. Creating it again
+// afterwards makes a new pipeline of the same id. Shutdown of a pipeline
+// that is not ephemeral is ErrNotEphemeral.
+func (p *Pipeline) Shutdown() error {
+	e := p.n.engineOrNil()
+	if e == nil {
+		return ErrNotActive
+	}
+	err := e.Shutdown(p.def.ID)
+	switch {
+	case errors.Is(err, pipeline.ErrNotEphemeral):
+		return fmt.Errorf("%w: %q", ErrNotEphemeral, p.def.Name)
+	case errors.Is(err, pipeline.ErrUnknown):
+		return fmt.Errorf("%w: %q", ErrClosedPipeline, p.def.Name)
+	case err != nil:
+		// Removed here; the other nodes learn of it when they connect.
+		return fmt.Errorf("pipes: pipeline shut down locally, not yet announced: %w", err)
+	}
+	return nil
+}
+
+// Closed reports whether the pipeline was shut down.
+func (p *Pipeline) Closed() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.mu.closed
+}
 
 // NodesWithEncryptionSecret lists the nodes that proved they hold the
-// pipeline secret (none in this version).
-func (p *Pipeline) NodesWithEncryptionSecret() []NodeID { return nil }
+// pipeline secret: each holder signs its node id with a key derived from
+// the secret, and the proof is checked against the public key in the
+// pipeline's definition, so a node cannot claim the secret without having
+// it. The list includes this node if it holds the secret, and grows as
+// proofs arrive (on SetSecret, and from peers as they connect).
+func (p *Pipeline) NodesWithEncryptionSecret() []NodeID {
+	e := p.n.engineOrNil()
+	if e == nil {
+		return nil
+	}
+	var out []NodeID
+	for _, id := range e.SecretHolders(p.def.ID) {
+		out = append(out, NodeID(id))
+	}
+	return out
+}
 
-// SetSecret sets the pipeline secret (ErrNotImplemented in this version).
-func (p *Pipeline) SetSecret(secret []byte) (bool, error) { return false, ErrNotImplemented }
+// HasSecret reports whether this node holds the pipeline secret.
+func (p *Pipeline) HasSecret() bool {
+	e := p.n.engineOrNil()
+	return e != nil && e.HasSecret(p.def.ID)
+}
+
+// SetSecret gives this node the secret of an encrypted pipeline. It returns
+// false (and no error) if the secret is wrong. When right, the node can
+// read the pipeline's packets, those it already stored included, and put
+// packets on it; the key is kept (sealed) in the store across restarts,
+// and the node's proof of possession is sent to the pipeline's nodes. It
+// takes a moment: the key derivation is deliberately slow.
+func (p *Pipeline) SetSecret(secret []byte) (bool, error) {
+	e := p.n.engineOrNil()
+	if e == nil {
+		return false, ErrNotActive
+	}
+	ok, err := e.SetSecret(p.def.ID, secret)
+	if err != nil {
+		return false, fmt.Errorf("pipes: %w", err)
+	}
+	return ok, nil
+}
 
 // Put sends data as one packet and returns its id. On a live pipeline it
 // returns once the packet is queued, blocking while the pipeline's send
@@ -314,6 +421,10 @@ func (p *Pipeline) PutContext(ctx context.Context, data []byte, opts ...PutOptio
 		return PacketID{}, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(data), MaxPacketSize)
 	case errors.Is(err, pipeline.ErrClosed):
 		return PacketID{}, ErrNotActive
+	case errors.Is(err, pipeline.ErrRemoved), errors.Is(err, pipeline.ErrUnknown) && p.Closed():
+		return PacketID{}, fmt.Errorf("%w: %q", ErrClosedPipeline, p.def.Name)
+	case errors.Is(err, pipeline.ErrNoSecret):
+		return PacketID{}, fmt.Errorf("%w: %v", ErrNoSecret, err)
 	case err != nil:
 		return PacketID{}, storeErr(err)
 	}
@@ -361,7 +472,7 @@ func (p *Pipeline) Subscribe(ctx context.Context) <-chan *Packet {
 	}
 	err := e.Subscribe(ctx, p.def.ID, func(pk *pipeline.Packet) bool {
 		select {
-		case ch <- &Packet{p: pk}:
+		case ch <- p.packet(pk):
 			return true
 		default:
 			return false
@@ -462,7 +573,7 @@ func (p *Pipeline) attach(e *pipeline.Engine) {
 			ls := slices.Clone(p.mu.listeners)
 			p.mu.Unlock()
 			for _, l := range ls {
-				l.HandlePacket(&Packet{p: pk}, p)
+				l.HandlePacket(p.packet(pk), p)
 			}
 			p.mu.Lock()
 			p.mu.handled = pk.LogID
@@ -484,7 +595,7 @@ func (p *Pipeline) attach(e *pipeline.Engine) {
 			l.HandlePacket(pk, p)
 		}
 	})
-	if err := e.Subscribe(ctx, p.def.ID, func(pk *pipeline.Packet) bool { return q.Push(&Packet{p: pk}) }, func() {}); err != nil {
+	if err := e.Subscribe(ctx, p.def.ID, func(pk *pipeline.Packet) bool { return q.Push(p.packet(pk)) }, func() {}); err != nil {
 		cancel()
 		q.Close()
 		return
@@ -517,7 +628,17 @@ func endSubscription(stop context.CancelFunc, q *notify.Queue[*Packet], done cha
 }
 
 // Packet is one unit of data on a pipeline, verified as sent by Sender.
-type Packet struct{ p *pipeline.Packet }
+type Packet struct {
+	p  *pipeline.Packet
+	pl *Pipeline
+
+	mu    sync.Mutex
+	plain []byte // decrypted data (encrypted pipelines), once read
+	read  bool
+}
+
+// packet wraps a packet of p.
+func (p *Pipeline) packet(pk *pipeline.Packet) *Packet { return &Packet{p: pk, pl: p} }
 
 // ID returns the packet id: SHA-256 of its header and data.
 func (pk *Packet) ID() PacketID { return pk.p.ID }
@@ -525,8 +646,14 @@ func (pk *Packet) ID() PacketID { return pk.p.ID }
 // Type returns the application's packet type.
 func (pk *Packet) Type() int { return int(pk.p.Type) }
 
-// Size returns the size of the data in bytes.
-func (pk *Packet) Size() int64 { return int64(len(pk.p.Data)) }
+// Size returns the size of the data in bytes (on an encrypted pipeline,
+// of the data as the application put it).
+func (pk *Packet) Size() int64 {
+	if pk.pl != nil && pk.pl.Encrypted() {
+		return int64(max(len(pk.p.Data)-pipeline.SealOverhead, 0))
+	}
+	return int64(len(pk.p.Data))
+}
 
 // LogID returns the packet's position in the local log of a persistent
 // pipeline: 0, 1, 2, ... in the order the node logged its packets, stable
@@ -550,15 +677,50 @@ func (pk *Packet) Seq() uint64 { return pk.p.Seq }
 func (pk *Packet) Time() time.Time { return pk.p.Time() }
 
 // Data returns the packet's data. The slice is shared: do not modify it.
-func (pk *Packet) Data() ([]byte, error) { return pk.p.Data, nil }
+// On an encrypted pipeline it is decrypted (once): ErrNoSecret if this
+// node lacks the pipeline secret, ErrCannotRead if the data does not
+// decrypt.
+func (pk *Packet) Data() ([]byte, error) {
+	if pk.pl == nil || !pk.pl.Encrypted() {
+		return pk.p.Data, nil
+	}
+	pk.mu.Lock()
+	defer pk.mu.Unlock()
+	if pk.read {
+		return pk.plain, nil
+	}
+	e := pk.pl.n.engineOrNil()
+	if e == nil {
+		return nil, ErrNotActive
+	}
+	plain, err := e.ReadData(pk.p)
+	switch {
+	case errors.Is(err, pipeline.ErrNoSecret):
+		return nil, fmt.Errorf("%w: %v", ErrNoSecret, err)
+	case errors.Is(err, pipeline.ErrCannotRead):
+		return nil, fmt.Errorf("%w: %v", ErrCannotRead, err)
+	case err != nil:
+		return nil, fmt.Errorf("pipes: %w", err)
+	}
+	pk.plain, pk.read = plain, true
+	return plain, nil
+}
 
 // Open returns a reader of the packet's data.
 func (pk *Packet) Open() (io.ReadCloser, error) {
-	return io.NopCloser(bytes.NewReader(pk.p.Data)), nil
+	d, err := pk.Data()
+	if err != nil {
+		return nil, err
+	}
+	return io.NopCloser(bytes.NewReader(d)), nil
 }
 
 // WriteDataToPath writes the packet's data to path (mode 0644), replacing
 // it atomically.
 func (pk *Packet) WriteDataToPath(path string) error {
-	return atomicfile.Write(path, pk.p.Data, 0o644)
+	d, err := pk.Data()
+	if err != nil {
+		return err
+	}
+	return atomicfile.Write(path, d, 0o644)
 }

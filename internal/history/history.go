@@ -66,6 +66,8 @@ const (
 	tDef    = 'F'
 	tHandle = 'P'
 	tIndex  = 'W'
+	tSecret = 'S'
+	tTomb   = 'Z'
 )
 
 // Errors.
@@ -143,6 +145,34 @@ func DeriveKey(storeKey [32]byte, label string, id []byte) [32]byte {
 		panic(err) // only for lengths HKDF-SHA256 cannot produce
 	}
 	return [32]byte(k)
+}
+
+// Drop deletes the whole history of pipeline pipe for node, in one atomic
+// write. The log must not be in use (no Log of it open, or none used
+// again).
+func Drop(db *store.DB, node, pipe [32]byte) error {
+	handleMu.Lock()
+	defer handleMu.Unlock()
+	hk := store.Key(tHandle, node[:], pipe[:])
+	h, err := db.Get(hk)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("history: drop: %w", err)
+	}
+	err = db.Batch(func(b *store.Batch) error {
+		for _, t := range []byte{tLog, tByID, tBySeq, tHead, tSender, tProof, tBytes, tCert, tIndex} {
+			if err := b.DeletePrefix(store.Key(t, h)); err != nil {
+				return err
+			}
+		}
+		return b.Delete(hk)
+	})
+	if err != nil {
+		return fmt.Errorf("history: drop: %w", err)
+	}
+	return nil
 }
 
 // Open loads the log's heads, senders and length from the store.

@@ -128,15 +128,27 @@ func TestDefsRoundTrip(t *testing.T) {
 	db := openStore(t, t.TempDir())
 	defer db.Close()
 	key := DeriveKey([32]byte{1}, "definitions", nil)
-	if err := SaveDef(db, [32]byte{2}, [32]byte{3}, key, []byte("def")); err != nil {
+	if err := SaveSealed(db, KindDef, [32]byte{2}, [32]byte{3}, key, []byte("def")); err != nil {
 		t.Fatal(err)
 	}
-	defs, err := LoadDefs(db, [32]byte{2}, key)
-	if err != nil || len(defs) != 1 || string(defs[0]) != "def" {
+	if err := SaveSealed(db, KindTomb, [32]byte{2}, [32]byte{4}, key, []byte("tomb")); err != nil {
+		t.Fatal(err)
+	}
+	defs, err := LoadSealed(db, KindDef, [32]byte{2}, key)
+	if err != nil || len(defs) != 1 || string(defs[[32]byte{3}]) != "def" {
 		t.Fatalf("%q %v", defs, err)
 	}
-	if _, err := LoadDefs(db, [32]byte{2}, [32]byte{}); !errors.Is(err, ErrDamaged) {
+	if _, err := LoadSealed(db, KindDef, [32]byte{2}, [32]byte{}); !errors.Is(err, ErrDamaged) {
 		t.Fatalf("wrong key: %v", err)
+	}
+	if err := DeleteSealed(db, KindDef, [32]byte{2}, [32]byte{3}); err != nil {
+		t.Fatal(err)
+	}
+	if defs, err := LoadSealed(db, KindDef, [32]byte{2}, key); err != nil || len(defs) != 0 {
+		t.Fatalf("after delete: %q %v", defs, err)
+	}
+	if tombs, err := LoadSealed(db, KindTomb, [32]byte{2}, key); err != nil || string(tombs[[32]byte{4}]) != "tomb" {
+		t.Fatalf("tombstones: %q %v", tombs, err)
 	}
 }
 

@@ -2,10 +2,12 @@ package pipeline
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"time"
 	"unicode/utf8"
 
 	"github.com/pipesnet/pipes/internal/wire/pb"
@@ -24,11 +26,13 @@ type Options struct {
 
 // Def is a pipeline definition. Its ID is derived from the other fields.
 type Def struct {
-	ID      [32]byte
-	Name    string
-	Opts    Options  // ToNode is relative to the local node
-	A, B    [32]byte // point-to-point pair, A < B; zero for broadcast
-	Creator [32]byte
+	ID        [32]byte
+	Name      string
+	Opts      Options  // ToNode is relative to the local node
+	A, B      [32]byte // point-to-point pair, A < B; zero for broadcast
+	Creator   [32]byte
+	SecretKey []byte // encrypted: public key derived from the secret (part of the id)
+	Created   int64  // unix milliseconds of creation (ephemeral pipelines; not part of the id)
 }
 
 // Limits of definitions.
@@ -53,8 +57,9 @@ func (d *Def) other(self [32]byte) [32]byte {
 
 // computeID hashes everything that defines the pipeline, in a fixed
 // layout: "pipes/v1 pipeline" || network || u16 len || name || flags byte
-// || u8 len || salt || A || B.
-func computeID(network [32]byte, name string, o Options, a, b [32]byte) [32]byte {
+// || u8 len || salt || A || B, then for an encrypted pipeline its 32-byte
+// secret key.
+func computeID(network [32]byte, name string, o Options, a, b [32]byte, secretKey []byte) [32]byte {
 	h := sha256.New()
 	h.Write([]byte("pipes/v1 pipeline"))
 	h.Write(network[:])
@@ -72,44 +77,83 @@ func computeID(network [32]byte, name string, o Options, a, b [32]byte) [32]byte
 	h.Write(o.Salt)
 	h.Write(a[:])
 	h.Write(b[:])
+	h.Write(secretKey)
 	var id [32]byte
 	h.Sum(id[:0])
 	return id
 }
 
-// newDef makes the definition of a pipeline created by self.
-func newDef(network, self [32]byte, name string, o Options) (*Def, error) {
+// Errors of definitions.
+var (
+	ErrRealtimePersistent = errors.New("pipeline: a realtime pipeline is live only; it cannot be persistent")
+	ErrSecretRequired     = errors.New("pipeline: an encrypted pipeline needs a secret")
+)
+
+// newDef makes the definition of a pipeline created by self. An encrypted
+// pipeline needs its secret, from which the key is derived (slow: Argon2id)
+// and returned.
+func newDef(network, self [32]byte, name string, o Options, secret []byte) (*Def, *pipeKey, error) {
 	if name == "" || len(name) > MaxNameLen || !utf8.ValidString(name) {
-		return nil, fmt.Errorf("pipeline: name must be 1 to %d bytes of UTF-8", MaxNameLen)
+		return nil, nil, fmt.Errorf("pipeline: name must be 1 to %d bytes of UTF-8", MaxNameLen)
 	}
 	if len(o.Salt) > maxSalt {
-		return nil, fmt.Errorf("pipeline: salt longer than %d bytes", maxSalt)
+		return nil, nil, fmt.Errorf("pipeline: salt longer than %d bytes", maxSalt)
 	}
 	if o.Realtime && o.Persistent {
-		return nil, errors.New("pipeline: a realtime pipeline cannot be persistent")
+		return nil, nil, ErrRealtimePersistent
+	}
+	if (o.Unsalted || len(o.Salt) > 0) && !o.Encrypted {
+		return nil, nil, errors.New("pipeline: Salt and Unsalted apply to encrypted pipelines only")
+	}
+	if o.Unsalted && len(o.Salt) > 0 {
+		return nil, nil, errors.New("pipeline: a pipeline cannot be both Unsalted and have a Salt")
+	}
+	if o.Encrypted && len(secret) == 0 {
+		return nil, nil, ErrSecretRequired
+	}
+	if !o.Encrypted && len(secret) > 0 {
+		return nil, nil, errors.New("pipeline: a secret is for encrypted pipelines only")
 	}
 	d := &Def{Name: name, Opts: o, Creator: self}
+	if o.Ephemeral {
+		d.Created = time.Now().UnixMilli()
+	}
 	if o.ToNode != ([32]byte{}) {
 		if o.ToNode == self {
-			return nil, errors.New("pipeline: a point-to-point pipeline needs another node")
+			return nil, nil, errors.New("pipeline: a point-to-point pipeline needs another node")
 		}
 		d.A, d.B = self, o.ToNode
 		if bytes.Compare(d.A[:], d.B[:]) > 0 {
 			d.A, d.B = d.B, d.A
 		}
 	}
-	d.ID = computeID(network, name, o, d.A, d.B)
-	return d, nil
+	var key *pipeKey
+	if o.Encrypted {
+		key = deriveSecret(secret, pipelineSalt(computeID(network, name, o, d.A, d.B, nil), o))
+		d.SecretKey = key.public()
+	}
+	d.ID = computeID(network, name, o, d.A, d.B, d.SecretKey)
+	return d, key, nil
+}
+
+// keyFor derives the key a secret gives for d; it reports false if the
+// secret is not d's.
+func (d *Def) keyFor(network [32]byte, secret []byte) (*pipeKey, bool) {
+	if !d.Opts.Encrypted {
+		return nil, false
+	}
+	k := deriveSecret(secret, pipelineSalt(computeID(network, d.Name, d.Opts, d.A, d.B, nil), d.Opts))
+	return k, bytes.Equal(k.public(), d.SecretKey)
 }
 
 // sameKind reports whether d and o define the same pipeline.
 func (d *Def) sameKind(o *Def) bool { return d.ID == o.ID }
 
-func (d *Def) toProto(createdMs int64) *pb.PipelineDef {
+func (d *Def) toProto() *pb.PipelineDef {
 	m := &pb.PipelineDef{
 		Id: d.ID[:], Name: d.Name, Persistent: d.Opts.Persistent, Encrypted: d.Opts.Encrypted,
 		Ephemeral: d.Opts.Ephemeral, Realtime: d.Opts.Realtime, Unsalted: d.Opts.Unsalted,
-		Salt: d.Opts.Salt, Creator: d.Creator[:], CreatedMs: createdMs,
+		Salt: d.Opts.Salt, Creator: d.Creator[:], CreatedMs: d.Created, SecretKey: d.SecretKey,
 	}
 	if d.IsPointToPoint() {
 		m.NodeA, m.NodeB = d.A[:], d.B[:]
@@ -122,10 +166,13 @@ func (d *Def) toProto(createdMs int64) *pb.PipelineDef {
 // and must be one of its pair.
 func defFromProto(network, self [32]byte, m *pb.PipelineDef) (*Def, error) {
 	if m == nil || len(m.Id) != 32 || len(m.Creator) != 32 || m.Name == "" || len(m.Name) > MaxNameLen ||
-		!utf8.ValidString(m.Name) || len(m.Salt) > maxSalt {
+		!utf8.ValidString(m.Name) || len(m.Salt) > maxSalt || m.CreatedMs < 0 {
 		return nil, errors.New("pipeline: malformed definition")
 	}
-	d := &Def{Name: m.Name, Creator: [32]byte(m.Creator), Opts: Options{
+	if m.Encrypted != (len(m.SecretKey) == ed25519.PublicKeySize) || (!m.Encrypted && len(m.SecretKey) != 0) {
+		return nil, errors.New("pipeline: malformed secret key")
+	}
+	d := &Def{Name: m.Name, Creator: [32]byte(m.Creator), SecretKey: bytes.Clone(m.SecretKey), Created: m.CreatedMs, Opts: Options{
 		Persistent: m.Persistent, Encrypted: m.Encrypted, Ephemeral: m.Ephemeral,
 		Realtime: m.Realtime, Unsalted: m.Unsalted, Salt: bytes.Clone(m.Salt)}}
 	if len(m.NodeA) != 0 || len(m.NodeB) != 0 {
@@ -138,7 +185,7 @@ func defFromProto(network, self [32]byte, m *pb.PipelineDef) (*Def, error) {
 		}
 		d.Opts.ToNode = d.other(self)
 	}
-	if computeID(network, d.Name, d.Opts, d.A, d.B) != [32]byte(m.Id) {
+	if computeID(network, d.Name, d.Opts, d.A, d.B, d.SecretKey) != [32]byte(m.Id) {
 		return nil, errors.New("pipeline: definition id does not match its fields")
 	}
 	d.ID = [32]byte(m.Id)

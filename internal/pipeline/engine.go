@@ -82,6 +82,9 @@ type Config struct {
 	// StoreKey is the root of the at-rest encryption keys (see
 	// docs/security.md).
 	StoreKey [32]byte
+	// OnRemoved is told, on the notification goroutine, when an ephemeral
+	// pipeline is shut down and removed.
+	OnRemoved func(*Def)
 	// OnSync is told, on the notification goroutine, when a persistent
 	// pipeline starts (false) or finishes (true) synchronizing.
 	OnSync func(id [32]byte, synchronized bool)
@@ -93,6 +96,8 @@ var (
 	ErrUnknown        = errors.New("pipeline: unknown pipeline")
 	ErrNotImplemented = errors.New("pipeline: not implemented in this version")
 	ErrNoKey          = errors.New("pipeline: the destination has not announced its encryption key")
+	ErrRemoved        = errors.New("pipeline: the pipeline was shut down")
+	ErrNotEphemeral   = errors.New("pipeline: only an ephemeral pipeline can be shut down")
 )
 
 // Stats count what happened to packets.
@@ -128,7 +133,12 @@ type Engine struct {
 		waiters map[[32]byte][]chan struct{}
 		pending map[[32]byte][]*Packet // packets of pipelines not yet defined
 		npend   int
-		closed  bool
+
+		tombs         map[[32]byte]*pb.Tombstone     // shut down ephemeral pipelines
+		secrets       map[[32]byte][32]byte          // stored pipeline keys, loaded at start
+		pendingProofs map[[32]byte][]*pb.SecretProof // proofs for pipelines not yet defined
+		nproofs       int
+		closed        bool
 	}
 }
 
@@ -162,6 +172,9 @@ func New(cfg Config) (*Engine, error) {
 	e.mu.pipes = map[[32]byte]*pipe{}
 	e.mu.waiters = map[[32]byte][]chan struct{}{}
 	e.mu.pending = map[[32]byte][]*Packet{}
+	e.mu.tombs = map[[32]byte]*pb.Tombstone{}
+	e.mu.secrets = map[[32]byte][32]byte{}
+	e.mu.pendingProofs = map[[32]byte][]*pb.SecretProof{}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	e.syncer = newSyncer()
 	e.loadDefs()
@@ -187,6 +200,33 @@ func (e *Engine) spawn(f func()) bool {
 	return true
 }
 
+// spawnPipe runs f on a goroutine of pipeline p, unless the engine is
+// closed or p removed. It reports whether f runs.
+func (e *Engine) spawnPipe(p *pipe, f func()) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.mu.closed || p.removed {
+		return false
+	}
+	e.wg.Add(1)
+	p.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		defer p.wg.Done()
+		f()
+	}()
+	return true
+}
+
+// pipeErr is the error of an operation on p that ended because p's
+// goroutines stopped.
+func (e *Engine) pipeErr() error {
+	if e.ctx.Err() != nil {
+		return ErrClosed
+	}
+	return ErrRemoved
+}
+
 // defsKey is the at-rest key of stored definitions.
 func (e *Engine) defsKey() [32]byte {
 	return history.DeriveKey(e.cfg.StoreKey, "definitions", nil)
@@ -197,7 +237,8 @@ func (e *Engine) loadDefs() {
 	if e.cfg.DB == nil {
 		return
 	}
-	raws, err := history.LoadDefs(e.cfg.DB, e.self, e.defsKey())
+	e.loadNotes()
+	raws, err := history.LoadSealed(e.cfg.DB, history.KindDef, e.self, e.defsKey())
 	if err != nil {
 		e.log.Error("cannot load stored pipeline definitions", "err", err)
 	}
@@ -244,14 +285,15 @@ func (e *Engine) Stats() Stats {
 // and options. A pipeline of the same name and other options is
 // ErrConflict. Broadcast pipelines are announced to every node; a
 // point-to-point one only to the other node, end to end encrypted.
-func (e *Engine) Create(ctx context.Context, name string, o Options) (*Def, error) {
-	if o.Encrypted || o.Ephemeral || o.Realtime {
-		return nil, fmt.Errorf("%w: encrypted, ephemeral and realtime pipelines", ErrNotImplemented)
-	}
+//
+// An encrypted pipeline needs its secret: creating one that exists with
+// another secret is ErrWrongSecret; creating it again with the right
+// secret gives this node the key, as SetSecret does.
+func (e *Engine) Create(ctx context.Context, name string, o Options, secret []byte) (*Def, error) {
 	if o.Persistent && e.cfg.DB == nil {
 		return nil, fmt.Errorf("%w: persistent pipelines need a store", ErrNotImplemented)
 	}
-	d, err := newDef(e.cfg.Network, e.self, name, o)
+	d, key, err := newDef(e.cfg.Network, e.self, name, o, secret)
 	if err != nil {
 		return nil, err
 	}
@@ -259,15 +301,35 @@ func (e *Engine) Create(ctx context.Context, name string, o Options) (*Def, erro
 	for _, p := range e.mu.pipes {
 		if p.def.Name == name && p.def.A == d.A && p.def.B == d.B && !p.def.sameKind(d) {
 			e.mu.Unlock()
+			if o.Encrypted && p.def.Opts.Encrypted && sameOptions(p.def.Opts, o) {
+				return nil, fmt.Errorf("%w for %q", ErrWrongSecret, name)
+			}
 			return nil, fmt.Errorf("%w: %q", ErrConflict, name)
 		}
 	}
 	existing := e.mu.pipes[d.ID]
+	if t := e.mu.tombs[d.ID]; t != nil && d.Created <= t.TimeMs {
+		d.Created = t.TimeMs + 1 // created again after its shutdown
+	}
 	e.mu.Unlock()
 	if existing != nil {
+		if key != nil {
+			e.setKey(existing, key, true)
+		}
 		return existing.def, nil
 	}
-	e.addDef(d)
+	if !e.addDef(d) {
+		if p, ok := e.pipeOf(d.ID); ok {
+			d = p.def // created concurrently
+		} else {
+			return nil, fmt.Errorf("pipeline: %q was not added (engine closed)", name)
+		}
+	}
+	if key != nil {
+		if p, ok := e.pipeOf(d.ID); ok {
+			e.setKey(p, key, false)
+		}
+	}
 	if p, _ := e.pipeOf(d.ID); p != nil && p.logErr != nil {
 		return nil, p.logErr
 	}
@@ -277,9 +339,27 @@ func (e *Engine) Create(ctx context.Context, name string, o Options) (*Def, erro
 	return d, nil
 }
 
-// announce tells the network (or the other node) of d.
+// sameOptions compares the options that define a pipeline's kind.
+func sameOptions(a, b Options) bool {
+	return a.ToNode == b.ToNode && a.Persistent == b.Persistent && a.Encrypted == b.Encrypted &&
+		a.Ephemeral == b.Ephemeral && a.Realtime == b.Realtime && a.Unsalted == b.Unsalted &&
+		string(a.Salt) == string(b.Salt)
+}
+
+// announce tells the network (or the other node) of d, and of this node's
+// proof that it holds d's secret.
 func (e *Engine) announce(ctx context.Context, d *Def) error {
-	m := d.toProto(0)
+	if err := e.announceDef(ctx, d); err != nil {
+		return err
+	}
+	if p, ok := e.pipeOf(d.ID); ok {
+		e.announceProof(p)
+	}
+	return nil
+}
+
+func (e *Engine) announceDef(ctx context.Context, d *Def) error {
+	m := d.toProto()
 	if d.IsPointToPoint() {
 		body, err := marshal(&pb.SealedBody{Body: &pb.SealedBody_Def{Def: m}})
 		if err != nil {
@@ -310,8 +390,18 @@ func (e *Engine) addDef(d *Def) bool {
 		e.mu.Unlock()
 		return false
 	}
+	t, dead := e.mu.tombs[d.ID]
+	if dead && d.Created > t.TimeMs {
+		delete(e.mu.tombs, d.ID) // created again after its shutdown
+	}
 	e.mu.Unlock()
-	p := newPipe(d)
+	if dead {
+		if d.Created <= t.TimeMs {
+			return false
+		}
+		e.forgetTomb(d.ID)
+	}
+	p := newPipe(e.ctx, d)
 	if d.Opts.Persistent {
 		pl, err := e.openLog(d)
 		if err != nil {
@@ -323,8 +413,8 @@ func (e *Engine) addDef(d *Def) bool {
 		}
 	}
 	if e.cfg.DB != nil {
-		if raw, err := marshal(d.toProto(0)); err == nil {
-			if err := history.SaveDef(e.cfg.DB, e.self, d.ID, e.defsKey(), raw); err != nil {
+		if raw, err := marshal(d.toProto()); err == nil {
+			if err := history.SaveSealed(e.cfg.DB, history.KindDef, e.self, d.ID, e.defsKey(), raw); err != nil {
 				e.log.Warn("cannot store the pipeline definition", "pipeline", d.Name, "err", err)
 			}
 		}
@@ -342,7 +432,18 @@ func (e *Engine) addDef(d *Def) bool {
 	pending := e.mu.pending[d.ID]
 	delete(e.mu.pending, d.ID)
 	e.mu.npend -= len(pending)
+	proofs := e.mu.pendingProofs[d.ID]
+	delete(e.mu.pendingProofs, d.ID)
+	e.mu.nproofs -= len(proofs)
 	e.mu.Unlock()
+	if raw, ok := e.storedKey(d.ID); ok && d.Opts.Encrypted {
+		if k := keyFromRaw(raw); string(k.public()) == string(d.SecretKey) {
+			e.setKey(p, k, false)
+		}
+	}
+	for _, pr := range proofs {
+		e.addProof(p, pr)
+	}
 	if e.cfg.OnPipeline != nil {
 		e.notes.Push(func() { e.cfg.OnPipeline(d) })
 	}
@@ -413,7 +514,7 @@ func (e *Engine) sendDefs(peer [32]byte) {
 	var defs []*pb.PipelineDef
 	for _, d := range e.Pipelines() {
 		if !d.IsPointToPoint() {
-			defs = append(defs, d.toProto(0))
+			defs = append(defs, d.toProto())
 		}
 	}
 	if len(defs) == 0 {

@@ -163,15 +163,15 @@ func wait(t *testing.T, e *Engine, id [32]byte) {
 func TestBroadcastDeliversVerifiedPacketsOnce(t *testing.T) {
 	_, ns := newTestNet(t, 3)
 	a, b, c := ns[0], ns[1], ns[2]
-	d, err := a.e.Create(t.Context(), "chat", Options{})
+	d, err := a.e.Create(t.Context(), "chat", Options{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	again, err := a.e.Create(t.Context(), "chat", Options{})
+	again, err := a.e.Create(t.Context(), "chat", Options{}, nil)
 	if err != nil || again.ID != d.ID {
 		t.Fatalf("create again: %v", err)
 	}
-	if _, err := a.e.Create(t.Context(), "chat", Options{Salt: []byte("x")}); !errors.Is(err, ErrConflict) {
+	if _, err := a.e.Create(t.Context(), "chat", Options{Ephemeral: true}, nil); !errors.Is(err, ErrConflict) {
 		t.Fatalf("conflicting create: %v", err)
 	}
 	wait(t, b.e, d.ID)
@@ -207,7 +207,7 @@ func TestBroadcastDeliversVerifiedPacketsOnce(t *testing.T) {
 func TestForgedTamperedReplayedOversizedAreRejected(t *testing.T) {
 	fn, ns := newTestNet(t, 2)
 	a, b := ns[0], ns[1]
-	d, _ := a.e.Create(t.Context(), "p", Options{})
+	d, _ := a.e.Create(t.Context(), "p", Options{}, nil)
 	wait(t, b.e, d.ID)
 	got := collect(t, b.e, d.ID)
 	if _, err := a.e.Put(t.Context(), d.ID, []byte("hello"), 0, [32]byte{}); err != nil {
@@ -253,7 +253,7 @@ func TestForgedTamperedReplayedOversizedAreRejected(t *testing.T) {
 		t.Fatalf("oversized put: %v", err)
 	}
 	big := proto.Clone(&batch).(*pb.PacketBatch)
-	big.Packets[0].Data = make([]byte, MaxPacketSize+1)
+	big.Packets[0].Data = make([]byte, maxWireData+1)
 	bb, _ := proto.Marshal(big)
 	if _, err := b.e.Validate(KindBatch, bb, a.id); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("oversized batch: %v", err)
@@ -270,7 +270,7 @@ func TestForgedTamperedReplayedOversizedAreRejected(t *testing.T) {
 func TestPointToPointIsSealedAndPrivate(t *testing.T) {
 	fn, ns := newTestNet(t, 3)
 	a, b, c := ns[0], ns[1], ns[2]
-	d, err := a.e.Create(t.Context(), "secret-chat", Options{ToNode: b.id})
+	d, err := a.e.Create(t.Context(), "secret-chat", Options{ToNode: b.id}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -309,7 +309,7 @@ func TestPointToPointIsSealedAndPrivate(t *testing.T) {
 func TestDestinationOnBroadcastPipeline(t *testing.T) {
 	_, ns := newTestNet(t, 3)
 	a, b, c := ns[0], ns[1], ns[2]
-	d, _ := a.e.Create(t.Context(), "room", Options{})
+	d, _ := a.e.Create(t.Context(), "room", Options{}, nil)
 	wait(t, b.e, d.ID)
 	wait(t, c.e, d.ID)
 	gotB, gotC := collect(t, b.e, d.ID), collect(t, c.e, d.ID)
@@ -330,7 +330,7 @@ func TestDestinationOnBroadcastPipeline(t *testing.T) {
 func TestFullSubscriberCountsDrops(t *testing.T) {
 	_, ns := newTestNet(t, 2)
 	a, b := ns[0], ns[1]
-	d, _ := a.e.Create(t.Context(), "p", Options{})
+	d, _ := a.e.Create(t.Context(), "p", Options{}, nil)
 	wait(t, b.e, d.ID)
 	var mu sync.Mutex
 	taken := 0
@@ -372,8 +372,8 @@ func FuzzValidate(f *testing.F) {
 	id := packetID(pid, cert.NodeID(), 1, 5, 0, [32]byte{}, []byte("x"))
 	b, _ := proto.Marshal(&pb.PacketBatch{NodeCert: cert.Signed, Pipeline: pid[:], Packets: []*pb.Packet{pk}, Signature: signBatch(key, [][32]byte{id})})
 	f.Add(uint8(3), b)
-	d, _ := newDef(testNet, cert.NodeID(), "x", Options{})
-	db, _ := proto.Marshal(d.toProto(0))
+	d, _, _ := newDef(testNet, cert.NodeID(), "x", Options{}, nil)
+	db, _ := proto.Marshal(d.toProto())
 	f.Add(uint8(2), db)
 	f.Fuzz(func(t *testing.T, kind uint8, data []byte) {
 		v, err := e.Validate(uint32(kind), data, cert.NodeID())

@@ -16,6 +16,10 @@ import (
 // through files (PutFile) in a later version.
 const MaxPacketSize = 1 << 20
 
+// maxWireData bounds a packet's data as sent: MaxPacketSize plus what the
+// encryption of an encrypted pipeline adds.
+const maxWireData = MaxPacketSize + SealOverhead
+
 // maxBatchBytes bounds the data of one batch so that it fits a frame
 // (wire.MaxFrameSize) with its envelopes.
 const maxBatchBytes = 2 << 20
@@ -97,7 +101,7 @@ func openBatch(b *pb.PacketBatch, network [32]byte, certs *identity.CertCache) (
 	out := make([]*Packet, 0, len(b.Packets))
 	msg := make([]byte, 0, 32*len(b.Packets))
 	for _, p := range b.Packets {
-		if len(p.Data) > MaxPacketSize {
+		if len(p.Data) > maxWireData {
 			return nil, fmt.Errorf("%w: %w", ErrBadBatch, ErrTooLarge)
 		}
 		var dest [32]byte

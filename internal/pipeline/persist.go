@@ -147,8 +147,8 @@ func (e *Engine) openLog(d *Def) (*plog, error) {
 func (e *Engine) startWriter(p *pipe) {
 	p.plog.once.Do(func() {
 		p.batches = make(chan *pb.PacketBatch, 16)
-		e.spawn(func() { e.writer(p) })
-		e.spawn(func() { e.batchSender(p) })
+		e.spawnPipe(p, func() { e.writer(p) })
+		e.spawnPipe(p, func() { e.batchSender(p) })
 	})
 }
 
@@ -164,8 +164,8 @@ func (e *Engine) putPersistent(ctx context.Context, p *pipe, data []byte, typ in
 	case p.plog.in <- ingest{put: req}:
 	case <-ctx.Done():
 		return putResult{}, ctx.Err()
-	case <-e.ctx.Done():
-		return putResult{}, ErrClosed
+	case <-p.ctx.Done():
+		return putResult{}, e.pipeErr()
 	}
 	select {
 	case r := <-req.done:
@@ -176,8 +176,8 @@ func (e *Engine) putPersistent(ctx context.Context, p *pipe, data []byte, typ in
 		return r, nil
 	case <-ctx.Done():
 		return putResult{}, ctx.Err() // handed over: it may still be logged
-	case <-e.ctx.Done():
-		return putResult{}, ErrClosed
+	case <-p.ctx.Done():
+		return putResult{}, e.pipeErr()
 	}
 }
 
@@ -192,7 +192,7 @@ func (e *Engine) enqueue(p *pipe, it ingest, block bool) {
 	if block {
 		select {
 		case p.plog.in <- it:
-		case <-e.ctx.Done():
+		case <-p.ctx.Done():
 		}
 		return
 	}
@@ -213,7 +213,7 @@ func (e *Engine) writer(p *pipe) {
 		select {
 		case it := <-p.plog.in:
 			items = append(items, it)
-		case <-e.ctx.Done():
+		case <-p.ctx.Done():
 			return
 		default:
 			// Idle, and not catching up: bring the index by packet id up
@@ -230,7 +230,7 @@ func (e *Engine) writer(p *pipe) {
 			select {
 			case it := <-p.plog.in:
 				items = append(items, it)
-			case <-e.ctx.Done():
+			case <-p.ctx.Done():
 				return
 			}
 		}
@@ -242,7 +242,7 @@ func (e *Engine) writer(p *pipe) {
 			puts, putBytes, size = 1, len(q.data), len(q.data)
 		}
 	fill:
-		for n < groupPackets && size < groupBytes && puts < maxBatchPackets && putBytes <= maxBatchBytes-MaxPacketSize {
+		for n < groupPackets && size < groupBytes && puts < maxBatchPackets && putBytes <= maxBatchBytes-maxWireData {
 			select {
 			case it := <-p.plog.in:
 				items = append(items, it)
@@ -422,7 +422,7 @@ func (e *Engine) commit(p *pipe, items []ingest) {
 	if batch != nil {
 		select {
 		case p.batches <- batch:
-		case <-e.ctx.Done():
+		case <-p.ctx.Done():
 		}
 	}
 }
@@ -436,11 +436,11 @@ func (e *Engine) batchSender(p *pipe) {
 			if p.def.IsPointToPoint() {
 				dest = p.def.Opts.ToNode
 			}
-			if err := e.transmit(p, dest, b); err != nil && e.ctx.Err() == nil {
+			if err := e.transmit(p, dest, b); err != nil && p.ctx.Err() == nil {
 				// Not lost: the packets are logged and sync delivers them.
 				e.log.Debug("batch not sent now; sync will deliver it", "pipeline", p.def.Name, "err", err)
 			}
-		case <-e.ctx.Done():
+		case <-p.ctx.Done():
 			return
 		}
 	}
@@ -455,8 +455,11 @@ func (e *Engine) Follow(ctx context.Context, id [32]byte, after int64, fn func(c
 	e.mu.Lock()
 	p := e.mu.pipes[id]
 	closed := e.mu.closed
-	if p != nil && p.plog != nil && !closed {
+	if p != nil && p.plog != nil && !closed && !p.removed {
 		e.wg.Add(1)
+		p.wg.Add(1)
+	} else if p != nil && p.removed {
+		p = nil
 	}
 	e.mu.Unlock()
 	switch {
@@ -471,9 +474,10 @@ func (e *Engine) Follow(ctx context.Context, id [32]byte, after int64, fn func(c
 		return fmt.Errorf("pipeline: %q is not persistent", p.def.Name)
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	stop := context.AfterFunc(e.ctx, cancel)
+	stop := context.AfterFunc(p.ctx, cancel)
 	go func() {
 		defer e.wg.Done()
+		defer p.wg.Done()
 		defer end()
 		defer stop()
 		defer cancel()

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"context"
 	"sync"
 	"sync/atomic"
 
@@ -13,6 +14,15 @@ type pipe struct {
 	def     *Def
 	subs    map[*sub]struct{}
 	senders map[[32]byte]*replayWindow
+	holders map[[32]byte][]byte // nodes that proved they hold the secret -> their proof (nil: this node)
+	removed bool                // shut down (ephemeral)
+
+	// The pipeline's goroutines stop when ctx ends: engine close, or
+	// shutdown of an ephemeral pipeline; wg waits for them.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	key    atomic.Pointer[pipeKey] // encrypted: the key, if this node has the secret
 
 	seq     atomic.Uint64 // last sequence number put
 	outOnce sync.Once
@@ -27,8 +37,10 @@ type pipe struct {
 	syncing atomic.Bool
 }
 
-func newPipe(d *Def) *pipe {
-	return &pipe{def: d, subs: map[*sub]struct{}{}, senders: map[[32]byte]*replayWindow{}}
+func newPipe(parent context.Context, d *Def) *pipe {
+	p := &pipe{def: d, subs: map[*sub]struct{}{}, senders: map[[32]byte]*replayWindow{}, holders: map[[32]byte][]byte{}}
+	p.ctx, p.cancel = context.WithCancel(parent)
+	return p
 }
 
 // sub is one subscription: a callback that must not block (it does a

@@ -25,6 +25,8 @@ func (e *Engine) Validate(kind uint32, payload []byte, origin [32]byte) (any, er
 			return nil, errors.New("pipeline: point-to-point definition broadcast")
 		}
 		return defFromProto(e.cfg.Network, e.self, &m)
+	case KindNotes:
+		return parseNotes(payload)
 	case KindBatch:
 		var b pb.PacketBatch
 		if err := proto.Unmarshal(payload, &b); err != nil {
@@ -67,6 +69,10 @@ func (e *Engine) Deliver(kind uint32, payload []byte, origin [32]byte, v any) {
 	switch m := v.(type) {
 	case *Def:
 		e.addDef(m)
+	case *pb.PipelineNotes:
+		// Checking proofs and storing tombstones is work for the
+		// worker, not the mesh loop.
+		e.DeliverRouted(origin, KindNotes, payload)
 	case *verified:
 		if !e.persistentIngest(m.pks, m.batch, false) {
 			e.deliver(m.pks[0].Pipeline, m.pks)
@@ -146,6 +152,13 @@ func (e *Engine) handleRouted(m routedMsg) error {
 			return err
 		}
 		return e.acceptPrivate(m.src, &b)
+	case KindNotes:
+		n, err := parseNotes(m.payload)
+		if err != nil {
+			return err
+		}
+		e.handleNotes(m.src, n, false)
+		return nil
 	case KindSync:
 		var s pb.Sync
 		if err := proto.Unmarshal(m.payload, &s); err != nil {
@@ -180,6 +193,15 @@ func (e *Engine) handleRouted(m routedMsg) error {
 			return e.acceptPrivate(m.src, b.Batch)
 		case *pb.SealedBody_Sync:
 			return e.handleSync(m.src, b.Sync, true)
+		case *pb.SealedBody_Notes:
+			if b.Notes == nil {
+				return errors.New("pipeline: empty notes")
+			}
+			n, err := parseNotes(mustMarshal(b.Notes))
+			if err != nil {
+				return err
+			}
+			e.handleNotes(m.src, n, true)
 		}
 		return nil
 	}
@@ -212,7 +234,7 @@ func (e *Engine) deliver(id [32]byte, pks []*Packet) {
 	defer e.mu.Unlock()
 	p := e.mu.pipes[id]
 	if p == nil {
-		if e.mu.closed {
+		if e.mu.closed || e.mu.tombs[id] != nil {
 			return
 		}
 		for _, pk := range pks {

@@ -57,6 +57,13 @@ func (e *Engine) Put(ctx context.Context, id [32]byte, data []byte, typ int64, d
 	if dest == e.self {
 		return [32]byte{}, fmt.Errorf("pipeline: destination is the local node")
 	}
+	if p.def.Opts.Encrypted {
+		k := p.key.Load()
+		if k == nil {
+			return [32]byte{}, fmt.Errorf("%w (%q)", ErrNoSecret, p.def.Name)
+		}
+		data = k.seal(id, e.self, data)
+	}
 	if p.def.Opts.Persistent {
 		if dest != ([32]byte{}) && !p.def.IsPointToPoint() {
 			return [32]byte{}, ErrPersistentDestination
@@ -71,7 +78,7 @@ func (e *Engine) Put(ctx context.Context, id [32]byte, data []byte, typ int64, d
 	pid := packetID(id, e.self, pk.Seq, pk.Hlc, typ, dest, data)
 	p.outOnce.Do(func() {
 		p.out = make(chan outPacket, e.cfg.OutQueue)
-		e.spawn(func() { e.sender(p) })
+		e.spawnPipe(p, func() { e.sender(p) })
 	})
 	select {
 	case p.out <- outPacket{pk: pk, id: pid, dest: dest}:
@@ -79,8 +86,8 @@ func (e *Engine) Put(ctx context.Context, id [32]byte, data []byte, typ int64, d
 		return pid, nil
 	case <-ctx.Done():
 		return [32]byte{}, ctx.Err()
-	case <-e.ctx.Done():
-		return [32]byte{}, ErrClosed
+	case <-p.ctx.Done():
+		return [32]byte{}, e.pipeErr()
 	}
 }
 
@@ -93,7 +100,7 @@ func (e *Engine) sender(p *pipe) {
 		var first outPacket
 		select {
 		case first = <-p.out:
-		case <-e.ctx.Done():
+		case <-p.ctx.Done():
 			return
 		}
 		batch := []outPacket{first}
@@ -119,7 +126,7 @@ func (e *Engine) sender(p *pipe) {
 		}
 		for _, dest := range order {
 			if err := e.sendBatch(p, dest, groups[dest]); err != nil {
-				if e.ctx.Err() != nil {
+				if p.ctx.Err() != nil {
 					return
 				}
 				e.log.Warn("packets not sent", "pipeline", p.def.Name, "packets", len(groups[dest]), "err", err)

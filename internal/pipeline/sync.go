@@ -269,6 +269,7 @@ func (e *Engine) retryBusy(limit time.Duration, send func() error) error {
 // broadcast pipelines' definitions and the heads of the persistent ones.
 func (e *Engine) PeerConnected(peer [32]byte) {
 	e.sendDefs(peer)
+	e.sendNotesTo(peer)
 	e.syncDo(func() {
 		for _, p := range e.persistentPipes() {
 			if !p.def.IsPointToPoint() {

@@ -136,7 +136,7 @@ func persistentEngine(tb testing.TB) (*Engine, *Def, *identity.KeyPair) {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(e.Close)
-	d, err := e.Create(tb.Context(), "p", Options{Persistent: true})
+	d, err := e.Create(tb.Context(), "p", Options{Persistent: true}, nil)
 	if err != nil {
 		tb.Fatal(err)
 	}

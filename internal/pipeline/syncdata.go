@@ -95,7 +95,7 @@ func openSegment(pipe [32]byte, cert *identity.Cert, s *pb.SyncSegment) ([]*Pack
 	seq := s.FirstSeq + uint64(len(s.PrefixIds))
 	pks := make([]*Packet, 0, len(s.Packets))
 	for i, q := range s.Packets {
-		if q.Seq != seq+uint64(i) || len(q.Data) > MaxPacketSize {
+		if q.Seq != seq+uint64(i) || len(q.Data) > maxWireData {
 			return nil, nil, fmt.Errorf("%w: sync segment out of sequence or oversized", ErrBadBatch)
 		}
 		var dest [32]byte

@@ -76,6 +76,18 @@ func (b *Batch) Delete(key []byte) error {
 	return nil
 }
 
+// DeletePrefix adds the removal of every key that starts with prefix to
+// the batch (one range tombstone; the space is reclaimed by compaction).
+func (b *Batch) DeletePrefix(prefix []byte) error {
+	if b.done {
+		return errBatchDone
+	}
+	if err := b.b.DeleteRange(prefix, PrefixEnd(prefix), nil); err != nil {
+		return fmt.Errorf("store: batch delete range: %w", err)
+	}
+	return nil
+}
+
 // Batch calls fn and then applies the writes it added to b atomically and
 // synced. If fn returns an error (which Batch returns as is) or panics,
 // none of them is applied. Reads in fn do not see the batch's writes; fn

@@ -1370,6 +1370,7 @@ type PipelineDef struct {
 	NodeB         []byte                 `protobuf:"bytes,10,opt,name=node_b,json=nodeB,proto3" json:"node_b,omitempty"` // point-to-point: the larger node id
 	Creator       []byte                 `protobuf:"bytes,11,opt,name=creator,proto3" json:"creator,omitempty"`          // node id of the creator
 	CreatedMs     int64                  `protobuf:"varint,12,opt,name=created_ms,json=createdMs,proto3" json:"created_ms,omitempty"`
+	SecretKey     []byte                 `protobuf:"bytes,13,opt,name=secret_key,json=secretKey,proto3" json:"secret_key,omitempty"` // encrypted: Ed25519 public key derived from the pipeline secret (part of the id)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1488,6 +1489,13 @@ func (x *PipelineDef) GetCreatedMs() int64 {
 	return 0
 }
 
+func (x *PipelineDef) GetSecretKey() []byte {
+	if x != nil {
+		return x.SecretKey
+	}
+	return nil
+}
+
 // PipelineDefs carries several definitions (to a new peer).
 type PipelineDefs struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1541,6 +1549,7 @@ type Packet struct {
 	Type          int64                  `protobuf:"varint,3,opt,name=type,proto3" json:"type,omitempty"` // application's packet type
 	Data          []byte                 `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`
 	Destination   []byte                 `protobuf:"bytes,5,opt,name=destination,proto3" json:"destination,omitempty"` // set when the packet is for one node only
+	File          bool                   `protobuf:"varint,6,opt,name=file,proto3" json:"file,omitempty"`              // data is a file manifest; the content travels in chunks
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1608,6 +1617,13 @@ func (x *Packet) GetDestination() []byte {
 		return x.Destination
 	}
 	return nil
+}
+
+func (x *Packet) GetFile() bool {
+	if x != nil {
+		return x.File
+	}
+	return false
 }
 
 // PacketBatch is the unit packets travel in: packets of one sender on one
@@ -1689,6 +1705,7 @@ type SealedBody struct {
 	//	*SealedBody_Def
 	//	*SealedBody_Batch
 	//	*SealedBody_Sync
+	//	*SealedBody_Notes
 	Body          isSealedBody_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1758,6 +1775,15 @@ func (x *SealedBody) GetSync() *Sync {
 	return nil
 }
 
+func (x *SealedBody) GetNotes() *PipelineNotes {
+	if x != nil {
+		if x, ok := x.Body.(*SealedBody_Notes); ok {
+			return x.Notes
+		}
+	}
+	return nil
+}
+
 type isSealedBody_Body interface {
 	isSealedBody_Body()
 }
@@ -1774,11 +1800,198 @@ type SealedBody_Sync struct {
 	Sync *Sync `protobuf:"bytes,3,opt,name=sync,proto3,oneof"`
 }
 
+type SealedBody_Notes struct {
+	Notes *PipelineNotes `protobuf:"bytes,4,opt,name=notes,proto3,oneof"`
+}
+
 func (*SealedBody_Def) isSealedBody_Body() {}
 
 func (*SealedBody_Batch) isSealedBody_Body() {}
 
 func (*SealedBody_Sync) isSealedBody_Body() {}
+
+func (*SealedBody_Notes) isSealedBody_Body() {}
+
+// PipelineNotes carries proofs of pipeline secrets and tombstones of shut
+// down pipelines: broadcast (kind 20), sent to each new peer, or inside
+// Sealed for point-to-point pipelines.
+type PipelineNotes struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Proofs        []*SecretProof         `protobuf:"bytes,1,rep,name=proofs,proto3" json:"proofs,omitempty"`
+	Tombstones    []*Tombstone           `protobuf:"bytes,2,rep,name=tombstones,proto3" json:"tombstones,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PipelineNotes) Reset() {
+	*x = PipelineNotes{}
+	mi := &file_pipes_v1_pipes_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PipelineNotes) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PipelineNotes) ProtoMessage() {}
+
+func (x *PipelineNotes) ProtoReflect() protoreflect.Message {
+	mi := &file_pipes_v1_pipes_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PipelineNotes.ProtoReflect.Descriptor instead.
+func (*PipelineNotes) Descriptor() ([]byte, []int) {
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *PipelineNotes) GetProofs() []*SecretProof {
+	if x != nil {
+		return x.Proofs
+	}
+	return nil
+}
+
+func (x *PipelineNotes) GetTombstones() []*Tombstone {
+	if x != nil {
+		return x.Tombstones
+	}
+	return nil
+}
+
+// SecretProof shows that node holds the secret of an encrypted pipeline:
+// an Ed25519 signature, by the key derived from the secret (the
+// definition's secret_key), over "pipes/v1 secret proof" || 0 || pipeline
+// || node.
+type SecretProof struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pipeline      []byte                 `protobuf:"bytes,1,opt,name=pipeline,proto3" json:"pipeline,omitempty"`
+	Node          []byte                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	Signature     []byte                 `protobuf:"bytes,3,opt,name=signature,proto3" json:"signature,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SecretProof) Reset() {
+	*x = SecretProof{}
+	mi := &file_pipes_v1_pipes_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SecretProof) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SecretProof) ProtoMessage() {}
+
+func (x *SecretProof) ProtoReflect() protoreflect.Message {
+	mi := &file_pipes_v1_pipes_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SecretProof.ProtoReflect.Descriptor instead.
+func (*SecretProof) Descriptor() ([]byte, []int) {
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *SecretProof) GetPipeline() []byte {
+	if x != nil {
+		return x.Pipeline
+	}
+	return nil
+}
+
+func (x *SecretProof) GetNode() []byte {
+	if x != nil {
+		return x.Node
+	}
+	return nil
+}
+
+func (x *SecretProof) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
+// Tombstone removes an ephemeral pipeline from every node. A definition
+// created at or before time_ms is refused afterwards.
+type Tombstone struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pipeline      []byte                 `protobuf:"bytes,1,opt,name=pipeline,proto3" json:"pipeline,omitempty"`
+	TimeMs        int64                  `protobuf:"varint,2,opt,name=time_ms,json=timeMs,proto3" json:"time_ms,omitempty"`
+	Node          []byte                 `protobuf:"bytes,3,opt,name=node,proto3" json:"node,omitempty"` // who shut it down
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Tombstone) Reset() {
+	*x = Tombstone{}
+	mi := &file_pipes_v1_pipes_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Tombstone) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Tombstone) ProtoMessage() {}
+
+func (x *Tombstone) ProtoReflect() protoreflect.Message {
+	mi := &file_pipes_v1_pipes_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Tombstone.ProtoReflect.Descriptor instead.
+func (*Tombstone) Descriptor() ([]byte, []int) {
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *Tombstone) GetPipeline() []byte {
+	if x != nil {
+		return x.Pipeline
+	}
+	return nil
+}
+
+func (x *Tombstone) GetTimeMs() int64 {
+	if x != nil {
+		return x.TimeMs
+	}
+	return 0
+}
+
+func (x *Tombstone) GetNode() []byte {
+	if x != nil {
+		return x.Node
+	}
+	return nil
+}
 
 // Sealed is an end-to-end encrypted message to one node (routed kind 16):
 // HPKE (ML-KEM-768+X25519, HKDF-SHA256) gives a session key, which seals
@@ -1794,7 +2007,7 @@ type Sealed struct {
 
 func (x *Sealed) Reset() {
 	*x = Sealed{}
-	mi := &file_pipes_v1_pipes_proto_msgTypes[23]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1806,7 +2019,7 @@ func (x *Sealed) String() string {
 func (*Sealed) ProtoMessage() {}
 
 func (x *Sealed) ProtoReflect() protoreflect.Message {
-	mi := &file_pipes_v1_pipes_proto_msgTypes[23]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1819,7 +2032,7 @@ func (x *Sealed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sealed.ProtoReflect.Descriptor instead.
 func (*Sealed) Descriptor() ([]byte, []int) {
-	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{23}
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Sealed) GetEnc() []byte {
@@ -1864,7 +2077,7 @@ type Sync struct {
 
 func (x *Sync) Reset() {
 	*x = Sync{}
-	mi := &file_pipes_v1_pipes_proto_msgTypes[24]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1876,7 +2089,7 @@ func (x *Sync) String() string {
 func (*Sync) ProtoMessage() {}
 
 func (x *Sync) ProtoReflect() protoreflect.Message {
-	mi := &file_pipes_v1_pipes_proto_msgTypes[24]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1889,7 +2102,7 @@ func (x *Sync) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sync.ProtoReflect.Descriptor instead.
 func (*Sync) Descriptor() ([]byte, []int) {
-	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{24}
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Sync) GetBody() isSync_Body {
@@ -1974,7 +2187,7 @@ type SyncDigest struct {
 
 func (x *SyncDigest) Reset() {
 	*x = SyncDigest{}
-	mi := &file_pipes_v1_pipes_proto_msgTypes[25]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1986,7 +2199,7 @@ func (x *SyncDigest) String() string {
 func (*SyncDigest) ProtoMessage() {}
 
 func (x *SyncDigest) ProtoReflect() protoreflect.Message {
-	mi := &file_pipes_v1_pipes_proto_msgTypes[25]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1999,7 +2212,7 @@ func (x *SyncDigest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncDigest.ProtoReflect.Descriptor instead.
 func (*SyncDigest) Descriptor() ([]byte, []int) {
-	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{25}
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SyncDigest) GetPipelines() []*SyncHash {
@@ -2019,7 +2232,7 @@ type SyncHash struct {
 
 func (x *SyncHash) Reset() {
 	*x = SyncHash{}
-	mi := &file_pipes_v1_pipes_proto_msgTypes[26]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2031,7 +2244,7 @@ func (x *SyncHash) String() string {
 func (*SyncHash) ProtoMessage() {}
 
 func (x *SyncHash) ProtoReflect() protoreflect.Message {
-	mi := &file_pipes_v1_pipes_proto_msgTypes[26]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2044,7 +2257,7 @@ func (x *SyncHash) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncHash.ProtoReflect.Descriptor instead.
 func (*SyncHash) Descriptor() ([]byte, []int) {
-	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{26}
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SyncHash) GetPipeline() []byte {
@@ -2073,7 +2286,7 @@ type SyncOffer struct {
 
 func (x *SyncOffer) Reset() {
 	*x = SyncOffer{}
-	mi := &file_pipes_v1_pipes_proto_msgTypes[27]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2085,7 +2298,7 @@ func (x *SyncOffer) String() string {
 func (*SyncOffer) ProtoMessage() {}
 
 func (x *SyncOffer) ProtoReflect() protoreflect.Message {
-	mi := &file_pipes_v1_pipes_proto_msgTypes[27]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2098,7 +2311,7 @@ func (x *SyncOffer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncOffer.ProtoReflect.Descriptor instead.
 func (*SyncOffer) Descriptor() ([]byte, []int) {
-	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{27}
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SyncOffer) GetPipeline() []byte {
@@ -2132,7 +2345,7 @@ type SyncHead struct {
 
 func (x *SyncHead) Reset() {
 	*x = SyncHead{}
-	mi := &file_pipes_v1_pipes_proto_msgTypes[28]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2144,7 +2357,7 @@ func (x *SyncHead) String() string {
 func (*SyncHead) ProtoMessage() {}
 
 func (x *SyncHead) ProtoReflect() protoreflect.Message {
-	mi := &file_pipes_v1_pipes_proto_msgTypes[28]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2157,7 +2370,7 @@ func (x *SyncHead) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncHead.ProtoReflect.Descriptor instead.
 func (*SyncHead) Descriptor() ([]byte, []int) {
-	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{28}
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SyncHead) GetSender() []byte {
@@ -2188,7 +2401,7 @@ type SyncWant struct {
 
 func (x *SyncWant) Reset() {
 	*x = SyncWant{}
-	mi := &file_pipes_v1_pipes_proto_msgTypes[29]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2200,7 +2413,7 @@ func (x *SyncWant) String() string {
 func (*SyncWant) ProtoMessage() {}
 
 func (x *SyncWant) ProtoReflect() protoreflect.Message {
-	mi := &file_pipes_v1_pipes_proto_msgTypes[29]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2213,7 +2426,7 @@ func (x *SyncWant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncWant.ProtoReflect.Descriptor instead.
 func (*SyncWant) Descriptor() ([]byte, []int) {
-	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{29}
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *SyncWant) GetPipeline() []byte {
@@ -2266,7 +2479,7 @@ type SyncData struct {
 
 func (x *SyncData) Reset() {
 	*x = SyncData{}
-	mi := &file_pipes_v1_pipes_proto_msgTypes[30]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2278,7 +2491,7 @@ func (x *SyncData) String() string {
 func (*SyncData) ProtoMessage() {}
 
 func (x *SyncData) ProtoReflect() protoreflect.Message {
-	mi := &file_pipes_v1_pipes_proto_msgTypes[30]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2291,7 +2504,7 @@ func (x *SyncData) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncData.ProtoReflect.Descriptor instead.
 func (*SyncData) Descriptor() ([]byte, []int) {
-	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{30}
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SyncData) GetPipeline() []byte {
@@ -2351,7 +2564,7 @@ type SyncSegment struct {
 
 func (x *SyncSegment) Reset() {
 	*x = SyncSegment{}
-	mi := &file_pipes_v1_pipes_proto_msgTypes[31]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2363,7 +2576,7 @@ func (x *SyncSegment) String() string {
 func (*SyncSegment) ProtoMessage() {}
 
 func (x *SyncSegment) ProtoReflect() protoreflect.Message {
-	mi := &file_pipes_v1_pipes_proto_msgTypes[31]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2376,7 +2589,7 @@ func (x *SyncSegment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncSegment.ProtoReflect.Descriptor instead.
 func (*SyncSegment) Descriptor() ([]byte, []int) {
-	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{31}
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *SyncSegment) GetFirstSeq() uint64 {
@@ -2512,7 +2725,7 @@ const file_pipes_v1_pipes_proto_rawDesc = "" +
 	"\fheartbeat_ms\x18\t \x01(\rR\vheartbeatMs\x12D\n" +
 	"\x12bootstrap_networks\x18\n" +
 	" \x03(\v2\x15.pipes.v1.NetworkInfoR\x11bootstrapNetworks\x12\x19\n" +
-	"\bhpke_key\x18\v \x01(\fR\ahpkeKey\"\xc0\x02\n" +
+	"\bhpke_key\x18\v \x01(\fR\ahpkeKey\"\xdf\x02\n" +
 	"\vPipelineDef\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\fR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1e\n" +
@@ -2529,26 +2742,43 @@ const file_pipes_v1_pipes_proto_rawDesc = "" +
 	" \x01(\fR\x05nodeB\x12\x18\n" +
 	"\acreator\x18\v \x01(\fR\acreator\x12\x1d\n" +
 	"\n" +
-	"created_ms\x18\f \x01(\x03R\tcreatedMs\"9\n" +
+	"created_ms\x18\f \x01(\x03R\tcreatedMs\x12\x1d\n" +
+	"\n" +
+	"secret_key\x18\r \x01(\fR\tsecretKey\"9\n" +
 	"\fPipelineDefs\x12)\n" +
-	"\x04defs\x18\x01 \x03(\v2\x15.pipes.v1.PipelineDefR\x04defs\"v\n" +
+	"\x04defs\x18\x01 \x03(\v2\x15.pipes.v1.PipelineDefR\x04defs\"\x8a\x01\n" +
 	"\x06Packet\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x10\n" +
 	"\x03hlc\x18\x02 \x01(\x03R\x03hlc\x12\x12\n" +
 	"\x04type\x18\x03 \x01(\x03R\x04type\x12\x12\n" +
 	"\x04data\x18\x04 \x01(\fR\x04data\x12 \n" +
-	"\vdestination\x18\x05 \x01(\fR\vdestination\"\xa2\x01\n" +
+	"\vdestination\x18\x05 \x01(\fR\vdestination\x12\x12\n" +
+	"\x04file\x18\x06 \x01(\bR\x04file\"\xa2\x01\n" +
 	"\vPacketBatch\x12-\n" +
 	"\tnode_cert\x18\x01 \x01(\v2\x10.pipes.v1.SignedR\bnodeCert\x12\x1a\n" +
 	"\bpipeline\x18\x02 \x01(\fR\bpipeline\x12*\n" +
 	"\apackets\x18\x03 \x03(\v2\x10.pipes.v1.PacketR\apackets\x12\x1c\n" +
-	"\tsignature\x18\x04 \x01(\fR\tsignature\"\x94\x01\n" +
+	"\tsignature\x18\x04 \x01(\fR\tsignature\"\xc5\x01\n" +
 	"\n" +
 	"SealedBody\x12)\n" +
 	"\x03def\x18\x01 \x01(\v2\x15.pipes.v1.PipelineDefH\x00R\x03def\x12-\n" +
 	"\x05batch\x18\x02 \x01(\v2\x15.pipes.v1.PacketBatchH\x00R\x05batch\x12$\n" +
-	"\x04sync\x18\x03 \x01(\v2\x0e.pipes.v1.SyncH\x00R\x04syncB\x06\n" +
-	"\x04body\"T\n" +
+	"\x04sync\x18\x03 \x01(\v2\x0e.pipes.v1.SyncH\x00R\x04sync\x12/\n" +
+	"\x05notes\x18\x04 \x01(\v2\x17.pipes.v1.PipelineNotesH\x00R\x05notesB\x06\n" +
+	"\x04body\"s\n" +
+	"\rPipelineNotes\x12-\n" +
+	"\x06proofs\x18\x01 \x03(\v2\x15.pipes.v1.SecretProofR\x06proofs\x123\n" +
+	"\n" +
+	"tombstones\x18\x02 \x03(\v2\x13.pipes.v1.TombstoneR\n" +
+	"tombstones\"[\n" +
+	"\vSecretProof\x12\x1a\n" +
+	"\bpipeline\x18\x01 \x01(\fR\bpipeline\x12\x12\n" +
+	"\x04node\x18\x02 \x01(\fR\x04node\x12\x1c\n" +
+	"\tsignature\x18\x03 \x01(\fR\tsignature\"T\n" +
+	"\tTombstone\x12\x1a\n" +
+	"\bpipeline\x18\x01 \x01(\fR\bpipeline\x12\x17\n" +
+	"\atime_ms\x18\x02 \x01(\x03R\x06timeMs\x12\x12\n" +
+	"\x04node\x18\x03 \x01(\fR\x04node\"T\n" +
 	"\x06Sealed\x12\x10\n" +
 	"\x03enc\x18\x01 \x01(\fR\x03enc\x12\x18\n" +
 	"\acounter\x18\x02 \x01(\x04R\acounter\x12\x1e\n" +
@@ -2607,7 +2837,7 @@ func file_pipes_v1_pipes_proto_rawDescGZIP() []byte {
 	return file_pipes_v1_pipes_proto_rawDescData
 }
 
-var file_pipes_v1_pipes_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_pipes_v1_pipes_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_pipes_v1_pipes_proto_goTypes = []any{
 	(*Signed)(nil),          // 0: pipes.v1.Signed
 	(*NodeCertificate)(nil), // 1: pipes.v1.NodeCertificate
@@ -2632,15 +2862,18 @@ var file_pipes_v1_pipes_proto_goTypes = []any{
 	(*Packet)(nil),          // 20: pipes.v1.Packet
 	(*PacketBatch)(nil),     // 21: pipes.v1.PacketBatch
 	(*SealedBody)(nil),      // 22: pipes.v1.SealedBody
-	(*Sealed)(nil),          // 23: pipes.v1.Sealed
-	(*Sync)(nil),            // 24: pipes.v1.Sync
-	(*SyncDigest)(nil),      // 25: pipes.v1.SyncDigest
-	(*SyncHash)(nil),        // 26: pipes.v1.SyncHash
-	(*SyncOffer)(nil),       // 27: pipes.v1.SyncOffer
-	(*SyncHead)(nil),        // 28: pipes.v1.SyncHead
-	(*SyncWant)(nil),        // 29: pipes.v1.SyncWant
-	(*SyncData)(nil),        // 30: pipes.v1.SyncData
-	(*SyncSegment)(nil),     // 31: pipes.v1.SyncSegment
+	(*PipelineNotes)(nil),   // 23: pipes.v1.PipelineNotes
+	(*SecretProof)(nil),     // 24: pipes.v1.SecretProof
+	(*Tombstone)(nil),       // 25: pipes.v1.Tombstone
+	(*Sealed)(nil),          // 26: pipes.v1.Sealed
+	(*Sync)(nil),            // 27: pipes.v1.Sync
+	(*SyncDigest)(nil),      // 28: pipes.v1.SyncDigest
+	(*SyncHash)(nil),        // 29: pipes.v1.SyncHash
+	(*SyncOffer)(nil),       // 30: pipes.v1.SyncOffer
+	(*SyncHead)(nil),        // 31: pipes.v1.SyncHead
+	(*SyncWant)(nil),        // 32: pipes.v1.SyncWant
+	(*SyncData)(nil),        // 33: pipes.v1.SyncData
+	(*SyncSegment)(nil),     // 34: pipes.v1.SyncSegment
 }
 var file_pipes_v1_pipes_proto_depIdxs = []int32{
 	2,  // 0: pipes.v1.NetfileBody.kdf:type_name -> pipes.v1.KDFParams
@@ -2661,21 +2894,24 @@ var file_pipes_v1_pipes_proto_depIdxs = []int32{
 	20, // 15: pipes.v1.PacketBatch.packets:type_name -> pipes.v1.Packet
 	18, // 16: pipes.v1.SealedBody.def:type_name -> pipes.v1.PipelineDef
 	21, // 17: pipes.v1.SealedBody.batch:type_name -> pipes.v1.PacketBatch
-	24, // 18: pipes.v1.SealedBody.sync:type_name -> pipes.v1.Sync
-	25, // 19: pipes.v1.Sync.digest:type_name -> pipes.v1.SyncDigest
-	27, // 20: pipes.v1.Sync.offer:type_name -> pipes.v1.SyncOffer
-	29, // 21: pipes.v1.Sync.want:type_name -> pipes.v1.SyncWant
-	30, // 22: pipes.v1.Sync.data:type_name -> pipes.v1.SyncData
-	26, // 23: pipes.v1.SyncDigest.pipelines:type_name -> pipes.v1.SyncHash
-	28, // 24: pipes.v1.SyncOffer.heads:type_name -> pipes.v1.SyncHead
-	0,  // 25: pipes.v1.SyncData.node_cert:type_name -> pipes.v1.Signed
-	31, // 26: pipes.v1.SyncData.segments:type_name -> pipes.v1.SyncSegment
-	20, // 27: pipes.v1.SyncSegment.packets:type_name -> pipes.v1.Packet
-	28, // [28:28] is the sub-list for method output_type
-	28, // [28:28] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	27, // 18: pipes.v1.SealedBody.sync:type_name -> pipes.v1.Sync
+	23, // 19: pipes.v1.SealedBody.notes:type_name -> pipes.v1.PipelineNotes
+	24, // 20: pipes.v1.PipelineNotes.proofs:type_name -> pipes.v1.SecretProof
+	25, // 21: pipes.v1.PipelineNotes.tombstones:type_name -> pipes.v1.Tombstone
+	28, // 22: pipes.v1.Sync.digest:type_name -> pipes.v1.SyncDigest
+	30, // 23: pipes.v1.Sync.offer:type_name -> pipes.v1.SyncOffer
+	32, // 24: pipes.v1.Sync.want:type_name -> pipes.v1.SyncWant
+	33, // 25: pipes.v1.Sync.data:type_name -> pipes.v1.SyncData
+	29, // 26: pipes.v1.SyncDigest.pipelines:type_name -> pipes.v1.SyncHash
+	31, // 27: pipes.v1.SyncOffer.heads:type_name -> pipes.v1.SyncHead
+	0,  // 28: pipes.v1.SyncData.node_cert:type_name -> pipes.v1.Signed
+	34, // 29: pipes.v1.SyncData.segments:type_name -> pipes.v1.SyncSegment
+	20, // 30: pipes.v1.SyncSegment.packets:type_name -> pipes.v1.Packet
+	31, // [31:31] is the sub-list for method output_type
+	31, // [31:31] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_pipes_v1_pipes_proto_init() }
@@ -2696,8 +2932,9 @@ func file_pipes_v1_pipes_proto_init() {
 		(*SealedBody_Def)(nil),
 		(*SealedBody_Batch)(nil),
 		(*SealedBody_Sync)(nil),
+		(*SealedBody_Notes)(nil),
 	}
-	file_pipes_v1_pipes_proto_msgTypes[24].OneofWrappers = []any{
+	file_pipes_v1_pipes_proto_msgTypes[27].OneofWrappers = []any{
 		(*Sync_Digest)(nil),
 		(*Sync_Offer)(nil),
 		(*Sync_Want)(nil),
@@ -2709,7 +2946,7 @@ func file_pipes_v1_pipes_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pipes_v1_pipes_proto_rawDesc), len(file_pipes_v1_pipes_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   32,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
