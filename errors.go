@@ -57,6 +57,9 @@ var (
 	ErrNotEphemeral = errors.New("pipes: not an ephemeral pipeline")
 	// ErrClosedPipeline: the pipeline was shut down.
 	ErrClosedPipeline = errors.New("pipes: pipeline was shut down")
+	// ErrNotRealtime: a UDP port map on a pipeline that is not realtime
+	// and point-to-point.
+	ErrNotRealtime = errors.New("pipes: not a realtime point-to-point pipeline")
 	// ErrCannotRead: a packet of an encrypted pipeline does not decrypt
 	// with the pipeline secret.
 	ErrCannotRead = errors.New("pipes: packet does not decrypt")

@@ -274,13 +274,14 @@ func (n *Node) Start(ctx context.Context) error {
 		Heartbeat:    heartbeat,
 		OfflineAfter: offline,
 		BackoffMin:   timing.backoffMin, BackoffMax: timing.backoffMax,
-		Logger:        log,
-		OnEvent:       n.handleEvent,
-		Validate:      eng.Validate,
-		Deliver:       eng.Deliver,
-		DeliverRouted: eng.DeliverRouted,
-		HPKEKey:       hkey.PublicKey().Bytes(),
-		OnForward:     n.forwardTap,
+		Logger:          log,
+		OnEvent:         n.handleEvent,
+		Validate:        eng.Validate,
+		Deliver:         eng.Deliver,
+		DeliverRouted:   eng.DeliverRouted,
+		DeliverDatagram: eng.DeliverDatagram,
+		HPKEKey:         hkey.PublicKey().Bytes(),
+		OnForward:       n.forwardTap,
 	}
 	m, err := mesh.New(mcfg)
 	if err != nil {
@@ -435,6 +436,7 @@ func (n *Node) stop(how func(*mesh.Mesh) error) error {
 	eng.Close()
 	for _, pl := range n.knownPipelines() {
 		pl.detach()
+		pl.ClosePortMap()
 	}
 	err := how(m)
 	n.p.log.Info("node stopped", "node", n.id.String()[:8])

@@ -93,6 +93,7 @@ type Pipeline struct {
 		notes      *notify.Queue[*Packet]
 		followDone chan struct{} // persistent: closed when the listeners' reader ends
 		closed     bool          // shut down
+		udp        *udpMap       // realtime point-to-point: the UDP port map
 		handled    int64         // persistent: the last LogID handed to the listeners (-1: none yet)
 		hasHandled bool
 	}
@@ -134,6 +135,18 @@ func (h *meshHost) Peers() [][32]byte {
 	}
 	return out
 }
+
+func (h *meshHost) Online() [][32]byte {
+	var out [][32]byte
+	for _, n := range h.m.Nodes() {
+		if n.Online {
+			out = append(out, n.ID)
+		}
+	}
+	return out
+}
+
+func (h *meshHost) SendDatagram(dst [32]byte, p []byte) error { return h.m.SendDatagram(dst, p) }
 
 func (h *meshHost) HPKEKey(id [32]byte) ([]byte, bool) {
 	info, ok := h.m.Node(id)
@@ -179,6 +192,7 @@ func (n *Node) pipelineRemoved(d *pipeline.Def) {
 	// The subscription ended with the pipeline; clear it so that a
 	// pipeline created again later starts a fresh one.
 	p.detach()
+	p.ClosePortMap()
 }
 
 // pipelineKnown runs on the engine's notification goroutine.
@@ -417,6 +431,8 @@ func (p *Pipeline) PutContext(ctx context.Context, data []byte, opts ...PutOptio
 	switch {
 	case ctx.Err() != nil && errors.Is(err, ctx.Err()):
 		return PacketID{}, err
+	case realtimeErr(err) != nil:
+		return PacketID{}, realtimeErr(err)
 	case errors.Is(err, pipeline.ErrTooLarge):
 		return PacketID{}, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(data), MaxPacketSize)
 	case errors.Is(err, pipeline.ErrClosed):
@@ -495,6 +511,9 @@ func (p *Pipeline) Stats() PipelineStats {
 	if p.mu.notes != nil {
 		s.Dropped += p.mu.notes.Dropped()
 	}
+	if p.mu.udp != nil {
+		s.Dropped += p.mu.udp.dropped.Load()
+	}
 	p.mu.Unlock()
 	out := PipelineStats{Received: s.Received, Delivered: s.Delivered, Dropped: s.Dropped, Rejected: s.Rejected}
 	if l, err := p.logOf(); err == nil {
@@ -502,13 +521,6 @@ func (p *Pipeline) Stats() PipelineStats {
 	}
 	return out
 }
-
-// SetupUDPPortMap bridges a local UDP port to a realtime point-to-point
-// pipeline (ErrNotImplemented in this version).
-func (p *Pipeline) SetupUDPPortMap(host string, port int) error { return ErrNotImplemented }
-
-// UDPAddr returns the local address of the UDP port map (nil without one).
-func (p *Pipeline) UDPAddr() *net.UDPAddr { return nil }
 
 // AddListener adds a listener for the pipeline's packets. Callbacks run in
 // order on a goroutine of the pipeline, with no lock held, while the node

@@ -55,6 +55,11 @@ type Host interface {
 	HPKEKey(node [32]byte) ([]byte, bool)
 	// Peers returns the direct peers.
 	Peers() [][32]byte
+	// Online returns the other nodes that are online.
+	Online() [][32]byte
+	// SendDatagram sends payload to dst as one unreliable datagram
+	// (mesh.SendDatagram's errors).
+	SendDatagram(dst [32]byte, payload []byte) error
 }
 
 // Config configures an Engine.
@@ -120,6 +125,7 @@ type Engine struct {
 	notes  *notify.Queue[func()]
 	routed chan routedMsg
 	syncer *syncer
+	rt     *realtime
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -137,6 +143,7 @@ type Engine struct {
 		tombs         map[[32]byte]*pb.Tombstone     // shut down ephemeral pipelines
 		secrets       map[[32]byte][32]byte          // stored pipeline keys, loaded at start
 		pendingProofs map[[32]byte][]*pb.SecretProof // proofs for pipelines not yet defined
+		realtime      map[[8]byte]*pipe              // realtime pipelines by id prefix (datagrams name them so)
 		nproofs       int
 		closed        bool
 	}
@@ -175,8 +182,10 @@ func New(cfg Config) (*Engine, error) {
 	e.mu.tombs = map[[32]byte]*pb.Tombstone{}
 	e.mu.secrets = map[[32]byte][32]byte{}
 	e.mu.pendingProofs = map[[32]byte][]*pb.SecretProof{}
+	e.mu.realtime = map[[8]byte]*pipe{}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	e.syncer = newSyncer()
+	e.rt = newRealtime()
 	e.loadDefs()
 	e.wg.Add(2)
 	go e.routedWorker()
@@ -316,6 +325,11 @@ func (e *Engine) Create(ctx context.Context, name string, o Options, secret []by
 		if key != nil {
 			e.setKey(existing, key, true)
 		}
+		if existing.def.IsPointToPoint() {
+			// The other node may not have it yet (it was away, or had not
+			// announced its key): tell it again.
+			return existing.def, e.announce(ctx, existing.def)
+		}
 		return existing.def, nil
 	}
 	if !e.addDef(d) {
@@ -425,6 +439,9 @@ func (e *Engine) addDef(d *Def) bool {
 		return false
 	}
 	e.mu.pipes[d.ID] = p
+	if d.Opts.Realtime {
+		e.mu.realtime[[8]byte(d.ID[:8])] = p
+	}
 	for _, w := range e.mu.waiters[d.ID] {
 		close(w)
 	}

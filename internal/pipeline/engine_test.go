@@ -73,6 +73,32 @@ func (h *fakeHost) SendDirect(ctx context.Context, dst [32]byte, kind uint32, pa
 // Peers: no two nodes of the fake network are peers.
 func (h *fakeHost) Peers() [][32]byte { return nil }
 
+// Online: every node of the fake network.
+func (h *fakeHost) Online() [][32]byte {
+	h.net.mu.Lock()
+	defer h.net.mu.Unlock()
+	var out [][32]byte
+	for id := range h.net.engines {
+		if id != h.self {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// SendDatagram delivers at once; the fake network neither loses nor
+// limits datagrams.
+func (h *fakeHost) SendDatagram(dst [32]byte, payload []byte) error {
+	h.net.mu.Lock()
+	e := h.net.engines[dst]
+	h.net.mu.Unlock()
+	if e == nil {
+		return errors.New("no route")
+	}
+	e.DeliverDatagram(payload)
+	return nil
+}
+
 func (h *fakeHost) HPKEKey(node [32]byte) ([]byte, bool) {
 	h.net.mu.Lock()
 	defer h.net.mu.Unlock()

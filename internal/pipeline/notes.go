@@ -279,6 +279,9 @@ func (e *Engine) remove(p *pipe) {
 	}
 	delete(e.mu.pipes, p.def.ID)
 	delete(e.mu.secrets, p.def.ID)
+	if e.mu.realtime[[8]byte(p.def.ID[:8])] == p {
+		delete(e.mu.realtime, [8]byte(p.def.ID[:8]))
+	}
 	p.removed = true
 	for s := range p.subs {
 		s.end()

@@ -193,6 +193,8 @@ func (e *Engine) handleRouted(m routedMsg) error {
 			return e.acceptPrivate(m.src, b.Batch)
 		case *pb.SealedBody_Sync:
 			return e.handleSync(m.src, b.Sync, true)
+		case *pb.SealedBody_RealtimeKey:
+			return e.acceptRealtimeKey(m.src, b.RealtimeKey)
 		case *pb.SealedBody_Notes:
 			if b.Notes == nil {
 				return errors.New("pipeline: empty notes")
@@ -248,6 +250,9 @@ func (e *Engine) deliver(id [32]byte, pks []*Packet) {
 		return
 	}
 	for _, pk := range pks {
+		if p.def.Opts.Realtime {
+			continue // realtime packets come as datagrams only
+		}
 		w := p.senders[pk.Sender]
 		if w == nil {
 			w = &replayWindow{seen: map[[32]byte]int64{}}
@@ -259,13 +264,29 @@ func (e *Engine) deliver(id [32]byte, pks []*Packet) {
 			continue
 		}
 		e.clock.observe(pk.HLC)
-		e.stats.delivered.Add(1)
-		p.stats.delivered.Add(1)
-		for s := range p.subs {
-			if !s.deliver(pk) {
-				e.stats.dropped.Add(1)
-				p.stats.dropped.Add(1)
-			}
+		e.deliverLocked(p, pk)
+	}
+}
+
+// deliverTo hands a realtime packet to p's subscribers (its datagram
+// session already refused replays).
+func (e *Engine) deliverTo(p *pipe, pk *Packet) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if p.removed {
+		return
+	}
+	e.deliverLocked(p, pk)
+}
+
+// deliverLocked hands pk to p's subscribers, under the engine's lock.
+func (e *Engine) deliverLocked(p *pipe, pk *Packet) {
+	e.stats.delivered.Add(1)
+	p.stats.delivered.Add(1)
+	for s := range p.subs {
+		if !s.deliver(pk) {
+			e.stats.dropped.Add(1)
+			p.stats.dropped.Add(1)
 		}
 	}
 }

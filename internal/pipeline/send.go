@@ -64,6 +64,12 @@ func (e *Engine) Put(ctx context.Context, id [32]byte, data []byte, typ int64, d
 		}
 		data = k.seal(id, e.self, data)
 	}
+	if p.def.Opts.Realtime {
+		if dest != ([32]byte{}) {
+			return e.putRealtime(p, data, typ, [][32]byte{dest})
+		}
+		return e.putRealtime(p, data, typ, e.cfg.Host.Online())
+	}
 	if p.def.Opts.Persistent {
 		if dest != ([32]byte{}) && !p.def.IsPointToPoint() {
 			return [32]byte{}, ErrPersistentDestination

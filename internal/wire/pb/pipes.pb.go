@@ -1706,6 +1706,7 @@ type SealedBody struct {
 	//	*SealedBody_Batch
 	//	*SealedBody_Sync
 	//	*SealedBody_Notes
+	//	*SealedBody_RealtimeKey
 	Body          isSealedBody_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1784,6 +1785,15 @@ func (x *SealedBody) GetNotes() *PipelineNotes {
 	return nil
 }
 
+func (x *SealedBody) GetRealtimeKey() *RealtimeKey {
+	if x != nil {
+		if x, ok := x.Body.(*SealedBody_RealtimeKey); ok {
+			return x.RealtimeKey
+		}
+	}
+	return nil
+}
+
 type isSealedBody_Body interface {
 	isSealedBody_Body()
 }
@@ -1804,6 +1814,10 @@ type SealedBody_Notes struct {
 	Notes *PipelineNotes `protobuf:"bytes,4,opt,name=notes,proto3,oneof"`
 }
 
+type SealedBody_RealtimeKey struct {
+	RealtimeKey *RealtimeKey `protobuf:"bytes,5,opt,name=realtime_key,json=realtimeKey,proto3,oneof"`
+}
+
 func (*SealedBody_Def) isSealedBody_Body() {}
 
 func (*SealedBody_Batch) isSealedBody_Body() {}
@@ -1811,6 +1825,81 @@ func (*SealedBody_Batch) isSealedBody_Body() {}
 func (*SealedBody_Sync) isSealedBody_Body() {}
 
 func (*SealedBody_Notes) isSealedBody_Body() {}
+
+func (*SealedBody_RealtimeKey) isSealedBody_Body() {}
+
+// RealtimeKey opens a datagram session from the sender to the receiver of
+// the Sealed message that carries it: the sender's realtime datagrams
+// (kind 1 in the mesh datagram header) name the session by key_id and are
+// sealed with key. The sender signs it, so the receiver knows whose
+// datagrams the key opens.
+type RealtimeKey struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	KeyId         []byte                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`          // 8 random bytes
+	Key           []byte                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`                           // 32 bytes, ChaCha20-Poly1305
+	NodeCert      *Signed                `protobuf:"bytes,3,opt,name=node_cert,json=nodeCert,proto3" json:"node_cert,omitempty"` // the sender's certificate
+	Signature     []byte                 `protobuf:"bytes,4,opt,name=signature,proto3" json:"signature,omitempty"`               // sender's node key over "pipes/v1 realtime key" || 0 || key_id || key || receiver
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RealtimeKey) Reset() {
+	*x = RealtimeKey{}
+	mi := &file_pipes_v1_pipes_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RealtimeKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RealtimeKey) ProtoMessage() {}
+
+func (x *RealtimeKey) ProtoReflect() protoreflect.Message {
+	mi := &file_pipes_v1_pipes_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RealtimeKey.ProtoReflect.Descriptor instead.
+func (*RealtimeKey) Descriptor() ([]byte, []int) {
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *RealtimeKey) GetKeyId() []byte {
+	if x != nil {
+		return x.KeyId
+	}
+	return nil
+}
+
+func (x *RealtimeKey) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *RealtimeKey) GetNodeCert() *Signed {
+	if x != nil {
+		return x.NodeCert
+	}
+	return nil
+}
+
+func (x *RealtimeKey) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
 
 // PipelineNotes carries proofs of pipeline secrets and tombstones of shut
 // down pipelines: broadcast (kind 20), sent to each new peer, or inside
@@ -1825,7 +1914,7 @@ type PipelineNotes struct {
 
 func (x *PipelineNotes) Reset() {
 	*x = PipelineNotes{}
-	mi := &file_pipes_v1_pipes_proto_msgTypes[23]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1837,7 +1926,7 @@ func (x *PipelineNotes) String() string {
 func (*PipelineNotes) ProtoMessage() {}
 
 func (x *PipelineNotes) ProtoReflect() protoreflect.Message {
-	mi := &file_pipes_v1_pipes_proto_msgTypes[23]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1850,7 +1939,7 @@ func (x *PipelineNotes) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PipelineNotes.ProtoReflect.Descriptor instead.
 func (*PipelineNotes) Descriptor() ([]byte, []int) {
-	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{23}
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *PipelineNotes) GetProofs() []*SecretProof {
@@ -1882,7 +1971,7 @@ type SecretProof struct {
 
 func (x *SecretProof) Reset() {
 	*x = SecretProof{}
-	mi := &file_pipes_v1_pipes_proto_msgTypes[24]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1894,7 +1983,7 @@ func (x *SecretProof) String() string {
 func (*SecretProof) ProtoMessage() {}
 
 func (x *SecretProof) ProtoReflect() protoreflect.Message {
-	mi := &file_pipes_v1_pipes_proto_msgTypes[24]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1907,7 +1996,7 @@ func (x *SecretProof) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecretProof.ProtoReflect.Descriptor instead.
 func (*SecretProof) Descriptor() ([]byte, []int) {
-	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{24}
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SecretProof) GetPipeline() []byte {
@@ -1944,7 +2033,7 @@ type Tombstone struct {
 
 func (x *Tombstone) Reset() {
 	*x = Tombstone{}
-	mi := &file_pipes_v1_pipes_proto_msgTypes[25]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1956,7 +2045,7 @@ func (x *Tombstone) String() string {
 func (*Tombstone) ProtoMessage() {}
 
 func (x *Tombstone) ProtoReflect() protoreflect.Message {
-	mi := &file_pipes_v1_pipes_proto_msgTypes[25]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1969,7 +2058,7 @@ func (x *Tombstone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tombstone.ProtoReflect.Descriptor instead.
 func (*Tombstone) Descriptor() ([]byte, []int) {
-	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{25}
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Tombstone) GetPipeline() []byte {
@@ -2007,7 +2096,7 @@ type Sealed struct {
 
 func (x *Sealed) Reset() {
 	*x = Sealed{}
-	mi := &file_pipes_v1_pipes_proto_msgTypes[26]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2019,7 +2108,7 @@ func (x *Sealed) String() string {
 func (*Sealed) ProtoMessage() {}
 
 func (x *Sealed) ProtoReflect() protoreflect.Message {
-	mi := &file_pipes_v1_pipes_proto_msgTypes[26]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2032,7 +2121,7 @@ func (x *Sealed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sealed.ProtoReflect.Descriptor instead.
 func (*Sealed) Descriptor() ([]byte, []int) {
-	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{26}
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Sealed) GetEnc() []byte {
@@ -2077,7 +2166,7 @@ type Sync struct {
 
 func (x *Sync) Reset() {
 	*x = Sync{}
-	mi := &file_pipes_v1_pipes_proto_msgTypes[27]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2089,7 +2178,7 @@ func (x *Sync) String() string {
 func (*Sync) ProtoMessage() {}
 
 func (x *Sync) ProtoReflect() protoreflect.Message {
-	mi := &file_pipes_v1_pipes_proto_msgTypes[27]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2102,7 +2191,7 @@ func (x *Sync) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sync.ProtoReflect.Descriptor instead.
 func (*Sync) Descriptor() ([]byte, []int) {
-	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{27}
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Sync) GetBody() isSync_Body {
@@ -2187,7 +2276,7 @@ type SyncDigest struct {
 
 func (x *SyncDigest) Reset() {
 	*x = SyncDigest{}
-	mi := &file_pipes_v1_pipes_proto_msgTypes[28]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2199,7 +2288,7 @@ func (x *SyncDigest) String() string {
 func (*SyncDigest) ProtoMessage() {}
 
 func (x *SyncDigest) ProtoReflect() protoreflect.Message {
-	mi := &file_pipes_v1_pipes_proto_msgTypes[28]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2212,7 +2301,7 @@ func (x *SyncDigest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncDigest.ProtoReflect.Descriptor instead.
 func (*SyncDigest) Descriptor() ([]byte, []int) {
-	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{28}
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SyncDigest) GetPipelines() []*SyncHash {
@@ -2232,7 +2321,7 @@ type SyncHash struct {
 
 func (x *SyncHash) Reset() {
 	*x = SyncHash{}
-	mi := &file_pipes_v1_pipes_proto_msgTypes[29]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2244,7 +2333,7 @@ func (x *SyncHash) String() string {
 func (*SyncHash) ProtoMessage() {}
 
 func (x *SyncHash) ProtoReflect() protoreflect.Message {
-	mi := &file_pipes_v1_pipes_proto_msgTypes[29]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2257,7 +2346,7 @@ func (x *SyncHash) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncHash.ProtoReflect.Descriptor instead.
 func (*SyncHash) Descriptor() ([]byte, []int) {
-	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{29}
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SyncHash) GetPipeline() []byte {
@@ -2286,7 +2375,7 @@ type SyncOffer struct {
 
 func (x *SyncOffer) Reset() {
 	*x = SyncOffer{}
-	mi := &file_pipes_v1_pipes_proto_msgTypes[30]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2298,7 +2387,7 @@ func (x *SyncOffer) String() string {
 func (*SyncOffer) ProtoMessage() {}
 
 func (x *SyncOffer) ProtoReflect() protoreflect.Message {
-	mi := &file_pipes_v1_pipes_proto_msgTypes[30]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2311,7 +2400,7 @@ func (x *SyncOffer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncOffer.ProtoReflect.Descriptor instead.
 func (*SyncOffer) Descriptor() ([]byte, []int) {
-	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{30}
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SyncOffer) GetPipeline() []byte {
@@ -2345,7 +2434,7 @@ type SyncHead struct {
 
 func (x *SyncHead) Reset() {
 	*x = SyncHead{}
-	mi := &file_pipes_v1_pipes_proto_msgTypes[31]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2357,7 +2446,7 @@ func (x *SyncHead) String() string {
 func (*SyncHead) ProtoMessage() {}
 
 func (x *SyncHead) ProtoReflect() protoreflect.Message {
-	mi := &file_pipes_v1_pipes_proto_msgTypes[31]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2370,7 +2459,7 @@ func (x *SyncHead) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncHead.ProtoReflect.Descriptor instead.
 func (*SyncHead) Descriptor() ([]byte, []int) {
-	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{31}
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *SyncHead) GetSender() []byte {
@@ -2401,7 +2490,7 @@ type SyncWant struct {
 
 func (x *SyncWant) Reset() {
 	*x = SyncWant{}
-	mi := &file_pipes_v1_pipes_proto_msgTypes[32]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2413,7 +2502,7 @@ func (x *SyncWant) String() string {
 func (*SyncWant) ProtoMessage() {}
 
 func (x *SyncWant) ProtoReflect() protoreflect.Message {
-	mi := &file_pipes_v1_pipes_proto_msgTypes[32]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2426,7 +2515,7 @@ func (x *SyncWant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncWant.ProtoReflect.Descriptor instead.
 func (*SyncWant) Descriptor() ([]byte, []int) {
-	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{32}
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SyncWant) GetPipeline() []byte {
@@ -2479,7 +2568,7 @@ type SyncData struct {
 
 func (x *SyncData) Reset() {
 	*x = SyncData{}
-	mi := &file_pipes_v1_pipes_proto_msgTypes[33]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2491,7 +2580,7 @@ func (x *SyncData) String() string {
 func (*SyncData) ProtoMessage() {}
 
 func (x *SyncData) ProtoReflect() protoreflect.Message {
-	mi := &file_pipes_v1_pipes_proto_msgTypes[33]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2504,7 +2593,7 @@ func (x *SyncData) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncData.ProtoReflect.Descriptor instead.
 func (*SyncData) Descriptor() ([]byte, []int) {
-	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{33}
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *SyncData) GetPipeline() []byte {
@@ -2564,7 +2653,7 @@ type SyncSegment struct {
 
 func (x *SyncSegment) Reset() {
 	*x = SyncSegment{}
-	mi := &file_pipes_v1_pipes_proto_msgTypes[34]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2576,7 +2665,7 @@ func (x *SyncSegment) String() string {
 func (*SyncSegment) ProtoMessage() {}
 
 func (x *SyncSegment) ProtoReflect() protoreflect.Message {
-	mi := &file_pipes_v1_pipes_proto_msgTypes[34]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2589,7 +2678,7 @@ func (x *SyncSegment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncSegment.ProtoReflect.Descriptor instead.
 func (*SyncSegment) Descriptor() ([]byte, []int) {
-	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{34}
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *SyncSegment) GetFirstSeq() uint64 {
@@ -2758,14 +2847,20 @@ const file_pipes_v1_pipes_proto_rawDesc = "" +
 	"\tnode_cert\x18\x01 \x01(\v2\x10.pipes.v1.SignedR\bnodeCert\x12\x1a\n" +
 	"\bpipeline\x18\x02 \x01(\fR\bpipeline\x12*\n" +
 	"\apackets\x18\x03 \x03(\v2\x10.pipes.v1.PacketR\apackets\x12\x1c\n" +
-	"\tsignature\x18\x04 \x01(\fR\tsignature\"\xc5\x01\n" +
+	"\tsignature\x18\x04 \x01(\fR\tsignature\"\x81\x02\n" +
 	"\n" +
 	"SealedBody\x12)\n" +
 	"\x03def\x18\x01 \x01(\v2\x15.pipes.v1.PipelineDefH\x00R\x03def\x12-\n" +
 	"\x05batch\x18\x02 \x01(\v2\x15.pipes.v1.PacketBatchH\x00R\x05batch\x12$\n" +
 	"\x04sync\x18\x03 \x01(\v2\x0e.pipes.v1.SyncH\x00R\x04sync\x12/\n" +
-	"\x05notes\x18\x04 \x01(\v2\x17.pipes.v1.PipelineNotesH\x00R\x05notesB\x06\n" +
-	"\x04body\"s\n" +
+	"\x05notes\x18\x04 \x01(\v2\x17.pipes.v1.PipelineNotesH\x00R\x05notes\x12:\n" +
+	"\frealtime_key\x18\x05 \x01(\v2\x15.pipes.v1.RealtimeKeyH\x00R\vrealtimeKeyB\x06\n" +
+	"\x04body\"\x83\x01\n" +
+	"\vRealtimeKey\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\fR\x05keyId\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\fR\x03key\x12-\n" +
+	"\tnode_cert\x18\x03 \x01(\v2\x10.pipes.v1.SignedR\bnodeCert\x12\x1c\n" +
+	"\tsignature\x18\x04 \x01(\fR\tsignature\"s\n" +
 	"\rPipelineNotes\x12-\n" +
 	"\x06proofs\x18\x01 \x03(\v2\x15.pipes.v1.SecretProofR\x06proofs\x123\n" +
 	"\n" +
@@ -2837,7 +2932,7 @@ func file_pipes_v1_pipes_proto_rawDescGZIP() []byte {
 	return file_pipes_v1_pipes_proto_rawDescData
 }
 
-var file_pipes_v1_pipes_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_pipes_v1_pipes_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_pipes_v1_pipes_proto_goTypes = []any{
 	(*Signed)(nil),          // 0: pipes.v1.Signed
 	(*NodeCertificate)(nil), // 1: pipes.v1.NodeCertificate
@@ -2862,18 +2957,19 @@ var file_pipes_v1_pipes_proto_goTypes = []any{
 	(*Packet)(nil),          // 20: pipes.v1.Packet
 	(*PacketBatch)(nil),     // 21: pipes.v1.PacketBatch
 	(*SealedBody)(nil),      // 22: pipes.v1.SealedBody
-	(*PipelineNotes)(nil),   // 23: pipes.v1.PipelineNotes
-	(*SecretProof)(nil),     // 24: pipes.v1.SecretProof
-	(*Tombstone)(nil),       // 25: pipes.v1.Tombstone
-	(*Sealed)(nil),          // 26: pipes.v1.Sealed
-	(*Sync)(nil),            // 27: pipes.v1.Sync
-	(*SyncDigest)(nil),      // 28: pipes.v1.SyncDigest
-	(*SyncHash)(nil),        // 29: pipes.v1.SyncHash
-	(*SyncOffer)(nil),       // 30: pipes.v1.SyncOffer
-	(*SyncHead)(nil),        // 31: pipes.v1.SyncHead
-	(*SyncWant)(nil),        // 32: pipes.v1.SyncWant
-	(*SyncData)(nil),        // 33: pipes.v1.SyncData
-	(*SyncSegment)(nil),     // 34: pipes.v1.SyncSegment
+	(*RealtimeKey)(nil),     // 23: pipes.v1.RealtimeKey
+	(*PipelineNotes)(nil),   // 24: pipes.v1.PipelineNotes
+	(*SecretProof)(nil),     // 25: pipes.v1.SecretProof
+	(*Tombstone)(nil),       // 26: pipes.v1.Tombstone
+	(*Sealed)(nil),          // 27: pipes.v1.Sealed
+	(*Sync)(nil),            // 28: pipes.v1.Sync
+	(*SyncDigest)(nil),      // 29: pipes.v1.SyncDigest
+	(*SyncHash)(nil),        // 30: pipes.v1.SyncHash
+	(*SyncOffer)(nil),       // 31: pipes.v1.SyncOffer
+	(*SyncHead)(nil),        // 32: pipes.v1.SyncHead
+	(*SyncWant)(nil),        // 33: pipes.v1.SyncWant
+	(*SyncData)(nil),        // 34: pipes.v1.SyncData
+	(*SyncSegment)(nil),     // 35: pipes.v1.SyncSegment
 }
 var file_pipes_v1_pipes_proto_depIdxs = []int32{
 	2,  // 0: pipes.v1.NetfileBody.kdf:type_name -> pipes.v1.KDFParams
@@ -2894,24 +2990,26 @@ var file_pipes_v1_pipes_proto_depIdxs = []int32{
 	20, // 15: pipes.v1.PacketBatch.packets:type_name -> pipes.v1.Packet
 	18, // 16: pipes.v1.SealedBody.def:type_name -> pipes.v1.PipelineDef
 	21, // 17: pipes.v1.SealedBody.batch:type_name -> pipes.v1.PacketBatch
-	27, // 18: pipes.v1.SealedBody.sync:type_name -> pipes.v1.Sync
-	23, // 19: pipes.v1.SealedBody.notes:type_name -> pipes.v1.PipelineNotes
-	24, // 20: pipes.v1.PipelineNotes.proofs:type_name -> pipes.v1.SecretProof
-	25, // 21: pipes.v1.PipelineNotes.tombstones:type_name -> pipes.v1.Tombstone
-	28, // 22: pipes.v1.Sync.digest:type_name -> pipes.v1.SyncDigest
-	30, // 23: pipes.v1.Sync.offer:type_name -> pipes.v1.SyncOffer
-	32, // 24: pipes.v1.Sync.want:type_name -> pipes.v1.SyncWant
-	33, // 25: pipes.v1.Sync.data:type_name -> pipes.v1.SyncData
-	29, // 26: pipes.v1.SyncDigest.pipelines:type_name -> pipes.v1.SyncHash
-	31, // 27: pipes.v1.SyncOffer.heads:type_name -> pipes.v1.SyncHead
-	0,  // 28: pipes.v1.SyncData.node_cert:type_name -> pipes.v1.Signed
-	34, // 29: pipes.v1.SyncData.segments:type_name -> pipes.v1.SyncSegment
-	20, // 30: pipes.v1.SyncSegment.packets:type_name -> pipes.v1.Packet
-	31, // [31:31] is the sub-list for method output_type
-	31, // [31:31] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	28, // 18: pipes.v1.SealedBody.sync:type_name -> pipes.v1.Sync
+	24, // 19: pipes.v1.SealedBody.notes:type_name -> pipes.v1.PipelineNotes
+	23, // 20: pipes.v1.SealedBody.realtime_key:type_name -> pipes.v1.RealtimeKey
+	0,  // 21: pipes.v1.RealtimeKey.node_cert:type_name -> pipes.v1.Signed
+	25, // 22: pipes.v1.PipelineNotes.proofs:type_name -> pipes.v1.SecretProof
+	26, // 23: pipes.v1.PipelineNotes.tombstones:type_name -> pipes.v1.Tombstone
+	29, // 24: pipes.v1.Sync.digest:type_name -> pipes.v1.SyncDigest
+	31, // 25: pipes.v1.Sync.offer:type_name -> pipes.v1.SyncOffer
+	33, // 26: pipes.v1.Sync.want:type_name -> pipes.v1.SyncWant
+	34, // 27: pipes.v1.Sync.data:type_name -> pipes.v1.SyncData
+	30, // 28: pipes.v1.SyncDigest.pipelines:type_name -> pipes.v1.SyncHash
+	32, // 29: pipes.v1.SyncOffer.heads:type_name -> pipes.v1.SyncHead
+	0,  // 30: pipes.v1.SyncData.node_cert:type_name -> pipes.v1.Signed
+	35, // 31: pipes.v1.SyncData.segments:type_name -> pipes.v1.SyncSegment
+	20, // 32: pipes.v1.SyncSegment.packets:type_name -> pipes.v1.Packet
+	33, // [33:33] is the sub-list for method output_type
+	33, // [33:33] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_pipes_v1_pipes_proto_init() }
@@ -2933,8 +3031,9 @@ func file_pipes_v1_pipes_proto_init() {
 		(*SealedBody_Batch)(nil),
 		(*SealedBody_Sync)(nil),
 		(*SealedBody_Notes)(nil),
+		(*SealedBody_RealtimeKey)(nil),
 	}
-	file_pipes_v1_pipes_proto_msgTypes[27].OneofWrappers = []any{
+	file_pipes_v1_pipes_proto_msgTypes[28].OneofWrappers = []any{
 		(*Sync_Digest)(nil),
 		(*Sync_Offer)(nil),
 		(*Sync_Want)(nil),
@@ -2946,7 +3045,7 @@ func file_pipes_v1_pipes_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pipes_v1_pipes_proto_rawDesc), len(file_pipes_v1_pipes_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   35,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,336 @@
+package pipeline
+
+import (
+	"crypto/cipher"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/chacha20poly1305"
+
+	"github.com/pipesnet/pipes/internal/identity"
+	"github.com/pipesnet/pipes/internal/mesh"
+	"github.com/pipesnet/pipes/internal/wire/pb"
+)
+
+// Realtime pipelines carry each packet as one datagram: no retransmission,
+// no ordering, no head-of-line blocking; a datagram lost is lost. They are
+// live only.
+//
+// Datagrams are sealed end to end between sender and receiver, so relays
+// (which forward them as datagrams) see only ciphertext. A sender opens a
+// session to each receiver: a random 32-byte key and 8-byte key id, sent
+// once inside a Sealed message (RealtimeKey, signed by the sender's node
+// key). A datagram is
+//
+//	key id (8) | counter (8) | ChaCha20-Poly1305(key, nonce = counter,
+//	    ad = key id, pipeline id prefix (8) | hlc (8) | type (varint) | data)
+//
+// The receiver drops counters it has seen (a 1024-wide sliding window),
+// and keeps datagrams that arrive before their session's key for a moment.
+// Sessions are renewed after rtSessionMessages datagrams or rtSessionAge.
+
+const (
+	rtHeader          = 8 + 8
+	rtInner           = 8 + 8 + binary.MaxVarintLen64
+	rtSessionMessages = 1 << 32
+	rtSessionAge      = 30 * time.Minute
+	rtWindow          = 1024
+	rtMaxSessions     = 4096
+	rtMaxEarly        = 256 // datagrams kept for sessions whose key has not arrived
+	rtKeyContext      = "pipes/v1 realtime key"
+)
+
+// ErrDatagramTooLarge: a realtime packet does not fit one datagram on the
+// path; DatagramTooLargeError says how much does.
+var ErrDatagramTooLarge = errors.New("pipeline: realtime packet larger than a datagram on the path")
+
+// DatagramTooLargeError reports the largest realtime packet data that fits
+// now.
+type DatagramTooLargeError struct{ Max int }
+
+func (e *DatagramTooLargeError) Error() string {
+	return fmt.Sprintf("%v (at most %d bytes now)", ErrDatagramTooLarge, e.Max)
+}
+
+// Unwrap makes errors.Is(err, ErrDatagramTooLarge) true.
+func (e *DatagramTooLargeError) Unwrap() error { return ErrDatagramTooLarge }
+
+// rtOverhead is what a realtime packet adds to its data in a datagram.
+const rtOverhead = rtHeader + rtInner + chacha20poly1305.Overhead
+
+type rtSend struct {
+	id      [8]byte
+	aead    cipher.AEAD
+	counter uint64
+	started time.Time
+}
+
+type rtRecv struct {
+	src    [32]byte
+	aead   cipher.AEAD
+	max    uint64
+	window [rtWindow / 64]uint64
+	added  time.Time
+}
+
+type rtEarly struct {
+	id  [8]byte
+	raw []byte
+}
+
+// realtime is the engine's datagram state.
+type realtime struct {
+	mu    sync.Mutex
+	send  map[[32]byte]*rtSend // by receiver
+	recv  map[[8]byte]*rtRecv  // by key id
+	early []rtEarly
+}
+
+func newRealtime() *realtime {
+	return &realtime{send: map[[32]byte]*rtSend{}, recv: map[[8]byte]*rtRecv{}}
+}
+
+// session returns the sending session to dst, opening (or renewing) it:
+// the key goes to dst sealed, before any datagram of the session.
+func (e *Engine) rtSession(dst [32]byte) (*rtSend, uint64, error) {
+	rt := e.rt
+	rt.mu.Lock()
+	s := rt.send[dst]
+	if s != nil && s.counter < rtSessionMessages && time.Since(s.started) < rtSessionAge {
+		s.counter++
+		c := s.counter
+		rt.mu.Unlock()
+		return s, c, nil
+	}
+	rt.mu.Unlock()
+	var key [32]byte
+	s = &rtSend{started: time.Now()}
+	rand.Read(key[:])
+	rand.Read(s.id[:])
+	s.aead, _ = chacha20poly1305.New(key[:])
+	msg := append(append(append([]byte{}, s.id[:]...), key[:]...), dst[:]...)
+	body, err := marshal(&pb.SealedBody{Body: &pb.SealedBody_RealtimeKey{RealtimeKey: &pb.RealtimeKey{
+		KeyId: s.id[:], Key: key[:], NodeCert: e.cfg.Cert.Signed, Signature: signRealtime(e, msg)}}})
+	if err != nil {
+		return nil, 0, err
+	}
+	if err := e.sendSealed(e.ctx, dst, body); err != nil {
+		return nil, 0, err
+	}
+	rt.mu.Lock()
+	if cur := rt.send[dst]; cur != nil && cur.started.After(s.started) {
+		s = cur // another Put renewed it meanwhile
+	} else {
+		rt.send[dst] = s
+	}
+	s.counter++
+	c := s.counter
+	rt.mu.Unlock()
+	return s, c, nil
+}
+
+func signRealtime(e *Engine, msg []byte) []byte {
+	return identity.Sign(e.cfg.Key, rtKeyContext, msg)
+}
+
+// putRealtime sends one realtime packet to each of dests as a datagram.
+// A datagram a full link queue refuses is dropped and counted, as the
+// network would drop it.
+func (e *Engine) putRealtime(p *pipe, data []byte, typ int64, dests [][32]byte) ([32]byte, error) {
+	hlc := e.clock.now()
+	seq := p.seq.Add(1)
+	id := packetID(p.def.ID, e.self, seq, hlc, typ, [32]byte{}, data)
+	inner := make([]byte, 0, rtInner+len(data))
+	inner = append(inner, p.def.ID[:8]...)
+	inner = binary.BigEndian.AppendUint64(inner, uint64(hlc))
+	inner = binary.AppendVarint(inner, typ)
+	inner = append(inner, data...)
+	var firstErr error
+	for _, dst := range dests {
+		if dst == e.self {
+			continue
+		}
+		s, counter, err := e.rtSession(dst)
+		if err != nil {
+			firstErr = cmpErr(firstErr, err)
+			continue
+		}
+		out := make([]byte, rtHeader, rtHeader+len(inner)+chacha20poly1305.Overhead)
+		copy(out, s.id[:])
+		binary.BigEndian.PutUint64(out[8:], counter)
+		out = s.aead.Seal(out, rtNonce(counter), inner, s.id[:])
+		err = e.cfg.Host.SendDatagram(dst, out)
+		var tooLarge *mesh.DatagramTooLargeError
+		switch {
+		case err == nil:
+		case errors.As(err, &tooLarge):
+			return [32]byte{}, &DatagramTooLargeError{Max: max(tooLarge.Max-rtOverhead, 0)}
+		case errors.Is(err, mesh.ErrBusy):
+			e.stats.dropped.Add(1)
+			p.stats.dropped.Add(1)
+		default:
+			firstErr = cmpErr(firstErr, err)
+		}
+	}
+	e.stats.sent.Add(1)
+	return id, firstErr
+}
+
+func cmpErr(first, err error) error {
+	if first != nil {
+		return first
+	}
+	return err
+}
+
+func rtNonce(counter uint64) []byte {
+	var n [chacha20poly1305.NonceSize]byte
+	binary.BigEndian.PutUint64(n[4:], counter)
+	return n[:]
+}
+
+// acceptRealtimeKey records a session key sent by src.
+func (e *Engine) acceptRealtimeKey(src [32]byte, k *pb.RealtimeKey) error {
+	if k == nil || len(k.KeyId) != 8 || len(k.Key) != 32 {
+		return errors.New("pipeline: malformed realtime key")
+	}
+	cert, err := e.certs.Parse(k.NodeCert)
+	if err != nil || cert.NetworkID != e.cfg.Network || cert.NodeID() != src {
+		return errors.New("pipeline: realtime key from an unknown or other sender")
+	}
+	msg := append(append(append([]byte{}, k.KeyId...), k.Key...), e.self[:]...)
+	if !identity.Verify(cert.NodeKey, rtKeyContext, msg, k.Signature) {
+		return errors.New("pipeline: realtime key signature does not verify")
+	}
+	a, _ := chacha20poly1305.New(k.Key)
+	id := [8]byte(k.KeyId)
+	rt := e.rt
+	rt.mu.Lock()
+	if len(rt.recv) >= rtMaxSessions {
+		var oldest [8]byte
+		var t time.Time
+		for kid, s := range rt.recv {
+			if t.IsZero() || s.added.Before(t) {
+				oldest, t = kid, s.added
+			}
+		}
+		delete(rt.recv, oldest)
+	}
+	rt.recv[id] = &rtRecv{src: src, aead: a, added: time.Now()}
+	var early [][]byte
+	kept := rt.early[:0]
+	for _, d := range rt.early {
+		if d.id == id {
+			early = append(early, d.raw)
+		} else {
+			kept = append(kept, d)
+		}
+	}
+	rt.early = kept
+	rt.mu.Unlock()
+	for _, raw := range early {
+		e.DeliverDatagram(raw)
+	}
+	return nil
+}
+
+// DeliverDatagram takes a datagram addressed to this node (from the mesh,
+// on a peer's datagram reader; it must not block).
+func (e *Engine) DeliverDatagram(raw []byte) {
+	if len(raw) < rtHeader+chacha20poly1305.Overhead {
+		e.stats.rejected.Add(1)
+		return
+	}
+	id := [8]byte(raw[:8])
+	counter := binary.BigEndian.Uint64(raw[8:16])
+	rt := e.rt
+	rt.mu.Lock()
+	s := rt.recv[id]
+	if s == nil {
+		if len(rt.early) < rtMaxEarly {
+			rt.early = append(rt.early, rtEarly{id: id, raw: raw})
+		} else {
+			e.stats.rejected.Add(1)
+		}
+		rt.mu.Unlock()
+		return
+	}
+	rt.mu.Unlock()
+	inner, err := s.aead.Open(nil, rtNonce(counter), raw[rtHeader:], id[:])
+	if err != nil || len(inner) < 17 {
+		e.stats.rejected.Add(1)
+		return
+	}
+	rt.mu.Lock()
+	fresh := s.accept(counter)
+	rt.mu.Unlock()
+	if !fresh {
+		e.stats.rejected.Add(1)
+		return
+	}
+	hlc := int64(binary.BigEndian.Uint64(inner[8:16]))
+	typ, n := binary.Varint(inner[16:])
+	if n <= 0 {
+		e.stats.rejected.Add(1)
+		return
+	}
+	data := inner[16+n:]
+	p := e.realtimePipe([8]byte(inner[:8]), s.src)
+	if p == nil {
+		e.stats.rejected.Add(1)
+		return
+	}
+	p.stats.received.Add(1)
+	pk := &Packet{Pipeline: p.def.ID, Sender: s.src, Seq: counter, HLC: hlc, Type: typ, Data: data}
+	pk.ID = packetID(p.def.ID, s.src, counter, hlc, typ, [32]byte{}, data)
+	e.deliverTo(p, pk)
+}
+
+// accept reports whether counter is new, and records it.
+func (s *rtRecv) accept(c uint64) bool {
+	switch {
+	case c > s.max:
+		shift := c - s.max
+		if shift >= rtWindow {
+			s.window = [rtWindow / 64]uint64{}
+		} else {
+			for range shift { // shift the bitmap left by one, shift times
+				carry := uint64(0)
+				for i := range s.window {
+					next := s.window[i] >> 63
+					s.window[i] = s.window[i]<<1 | carry
+					carry = next
+				}
+			}
+		}
+		s.max = c
+		s.window[0] |= 1
+		return true
+	case s.max-c >= rtWindow:
+		return false
+	default:
+		bit := s.max - c
+		w, b := bit/64, bit%64
+		if s.window[w]&(1<<b) != 0 {
+			return false
+		}
+		s.window[w] |= 1 << b
+		return true
+	}
+}
+
+// realtimePipe finds the realtime pipeline whose id starts with prefix and
+// that src may send on.
+func (e *Engine) realtimePipe(prefix [8]byte, src [32]byte) *pipe {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	p := e.mu.realtime[prefix]
+	if p == nil || p.def.IsPointToPoint() && p.def.Opts.ToNode != src {
+		return nil
+	}
+	return p
+}
