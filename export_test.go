@@ -31,3 +31,19 @@ func SyncSources(p *Pipeline) map[NodeID]int {
 	}
 	return out
 }
+
+// FileProgress reports how many chunks of file packet pk's content n has,
+// of how many.
+func FileProgress(n *Node, pk *Packet) (have, total int64) {
+	if e := n.engineOrNil(); e != nil {
+		h, t, _ := e.FileProgress(pk.p)
+		return int64(h), int64(t)
+	}
+	return 0, 0
+}
+
+// FileComplete reports whether n has all of file packet pk's content.
+func FileComplete(n *Node, pk *Packet) bool {
+	have, total := FileProgress(n, pk)
+	return total > 0 && have == total
+}

@@ -11,11 +11,14 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/pipesnet/pipes/internal/blob"
+	"github.com/pipesnet/pipes/internal/history"
 	"github.com/pipesnet/pipes/internal/identity"
 	"github.com/pipesnet/pipes/internal/mesh"
 	"github.com/pipesnet/pipes/internal/pipeline"
@@ -37,6 +40,7 @@ type Node struct {
 		mesh      *mesh.Mesh
 		tr        *transport.Transport
 		engine    *pipeline.Engine
+		blobs     *blob.Store
 		pipelines map[PipelineID]*Pipeline // every pipeline seen, kept across restarts
 		defsSent  map[NodeID]bool          // peers told of our pipelines this run
 		listeners []NodeListener
@@ -257,11 +261,18 @@ func (n *Node) Start(ctx context.Context) error {
 		tr.Close()
 		return fmt.Errorf("pipes: encryption key: %w", err)
 	}
+	skey := storeKey(nkey, nw.id)
+	blobs, err := blob.Open(filepath.Join(p.dir, "blobs", hex.EncodeToString(n.id[:])), history.DeriveKey(skey, "blobs", nil))
+	if err != nil {
+		tr.Close()
+		return fmt.Errorf("pipes: file store: %w", err)
+	}
 	host := &meshHost{}
 	eng, err := pipeline.New(pipeline.Config{Network: nw.id, Key: key, Cert: cert, HPKE: hkey, Host: host,
-		Logger: log, OnPipeline: n.pipelineKnown, DB: p.db, StoreKey: storeKey(nkey, nw.id), OnSync: n.syncUpdate,
-		OnRemoved: n.pipelineRemoved})
+		Logger: log, OnPipeline: n.pipelineKnown, DB: p.db, StoreKey: skey, OnSync: n.syncUpdate,
+		OnRemoved: n.pipelineRemoved, Blobs: blobs})
 	if err != nil {
+		blobs.Close()
 		tr.Close()
 		return fmt.Errorf("pipes: %w", err)
 	}
@@ -286,13 +297,14 @@ func (n *Node) Start(ctx context.Context) error {
 	m, err := mesh.New(mcfg)
 	if err != nil {
 		eng.Close()
+		blobs.Close()
 		tr.Close()
 		return fmt.Errorf("pipes: %w", err)
 	}
 	host.m = m
 	n.mu.Lock()
 	n.mu.rec = rec
-	n.mu.mesh, n.mu.tr, n.mu.engine = m, tr, eng
+	n.mu.mesh, n.mu.tr, n.mu.engine, n.mu.blobs = m, tr, eng, blobs
 	n.mu.defsSent = map[NodeID]bool{}
 	var known []*pipeline.Def
 	for _, pl := range n.mu.pipelines {
@@ -426,8 +438,8 @@ func (n *Node) stop(how func(*mesh.Mesh) error) error {
 	n.startMu.Lock()
 	defer n.startMu.Unlock()
 	n.mu.Lock()
-	m, eng := n.mu.mesh, n.mu.engine
-	n.mu.mesh, n.mu.tr, n.mu.engine = nil, nil, nil
+	m, eng, blobs := n.mu.mesh, n.mu.engine, n.mu.blobs
+	n.mu.mesh, n.mu.tr, n.mu.engine, n.mu.blobs = nil, nil, nil, nil
 	n.mu.Unlock()
 	if m == nil {
 		return nil
@@ -439,6 +451,7 @@ func (n *Node) stop(how func(*mesh.Mesh) error) error {
 		pl.ClosePortMap()
 	}
 	err := how(m)
+	blobs.Close()
 	n.p.log.Info("node stopped", "node", n.id.String()[:8])
 	return err
 }

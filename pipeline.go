@@ -458,8 +458,42 @@ func storeErr(err error) error {
 	return fmt.Errorf("pipes: %w", err)
 }
 
-// PutFile sends a file as one packet (ErrNotImplemented in this version).
-func (p *Pipeline) PutFile(path string) (PacketID, error) { return PacketID{}, ErrNotImplemented }
+// PutFile puts the file at path on the pipeline as one file packet and
+// returns its id (the spec's putFilePacket). The file is read once, in
+// chunks, into the node's file store (sealed at rest, and sealed with the
+// pipeline key on an encrypted pipeline), so it may change or go away
+// afterwards; the packet carries its manifest (size and a hash per
+// chunk). Every node that gets the packet fetches the content in the
+// background, from the sender or any other node of the pipeline that has
+// it, checks each chunk as it arrives and resumes after an interruption.
+// Read it with Packet.Open or Packet.WriteDataToPath. Files of any size up
+// to 1 TiB; memory use does not grow with the size. Realtime pipelines
+// carry no files. PutFile is PutFileContext without a deadline.
+func (p *Pipeline) PutFile(path string) (PacketID, error) {
+	return p.PutFileContext(context.Background(), path)
+}
+
+// PutFileContext is PutFile that gives up when ctx ends.
+func (p *Pipeline) PutFileContext(ctx context.Context, path string) (PacketID, error) {
+	e := p.n.engineOrNil()
+	if e == nil {
+		return PacketID{}, ErrNotActive
+	}
+	id, err := e.PutFile(ctx, p.def.ID, path, 0)
+	switch {
+	case err == nil:
+		return id, nil
+	case ctx.Err() != nil && errors.Is(err, ctx.Err()):
+		return PacketID{}, err
+	case errors.Is(err, pipeline.ErrNoSecret):
+		return PacketID{}, fmt.Errorf("%w: %v", ErrNoSecret, err)
+	case errors.Is(err, pipeline.ErrClosed):
+		return PacketID{}, ErrNotActive
+	case errors.Is(err, pipeline.ErrRemoved):
+		return PacketID{}, fmt.Errorf("%w: %q", ErrClosedPipeline, p.def.Name)
+	}
+	return PacketID{}, storeErr(err)
+}
 
 // Subscribe returns the packets that arrive on the pipeline from now on. The
 // channel is closed when ctx ends or the node shuts down; if the node is
@@ -658,9 +692,21 @@ func (pk *Packet) ID() PacketID { return pk.p.ID }
 // Type returns the application's packet type.
 func (pk *Packet) Type() int { return int(pk.p.Type) }
 
+// IsFile reports whether the packet is a file packet (PutFile): its
+// content is read with Open or WriteDataToPath.
+func (pk *Packet) IsFile() bool { return pk.p.File }
+
 // Size returns the size of the data in bytes (on an encrypted pipeline,
-// of the data as the application put it).
+// of the data as the application put it; for a file packet, of the file).
 func (pk *Packet) Size() int64 {
+	if pk.p.File {
+		if e := pk.pl.n.engineOrNil(); e != nil {
+			if n, err := e.FileSize(pk.p); err == nil {
+				return n
+			}
+		}
+		return -1
+	}
 	if pk.pl != nil && pk.pl.Encrypted() {
 		return int64(max(len(pk.p.Data)-pipeline.SealOverhead, 0))
 	}
@@ -691,8 +737,13 @@ func (pk *Packet) Time() time.Time { return pk.p.Time() }
 // Data returns the packet's data. The slice is shared: do not modify it.
 // On an encrypted pipeline it is decrypted (once): ErrNoSecret if this
 // node lacks the pipeline secret, ErrCannotRead if the data does not
-// decrypt.
+// decrypt. For a file packet it reads the whole file into memory, waiting
+// for its content to arrive, up to MaxFileData bytes (ErrTooLarge beyond:
+// use Open or WriteDataToPath).
 func (pk *Packet) Data() ([]byte, error) {
+	if pk.p.File {
+		return pk.fileData()
+	}
 	if pk.pl == nil || !pk.pl.Encrypted() {
 		return pk.p.Data, nil
 	}
@@ -718,8 +769,30 @@ func (pk *Packet) Data() ([]byte, error) {
 	return plain, nil
 }
 
-// Open returns a reader of the packet's data.
+// Open returns a reader of the packet's data. For a file packet it
+// streams the file chunk by chunk, waiting for chunks still on their way
+// (each is checked against the packet's manifest before it is read);
+// Close it to stop waiting. It is OpenContext with a background context.
 func (pk *Packet) Open() (io.ReadCloser, error) {
+	return pk.OpenContext(context.Background())
+}
+
+// OpenContext is Open whose reads give up when ctx ends.
+func (pk *Packet) OpenContext(ctx context.Context) (io.ReadCloser, error) {
+	if pk.p.File {
+		e := pk.pl.n.engineOrNil()
+		if e == nil {
+			return nil, ErrNotActive
+		}
+		r, err := e.OpenFile(ctx, pk.p)
+		if errors.Is(err, pipeline.ErrNoSecret) {
+			return nil, fmt.Errorf("%w: %v", ErrNoSecret, err)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("pipes: %w", err)
+		}
+		return r, nil
+	}
 	d, err := pk.Data()
 	if err != nil {
 		return nil, err
@@ -728,11 +801,42 @@ func (pk *Packet) Open() (io.ReadCloser, error) {
 }
 
 // WriteDataToPath writes the packet's data to path (mode 0644), replacing
-// it atomically.
+// it atomically once complete. A file packet is streamed, never held in
+// memory; if the transfer is interrupted, calling it again continues from
+// the chunks already received. It is WriteDataToPathContext with a
+// background context.
 func (pk *Packet) WriteDataToPath(path string) error {
-	d, err := pk.Data()
+	return pk.WriteDataToPathContext(context.Background(), path)
+}
+
+// WriteDataToPathContext is WriteDataToPath that gives up when ctx ends.
+func (pk *Packet) WriteDataToPathContext(ctx context.Context, path string) error {
+	if !pk.p.File {
+		d, err := pk.Data()
+		if err != nil {
+			return err
+		}
+		return atomicfile.Write(path, d, 0o644)
+	}
+	r, err := pk.OpenContext(ctx)
 	if err != nil {
 		return err
 	}
-	return atomicfile.Write(path, d, 0o644)
+	defer r.Close()
+	return atomicfile.WriteFrom(path, r, 0o644)
+}
+
+// MaxFileData is the largest file packet Data reads into memory (64 MiB).
+const MaxFileData = 64 << 20
+
+func (pk *Packet) fileData() ([]byte, error) {
+	if n := pk.Size(); n > MaxFileData {
+		return nil, fmt.Errorf("%w: file packet of %d bytes: use Open or WriteDataToPath", ErrTooLarge, n)
+	}
+	r, err := pk.Open()
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	return io.ReadAll(r)
 }

@@ -58,7 +58,7 @@ func TestLivePipelineBroadcast(t *testing.T) {
 	if again, err := sender.n.CreatePipeline("chat", pipes.PipelineOptions{}); err != nil || again != id {
 		t.Fatalf("create again: %v", err)
 	}
-	if _, err := sender.n.CreatePipeline("chat", pipes.PipelineOptions{Salt: []byte("s")}); !errors.Is(err, pipes.ErrConflict) {
+	if _, err := sender.n.CreatePipeline("chat", pipes.PipelineOptions{Ephemeral: true}); !errors.Is(err, pipes.ErrConflict) {
 		t.Fatalf("conflicting options: %v", err)
 	}
 	subs := map[*member]<-chan *pipes.Packet{}

@@ -6,6 +6,7 @@ package atomicfile
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 )
@@ -21,7 +22,24 @@ func Create(path string, data []byte, perm os.FileMode) error {
 	return write(path, data, perm, os.Link)
 }
 
-func write(path string, data []byte, perm os.FileMode, place func(tmp, path string) error) error {
+// WriteFrom replaces path with what r yields until EOF, with mode perm,
+// streaming it (for content too large to hold in memory). An error from r
+// leaves path as it was.
+func WriteFrom(path string, r io.Reader, perm os.FileMode) error {
+	return place(path, perm, os.Rename, func(f *os.File) error {
+		_, err := io.Copy(f, r)
+		return err
+	})
+}
+
+func write(path string, data []byte, perm os.FileMode, how func(tmp, path string) error) error {
+	return place(path, perm, how, func(f *os.File) error {
+		_, err := f.Write(data)
+		return err
+	})
+}
+
+func place(path string, perm os.FileMode, place func(tmp, path string) error, fill func(*os.File) error) error {
 	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
@@ -29,7 +47,7 @@ func write(path string, data []byte, perm os.FileMode, place func(tmp, path stri
 	defer os.Remove(f.Name())
 	err = f.Chmod(perm)
 	if err == nil {
-		_, err = f.Write(data)
+		err = fill(f)
 	}
 	if err == nil {
 		err = f.Sync()

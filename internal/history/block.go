@@ -35,15 +35,19 @@ type tail struct {
 }
 
 // appendRecord encodes a record into a block: uvarint sender number |
-// flags (bit 0: destination follows) | [destination] | uvarint seq |
+// flags (bit 0: destination follows; bit 1: file packet) | [destination] | uvarint seq |
 // varint hlc | varint type | uvarint data length | data.
 func appendRecord(b []byte, sender uint32, r *Record) []byte {
 	b = binary.AppendUvarint(b, uint64(sender))
+	var flags byte
+	if r.File {
+		flags |= 2
+	}
 	if r.Dest != ([32]byte{}) {
-		b = append(b, 1)
+		b = append(b, flags|1)
 		b = append(b, r.Dest[:]...)
 	} else {
-		b = append(b, 0)
+		b = append(b, flags)
 	}
 	b = binary.AppendUvarint(b, r.Seq)
 	b = binary.AppendVarint(b, r.HLC)
@@ -103,6 +107,7 @@ func (l *Log) decodeBlock(key, pt []byte) ([]*Record, error) {
 		r.Sender = s
 		flags := pt[0]
 		pt = pt[1:]
+		r.File = flags&2 != 0
 		if flags&1 != 0 {
 			if len(pt) < 32 {
 				return nil, fmt.Errorf("%w: destination", ErrDamaged)

@@ -18,6 +18,7 @@ const (
 	KindDef    Kind = tDef
 	KindSecret Kind = tSecret
 	KindTomb   Kind = tTomb
+	KindFetch  Kind = tFetch // files being fetched, by root
 )
 
 func (k Kind) String() string {
@@ -28,6 +29,8 @@ func (k Kind) String() string {
 		return "pipeline key"
 	case KindTomb:
 		return "tombstone"
+	case KindFetch:
+		return "file to fetch"
 	}
 	return "record"
 }

@@ -68,6 +68,7 @@ const (
 	tIndex  = 'W'
 	tSecret = 'S'
 	tTomb   = 'Z'
+	tFetch  = 'Y'
 )
 
 // Errors.
@@ -86,6 +87,7 @@ type Record struct {
 	HLC    int64
 	Type   int64
 	Dest   [32]byte // zero: every node of the pipeline
+	File   bool     // Data is a file's manifest
 	Data   []byte
 }
 

@@ -26,6 +26,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/pipesnet/pipes/internal/blob"
 	"github.com/pipesnet/pipes/internal/history"
 	"github.com/pipesnet/pipes/internal/identity"
 	"github.com/pipesnet/pipes/internal/notify"
@@ -87,6 +88,9 @@ type Config struct {
 	// StoreKey is the root of the at-rest encryption keys (see
 	// docs/security.md).
 	StoreKey [32]byte
+	// Blobs keeps the content of file packets; nil: PutFile and reading
+	// files give ErrNoFiles.
+	Blobs *blob.Store
 	// OnRemoved is told, on the notification goroutine, when an ephemeral
 	// pipeline is shut down and removed.
 	OnRemoved func(*Def)
@@ -126,6 +130,7 @@ type Engine struct {
 	routed chan routedMsg
 	syncer *syncer
 	rt     *realtime
+	files  *files
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -186,10 +191,19 @@ func New(cfg Config) (*Engine, error) {
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	e.syncer = newSyncer()
 	e.rt = newRealtime()
+	e.files = newFiles()
 	e.loadDefs()
 	e.wg.Add(2)
 	go e.routedWorker()
 	go e.syncLoop()
+	if cfg.Blobs != nil {
+		e.wg.Add(1 + fileServers)
+		go e.fileFetcher()
+		for range fileServers {
+			go e.fileServer()
+		}
+		e.resumeFetches()
+	}
 	return e, nil
 }
 

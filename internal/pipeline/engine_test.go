@@ -220,7 +220,7 @@ func TestBroadcastDeliversVerifiedPacketsOnce(t *testing.T) {
 			if !ids[p.ID] || p.Sender != a.id || p.Pipeline != d.ID {
 				t.Fatalf("unexpected packet %x", p.ID[:4])
 			}
-			if want := packetID(d.ID, a.id, p.Seq, p.HLC, p.Type, p.Destination, p.Data); want != p.ID {
+			if want := packetID(d.ID, a.id, p.Seq, p.HLC, p.Type, p.Destination, p.File, p.Data); want != p.ID {
 				t.Fatal("packet id does not match its content")
 			}
 		}
@@ -267,7 +267,7 @@ func TestForgedTamperedReplayedOversizedAreRejected(t *testing.T) {
 	// Forged: a batch claiming a's certificate, signed by another key.
 	forged := proto.Clone(&batch).(*pb.PacketBatch)
 	other, _ := identity.Generate()
-	id := packetID(d.ID, a.id, 99, time.Now().UnixNano(), 0, [32]byte{}, []byte("evil"))
+	id := packetID(d.ID, a.id, 99, time.Now().UnixNano(), 0, [32]byte{}, false, []byte("evil"))
 	forged.Packets = []*pb.Packet{{Seq: 99, Hlc: time.Now().UnixNano(), Data: []byte("evil")}}
 	forged.Signature = signBatch(other, [][32]byte{id})
 	fb, _ := proto.Marshal(forged)
@@ -395,7 +395,7 @@ func FuzzValidate(f *testing.F) {
 	defer e.Close()
 	pid := [32]byte{1}
 	pk := &pb.Packet{Seq: 1, Hlc: 5, Data: []byte("x")}
-	id := packetID(pid, cert.NodeID(), 1, 5, 0, [32]byte{}, []byte("x"))
+	id := packetID(pid, cert.NodeID(), 1, 5, 0, [32]byte{}, false, []byte("x"))
 	b, _ := proto.Marshal(&pb.PacketBatch{NodeCert: cert.Signed, Pipeline: pid[:], Packets: []*pb.Packet{pk}, Signature: signBatch(key, [][32]byte{id})})
 	f.Add(uint8(3), b)
 	d, _, _ := newDef(testNet, cert.NodeID(), "x", Options{}, nil)

@@ -40,6 +40,7 @@ type Packet struct {
 	Type        int64
 	Data        []byte
 	Destination [32]byte // zero: every node of the pipeline
+	File        bool     // Data is a file manifest (the content travels in chunks)
 	LogID       int64    // position in the local log, if Logged
 	Logged      bool     // read from a persistent pipeline's log
 }
@@ -49,10 +50,11 @@ func (p *Packet) Time() time.Time { return time.Unix(0, p.HLC) }
 
 // packetID is SHA-256 of the header in a fixed layout, then the data:
 // "pipes/v1 packet" || pipeline || sender || seq (8, big endian) ||
-// hlc (8) || type (8) || size (8) || destination (32) || data.
-func packetID(pipeline, sender [32]byte, seq uint64, hlc, typ int64, dest [32]byte, data []byte) [32]byte {
+// hlc (8) || type (8) || size (8) || destination (32) || ["F" for a file
+// packet] || data.
+func packetID(pipeline, sender [32]byte, seq uint64, hlc, typ int64, dest [32]byte, file bool, data []byte) [32]byte {
 	h := sha256.New()
-	var hdr [15 + 32 + 32 + 8*4 + 32]byte
+	var hdr [15 + 32 + 32 + 8*4 + 32 + 1]byte
 	b := append(hdr[:0], "pipes/v1 packet"...)
 	b = append(b, pipeline[:]...)
 	b = append(b, sender[:]...)
@@ -61,6 +63,9 @@ func packetID(pipeline, sender [32]byte, seq uint64, hlc, typ int64, dest [32]by
 	b = binary.BigEndian.AppendUint64(b, uint64(typ))
 	b = binary.BigEndian.AppendUint64(b, uint64(len(data)))
 	b = append(b, dest[:]...)
+	if file {
+		b = append(b, 'F')
+	}
 	h.Write(b)
 	h.Write(data)
 	var id [32]byte
@@ -111,10 +116,10 @@ func openBatch(b *pb.PacketBatch, network [32]byte, certs *identity.CertCache) (
 			}
 			dest = [32]byte(p.Destination)
 		}
-		id := packetID(pipe, sender, p.Seq, p.Hlc, p.Type, dest, p.Data)
+		id := packetID(pipe, sender, p.Seq, p.Hlc, p.Type, dest, p.File, p.Data)
 		msg = append(msg, id[:]...)
 		out = append(out, &Packet{ID: id, Pipeline: pipe, Sender: sender, Seq: p.Seq, HLC: p.Hlc,
-			Type: p.Type, Data: p.Data, Destination: dest})
+			Type: p.Type, Data: p.Data, Destination: dest, File: p.File})
 	}
 	if !identity.Verify(cert.NodeKey, batchContext, msg, b.Signature) {
 		return nil, fmt.Errorf("%w: signature does not verify", ErrBadBatch)

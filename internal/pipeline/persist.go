@@ -87,6 +87,7 @@ type localPut struct {
 	typ  int64
 	hlc  int64
 	dest [32]byte
+	file bool
 	done chan putResult
 }
 
@@ -118,7 +119,7 @@ func (pl *plog) signal() {
 // recordID is the packet id of a logged record.
 func recordID(pipe [32]byte) func(r *history.Record) [32]byte {
 	return func(r *history.Record) [32]byte {
-		return packetID(pipe, r.Sender, r.Seq, r.HLC, r.Type, r.Dest, r.Data)
+		return packetID(pipe, r.Sender, r.Seq, r.HLC, r.Type, r.Dest, r.File, r.Data)
 	}
 }
 
@@ -127,7 +128,7 @@ func recordID(pipe [32]byte) func(r *history.Record) [32]byte {
 // go to applications.
 func packetFromRecord(pipe [32]byte, r *history.Record) *Packet {
 	return &Packet{ID: r.ID, Pipeline: pipe, Sender: r.Sender, Seq: r.Seq, HLC: r.HLC, Type: r.Type,
-		Data: bytes.Clone(r.Data), Destination: r.Dest, LogID: r.LogID, Logged: true}
+		Data: bytes.Clone(r.Data), Destination: r.Dest, File: r.File, LogID: r.LogID, Logged: true}
 }
 
 // openLog opens the history of a persistent pipeline.
@@ -154,12 +155,12 @@ func (e *Engine) startWriter(p *pipe) {
 
 // putPersistent logs a local packet and returns its id and LogID once it
 // is durable.
-func (e *Engine) putPersistent(ctx context.Context, p *pipe, data []byte, typ int64, dest [32]byte) (putResult, error) {
+func (e *Engine) putPersistent(ctx context.Context, p *pipe, data []byte, typ int64, dest [32]byte, file bool) (putResult, error) {
 	if p.logErr != nil {
 		return putResult{}, p.logErr
 	}
 	e.startWriter(p)
-	req := &localPut{data: data, typ: typ, hlc: e.clock.now(), dest: dest, done: make(chan putResult, 1)}
+	req := &localPut{data: data, typ: typ, hlc: e.clock.now(), dest: dest, file: file, done: make(chan putResult, 1)}
 	select {
 	case p.plog.in <- ingest{put: req}:
 	case <-ctx.Done():
@@ -288,7 +289,7 @@ func (e *Engine) commit(p *pipe, items []ingest) {
 	}
 	take := func(pk *Packet, proof *history.Proof, cert *pb.Signed) {
 		recs = append(recs, &history.Record{ID: pk.ID, Sender: pk.Sender, Seq: pk.Seq, HLC: pk.HLC,
-			Type: pk.Type, Dest: pk.Destination, Data: pk.Data})
+			Type: pk.Type, Dest: pk.Destination, File: pk.File, Data: pk.Data})
 		heads[pk.Sender] = pk.Seq
 		if proof != nil && !proofUsed[proof] {
 			proofUsed[proof] = true
@@ -356,15 +357,15 @@ func (e *Engine) commit(p *pipe, items []ingest) {
 			}
 			q := it.put
 			seq := firstSeq + uint64(len(puts))
-			id := packetID(p.def.ID, e.self, seq, q.hlc, q.typ, q.dest, q.data)
-			pk := &pb.Packet{Seq: seq, Hlc: q.hlc, Type: q.typ, Data: q.data}
+			id := packetID(p.def.ID, e.self, seq, q.hlc, q.typ, q.dest, q.file, q.data)
+			pk := &pb.Packet{Seq: seq, Hlc: q.hlc, Type: q.typ, Data: q.data, File: q.file}
 			if q.dest != ([32]byte{}) {
 				pk.Destination = q.dest[:]
 			}
 			puts = append(puts, q)
 			ids = append(ids, id)
 			pks = append(pks, pk)
-			recs = append(recs, &history.Record{ID: id, Sender: e.self, Seq: seq, HLC: q.hlc, Type: q.typ, Dest: q.dest, Data: q.data})
+			recs = append(recs, &history.Record{ID: id, Sender: e.self, Seq: seq, HLC: q.hlc, Type: q.typ, Dest: q.dest, File: q.file, Data: q.data})
 		}
 		if len(puts) > 0 {
 			sig := signBatch(e.cfg.Key, ids)
@@ -411,6 +412,11 @@ func (e *Engine) commit(p *pipe, items []ingest) {
 	}
 	nLocal := len(puts)
 	received := uint64(len(recs) - nLocal)
+	for _, r := range recs[:len(recs)-nLocal] {
+		if r.File {
+			e.noteFile(p, &Packet{Pipeline: p.def.ID, Sender: r.Sender, Data: r.Data, File: true})
+		}
+	}
 	e.stats.delivered.Add(received)
 	p.stats.delivered.Add(received)
 	for i, q := range puts {

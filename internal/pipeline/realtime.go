@@ -143,7 +143,7 @@ func signRealtime(e *Engine, msg []byte) []byte {
 func (e *Engine) putRealtime(p *pipe, data []byte, typ int64, dests [][32]byte) ([32]byte, error) {
 	hlc := e.clock.now()
 	seq := p.seq.Add(1)
-	id := packetID(p.def.ID, e.self, seq, hlc, typ, [32]byte{}, data)
+	id := packetID(p.def.ID, e.self, seq, hlc, typ, [32]byte{}, false, data)
 	inner := make([]byte, 0, rtInner+len(data))
 	inner = append(inner, p.def.ID[:8]...)
 	inner = binary.BigEndian.AppendUint64(inner, uint64(hlc))
@@ -286,7 +286,7 @@ func (e *Engine) DeliverDatagram(raw []byte) {
 	}
 	p.stats.received.Add(1)
 	pk := &Packet{Pipeline: p.def.ID, Sender: s.src, Seq: counter, HLC: hlc, Type: typ, Data: data}
-	pk.ID = packetID(p.def.ID, s.src, counter, hlc, typ, [32]byte{}, data)
+	pk.ID = packetID(p.def.ID, s.src, counter, hlc, typ, [32]byte{}, false, data)
 	e.deliverTo(p, pk)
 }
 

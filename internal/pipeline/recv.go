@@ -152,6 +152,18 @@ func (e *Engine) handleRouted(m routedMsg) error {
 			return err
 		}
 		return e.acceptPrivate(m.src, &b)
+	case KindFileGet:
+		var g pb.FileGet
+		if err := proto.Unmarshal(m.payload, &g); err != nil {
+			return err
+		}
+		return e.handleFileGet(m.src, &g, false)
+	case KindFileData:
+		var d pb.FileData
+		if err := proto.Unmarshal(m.payload, &d); err != nil {
+			return err
+		}
+		return e.handleFileData(&d)
 	case KindNotes:
 		n, err := parseNotes(m.payload)
 		if err != nil {
@@ -193,6 +205,16 @@ func (e *Engine) handleRouted(m routedMsg) error {
 			return e.acceptPrivate(m.src, b.Batch)
 		case *pb.SealedBody_Sync:
 			return e.handleSync(m.src, b.Sync, true)
+		case *pb.SealedBody_FileGet:
+			if b.FileGet == nil {
+				return errors.New("pipeline: empty file request")
+			}
+			return e.handleFileGet(m.src, b.FileGet, true)
+		case *pb.SealedBody_FileData:
+			if b.FileData == nil {
+				return errors.New("pipeline: empty file data")
+			}
+			return e.handleFileData(b.FileData)
 		case *pb.SealedBody_RealtimeKey:
 			return e.acceptRealtimeKey(m.src, b.RealtimeKey)
 		case *pb.SealedBody_Notes:
@@ -281,6 +303,9 @@ func (e *Engine) deliverTo(p *pipe, pk *Packet) {
 
 // deliverLocked hands pk to p's subscribers, under the engine's lock.
 func (e *Engine) deliverLocked(p *pipe, pk *Packet) {
+	if pk.File {
+		e.noteFile(p, pk)
+	}
 	e.stats.delivered.Add(1)
 	p.stats.delivered.Add(1)
 	for s := range p.subs {

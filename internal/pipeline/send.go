@@ -29,6 +29,12 @@ func marshal(m proto.Message) ([]byte, error) {
 // Put blocks while the pipeline's queue is full (backpressure) until ctx
 // ends.
 func (e *Engine) Put(ctx context.Context, id [32]byte, data []byte, typ int64, dest [32]byte) ([32]byte, error) {
+	return e.put(ctx, id, data, typ, dest, false)
+}
+
+// put is Put; file marks data as a file manifest (not encrypted: it holds
+// only sizes and hashes of the sealed chunks).
+func (e *Engine) put(ctx context.Context, id [32]byte, data []byte, typ int64, dest [32]byte, file bool) ([32]byte, error) {
 	if len(data) > MaxPacketSize {
 		return [32]byte{}, ErrTooLarge
 	}
@@ -57,7 +63,7 @@ func (e *Engine) Put(ctx context.Context, id [32]byte, data []byte, typ int64, d
 	if dest == e.self {
 		return [32]byte{}, fmt.Errorf("pipeline: destination is the local node")
 	}
-	if p.def.Opts.Encrypted {
+	if p.def.Opts.Encrypted && !file {
 		k := p.key.Load()
 		if k == nil {
 			return [32]byte{}, fmt.Errorf("%w (%q)", ErrNoSecret, p.def.Name)
@@ -65,6 +71,9 @@ func (e *Engine) Put(ctx context.Context, id [32]byte, data []byte, typ int64, d
 		data = k.seal(id, e.self, data)
 	}
 	if p.def.Opts.Realtime {
+		if file {
+			return [32]byte{}, errors.New("pipeline: a realtime pipeline carries no files")
+		}
 		if dest != ([32]byte{}) {
 			return e.putRealtime(p, data, typ, [][32]byte{dest})
 		}
@@ -74,14 +83,14 @@ func (e *Engine) Put(ctx context.Context, id [32]byte, data []byte, typ int64, d
 		if dest != ([32]byte{}) && !p.def.IsPointToPoint() {
 			return [32]byte{}, ErrPersistentDestination
 		}
-		r, err := e.putPersistent(ctx, p, data, typ, dest)
+		r, err := e.putPersistent(ctx, p, data, typ, dest, file)
 		return r.id, err
 	}
-	pk := &pb.Packet{Seq: p.seq.Add(1), Hlc: e.clock.now(), Type: typ, Data: data}
+	pk := &pb.Packet{Seq: p.seq.Add(1), Hlc: e.clock.now(), Type: typ, Data: data, File: file}
 	if dest != ([32]byte{}) {
 		pk.Destination = dest[:]
 	}
-	pid := packetID(id, e.self, pk.Seq, pk.Hlc, typ, dest, data)
+	pid := packetID(id, e.self, pk.Seq, pk.Hlc, typ, dest, file, data)
 	p.outOnce.Do(func() {
 		p.out = make(chan outPacket, e.cfg.OutQueue)
 		e.spawnPipe(p, func() { e.sender(p) })

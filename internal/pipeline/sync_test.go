@@ -22,7 +22,7 @@ func FuzzSync(f *testing.F) {
 	var pks []*pb.Packet
 	for s := uint64(1); s <= 3; s++ {
 		pks = append(pks, &pb.Packet{Seq: s, Hlc: int64(s), Data: []byte{byte(s)}})
-		ids = append(ids, packetID(d.ID, ocert.NodeID(), s, int64(s), 0, [32]byte{}, []byte{byte(s)}))
+		ids = append(ids, packetID(d.ID, ocert.NodeID(), s, int64(s), 0, [32]byte{}, false, []byte{byte(s)}))
 	}
 	seg := &pb.SyncSegment{FirstSeq: 1, PrefixIds: [][]byte{ids[0][:]}, Packets: pks[1:], Signature: signBatch(okey, ids)}
 	for _, m := range []*pb.Sync{
@@ -51,7 +51,7 @@ func TestSyncDataIsVerified(t *testing.T) {
 		var pks []*pb.Packet
 		for s := uint64(1); s <= 3; s++ {
 			pks = append(pks, &pb.Packet{Seq: s, Hlc: int64(s), Data: []byte{byte(s)}})
-			ids = append(ids, packetID(d.ID, ocert.NodeID(), s, int64(s), 0, [32]byte{}, []byte{byte(s)}))
+			ids = append(ids, packetID(d.ID, ocert.NodeID(), s, int64(s), 0, [32]byte{}, false, []byte{byte(s)}))
 		}
 		return &pb.SyncSegment{FirstSeq: 1, Packets: pks, Signature: signBatch(okey, ids)}
 	}

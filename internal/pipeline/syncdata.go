@@ -105,10 +105,10 @@ func openSegment(pipe [32]byte, cert *identity.Cert, s *pb.SyncSegment) ([]*Pack
 			}
 			dest = [32]byte(q.Destination)
 		}
-		id := packetID(pipe, sender, q.Seq, q.Hlc, q.Type, dest, q.Data)
+		id := packetID(pipe, sender, q.Seq, q.Hlc, q.Type, dest, q.File, q.Data)
 		msg = append(msg, id[:]...)
 		pks = append(pks, &Packet{ID: id, Pipeline: pipe, Sender: sender, Seq: q.Seq, HLC: q.Hlc, Type: q.Type,
-			Data: q.Data, Destination: dest})
+			Data: q.Data, Destination: dest, File: q.File})
 	}
 	if !identity.Verify(cert.NodeKey, batchContext, msg, s.Signature) {
 		return nil, nil, fmt.Errorf("%w: sync segment signature does not verify", ErrBadBatch)
@@ -152,7 +152,7 @@ func (e *Engine) serveWant(r serveReq) error {
 			ps.PrefixIds = append(ps.PrefixIds, bytes.Clone(id[:]))
 		}
 		for _, rec := range seg.Records {
-			q := &pb.Packet{Seq: rec.Seq, Hlc: rec.HLC, Type: rec.Type, Data: rec.Data}
+			q := &pb.Packet{Seq: rec.Seq, Hlc: rec.HLC, Type: rec.Type, Data: rec.Data, File: rec.File}
 			if rec.Dest != ([32]byte{}) {
 				q.Destination = bytes.Clone(rec.Dest[:])
 			}

@@ -1707,6 +1707,8 @@ type SealedBody struct {
 	//	*SealedBody_Sync
 	//	*SealedBody_Notes
 	//	*SealedBody_RealtimeKey
+	//	*SealedBody_FileGet
+	//	*SealedBody_FileData
 	Body          isSealedBody_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1794,6 +1796,24 @@ func (x *SealedBody) GetRealtimeKey() *RealtimeKey {
 	return nil
 }
 
+func (x *SealedBody) GetFileGet() *FileGet {
+	if x != nil {
+		if x, ok := x.Body.(*SealedBody_FileGet); ok {
+			return x.FileGet
+		}
+	}
+	return nil
+}
+
+func (x *SealedBody) GetFileData() *FileData {
+	if x != nil {
+		if x, ok := x.Body.(*SealedBody_FileData); ok {
+			return x.FileData
+		}
+	}
+	return nil
+}
+
 type isSealedBody_Body interface {
 	isSealedBody_Body()
 }
@@ -1818,6 +1838,14 @@ type SealedBody_RealtimeKey struct {
 	RealtimeKey *RealtimeKey `protobuf:"bytes,5,opt,name=realtime_key,json=realtimeKey,proto3,oneof"`
 }
 
+type SealedBody_FileGet struct {
+	FileGet *FileGet `protobuf:"bytes,6,opt,name=file_get,json=fileGet,proto3,oneof"`
+}
+
+type SealedBody_FileData struct {
+	FileData *FileData `protobuf:"bytes,7,opt,name=file_data,json=fileData,proto3,oneof"`
+}
+
 func (*SealedBody_Def) isSealedBody_Body() {}
 
 func (*SealedBody_Batch) isSealedBody_Body() {}
@@ -1828,9 +1856,149 @@ func (*SealedBody_Notes) isSealedBody_Body() {}
 
 func (*SealedBody_RealtimeKey) isSealedBody_Body() {}
 
+func (*SealedBody_FileGet) isSealedBody_Body() {}
+
+func (*SealedBody_FileData) isSealedBody_Body() {}
+
+// FileGet asks a node for one chunk of a file packet's content (routed
+// kind 21, or inside Sealed for point-to-point pipelines). root names the
+// file (BLAKE3 of its manifest); pipeline is the pipeline the packet came
+// on, which the asking node must belong to.
+type FileGet struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Root          []byte                 `protobuf:"bytes,1,opt,name=root,proto3" json:"root,omitempty"`
+	Pipeline      []byte                 `protobuf:"bytes,2,opt,name=pipeline,proto3" json:"pipeline,omitempty"`
+	Index         uint32                 `protobuf:"varint,3,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileGet) Reset() {
+	*x = FileGet{}
+	mi := &file_pipes_v1_pipes_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileGet) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileGet) ProtoMessage() {}
+
+func (x *FileGet) ProtoReflect() protoreflect.Message {
+	mi := &file_pipes_v1_pipes_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileGet.ProtoReflect.Descriptor instead.
+func (*FileGet) Descriptor() ([]byte, []int) {
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *FileGet) GetRoot() []byte {
+	if x != nil {
+		return x.Root
+	}
+	return nil
+}
+
+func (x *FileGet) GetPipeline() []byte {
+	if x != nil {
+		return x.Pipeline
+	}
+	return nil
+}
+
+func (x *FileGet) GetIndex() uint32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+// FileData answers a FileGet (routed kind 22, or inside Sealed): the chunk
+// as stored (sealed with the pipeline key on an encrypted pipeline), which
+// the receiver checks against the manifest's hash; or missing, if the
+// node does not have it.
+type FileData struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Root          []byte                 `protobuf:"bytes,1,opt,name=root,proto3" json:"root,omitempty"`
+	Index         uint32                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	Data          []byte                 `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	Missing       bool                   `protobuf:"varint,4,opt,name=missing,proto3" json:"missing,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileData) Reset() {
+	*x = FileData{}
+	mi := &file_pipes_v1_pipes_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileData) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileData) ProtoMessage() {}
+
+func (x *FileData) ProtoReflect() protoreflect.Message {
+	mi := &file_pipes_v1_pipes_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileData.ProtoReflect.Descriptor instead.
+func (*FileData) Descriptor() ([]byte, []int) {
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *FileData) GetRoot() []byte {
+	if x != nil {
+		return x.Root
+	}
+	return nil
+}
+
+func (x *FileData) GetIndex() uint32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *FileData) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *FileData) GetMissing() bool {
+	if x != nil {
+		return x.Missing
+	}
+	return false
+}
+
 // RealtimeKey opens a datagram session from the sender to the receiver of
 // the Sealed message that carries it: the sender's realtime datagrams
-// (kind 1 in the mesh datagram header) name the session by key_id and are
+// (mesh datagrams) name the session by key_id and are
 // sealed with key. The sender signs it, so the receiver knows whose
 // datagrams the key opens.
 type RealtimeKey struct {
@@ -1845,7 +2013,7 @@ type RealtimeKey struct {
 
 func (x *RealtimeKey) Reset() {
 	*x = RealtimeKey{}
-	mi := &file_pipes_v1_pipes_proto_msgTypes[23]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1857,7 +2025,7 @@ func (x *RealtimeKey) String() string {
 func (*RealtimeKey) ProtoMessage() {}
 
 func (x *RealtimeKey) ProtoReflect() protoreflect.Message {
-	mi := &file_pipes_v1_pipes_proto_msgTypes[23]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1870,7 +2038,7 @@ func (x *RealtimeKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RealtimeKey.ProtoReflect.Descriptor instead.
 func (*RealtimeKey) Descriptor() ([]byte, []int) {
-	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{23}
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RealtimeKey) GetKeyId() []byte {
@@ -1914,7 +2082,7 @@ type PipelineNotes struct {
 
 func (x *PipelineNotes) Reset() {
 	*x = PipelineNotes{}
-	mi := &file_pipes_v1_pipes_proto_msgTypes[24]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1926,7 +2094,7 @@ func (x *PipelineNotes) String() string {
 func (*PipelineNotes) ProtoMessage() {}
 
 func (x *PipelineNotes) ProtoReflect() protoreflect.Message {
-	mi := &file_pipes_v1_pipes_proto_msgTypes[24]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1939,7 +2107,7 @@ func (x *PipelineNotes) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PipelineNotes.ProtoReflect.Descriptor instead.
 func (*PipelineNotes) Descriptor() ([]byte, []int) {
-	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{24}
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *PipelineNotes) GetProofs() []*SecretProof {
@@ -1971,7 +2139,7 @@ type SecretProof struct {
 
 func (x *SecretProof) Reset() {
 	*x = SecretProof{}
-	mi := &file_pipes_v1_pipes_proto_msgTypes[25]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1983,7 +2151,7 @@ func (x *SecretProof) String() string {
 func (*SecretProof) ProtoMessage() {}
 
 func (x *SecretProof) ProtoReflect() protoreflect.Message {
-	mi := &file_pipes_v1_pipes_proto_msgTypes[25]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1996,7 +2164,7 @@ func (x *SecretProof) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecretProof.ProtoReflect.Descriptor instead.
 func (*SecretProof) Descriptor() ([]byte, []int) {
-	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{25}
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SecretProof) GetPipeline() []byte {
@@ -2033,7 +2201,7 @@ type Tombstone struct {
 
 func (x *Tombstone) Reset() {
 	*x = Tombstone{}
-	mi := &file_pipes_v1_pipes_proto_msgTypes[26]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2045,7 +2213,7 @@ func (x *Tombstone) String() string {
 func (*Tombstone) ProtoMessage() {}
 
 func (x *Tombstone) ProtoReflect() protoreflect.Message {
-	mi := &file_pipes_v1_pipes_proto_msgTypes[26]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2058,7 +2226,7 @@ func (x *Tombstone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tombstone.ProtoReflect.Descriptor instead.
 func (*Tombstone) Descriptor() ([]byte, []int) {
-	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{26}
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Tombstone) GetPipeline() []byte {
@@ -2096,7 +2264,7 @@ type Sealed struct {
 
 func (x *Sealed) Reset() {
 	*x = Sealed{}
-	mi := &file_pipes_v1_pipes_proto_msgTypes[27]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2108,7 +2276,7 @@ func (x *Sealed) String() string {
 func (*Sealed) ProtoMessage() {}
 
 func (x *Sealed) ProtoReflect() protoreflect.Message {
-	mi := &file_pipes_v1_pipes_proto_msgTypes[27]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2121,7 +2289,7 @@ func (x *Sealed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sealed.ProtoReflect.Descriptor instead.
 func (*Sealed) Descriptor() ([]byte, []int) {
-	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{27}
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Sealed) GetEnc() []byte {
@@ -2166,7 +2334,7 @@ type Sync struct {
 
 func (x *Sync) Reset() {
 	*x = Sync{}
-	mi := &file_pipes_v1_pipes_proto_msgTypes[28]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2178,7 +2346,7 @@ func (x *Sync) String() string {
 func (*Sync) ProtoMessage() {}
 
 func (x *Sync) ProtoReflect() protoreflect.Message {
-	mi := &file_pipes_v1_pipes_proto_msgTypes[28]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2191,7 +2359,7 @@ func (x *Sync) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sync.ProtoReflect.Descriptor instead.
 func (*Sync) Descriptor() ([]byte, []int) {
-	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{28}
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Sync) GetBody() isSync_Body {
@@ -2276,7 +2444,7 @@ type SyncDigest struct {
 
 func (x *SyncDigest) Reset() {
 	*x = SyncDigest{}
-	mi := &file_pipes_v1_pipes_proto_msgTypes[29]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2288,7 +2456,7 @@ func (x *SyncDigest) String() string {
 func (*SyncDigest) ProtoMessage() {}
 
 func (x *SyncDigest) ProtoReflect() protoreflect.Message {
-	mi := &file_pipes_v1_pipes_proto_msgTypes[29]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2301,7 +2469,7 @@ func (x *SyncDigest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncDigest.ProtoReflect.Descriptor instead.
 func (*SyncDigest) Descriptor() ([]byte, []int) {
-	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{29}
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SyncDigest) GetPipelines() []*SyncHash {
@@ -2321,7 +2489,7 @@ type SyncHash struct {
 
 func (x *SyncHash) Reset() {
 	*x = SyncHash{}
-	mi := &file_pipes_v1_pipes_proto_msgTypes[30]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2333,7 +2501,7 @@ func (x *SyncHash) String() string {
 func (*SyncHash) ProtoMessage() {}
 
 func (x *SyncHash) ProtoReflect() protoreflect.Message {
-	mi := &file_pipes_v1_pipes_proto_msgTypes[30]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2346,7 +2514,7 @@ func (x *SyncHash) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncHash.ProtoReflect.Descriptor instead.
 func (*SyncHash) Descriptor() ([]byte, []int) {
-	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{30}
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *SyncHash) GetPipeline() []byte {
@@ -2375,7 +2543,7 @@ type SyncOffer struct {
 
 func (x *SyncOffer) Reset() {
 	*x = SyncOffer{}
-	mi := &file_pipes_v1_pipes_proto_msgTypes[31]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2387,7 +2555,7 @@ func (x *SyncOffer) String() string {
 func (*SyncOffer) ProtoMessage() {}
 
 func (x *SyncOffer) ProtoReflect() protoreflect.Message {
-	mi := &file_pipes_v1_pipes_proto_msgTypes[31]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2400,7 +2568,7 @@ func (x *SyncOffer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncOffer.ProtoReflect.Descriptor instead.
 func (*SyncOffer) Descriptor() ([]byte, []int) {
-	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{31}
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SyncOffer) GetPipeline() []byte {
@@ -2434,7 +2602,7 @@ type SyncHead struct {
 
 func (x *SyncHead) Reset() {
 	*x = SyncHead{}
-	mi := &file_pipes_v1_pipes_proto_msgTypes[32]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2446,7 +2614,7 @@ func (x *SyncHead) String() string {
 func (*SyncHead) ProtoMessage() {}
 
 func (x *SyncHead) ProtoReflect() protoreflect.Message {
-	mi := &file_pipes_v1_pipes_proto_msgTypes[32]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2459,7 +2627,7 @@ func (x *SyncHead) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncHead.ProtoReflect.Descriptor instead.
 func (*SyncHead) Descriptor() ([]byte, []int) {
-	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{32}
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *SyncHead) GetSender() []byte {
@@ -2490,7 +2658,7 @@ type SyncWant struct {
 
 func (x *SyncWant) Reset() {
 	*x = SyncWant{}
-	mi := &file_pipes_v1_pipes_proto_msgTypes[33]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2502,7 +2670,7 @@ func (x *SyncWant) String() string {
 func (*SyncWant) ProtoMessage() {}
 
 func (x *SyncWant) ProtoReflect() protoreflect.Message {
-	mi := &file_pipes_v1_pipes_proto_msgTypes[33]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2515,7 +2683,7 @@ func (x *SyncWant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncWant.ProtoReflect.Descriptor instead.
 func (*SyncWant) Descriptor() ([]byte, []int) {
-	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{33}
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *SyncWant) GetPipeline() []byte {
@@ -2568,7 +2736,7 @@ type SyncData struct {
 
 func (x *SyncData) Reset() {
 	*x = SyncData{}
-	mi := &file_pipes_v1_pipes_proto_msgTypes[34]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2580,7 +2748,7 @@ func (x *SyncData) String() string {
 func (*SyncData) ProtoMessage() {}
 
 func (x *SyncData) ProtoReflect() protoreflect.Message {
-	mi := &file_pipes_v1_pipes_proto_msgTypes[34]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2593,7 +2761,7 @@ func (x *SyncData) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncData.ProtoReflect.Descriptor instead.
 func (*SyncData) Descriptor() ([]byte, []int) {
-	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{34}
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *SyncData) GetPipeline() []byte {
@@ -2653,7 +2821,7 @@ type SyncSegment struct {
 
 func (x *SyncSegment) Reset() {
 	*x = SyncSegment{}
-	mi := &file_pipes_v1_pipes_proto_msgTypes[35]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2665,7 +2833,7 @@ func (x *SyncSegment) String() string {
 func (*SyncSegment) ProtoMessage() {}
 
 func (x *SyncSegment) ProtoReflect() protoreflect.Message {
-	mi := &file_pipes_v1_pipes_proto_msgTypes[35]
+	mi := &file_pipes_v1_pipes_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2678,7 +2846,7 @@ func (x *SyncSegment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncSegment.ProtoReflect.Descriptor instead.
 func (*SyncSegment) Descriptor() ([]byte, []int) {
-	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{35}
+	return file_pipes_v1_pipes_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *SyncSegment) GetFirstSeq() uint64 {
@@ -2847,15 +3015,26 @@ const file_pipes_v1_pipes_proto_rawDesc = "" +
 	"\tnode_cert\x18\x01 \x01(\v2\x10.pipes.v1.SignedR\bnodeCert\x12\x1a\n" +
 	"\bpipeline\x18\x02 \x01(\fR\bpipeline\x12*\n" +
 	"\apackets\x18\x03 \x03(\v2\x10.pipes.v1.PacketR\apackets\x12\x1c\n" +
-	"\tsignature\x18\x04 \x01(\fR\tsignature\"\x81\x02\n" +
+	"\tsignature\x18\x04 \x01(\fR\tsignature\"\xe4\x02\n" +
 	"\n" +
 	"SealedBody\x12)\n" +
 	"\x03def\x18\x01 \x01(\v2\x15.pipes.v1.PipelineDefH\x00R\x03def\x12-\n" +
 	"\x05batch\x18\x02 \x01(\v2\x15.pipes.v1.PacketBatchH\x00R\x05batch\x12$\n" +
 	"\x04sync\x18\x03 \x01(\v2\x0e.pipes.v1.SyncH\x00R\x04sync\x12/\n" +
 	"\x05notes\x18\x04 \x01(\v2\x17.pipes.v1.PipelineNotesH\x00R\x05notes\x12:\n" +
-	"\frealtime_key\x18\x05 \x01(\v2\x15.pipes.v1.RealtimeKeyH\x00R\vrealtimeKeyB\x06\n" +
-	"\x04body\"\x83\x01\n" +
+	"\frealtime_key\x18\x05 \x01(\v2\x15.pipes.v1.RealtimeKeyH\x00R\vrealtimeKey\x12.\n" +
+	"\bfile_get\x18\x06 \x01(\v2\x11.pipes.v1.FileGetH\x00R\afileGet\x121\n" +
+	"\tfile_data\x18\a \x01(\v2\x12.pipes.v1.FileDataH\x00R\bfileDataB\x06\n" +
+	"\x04body\"O\n" +
+	"\aFileGet\x12\x12\n" +
+	"\x04root\x18\x01 \x01(\fR\x04root\x12\x1a\n" +
+	"\bpipeline\x18\x02 \x01(\fR\bpipeline\x12\x14\n" +
+	"\x05index\x18\x03 \x01(\rR\x05index\"b\n" +
+	"\bFileData\x12\x12\n" +
+	"\x04root\x18\x01 \x01(\fR\x04root\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\rR\x05index\x12\x12\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\x12\x18\n" +
+	"\amissing\x18\x04 \x01(\bR\amissing\"\x83\x01\n" +
 	"\vRealtimeKey\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\fR\x05keyId\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\fR\x03key\x12-\n" +
@@ -2932,7 +3111,7 @@ func file_pipes_v1_pipes_proto_rawDescGZIP() []byte {
 	return file_pipes_v1_pipes_proto_rawDescData
 }
 
-var file_pipes_v1_pipes_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_pipes_v1_pipes_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_pipes_v1_pipes_proto_goTypes = []any{
 	(*Signed)(nil),          // 0: pipes.v1.Signed
 	(*NodeCertificate)(nil), // 1: pipes.v1.NodeCertificate
@@ -2957,19 +3136,21 @@ var file_pipes_v1_pipes_proto_goTypes = []any{
 	(*Packet)(nil),          // 20: pipes.v1.Packet
 	(*PacketBatch)(nil),     // 21: pipes.v1.PacketBatch
 	(*SealedBody)(nil),      // 22: pipes.v1.SealedBody
-	(*RealtimeKey)(nil),     // 23: pipes.v1.RealtimeKey
-	(*PipelineNotes)(nil),   // 24: pipes.v1.PipelineNotes
-	(*SecretProof)(nil),     // 25: pipes.v1.SecretProof
-	(*Tombstone)(nil),       // 26: pipes.v1.Tombstone
-	(*Sealed)(nil),          // 27: pipes.v1.Sealed
-	(*Sync)(nil),            // 28: pipes.v1.Sync
-	(*SyncDigest)(nil),      // 29: pipes.v1.SyncDigest
-	(*SyncHash)(nil),        // 30: pipes.v1.SyncHash
-	(*SyncOffer)(nil),       // 31: pipes.v1.SyncOffer
-	(*SyncHead)(nil),        // 32: pipes.v1.SyncHead
-	(*SyncWant)(nil),        // 33: pipes.v1.SyncWant
-	(*SyncData)(nil),        // 34: pipes.v1.SyncData
-	(*SyncSegment)(nil),     // 35: pipes.v1.SyncSegment
+	(*FileGet)(nil),         // 23: pipes.v1.FileGet
+	(*FileData)(nil),        // 24: pipes.v1.FileData
+	(*RealtimeKey)(nil),     // 25: pipes.v1.RealtimeKey
+	(*PipelineNotes)(nil),   // 26: pipes.v1.PipelineNotes
+	(*SecretProof)(nil),     // 27: pipes.v1.SecretProof
+	(*Tombstone)(nil),       // 28: pipes.v1.Tombstone
+	(*Sealed)(nil),          // 29: pipes.v1.Sealed
+	(*Sync)(nil),            // 30: pipes.v1.Sync
+	(*SyncDigest)(nil),      // 31: pipes.v1.SyncDigest
+	(*SyncHash)(nil),        // 32: pipes.v1.SyncHash
+	(*SyncOffer)(nil),       // 33: pipes.v1.SyncOffer
+	(*SyncHead)(nil),        // 34: pipes.v1.SyncHead
+	(*SyncWant)(nil),        // 35: pipes.v1.SyncWant
+	(*SyncData)(nil),        // 36: pipes.v1.SyncData
+	(*SyncSegment)(nil),     // 37: pipes.v1.SyncSegment
 }
 var file_pipes_v1_pipes_proto_depIdxs = []int32{
 	2,  // 0: pipes.v1.NetfileBody.kdf:type_name -> pipes.v1.KDFParams
@@ -2990,26 +3171,28 @@ var file_pipes_v1_pipes_proto_depIdxs = []int32{
 	20, // 15: pipes.v1.PacketBatch.packets:type_name -> pipes.v1.Packet
 	18, // 16: pipes.v1.SealedBody.def:type_name -> pipes.v1.PipelineDef
 	21, // 17: pipes.v1.SealedBody.batch:type_name -> pipes.v1.PacketBatch
-	28, // 18: pipes.v1.SealedBody.sync:type_name -> pipes.v1.Sync
-	24, // 19: pipes.v1.SealedBody.notes:type_name -> pipes.v1.PipelineNotes
-	23, // 20: pipes.v1.SealedBody.realtime_key:type_name -> pipes.v1.RealtimeKey
-	0,  // 21: pipes.v1.RealtimeKey.node_cert:type_name -> pipes.v1.Signed
-	25, // 22: pipes.v1.PipelineNotes.proofs:type_name -> pipes.v1.SecretProof
-	26, // 23: pipes.v1.PipelineNotes.tombstones:type_name -> pipes.v1.Tombstone
-	29, // 24: pipes.v1.Sync.digest:type_name -> pipes.v1.SyncDigest
-	31, // 25: pipes.v1.Sync.offer:type_name -> pipes.v1.SyncOffer
-	33, // 26: pipes.v1.Sync.want:type_name -> pipes.v1.SyncWant
-	34, // 27: pipes.v1.Sync.data:type_name -> pipes.v1.SyncData
-	30, // 28: pipes.v1.SyncDigest.pipelines:type_name -> pipes.v1.SyncHash
-	32, // 29: pipes.v1.SyncOffer.heads:type_name -> pipes.v1.SyncHead
-	0,  // 30: pipes.v1.SyncData.node_cert:type_name -> pipes.v1.Signed
-	35, // 31: pipes.v1.SyncData.segments:type_name -> pipes.v1.SyncSegment
-	20, // 32: pipes.v1.SyncSegment.packets:type_name -> pipes.v1.Packet
-	33, // [33:33] is the sub-list for method output_type
-	33, // [33:33] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	30, // 18: pipes.v1.SealedBody.sync:type_name -> pipes.v1.Sync
+	26, // 19: pipes.v1.SealedBody.notes:type_name -> pipes.v1.PipelineNotes
+	25, // 20: pipes.v1.SealedBody.realtime_key:type_name -> pipes.v1.RealtimeKey
+	23, // 21: pipes.v1.SealedBody.file_get:type_name -> pipes.v1.FileGet
+	24, // 22: pipes.v1.SealedBody.file_data:type_name -> pipes.v1.FileData
+	0,  // 23: pipes.v1.RealtimeKey.node_cert:type_name -> pipes.v1.Signed
+	27, // 24: pipes.v1.PipelineNotes.proofs:type_name -> pipes.v1.SecretProof
+	28, // 25: pipes.v1.PipelineNotes.tombstones:type_name -> pipes.v1.Tombstone
+	31, // 26: pipes.v1.Sync.digest:type_name -> pipes.v1.SyncDigest
+	33, // 27: pipes.v1.Sync.offer:type_name -> pipes.v1.SyncOffer
+	35, // 28: pipes.v1.Sync.want:type_name -> pipes.v1.SyncWant
+	36, // 29: pipes.v1.Sync.data:type_name -> pipes.v1.SyncData
+	32, // 30: pipes.v1.SyncDigest.pipelines:type_name -> pipes.v1.SyncHash
+	34, // 31: pipes.v1.SyncOffer.heads:type_name -> pipes.v1.SyncHead
+	0,  // 32: pipes.v1.SyncData.node_cert:type_name -> pipes.v1.Signed
+	37, // 33: pipes.v1.SyncData.segments:type_name -> pipes.v1.SyncSegment
+	20, // 34: pipes.v1.SyncSegment.packets:type_name -> pipes.v1.Packet
+	35, // [35:35] is the sub-list for method output_type
+	35, // [35:35] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_pipes_v1_pipes_proto_init() }
@@ -3032,8 +3215,10 @@ func file_pipes_v1_pipes_proto_init() {
 		(*SealedBody_Sync)(nil),
 		(*SealedBody_Notes)(nil),
 		(*SealedBody_RealtimeKey)(nil),
+		(*SealedBody_FileGet)(nil),
+		(*SealedBody_FileData)(nil),
 	}
-	file_pipes_v1_pipes_proto_msgTypes[28].OneofWrappers = []any{
+	file_pipes_v1_pipes_proto_msgTypes[30].OneofWrappers = []any{
 		(*Sync_Digest)(nil),
 		(*Sync_Offer)(nil),
 		(*Sync_Want)(nil),
@@ -3045,7 +3230,7 @@ func file_pipes_v1_pipes_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pipes_v1_pipes_proto_rawDesc), len(file_pipes_v1_pipes_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   36,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
