@@ -360,8 +360,10 @@ func (e *Engine) fileFetcher() {
 	}
 }
 
-// runFetch fetches one file until it is complete, its pipeline is gone,
-// or the engine closes; when no node can serve it, it waits and retries.
+// runFetch asks each source of a file in turn for its missing chunks. If
+// the file is still incomplete after that (no node that has it is
+// reachable now), the job goes back to the queue after fileRetry, so that
+// it does not hold a fetch slot.
 func (e *Engine) runFetch(j fetchJob) {
 	root := j.m.Root()
 	if err := e.cfg.Blobs.Add(j.m); err != nil {
@@ -374,27 +376,39 @@ func (e *Engine) runFetch(j fetchJob) {
 	f.mu.Lock()
 	f.active[root] = ft
 	f.mu.Unlock()
-	defer e.fetchDone(root)
-	for {
-		p, ok := e.pipeOf(j.pipe)
-		if !ok {
-			return
+	p, ok := e.pipeOf(j.pipe)
+	if !ok {
+		e.fetchDone(root)
+		return
+	}
+	missing, err := e.cfg.Blobs.Missing(root)
+	for _, src := range e.fileSources(p, j.sender) {
+		if err != nil || len(missing) == 0 || e.ctx.Err() != nil {
+			break
 		}
-		missing, err := e.cfg.Blobs.Missing(root)
-		if err != nil || len(missing) == 0 {
-			return
-		}
-		for _, src := range e.fileSources(p, j.sender) {
-			if missing = e.fetchFrom(ft, p, src, missing); len(missing) == 0 {
-				return
-			}
-		}
+		missing = e.fetchFrom(ft, p, src, missing)
+	}
+	if err != nil || len(missing) == 0 {
+		e.fetchDone(root)
+		return
+	}
+	f.mu.Lock()
+	delete(f.active, root)
+	f.mu.Unlock()
+	e.spawn(func() {
 		select {
 		case <-time.After(fileRetry):
 		case <-e.ctx.Done():
 			return
 		}
-	}
+		f.mu.Lock()
+		f.queue = append(f.queue, j)
+		f.mu.Unlock()
+		select {
+		case f.kick <- struct{}{}:
+		default:
+		}
+	})
 }
 
 // fileSources lists the nodes to ask for a file of p: its sender first,

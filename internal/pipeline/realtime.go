@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -64,9 +65,12 @@ const rtOverhead = rtHeader + rtInner + chacha20poly1305.Overhead
 
 type rtSend struct {
 	id      [8]byte
+	key     [32]byte
 	aead    cipher.AEAD
 	counter uint64
 	started time.Time
+	resent  time.Time // the key was last sent then
+	sending bool      // a resend is under way
 }
 
 type rtRecv struct {
@@ -80,7 +84,16 @@ type rtRecv struct {
 type rtEarly struct {
 	id  [8]byte
 	raw []byte
+	at  time.Time
 }
+
+// rtResend: a session's key is sent again this often while it is used,
+// so that a receiver that restarted (and lost its sessions) recovers.
+const rtResend = 3 * time.Second
+
+// rtEarlyAge: datagrams older than this that still wait for their key are
+// dropped.
+const rtEarlyAge = 2 * time.Second
 
 // realtime is the engine's datagram state.
 type realtime struct {
@@ -103,22 +116,27 @@ func (e *Engine) rtSession(dst [32]byte) (*rtSend, uint64, error) {
 	if s != nil && s.counter < rtSessionMessages && time.Since(s.started) < rtSessionAge {
 		s.counter++
 		c := s.counter
+		if !s.sending && time.Since(s.resent) >= rtResend {
+			s.sending = true
+			e.spawn(func() {
+				err := e.sendRealtimeKey(dst, s)
+				rt.mu.Lock()
+				s.sending = false
+				if err == nil {
+					s.resent = time.Now()
+				}
+				rt.mu.Unlock()
+			})
+		}
 		rt.mu.Unlock()
 		return s, c, nil
 	}
 	rt.mu.Unlock()
-	var key [32]byte
-	s = &rtSend{started: time.Now()}
-	rand.Read(key[:])
+	s = &rtSend{started: time.Now(), resent: time.Now()}
+	rand.Read(s.key[:])
 	rand.Read(s.id[:])
-	s.aead, _ = chacha20poly1305.New(key[:])
-	msg := append(append(append([]byte{}, s.id[:]...), key[:]...), dst[:]...)
-	body, err := marshal(&pb.SealedBody{Body: &pb.SealedBody_RealtimeKey{RealtimeKey: &pb.RealtimeKey{
-		KeyId: s.id[:], Key: key[:], NodeCert: e.cfg.Cert.Signed, Signature: signRealtime(e, msg)}}})
-	if err != nil {
-		return nil, 0, err
-	}
-	if err := e.sendSealed(e.ctx, dst, body); err != nil {
+	s.aead, _ = chacha20poly1305.New(s.key[:])
+	if err := e.sendRealtimeKey(dst, s); err != nil {
 		return nil, 0, err
 	}
 	rt.mu.Lock()
@@ -133,8 +151,15 @@ func (e *Engine) rtSession(dst [32]byte) (*rtSend, uint64, error) {
 	return s, c, nil
 }
 
-func signRealtime(e *Engine, msg []byte) []byte {
-	return identity.Sign(e.cfg.Key, rtKeyContext, msg)
+// sendRealtimeKey sends session s's key to dst, signed and sealed.
+func (e *Engine) sendRealtimeKey(dst [32]byte, s *rtSend) error {
+	msg := append(append(append([]byte{}, s.id[:]...), s.key[:]...), dst[:]...)
+	body, err := marshal(&pb.SealedBody{Body: &pb.SealedBody_RealtimeKey{RealtimeKey: &pb.RealtimeKey{
+		KeyId: s.id[:], Key: s.key[:], NodeCert: e.cfg.Cert.Signed, Signature: identity.Sign(e.cfg.Key, rtKeyContext, msg)}}})
+	if err != nil {
+		return err
+	}
+	return e.sendSealed(e.ctx, dst, body)
 }
 
 // putRealtime sends one realtime packet to each of dests as a datagram.
@@ -210,6 +235,10 @@ func (e *Engine) acceptRealtimeKey(src [32]byte, k *pb.RealtimeKey) error {
 	id := [8]byte(k.KeyId)
 	rt := e.rt
 	rt.mu.Lock()
+	if rt.recv[id] != nil {
+		rt.mu.Unlock()
+		return nil // a resend of a session this node has
+	}
 	if len(rt.recv) >= rtMaxSessions {
 		var oldest [8]byte
 		var t time.Time
@@ -251,8 +280,12 @@ func (e *Engine) DeliverDatagram(raw []byte) {
 	rt.mu.Lock()
 	s := rt.recv[id]
 	if s == nil {
+		now := time.Now()
+		if len(rt.early) > 0 && now.Sub(rt.early[0].at) > rtEarlyAge {
+			rt.early = slices.DeleteFunc(rt.early, func(d rtEarly) bool { return now.Sub(d.at) > rtEarlyAge })
+		}
 		if len(rt.early) < rtMaxEarly {
-			rt.early = append(rt.early, rtEarly{id: id, raw: raw})
+			rt.early = append(rt.early, rtEarly{id: id, raw: raw, at: now})
 		} else {
 			e.stats.rejected.Add(1)
 		}
