@@ -107,6 +107,16 @@ var (
 	_ func(*pipes.Packet) (io.ReadCloser, error) = (*pipes.Packet).Open
 	_ func(*pipes.Packet, string) error          = (*pipes.Packet).WriteDataToPath
 
+	// Beyond the spec: context variants, and state of the new kinds.
+	_ func(*pipes.Pipeline, context.Context, string) (pipes.PacketID, error) = (*pipes.Pipeline).PutFileContext
+	_ func(*pipes.Packet, context.Context) (io.ReadCloser, error)            = (*pipes.Packet).OpenContext
+	_ func(*pipes.Packet, context.Context, string) error                     = (*pipes.Packet).WriteDataToPathContext
+	_ func(*pipes.Packet) bool                                               = (*pipes.Packet).IsFile
+	_ func(*pipes.Pipeline) bool                                             = (*pipes.Pipeline).HasSecret
+	_ func(*pipes.Pipeline) bool                                             = (*pipes.Pipeline).Ephemeral
+	_ func(*pipes.Pipeline) bool                                             = (*pipes.Pipeline).Closed
+	_ func(*pipes.Pipeline)                                                  = (*pipes.Pipeline).ClosePortMap
+
 	_ pipes.NodeListener               = (*pipes.NodeListenerFuncs)(nil)
 	_ pipes.PipelineListener           = (*pipes.PipelineListenerFuncs)(nil)
 	_ func(pipes.NodeRef) pipes.NodeID = pipes.NodeRef.ID

@@ -58,6 +58,26 @@ func TestRealtimeThroughRelay(t *testing.T) {
 		}
 	}
 
+	// Bob restarts and loses his sessions: a's key is sent again while
+	// a keeps sending, and datagrams flow again.
+	if err := b.n.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	b.start(t)
+	pb, _ = b.n.Pipeline(id)
+	ch = pb.Subscribe(ctx)
+	eventually(t, 60*time.Second, "datagrams reach bob after his restart", func() error {
+		if _, err := pa.Put([]byte("again")); err != nil {
+			return err
+		}
+		select {
+		case <-ch:
+			return nil
+		case <-time.After(50 * time.Millisecond):
+			return errors.New("nothing yet")
+		}
+	})
+
 	// Too large for one datagram: the error says what fits, and that fits.
 	_, err = pa.Put(make([]byte, 4000))
 	var tl *pipes.DatagramTooLargeError
