@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -40,9 +42,26 @@ func TestEphemeralShutdown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var pair pipes.PipelineID
+	eventually(t, 30*time.Second, "a point-to-point ephemeral pipeline", func() (err error) {
+		pair, err = a.n.CreatePipeline("whisper", pipes.PipelineOptions{Ephemeral: true, ToNode: c.n.ID()})
+		return err
+	})
+	waitPipeline(t, c, pair)
 	pk, _ := a.n.Pipeline(kept)
 	putN(t, pk, 30, "soon gone")
-	converged(t, ms, kept, 30)
+	path, _ := writeRandomFile(t, 3<<20, 9)
+	if _, err := pk.PutFile(path); err != nil {
+		t.Fatal(err)
+	}
+	converged(t, ms, kept, 31)
+	blobs := filepath.Join(b.dir, "blobs", b.n.ID().String())
+	eventually(t, 60*time.Second, "b stores the file", func() error {
+		if n := countFiles(blobs); n != 1 {
+			return fmt.Errorf("%d files", n)
+		}
+		return nil
+	})
 	waitPipeline(t, c, live)
 	pf, _ := a.n.Pipeline(plain)
 	if err := pf.Shutdown(); !errors.Is(err, pipes.ErrNotEphemeral) {
@@ -70,6 +89,10 @@ func TestEphemeralShutdown(t *testing.T) {
 	}
 	if err := pk.Shutdown(); err != nil {
 		t.Fatal(err)
+	}
+	pp, _ := a.n.Pipeline(pair)
+	if err := pp.Shutdown(); err != nil {
+		t.Fatalf("shutdown of a point-to-point pipeline whose other node is away: %v", err)
 	}
 	for _, id := range []pipes.PipelineID{live, kept} {
 		if known(a, id) {
@@ -102,12 +125,18 @@ func TestEphemeralShutdown(t *testing.T) {
 	if _, err := b.n.Pipeline(kept); !errors.Is(err, pipes.ErrNotFound) {
 		t.Fatalf("lookup after shutdown: %v", err)
 	}
+	eventually(t, 30*time.Second, "b deletes the pipeline's file", func() error {
+		if n := countFiles(blobs); n != 0 {
+			return fmt.Errorf("%d files left", n)
+		}
+		return nil
+	})
 
 	// c comes back: it learns of the shutdown from its peers and drops
 	// the pipelines it had stored, without reviving them elsewhere.
 	c.start(t)
 	eventually(t, 30*time.Second, "c drops the pipelines", func() error {
-		if known(c, live) || known(c, kept) {
+		if known(c, live) || known(c, kept) || known(c, pair) {
 			return errors.New("still listed on c")
 		}
 		return nil
@@ -134,4 +163,16 @@ func TestEphemeralShutdown(t *testing.T) {
 			return nil
 		})
 	}
+}
+
+// countFiles counts the regular files in dir (0 if it does not exist).
+func countFiles(dir string) int {
+	es, _ := os.ReadDir(dir)
+	n := 0
+	for _, e := range es {
+		if e.Type().IsRegular() {
+			n++
+		}
+	}
+	return n
 }

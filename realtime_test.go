@@ -35,10 +35,13 @@ func TestRealtimeThroughRelay(t *testing.T) {
 	ch := pb.Subscribe(ctx)
 	before := len(relayed())
 	var got *pipes.Packet
+	sent := map[pipes.PacketID]bool{}
 	eventually(t, 30*time.Second, "a datagram reaches bob", func() error {
-		if _, err := pa.Put([]byte("secret voice frame"), pipes.WithPacketType(7)); err != nil {
+		id, err := pa.Put([]byte("secret voice frame"), pipes.WithPacketType(7))
+		if err != nil {
 			return err
 		}
+		sent[id] = true
 		select {
 		case got = <-ch:
 			return nil
@@ -48,6 +51,9 @@ func TestRealtimeThroughRelay(t *testing.T) {
 	})
 	if d, _ := got.Data(); string(d) != "secret voice frame" || got.Type() != 7 || got.Sender() != a.n.ID() {
 		t.Fatalf("got %q type %d", d, got.Type())
+	}
+	if !sent[got.ID()] {
+		t.Fatal("the packet id bob computed is not one a's Put returned")
 	}
 	if s := r.n.Stats().Datagrams; s.Forwarded == 0 {
 		t.Fatalf("the relay forwarded no datagram: %+v", s)

@@ -19,6 +19,7 @@ const (
 	KindSecret Kind = tSecret
 	KindTomb   Kind = tTomb
 	KindFetch  Kind = tFetch // files being fetched, by root
+	KindOwner  Kind = tOwner // the pipeline of each stored file, by root
 )
 
 func (k Kind) String() string {
@@ -31,6 +32,8 @@ func (k Kind) String() string {
 		return "tombstone"
 	case KindFetch:
 		return "file to fetch"
+	case KindOwner:
+		return "file owner"
 	}
 	return "record"
 }

@@ -36,6 +36,10 @@
 //	'W' | handle                             -> LogIDs below this are in 'X'
 //	'C' | node | sender                      -> certificate (pb.Signed)
 //	'F' | node | pipe                        -> sealed definition
+//	'S' | node | pipe                        -> sealed pipeline key (encrypted pipelines)
+//	'Z' | node | pipe                        -> sealed tombstone (shut down pipelines)
+//	'Y' | node | root                        -> sealed file to fetch: pipeline | sender | manifest
+//	'O' | node | root                        -> sealed owner of a stored file: pipeline
 //
 // Integers in keys and values are big endian (8 bytes; sender numbers 4).
 package history
@@ -69,6 +73,7 @@ const (
 	tSecret = 'S'
 	tTomb   = 'Z'
 	tFetch  = 'Y'
+	tOwner  = 'O'
 )
 
 // Errors.
@@ -164,7 +169,7 @@ func Drop(db *store.DB, node, pipe [32]byte) error {
 		return fmt.Errorf("history: drop: %w", err)
 	}
 	err = db.Batch(func(b *store.Batch) error {
-		for _, t := range []byte{tLog, tByID, tBySeq, tHead, tSender, tProof, tBytes, tCert, tIndex} {
+		for _, t := range []byte{tLog, tByID, tBySeq, tHead, tSender, tProof, tBytes, tIndex} {
 			if err := b.DeletePrefix(store.Key(t, h)); err != nil {
 				return err
 			}

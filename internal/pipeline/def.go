@@ -172,6 +172,9 @@ func defFromProto(network, self [32]byte, m *pb.PipelineDef) (*Def, error) {
 	if m.Encrypted != (len(m.SecretKey) == ed25519.PublicKeySize) || (!m.Encrypted && len(m.SecretKey) != 0) {
 		return nil, errors.New("pipeline: malformed secret key")
 	}
+	if (m.Unsalted || len(m.Salt) > 0) && !m.Encrypted || m.Unsalted && len(m.Salt) > 0 || m.Realtime && m.Persistent {
+		return nil, errors.New("pipeline: definition with options that exclude each other")
+	}
 	d := &Def{Name: m.Name, Creator: [32]byte(m.Creator), SecretKey: bytes.Clone(m.SecretKey), Created: m.CreatedMs, Opts: Options{
 		Persistent: m.Persistent, Encrypted: m.Encrypted, Ephemeral: m.Ephemeral,
 		Realtime: m.Realtime, Unsalted: m.Unsalted, Salt: bytes.Clone(m.Salt)}}

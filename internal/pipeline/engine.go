@@ -146,6 +146,7 @@ type Engine struct {
 		npend   int
 
 		tombs         map[[32]byte]*pb.Tombstone     // shut down ephemeral pipelines
+		tombsOut      map[[32]byte]*pb.Tombstone     // this node's point-to-point tombstones not yet delivered
 		secrets       map[[32]byte][32]byte          // stored pipeline keys, loaded at start
 		pendingProofs map[[32]byte][]*pb.SecretProof // proofs for pipelines not yet defined
 		realtime      map[[8]byte]*pipe              // realtime pipelines by id prefix (datagrams name them so)
@@ -185,6 +186,7 @@ func New(cfg Config) (*Engine, error) {
 	e.mu.waiters = map[[32]byte][]chan struct{}{}
 	e.mu.pending = map[[32]byte][]*Packet{}
 	e.mu.tombs = map[[32]byte]*pb.Tombstone{}
+	e.mu.tombsOut = map[[32]byte]*pb.Tombstone{}
 	e.mu.secrets = map[[32]byte][32]byte{}
 	e.mu.pendingProofs = map[[32]byte][]*pb.SecretProof{}
 	e.mu.realtime = map[[8]byte]*pipe{}
@@ -201,6 +203,9 @@ func New(cfg Config) (*Engine, error) {
 		go e.fileFetcher()
 		for range fileServers {
 			go e.fileServer()
+		}
+		if cfg.DB != nil {
+			e.loadOwners()
 		}
 		e.resumeFetches()
 	}
@@ -419,6 +424,7 @@ func (e *Engine) addDef(d *Def) bool {
 		return false
 	}
 	t, dead := e.mu.tombs[d.ID]
+	dead = dead && d.Opts.Ephemeral // only ephemeral pipelines can be shut down
 	if dead && d.Created > t.TimeMs {
 		delete(e.mu.tombs, d.ID) // created again after its shutdown
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"sync"
 	"time"
@@ -53,6 +54,16 @@ const (
 // ErrNoFiles: the engine has no blob store.
 var ErrNoFiles = errors.New("pipeline: this node keeps no files (no blob store)")
 
+// Limits of file packets: a chunk travels in one message, which must fit a
+// frame, so chunks are at most 2 MiB and files (16384 chunks) 32 GiB.
+const (
+	maxFileChunk = 2 << 20
+	MaxFileSize  = blob.MaxChunks * maxFileChunk
+)
+
+// ErrFileTooLarge: a file larger than MaxFileSize.
+var ErrFileTooLarge = fmt.Errorf("pipeline: file larger than %d GiB", MaxFileSize>>30)
+
 // fetchJob is a file this node should have.
 type fetchJob struct {
 	pipe   [32]byte
@@ -68,7 +79,8 @@ type files struct {
 	kick    chan struct{}
 	serveQ  chan chunkReq
 	seenQ   chan seen
-	waiting map[[32]byte]bool // roots queued or active
+	waiting map[[32]byte]bool     // roots queued or active
+	owner   map[[32]byte][32]byte // root -> the pipeline of the file packet
 }
 
 // seen is a file packet received, for the fetcher to look at.
@@ -105,7 +117,8 @@ type fetch struct {
 
 func newFiles() *files {
 	return &files{active: map[[32]byte]*fetch{}, kick: make(chan struct{}, 1),
-		serveQ: make(chan chunkReq, 256), seenQ: make(chan seen, 1024), waiting: map[[32]byte]bool{}}
+		serveQ: make(chan chunkReq, 256), seenQ: make(chan seen, 1024), waiting: map[[32]byte]bool{},
+		owner: map[[32]byte][32]byte{}}
 }
 
 // fileAD binds a sealed chunk to its pipeline, sender and place.
@@ -142,16 +155,88 @@ func (e *Engine) PutFile(ctx context.Context, id [32]byte, path string, typ int6
 			return k.packet.Seal(out, out, chunk, fileAD(id, e.self, i))
 		}
 	}
+	if st, err := os.Stat(path); err != nil {
+		return [32]byte{}, fmt.Errorf("pipeline: file: %w", err)
+	} else if st.Size() > MaxFileSize-int64(blob.MaxChunks*overhead) {
+		return [32]byte{}, fmt.Errorf("%w: %s", ErrFileTooLarge, path)
+	}
 	m, err := e.cfg.Blobs.ImportFile(ctx, path, overhead, transform)
 	if err != nil {
 		return [32]byte{}, fmt.Errorf("pipeline: file %s: %w", path, err)
 	}
+	e.setOwner(m.Root(), id)
 	pid, err := e.put(ctx, id, m.Marshal(), typ, [32]byte{}, true)
 	if err != nil {
-		e.cfg.Blobs.Remove(m.Root())
+		e.dropFile(m.Root())
 		return [32]byte{}, err
 	}
 	return pid, nil
+}
+
+// setOwner records (and stores) the pipeline a file belongs to: only
+// askers that name it get the file's chunks, and the file goes with it.
+func (e *Engine) setOwner(root, pipe [32]byte) {
+	f := e.files
+	f.mu.Lock()
+	old, ok := f.owner[root]
+	f.owner[root] = pipe
+	f.mu.Unlock()
+	if ok && old == pipe || e.cfg.DB == nil {
+		return
+	}
+	if err := history.SaveSealed(e.cfg.DB, history.KindOwner, e.self, root, e.defsKey(), pipe[:]); err != nil {
+		e.log.Warn("cannot record a file's pipeline", "err", err)
+	}
+}
+
+// loadOwners restores the owners of stored files.
+func (e *Engine) loadOwners() {
+	recs, err := history.LoadSealed(e.cfg.DB, history.KindOwner, e.self, e.defsKey())
+	if err != nil {
+		e.log.Warn("cannot load the files' pipelines", "err", err)
+		return
+	}
+	e.files.mu.Lock()
+	defer e.files.mu.Unlock()
+	for root, v := range recs {
+		if len(v) == 32 {
+			e.files.owner[root] = [32]byte(v)
+		}
+	}
+}
+
+// dropFile deletes a stored file and what is recorded of it.
+func (e *Engine) dropFile(root [32]byte) {
+	f := e.files
+	f.mu.Lock()
+	delete(f.owner, root)
+	f.mu.Unlock()
+	if err := e.cfg.Blobs.Remove(root); err != nil && !errors.Is(err, blob.ErrNotFound) {
+		e.log.Warn("cannot delete a file", "err", err)
+	}
+	if e.cfg.DB != nil {
+		history.DeleteSealed(e.cfg.DB, history.KindOwner, e.self, root)
+		history.DeleteSealed(e.cfg.DB, history.KindFetch, e.self, root)
+	}
+}
+
+// dropFilesOf deletes the files of a pipeline that was removed.
+func (e *Engine) dropFilesOf(pipe [32]byte) {
+	if e.cfg.Blobs == nil {
+		return
+	}
+	f := e.files
+	var roots [][32]byte
+	f.mu.Lock()
+	for root, p := range f.owner {
+		if p == pipe {
+			roots = append(roots, root)
+		}
+	}
+	f.mu.Unlock()
+	for _, root := range roots {
+		e.dropFile(root)
+	}
 }
 
 // FileSize returns the size of a file packet's content as put (without
@@ -255,7 +340,12 @@ func (e *Engine) fileSeen(p *pipe, sender [32]byte, m *blob.Manifest) {
 	if e.cfg.Blobs == nil || sender == e.self {
 		return
 	}
+	if m.ChunkSize > maxFileChunk {
+		e.stats.rejected.Add(1)
+		return
+	}
 	root := m.Root()
+	e.setOwner(root, p.def.ID)
 	if e.cfg.Blobs.Complete(root) {
 		return
 	}
@@ -546,7 +636,14 @@ func (e *Engine) serveChunk(r chunkReq) {
 	}
 	root := [32]byte(r.get.Root)
 	d := &pb.FileData{Root: r.get.Root, Index: r.get.Index}
-	c, err := e.cfg.Blobs.ReadChunk(root, int(r.get.Index))
+	e.files.mu.Lock()
+	owner, known := e.files.owner[root]
+	e.files.mu.Unlock()
+	var c []byte
+	err := blob.ErrNotFound
+	if known && owner == p.def.ID {
+		c, err = e.cfg.Blobs.ReadChunk(root, int(r.get.Index))
+	}
 	if err != nil {
 		d.Missing = true
 	} else {

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -49,6 +50,9 @@ func (e *Engine) loadNotes() {
 		var t pb.Tombstone
 		if proto.Unmarshal(raw, &t) == nil {
 			e.mu.tombs[id] = &t
+			if len(t.Peer) == 32 && [32]byte(t.Node) == e.self {
+				e.mu.tombsOut[id] = &t // the other node may not have it: send it again
+			}
 		}
 	}
 }
@@ -126,7 +130,9 @@ func (e *Engine) sendNotesTo(peer [32]byte) {
 	var n pb.PipelineNotes
 	e.mu.Lock()
 	for _, t := range e.mu.tombs {
-		n.Tombstones = append(n.Tombstones, t)
+		if len(t.Peer) == 0 { // point-to-point ones go sealed, to their other node only
+			n.Tombstones = append(n.Tombstones, t)
+		}
 	}
 	for _, p := range e.mu.pipes {
 		if p.def.IsPointToPoint() || !p.def.Opts.Encrypted {
@@ -185,7 +191,7 @@ func parseNotes(raw []byte) (*pb.PipelineNotes, error) {
 		}
 	}
 	for _, t := range n.Tombstones {
-		if len(t.Pipeline) != 32 || len(t.Node) != 32 || t.TimeMs <= 0 {
+		if len(t.Pipeline) != 32 || len(t.Node) != 32 || t.TimeMs <= 0 || len(t.Peer) != 0 && len(t.Peer) != 32 {
 			return nil, errors.New("pipeline: malformed tombstone")
 		}
 	}
@@ -211,7 +217,10 @@ func (e *Engine) handleNotes(src [32]byte, n *pb.PipelineNotes, sealed bool) {
 	}
 	for _, t := range n.Tombstones {
 		id := [32]byte(t.Pipeline)
-		if p, ok := e.pipeOf(id); ok && p.def.IsPointToPoint() && (!sealed || src != p.def.Opts.ToNode) {
+		if len(t.Peer) != 0 && (!sealed || [32]byte(t.Peer) != e.self || [32]byte(t.Node) != src) {
+			continue // a point-to-point tombstone comes sealed from the other node
+		}
+		if p, ok := e.pipeOf(id); ok && p.def.IsPointToPoint() && (len(t.Peer) == 0 || src != p.def.Opts.ToNode) {
 			continue // only the other node can end a point-to-point pipeline
 		}
 		e.applyTomb(t)
@@ -242,7 +251,7 @@ func (e *Engine) applyTomb(t *pb.Tombstone) {
 		return
 	}
 	p := e.mu.pipes[id]
-	if p != nil && (!p.def.Opts.Ephemeral || p.def.Created > t.TimeMs) {
+	if p != nil && (!p.def.Opts.Ephemeral || p.def.Created > t.TimeMs || p.def.IsPointToPoint() != (len(t.Peer) != 0)) {
 		e.mu.Unlock()
 		return // not ephemeral (refused), or re-created after this tombstone
 	}
@@ -295,6 +304,7 @@ func (e *Engine) remove(p *pipe) {
 	}
 	e.spawn(func() {
 		p.wg.Wait()
+		e.dropFilesOf(p.def.ID)
 		if e.cfg.DB == nil {
 			return
 		}
@@ -324,8 +334,48 @@ func (e *Engine) Shutdown(id [32]byte) error {
 		return fmt.Errorf("%w (%q)", ErrNotEphemeral, p.def.Name)
 	}
 	t := &pb.Tombstone{Pipeline: id[:], TimeMs: max(time.Now().UnixMilli(), p.def.Created), Node: e.self[:]}
+	if p.def.IsPointToPoint() {
+		t.Peer = bytes.Clone(p.def.Opts.ToNode[:])
+	}
 	e.applyTomb(t)
-	return e.sendNotes(p.def, &pb.PipelineNotes{Tombstones: []*pb.Tombstone{t}})
+	err := e.sendNotes(p.def, &pb.PipelineNotes{Tombstones: []*pb.Tombstone{t}})
+	if err != nil && p.def.IsPointToPoint() {
+		// The other node is away: it gets the tombstone when it is back.
+		e.mu.Lock()
+		e.mu.tombsOut[id] = t
+		e.mu.Unlock()
+		return nil
+	}
+	return err
+}
+
+// sendPendingTombs delivers this node's point-to-point tombstones to
+// their other nodes once those are online (on the sync loop's tick).
+func (e *Engine) sendPendingTombs() {
+	e.mu.Lock()
+	var pending []*pb.Tombstone
+	for _, t := range e.mu.tombsOut {
+		pending = append(pending, t)
+	}
+	e.mu.Unlock()
+	for _, t := range pending {
+		peer := [32]byte(t.Peer)
+		if _, online := e.cfg.Host.HPKEKey(peer); !online {
+			continue
+		}
+		body, err := marshal(&pb.SealedBody{Body: &pb.SealedBody_Notes{Notes: &pb.PipelineNotes{Tombstones: []*pb.Tombstone{t}}}})
+		if err != nil {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(e.ctx, 5*time.Second)
+		err = e.sendSealed(ctx, peer, body)
+		cancel()
+		if err == nil {
+			e.mu.Lock()
+			delete(e.mu.tombsOut, [32]byte(t.Pipeline))
+			e.mu.Unlock()
+		}
+	}
 }
 
 // SetSecret gives this node the secret of encrypted pipeline id. It

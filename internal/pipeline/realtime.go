@@ -28,7 +28,11 @@ import (
 // key). A datagram is
 //
 //	key id (8) | counter (8) | ChaCha20-Poly1305(key, nonce = counter,
-//	    ad = key id, pipeline id prefix (8) | hlc (8) | type (varint) | data)
+//	    ad = key id, pipeline id prefix (8) | seq (8) | hlc (8) | type (varint) | data)
+//
+// seq is the packet's sequence number on the pipeline (the receiver
+// computes the same packet id as the sender); counter numbers the
+// session's datagrams, across pipelines.
 //
 // The receiver drops counters it has seen (a 1024-wide sliding window),
 // and keeps datagrams that arrive before their session's key for a moment.
@@ -36,7 +40,7 @@ import (
 
 const (
 	rtHeader          = 8 + 8
-	rtInner           = 8 + 8 + binary.MaxVarintLen64
+	rtInner           = 8 + 8 + 8 + binary.MaxVarintLen64
 	rtSessionMessages = 1 << 32
 	rtSessionAge      = 30 * time.Minute
 	rtWindow          = 1024
@@ -171,6 +175,7 @@ func (e *Engine) putRealtime(p *pipe, data []byte, typ int64, dests [][32]byte) 
 	id := packetID(p.def.ID, e.self, seq, hlc, typ, [32]byte{}, false, data)
 	inner := make([]byte, 0, rtInner+len(data))
 	inner = append(inner, p.def.ID[:8]...)
+	inner = binary.BigEndian.AppendUint64(inner, seq)
 	inner = binary.BigEndian.AppendUint64(inner, uint64(hlc))
 	inner = binary.AppendVarint(inner, typ)
 	inner = append(inner, data...)
@@ -193,7 +198,11 @@ func (e *Engine) putRealtime(p *pipe, data []byte, typ int64, dests [][32]byte) 
 		switch {
 		case err == nil:
 		case errors.As(err, &tooLarge):
-			return [32]byte{}, &DatagramTooLargeError{Max: max(tooLarge.Max-rtOverhead, 0)}
+			over := rtOverhead
+			if p.def.Opts.Encrypted {
+				over += SealOverhead
+			}
+			return [32]byte{}, &DatagramTooLargeError{Max: max(tooLarge.Max-over, 0)}
 		case errors.Is(err, mesh.ErrBusy):
 			e.stats.dropped.Add(1)
 			p.stats.dropped.Add(1)
@@ -294,7 +303,7 @@ func (e *Engine) DeliverDatagram(raw []byte) {
 	}
 	rt.mu.Unlock()
 	inner, err := s.aead.Open(nil, rtNonce(counter), raw[rtHeader:], id[:])
-	if err != nil || len(inner) < 17 {
+	if err != nil || len(inner) < 25 {
 		e.stats.rejected.Add(1)
 		return
 	}
@@ -305,21 +314,22 @@ func (e *Engine) DeliverDatagram(raw []byte) {
 		e.stats.rejected.Add(1)
 		return
 	}
-	hlc := int64(binary.BigEndian.Uint64(inner[8:16]))
-	typ, n := binary.Varint(inner[16:])
+	seq := binary.BigEndian.Uint64(inner[8:16])
+	hlc := int64(binary.BigEndian.Uint64(inner[16:24]))
+	typ, n := binary.Varint(inner[24:])
 	if n <= 0 {
 		e.stats.rejected.Add(1)
 		return
 	}
-	data := inner[16+n:]
+	data := inner[24+n:]
 	p := e.realtimePipe([8]byte(inner[:8]), s.src)
 	if p == nil {
 		e.stats.rejected.Add(1)
 		return
 	}
 	p.stats.received.Add(1)
-	pk := &Packet{Pipeline: p.def.ID, Sender: s.src, Seq: counter, HLC: hlc, Type: typ, Data: data}
-	pk.ID = packetID(p.def.ID, s.src, counter, hlc, typ, [32]byte{}, false, data)
+	pk := &Packet{Pipeline: p.def.ID, Sender: s.src, Seq: seq, HLC: hlc, Type: typ, Data: data}
+	pk.ID = packetID(p.def.ID, s.src, seq, hlc, typ, [32]byte{}, false, data)
 	e.deliverTo(p, pk)
 }
 

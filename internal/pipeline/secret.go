@@ -38,8 +38,8 @@ import (
 //     changing its secret);
 //   - Unsalted: a fixed salt: the key depends on the secret only, the same
 //     on every pipeline of every network, so one precomputed dictionary
-//     serves against all of them. Use it only with a high-entropy secret
-//     (32 random bytes, say) that several pipelines must share.
+//     serves against all of them. Use it only with a random secret of 16
+//     bytes or more that several pipelines must share.
 
 // Argon2id cost of the pipeline key: 64 MiB, one pass, four lanes.
 const (

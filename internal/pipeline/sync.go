@@ -119,6 +119,7 @@ func (e *Engine) syncLoop() {
 			f()
 		case <-t.C:
 			e.syncTickAll()
+			e.sendPendingTombs()
 		case <-e.ctx.Done():
 			return
 		}

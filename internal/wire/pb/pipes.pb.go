@@ -2195,6 +2195,7 @@ type Tombstone struct {
 	Pipeline      []byte                 `protobuf:"bytes,1,opt,name=pipeline,proto3" json:"pipeline,omitempty"`
 	TimeMs        int64                  `protobuf:"varint,2,opt,name=time_ms,json=timeMs,proto3" json:"time_ms,omitempty"`
 	Node          []byte                 `protobuf:"bytes,3,opt,name=node,proto3" json:"node,omitempty"` // who shut it down
+	Peer          []byte                 `protobuf:"bytes,4,opt,name=peer,proto3" json:"peer,omitempty"` // point-to-point: the other node; such a tombstone travels sealed, to it only
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2246,6 +2247,13 @@ func (x *Tombstone) GetTimeMs() int64 {
 func (x *Tombstone) GetNode() []byte {
 	if x != nil {
 		return x.Node
+	}
+	return nil
+}
+
+func (x *Tombstone) GetPeer() []byte {
+	if x != nil {
+		return x.Peer
 	}
 	return nil
 }
@@ -3048,11 +3056,12 @@ const file_pipes_v1_pipes_proto_rawDesc = "" +
 	"\vSecretProof\x12\x1a\n" +
 	"\bpipeline\x18\x01 \x01(\fR\bpipeline\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\fR\x04node\x12\x1c\n" +
-	"\tsignature\x18\x03 \x01(\fR\tsignature\"T\n" +
+	"\tsignature\x18\x03 \x01(\fR\tsignature\"h\n" +
 	"\tTombstone\x12\x1a\n" +
 	"\bpipeline\x18\x01 \x01(\fR\bpipeline\x12\x17\n" +
 	"\atime_ms\x18\x02 \x01(\x03R\x06timeMs\x12\x12\n" +
-	"\x04node\x18\x03 \x01(\fR\x04node\"T\n" +
+	"\x04node\x18\x03 \x01(\fR\x04node\x12\x12\n" +
+	"\x04peer\x18\x04 \x01(\fR\x04peer\"T\n" +
 	"\x06Sealed\x12\x10\n" +
 	"\x03enc\x18\x01 \x01(\fR\x03enc\x12\x18\n" +
 	"\acounter\x18\x02 \x01(\x04R\acounter\x12\x1e\n" +
