@@ -13,8 +13,9 @@ import (
 )
 
 // udpMap bridges a local UDP socket and a realtime point-to-point
-// pipeline. Its two goroutines belong to the pipeline and stop when the
-// map closes (node shutdown, pipeline shutdown, or ClosePortMap).
+// pipeline. Its goroutines (two, and one for the HandleUDPPortMap
+// callbacks) belong to the pipeline and stop when the map closes (node
+// shutdown, pipeline shutdown, or ClosePortMap).
 type udpMap struct {
 	conn    *net.UDPConn
 	last    atomic.Pointer[net.UDPAddr] // where pipeline packets go: the last sender to the port
@@ -30,7 +31,8 @@ type udpMap struct {
 // one has, they are dropped and counted in Stats().Dropped). host ""
 // means 127.0.0.1 (use "0.0.0.0" for every interface); port 0 picks a
 // free port. When the map is ready the listeners' HandleUDPPortMap is
-// called (on a goroutine of its own) and UDPAddr reports the address. A
+// called (on a goroutine of the map, which must not call ClosePortMap)
+// and UDPAddr reports the address. A
 // datagram larger than the path to the other node carries is dropped and
 // counted (see Put for the limit). The map lasts until the node shuts
 // down or ClosePortMap.
@@ -85,10 +87,11 @@ func (p *Pipeline) SetupUDPPortMap(host string, port int) error {
 	p.mu.udp = m
 	ls := append([]PipelineListener(nil), p.mu.listeners...)
 	p.mu.Unlock()
-	m.wg.Add(2)
+	m.wg.Add(3)
 	go m.fromPort(p)
 	go m.toPort(p, ch)
 	go func() {
+		defer m.wg.Done()
 		for _, l := range ls {
 			l.HandleUDPPortMap(p)
 		}
