@@ -4,7 +4,8 @@
 //	pipes identity add|list         manage identities
 //	pipes network create|add|list|set-secret
 //	pipes node add|list|start|status|peers
-//	pipes pipeline create|list; pipes put; pipes tail   (through a running node)
+//	pipes pipeline create|list|info|secret|shutdown     (through a running node)
+//	pipes put; pipes get; pipes tail; pipes udp-map      (through a running node)
 //	pipes demo                      run a local multi-node network and narrate it
 //
 // The data directory is --home, else $PIPES_HOME, else ~/.pipes. Output is
@@ -20,6 +21,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -41,7 +43,8 @@ func main() {
 	err := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "pipes: "+err.Error())
+		// Errors of the SDK, and the daemon's, begin with "pipes: " already.
+		fmt.Fprintln(os.Stderr, "pipes: "+strings.TrimPrefix(err.Error(), "pipes: "))
 		os.Exit(1)
 	}
 }
@@ -59,7 +62,7 @@ func run(ctx context.Context, args []string, in io.Reader, out, errOut io.Writer
 	}
 	root.PersistentFlags().StringVar(&a.home, "home", "", "data directory (default $PIPES_HOME or ~/.pipes)")
 	root.PersistentFlags().BoolVar(&a.jsonOut, "json", false, "print JSON for scripts")
-	root.AddCommand(a.initCmd(), a.identityCmd(), a.networkCmd(), a.nodeCmd(), a.pipelineCmd(), a.putCmd(), a.getCmd(), a.tailCmd(), a.demoCmd())
+	root.AddCommand(a.initCmd(), a.identityCmd(), a.networkCmd(), a.nodeCmd(), a.pipelineCmd(), a.putCmd(), a.getCmd(), a.tailCmd(), a.udpMapCmd(), a.demoCmd())
 	root.SetArgs(args)
 	root.SetIn(in)
 	root.SetOut(out)

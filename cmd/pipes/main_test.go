@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -72,9 +73,16 @@ func TestErrorsAreOneLineAndNonZero(t *testing.T) {
 }
 
 func TestSecretNotAcceptedAsArgument(t *testing.T) {
-	cmd := pipesCmd(nil, "network", "create", "x", "--out", filepath.Join(t.TempDir(), "x.net"), "--secret", "plain")
-	if err := cmd.Run(); err == nil {
-		t.Fatal("--secret as a plain argument was accepted")
+	home := t.TempDir()
+	for _, args := range [][]string{
+		{"network", "create", "x", "--out", filepath.Join(home, "x.net"), "--secret", "plain"},
+		{"pipeline", "create", "x", "--encrypted", "--secret", "plain"},
+		{"pipeline", "secret", "x", "--secret", "plain"},
+	} {
+		out, err := pipesCmd(nil, append([]string{"--home", home}, args...)...).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "unknown flag: --secret") {
+			t.Fatalf("pipes %s: --secret as a plain argument: %v %s", strings.Join(args, " "), err, out)
+		}
 	}
 }
 
@@ -124,81 +132,171 @@ type ref struct {
 	Peer      bool   `json:"peer"`
 }
 
-// TestThreeProcesses runs three `pipes node start` daemons that know only
-// the gateway from the netfile, checks through the local API that they
-// connect, kills one with SIGKILL and sees the others report it offline,
-// then stops the rest with SIGTERM and checks a clean exit.
-func TestThreeProcesses(t *testing.T) {
-	dir := t.TempDir()
-	netfile := filepath.Join(dir, "three.net")
-	env := []string{"SECRET=three processes"}
-	ports := []int{freePort(t), freePort(t), freePort(t)}
-	gw := fmt.Sprintf("127.0.0.1:%d", ports[0])
-	runPipes(t, env, "network", "create", "three", "--out", netfile, "--fast-kdf", "--gateway", gw, "--secret-env", "SECRET")
+// daemonSet is a network of `pipes node start` processes on 127.0.0.1,
+// each with its own data directory; they know only the first one's
+// address, from the netfile.
+type daemonSet struct {
+	t     *testing.T
+	env   []string
+	homes []string
+	cmds  []*exec.Cmd
+	logs  []*syncBuffer
+}
 
-	homes := make([]string, 3)
-	daemons := make([]*exec.Cmd, 3)
-	logs := make([]*bytes.Buffer, 3)
-	for i := range 3 {
-		homes[i] = filepath.Join(dir, fmt.Sprintf("h%d", i))
-		runPipes(t, env, "--home", homes[i], "init", "--name", fmt.Sprintf("user%d", i))
-		runPipes(t, env, "--home", homes[i], "network", "add", netfile, "--set-secret", "--secret-env", "SECRET")
-		runPipes(t, env, "--home", homes[i], "node", "add", fmt.Sprintf("loc%d", i),
+// startDaemons creates a network and starts count daemons of it; they are
+// killed when the test ends, if still running. env holds the network
+// secret as SECRET.
+func startDaemons(t *testing.T, name string, count int) *daemonSet {
+	t.Helper()
+	dir := t.TempDir()
+	netfile := filepath.Join(dir, name+".net")
+	d := &daemonSet{t: t, env: []string{"SECRET=" + name + " processes"}}
+	ports := make([]int, count)
+	for i := range ports {
+		ports[i] = freePort(t)
+	}
+	gw := fmt.Sprintf("127.0.0.1:%d", ports[0])
+	runPipes(t, d.env, "network", "create", name, "--out", netfile, "--fast-kdf", "--gateway", gw, "--secret-env", "SECRET")
+	t.Cleanup(func() {
+		for _, c := range d.cmds {
+			if c.ProcessState == nil {
+				c.Process.Kill()
+				c.Wait()
+			}
+		}
+	})
+	for i := range count {
+		home := filepath.Join(dir, fmt.Sprintf("h%d", i))
+		runPipes(t, d.env, "--home", home, "init", "--name", fmt.Sprintf("user%d", i))
+		runPipes(t, d.env, "--home", home, "network", "add", netfile, "--set-secret", "--secret-env", "SECRET")
+		runPipes(t, d.env, "--home", home, "node", "add", fmt.Sprintf("loc%d", i),
 			"--listen", fmt.Sprintf("127.0.0.1:%d", ports[i]), "--offline-after", "3s")
-		cmd := pipesCmd(env, "--home", homes[i], "node", "start")
-		logs[i] = new(bytes.Buffer)
-		cmd.Stdout, cmd.Stderr = logs[i], logs[i]
+		cmd := pipesCmd(d.env, "--home", home, "node", "start")
+		log := new(syncBuffer)
+		cmd.Stdout, cmd.Stderr = log, log
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		daemons[i] = cmd
+		d.homes, d.cmds, d.logs = append(d.homes, home), append(d.cmds, cmd), append(d.logs, log)
 	}
-	defer func() {
-		for _, d := range daemons {
-			if d.ProcessState == nil {
-				d.Process.Kill()
-				d.Wait()
-			}
-		}
-	}()
-	online := func(i int) ([]ref, error) {
-		cmd := pipesCmd(env, "--home", homes[i], "--json", "node", "peers", "--all")
-		out, err := cmd.Output()
-		if err != nil {
-			return nil, err
-		}
-		var refs []ref
-		return refs, json.Unmarshal(out, &refs)
+	return d
+}
+
+// with returns the set for the (sub)test t.
+func (d *daemonSet) with(t *testing.T) *daemonSet {
+	c := *d
+	c.t = t
+	return &c
+}
+
+// pipes runs the command against daemon i's data directory and returns
+// its standard output; it fails the test on a non-zero exit.
+func (d *daemonSet) pipes(i int, args ...string) string {
+	d.t.Helper()
+	return runPipes(d.t, d.env, append([]string{"--home", d.homes[i]}, args...)...)
+}
+
+// try runs the command against daemon i's data directory and returns its
+// standard output, or an error with its standard error.
+func (d *daemonSet) try(i int, args ...string) (string, error) {
+	return tryCmd(d.cmd(i, args...))
+}
+
+// cmd prepares the command against daemon i's data directory.
+func (d *daemonSet) cmd(i int, args ...string) *exec.Cmd {
+	return pipesCmd(d.env, append([]string{"--home", d.homes[i]}, args...)...)
+}
+
+// tryCmd runs cmd and returns its standard output, or an error with its
+// standard error.
+func tryCmd(cmd *exec.Cmd) (string, error) {
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return out.String(), fmt.Errorf("%v: %s", err, strings.TrimSpace(errb.String()))
 	}
-	waitFor := func(what string, cond func() error) {
-		t.Helper()
-		deadline := time.Now().Add(60 * time.Second)
-		for {
-			err := cond()
-			if err == nil {
-				return
-			}
-			if time.Now().After(deadline) {
-				for i, l := range logs {
-					t.Logf("daemon %d output:\n%s", i, l.String())
-				}
-				t.Fatalf("%s: %v", what, err)
-			}
-			time.Sleep(100 * time.Millisecond)
+	return out.String(), nil
+}
+
+// waitFor retries cond until it returns nil, failing the test with the
+// daemons' output after a minute.
+func (d *daemonSet) waitFor(what string, cond func() error) {
+	d.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		err := cond()
+		if err == nil {
+			return
 		}
+		if time.Now().After(deadline) {
+			for i, l := range d.logs {
+				d.t.Logf("daemon %d output:\n%s", i, l.String())
+			}
+			d.t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
-	waitFor("three daemons connect", func() error {
-		for i := range 3 {
-			refs, err := online(i)
+}
+
+// online returns the nodes daemon i sees online.
+func (d *daemonSet) online(i int) ([]ref, error) {
+	out, err := d.cmd(i, "--json", "node", "peers", "--all").Output()
+	if err != nil {
+		return nil, err
+	}
+	var refs []ref
+	return refs, json.Unmarshal(out, &refs)
+}
+
+// waitConnected waits until every daemon sees all the others online.
+func (d *daemonSet) waitConnected() {
+	d.t.Helper()
+	d.waitFor(fmt.Sprintf("%d daemons connect", len(d.homes)), func() error {
+		for i := range d.homes {
+			refs, err := d.online(i)
 			if err != nil {
 				return fmt.Errorf("daemon %d: %w", i, err)
 			}
-			if len(refs) != 2 {
+			if len(refs) != len(d.homes)-1 {
 				return fmt.Errorf("daemon %d sees %d nodes", i, len(refs))
 			}
 		}
 		return nil
 	})
+}
+
+// waitPipeline waits until daemon i knows the pipeline (present) or no
+// longer knows it.
+func (d *daemonSet) waitPipeline(i int, name string, present bool) {
+	d.t.Helper()
+	d.waitFor(fmt.Sprintf("daemon %d knows pipeline %s: %v", i, name, present), func() error {
+		out, err := d.cmd(i, "--json", "pipeline", "list").Output()
+		if err != nil {
+			return err
+		}
+		var ps []pipelineJSON
+		if err := json.Unmarshal(out, &ps); err != nil {
+			return err
+		}
+		found := false
+		for _, p := range ps {
+			found = found || p.Name == name
+		}
+		if found != present {
+			return fmt.Errorf("daemon %d lists %s", i, out)
+		}
+		return nil
+	})
+}
+
+// TestThreeProcesses runs three `pipes node start` daemons that know only
+// the gateway from the netfile, checks through the local API that they
+// connect, kills one with SIGKILL and sees the others report it offline,
+// then stops the rest with SIGTERM and checks a clean exit.
+func TestThreeProcesses(t *testing.T) {
+	d := startDaemons(t, "three", 3)
+	env, homes, daemons, logs, waitFor := d.env, d.homes, d.cmds, d.logs, d.waitFor
+	d.waitConnected()
 	out := runPipes(t, env, "--home", homes[1], "node", "status")
 	if !strings.Contains(out, "running") {
 		t.Fatalf("status of a running node: %s", out)
@@ -208,13 +306,7 @@ func TestThreeProcesses(t *testing.T) {
 	// written on 2.
 	runPipes(t, env, "--home", homes[0], "pipeline", "create", "chat")
 	for _, i := range []int{1, 2} {
-		waitFor("the pipeline reaches every daemon", func() error {
-			out, err := pipesCmd(env, "--home", homes[i], "pipeline", "list").Output()
-			if err != nil || !strings.Contains(string(out), "chat") {
-				return fmt.Errorf("daemon %d: %v %s", i, err, out)
-			}
-			return nil
-		})
+		d.waitPipeline(i, "chat", true)
 	}
 	tail := pipesCmd(env, "--home", homes[1], "tail", "chat")
 	var tailOut syncBuffer
@@ -245,13 +337,7 @@ func TestThreeProcesses(t *testing.T) {
 	// A persistent pipeline: history on every node, packets by id, and a
 	// tail from the start of the log.
 	runPipes(t, env, "--home", homes[0], "pipeline", "create", "journal", "--persistent")
-	waitFor("the persistent pipeline reaches daemon 2", func() error {
-		out, err := pipesCmd(env, "--home", homes[2], "pipeline", "list").Output()
-		if err != nil || !strings.Contains(string(out), "journal") {
-			return fmt.Errorf("%v %s", err, out)
-		}
-		return nil
-	})
+	d.waitPipeline(2, "journal", true)
 	entry := strings.TrimSpace(runPipes(t, env, "--home", homes[2], "put", "journal", "first entry"))
 	runPipes(t, env, "--home", homes[2], "put", "journal", "second entry")
 	waitFor("daemon 1 logs both entries", func() error {
@@ -286,7 +372,7 @@ func TestThreeProcesses(t *testing.T) {
 	daemons[2].Wait()
 	waitFor("the killed node is reported offline", func() error {
 		for i := range 2 {
-			refs, err := online(i)
+			refs, err := d.online(i)
 			if err != nil {
 				return err
 			}
@@ -328,9 +414,195 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("demo: %v\n%s", err, out.String())
 	}
 	for _, want := range []string{"every node sees the 3 others", "report", "offline", "is back",
-		`received "hello, everyone" from bob`, `ken received "meet at noon"`, "has all 1001 entries", "told: synchronized", "knows of their pipeline: false", "Done"} {
+		`received "hello, everyone" from bob`, `ken received "meet at noon"`, "has all 1001 entries", "told: synchronized",
+		"fails with ErrNoSecret: true", "reads the entry it stored before", "lists bob and carol", "the same file: true", "knows of their pipeline: false", "Done"} {
 		if !strings.Contains(out.String(), want) {
 			t.Fatalf("demo output lacks %q:\n%s", want, out.String())
 		}
 	}
+}
+
+// TestPipelineKindsTwoProcesses drives encrypted, file, realtime and
+// ephemeral pipelines of two daemons through the CLI.
+func TestPipelineKindsTwoProcesses(t *testing.T) {
+	d := startDaemons(t, "kinds", 2)
+	d.env = append(d.env, "VAULT_SECRET=open sesame, but longer")
+	d.waitConnected()
+
+	t.Run("encrypted", func(t *testing.T) {
+		d := d.with(t)
+		d.pipes(0, "pipeline", "create", "vault", "--persistent", "--encrypted", "--secret-env", "VAULT_SECRET")
+		d.waitPipeline(1, "vault", true)
+		id := strings.TrimSpace(d.pipes(0, "put", "vault", "sealed entry"))
+		d.waitFor("daemon 1 stores the sealed entry", func() error {
+			out, err := d.try(1, "pipeline", "info", "vault")
+			if err != nil || !strings.Contains(out, "Logged:    1 packets") {
+				return fmt.Errorf("%v %s", err, out)
+			}
+			return nil
+		})
+		out := d.pipes(1, "pipeline", "info", "vault")
+		for _, want := range []string{"Kind:      encrypted persistent broadcast", "this node does not have it", "Holders:   1 node(s)", "user0@loc0"} {
+			if !strings.Contains(out, want) {
+				t.Fatalf("info without the secret lacks %q:\n%s", want, out)
+			}
+		}
+		// Without the secret: a clear one-line error, for get and --data.
+		for _, args := range [][]string{{"get", id}, {"get", "vault", id, "--data"}} {
+			if _, err := d.try(1, args...); err == nil || !strings.Contains(err.Error(), `pipes: secret not set: pipeline "vault" is encrypted and this node does not have its secret (set it with `+"`pipes pipeline secret vault`)") {
+				t.Fatalf("%v without the secret: %v", args, err)
+			}
+		}
+		wrong := d.cmd(1, "pipeline", "secret", "vault")
+		wrong.Stdin = strings.NewReader("a guess\n")
+		if _, err := tryCmd(wrong); err == nil || !strings.Contains(err.Error(), `pipes: wrong secret for pipeline "vault"`) {
+			t.Fatalf("wrong pipeline secret: %v", err)
+		}
+		if out := d.pipes(1, "pipeline", "secret", "vault", "--secret-env", "VAULT_SECRET"); !strings.Contains(out, `Secret set for pipeline "vault"`) {
+			t.Fatalf("pipeline secret: %s", out)
+		}
+		if out := d.pipes(1, "get", id, "--data"); out != "sealed entry" {
+			t.Fatalf("get --data with the secret: %q", out)
+		}
+		d.waitFor("both daemons see the two holders", func() error {
+			for i := range 2 {
+				out, err := d.cmd(i, "--json", "pipeline", "info", "vault").Output()
+				if err != nil {
+					return err
+				}
+				var p pipelineJSON
+				if err := json.Unmarshal(out, &p); err != nil {
+					return err
+				}
+				if !p.Encrypted || !p.HasSecret || len(p.SecretHolders) != 2 {
+					return fmt.Errorf("daemon %d: %s", i, out)
+				}
+			}
+			return nil
+		})
+		if out := d.pipes(0, "pipeline", "info", "vault"); !strings.Contains(out, "this node has it") || !strings.Contains(out, "user1@loc1") {
+			t.Fatalf("info with two holders:\n%s", out)
+		}
+	})
+
+	t.Run("file", func(t *testing.T) {
+		d := d.with(t)
+		d.pipes(0, "pipeline", "create", "files", "--persistent")
+		d.waitPipeline(1, "files", true)
+		srcDir, dstDir := t.TempDir(), t.TempDir()
+		content := make([]byte, 300<<10) // two chunks
+		rand.Read(content)
+		if err := os.WriteFile(filepath.Join(srcDir, "report.bin"), content, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		// Relative paths are the caller's: the CLI makes them absolute.
+		put := d.cmd(0, "put", "files", "--file", "report.bin")
+		put.Dir = srcDir
+		out, err := tryCmd(put)
+		if err != nil {
+			t.Fatalf("put --file: %v", err)
+		}
+		id := strings.TrimSpace(out)
+		d.waitFor("daemon 1 logs the file packet", func() error {
+			out, err := d.try(1, "get", "files", id)
+			if err != nil || !strings.Contains(out, "File:     yes") || !strings.Contains(out, fmt.Sprintf("Size:     %d bytes", len(content))) {
+				return fmt.Errorf("%v %s", err, out)
+			}
+			return nil
+		})
+		get := d.cmd(1, "get", "files", id, "--out", "copy.bin")
+		get.Dir = dstDir
+		if out, err := tryCmd(get); err != nil || !strings.Contains(out, filepath.Join(dstDir, "copy.bin")) {
+			t.Fatalf("get --out: %v %s", err, out)
+		}
+		if got, err := os.ReadFile(filepath.Join(dstDir, "copy.bin")); err != nil || !bytes.Equal(got, content) {
+			t.Fatalf("the file written by daemon 1 differs (%d bytes, %v)", len(got), err)
+		}
+		if out := d.pipes(1, "get", "files", id, "--data"); out != string(content) {
+			t.Fatalf("get --data of a file packet: %d bytes", len(out))
+		}
+		if _, err := d.try(0, "put", "files", "--file", filepath.Join(srcDir, "missing.bin")); err == nil {
+			t.Fatal("put --file of a missing file succeeded")
+		}
+	})
+
+	t.Run("udp-map", func(t *testing.T) {
+		d := d.with(t)
+		var node1 nodeJSON
+		if err := json.Unmarshal([]byte(d.pipes(1, "--json", "node", "status")), &node1); err != nil {
+			t.Fatal(err)
+		}
+		d.pipes(0, "pipeline", "create", "voice", "--realtime", "--to", node1.ID[:16])
+		d.waitPipeline(1, "voice", true)
+		addr0, err := net.ResolveUDPAddr("udp", strings.TrimSpace(d.pipes(0, "udp-map", "voice")))
+		if err != nil || !addr0.IP.IsLoopback() || addr0.Port == 0 {
+			t.Fatalf("udp-map printed %v (%v)", addr0, err)
+		}
+		var m1 udpMapJSON
+		if err := json.Unmarshal([]byte(d.pipes(1, "--json", "udp-map", "voice", "--host", "127.0.0.1")), &m1); err != nil {
+			t.Fatal(err)
+		}
+		addr1, err := net.ResolveUDPAddr("udp", m1.Addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// An application on each side: what one sends to its port comes
+		// out of the other's.
+		app0, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer app0.Close()
+		app1, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer app1.Close()
+		buf := make([]byte, 2048)
+		d.waitFor("a datagram crosses the pipeline", func() error {
+			app1.WriteToUDP([]byte("hello from 1"), addr1) // makes app1 the receiver on side 1
+			app0.WriteToUDP([]byte("voice frame"), addr0)
+			app1.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+			n, _, err := app1.ReadFromUDP(buf)
+			if err != nil {
+				return err
+			}
+			if string(buf[:n]) != "voice frame" {
+				return fmt.Errorf("app1 read %q", buf[:n])
+			}
+			return nil
+		})
+		if out := d.pipes(0, "pipeline", "info", "voice"); !strings.Contains(out, "UDP map:   "+addr0.String()) || !strings.Contains(out, "realtime point-to-point") {
+			t.Fatalf("info of a mapped pipeline:\n%s", out)
+		}
+		if _, err := d.try(0, "udp-map", "voice"); err == nil || !strings.Contains(err.Error(), "mapped to "+addr0.String()+" already") {
+			t.Fatalf("second udp-map: %v", err)
+		}
+		if out := d.pipes(0, "udp-map", "voice", "--close"); !strings.Contains(out, "Removed the UDP port map") {
+			t.Fatalf("udp-map --close: %s", out)
+		}
+		if out := d.pipes(0, "pipeline", "info", "voice"); !strings.Contains(out, "UDP map:   none") {
+			t.Fatalf("info after --close:\n%s", out)
+		}
+		if _, err := d.try(0, "udp-map", "files"); err == nil || !strings.Contains(err.Error(), "realtime point-to-point") {
+			t.Fatalf("udp-map of a persistent pipeline: %v", err)
+		}
+	})
+
+	t.Run("ephemeral", func(t *testing.T) {
+		d := d.with(t)
+		d.pipes(0, "pipeline", "create", "scratch", "--ephemeral")
+		d.waitPipeline(1, "scratch", true)
+		if out := d.pipes(1, "pipeline", "info", "scratch"); !strings.Contains(out, "Kind:      ephemeral live broadcast") {
+			t.Fatalf("info of an ephemeral pipeline:\n%s", out)
+		}
+		if _, err := d.try(1, "pipeline", "shutdown", "files"); err == nil || !strings.Contains(err.Error(), "not an ephemeral pipeline") {
+			t.Fatalf("shutdown of a persistent pipeline: %v", err)
+		}
+		if out := d.pipes(1, "pipeline", "shutdown", "scratch"); !strings.Contains(out, `Pipeline "scratch" shut down`) {
+			t.Fatalf("shutdown: %s", out)
+		}
+		d.waitPipeline(1, "scratch", false)
+		d.waitPipeline(0, "scratch", false)
+	})
 }

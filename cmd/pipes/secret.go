@@ -14,8 +14,9 @@ import (
 // secretFlags are the ways to give a secret without putting it on the
 // command line, where other users could read it in the process list.
 type secretFlags struct {
-	file string
-	env  string
+	file   string
+	env    string
+	prompt string // what the terminal prompt asks for; "Network secret" if empty
 }
 
 func (s *secretFlags) add(cmd *cobra.Command) {
@@ -44,7 +45,11 @@ func (s *secretFlags) read(a *app, confirm bool) (string, error) {
 		return nonEmpty(v)
 	}
 	if f, ok := a.in.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-		fmt.Fprint(a.errOut, "Network secret: ")
+		prompt := s.prompt
+		if prompt == "" {
+			prompt = "Network secret"
+		}
+		fmt.Fprint(a.errOut, prompt+": ")
 		b, err := term.ReadPassword(int(f.Fd()))
 		fmt.Fprintln(a.errOut)
 		if err != nil {
