@@ -467,7 +467,7 @@ func storeErr(err error) error {
 // background, from the sender or any other node of the pipeline that has
 // it, checks each chunk as it arrives and resumes after an interruption.
 // Read it with Packet.Open or Packet.WriteDataToPath. Files of any size up
-// to 1 TiB; memory use does not grow with the size. Realtime pipelines
+// to 32 GiB; memory use does not grow with the size. Realtime pipelines
 // carry no files. PutFile is PutFileContext without a deadline.
 func (p *Pipeline) PutFile(path string) (PacketID, error) {
 	return p.PutFileContext(context.Background(), path)
