@@ -146,7 +146,9 @@ func (h *meshHost) Online() [][32]byte {
 	return out
 }
 
-func (h *meshHost) SendDatagram(dst [32]byte, p []byte) error { return h.m.SendDatagram(dst, p) }
+func (h *meshHost) SendDatagramWait(ctx context.Context, dst [32]byte, p []byte) error {
+	return h.m.SendDatagramWait(ctx, dst, p)
+}
 
 func (h *meshHost) HPKEKey(id [32]byte) ([]byte, bool) {
 	info, ok := h.m.Node(id)
@@ -408,7 +410,10 @@ func (p *Pipeline) SetSecret(secret []byte) (bool, error) {
 // Put sends data as one packet and returns its id. On a live pipeline it
 // returns once the packet is queued, blocking while the pipeline's send
 // queue is full; on a persistent pipeline, once the packet is on disk (it
-// is then sent, or synchronised later). Packets larger than MaxPacketSize
+// is then sent, or synchronised later); on a realtime pipeline, once the
+// datagram is queued for the link, blocking while the link's datagram
+// queue is full, and a packet larger than one datagram on the path gives
+// a *DatagramTooLargeError. Packets larger than MaxPacketSize
 // give ErrTooLarge; a stopped node gives ErrNotActive; a full disk
 // ErrDiskFull. Put is PutContext without a deadline.
 func (p *Pipeline) Put(data []byte, opts ...PutOption) (PacketID, error) {
@@ -681,13 +686,25 @@ type Packet struct {
 	mu    sync.Mutex
 	plain []byte // decrypted data (encrypted pipelines), once read
 	read  bool
+	id    PacketID // computed id (realtime packets)
 }
 
 // packet wraps a packet of p.
 func (p *Pipeline) packet(pk *pipeline.Packet) *Packet { return &Packet{p: pk, pl: p} }
 
-// ID returns the packet id: SHA-256 of its header and data.
-func (pk *Packet) ID() PacketID { return pk.p.ID }
+// ID returns the packet id: SHA-256 of its header and data (computed on
+// first use for a realtime packet).
+func (pk *Packet) ID() PacketID {
+	if pk.p.ID != ([32]byte{}) {
+		return pk.p.ID
+	}
+	pk.mu.Lock()
+	defer pk.mu.Unlock()
+	if pk.id == (PacketID{}) {
+		pk.id = pk.p.ComputeID()
+	}
+	return pk.id
+}
 
 // Type returns the application's packet type.
 func (pk *Packet) Type() int { return int(pk.p.Type) }

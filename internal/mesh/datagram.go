@@ -1,9 +1,11 @@
 package mesh
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync/atomic"
+	"time"
 
 	"github.com/quic-go/quic-go"
 )
@@ -125,6 +127,24 @@ var dgProbe [1 << 16]byte
 // maxDatagram returns the largest QUIC datagram payload (mesh header
 // included) that the connection to p takes now.
 func maxDatagram(p *peer) (int, error) {
+	// Probing costs a call into quic-go and an error value: do it at most
+	// every dgProbeEvery per connection (the limit changes only as QUIC
+	// discovers the path MTU, and the writer counts what no longer fits).
+	if at := p.dgAt.Load(); at != 0 && time.Now().UnixNano()-at < int64(dgProbeEvery) {
+		return int(p.dgLimit.Load()), nil
+	}
+	limit, err := probeDatagram(p)
+	if err == nil {
+		p.dgLimit.Store(int64(limit))
+		p.dgAt.Store(time.Now().UnixNano())
+	}
+	return limit, err
+}
+
+// dgProbeEvery is how long a probed datagram limit is trusted.
+const dgProbeEvery = 250 * time.Millisecond
+
+func probeDatagram(p *peer) (int, error) {
 	err := p.conn.QUIC().SendDatagram(dgProbe[:])
 	var tl *quic.DatagramTooLargeError
 	if errors.As(err, &tl) {
@@ -172,6 +192,19 @@ func (m *Mesh) hopOrErr(dst [32]byte) (*peer, error) {
 // ErrClosed after Close. It is safe for concurrent use and never goes
 // through the mesh loop.
 func (m *Mesh) SendDatagram(dst [32]byte, payload []byte) error {
+	return m.sendDatagram(dst, payload, false, context.Background())
+}
+
+// SendDatagramWait is SendDatagram that, instead of ErrBusy, waits while
+// the first hop's datagram queue is full, until ctx ends (with ctx's
+// error). A source that can wait (a local socket, whose kernel buffer then
+// drops the excess for free) uses it, so that an overload is not paid for
+// in work done on datagrams that are then dropped.
+func (m *Mesh) SendDatagramWait(ctx context.Context, dst [32]byte, payload []byte) error {
+	return m.sendDatagram(dst, payload, true, ctx)
+}
+
+func (m *Mesh) sendDatagram(dst [32]byte, payload []byte, wait bool, ctx context.Context) error {
 	p, err := m.hopOrErr(dst)
 	if err != nil {
 		return err
@@ -184,6 +217,19 @@ func (m *Mesh) SendDatagram(dst [32]byte, payload []byte) error {
 		return &DatagramTooLargeError{Max: payloadLimit(limit)}
 	}
 	b := appendDatagram(make([]byte, 0, dgHeaderLen+len(payload)), maxTTL, dst, payload)
+	if wait {
+		select {
+		case p.dgOut <- b:
+			m.stats.dg.sent.Add(1)
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-p.stop:
+			return ErrClosed
+		case <-p.conn.Done():
+			return fmt.Errorf("%w %x", ErrNoRoute, dst[:4])
+		}
+	}
 	if !p.sendDatagram(b) {
 		m.stats.dg.queueFull.Add(1)
 		return ErrBusy
@@ -308,6 +354,7 @@ func (m *Mesh) datagramWriter(p *peer) {
 			case err == nil:
 			case errors.As(err, &tl):
 				m.stats.dg.tooLarge.Add(1) // the path's limit shrank since the check
+				p.dgAt.Store(0)            // probe again
 			default:
 				m.stats.dg.noRoute.Add(1) // the connection closed
 				return

@@ -240,6 +240,35 @@ func TestDatagramNeverBlocks(t *testing.T) {
 	t.Logf("%d of %d datagrams queued, %d refused as busy", s.Sent, n, busy)
 }
 
+// TestDatagramWaitQueuesEverything: SendDatagramWait waits for room
+// instead of refusing, and gives up with its context.
+func TestDatagramWaitQueuesEverything(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	a, b := pair(t, ctx)
+	const n = 20000
+	payload := make([]byte, 1000)
+	for range n {
+		if err := a.SendDatagramWait(ctx, b.id, payload); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s := a.Stats().Datagrams; s.Sent != n || s.QueueFull != 0 {
+		t.Fatalf("stats %+v", s)
+	}
+	done, stop := context.WithCancel(ctx)
+	stop()
+	for {
+		err := a.SendDatagramWait(done, b.id, payload)
+		if errors.Is(err, context.Canceled) {
+			break // the queue filled up and the wait ended with the context
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 func TestDatagramNoLeaks(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

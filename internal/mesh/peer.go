@@ -25,6 +25,8 @@ type peer struct {
 	conn    *transport.Conn
 	out     chan *pb.Frame
 	dgOut   chan []byte    // whole mesh datagrams for the datagram writer
+	dgLimit atomic.Int64   // the connection's datagram limit, as last probed
+	dgAt    atomic.Int64   // when it was probed (unix nanoseconds; 0: never)
 	stop    chan struct{}  // closed by the loop to end the writers
 	dropped *atomic.Uint64 // the mesh's counter
 	queued  atomic.Int64   // payload bytes waiting in out

@@ -58,9 +58,10 @@ type Host interface {
 	Peers() [][32]byte
 	// Online returns the other nodes that are online.
 	Online() [][32]byte
-	// SendDatagram sends payload to dst as one unreliable datagram
-	// (mesh.SendDatagram's errors).
-	SendDatagram(dst [32]byte, payload []byte) error
+	// SendDatagramWait sends payload to dst as one unreliable datagram,
+	// waiting while the first hop's datagram queue is full
+	// (mesh.SendDatagramWait).
+	SendDatagramWait(ctx context.Context, dst [32]byte, payload []byte) error
 }
 
 // Config configures an Engine.
@@ -195,9 +196,10 @@ func New(cfg Config) (*Engine, error) {
 	e.rt = newRealtime()
 	e.files = newFiles()
 	e.loadDefs()
-	e.wg.Add(2)
+	e.wg.Add(3)
 	go e.routedWorker()
 	go e.syncLoop()
+	go e.realtimeWorker()
 	if cfg.Blobs != nil {
 		e.wg.Add(1 + fileServers)
 		go e.fileFetcher()

@@ -88,7 +88,7 @@ func (h *fakeHost) Online() [][32]byte {
 
 // SendDatagram delivers at once; the fake network neither loses nor
 // limits datagrams.
-func (h *fakeHost) SendDatagram(dst [32]byte, payload []byte) error {
+func (h *fakeHost) SendDatagramWait(ctx context.Context, dst [32]byte, payload []byte) error {
 	h.net.mu.Lock()
 	e := h.net.engines[dst]
 	h.net.mu.Unlock()

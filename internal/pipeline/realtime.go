@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"context"
 	"crypto/cipher"
 	"crypto/rand"
 	"encoding/binary"
@@ -47,6 +48,7 @@ const (
 	rtMaxSessions     = 4096
 	rtMaxEarly        = 256 // datagrams kept for sessions whose key has not arrived
 	rtKeyContext      = "pipes/v1 realtime key"
+	rtQueue           = 8192 // received datagrams waiting for the worker
 )
 
 // ErrDatagramTooLarge: a realtime packet does not fit one datagram on the
@@ -101,6 +103,7 @@ const rtEarlyAge = 2 * time.Second
 
 // realtime is the engine's datagram state.
 type realtime struct {
+	in    chan []byte // received datagrams, for the worker
 	mu    sync.Mutex
 	send  map[[32]byte]*rtSend // by receiver
 	recv  map[[8]byte]*rtRecv  // by key id
@@ -108,7 +111,7 @@ type realtime struct {
 }
 
 func newRealtime() *realtime {
-	return &realtime{send: map[[32]byte]*rtSend{}, recv: map[[8]byte]*rtRecv{}}
+	return &realtime{in: make(chan []byte, rtQueue), send: map[[32]byte]*rtSend{}, recv: map[[8]byte]*rtRecv{}}
 }
 
 // session returns the sending session to dst, opening (or renewing) it:
@@ -166,13 +169,47 @@ func (e *Engine) sendRealtimeKey(dst [32]byte, s *rtSend) error {
 	return e.sendSealed(e.ctx, dst, body)
 }
 
-// putRealtime sends one realtime packet to each of dests as a datagram.
-// A datagram a full link queue refuses is dropped and counted, as the
-// network would drop it.
-func (e *Engine) putRealtime(p *pipe, data []byte, typ int64, dests [][32]byte) ([32]byte, error) {
+// PutDatagram puts data on realtime pipeline id as Put does, without
+// computing the packet id (for UDP port maps, which do not use it).
+func (e *Engine) PutDatagram(ctx context.Context, id [32]byte, data []byte) error {
+	p, ok := e.pipeOf(id)
+	if !ok {
+		return fmt.Errorf("%w %x", ErrUnknown, id[:4])
+	}
+	if !p.def.Opts.Realtime {
+		return errors.New("pipeline: not a realtime pipeline")
+	}
+	if len(data) > MaxPacketSize {
+		return ErrTooLarge
+	}
+	if p.def.Opts.Encrypted {
+		k := p.key.Load()
+		if k == nil {
+			return fmt.Errorf("%w (%q)", ErrNoSecret, p.def.Name)
+		}
+		data = k.seal(id, e.self, data)
+	}
+	_, err := e.putRealtime(ctx, p, data, 0, [32]byte{}, false)
+	return err
+}
+
+// putRealtime sends one realtime packet as a datagram to dest, or to
+// every online node (zero dest; the other node of a point-to-point
+// pipeline). It waits while a link's datagram queue is full, until ctx
+// ends. It returns the packet id if wantID.
+func (e *Engine) putRealtime(ctx context.Context, p *pipe, data []byte, typ int64, dest [32]byte, wantID bool) ([32]byte, error) {
+	dests := [][32]byte{dest}
+	if p.def.IsPointToPoint() {
+		dests[0] = p.def.Opts.ToNode
+	} else if dest == ([32]byte{}) {
+		dests = e.cfg.Host.Online()
+	}
 	hlc := e.clock.now()
 	seq := p.seq.Add(1)
-	id := packetID(p.def.ID, e.self, seq, hlc, typ, [32]byte{}, false, data)
+	var id [32]byte
+	if wantID {
+		id = packetID(p.def.ID, e.self, seq, hlc, typ, [32]byte{}, false, data)
+	}
 	inner := make([]byte, 0, rtInner+len(data))
 	inner = append(inner, p.def.ID[:8]...)
 	inner = binary.BigEndian.AppendUint64(inner, seq)
@@ -193,19 +230,18 @@ func (e *Engine) putRealtime(p *pipe, data []byte, typ int64, dests [][32]byte) 
 		copy(out, s.id[:])
 		binary.BigEndian.PutUint64(out[8:], counter)
 		out = s.aead.Seal(out, rtNonce(counter), inner, s.id[:])
-		err = e.cfg.Host.SendDatagram(dst, out)
+		err = e.cfg.Host.SendDatagramWait(ctx, dst, out)
 		var tooLarge *mesh.DatagramTooLargeError
 		switch {
 		case err == nil:
+		case ctx.Err() != nil:
+			return [32]byte{}, ctx.Err()
 		case errors.As(err, &tooLarge):
 			over := rtOverhead
 			if p.def.Opts.Encrypted {
 				over += SealOverhead
 			}
 			return [32]byte{}, &DatagramTooLargeError{Max: max(tooLarge.Max-over, 0)}
-		case errors.Is(err, mesh.ErrBusy):
-			e.stats.dropped.Add(1)
-			p.stats.dropped.Add(1)
 		default:
 			firstErr = cmpErr(firstErr, err)
 		}
@@ -271,14 +307,39 @@ func (e *Engine) acceptRealtimeKey(src [32]byte, k *pb.RealtimeKey) error {
 	rt.early = kept
 	rt.mu.Unlock()
 	for _, raw := range early {
-		e.DeliverDatagram(raw)
+		e.openDatagram(raw)
 	}
 	return nil
 }
 
 // DeliverDatagram takes a datagram addressed to this node (from the mesh,
-// on a peer's datagram reader; it must not block).
+// on a peer's datagram reader). It does not block: the datagram is queued
+// for the engine's realtime worker, so that the reader drains QUIC's
+// small datagram queue at once (QUIC drops silently what overflows it);
+// a datagram the full queue refuses is dropped and counted.
 func (e *Engine) DeliverDatagram(raw []byte) {
+	select {
+	case e.rt.in <- raw:
+	default:
+		e.stats.dropped.Add(1)
+	}
+}
+
+// realtimeWorker opens and delivers queued datagrams.
+func (e *Engine) realtimeWorker() {
+	defer e.wg.Done()
+	for {
+		select {
+		case raw := <-e.rt.in:
+			e.openDatagram(raw)
+		case <-e.ctx.Done():
+			return
+		}
+	}
+}
+
+// openDatagram checks, opens and delivers one datagram.
+func (e *Engine) openDatagram(raw []byte) {
 	if len(raw) < rtHeader+chacha20poly1305.Overhead {
 		e.stats.rejected.Add(1)
 		return
@@ -322,15 +383,29 @@ func (e *Engine) DeliverDatagram(raw []byte) {
 		return
 	}
 	data := inner[24+n:]
-	p := e.realtimePipe([8]byte(inner[:8]), s.src)
-	if p == nil {
+	// The packet id (a hash of the whole packet) is computed only if
+	// asked for (Packet.ComputeID): realtime traffic rarely needs it.
+	pk := &Packet{Sender: s.src, Seq: seq, HLC: hlc, Type: typ, Data: data}
+	e.mu.Lock()
+	p := e.mu.realtime[[8]byte(inner[:8])]
+	if p == nil || p.removed || p.def.IsPointToPoint() && p.def.Opts.ToNode != s.src {
+		e.mu.Unlock()
 		e.stats.rejected.Add(1)
 		return
 	}
 	p.stats.received.Add(1)
-	pk := &Packet{Pipeline: p.def.ID, Sender: s.src, Seq: seq, HLC: hlc, Type: typ, Data: data}
-	pk.ID = packetID(p.def.ID, s.src, seq, hlc, typ, [32]byte{}, false, data)
-	e.deliverTo(p, pk)
+	pk.Pipeline = p.def.ID
+	e.deliverLocked(p, pk)
+	e.mu.Unlock()
+}
+
+// ComputeID returns the packet's id, computing it if it was left out (a
+// realtime packet's).
+func (p *Packet) ComputeID() [32]byte {
+	if p.ID != ([32]byte{}) {
+		return p.ID
+	}
+	return packetID(p.Pipeline, p.Sender, p.Seq, p.HLC, p.Type, p.Destination, p.File, p.Data)
 }
 
 // accept reports whether counter is new, and records it.
@@ -364,16 +439,4 @@ func (s *rtRecv) accept(c uint64) bool {
 		s.window[w] |= 1 << b
 		return true
 	}
-}
-
-// realtimePipe finds the realtime pipeline whose id starts with prefix and
-// that src may send on.
-func (e *Engine) realtimePipe(prefix [8]byte, src [32]byte) *pipe {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	p := e.mu.realtime[prefix]
-	if p == nil || p.def.IsPointToPoint() && p.def.Opts.ToNode != src {
-		return nil
-	}
-	return p
 }

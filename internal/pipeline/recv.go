@@ -290,17 +290,6 @@ func (e *Engine) deliver(id [32]byte, pks []*Packet) {
 	}
 }
 
-// deliverTo hands a realtime packet to p's subscribers (its datagram
-// session already refused replays).
-func (e *Engine) deliverTo(p *pipe, pk *Packet) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if p.removed {
-		return
-	}
-	e.deliverLocked(p, pk)
-}
-
 // deliverLocked hands pk to p's subscribers, under the engine's lock.
 func (e *Engine) deliverLocked(p *pipe, pk *Packet) {
 	if pk.File {

@@ -74,10 +74,7 @@ func (e *Engine) put(ctx context.Context, id [32]byte, data []byte, typ int64, d
 		if file {
 			return [32]byte{}, errors.New("pipeline: a realtime pipeline carries no files")
 		}
-		if dest != ([32]byte{}) {
-			return e.putRealtime(p, data, typ, [][32]byte{dest})
-		}
-		return e.putRealtime(p, data, typ, e.cfg.Host.Online())
+		return e.putRealtime(ctx, p, data, typ, dest, true)
 	}
 	if p.def.Opts.Persistent {
 		if dest != ([32]byte{}) && !p.def.IsPointToPoint() {
