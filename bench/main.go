@@ -3,7 +3,7 @@
 // ratios from the same run. See docs/performance.md for the workloads and
 // recorded results.
 //
-//	cd bench && go run . [-quick] [-only broadcast|dups|p2p|history|realtime]
+//	cd bench && go run . [-quick] [-only broadcast|dups|p2p|history|realtime|files]
 package main
 
 import (
@@ -17,12 +17,13 @@ import (
 
 func main() {
 	quick := flag.Bool("quick", false, "a small subset of the matrix, for a smoke test")
-	only := flag.String("only", "", "run only 'broadcast', 'dups', 'p2p', 'history' or 'realtime'")
+	only := flag.String("only", "", "run only 'broadcast', 'dups', 'p2p', 'history', 'realtime' or 'files'")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile to this file")
 	flag.IntVar(&catchPackets, "catch", 0, "history benchmark (a): packets to catch up (default 1000000, 20000 with -quick)")
 	flag.IntVar(&rtSize, "rt-size", 1000, "realtime benchmark: datagram payload bytes")
 	flag.Float64Var(&rtSeconds, "rt-seconds", 5, "realtime benchmark: seconds of each measurement (1 with -quick)")
 	flag.DurationVar(&rtTick, "rt-tick", time.Millisecond, "realtime benchmark: pacing period of the paced measurement (one burst per tick)")
+	flag.IntVar(&fileMiB, "file-mib", 256, "files benchmark: size of the file in MiB (at most 32 with -quick)")
 	flag.StringVar(&matchFilter, "match", "", "run only broadcast workloads whose description contains this")
 	flag.Parse()
 	if *cpuprofile != "" {
@@ -48,6 +49,9 @@ func main() {
 	}
 	if *only == "" || *only == "realtime" {
 		runRealtime(*quick)
+	}
+	if *only == "" || *only == "files" {
+		runFiles(*quick)
 	}
 }
 
