@@ -301,7 +301,7 @@ func (n *Node) Start(ctx context.Context) error {
 		tr.Close()
 		return fmt.Errorf("pipes: %w", err)
 	}
-	host.m = m
+	host.set(m)
 	n.mu.Lock()
 	n.mu.rec = rec
 	n.mu.mesh, n.mu.tr, n.mu.engine, n.mu.blobs = m, tr, eng, blobs

@@ -9,6 +9,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pipesnet/pipes/internal/atomicfile"
@@ -112,23 +113,50 @@ type PipelineStats struct {
 	Synchronizing bool  // catching up with peers
 }
 
-// meshHost lets the pipeline engine use the node's mesh.
-type meshHost struct{ m *mesh.Mesh }
+// meshHost lets the pipeline engine use the node's mesh. The engine starts
+// before the mesh exists (the mesh needs the engine's handlers), so until
+// set is called the host has no peers and refuses to send.
+type meshHost struct{ mp atomic.Pointer[mesh.Mesh] }
+
+// errNoMesh: the engine asked to send before the mesh was set.
+var errNoMesh = fmt.Errorf("%w: the node is starting", mesh.ErrNoRoute)
+
+func (h *meshHost) set(m *mesh.Mesh) { h.mp.Store(m) }
 
 func (h *meshHost) Broadcast(ctx context.Context, kind uint32, p []byte) error {
-	return h.m.Broadcast(ctx, kind, p)
+	if m := h.mp.Load(); m != nil {
+		return m.Broadcast(ctx, kind, p)
+	}
+	return errNoMesh
 }
 
 func (h *meshHost) Send(ctx context.Context, dst [32]byte, kind uint32, p []byte) error {
-	return h.m.Send(ctx, dst, kind, p)
+	if m := h.mp.Load(); m != nil {
+		return m.Send(ctx, dst, kind, p)
+	}
+	return errNoMesh
 }
 
 func (h *meshHost) SendDirect(ctx context.Context, dst [32]byte, kind uint32, p []byte) error {
-	return h.m.SendDirect(ctx, dst, kind, p)
+	if m := h.mp.Load(); m != nil {
+		return m.SendDirect(ctx, dst, kind, p)
+	}
+	return errNoMesh
+}
+
+func (h *meshHost) SendDatagramWait(ctx context.Context, dst [32]byte, p []byte) error {
+	if m := h.mp.Load(); m != nil {
+		return m.SendDatagramWait(ctx, dst, p)
+	}
+	return errNoMesh
 }
 
 func (h *meshHost) Peers() [][32]byte {
-	peers := h.m.Peers()
+	m := h.mp.Load()
+	if m == nil {
+		return nil
+	}
+	peers := m.Peers()
 	out := make([][32]byte, len(peers))
 	for i, p := range peers {
 		out[i] = p.ID
@@ -137,8 +165,12 @@ func (h *meshHost) Peers() [][32]byte {
 }
 
 func (h *meshHost) Online() [][32]byte {
+	m := h.mp.Load()
+	if m == nil {
+		return nil
+	}
 	var out [][32]byte
-	for _, n := range h.m.Nodes() {
+	for _, n := range m.Nodes() {
 		if n.Online {
 			out = append(out, n.ID)
 		}
@@ -146,12 +178,12 @@ func (h *meshHost) Online() [][32]byte {
 	return out
 }
 
-func (h *meshHost) SendDatagramWait(ctx context.Context, dst [32]byte, p []byte) error {
-	return h.m.SendDatagramWait(ctx, dst, p)
-}
-
 func (h *meshHost) HPKEKey(id [32]byte) ([]byte, bool) {
-	info, ok := h.m.Node(id)
+	m := h.mp.Load()
+	if m == nil {
+		return nil, false
+	}
+	info, ok := m.Node(id)
 	if !ok || !info.Online || len(info.HPKEKey) == 0 {
 		return nil, false
 	}

@@ -98,6 +98,9 @@ func servePackets(mux *http.ServeMux, node func(http.ResponseWriter, *http.Reque
 			return nil, nil
 		}
 		p, pk, err := findPacket(n, r.PathValue("pipeline"), r.PathValue("packet"))
+		if err == nil {
+			err = readable(p)
+		}
 		if err != nil {
 			fail(w, err)
 			return nil, nil
@@ -109,10 +112,6 @@ func servePackets(mux *http.ServeMux, node func(http.ResponseWriter, *http.Reque
 		mux.HandleFunc("GET "+prefix, func(w http.ResponseWriter, r *http.Request) {
 			p, pk := packet(w, r)
 			if pk == nil {
-				return
-			}
-			if err := readable(p); err != nil {
-				fail(w, err)
 				return
 			}
 			j := describePacket(pk)
@@ -135,10 +134,6 @@ func servePackets(mux *http.ServeMux, node func(http.ResponseWriter, *http.Reque
 			if pk == nil {
 				return
 			}
-			if err := readable(p); err != nil {
-				fail(w, err)
-				return
-			}
 			rc, err := pk.OpenContext(r.Context())
 			if err != nil {
 				fail(w, dataErr(p, err))
@@ -158,26 +153,15 @@ func servePackets(mux *http.ServeMux, node func(http.ResponseWriter, *http.Reque
 			if pk == nil {
 				return
 			}
-			var req struct {
-				Path string `json:"path"`
-			}
-			if err := decodeRequest(r, &req); err != nil {
-				fail(w, err)
+			path, ok := pathRequest(w, r)
+			if !ok {
 				return
 			}
-			if err := absPath(req.Path); err != nil {
-				fail(w, err)
-				return
-			}
-			if err := readable(p); err != nil {
-				fail(w, err)
-				return
-			}
-			if err := pk.WriteDataToPathContext(r.Context(), req.Path); err != nil {
+			if err := pk.WriteDataToPathContext(r.Context(), path); err != nil {
 				fail(w, dataErr(p, err))
 				return
 			}
-			reply(w, writtenJSON{ID: pk.ID().String(), Pipeline: p.Name(), Path: req.Path, Size: pk.Size(), IsFile: pk.IsFile()})
+			reply(w, writtenJSON{ID: pk.ID().String(), Pipeline: p.Name(), Path: path, Size: pk.Size(), IsFile: pk.IsFile()})
 		})
 	}
 	// Puts the file at an absolute path of the daemon's machine as one
@@ -187,18 +171,11 @@ func servePackets(mux *http.ServeMux, node func(http.ResponseWriter, *http.Reque
 		if p == nil {
 			return
 		}
-		var req struct {
-			Path string `json:"path"`
-		}
-		if err := decodeRequest(r, &req); err != nil {
-			fail(w, err)
+		path, ok := pathRequest(w, r)
+		if !ok {
 			return
 		}
-		if err := absPath(req.Path); err != nil {
-			fail(w, err)
-			return
-		}
-		id, err := p.PutFileContext(r.Context(), req.Path)
+		id, err := p.PutFileContext(r.Context(), path)
 		if err != nil {
 			fail(w, dataErr(p, err))
 			return
@@ -214,4 +191,22 @@ type writtenJSON struct {
 	Path     string `json:"path"`
 	Size     int64  `json:"size"`
 	IsFile   bool   `json:"is_file"`
+}
+
+// pathRequest decodes a request that names an absolute path of the
+// daemon's machine; on a bad one it answers with the error and reports
+// false.
+func pathRequest(w http.ResponseWriter, r *http.Request) (string, bool) {
+	var req struct {
+		Path string `json:"path"`
+	}
+	if err := decodeRequest(r, &req); err != nil {
+		apiFail(w, err)
+		return "", false
+	}
+	if err := absPath(req.Path); err != nil {
+		apiFail(w, err)
+		return "", false
+	}
+	return req.Path, true
 }

@@ -275,18 +275,8 @@ paths are taken from the current directory).`,
 			case rawData:
 				return a.copyData(cmd.Context(), path+"/data")
 			case outPath != "":
-				abs, err := filepath.Abs(outPath)
-				if err != nil {
-					return err
-				}
-				body, _ := json.Marshal(map[string]string{"path": abs})
-				resp, err := apiDo(cmd.Context(), a.dir(), http.MethodPost, path+"/write", "application/json", bytes.NewReader(body))
-				if err != nil {
-					return err
-				}
-				defer resp.Body.Close()
 				var wr writtenJSON
-				if err := json.NewDecoder(resp.Body).Decode(&wr); err != nil {
+				if err := a.postPath(cmd.Context(), path+"/write", outPath, &wr); err != nil {
 					return err
 				}
 				return a.print(wr, func(w io.Writer) {
@@ -367,18 +357,8 @@ may be far larger than a packet; it travels in chunks.`,
 			}
 			pipelinePath := "/v1/nodes/" + n.ID + "/pipelines/" + url.PathEscape(args[0])
 			if file != "" {
-				abs, err := filepath.Abs(file)
-				if err != nil {
-					return err
-				}
-				body, _ := json.Marshal(map[string]string{"path": abs})
-				resp, err := apiDo(cmd.Context(), a.dir(), http.MethodPost, pipelinePath+"/files", "application/json", bytes.NewReader(body))
-				if err != nil {
-					return err
-				}
-				defer resp.Body.Close()
 				var r struct{ ID string }
-				if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+				if err := a.postPath(cmd.Context(), pipelinePath+"/files", file, &r); err != nil {
 					return err
 				}
 				return a.print([]string{r.ID}, func(w io.Writer) { fmt.Fprintln(w, r.ID) })
@@ -564,4 +544,20 @@ address that last sent to the port. The map lives in the daemon until
 	cmd.Flags().IntVar(&port, "port", 0, "local UDP port (default: a free one)")
 	cmd.Flags().BoolVar(&closeMap, "close", false, "remove the pipeline's UDP port map")
 	return cmd
+}
+
+// postPath sends the daemon a path of this machine, made absolute (the
+// daemon runs here and opens it itself), and decodes the reply into out.
+func (a *app) postPath(ctx context.Context, endpoint, path string, out any) error {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return err
+	}
+	body, _ := json.Marshal(map[string]string{"path": abs})
+	resp, err := apiDo(ctx, a.dir(), http.MethodPost, endpoint, "application/json", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return json.NewDecoder(resp.Body).Decode(out)
 }
