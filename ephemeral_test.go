@@ -176,3 +176,41 @@ func countFiles(dir string) int {
 	}
 	return n
 }
+
+// TestEphemeralCreatedAgainAtOnce: a pipeline created again right after
+// its shutdown is a new, empty pipeline that keeps what it is given,
+// also across a restart (the deletion of the old one cannot take it).
+func TestEphemeralCreatedAgainAtOnce(t *testing.T) {
+	m := newMember(t, testNetfile(t, "again"), "solo")
+	m.start(t)
+	opts := pipes.PipelineOptions{Ephemeral: true, Persistent: true}
+	for round := range 3 {
+		id, err := m.n.CreatePipeline("scratch", opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, _ := m.n.Pipeline(id)
+		if n := p.Stats().Logged; n != 0 {
+			t.Fatalf("round %d: the new pipeline has %d packets of the old one", round, n)
+		}
+		putN(t, p, 3+round, "scratch")
+		if round < 2 {
+			if err := p.Shutdown(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := m.n.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	m.start(t)
+	for _, p := range m.n.Pipelines() {
+		if p.Name() == "scratch" {
+			if n := p.Stats().Logged; n != 5 {
+				t.Fatalf("after a restart the pipeline has %d packets, want 5", n)
+			}
+			return
+		}
+	}
+	t.Fatal("the pipeline created again is gone after a restart")
+}

@@ -474,7 +474,8 @@ func (p *Pipeline) PutContext(ctx context.Context, data []byte, opts ...PutOptio
 		return PacketID{}, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(data), MaxPacketSize)
 	case errors.Is(err, pipeline.ErrClosed):
 		return PacketID{}, ErrNotActive
-	case errors.Is(err, pipeline.ErrRemoved), errors.Is(err, pipeline.ErrUnknown) && p.Closed():
+	case errors.Is(err, pipeline.ErrRemoved), errors.Is(err, pipeline.ErrUnknown):
+		// A Pipeline the engine no longer knows was shut down.
 		return PacketID{}, fmt.Errorf("%w: %q", ErrClosedPipeline, p.def.Name)
 	case errors.Is(err, pipeline.ErrNoSecret):
 		return PacketID{}, fmt.Errorf("%w: %v", ErrNoSecret, err)
@@ -526,8 +527,10 @@ func (p *Pipeline) PutFileContext(ctx context.Context, path string) (PacketID, e
 		return PacketID{}, fmt.Errorf("%w: %v", ErrNoSecret, err)
 	case errors.Is(err, pipeline.ErrClosed):
 		return PacketID{}, ErrNotActive
-	case errors.Is(err, pipeline.ErrRemoved):
+	case errors.Is(err, pipeline.ErrRemoved), errors.Is(err, pipeline.ErrUnknown):
 		return PacketID{}, fmt.Errorf("%w: %q", ErrClosedPipeline, p.def.Name)
+	case errors.Is(err, pipeline.ErrFileTooLarge):
+		return PacketID{}, fmt.Errorf("%w: %v", ErrTooLarge, err)
 	}
 	return PacketID{}, storeErr(err)
 }
@@ -840,7 +843,7 @@ func (pk *Packet) OpenContext(ctx context.Context) (io.ReadCloser, error) {
 		if err != nil {
 			return nil, fmt.Errorf("pipes: %w", err)
 		}
-		return r, nil
+		return fileReader{r}, nil
 	}
 	d, err := pk.Data()
 	if err != nil {
@@ -873,6 +876,17 @@ func (pk *Packet) WriteDataToPathContext(ctx context.Context, path string) error
 	}
 	defer r.Close()
 	return atomicfile.WriteFrom(path, r, 0o644)
+}
+
+// fileReader maps the errors of a file packet's reader to the package's.
+type fileReader struct{ io.ReadCloser }
+
+func (r fileReader) Read(b []byte) (int, error) {
+	n, err := r.ReadCloser.Read(b)
+	if errors.Is(err, pipeline.ErrCannotRead) {
+		err = fmt.Errorf("%w: %v", ErrCannotRead, err)
+	}
+	return n, err
 }
 
 // MaxFileData is the largest file packet Data reads into memory (64 MiB).

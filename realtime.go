@@ -94,10 +94,13 @@ func (p *Pipeline) SetupUDPPortMap(host string, port int) error {
 		return fmt.Errorf("pipes: %w", err)
 	}
 	p.mu.Lock()
-	if p.mu.udp != nil || p.mu.closed {
+	if p.mu.udp != nil || p.mu.closed || p.n.engineOrNil() != e {
 		p.mu.Unlock()
 		cancel()
 		conn.Close()
+		if p.n.engineOrNil() != e {
+			return ErrNotActive // the node stopped meanwhile
+		}
 		return fmt.Errorf("%w: pipeline %q already has a UDP port map, or was shut down", ErrExists, p.def.Name)
 	}
 	p.mu.udp = m

@@ -169,6 +169,9 @@ func defFromProto(network, self [32]byte, m *pb.PipelineDef) (*Def, error) {
 		!utf8.ValidString(m.Name) || len(m.Salt) > maxSalt || m.CreatedMs < 0 {
 		return nil, errors.New("pipeline: malformed definition")
 	}
+	if m.CreatedMs > time.Now().Add(maxFuture).UnixMilli() {
+		return nil, errors.New("pipeline: definition created in the future")
+	}
 	if m.Encrypted != (len(m.SecretKey) == ed25519.PublicKeySize) || (!m.Encrypted && len(m.SecretKey) != 0) {
 		return nil, errors.New("pipeline: malformed secret key")
 	}

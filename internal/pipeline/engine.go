@@ -151,6 +151,7 @@ type Engine struct {
 		secrets       map[[32]byte][32]byte          // stored pipeline keys, loaded at start
 		pendingProofs map[[32]byte][]*pb.SecretProof // proofs for pipelines not yet defined
 		realtime      map[[8]byte]*pipe              // realtime pipelines by id prefix (datagrams name them so)
+		cleaning      map[[32]byte]chan struct{}     // removed pipelines whose stored state is being deleted
 		nproofs       int
 		closed        bool
 	}
@@ -191,6 +192,7 @@ func New(cfg Config) (*Engine, error) {
 	e.mu.secrets = map[[32]byte][32]byte{}
 	e.mu.pendingProofs = map[[32]byte][]*pb.SecretProof{}
 	e.mu.realtime = map[[8]byte]*pipe{}
+	e.mu.cleaning = map[[32]byte]chan struct{}{}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	e.syncer = newSyncer()
 	e.rt = newRealtime()
@@ -338,8 +340,8 @@ func (e *Engine) Create(ctx context.Context, name string, o Options, secret []by
 		}
 	}
 	existing := e.mu.pipes[d.ID]
-	if t := e.mu.tombs[d.ID]; t != nil && d.Created <= t.TimeMs {
-		d.Created = t.TimeMs + 1 // created again after its shutdown
+	if t := e.mu.tombs[d.ID]; t != nil && o.Ephemeral && d.Created <= t.TimeMs {
+		d.Created = t.TimeMs + 1 // created again after its shutdown (tombstone times are bounded)
 	}
 	e.mu.Unlock()
 	if existing != nil {
@@ -352,6 +354,9 @@ func (e *Engine) Create(ctx context.Context, name string, o Options, secret []by
 			return existing.def, e.announce(ctx, existing.def)
 		}
 		return existing.def, nil
+	}
+	if err := e.waitCleanup(ctx, d.ID); err != nil {
+		return nil, err
 	}
 	if !e.addDef(d) {
 		if p, ok := e.pipeOf(d.ID); ok {
@@ -372,6 +377,25 @@ func (e *Engine) Create(ctx context.Context, name string, o Options, secret []by
 		return d, err
 	}
 	return d, nil
+}
+
+// waitCleanup waits until the stored state of a removed pipeline of id,
+// if any, is deleted.
+func (e *Engine) waitCleanup(ctx context.Context, id [32]byte) error {
+	e.mu.Lock()
+	ch := e.mu.cleaning[id]
+	e.mu.Unlock()
+	if ch == nil {
+		return nil
+	}
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-e.ctx.Done():
+		return ErrClosed
+	}
 }
 
 // sameOptions compares the options that define a pipeline's kind.
@@ -423,6 +447,19 @@ func (e *Engine) addDef(d *Def) bool {
 	e.mu.Lock()
 	if e.mu.closed || e.mu.pipes[d.ID] != nil {
 		e.mu.Unlock()
+		return false
+	}
+	if ch := e.mu.cleaning[d.ID]; ch != nil {
+		// A removed pipeline of this id is still being deleted: add this
+		// one once that is done, so the deletion cannot take it too.
+		e.mu.Unlock()
+		e.spawn(func() {
+			select {
+			case <-ch:
+				e.addDef(d)
+			case <-e.ctx.Done():
+			}
+		})
 		return false
 	}
 	t, dead := e.mu.tombs[d.ID]

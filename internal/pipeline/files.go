@@ -46,9 +46,10 @@ const (
 const (
 	fileWindow   = 12               // chunk requests in flight per file
 	fileStall    = 15 * time.Second // no answer for this long: ask the next node
-	fileRetry    = 10 * time.Second // all sources failed: try again after
-	fileServers  = 2                // goroutines serving chunks
-	fileFetchers = 2                // files fetched at once
+	fileRetry    = 10 * time.Second // all sources failed: try again after, doubling
+	fileRetryMax = 10 * time.Minute
+	fileServers  = 2 // goroutines serving chunks
+	fileFetchers = 2 // files fetched at once
 )
 
 // ErrNoFiles: the engine has no blob store.
@@ -69,6 +70,7 @@ type fetchJob struct {
 	pipe   [32]byte
 	sender [32]byte
 	m      *blob.Manifest
+	tries  int // fetches that ended incomplete
 }
 
 // files is the engine's file-transfer state.
@@ -79,8 +81,8 @@ type files struct {
 	kick    chan struct{}
 	serveQ  chan chunkReq
 	seenQ   chan seen
-	waiting map[[32]byte]bool     // roots queued or active
-	owner   map[[32]byte][32]byte // root -> the pipeline of the file packet
+	waiting map[[32]byte]bool              // roots queued or active
+	owners  map[[32]byte]map[[32]byte]bool // root -> the pipelines with a packet of the file
 }
 
 // seen is a file packet received, for the fetcher to look at.
@@ -112,13 +114,22 @@ type chunkReq struct {
 type fetch struct {
 	job    fetchJob
 	root   [32]byte
-	arrive chan *pb.FileData
+	arrive chan fileAnswer
+	mu     sync.Mutex
+	src    [32]byte // the node asked now
+}
+
+// fileAnswer is a FileData and where it came from.
+type fileAnswer struct {
+	src    [32]byte
+	sealed bool
+	d      *pb.FileData
 }
 
 func newFiles() *files {
 	return &files{active: map[[32]byte]*fetch{}, kick: make(chan struct{}, 1),
 		serveQ: make(chan chunkReq, 256), seenQ: make(chan seen, 1024), waiting: map[[32]byte]bool{},
-		owner: map[[32]byte][32]byte{}}
+		owners: map[[32]byte]map[[32]byte]bool{}}
 }
 
 // fileAD binds a sealed chunk to its pipeline, sender and place.
@@ -173,19 +184,54 @@ func (e *Engine) PutFile(ctx context.Context, id [32]byte, path string, typ int6
 	return pid, nil
 }
 
-// setOwner records (and stores) the pipeline a file belongs to: only
-// askers that name it get the file's chunks, and the file goes with it.
+// setOwner records (and stores) that a packet of pipeline pipe carries
+// the file root: askers that name one of its pipelines get its chunks,
+// and the file is deleted when the last of them is.
 func (e *Engine) setOwner(root, pipe [32]byte) {
 	f := e.files
 	f.mu.Lock()
-	old, ok := f.owner[root]
-	f.owner[root] = pipe
-	f.mu.Unlock()
-	if ok && old == pipe || e.cfg.DB == nil {
+	set := f.owners[root]
+	if set[pipe] {
+		f.mu.Unlock()
 		return
 	}
-	if err := history.SaveSealed(e.cfg.DB, history.KindOwner, e.self, root, e.defsKey(), pipe[:]); err != nil {
-		e.log.Warn("cannot record a file's pipeline", "err", err)
+	if set == nil {
+		set = map[[32]byte]bool{}
+		f.owners[root] = set
+	}
+	set[pipe] = true
+	rec := ownerRecord(set)
+	f.mu.Unlock()
+	e.saveOwners(root, rec)
+}
+
+// ownedBy reports whether a packet of pipeline pipe carries the file root.
+func (e *Engine) ownedBy(root, pipe [32]byte) bool {
+	e.files.mu.Lock()
+	defer e.files.mu.Unlock()
+	return e.files.owners[root][pipe]
+}
+
+// ownerRecord encodes a set of pipelines, sorted.
+func ownerRecord(set map[[32]byte]bool) []byte {
+	var ids [][32]byte
+	for id := range set {
+		ids = append(ids, id)
+	}
+	slices.SortFunc(ids, func(a, b [32]byte) int { return slices.Compare(a[:], b[:]) })
+	rec := make([]byte, 0, 32*len(ids))
+	for _, id := range ids {
+		rec = append(rec, id[:]...)
+	}
+	return rec
+}
+
+func (e *Engine) saveOwners(root [32]byte, rec []byte) {
+	if e.cfg.DB == nil {
+		return
+	}
+	if err := history.SaveSealed(e.cfg.DB, history.KindOwner, e.self, root, e.defsKey(), rec); err != nil {
+		e.log.Warn("cannot record a file's pipelines", "err", err)
 	}
 }
 
@@ -199,9 +245,14 @@ func (e *Engine) loadOwners() {
 	e.files.mu.Lock()
 	defer e.files.mu.Unlock()
 	for root, v := range recs {
-		if len(v) == 32 {
-			e.files.owner[root] = [32]byte(v)
+		if len(v) == 0 || len(v)%32 != 0 {
+			continue
 		}
+		set := map[[32]byte]bool{}
+		for id := range slices.Chunk(v, 32) {
+			set[[32]byte(id)] = true
+		}
+		e.files.owners[root] = set
 	}
 }
 
@@ -209,7 +260,7 @@ func (e *Engine) loadOwners() {
 func (e *Engine) dropFile(root [32]byte) {
 	f := e.files
 	f.mu.Lock()
-	delete(f.owner, root)
+	delete(f.owners, root)
 	f.mu.Unlock()
 	if err := e.cfg.Blobs.Remove(root); err != nil && !errors.Is(err, blob.ErrNotFound) {
 		e.log.Warn("cannot delete a file", "err", err)
@@ -226,15 +277,25 @@ func (e *Engine) dropFilesOf(pipe [32]byte) {
 		return
 	}
 	f := e.files
-	var roots [][32]byte
+	var gone [][32]byte
+	kept := map[[32]byte][]byte{}
 	f.mu.Lock()
-	for root, p := range f.owner {
-		if p == pipe {
-			roots = append(roots, root)
+	for root, set := range f.owners {
+		if !set[pipe] {
+			continue
+		}
+		delete(set, pipe)
+		if len(set) == 0 {
+			gone = append(gone, root)
+		} else {
+			kept[root] = ownerRecord(set)
 		}
 	}
 	f.mu.Unlock()
-	for _, root := range roots {
+	for root, rec := range kept {
+		e.saveOwners(root, rec)
+	}
+	for _, root := range gone {
 		e.dropFile(root)
 	}
 }
@@ -456,38 +517,49 @@ func (e *Engine) fileFetcher() {
 // it does not hold a fetch slot.
 func (e *Engine) runFetch(j fetchJob) {
 	root := j.m.Root()
-	if err := e.cfg.Blobs.Add(j.m); err != nil {
-		e.log.Warn("cannot store a file", "err", err)
-		e.fetchDone(root)
+	p, ok := e.pipeOf(j.pipe)
+	if !ok || !e.ownedBy(root, j.pipe) {
+		e.fetchDone(root) // its pipeline is gone
 		return
 	}
-	ft := &fetch{job: j, root: root, arrive: make(chan *pb.FileData, fileWindow*2)}
+	if err := e.cfg.Blobs.Add(j.m); err != nil {
+		e.log.Warn("cannot store a file; trying again later", "err", err)
+		e.retryFetch(j)
+		return
+	}
+	ft := &fetch{job: j, root: root, arrive: make(chan fileAnswer, fileWindow*2)}
 	f := e.files
 	f.mu.Lock()
 	f.active[root] = ft
 	f.mu.Unlock()
-	p, ok := e.pipeOf(j.pipe)
-	if !ok {
-		e.fetchDone(root)
-		return
-	}
-	missing, err := e.cfg.Blobs.Missing(root)
 	for _, src := range e.fileSources(p, j.sender) {
+		missing, err := e.cfg.Blobs.Missing(root)
 		if err != nil || len(missing) == 0 || e.ctx.Err() != nil {
 			break
 		}
-		missing = e.fetchFrom(ft, p, src, missing)
-	}
-	if err != nil || len(missing) == 0 {
-		e.fetchDone(root)
-		return
+		e.fetchFrom(ft, p, src, missing)
 	}
 	f.mu.Lock()
 	delete(f.active, root)
 	f.mu.Unlock()
+	if missing, err := e.cfg.Blobs.Missing(root); err == nil && len(missing) == 0 {
+		e.fetchDone(root)
+		return
+	}
+	e.retryFetch(j)
+}
+
+// retryFetch queues j again after a delay that doubles with each try
+// (fileRetry up to fileRetryMax), so that a file no reachable node has
+// costs little while it waits.
+func (e *Engine) retryFetch(j fetchJob) {
+	j.tries++
+	delay := fileRetry << min(j.tries-1, 6)
+	delay = min(delay, fileRetryMax)
+	f := e.files
 	e.spawn(func() {
 		select {
-		case <-time.After(fileRetry):
+		case <-time.After(delay):
 		case <-e.ctx.Done():
 			return
 		}
@@ -518,50 +590,46 @@ func (e *Engine) fileSources(p *pipe, sender [32]byte) [][32]byte {
 
 // fetchFrom asks src for the missing chunks, fileWindow at a time, and
 // returns those still missing when src has no more to give.
-func (e *Engine) fetchFrom(ft *fetch, p *pipe, src [32]byte, missing []int) []int {
+func (e *Engine) fetchFrom(ft *fetch, p *pipe, src [32]byte, missing []int) {
+	ft.mu.Lock()
+	ft.src = src
+	ft.mu.Unlock()
 	next, inflight := 0, map[int]bool{}
-	var failed []int
-	ask := func(i int) bool {
-		g := &pb.FileGet{Root: ft.root[:], Pipeline: p.def.ID[:], Index: uint32(i)}
-		if err := e.sendFile(p, src, KindFileGet, g, &pb.SealedBody{Body: &pb.SealedBody_FileGet{FileGet: g}}); err != nil {
-			return false
-		}
-		inflight[i] = true
-		return true
-	}
+	stall := time.NewTimer(fileStall)
+	defer stall.Stop()
 	for {
 		for len(inflight) < fileWindow && next < len(missing) {
-			if !ask(missing[next]) {
-				return append(failed, missing[next:]...)
+			i := missing[next]
+			g := &pb.FileGet{Root: ft.root[:], Pipeline: p.def.ID[:], Index: uint32(i)}
+			if err := e.sendFile(p, src, KindFileGet, g, &pb.SealedBody{Body: &pb.SealedBody_FileGet{FileGet: g}}); err != nil {
+				return // unreachable now: the caller tries the next source
 			}
+			inflight[i] = true
 			next++
 		}
 		if len(inflight) == 0 {
-			return failed
+			return
 		}
 		select {
-		case d := <-ft.arrive:
-			i := int(d.Index)
-			if !inflight[i] {
-				continue
+		case a := <-ft.arrive:
+			i := int(a.d.Index)
+			if a.src != src || a.sealed != p.def.IsPointToPoint() || !inflight[i] {
+				continue // not an answer to this fetch's requests
 			}
 			delete(inflight, i)
-			if d.Missing {
-				failed = append(failed, i)
-				continue
+			if a.d.Missing {
+				return // src does not have it all: the next source gets the rest
 			}
-			if err := e.cfg.Blobs.WriteChunk(ft.root, i, d.Data); err != nil {
+			if err := e.cfg.Blobs.WriteChunk(ft.root, i, a.d.Data); err != nil {
 				e.stats.rejected.Add(1)
-				failed = append(failed, i)
+				return
 			}
-		case <-time.After(fileStall):
-			for i := range inflight {
-				failed = append(failed, i)
-			}
-			slices.Sort(failed)
-			return append(failed, missing[next:]...)
+			// Only progress puts the stall off.
+			stall.Reset(fileStall)
+		case <-stall.C:
+			return
 		case <-e.ctx.Done():
-			return missing
+			return
 		}
 	}
 }
@@ -598,8 +666,9 @@ func (e *Engine) handleFileGet(src [32]byte, g *pb.FileGet, sealed bool) error {
 	return nil
 }
 
-// handleFileData hands an answer to the fetch waiting for it.
-func (e *Engine) handleFileData(d *pb.FileData) error {
+// handleFileData hands an answer to the fetch waiting for it, if it comes
+// from the node that fetch asks.
+func (e *Engine) handleFileData(src [32]byte, d *pb.FileData, sealed bool) error {
 	if len(d.Root) != 32 {
 		return errors.New("pipeline: malformed file data")
 	}
@@ -609,8 +678,14 @@ func (e *Engine) handleFileData(d *pb.FileData) error {
 	if ft == nil {
 		return nil
 	}
+	ft.mu.Lock()
+	asked := ft.src == src
+	ft.mu.Unlock()
+	if !asked {
+		return nil
+	}
 	select {
-	case ft.arrive <- d:
+	case ft.arrive <- fileAnswer{src: src, sealed: sealed, d: d}:
 	default:
 	}
 	return nil
@@ -636,12 +711,9 @@ func (e *Engine) serveChunk(r chunkReq) {
 	}
 	root := [32]byte(r.get.Root)
 	d := &pb.FileData{Root: r.get.Root, Index: r.get.Index}
-	e.files.mu.Lock()
-	owner, known := e.files.owner[root]
-	e.files.mu.Unlock()
 	var c []byte
 	err := blob.ErrNotFound
-	if known && owner == p.def.ID {
+	if e.ownedBy(root, p.def.ID) {
 		c, err = e.cfg.Blobs.ReadChunk(root, int(r.get.Index))
 	}
 	if err != nil {

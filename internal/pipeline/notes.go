@@ -22,6 +22,11 @@ const KindNotes uint32 = 20
 const (
 	maxNotes         = 4096 // proofs or tombstones in one message
 	maxPendingProofs = 4096 // proofs kept for pipelines not defined yet
+	maxUnknownTombs  = 4096 // tombstones kept for pipelines this node does not know
+	// maxFuture is how far ahead of the local clock a tombstone's time or
+	// a definition's creation time may be (clocks differ; a time far
+	// ahead would block a pipeline for that long).
+	maxFuture = 10 * time.Minute
 )
 
 // secretsKey is the at-rest key of stored pipeline keys.
@@ -190,9 +195,10 @@ func parseNotes(raw []byte) (*pb.PipelineNotes, error) {
 			return nil, errors.New("pipeline: malformed secret proof")
 		}
 	}
+	future := time.Now().Add(maxFuture).UnixMilli()
 	for _, t := range n.Tombstones {
-		if len(t.Pipeline) != 32 || len(t.Node) != 32 || t.TimeMs <= 0 || len(t.Peer) != 0 && len(t.Peer) != 32 {
-			return nil, errors.New("pipeline: malformed tombstone")
+		if len(t.Pipeline) != 32 || len(t.Node) != 32 || t.TimeMs <= 0 || t.TimeMs > future || len(t.Peer) != 0 && len(t.Peer) != 32 {
+			return nil, errors.New("pipeline: malformed tombstone, or one from the future")
 		}
 	}
 	return &n, nil
@@ -230,6 +236,12 @@ func (e *Engine) handleNotes(src [32]byte, n *pb.PipelineNotes, sealed bool) {
 // addProof records a proof that checks against p's secret key.
 func (e *Engine) addProof(p *pipe, pr *pb.SecretProof) {
 	node := [32]byte(pr.Node)
+	e.mu.Lock()
+	known := bytes.Equal(p.holders[node], pr.Signature)
+	e.mu.Unlock()
+	if known {
+		return // checked before: proofs repeat as nodes connect
+	}
 	if !p.def.Opts.Encrypted || !checkProof(p.def, node, pr.Signature) {
 		e.stats.rejected.Add(1)
 		return
@@ -254,6 +266,19 @@ func (e *Engine) applyTomb(t *pb.Tombstone) {
 	if p != nil && (!p.def.Opts.Ephemeral || p.def.Created > t.TimeMs || p.def.IsPointToPoint() != (len(t.Peer) != 0)) {
 		e.mu.Unlock()
 		return // not ephemeral (refused), or re-created after this tombstone
+	}
+	if p == nil && e.mu.tombs[id] == nil {
+		unknown := 0
+		for tid := range e.mu.tombs {
+			if e.mu.pipes[tid] == nil {
+				unknown++
+			}
+		}
+		if unknown >= maxUnknownTombs {
+			e.mu.Unlock()
+			e.stats.rejected.Add(1)
+			return
+		}
 	}
 	e.mu.tombs[id] = t
 	e.mu.Unlock()
@@ -296,13 +321,15 @@ func (e *Engine) remove(p *pipe) {
 		s.end()
 	}
 	p.subs = nil
+	cleaned := make(chan struct{})
+	e.mu.cleaning[p.def.ID] = cleaned
 	e.mu.Unlock()
 	p.cancel()
 	if e.cfg.OnRemoved != nil {
 		d := p.def
 		e.notes.Push(func() { e.cfg.OnRemoved(d) })
 	}
-	e.spawn(func() {
+	cleanup := func() {
 		p.wg.Wait()
 		e.dropFilesOf(p.def.ID)
 		if e.cfg.DB == nil {
@@ -318,7 +345,16 @@ func (e *Engine) remove(p *pipe) {
 				e.log.Warn("cannot delete the pipeline's history", "pipeline", p.def.Name, "err", err)
 			}
 		}
-	})
+	}
+	done := func() {
+		e.mu.Lock()
+		delete(e.mu.cleaning, p.def.ID)
+		e.mu.Unlock()
+		close(cleaned)
+	}
+	if !e.spawn(func() { cleanup(); done() }) {
+		done() // the engine is closing: the next start finds the tombstone
+	}
 }
 
 // Shutdown ends ephemeral pipeline id on every node: a tombstone is

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/cipher"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -48,7 +49,9 @@ const (
 	rtMaxSessions     = 4096
 	rtMaxEarly        = 256 // datagrams kept for sessions whose key has not arrived
 	rtKeyContext      = "pipes/v1 realtime key"
-	rtQueue           = 8192 // received datagrams waiting for the worker
+	rtQueue           = 8192            // received datagrams waiting for the worker
+	rtKeyWait         = 5 * time.Second // a Put waits at most this for its session's key to leave
+	rtKeyAge          = time.Minute     // a RealtimeKey copy older (or newer) than this is refused
 )
 
 // ErrDatagramTooLarge: a realtime packet does not fit one datagram on the
@@ -116,7 +119,7 @@ func newRealtime() *realtime {
 
 // session returns the sending session to dst, opening (or renewing) it:
 // the key goes to dst sealed, before any datagram of the session.
-func (e *Engine) rtSession(dst [32]byte) (*rtSend, uint64, error) {
+func (e *Engine) rtSession(ctx context.Context, dst [32]byte) (*rtSend, uint64, error) {
 	rt := e.rt
 	rt.mu.Lock()
 	s := rt.send[dst]
@@ -125,8 +128,11 @@ func (e *Engine) rtSession(dst [32]byte) (*rtSend, uint64, error) {
 		c := s.counter
 		if !s.sending && time.Since(s.resent) >= rtResend {
 			s.sending = true
+			c := c
 			e.spawn(func() {
-				err := e.sendRealtimeKey(dst, s)
+				ctx, cancel := context.WithTimeout(e.ctx, rtResend)
+				defer cancel()
+				err := e.sendRealtimeKey(ctx, dst, s, c)
 				rt.mu.Lock()
 				s.sending = false
 				if err == nil {
@@ -141,9 +147,12 @@ func (e *Engine) rtSession(dst [32]byte) (*rtSend, uint64, error) {
 	rt.mu.Unlock()
 	s = &rtSend{started: time.Now(), resent: time.Now()}
 	rand.Read(s.key[:])
-	rand.Read(s.id[:])
+	s.id = rtKeyID(e.self, s.key)
 	s.aead, _ = chacha20poly1305.New(s.key[:])
-	if err := e.sendRealtimeKey(dst, s); err != nil {
+	kctx, cancel := context.WithTimeout(ctx, rtKeyWait)
+	err := e.sendRealtimeKey(kctx, dst, s, 0)
+	cancel()
+	if err != nil {
 		return nil, 0, err
 	}
 	rt.mu.Lock()
@@ -158,15 +167,33 @@ func (e *Engine) rtSession(dst [32]byte) (*rtSend, uint64, error) {
 	return s, c, nil
 }
 
-// sendRealtimeKey sends session s's key to dst, signed and sealed.
-func (e *Engine) sendRealtimeKey(dst [32]byte, s *rtSend) error {
-	msg := append(append(append([]byte{}, s.id[:]...), s.key[:]...), dst[:]...)
+// rtKeyID names a session: the first 8 bytes of SHA-256(sender || key),
+// so that no other node can claim a session's id with a key of its own.
+func rtKeyID(sender, key [32]byte) [8]byte {
+	h := sha256.Sum256(append(sender[:], key[:]...))
+	return [8]byte(h[:8])
+}
+
+// rtKeyMessage is what a RealtimeKey's signature covers.
+func rtKeyMessage(id [8]byte, key []byte, receiver [32]byte, timeMs int64, counter uint64) []byte {
+	msg := append(append(append([]byte{}, id[:]...), key...), receiver[:]...)
+	msg = binary.BigEndian.AppendUint64(msg, uint64(timeMs))
+	return binary.BigEndian.AppendUint64(msg, counter)
+}
+
+// sendRealtimeKey sends session s's key to dst, signed and sealed, with
+// the time and the last counter used (the receiver refuses older copies
+// and counters below it).
+func (e *Engine) sendRealtimeKey(ctx context.Context, dst [32]byte, s *rtSend, counter uint64) error {
+	now := time.Now().UnixMilli()
+	msg := rtKeyMessage(s.id, s.key[:], dst, now, counter)
 	body, err := marshal(&pb.SealedBody{Body: &pb.SealedBody_RealtimeKey{RealtimeKey: &pb.RealtimeKey{
-		KeyId: s.id[:], Key: s.key[:], NodeCert: e.cfg.Cert.Signed, Signature: identity.Sign(e.cfg.Key, rtKeyContext, msg)}}})
+		KeyId: s.id[:], Key: s.key[:], NodeCert: e.cfg.Cert.Signed, TimeMs: now, Counter: counter,
+		Signature: identity.Sign(e.cfg.Key, rtKeyContext, msg)}}})
 	if err != nil {
 		return err
 	}
-	return e.sendSealed(e.ctx, dst, body)
+	return e.sendSealed(ctx, dst, body)
 }
 
 // PutDatagram puts data on realtime pipeline id as Put does, without
@@ -217,12 +244,14 @@ func (e *Engine) putRealtime(ctx context.Context, p *pipe, data []byte, typ int6
 	inner = binary.AppendVarint(inner, typ)
 	inner = append(inner, data...)
 	var firstErr error
+	failed := 0
 	for _, dst := range dests {
 		if dst == e.self {
 			continue
 		}
-		s, counter, err := e.rtSession(dst)
+		s, counter, err := e.rtSession(ctx, dst)
 		if err != nil {
+			failed++
 			firstErr = cmpErr(firstErr, err)
 			continue
 		}
@@ -243,11 +272,19 @@ func (e *Engine) putRealtime(ctx context.Context, p *pipe, data []byte, typ int6
 			}
 			return [32]byte{}, &DatagramTooLargeError{Max: max(tooLarge.Max-over, 0)}
 		default:
+			failed++
 			firstErr = cmpErr(firstErr, err)
 		}
 	}
 	e.stats.sent.Add(1)
-	return id, firstErr
+	if p.def.IsPointToPoint() || failed == len(dests) {
+		return id, firstErr
+	}
+	// Broadcast: sent to the nodes that could be reached; the others
+	// (going offline, key not announced yet) are counted.
+	e.stats.dropped.Add(uint64(failed))
+	p.stats.dropped.Add(uint64(failed))
+	return id, nil
 }
 
 func cmpErr(first, err error) error {
@@ -268,16 +305,21 @@ func (e *Engine) acceptRealtimeKey(src [32]byte, k *pb.RealtimeKey) error {
 	if k == nil || len(k.KeyId) != 8 || len(k.Key) != 32 {
 		return errors.New("pipeline: malformed realtime key")
 	}
+	id := [8]byte(k.KeyId)
+	if rtKeyID(src, [32]byte(k.Key)) != id {
+		return errors.New("pipeline: realtime key id does not match its sender and key")
+	}
+	if age := time.Since(time.UnixMilli(k.TimeMs)); age > rtKeyAge || age < -rtKeyAge {
+		return errors.New("pipeline: realtime key too old (a replay?) or from the future")
+	}
 	cert, err := e.certs.Parse(k.NodeCert)
 	if err != nil || cert.NetworkID != e.cfg.Network || cert.NodeID() != src {
 		return errors.New("pipeline: realtime key from an unknown or other sender")
 	}
-	msg := append(append(append([]byte{}, k.KeyId...), k.Key...), e.self[:]...)
-	if !identity.Verify(cert.NodeKey, rtKeyContext, msg, k.Signature) {
+	if !identity.Verify(cert.NodeKey, rtKeyContext, rtKeyMessage(id, k.Key, e.self, k.TimeMs, k.Counter), k.Signature) {
 		return errors.New("pipeline: realtime key signature does not verify")
 	}
 	a, _ := chacha20poly1305.New(k.Key)
-	id := [8]byte(k.KeyId)
 	rt := e.rt
 	rt.mu.Lock()
 	if rt.recv[id] != nil {
@@ -294,7 +336,13 @@ func (e *Engine) acceptRealtimeKey(src [32]byte, k *pb.RealtimeKey) error {
 		}
 		delete(rt.recv, oldest)
 	}
-	rt.recv[id] = &rtRecv{src: src, aead: a, added: time.Now()}
+	// Counters up to the one the sender had used are not accepted: a
+	// replayed key cannot reopen a window for recorded datagrams.
+	r := &rtRecv{src: src, aead: a, added: time.Now(), max: k.Counter}
+	for i := range r.window {
+		r.window[i] = ^uint64(0)
+	}
+	rt.recv[id] = r
 	var early [][]byte
 	kept := rt.early[:0]
 	for _, d := range rt.early {

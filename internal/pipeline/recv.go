@@ -163,7 +163,7 @@ func (e *Engine) handleRouted(m routedMsg) error {
 		if err := proto.Unmarshal(m.payload, &d); err != nil {
 			return err
 		}
-		return e.handleFileData(&d)
+		return e.handleFileData(m.src, &d, false)
 	case KindNotes:
 		n, err := parseNotes(m.payload)
 		if err != nil {
@@ -214,7 +214,7 @@ func (e *Engine) handleRouted(m routedMsg) error {
 			if b.FileData == nil {
 				return errors.New("pipeline: empty file data")
 			}
-			return e.handleFileData(b.FileData)
+			return e.handleFileData(m.src, b.FileData, true)
 		case *pb.SealedBody_RealtimeKey:
 			return e.acceptRealtimeKey(m.src, b.RealtimeKey)
 		case *pb.SealedBody_Notes:

@@ -2003,10 +2003,12 @@ func (x *FileData) GetMissing() bool {
 // datagrams the key opens.
 type RealtimeKey struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	KeyId         []byte                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`          // 8 random bytes
+	KeyId         []byte                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`          // the first 8 bytes of SHA-256(sender node id || key)
 	Key           []byte                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`                           // 32 bytes, ChaCha20-Poly1305
 	NodeCert      *Signed                `protobuf:"bytes,3,opt,name=node_cert,json=nodeCert,proto3" json:"node_cert,omitempty"` // the sender's certificate
-	Signature     []byte                 `protobuf:"bytes,4,opt,name=signature,proto3" json:"signature,omitempty"`               // sender's node key over "pipes/v1 realtime key" || 0 || key_id || key || receiver
+	Signature     []byte                 `protobuf:"bytes,4,opt,name=signature,proto3" json:"signature,omitempty"`               // sender's node key over "pipes/v1 realtime key" || 0 || key_id || key || receiver || time_ms || counter
+	TimeMs        int64                  `protobuf:"varint,5,opt,name=time_ms,json=timeMs,proto3" json:"time_ms,omitempty"`      // when the sender sent this copy (unix ms): old copies are refused
+	Counter       uint64                 `protobuf:"varint,6,opt,name=counter,proto3" json:"counter,omitempty"`                  // the session's last counter used when this copy was sent
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2067,6 +2069,20 @@ func (x *RealtimeKey) GetSignature() []byte {
 		return x.Signature
 	}
 	return nil
+}
+
+func (x *RealtimeKey) GetTimeMs() int64 {
+	if x != nil {
+		return x.TimeMs
+	}
+	return 0
+}
+
+func (x *RealtimeKey) GetCounter() uint64 {
+	if x != nil {
+		return x.Counter
+	}
+	return 0
 }
 
 // PipelineNotes carries proofs of pipeline secrets and tombstones of shut
@@ -3042,12 +3058,14 @@ const file_pipes_v1_pipes_proto_rawDesc = "" +
 	"\x04root\x18\x01 \x01(\fR\x04root\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\rR\x05index\x12\x12\n" +
 	"\x04data\x18\x03 \x01(\fR\x04data\x12\x18\n" +
-	"\amissing\x18\x04 \x01(\bR\amissing\"\x83\x01\n" +
+	"\amissing\x18\x04 \x01(\bR\amissing\"\xb6\x01\n" +
 	"\vRealtimeKey\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\fR\x05keyId\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\fR\x03key\x12-\n" +
 	"\tnode_cert\x18\x03 \x01(\v2\x10.pipes.v1.SignedR\bnodeCert\x12\x1c\n" +
-	"\tsignature\x18\x04 \x01(\fR\tsignature\"s\n" +
+	"\tsignature\x18\x04 \x01(\fR\tsignature\x12\x17\n" +
+	"\atime_ms\x18\x05 \x01(\x03R\x06timeMs\x12\x18\n" +
+	"\acounter\x18\x06 \x01(\x04R\acounter\"s\n" +
 	"\rPipelineNotes\x12-\n" +
 	"\x06proofs\x18\x01 \x03(\v2\x15.pipes.v1.SecretProofR\x06proofs\x123\n" +
 	"\n" +
