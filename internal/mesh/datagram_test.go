@@ -5,12 +5,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
 	"github.com/pipesnet/pipes/internal/transport"
+	"github.com/quic-go/quic-go"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -50,6 +52,13 @@ func startMesh(t testing.TB, name string, gateways ...string) *liveMesh {
 			case lm.got <- p:
 			default:
 			}
+		},
+		// Streams echo what they get, then end.
+		OnStream: func(peer [32]byte, st *quic.Stream) {
+			go func() {
+				io.Copy(st, st)
+				st.Close()
+			}()
 		},
 	})
 	if err != nil {

@@ -368,11 +368,12 @@ func (m *Mesh) addConn(now time.Time, c *transport.Conn) {
 	m.peers[c.PeerID] = p
 	m.stale = true
 	m.routesChanged()
-	m.wg.Add(4)
+	m.wg.Add(5)
 	go m.reader(p)
 	go m.writer(p)
 	go m.datagramReader(p)
 	go m.datagramWriter(p)
+	go m.streamAcceptor(p)
 	m.addCandidates(c.PeerID, c.ListenAddrs)
 	p.send(&pb.Frame{Body: &pb.Frame_Peers{Peers: m.peerList(c.PeerID)}})
 	if old != nil {

@@ -39,6 +39,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/quic-go/quic-go"
+
 	"github.com/pipesnet/pipes/internal/identity"
 	"github.com/pipesnet/pipes/internal/mesh/plumtree"
 	"github.com/pipesnet/pipes/internal/notify"
@@ -83,6 +85,10 @@ type Config struct {
 	// DeliverRouted receives routed messages addressed to this node, on the
 	// mesh loop. It must not block.
 	DeliverRouted func(src [32]byte, kind uint32, payload []byte)
+	// OnStream receives each QUIC stream a direct peer opens (data
+	// connections), on the goroutine that accepts that peer's streams: it
+	// must not block, and owns the stream. Nil refuses them.
+	OnStream func(peer [32]byte, st *quic.Stream)
 	// DeliverDatagram receives each datagram addressed to this node (see
 	// SendDatagram), on the datagram reader goroutine of the peer it came
 	// from, so calls for different peers run concurrently. It must not
