@@ -57,6 +57,9 @@ var (
 	ErrNotEphemeral = errors.New("pipes: not an ephemeral pipeline")
 	// ErrClosedPipeline: the pipeline was shut down.
 	ErrClosedPipeline = errors.New("pipes: pipeline was shut down")
+	// ErrRefused: a data connection was refused: nothing listens on the
+	// service, or the listener does not allow this node.
+	ErrRefused = errors.New("pipes: connection refused")
 	// ErrNotRealtime: a UDP port map on a pipeline that is not realtime
 	// and point-to-point.
 	ErrNotRealtime = errors.New("pipes: not a realtime point-to-point pipeline")

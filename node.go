@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/pipesnet/pipes/internal/blob"
+	"github.com/pipesnet/pipes/internal/conns"
 	"github.com/pipesnet/pipes/internal/history"
 	"github.com/pipesnet/pipes/internal/identity"
 	"github.com/pipesnet/pipes/internal/mesh"
@@ -41,6 +42,7 @@ type Node struct {
 		tr        *transport.Transport
 		engine    *pipeline.Engine
 		blobs     *blob.Store
+		conns     *conns.Manager
 		pipelines map[PipelineID]*Pipeline // every pipeline seen, kept across restarts
 		defsSent  map[NodeID]bool          // peers told of our pipelines this run
 		listeners []NodeListener
@@ -276,6 +278,14 @@ func (n *Node) Start(ctx context.Context) error {
 		tr.Close()
 		return fmt.Errorf("pipes: %w", err)
 	}
+	stls, err := transport.StreamTLS(key.Private)
+	if err != nil {
+		eng.Close()
+		blobs.Close()
+		tr.Close()
+		return fmt.Errorf("pipes: %w", err)
+	}
+	cm := conns.New(conns.Config{Self: n.id, TLS: stls, Mesh: host, Logger: log, Addr: connAddr})
 	mcfg := mesh.Config{
 		Transport: tr, Key: key, Cert: cert, Incarnation: rec.Incarnation, Version: version,
 		Gateways:     nw.gatewayAddrs,
@@ -293,9 +303,11 @@ func (n *Node) Start(ctx context.Context) error {
 		DeliverDatagram: eng.DeliverDatagram,
 		HPKEKey:         hkey.PublicKey().Bytes(),
 		OnForward:       n.forwardTap,
+		OnStream:        cm.HandleStream,
 	}
 	m, err := mesh.New(mcfg)
 	if err != nil {
+		cm.Close()
 		eng.Close()
 		blobs.Close()
 		tr.Close()
@@ -304,7 +316,7 @@ func (n *Node) Start(ctx context.Context) error {
 	host.set(m)
 	n.mu.Lock()
 	n.mu.rec = rec
-	n.mu.mesh, n.mu.tr, n.mu.engine, n.mu.blobs = m, tr, eng, blobs
+	n.mu.mesh, n.mu.tr, n.mu.engine, n.mu.blobs, n.mu.conns = m, tr, eng, blobs, cm
 	n.mu.defsSent = map[NodeID]bool{}
 	var known []*pipeline.Def
 	for _, pl := range n.mu.pipelines {
@@ -438,8 +450,8 @@ func (n *Node) stop(how func(*mesh.Mesh) error) error {
 	n.startMu.Lock()
 	defer n.startMu.Unlock()
 	n.mu.Lock()
-	m, eng, blobs := n.mu.mesh, n.mu.engine, n.mu.blobs
-	n.mu.mesh, n.mu.tr, n.mu.engine, n.mu.blobs = nil, nil, nil, nil
+	m, eng, blobs, cm := n.mu.mesh, n.mu.engine, n.mu.blobs, n.mu.conns
+	n.mu.mesh, n.mu.tr, n.mu.engine, n.mu.blobs, n.mu.conns = nil, nil, nil, nil, nil
 	n.mu.Unlock()
 	if m == nil {
 		return nil
@@ -450,6 +462,7 @@ func (n *Node) stop(how func(*mesh.Mesh) error) error {
 		pl.detach()
 		pl.ClosePortMap()
 	}
+	cm.Close() // listeners and relayed connections; connections end with the mesh
 	err := how(m)
 	blobs.Close()
 	n.p.log.Info("node stopped", "node", n.id.String()[:8])

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -328,16 +327,6 @@ func (n *Node) WaitPipeline(ctx context.Context, id PipelineID) (*Pipeline, erro
 	}
 	return n.pipelineFor(d), nil
 }
-
-// Dial opens a data connection to service on node to (ErrNotImplemented in
-// this version).
-func (n *Node) Dial(ctx context.Context, to NodeID, service string) (net.Conn, error) {
-	return nil, ErrNotImplemented
-}
-
-// Listen accepts data connections for service (ErrNotImplemented in this
-// version).
-func (n *Node) Listen(service string) (net.Listener, error) { return nil, ErrNotImplemented }
 
 // ID returns the pipeline's id.
 func (p *Pipeline) ID() PipelineID { return p.def.ID }

@@ -3,6 +3,7 @@ package transport
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -78,4 +79,33 @@ func tlsConfig(cert tls.Certificate) *tls.Config {
 		VerifyPeerCertificate: verify,
 		ServerName:            "pipes",
 	}
+}
+
+// StreamTLS returns the TLS configuration of end-to-end connections that
+// travel over relayed streams (data connections): TLS 1.3, both sides
+// presenting the self-signed certificate of their node key, with ALPN
+// "pipes-conn/1". The caller checks which node the peer is with PeerNode
+// (the key is checked to be a self-signed Ed25519 key during the
+// handshake).
+func StreamTLS(key ed25519.PrivateKey) (*tls.Config, error) {
+	cert, err := selfSignedCert(key)
+	if err != nil {
+		return nil, err
+	}
+	c := tlsConfig(cert)
+	c.NextProtos = []string{"pipes-conn/1"}
+	return c, nil
+}
+
+// PeerNode returns the node id (SHA-256 of the Ed25519 key) of the peer
+// of a completed TLS handshake made with StreamTLS.
+func PeerNode(state tls.ConnectionState) ([32]byte, error) {
+	if len(state.PeerCertificates) != 1 {
+		return [32]byte{}, errors.New("transport: no peer certificate")
+	}
+	pub, ok := state.PeerCertificates[0].PublicKey.(ed25519.PublicKey)
+	if !ok {
+		return [32]byte{}, errors.New("transport: peer key is not Ed25519")
+	}
+	return sha256.Sum256(pub), nil
 }

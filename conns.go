@@ -1,0 +1,138 @@
+package pipes
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/pipesnet/pipes/internal/conns"
+	"github.com/pipesnet/pipes/internal/mesh"
+)
+
+// Addr is the address of one end of a data connection: a node of the
+// network and, on the listening side, the service. Network() is "pipes".
+type Addr struct {
+	Node    NodeID
+	Service string
+}
+
+// Network returns "pipes".
+func (a Addr) Network() string { return "pipes" }
+
+// String returns the node id, and "/service" if there is one.
+func (a Addr) String() string {
+	if a.Service == "" {
+		return a.Node.String()
+	}
+	return a.Node.String() + "/" + a.Service
+}
+
+func connAddr(node [32]byte, service string) net.Addr { return Addr{Node: node, Service: service} }
+
+// The engine's mesh host also serves the data connections.
+
+func (h *meshHost) OpenStream(ctx context.Context, peer [32]byte) (*quic.Stream, error) {
+	if m := h.mp.Load(); m != nil {
+		return m.OpenStream(ctx, peer)
+	}
+	return nil, errNoMesh
+}
+
+func (h *meshHost) Route(ctx context.Context, dst [32]byte) ([32]byte, bool, error) {
+	if m := h.mp.Load(); m != nil {
+		return m.Route(ctx, dst)
+	}
+	return [32]byte{}, false, errNoMesh
+}
+
+func (h *meshHost) Node(id [32]byte) (mesh.NodeInfo, bool) {
+	if m := h.mp.Load(); m != nil {
+		return m.Node(id)
+	}
+	return mesh.NodeInfo{}, false
+}
+
+func (n *Node) connsOrNil() *conns.Manager {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.mu.conns
+}
+
+// Allowed limits who may connect to a service: the nodes listed, and the
+// nodes of the identities listed. Empty, every member of the network may.
+type Allowed struct {
+	Nodes      []NodeID
+	Identities []IdentityID
+}
+
+// Listen accepts data connections to service (1 to 255 bytes) from any
+// node of the network. See ListenAllowed.
+func (n *Node) Listen(service string) (net.Listener, error) {
+	return n.ListenAllowed(service, Allowed{})
+}
+
+// ListenAllowed accepts data connections to service from the nodes a
+// allows; others get ErrRefused when they dial, before any data flows.
+// A connection's RemoteAddr is the dialing node (an Addr); Accept returns
+// connections until the listener is closed or the node shuts down (then
+// net.ErrClosed). One listener per service and node: ErrExists otherwise.
+// The node must be started (ErrNotActive).
+func (n *Node) ListenAllowed(service string, a Allowed) (net.Listener, error) {
+	cm := n.connsOrNil()
+	if cm == nil {
+		return nil, ErrNotActive
+	}
+	var allow conns.Allow
+	if len(a.Nodes) > 0 || len(a.Identities) > 0 {
+		nodes, ids := slices.Clone(a.Nodes), slices.Clone(a.Identities)
+		allow = func(node, identity [32]byte) bool {
+			return slices.Contains(nodes, NodeID(node)) || identity != ([32]byte{}) && slices.Contains(ids, IdentityID(identity))
+		}
+	}
+	l, err := cm.Listen(service, allow)
+	switch {
+	case errors.Is(err, conns.ErrInUse):
+		return nil, fmt.Errorf("%w: %v", ErrExists, err)
+	case errors.Is(err, conns.ErrClosed):
+		return nil, ErrNotActive
+	case err != nil:
+		return nil, fmt.Errorf("pipes: %w", err)
+	}
+	return l, nil
+}
+
+// Dial opens a data connection to service on node to. It is a QUIC stream
+// of their connection when the two nodes are direct peers; otherwise it
+// goes through other nodes of the network, end-to-end encrypted and
+// authenticated (TLS 1.3 between the two node keys), so the nodes between
+// see only ciphertext. The net.Conn supports deadlines and CloseWrite
+// (half-close: the other side reads EOF and can still write back); its
+// addresses are Addr values naming the two nodes.
+//
+// It fails fast: ErrNotConnected if the node cannot be reached now,
+// ErrRefused (wrapped with the reason) if nothing listens on service there
+// or the listener does not allow this node, or ctx's error. A relayed
+// connection whose relay goes away fails with an error; dial again to use
+// another path.
+func (n *Node) Dial(ctx context.Context, to NodeID, service string) (net.Conn, error) {
+	cm := n.connsOrNil()
+	if cm == nil {
+		return nil, ErrNotActive
+	}
+	c, err := cm.Dial(ctx, to, service)
+	switch {
+	case err == nil:
+		return c, nil
+	case ctx.Err() != nil && errors.Is(err, ctx.Err()):
+		return nil, err
+	case errors.Is(err, conns.ErrNoRoute):
+		return nil, fmt.Errorf("%w: node %s: %v", ErrNotConnected, to.String()[:8], err)
+	case errors.Is(err, conns.ErrNoService), errors.Is(err, conns.ErrNotAllowed), errors.Is(err, conns.ErrBusy):
+		return nil, fmt.Errorf("%w: %s on node %s: %v", ErrRefused, service, to.String()[:8], err)
+	}
+	return nil, fmt.Errorf("pipes: dial %s on node %s: %w", service, to.String()[:8], err)
+}

@@ -1,0 +1,237 @@
+package pipes_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pipesnet/pipes"
+)
+
+// httpOver returns an HTTP client whose connections are data connections
+// from node n to service on node to.
+func httpOver(n *pipes.Node, to pipes.NodeID, service string) *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return n.Dial(ctx, to, service) },
+	}}
+}
+
+// serveHTTP serves a page naming the caller on l until the test ends.
+func serveHTTP(t *testing.T, l net.Listener, who string) {
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s serves %s to %s", who, r.URL.Path, r.RemoteAddr)
+	})}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+}
+
+func get(t *testing.T, c *http.Client, path string) string {
+	t.Helper()
+	resp, err := c.Get("http://pipes" + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// echo serves l: each connection gets back what it sent, then EOF.
+func echo(l net.Listener) {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			io.Copy(c, c)
+			c.(interface{ CloseWrite() error }).CloseWrite()
+		}()
+	}
+}
+
+// TestDataConnections: net/http over Listen and Dial, directly between
+// peers and through a relay; half-close, deadlines and addresses; clear
+// errors for an unknown node, a service nobody listens on and a node the
+// listener does not allow.
+func TestDataConnections(t *testing.T) {
+	a, r, b, _ := relayLine(t, "conns")
+	lb, err := b.n.Listen("web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveHTTP(t, lb, "bob")
+	lr, err := r.n.Listen("web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveHTTP(t, lr, "relay")
+	if _, err := b.n.Listen("web"); !errors.Is(err, pipes.ErrExists) {
+		t.Fatalf("second listener: %v", err)
+	}
+
+	// Through the relay (alice and bob are not peers), and direct.
+	if got, want := get(t, httpOver(a.n, b.n.ID(), "web"), "/relayed"), "bob serves /relayed to "+a.n.ID().String(); got != want {
+		t.Fatalf("relayed: %q, want %q", got, want)
+	}
+	if got, want := get(t, httpOver(a.n, r.n.ID(), "web"), "/direct"), "relay serves /direct to "+a.n.ID().String(); got != want {
+		t.Fatalf("direct: %q, want %q", got, want)
+	}
+
+	// Errors come fast and say why.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := a.n.Dial(ctx, b.n.ID(), "nobody-listens"); !errors.Is(err, pipes.ErrRefused) {
+		t.Fatalf("service nobody listens on: %v", err)
+	}
+	if _, err := a.n.Dial(ctx, pipes.NodeID{1, 2, 3}, "web"); !errors.Is(err, pipes.ErrNotConnected) {
+		t.Fatalf("unknown node: %v", err)
+	}
+	only, err := b.n.ListenAllowed("private", pipes.Allowed{Nodes: []pipes.NodeID{r.n.ID()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go echo(only)
+	if _, err := a.n.Dial(ctx, b.n.ID(), "private"); !errors.Is(err, pipes.ErrRefused) {
+		t.Fatalf("a node the listener does not allow: %v", err)
+	}
+	if c, err := r.n.Dial(ctx, b.n.ID(), "private"); err != nil {
+		t.Fatalf("an allowed node: %v", err)
+	} else {
+		c.Close()
+	}
+
+	// Half-close, deadlines, addresses: direct and relayed.
+	for _, target := range []*member{r, b} {
+		l, err := target.n.Listen("echo")
+		if err != nil {
+			t.Fatal(err)
+		}
+		go echo(l)
+		c, err := a.n.Dial(ctx, target.n.ID(), "echo")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ra, ok := c.RemoteAddr().(pipes.Addr); !ok || ra.Node != target.n.ID() || ra.Service != "echo" || c.LocalAddr().(pipes.Addr).Node != a.n.ID() {
+			t.Fatalf("addresses %v -> %v", c.LocalAddr(), c.RemoteAddr())
+		}
+		msg := make([]byte, 200_000)
+		rand.Read(msg)
+		go func() {
+			c.Write(msg)
+			c.(interface{ CloseWrite() error }).CloseWrite()
+		}()
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		back, err := io.ReadAll(c)
+		if err != nil || !bytes.Equal(back, msg) {
+			t.Fatalf("echo through %s: %d bytes, %v", target.n.Location(), len(back), err)
+		}
+		c.SetReadDeadline(time.Now().Add(-time.Second))
+		if _, err := c.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) && !errors.Is(err, io.EOF) {
+			t.Fatalf("read past the deadline: %v", err)
+		}
+		c.Close()
+		l.Close()
+	}
+}
+
+// TestManyConnections: 100 concurrent relayed connections each carry
+// their own data.
+func TestManyConnections(t *testing.T) {
+	a, _, b, _ := relayLine(t, "many")
+	l, err := b.n.Listen("echo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go echo(l)
+	var wg sync.WaitGroup
+	errs := make(chan error, 100)
+	for i := range 100 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			c, err := a.n.Dial(ctx, b.n.ID(), "echo")
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(60 * time.Second))
+			msg := bytes.Repeat([]byte{byte(i)}, 32<<10)
+			go func() {
+				c.Write(msg)
+				c.(interface{ CloseWrite() error }).CloseWrite()
+			}()
+			back, err := io.ReadAll(c)
+			if err != nil || !bytes.Equal(back, msg) {
+				errs <- fmt.Errorf("connection %d: %d bytes back, %v", i, len(back), err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+// TestRelayLost: a connection through a relay that goes away fails with
+// an error (it does not hang), and dialing again says the node cannot be
+// reached.
+func TestRelayLost(t *testing.T) {
+	a, r, b, _ := relayLine(t, "lost")
+	l, err := b.n.Listen("echo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go echo(l)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c, err := a.n.Dial(ctx, b.n.ID(), "echo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 5)
+	if _, err := io.ReadFull(c, buf); err != nil {
+		t.Fatal(err)
+	}
+	pipes.KillNode(r.n)
+	c.SetDeadline(time.Now().Add(60 * time.Second)) // a safety net, not an assertion
+	for {
+		if _, err := c.Write([]byte("more")); err != nil {
+			break
+		}
+		if _, err := c.Read(buf); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatal("the connection hung after its relay went away")
+			}
+			break
+		}
+	}
+	eventually(t, 60*time.Second, "dialing says the node cannot be reached", func() error {
+		_, err := a.n.Dial(ctx, b.n.ID(), "echo")
+		if errors.Is(err, pipes.ErrNotConnected) {
+			return nil
+		}
+		return fmt.Errorf("dial: %v", err)
+	})
+}

@@ -1,0 +1,98 @@
+package conns
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/pipesnet/pipes/internal/mesh"
+	"github.com/pipesnet/pipes/internal/transport"
+)
+
+// Dial opens a connection to service on node dst: a stream of their
+// connection if dst is a direct peer, else through the relays of the
+// mesh's route, end-to-end encrypted. It fails fast with ErrNoRoute if dst
+// cannot be reached, ErrNoService if nothing listens on service there,
+// ErrNotAllowed if the listener refuses this node.
+func (m *Manager) Dial(ctx context.Context, dst [32]byte, service string) (net.Conn, error) {
+	if service == "" || len(service) > maxService {
+		return nil, fmt.Errorf("conns: a service name has 1 to %d bytes", maxService)
+	}
+	if dst == m.cfg.Self {
+		return nil, errors.New("conns: dial the local node's services directly")
+	}
+	hop, direct, err := m.cfg.Mesh.Route(ctx, dst)
+	if errors.Is(err, mesh.ErrNoRoute) {
+		return nil, fmt.Errorf("%w %x", ErrNoRoute, dst[:4])
+	}
+	if err != nil {
+		return nil, err
+	}
+	st, err := m.cfg.Mesh.OpenStream(ctx, hop)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNoRoute, err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			reset(st)
+		}
+	}()
+	deadline := time.Now().Add(handshakeTime)
+	if d, has := ctx.Deadline(); has && d.Before(deadline) {
+		deadline = d
+	}
+	st.SetDeadline(deadline)
+	stop := context.AfterFunc(ctx, func() { st.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	local, remote := m.cfg.Addr(m.cfg.Self, ""), m.cfg.Addr(dst, service)
+	mode := byte(modeRelay)
+	if direct {
+		mode = modeDirect
+	}
+	if _, err := st.Write(header(mode, dst, service)); err != nil {
+		return nil, m.dialErr(ctx, err)
+	}
+	if err := readStatus(st); err != nil {
+		return nil, m.dialErr(ctx, err)
+	}
+	if direct {
+		if !stop() {
+			return nil, ctx.Err() // ctx ended just now
+		}
+		st.SetDeadline(time.Time{})
+		ok = true
+		return &streamConn{Stream: st, local: local, remote: remote}, nil
+	}
+	// Relayed: TLS end to end with dst's node key, then the service.
+	tc := tls.Client(&streamConn{Stream: st, local: local, remote: remote}, m.cfg.TLS)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return nil, m.dialErr(ctx, fmt.Errorf("conns: end-to-end handshake: %w", err))
+	}
+	if peer, err := transport.PeerNode(tc.ConnectionState()); err != nil || peer != dst {
+		return nil, fmt.Errorf("%w: the end of the connection is not the node dialled", ErrProtocol)
+	}
+	if _, err := tc.Write(append([]byte{byte(len(service))}, service...)); err != nil {
+		return nil, m.dialErr(ctx, err)
+	}
+	if err := readStatus(tc); err != nil {
+		return nil, m.dialErr(ctx, err)
+	}
+	if !stop() {
+		return nil, ctx.Err()
+	}
+	st.SetDeadline(time.Time{})
+	ok = true
+	return &tlsConn{Conn: tc, local: local, remote: remote}, nil
+}
+
+// dialErr prefers the context's error when it ended.
+func (m *Manager) dialErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return err
+}
