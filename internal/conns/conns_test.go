@@ -1,0 +1,41 @@
+package conns
+
+import (
+	"bytes"
+	"testing"
+)
+
+func TestHeaderRoundTrip(t *testing.T) {
+	dst := [32]byte{7}
+	for _, c := range []struct {
+		mode    byte
+		service string
+	}{{modeDirect, "web"}, {modeRelay, ""}} {
+		mode, d, service, err := readHeader(bytes.NewReader(header(c.mode, dst, c.service)))
+		if err != nil || mode != c.mode || d != dst || service != c.service {
+			t.Fatalf("%d %q: got %d %x %q %v", c.mode, c.service, mode, d[:2], service, err)
+		}
+	}
+	for _, bad := range [][]byte{nil, []byte("pc"), append([]byte("pc\x02\x01"), make([]byte, 32)...), append([]byte("pc\x01\x09"), make([]byte, 32)...),
+		append(append([]byte("pc\x01\x01"), make([]byte, 32)...), 0)} {
+		if _, _, _, err := readHeader(bytes.NewReader(bad)); err == nil {
+			t.Fatalf("header %q accepted", bad)
+		}
+	}
+}
+
+// FuzzStreamHeader: any opening of a stream decodes or fails, without
+// panicking, and what decodes encodes back to the same bytes.
+func FuzzStreamHeader(f *testing.F) {
+	f.Add(header(modeDirect, [32]byte{1}, "web"))
+	f.Add(header(modeRelay, [32]byte{2}, ""))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		mode, dst, service, err := readHeader(bytes.NewReader(b))
+		if err != nil {
+			return
+		}
+		if enc := header(mode, dst, service); !bytes.HasPrefix(b, enc) {
+			t.Fatalf("%x decodes to %d %x %q, which encodes to %x", b, mode, dst, service, enc)
+		}
+	})
+}
