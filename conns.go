@@ -115,9 +115,10 @@ func (n *Node) ListenAllowed(service string, a Allowed) (net.Listener, error) {
 //
 // It fails fast: ErrNotConnected if the node cannot be reached now,
 // ErrRefused (wrapped with the reason) if nothing listens on service there
-// or the listener does not allow this node, or ctx's error. A relayed
-// connection whose relay goes away fails with an error; dial again to use
-// another path.
+// or the listener does not allow this node, or ctx's error. Reads and
+// writes of a connection whose path fails (the other node, or a relay,
+// went away) return an error matching ErrConnectionLost; dial again to use
+// the path the mesh finds next.
 func (n *Node) Dial(ctx context.Context, to NodeID, service string) (net.Conn, error) {
 	cm := n.connsOrNil()
 	if cm == nil {

@@ -1,6 +1,10 @@
 package pipes
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/pipesnet/pipes/internal/conns"
+)
 
 // Sentinel errors. Errors returned by this package wrap these where the
 // condition applies, so callers can test with errors.Is.
@@ -57,6 +61,9 @@ var (
 	ErrNotEphemeral = errors.New("pipes: not an ephemeral pipeline")
 	// ErrClosedPipeline: the pipeline was shut down.
 	ErrClosedPipeline = errors.New("pipes: pipeline was shut down")
+	// ErrConnectionLost is matched by the errors of a data connection
+	// whose path failed (the other node or a relay went away): dial again.
+	ErrConnectionLost = conns.ErrLost
 	// ErrRefused: a data connection was refused: nothing listens on the
 	// service, or the listener does not allow this node.
 	ErrRefused = errors.New("pipes: connection refused")
