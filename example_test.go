@@ -3,7 +3,10 @@ package pipes_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"log"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"time"
@@ -198,4 +201,53 @@ func ExamplePipeline_PutFile() {
 	fmt.Printf("file packet: %v, %d bytes: %s", pk.IsFile(), pk.Size(), b)
 	// Output:
 	// file packet: true, 17 bytes: quarterly report
+}
+
+// ExampleNode_Dial shows a data connection: bob serves HTTP on a service
+// of his node, and alice fetches a page from it through Dial. Any net.Conn
+// code works over it.
+func ExampleNode_Dial() {
+	dir, _ := os.MkdirTemp("", "pipes-example-")
+	defer os.RemoveAll(dir)
+	pa, alice := exampleNode(dir)
+	defer pa.Close()
+	pb, err := pipes.Open(filepath.Join(dir, "bob"), pipes.WithTestMode(true))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pb.Close()
+	nw, _ := pb.AddNetwork(filepath.Join(dir, "example.net"))
+	nw.SetSecret("a long secret")
+	gw := alice.ListenAddrs()[0]
+	nw.AddGateway(gw.Addr().String(), int(gw.Port()))
+	me, _ := pb.AddIdentity("bob")
+	bob, _ := pb.AddNode(nw, me, "server")
+	if err := bob.Start(context.Background()); err != nil {
+		log.Fatal(err)
+	}
+
+	l, err := bob.Listen("web")
+	if err != nil {
+		log.Fatal(err)
+	}
+	go http.Serve(l, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "hello from bob's %s", r.URL.Path)
+	}))
+
+	client := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return alice.Dial(ctx, bob.ID(), "web")
+		},
+	}}
+	for len(alice.ConnectedNodes()) == 0 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	resp, err := client.Get("http://bob/page")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	fmt.Println(string(body))
+	// Output: hello from bob's /page
 }
