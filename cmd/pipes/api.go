@@ -43,6 +43,7 @@ type nodeJSON struct {
 	Network     string   `json:"network"`
 	NetworkID   string   `json:"network_id"`
 	Identity    string   `json:"identity"`
+	IdentityID  string   `json:"identity_id"`
 	Location    string   `json:"location"`
 	Active      bool     `json:"active"`
 	Connected   bool     `json:"connected"`
@@ -53,12 +54,13 @@ type nodeJSON struct {
 }
 
 type refJSON struct {
-	ID        string `json:"id"`
-	Name      string `json:"name"`
-	Location  string `json:"location"`
-	Version   string `json:"version"`
-	Connected bool   `json:"connected"`
-	Peer      bool   `json:"peer"`
+	ID         string `json:"id"`
+	Name       string `json:"name"`
+	IdentityID string `json:"identity_id,omitempty"`
+	Location   string `json:"location"`
+	Version    string `json:"version"`
+	Connected  bool   `json:"connected"`
+	Peer       bool   `json:"peer"`
 }
 
 func describeNode(n *pipes.Node) nodeJSON {
@@ -68,7 +70,7 @@ func describeNode(n *pipes.Node) nodeJSON {
 		j.Network, j.NetworkID = nw.Name(), nw.ID().String()
 	}
 	if id := n.Identity(); id != nil {
-		j.Identity = id.Name()
+		j.Identity, j.IdentityID = id.Name(), id.ID().String()
 	}
 	for _, a := range n.ListenAddrs() {
 		j.ListenAddrs = append(j.ListenAddrs, a.String())
@@ -82,7 +84,11 @@ func describeNode(n *pipes.Node) nodeJSON {
 func describeRefs(rs []pipes.NodeRef) []refJSON {
 	out := []refJSON{}
 	for _, r := range rs {
-		out = append(out, refJSON{ID: r.ID().String(), Name: r.Name(), Location: r.Location(),
+		var identity string
+		if id := pipes.Details(r).IdentityID; id != (pipes.IdentityID{}) {
+			identity = id.String()
+		}
+		out = append(out, refJSON{ID: r.ID().String(), Name: r.Name(), IdentityID: identity, Location: r.Location(),
 			Version: r.Version(), Connected: r.IsConnected(), Peer: r.IsPeer()})
 	}
 	return out
@@ -131,6 +137,7 @@ func serveAPI(ctx context.Context, p *pipes.Platform) (func(), error) {
 		}
 	})
 	servePipelines(ctx, mux, node)
+	serveConns(mux, node)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
 	done := make(chan struct{})
 	go func() {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/pipesnet/pipes"
@@ -137,7 +138,8 @@ func apiFail(w http.ResponseWriter, err error) {
 	case errors.Is(err, pipes.ErrWrongSecret), errors.Is(err, pipes.ErrNoSecret):
 		code = http.StatusForbidden
 	case errors.Is(err, pipes.ErrConflict), errors.Is(err, pipes.ErrExists), errors.Is(err, pipes.ErrNotEphemeral),
-		errors.Is(err, pipes.ErrNotRealtime), errors.Is(err, pipes.ErrNotPersistent):
+		errors.Is(err, pipes.ErrNotRealtime), errors.Is(err, pipes.ErrNotPersistent),
+		errors.Is(err, syscall.EADDRINUSE): // a local port (pipes forward)
 		code = http.StatusConflict
 	case errors.Is(err, pipes.ErrClosedPipeline):
 		code = http.StatusGone

@@ -237,7 +237,11 @@ func (a *app) nodePeersCmd() *cobra.Command {
 					if !r.Peer {
 						kind = "via mesh"
 					}
-					fmt.Fprintf(w, "%s  %s@%s  %s  v%s\n", r.ID[:16], r.Name, r.Location, kind, r.Version)
+					identity := ""
+					if r.IdentityID != "" {
+						identity = "  identity " + r.IdentityID[:16]
+					}
+					fmt.Fprintf(w, "%s  %s@%s  %s  v%s%s\n", r.ID[:16], r.Name, r.Location, kind, r.Version, identity)
 				}
 			})
 		},

@@ -5,11 +5,16 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -415,7 +420,7 @@ func TestDemo(t *testing.T) {
 	}
 	for _, want := range []string{"every node sees the 3 others", "report", "offline", "is back",
 		`received "hello, everyone" from bob`, `ken received "meet at noon"`, "has all 1001 entries", "told: synchronized",
-		"fails with ErrNoSecret: true", "reads the entry it stored before", "lists bob and carol", "the same file: true", "knows of their pipeline: false", "Done"} {
+		"fails with ErrNoSecret: true", "reads the entry it stored before", "lists bob and carol", "the same file: true", `200 OK, "hello from bob's web server, you asked for /hello"`, "(ErrRefused: true)", "knows of their pipeline: false", "Done"} {
 		if !strings.Contains(out.String(), want) {
 			t.Fatalf("demo output lacks %q:\n%s", want, out.String())
 		}
@@ -423,7 +428,7 @@ func TestDemo(t *testing.T) {
 }
 
 // TestPipelineKindsTwoProcesses drives encrypted, file, realtime and
-// ephemeral pipelines of two daemons through the CLI.
+// ephemeral pipelines, and port forwarding, of two daemons through the CLI.
 func TestPipelineKindsTwoProcesses(t *testing.T) {
 	d := startDaemons(t, "kinds", 2)
 	d.env = append(d.env, "VAULT_SECRET=open sesame, but longer")
@@ -605,4 +610,230 @@ func TestPipelineKindsTwoProcesses(t *testing.T) {
 		d.waitPipeline(1, "scratch", false)
 		d.waitPipeline(0, "scratch", false)
 	})
+	t.Run("forward", func(t *testing.T) { testForward(t, d.with(t)) })
+}
+
+// startBackground starts a long-running command (forward, expose); it is
+// killed when the test ends if still running.
+func startBackground(t *testing.T, cmd *exec.Cmd) (stdout, stderr *syncBuffer) {
+	t.Helper()
+	stdout, stderr = new(syncBuffer), new(syncBuffer)
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
+	return stdout, stderr
+}
+
+// firstLine waits until out has a complete first line and returns it.
+func (d *daemonSet) firstLine(what string, out, errOut *syncBuffer) string {
+	d.t.Helper()
+	var line string
+	d.waitFor(what, func() error {
+		var ok bool
+		if line, _, ok = strings.Cut(out.String(), "\n"); !ok {
+			return fmt.Errorf("no line yet; stderr: %q", errOut.String())
+		}
+		return nil
+	})
+	return line
+}
+
+// testForward: daemon 1 exposes an HTTP server of the test as two
+// services, one that daemon 0 may use and one it may not; daemon 0
+// forwards local ports to them.
+func testForward(t *testing.T, d *daemonSet) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "hello through pipes: %s", r.URL.Path)
+	}))
+	defer srv.Close()
+	target := srv.Listener.Addr().String()
+	var nodes [2]nodeJSON
+	for i := range nodes {
+		if err := json.Unmarshal([]byte(d.pipes(i, "--json", "node", "status")), &nodes[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// web: daemon 0's identity (a full id) and daemon 1's node (a prefix).
+	web := d.cmd(1, "--json", "expose", "web", target, "--allow", nodes[0].IdentityID, "--allow", nodes[1].ID[:12])
+	webOut, webErr := startBackground(t, web)
+	var e exposeJSON
+	if err := json.Unmarshal([]byte(d.firstLine("expose web", webOut, webErr)), &e); err != nil {
+		t.Fatal(err)
+	}
+	if e.Service != "web" || e.Target != target || len(e.Allowed) != 2 || e.Allowed[0].Kind != "identity" || e.Allowed[0].ID != nodes[0].IdentityID ||
+		e.Allowed[1].Kind != "node" || e.Allowed[1].ID != nodes[1].ID {
+		t.Fatalf("expose web: %+v", e)
+	}
+	// private: daemon 1's node only.
+	privOut, privErr := startBackground(t, d.cmd(1, "expose", "private", target, "--allow", nodes[1].ID[:12]))
+	if line := d.firstLine("expose private", privOut, privErr); !strings.Contains(line, `Exposing `+target+` as service "private"`) {
+		t.Fatalf("expose private printed %q", line)
+	}
+
+	// Errors: one line each, before anything runs.
+	for _, c := range []struct {
+		i    int
+		args []string
+		want string
+	}{
+		{1, []string{"expose", "web", target}, `pipes: already exists: service "web" is exposed already`},
+		{1, []string{"expose", "other", target, "--allow", "xyz"}, `is not a node or identity id`},
+		{0, []string{"forward", "0", "nosuch:web"}, `pipes: not found: unknown node "nosuch"`},
+		{0, []string{"forward", strconv.Itoa(srv.Listener.Addr().(*net.TCPAddr).Port), nodes[1].ID[:12] + ":web"}, target + " is in use"},
+	} {
+		if _, err := d.try(c.i, c.args...); err == nil || !strings.Contains(err.Error(), c.want) || strings.Count(err.Error(), "\n") != 0 {
+			t.Fatalf("pipes %s: %v, want %q", strings.Join(c.args, " "), err, c.want)
+		}
+	}
+
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: time.Minute}
+	get := func(addr, path string) (string, error) {
+		resp, err := client.Get("http://" + addr + path)
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return string(b), err
+	}
+
+	// A forward daemon 0 may use: an HTTP request goes through.
+	fwd := d.cmd(0, "forward", "0", nodes[1].ID[:12]+":web")
+	fwdOut, fwdErr := startBackground(t, fwd)
+	line := d.firstLine("forward web", fwdOut, fwdErr)
+	if !strings.HasPrefix(line, "Forwarding 127.0.0.1:") || !strings.Contains(line, `to service "web" of user1@loc1`) {
+		t.Fatalf("forward printed %q", line)
+	}
+	addr := strings.Fields(line)[1]
+	if body, err := get(addr, "/index.html"); err != nil || body != "hello through pipes: /index.html" {
+		t.Fatalf("GET through the forward: %q %v\nforward: %s\nexpose: %s", body, err, fwdErr.String(), webErr.String())
+	}
+	// Killed, the forward's port closes: the daemon notices the request
+	// ended.
+	fwd.Process.Kill()
+	fwd.Wait()
+	d.waitFor("the forwarded port closes", func() error {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+			return errors.New("still accepting")
+		}
+		return nil
+	})
+
+	// A forward to the service daemon 0 may not use: each connection is
+	// refused, reported, and the forward goes on.
+	refused := d.cmd(0, "forward", "0", "loc1:private")
+	refOut, refErr := startBackground(t, refused)
+	addr = strings.Fields(d.firstLine("forward private", refOut, refErr))[1]
+	for i := 1; i <= 2; i++ {
+		if body, err := get(addr, "/"); err == nil {
+			t.Fatalf("GET through a refused forward: %q", body)
+		}
+		d.waitFor("the forward reports the refusal", func() error {
+			if n := strings.Count(refErr.String(), "connection refused: private on node "+nodes[1].ID[:8]); n != i {
+				return fmt.Errorf("%d refusals reported: %q", n, refErr.String())
+			}
+			return nil
+		})
+	}
+
+	// SIGTERM ends expose cleanly.
+	web.Process.Signal(syscall.SIGTERM)
+	if err := web.Wait(); err != nil {
+		t.Fatalf("expose after SIGTERM: %v %s", err, webErr.String())
+	}
+}
+
+// TestRelayHalfCloseAndStop: relay passes each direction's end on as a
+// half-close, reports the connection, and closes its listener and the
+// open connections when its context ends.
+func TestRelayHalfCloseAndStop(t *testing.T) {
+	// The target reads until the client's half-close, then answers and
+	// closes.
+	tl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tl.Close()
+	go func() {
+		for {
+			c, err := tl.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				b, _ := io.ReadAll(c)
+				fmt.Fprintf(c, "read %d bytes: %s", len(b), b)
+			}()
+		}
+	}()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	events := make(chan connEvent, 16)
+	done := make(chan error, 1)
+	var d net.Dialer
+	go func() {
+		done <- relay(ctx, ln, func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "tcp", tl.Addr().String()) },
+			tcpFrom, func(e connEvent) { events <- e })
+	}()
+	next := func() connEvent {
+		select {
+		case e := <-events:
+			return e
+		case <-time.After(time.Minute):
+			t.Fatal("no event")
+			return connEvent{}
+		}
+	}
+
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Write([]byte("ping"))
+	c.(*net.TCPConn).CloseWrite()
+	reply, err := io.ReadAll(c) // ends when the target's close arrives
+	c.Close()
+	if err != nil || string(reply) != "read 4 bytes: ping" {
+		t.Fatalf("reply %q %v", reply, err)
+	}
+	if e := next(); e.Event != "open" || e.Conn != 1 || e.From != c.LocalAddr().String() {
+		t.Fatalf("first event %+v", e)
+	}
+	if e := next(); e.Event != "close" || e.Sent != 4 || e.Received != int64(len(reply)) || e.Error != "" {
+		t.Fatalf("second event %+v", e)
+	}
+
+	// A connection still open when the context ends is closed.
+	c2, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	if e := next(); e.Event != "open" || e.Conn != 2 {
+		t.Fatalf("third event %+v", e)
+	}
+	cancel()
+	io.ReadAll(c2)
+	if err := <-done; err != nil {
+		t.Fatalf("relay: %v", err)
+	}
+	if c, err := net.Dial("tcp", ln.Addr().String()); err == nil {
+		c.Close()
+		t.Fatal("the listener accepts after the context ended")
+	}
 }
