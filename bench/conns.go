@@ -413,47 +413,11 @@ func (s rawStream) Close() error {
 // newRawConnSystem connects two quic-go endpoints on loopback (default
 // configuration, as rawSend); connections are streams of that connection.
 func newRawConnSystem() (*connSystem, error) {
-	cert, err := selfSigned()
-	if err != nil {
-		return nil, err
-	}
-	tconf := &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"bench"}, InsecureSkipVerify: true}
-	ln, err := quic.ListenAddr("127.0.0.1:0", tconf, nil)
+	client, server, closePair, err := rawQUICPair(nil)
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	accepted := make(chan *quic.Conn, 1)
-	go func() {
-		c, err := ln.Accept(ctx)
-		if err != nil {
-			close(accepted)
-			return
-		}
-		accepted <- c
-	}()
-	// The dialing end is bound to 127.0.0.1 too, like the Pipes nodes and
-	// the go-libp2p hosts (quic.DialAddr would bind 0.0.0.0).
-	udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		cancel()
-		ln.Close()
-		return nil, err
-	}
-	tr := &quic.Transport{Conn: udp}
-	client, err := tr.Dial(ctx, ln.Addr(), tconf, nil)
-	if err != nil {
-		cancel()
-		tr.Close()
-		ln.Close()
-		return nil, err
-	}
-	server, ok := <-accepted
-	if !ok {
-		cancel()
-		ln.Close()
-		return nil, errors.New("raw: accept failed")
-	}
 	streams := pump(func() (*quic.Stream, error) { return server.AcceptStream(ctx) })
 	return &connSystem{
 		name: "raw",
@@ -472,11 +436,8 @@ func newRawConnSystem() (*connSystem, error) {
 			return rawStream{s}, nil
 		},
 		close: func() {
-			client.CloseWithError(0, "")
-			server.CloseWithError(0, "")
 			cancel()
-			tr.Close()
-			ln.Close()
+			closePair()
 		},
 	}, nil
 }
@@ -646,4 +607,57 @@ func modVersion(path string) string {
 		}
 	}
 	return "(version unknown)"
+}
+
+// rawQUICPair connects two quic-go endpoints on loopback, both bound to
+// 127.0.0.1 (like the Pipes nodes), with configuration qconf (nil: the
+// default). close ends both connections and the sockets.
+func rawQUICPair(qconf *quic.Config) (client, server *quic.Conn, done func(), err error) {
+	cert, err := selfSigned()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	tconf := &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"bench"}, InsecureSkipVerify: true}
+	ln, err := quic.ListenAddr("127.0.0.1:0", tconf, qconf)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	accepted := make(chan *quic.Conn, 1)
+	go func() {
+		c, err := ln.Accept(ctx)
+		if err != nil {
+			close(accepted)
+			return
+		}
+		accepted <- c
+	}()
+	udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		cancel()
+		ln.Close()
+		return nil, nil, nil, err
+	}
+	tr := &quic.Transport{Conn: udp}
+	client, err = tr.Dial(ctx, ln.Addr(), tconf, qconf)
+	if err != nil {
+		cancel()
+		tr.Close()
+		ln.Close()
+		return nil, nil, nil, err
+	}
+	server, ok := <-accepted
+	if !ok {
+		cancel()
+		tr.Close()
+		ln.Close()
+		return nil, nil, nil, errors.New("raw: accept failed")
+	}
+	return client, server, func() {
+		client.CloseWithError(0, "")
+		server.CloseWithError(0, "")
+		cancel()
+		tr.Close()
+		ln.Close()
+	}, nil
 }

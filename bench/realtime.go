@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -379,38 +378,11 @@ func (pa *rtPath) losslessRate(size int, dur time.Duration, hi float64, atHi rtP
 // newRawDatagramPath connects two quic-go endpoints on loopback with
 // datagrams enabled; the client sends, the server receives.
 func newRawDatagramPath(size int) (*rtPath, error) {
-	cert, err := selfSigned()
-	if err != nil {
-		return nil, err
-	}
-	tconf := &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"bench"}, InsecureSkipVerify: true}
-	qconf := &quic.Config{EnableDatagrams: true}
-	ln, err := quic.ListenAddr("127.0.0.1:0", tconf, qconf)
+	client, server, closePair, err := rawQUICPair(&quic.Config{EnableDatagrams: true})
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	accepted := make(chan *quic.Conn, 1)
-	go func() {
-		c, err := ln.Accept(ctx)
-		if err != nil {
-			close(accepted)
-			return
-		}
-		accepted <- c
-	}()
-	client, err := quic.DialAddr(ctx, ln.Addr().String(), tconf, qconf)
-	if err != nil {
-		cancel()
-		ln.Close()
-		return nil, err
-	}
-	server, ok := <-accepted
-	if !ok {
-		cancel()
-		ln.Close()
-		return nil, errors.New("raw: accept failed")
-	}
 	rec := &rtRecorder{}
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -422,7 +394,7 @@ func newRawDatagramPath(size int) (*rtPath, error) {
 			rec.deliver(b)
 		}
 	})
-	serverPort, clientPort := udpPort(ln.Addr()), udpPort(client.LocalAddr())
+	serverPort, clientPort := udpPort(server.LocalAddr()), udpPort(client.LocalAddr())
 	pa := &rtPath{
 		send: client.SendDatagram,
 		rec:  rec,
@@ -441,11 +413,9 @@ func newRawDatagramPath(size int) (*rtPath, error) {
 			}
 		},
 		close: func() {
-			client.CloseWithError(0, "")
-			server.CloseWithError(0, "")
 			cancel()
+			closePair()
 			wg.Wait()
-			ln.Close()
 		},
 	}
 	if err := pa.warmup(size); err != nil {
