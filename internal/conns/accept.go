@@ -21,27 +21,25 @@ func (m *Manager) HandleStream(peer [32]byte, st *quic.Stream) {
 	}
 }
 
-// serve reads a stream's header and accepts, relays or refuses it.
+// serve reads a stream's header and accepts, relays or refuses it. Until
+// the stream is handed over, closing the manager resets it.
 func (m *Manager) serve(peer [32]byte, st *quic.Stream) {
 	st.SetDeadline(time.Now().Add(handshakeTime))
 	stop := context.AfterFunc(m.ctx, func() { reset(st) })
-	mode, dst, service, err := readHeader(st)
+	defer stop()
+	mode, dst, service, hops, err := readHeader(st)
 	if err != nil {
-		stop()
 		reset(st)
 		return
 	}
 	switch {
 	case mode == modeDirect && dst == m.cfg.Self:
-		stop()
 		m.acceptDirect(peer, st, service)
 	case mode == modeDirect:
-		stop()
 		answer(st, statusNoRoute) // a direct stream must come from the dialer itself
 	case dst != m.cfg.Self:
-		m.relay(st, dst, stop)
+		m.relay(peer, st, dst, hops)
 	default:
-		stop()
 		m.acceptRelayed(st)
 	}
 }
@@ -71,19 +69,21 @@ func (m *Manager) acceptDirect(peer [32]byte, st *quic.Stream, service string) {
 		return
 	}
 	st.SetDeadline(time.Time{})
-	if !l.offer(&streamConn{Stream: st, local: m.cfg.Addr(m.cfg.Self, service), remote: m.cfg.Addr(peer, "")}) {
+	if !l.offer(newStreamConn(st, m.cfg.Addr(m.cfg.Self, service), m.cfg.Addr(peer, ""))) {
 		reset(st) // filled up, or closed, since
 	}
 }
 
 // acceptRelayed accepts a connection that came through relays: TLS with
-// the dialer's node key, then the service inside.
+// the dialer's node key, then the service inside. The dialer must be a
+// member the mesh knows (its signed presence).
 func (m *Manager) acceptRelayed(st *quic.Stream) {
 	if _, err := st.Write([]byte{statusOK}); err != nil {
 		reset(st)
 		return
 	}
-	tc := tls.Server(&streamConn{Stream: st}, m.cfg.TLS)
+	sc := newStreamConn(st, nil, nil)
+	tc := tls.Server(tlsUnder{sc}, m.cfg.TLS)
 	ctx, cancel := context.WithTimeout(m.ctx, handshakeTime)
 	defer cancel()
 	if err := tc.HandshakeContext(ctx); err != nil {
@@ -101,6 +101,9 @@ func (m *Manager) acceptRelayed(st *quic.Stream) {
 		return
 	}
 	l, status := m.listener(service, peer)
+	if _, member := m.cfg.Mesh.Node(peer); status == statusOK && !member {
+		status = statusNotAllowed // a key no member of the network announced
+	}
 	if status == statusOK && !l.hasRoom() {
 		status = statusBusy
 	}
@@ -119,14 +122,22 @@ func (m *Manager) acceptRelayed(st *quic.Stream) {
 	}
 }
 
-// relay opens the next stream toward dst and splices the two until both
-// directions end (or either fails, which ends both).
-func (m *Manager) relay(in *quic.Stream, dst [32]byte, stop func() bool) {
-	defer stop()
+// relay opens the next stream toward dst for a stream that peer opened
+// and splices the two until both directions end. It refuses a stream that
+// would go back to peer, one with no hops left, and beyond its limits
+// (maxRelayed, and maxRelayedPerPeer per peer). The deadlines stay until
+// the destination's status has come back, so a chain that never answers
+// frees its slots.
+func (m *Manager) relay(peer [32]byte, in *quic.Stream, dst [32]byte, hops byte) {
+	if hops <= 1 || dst == peer {
+		answer(in, statusNoRoute)
+		return
+	}
 	m.mu.Lock()
-	full := m.relayed >= maxRelayed
+	full := m.relayed >= maxRelayed || m.relayedBy[peer] >= maxRelayedPerPeer
 	if !full {
 		m.relayed++
+		m.relayedBy[peer]++
 	}
 	m.mu.Unlock()
 	if full {
@@ -136,10 +147,16 @@ func (m *Manager) relay(in *quic.Stream, dst [32]byte, stop func() bool) {
 	defer func() {
 		m.mu.Lock()
 		m.relayed--
+		if m.relayedBy[peer]--; m.relayedBy[peer] == 0 {
+			delete(m.relayedBy, peer)
+		}
 		m.mu.Unlock()
 	}()
 	ctx, cancel := context.WithTimeout(m.ctx, handshakeTime)
 	hop, _, err := m.cfg.Mesh.Route(ctx, dst)
+	if err == nil && hop == peer {
+		err = mesh.ErrNoRoute // a loop: the route goes back where the stream came from
+	}
 	var out *quic.Stream
 	if err == nil {
 		out, err = m.cfg.Mesh.OpenStream(ctx, hop)
@@ -152,14 +169,27 @@ func (m *Manager) relay(in *quic.Stream, dst [32]byte, stop func() bool) {
 		answer(in, statusNoRoute)
 		return
 	}
-	if _, err := out.Write(header(modeRelay, dst, "")); err != nil {
+	stopOut := context.AfterFunc(m.ctx, func() { reset(out) })
+	defer stopOut()
+	out.SetDeadline(time.Now().Add(handshakeTime))
+	var status [1]byte
+	if _, err := out.Write(header(modeRelay, dst, "", hops-1)); err != nil {
 		reset(out)
 		answer(in, statusNoRoute)
 		return
 	}
+	if _, err := io.ReadFull(out, status[:]); err != nil {
+		reset(out)
+		answer(in, statusNoRoute)
+		return
+	}
+	if _, err := in.Write(status[:]); err != nil {
+		reset(out)
+		reset(in)
+		return
+	}
 	in.SetDeadline(time.Time{})
-	stopOut := context.AfterFunc(m.ctx, func() { reset(out) })
-	defer stopOut()
+	out.SetDeadline(time.Time{})
 	done := make(chan struct{})
 	go func() { // owned by this relay, which waits for it
 		defer close(done)
@@ -169,13 +199,26 @@ func (m *Manager) relay(in *quic.Stream, dst [32]byte, stop func() bool) {
 	<-done
 }
 
-// splice copies from src to dst until src ends, then half-closes dst; on
-// an error it resets both.
+// splice copies src to dst until src ends, then closes dst's write side.
+// Each direction fails on its own, as on a direct stream: a reset of src
+// resets dst's write side, and a dst that stops reading stops src.
 func splice(dst, src *quic.Stream) {
-	if _, err := io.Copy(dst, src); err != nil {
-		reset(src)
-		reset(dst)
-		return
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				src.CancelRead(streamCode)
+				return
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			dst.Close()
+			return
+		}
+		if err != nil {
+			dst.CancelWrite(streamCode)
+			return
+		}
 	}
-	dst.Close()
 }

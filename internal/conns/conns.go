@@ -16,7 +16,8 @@
 //
 //	"pc" | version 1 | mode | destination node id (32) |
 //	    mode 1 (direct): u8 length | service name
-//	    mode 2 (relayed): nothing
+//	    mode 2 (relayed): u8 hops left (a relay refuses at 1, and passes
+//	    on one less)
 //
 // Mode 1 is for a stream to the destination itself: the destination
 // answers with one status byte and the stream is the connection. Mode 2
@@ -80,6 +81,8 @@ const (
 	handshakeTime           = 10 * time.Second
 	acceptQueue             = 128
 	maxRelayed              = 1024 // streams this node relays at once
+	maxRelayedPerPeer       = 256  // of which coming from one peer
+	maxHops                 = 8    // relays a connection may cross
 )
 
 // Status bytes.
@@ -109,6 +112,7 @@ type Manager struct {
 	closed    bool
 	listeners map[string]*Listener
 	relayed   int
+	relayedBy map[[32]byte]int // by the peer the stream came from
 }
 
 // New makes a Manager.
@@ -116,7 +120,7 @@ func New(cfg Config) *Manager {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	m := &Manager{cfg: cfg, log: cfg.Logger, listeners: map[string]*Listener{}}
+	m := &Manager{cfg: cfg, log: cfg.Logger, listeners: map[string]*Listener{}, relayedBy: map[[32]byte]int{}}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	return m
 }
@@ -162,7 +166,9 @@ type Listener struct {
 	allow   Allow
 	ch      chan net.Conn
 	done    chan struct{}
-	once    sync.Once
+
+	mu     sync.Mutex // orders offer and close
+	closed bool
 }
 
 // Listen starts accepting connections to service; allow, if not nil,
@@ -206,17 +212,22 @@ func (l *Listener) Close() error {
 }
 
 func (l *Listener) close() {
-	l.once.Do(func() {
-		close(l.done)
-		for {
-			select {
-			case c := <-l.ch:
-				c.Close()
-			default:
-				return
-			}
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return
+	}
+	l.closed = true
+	close(l.done)
+	l.mu.Unlock()
+	for {
+		select {
+		case c := <-l.ch:
+			c.Close()
+		default:
+			return
 		}
-	})
+	}
 }
 
 // Addr is the listener's address: this node and the service.
@@ -228,10 +239,10 @@ func (l *Listener) hasRoom() bool { return len(l.ch) < cap(l.ch) }
 // offer hands a new connection to the listener, or reports that its queue
 // is full.
 func (l *Listener) offer(c net.Conn) bool {
-	select {
-	case <-l.done:
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
 		return false
-	default:
 	}
 	select {
 	case l.ch <- c:
@@ -258,18 +269,19 @@ func (m *Manager) listener(service string, node [32]byte) (*Listener, byte) {
 	return l, statusOK
 }
 
-// header encodes the opening of a stream.
-func header(mode byte, dst [32]byte, service string) []byte {
+// header encodes the opening of a stream: service for mode direct, hops
+// for mode relayed.
+func header(mode byte, dst [32]byte, service string, hops byte) []byte {
 	b := append([]byte{magic0, magic1, version, mode}, dst[:]...)
 	if mode == modeDirect {
 		b = append(b, byte(len(service)))
-		b = append(b, service...)
+		return append(b, service...)
 	}
-	return b
+	return append(b, hops)
 }
 
 // readHeader decodes the opening of a stream.
-func readHeader(r io.Reader) (mode byte, dst [32]byte, service string, err error) {
+func readHeader(r io.Reader) (mode byte, dst [32]byte, service string, hops byte, err error) {
 	var h [4 + 32]byte
 	if _, err = io.ReadFull(r, h[:]); err != nil {
 		return
@@ -281,6 +293,11 @@ func readHeader(r io.Reader) (mode byte, dst [32]byte, service string, err error
 	mode, dst = h[3], [32]byte(h[4:])
 	if mode == modeDirect {
 		service, err = readService(r)
+		return
+	}
+	var n [1]byte
+	if _, err = io.ReadFull(r, n[:]); err == nil {
+		hops = n[0]
 	}
 	return
 }

@@ -24,6 +24,10 @@ func (m *Manager) Dial(ctx context.Context, dst [32]byte, service string) (net.C
 	if dst == m.cfg.Self {
 		return nil, errors.New("conns: dial the local node's services directly")
 	}
+	// The whole set-up is bounded, whatever ctx says: a hop that grants
+	// no stream must not hold the dialer for ever.
+	ctx, cancel := context.WithTimeout(ctx, handshakeTime)
+	defer cancel()
 	hop, direct, err := m.cfg.Mesh.Route(ctx, dst)
 	if errors.Is(err, mesh.ErrNoRoute) {
 		return nil, fmt.Errorf("%w %x", ErrNoRoute, dst[:4])
@@ -53,22 +57,29 @@ func (m *Manager) Dial(ctx context.Context, dst [32]byte, service string) (net.C
 	if direct {
 		mode = modeDirect
 	}
-	if _, err := st.Write(header(mode, dst, service)); err != nil {
+	if _, err := st.Write(header(mode, dst, service, maxHops)); err != nil {
 		return nil, m.dialErr(ctx, err)
 	}
-	if err := readStatus(st); err != nil {
+	err = readStatus(st)
+	if !direct && (errors.Is(err, ErrNoService) || errors.Is(err, ErrNotAllowed)) {
+		// Only the destination can say that, and on a relayed connection
+		// it says it inside TLS: this came from a relay.
+		err = fmt.Errorf("%w: a relay answered for the destination", ErrProtocol)
+	}
+	if err != nil {
 		return nil, m.dialErr(ctx, err)
 	}
+	sc := newStreamConn(st, local, remote)
 	if direct {
 		if !stop() {
 			return nil, ctx.Err() // ctx ended just now
 		}
 		st.SetDeadline(time.Time{})
 		ok = true
-		return &streamConn{Stream: st, local: local, remote: remote}, nil
+		return sc, nil
 	}
 	// Relayed: TLS end to end with dst's node key, then the service.
-	tc := tls.Client(&streamConn{Stream: st, local: local, remote: remote}, m.cfg.TLS)
+	tc := tls.Client(tlsUnder{sc}, m.cfg.TLS)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		return nil, m.dialErr(ctx, fmt.Errorf("conns: end-to-end handshake: %w", err))
 	}
