@@ -495,7 +495,9 @@ func storeErr(err error) error {
 // it, checks each chunk as it arrives and resumes after an interruption.
 // Read it with Packet.Open or Packet.WriteDataToPath. Files of any size up
 // to 32 GiB; memory use does not grow with the size. Realtime pipelines
-// carry no files. PutFile is PutFileContext without a deadline.
+// carry no files. A node keeps the files of a pipeline (live ones
+// included) until the pipeline is shut down: there is no quota or
+// expiry yet. PutFile is PutFileContext without a deadline.
 func (p *Pipeline) PutFile(path string) (PacketID, error) {
 	return p.PutFileContext(context.Background(), path)
 }
