@@ -151,7 +151,18 @@ func TestDataConnections(t *testing.T) {
 // TestManyConnections: 100 concurrent relayed connections each carry
 // their own data.
 func TestManyConnections(t *testing.T) {
-	a, _, b, _ := relayLine(t, "many")
+	a, r, b, _ := relayLine(t, "many")
+	// The relay has two peers, which agree on the address its packets come
+	// from: its public address (here its loopback socket).
+	eventually(t, 30*time.Second, "the relay's public address", func() error {
+		want := r.n.ListenAddrs()[0].Port()
+		for _, ap := range r.n.PublicAddrs() {
+			if ap.Port() == want {
+				return nil
+			}
+		}
+		return fmt.Errorf("public addresses %v", r.n.PublicAddrs())
+	})
 	l, err := b.n.Listen("echo")
 	if err != nil {
 		t.Fatal(err)

@@ -484,6 +484,19 @@ func (n *Node) IsConnected() bool {
 	return m != nil && m.Connected()
 }
 
+// PublicAddrs returns the node's public addresses as its peers observe
+// them: each peer reports in the handshake the address the node's packets
+// come from, and an address counts once at least two peers agree. Behind a
+// NAT it is the NAT's public address and port for the node; empty when
+// not started, with fewer than two peers, or behind a NAT that maps each
+// destination to another port.
+func (n *Node) PublicAddrs() []netip.AddrPort {
+	if m := n.meshOrNil(); m != nil {
+		return m.PublicAddrs()
+	}
+	return nil
+}
+
 // ListenAddrs returns the addresses the node can be reached at (empty when
 // not started).
 func (n *Node) ListenAddrs() []netip.AddrPort {

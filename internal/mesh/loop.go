@@ -6,6 +6,7 @@ import (
 	"io"
 	"maps"
 	"math/rand/v2"
+	"net/netip"
 	"slices"
 	"time"
 
@@ -528,6 +529,18 @@ func (m *Mesh) publish() {
 	}
 	sortInfos(s.nodes)
 	sortInfos(s.peers)
+	seen := map[netip.AddrPort]int{}
+	for _, p := range m.peers {
+		if p.conn.Observed.IsValid() {
+			seen[p.conn.Observed]++
+		}
+	}
+	for ap, n := range seen {
+		if n >= 2 {
+			s.public = append(s.public, ap)
+		}
+	}
+	slices.SortFunc(s.public, func(a, b netip.AddrPort) int { return a.Compare(b) })
 	m.snap.Store(s)
 	m.stale = false
 	st := m.tree.Stats()

@@ -35,6 +35,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -196,9 +197,10 @@ type target struct {
 
 // snapshot is the immutable view read by Peers, Nodes and Node.
 type snapshot struct {
-	peers []NodeInfo
-	nodes []NodeInfo // online, self excluded
-	all   map[[32]byte]NodeInfo
+	peers  []NodeInfo
+	nodes  []NodeInfo // online, self excluded
+	all    map[[32]byte]NodeInfo
+	public []netip.AddrPort // addresses at least two peers observe
 }
 
 // Mesh is one node's membership in the overlay.
@@ -362,6 +364,14 @@ var ErrClosed = errors.New("mesh: closed")
 
 // Peers returns the directly connected nodes.
 func (m *Mesh) Peers() []NodeInfo { return m.snap.Load().peers }
+
+// PublicAddrs returns the addresses this node's packets come from as its
+// peers see them (each peer reports it in the handshake), counting only
+// those at least two peers agree on: behind a NAT, the public address and
+// port of its mapping. A single peer's word is not trusted (it could
+// lie); a NAT that maps each destination to another port (symmetric)
+// shows no agreed address.
+func (m *Mesh) PublicAddrs() []netip.AddrPort { return m.snap.Load().public }
 
 // Nodes returns every node online now, the local one excluded.
 func (m *Mesh) Nodes() []NodeInfo { return m.snap.Load().nodes }

@@ -31,3 +31,29 @@ func TestStreams(t *testing.T) {
 		t.Fatalf("stream to a node that is not a peer: %v", err)
 	}
 }
+
+// TestPublicAddrs: the address two peers agree they see a node's packets
+// come from is its public address (here its loopback socket); one peer's
+// word is not enough.
+func TestPublicAddrs(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a := startMesh(t, "a")
+	b := startMesh(t, "b", a.addr)
+	routable(t, ctx, b, a)
+	if got := a.PublicAddrs(); len(got) != 0 {
+		t.Fatalf("one peer's report was trusted: %v", got)
+	}
+	c := startMesh(t, "c", a.addr)
+	routable(t, ctx, c, a)
+	for {
+		if got := a.PublicAddrs(); len(got) == 1 && got[0].String() == a.addr {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("public addresses %v, want [%s]", a.PublicAddrs(), a.addr)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}

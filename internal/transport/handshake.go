@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"net/netip"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -98,6 +99,7 @@ func (t *Transport) handshake(ctx context.Context, qc *quic.Conn, outbound bool)
 		Proof:           mine.Proof,
 		Incarnation:     t.cfg.Incarnation,
 		ListenAddrs:     t.cfg.ListenAddrs(t.Addr()),
+		ObservedAddr:    qc.RemoteAddr().String(),
 	}
 
 	var st *quic.Stream
@@ -203,6 +205,9 @@ func (t *Transport) checkHello(qc *quic.Conn, h *pb.Hello, peerID [32]byte, peer
 	c.Peer = cert
 	c.Incarnation = h.Incarnation
 	c.ListenAddrs = h.ListenAddrs
+	if ap, err := netip.ParseAddrPort(h.ObservedAddr); err == nil && len(h.ObservedAddr) <= 64 {
+		c.Observed = ap
+	}
 	return nil
 }
 

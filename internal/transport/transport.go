@@ -289,6 +289,10 @@ type Conn struct {
 	Incarnation uint64
 	// ListenAddrs are the addresses the peer says it listens on.
 	ListenAddrs []string
+	// Observed is the address the peer says this node's packets come
+	// from (its view of this node's public address; not verified, and
+	// invalid if the peer sent none).
+	Observed netip.AddrPort
 	// Outbound is true if the local node dialled.
 	Outbound bool
 }

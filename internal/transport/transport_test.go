@@ -79,6 +79,11 @@ func TestMembersConnectAndExchangeFrames(t *testing.T) {
 	if ca.Peer.IdentityName != "b" || cb.Peer.IdentityName != "a" || !ca.Outbound || cb.Outbound {
 		t.Fatalf("wrong peer info: %+v / %+v", ca.Peer, cb.Peer)
 	}
+	// Each side is told the address its packets come from: here, the
+	// one socket each transport listens and dials on.
+	if ca.Observed != ta.Addr() || cb.Observed != tb.Addr() {
+		t.Fatalf("observed addresses %v / %v, want %v / %v", ca.Observed, cb.Observed, ta.Addr(), tb.Addr())
+	}
 	f := &pb.Frame{Body: &pb.Frame_Goodbye{Goodbye: &pb.Goodbye{Reason: "x"}}}
 	if err := ca.WriteFrame(f); err != nil {
 		t.Fatal(err)

@@ -374,6 +374,7 @@ type Hello struct {
 	Proof           []byte                 `protobuf:"bytes,4,opt,name=proof,proto3" json:"proof,omitempty"`                       // HMAC-SHA256(network key, exporter || node id)
 	Incarnation     uint64                 `protobuf:"varint,5,opt,name=incarnation,proto3" json:"incarnation,omitempty"`          // random per start of the node
 	ListenAddrs     []string               `protobuf:"bytes,6,rep,name=listen_addrs,json=listenAddrs,proto3" json:"listen_addrs,omitempty"`
+	ObservedAddr    string                 `protobuf:"bytes,7,opt,name=observed_addr,json=observedAddr,proto3" json:"observed_addr,omitempty"` // "ip:port" the receiver's packets come from, as the sender sees them
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -448,6 +449,13 @@ func (x *Hello) GetListenAddrs() []string {
 		return x.ListenAddrs
 	}
 	return nil
+}
+
+func (x *Hello) GetObservedAddr() string {
+	if x != nil {
+		return x.ObservedAddr
+	}
+	return ""
 }
 
 // Verdict answers a Hello: ok, or the reason the peer was refused.
@@ -2936,7 +2944,7 @@ const file_pipes_v1_pipes_proto_rawDesc = "" +
 	"\fcreated_unix\x18\b \x01(\x03R\vcreatedUnix\x12\x1a\n" +
 	"\brevision\x18\t \x01(\x04R\brevision\x12\x1b\n" +
 	"\tadmin_key\x18\n" +
-	" \x01(\fR\badminKey\"\xdb\x01\n" +
+	" \x01(\fR\badminKey\"\x80\x02\n" +
 	"\x05Hello\x12)\n" +
 	"\x10protocol_version\x18\x01 \x01(\rR\x0fprotocolVersion\x12\x1d\n" +
 	"\n" +
@@ -2944,7 +2952,8 @@ const file_pipes_v1_pipes_proto_rawDesc = "" +
 	"\tnode_cert\x18\x03 \x01(\v2\x10.pipes.v1.SignedR\bnodeCert\x12\x14\n" +
 	"\x05proof\x18\x04 \x01(\fR\x05proof\x12 \n" +
 	"\vincarnation\x18\x05 \x01(\x04R\vincarnation\x12!\n" +
-	"\flisten_addrs\x18\x06 \x03(\tR\vlistenAddrs\"1\n" +
+	"\flisten_addrs\x18\x06 \x03(\tR\vlistenAddrs\x12#\n" +
+	"\robserved_addr\x18\a \x01(\tR\fobservedAddr\"1\n" +
 	"\aVerdict\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xbd\x02\n" +
