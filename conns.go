@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"time"
 
 	"github.com/quic-go/quic-go"
 
@@ -136,4 +137,53 @@ func (n *Node) Dial(ctx context.Context, to NodeID, service string) (net.Conn, e
 		return nil, fmt.Errorf("%w: %s on node %s: %v", ErrRefused, service, to.String()[:8], err)
 	}
 	return nil, fmt.Errorf("pipes: dial %s on node %s: %w", service, to.String()[:8], err)
+}
+
+// Path describes how the node reaches another now.
+type Path struct {
+	Direct bool   // the other node is a direct peer
+	Via    NodeID // the first hop: the node itself when Direct, else the relay
+	// Of the connection to the first hop:
+	RTT           time.Duration // smoothed round-trip time
+	BytesSent     uint64        // bytes sent on it (QUIC, all traffic)
+	BytesReceived uint64        // bytes received on it
+	Remote        string        // the first hop's UDP address as seen from here
+}
+
+// PathTo reports how the node reaches node id now: directly or through
+// which peer, with the round-trip time and byte counts of that first hop.
+// ErrNotConnected if it cannot be reached.
+func (n *Node) PathTo(ctx context.Context, id NodeID) (Path, error) {
+	m := n.meshOrNil()
+	if m == nil {
+		return Path{}, ErrNotActive
+	}
+	p, err := m.Path(ctx, id)
+	if errors.Is(err, mesh.ErrNoRoute) {
+		return Path{}, fmt.Errorf("%w: node %s", ErrNotConnected, id.String()[:8])
+	}
+	if err != nil {
+		return Path{}, fmt.Errorf("pipes: %w", err)
+	}
+	return Path{Direct: p.Direct, Via: p.Via, RTT: p.RTT, BytesSent: p.BytesSent, BytesReceived: p.BytesReceived, Remote: p.Remote}, nil
+}
+
+// Ping measures the round trip to node id along the path routed messages
+// take (through relays if it is not a peer), waiting at most until ctx
+// ends.
+func (n *Node) Ping(ctx context.Context, id NodeID) (time.Duration, error) {
+	m := n.meshOrNil()
+	if m == nil {
+		return 0, ErrNotActive
+	}
+	rtt, err := m.Ping(ctx, id)
+	switch {
+	case err == nil:
+		return rtt, nil
+	case errors.Is(err, mesh.ErrNoRoute):
+		return 0, fmt.Errorf("%w: node %s", ErrNotConnected, id.String()[:8])
+	case ctx.Err() != nil:
+		return 0, ctx.Err()
+	}
+	return 0, fmt.Errorf("pipes: %w", err)
 }

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -61,6 +62,33 @@ type refJSON struct {
 	Version    string `json:"version"`
 	Connected  bool   `json:"connected"`
 	Peer       bool   `json:"peer"`
+	// How the node reaches it now (absent if it cannot).
+	Path *pathJSON `json:"path,omitempty"`
+}
+
+// pingJSON is the answer of a ping.
+type pingJSON struct {
+	ID       string    `json:"id"`
+	Name     string    `json:"name"`
+	Location string    `json:"location"`
+	Path     *pathJSON `json:"path,omitempty"`
+	RTTMs    []float64 `json:"rtt_ms"`
+	Lost     int       `json:"lost"`
+}
+
+// pathJSON is a pipes.Path.
+type pathJSON struct {
+	Direct        bool    `json:"direct"`
+	Via           string  `json:"via"`
+	RTTMs         float64 `json:"rtt_ms"`
+	BytesSent     uint64  `json:"bytes_sent"`
+	BytesReceived uint64  `json:"bytes_received"`
+	Remote        string  `json:"remote"`
+}
+
+func describePath(p pipes.Path) *pathJSON {
+	return &pathJSON{Direct: p.Direct, Via: p.Via.String(), RTTMs: float64(p.RTT.Microseconds()) / 1000,
+		BytesSent: p.BytesSent, BytesReceived: p.BytesReceived, Remote: p.Remote}
 }
 
 func describeNode(n *pipes.Node) nodeJSON {
@@ -81,15 +109,19 @@ func describeNode(n *pipes.Node) nodeJSON {
 	return j
 }
 
-func describeRefs(rs []pipes.NodeRef) []refJSON {
+func describeRefs(ctx context.Context, n *pipes.Node, rs []pipes.NodeRef) []refJSON {
 	out := []refJSON{}
 	for _, r := range rs {
 		var identity string
 		if id := pipes.Details(r).IdentityID; id != (pipes.IdentityID{}) {
 			identity = id.String()
 		}
-		out = append(out, refJSON{ID: r.ID().String(), Name: r.Name(), IdentityID: identity, Location: r.Location(),
-			Version: r.Version(), Connected: r.IsConnected(), Peer: r.IsPeer()})
+		j := refJSON{ID: r.ID().String(), Name: r.Name(), IdentityID: identity, Location: r.Location(),
+			Version: r.Version(), Connected: r.IsConnected(), Peer: r.IsPeer()}
+		if p, err := n.PathTo(ctx, r.ID()); err == nil {
+			j.Path = describePath(p)
+		}
+		out = append(out, j)
 	}
 	return out
 }
@@ -128,13 +160,49 @@ func serveAPI(ctx context.Context, p *pipes.Platform) (func(), error) {
 	})
 	mux.HandleFunc("GET /v1/nodes/{id}/peers", func(w http.ResponseWriter, r *http.Request) {
 		if n := node(w, r); n != nil {
-			reply(w, describeRefs(n.ConnectedPeers()))
+			reply(w, describeRefs(r.Context(), n, n.ConnectedPeers()))
 		}
 	})
 	mux.HandleFunc("GET /v1/nodes/{id}/nodes", func(w http.ResponseWriter, r *http.Request) {
 		if n := node(w, r); n != nil {
-			reply(w, describeRefs(n.ConnectedNodes()))
+			reply(w, describeRefs(r.Context(), n, n.ConnectedNodes()))
 		}
+	})
+	// Pings a node (id prefix, name or name@location) a few times and
+	// reports the path and the round trips.
+	mux.HandleFunc("GET /v1/nodes/{id}/ping/{target}", func(w http.ResponseWriter, r *http.Request) {
+		n := node(w, r)
+		if n == nil {
+			return
+		}
+		ref, err := findRemoteNode(n, r.PathValue("target"))
+		if err != nil {
+			apiFail(w, err)
+			return
+		}
+		out := pingJSON{ID: ref.ID().String(), Name: ref.Name(), Location: ref.Location()}
+		if p, err := n.PathTo(r.Context(), ref.ID()); err == nil {
+			out.Path = describePath(p)
+		}
+		count := 3
+		if c, err := strconv.Atoi(r.URL.Query().Get("count")); err == nil && c > 0 && c <= 100 {
+			count = c
+		}
+		for range count {
+			ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+			rtt, err := n.Ping(ctx, ref.ID())
+			cancel()
+			if err != nil {
+				if len(out.RTTMs) == 0 && r.Context().Err() == nil && !errors.Is(err, context.DeadlineExceeded) {
+					apiFail(w, err)
+					return
+				}
+				out.Lost++
+				continue
+			}
+			out.RTTMs = append(out.RTTMs, float64(rtt.Microseconds())/1000)
+		}
+		reply(w, out)
 	})
 	servePipelines(ctx, mux, node)
 	serveConns(mux, node)

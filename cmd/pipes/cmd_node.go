@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -241,11 +243,68 @@ func (a *app) nodePeersCmd() *cobra.Command {
 					if r.IdentityID != "" {
 						identity = "  identity " + r.IdentityID[:16]
 					}
-					fmt.Fprintf(w, "%s  %s@%s  %s  v%s%s\n", r.ID[:16], r.Name, r.Location, kind, r.Version, identity)
+					fmt.Fprintf(w, "%s  %s@%s  %s  v%s%s  (%s)\n", r.ID[:16], r.Name, r.Location, kind, r.Version, identity, describePathText(r.Path))
 				}
 			})
 		},
 	}
 	cmd.Flags().BoolVar(&all, "all", false, "every online node, not only direct peers")
+	return cmd
+}
+
+// describePathText says how a node is reached, for people.
+func describePathText(p *pathJSON) string {
+	if p == nil {
+		return "no path"
+	}
+	how := "direct"
+	if !p.Direct {
+		how = "via " + p.Via[:8]
+	}
+	return fmt.Sprintf("%s, rtt %.2f ms, %s out, %s in", how, p.RTTMs, bytesText(p.BytesSent), bytesText(p.BytesReceived))
+}
+
+func bytesText(n uint64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+func (a *app) pingCmd() *cobra.Command {
+	var node string
+	var count int
+	cmd := &cobra.Command{
+		Use:   "ping NODE",
+		Short: "Show the path to a node (direct or through which relay) and the round-trip time of a few pings",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			n, err := a.daemonNode(cmd.Context(), node)
+			if err != nil {
+				return err
+			}
+			var p pingJSON
+			path := "/v1/nodes/" + n.ID + "/ping/" + url.PathEscape(args[0]) + "?count=" + strconv.Itoa(count)
+			if err := apiGet(cmd.Context(), a.dir(), path, &p); err != nil {
+				return err
+			}
+			return a.print(p, func(w io.Writer) {
+				fmt.Fprintf(w, "%s@%s (%s): %s\n", p.Name, p.Location, p.ID[:16], describePathText(p.Path))
+				for i, rtt := range p.RTTMs {
+					fmt.Fprintf(w, "ping %d: %.2f ms\n", i+1, rtt)
+				}
+				if p.Lost > 0 {
+					fmt.Fprintf(w, "%d of %d pings lost\n", p.Lost, p.Lost+len(p.RTTMs))
+				}
+			})
+		},
+	}
+	cmd.Flags().StringVar(&node, "node", "", "the local node (default: the only one)")
+	cmd.Flags().IntVarP(&count, "count", "c", 3, "pings to send (1 to 100)")
 	return cmd
 }

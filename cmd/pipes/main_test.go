@@ -611,6 +611,27 @@ func TestPipelineKindsTwoProcesses(t *testing.T) {
 		d.waitPipeline(0, "scratch", false)
 	})
 	t.Run("forward", func(t *testing.T) { testForward(t, d.with(t)) })
+	t.Run("ping and peers", func(t *testing.T) {
+		d := d.with(t)
+		var node1 nodeJSON
+		if err := json.Unmarshal([]byte(d.pipes(1, "--json", "node", "status")), &node1); err != nil {
+			t.Fatal(err)
+		}
+		out := d.pipes(0, "ping", node1.ID[:12], "--count", "2")
+		if !strings.Contains(out, "direct, rtt") || !strings.Contains(out, "ping 2:") {
+			t.Fatalf("ping printed %q", out)
+		}
+		var p pingJSON
+		if err := json.Unmarshal([]byte(d.pipes(0, "--json", "ping", node1.ID[:12], "-c", "1")), &p); err != nil || p.Path == nil || !p.Path.Direct || len(p.RTTMs) != 1 || p.RTTMs[0] <= 0 {
+			t.Fatalf("ping JSON %+v %v", p, err)
+		}
+		if out := d.pipes(0, "node", "peers"); !strings.Contains(out, "(direct, rtt") {
+			t.Fatalf("node peers printed %q", out)
+		}
+		if _, err := d.try(0, "ping", "no-such-node"); err == nil {
+			t.Fatal("ping of an unknown node succeeded")
+		}
+	})
 }
 
 // startBackground starts a long-running command (forward, expose); it is

@@ -237,6 +237,7 @@ type Mesh struct {
 
 	// Loop state: touched only by the loop goroutine.
 	peers       map[[32]byte]*peer
+	pings       pings // pings waiting for their pong
 	tree        *plumtree.Tree
 	pres        *presence
 	certs       identity.CertCache

@@ -110,6 +110,9 @@ func (m *Mesh) handleRouted(p *peer, r *pb.Routed) {
 		return
 	}
 	if [32]byte(r.Dst) == m.self {
+		if m.handlePing([32]byte(r.Src), r.Kind, r.Payload) {
+			return
+		}
 		if m.cfg.DeliverRouted != nil {
 			m.cfg.DeliverRouted([32]byte(r.Src), r.Kind, r.Payload)
 		}

@@ -57,3 +57,27 @@ func TestPublicAddrs(t *testing.T) {
 		}
 	}
 }
+
+// TestPathAndPing: the path to a direct peer and to a node behind a relay,
+// and a ping to each.
+func TestPathAndPing(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a, r, b := datagramLine(t, ctx)
+	p, err := a.Path(ctx, r.id)
+	if err != nil || !p.Direct || p.Via != r.id || p.RTT <= 0 || p.BytesSent == 0 || p.Remote != r.addr {
+		t.Fatalf("path to a peer: %+v %v", p, err)
+	}
+	p, err = a.Path(ctx, b.id)
+	if err != nil || p.Direct || p.Via != r.id {
+		t.Fatalf("path through the relay: %+v %v", p, err)
+	}
+	for _, dst := range []*liveMesh{r, b} {
+		if rtt, err := a.Ping(ctx, dst.id); err != nil || rtt <= 0 {
+			t.Fatalf("ping: %v %v", rtt, err)
+		}
+	}
+	if _, err := a.Path(ctx, [32]byte{9}); !errors.Is(err, ErrNoRoute) {
+		t.Fatalf("path to an unknown node: %v", err)
+	}
+}

@@ -1,0 +1,124 @@
+package mesh
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// Diagnostics: the path to a node (direct or through which peer, with the
+// first hop's round-trip time and byte counts), and a ping that measures
+// the round trip to any node along the path routed messages take.
+
+// Routed kinds the mesh answers itself.
+const (
+	KindPing uint32 = 100 // 8-byte nonce; the destination answers KindPong
+	KindPong uint32 = 101 // the ping's nonce
+)
+
+// PathInfo describes how this node reaches another now.
+type PathInfo struct {
+	Direct bool     // the node is a direct peer
+	Via    [32]byte // the first hop (the node itself when Direct)
+	// Of the connection to the first hop:
+	RTT           time.Duration // smoothed round-trip time
+	BytesSent     uint64        // QUIC bytes sent on it
+	BytesReceived uint64        // QUIC bytes received on it
+	Remote        string        // the first hop's UDP address as seen here
+}
+
+// Path reports the path to dst (ErrNoRoute if there is none now).
+func (m *Mesh) Path(ctx context.Context, dst [32]byte) (PathInfo, error) {
+	type res struct {
+		info PathInfo
+		ok   bool
+	}
+	ch := make(chan res, 1)
+	select {
+	case m.queryCh <- func() {
+		hop, ok := m.nextHop(dst)
+		p := m.peers[hop]
+		if !ok || p == nil {
+			ch <- res{}
+			return
+		}
+		s := p.conn.QUIC().ConnectionStats()
+		ch <- res{PathInfo{Direct: hop == dst, Via: hop, RTT: s.SmoothedRTT, BytesSent: s.BytesSent,
+			BytesReceived: s.BytesReceived, Remote: p.conn.RemoteAddr().String()}, true}
+	}:
+	case <-ctx.Done():
+		return PathInfo{}, ctx.Err()
+	case <-m.loopDone:
+		return PathInfo{}, ErrClosed
+	}
+	r := <-ch
+	if !r.ok {
+		return PathInfo{}, fmt.Errorf("%w %x", ErrNoRoute, dst[:4])
+	}
+	return r.info, nil
+}
+
+// pings are the pings waiting for their pong, by nonce.
+type pings struct {
+	mu      sync.Mutex
+	waiting map[uint64]chan struct{}
+}
+
+// Ping sends a ping to dst along the routed path and returns the time
+// until its answer came back (ctx bounds the wait).
+func (m *Mesh) Ping(ctx context.Context, dst [32]byte) (time.Duration, error) {
+	var b [8]byte
+	rand.Read(b[:])
+	nonce := binary.BigEndian.Uint64(b[:])
+	done := make(chan struct{})
+	m.pings.mu.Lock()
+	if m.pings.waiting == nil {
+		m.pings.waiting = map[uint64]chan struct{}{}
+	}
+	m.pings.waiting[nonce] = done
+	m.pings.mu.Unlock()
+	defer func() {
+		m.pings.mu.Lock()
+		delete(m.pings.waiting, nonce)
+		m.pings.mu.Unlock()
+	}()
+	start := time.Now()
+	if err := m.Send(ctx, dst, KindPing, b[:]); err != nil {
+		return 0, err
+	}
+	select {
+	case <-done:
+		return time.Since(start), nil
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case <-m.loopDone:
+		return 0, ErrClosed
+	}
+}
+
+// handlePing answers a ping or completes one; it runs on the loop and
+// reports whether the message was one.
+func (m *Mesh) handlePing(src [32]byte, kind uint32, payload []byte) bool {
+	switch kind {
+	case KindPing:
+		if len(payload) == 8 {
+			m.send(sendReq{dst: src, kind: KindPong, payload: payload}) // best effort
+		}
+		return true
+	case KindPong:
+		if len(payload) == 8 {
+			nonce := binary.BigEndian.Uint64(payload)
+			m.pings.mu.Lock()
+			if ch := m.pings.waiting[nonce]; ch != nil {
+				close(ch)
+				delete(m.pings.waiting, nonce)
+			}
+			m.pings.mu.Unlock()
+		}
+		return true
+	}
+	return false
+}
