@@ -1,0 +1,325 @@
+package portmap
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+)
+
+var loopback = netip.MustParseAddr("127.0.0.1")
+
+// waitFor polls cond until it holds, failing the test after a generous
+// deadline (no timing is asserted).
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// closedUDPPort returns a loopback UDP port that nothing listens on.
+func closedUDPPort(t *testing.T) uint16 {
+	t.Helper()
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := uint16(c.LocalAddr().(*net.UDPAddr).Port)
+	c.Close()
+	return p
+}
+
+// closedURL returns an HTTP URL on a loopback port that nothing listens on.
+func closedURL(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := "http://" + l.Addr().String() + "/rootDesc.xml"
+	l.Close()
+	return u
+}
+
+// testConfig maps port 4242 at the loopback gateway, never at a real one.
+func testConfig(serverPort uint16, upnpURL string) Config {
+	return Config{
+		InternalPort: 4242,
+		Gateway:      loopback,
+		ServerPort:   serverPort,
+		UPnPURL:      upnpURL,
+		Timeout:      2 * time.Second,
+		RetryMin:     50 * time.Millisecond,
+		RetryMax:     200 * time.Millisecond,
+	}
+}
+
+func open(t *testing.T, cfg Config) *Mapping {
+	t.Helper()
+	m, err := Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { _ = m.Close(context.Background()) })
+	return m
+}
+
+// testPMPOrPCP checks add, renewal before expiry and delete on Close.
+func testPMPOrPCP(t *testing.T, pmp, pcp bool, want string) {
+	r := newPMPResponder(t, pmp, pcp)
+	r.set(func(r *pmpResponder) { r.maxLifetime = 2 })
+	cfg := testConfig(r.port(), closedURL(t))
+	cfg.Lifetime = time.Hour // the router shortens it to 2 s
+	m := open(t, cfg)
+	if got := m.Protocol(); got != want {
+		t.Fatalf("Protocol() = %q, want %q", got, want)
+	}
+	if got, want := m.External(), netip.MustParseAddrPort("203.0.113.7:4242"); got != want {
+		t.Fatalf("External() = %v, want %v", got, want)
+	}
+	waitFor(t, "two renewals", func() bool { return r.get(func(r *pmpResponder) bool { return r.renews >= 2 }) })
+	if r.get(func(r *pmpResponder) bool { return r.adds != 1 || r.lapses != 0 }) {
+		t.Fatalf("adds %d lapses %d, want 1 add and renewals before expiry", r.adds, r.lapses)
+	}
+	if err := m.Close(context.Background()); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if !r.get(func(r *pmpResponder) bool { return r.deletes == 1 && len(r.mappings) == 0 }) {
+		t.Fatalf("deletes %d mappings %v after Close", r.deletes, r.mappings)
+	}
+	if m.External().IsValid() || m.Protocol() != "" {
+		t.Fatalf("after Close: External %v Protocol %q", m.External(), m.Protocol())
+	}
+	if err := m.Close(context.Background()); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+}
+
+func TestNATPMPAddRenewDelete(t *testing.T) { testPMPOrPCP(t, true, true, ProtoNATPMP) }
+
+// TestPCPAddRenewDelete uses a PCP-only server: NAT-PMP is answered with
+// UNSUPP_VERSION, so Open moves on to PCP.
+func TestPCPAddRenewDelete(t *testing.T) { testPMPOrPCP(t, false, true, ProtoPCP) }
+
+func TestPMPGrantsOtherExternalPort(t *testing.T) {
+	for _, pcp := range []bool{false, true} {
+		r := newPMPResponder(t, !pcp, pcp)
+		r.set(func(r *pmpResponder) { r.extPort = 5555 })
+		m := open(t, testConfig(r.port(), closedURL(t)))
+		if got := m.External().Port(); got != 5555 {
+			t.Fatalf("pcp=%v: external port %d, want 5555", pcp, got)
+		}
+	}
+}
+
+func TestUPnPAddRenewDelete(t *testing.T) {
+	g := newIGDResponder(t)
+	// No NAT-PMP or PCP answers (port unreachable): Open moves on to UPnP.
+	cfg := testConfig(closedUDPPort(t), g.url())
+	cfg.UPnPLease = 2 * time.Second
+	m := open(t, cfg)
+	if got := m.Protocol(); got != ProtoUPnP {
+		t.Fatalf("Protocol() = %q", got)
+	}
+	if got, want := m.External(), netip.MustParseAddrPort("198.51.100.9:4242"); got != want {
+		t.Fatalf("External() = %v, want %v", got, want)
+	}
+	if !g.get(func(g *igdResponder) bool { return g.mappings[4242] == "127.0.0.1:4242" && g.leases[0] == 2 }) {
+		t.Fatalf("mappings %v leases %v", g.mappings, g.leases)
+	}
+	waitFor(t, "a renewal", func() bool { return g.get(func(g *igdResponder) bool { return g.adds >= 2 }) })
+	if err := m.Close(context.Background()); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if !g.get(func(g *igdResponder) bool { return g.deletes == 1 && len(g.mappings) == 0 }) {
+		t.Fatalf("deletes %d mappings %v after Close", g.deletes, g.mappings)
+	}
+}
+
+func TestUPnPPermanentLeaseOnly(t *testing.T) {
+	g := newIGDResponder(t)
+	g.set(func(g *igdResponder) { g.permanentOnly = true })
+	cfg := testConfig(closedUDPPort(t), g.url())
+	cfg.Protocols = []string{ProtoUPnP}
+	cfg.UPnPLease = time.Second
+	m := open(t, cfg)
+	// Refreshed all the same, and asking for an unlimited lease straight away.
+	waitFor(t, "a refresh", func() bool { return g.get(func(g *igdResponder) bool { return g.adds >= 2 }) })
+	if !g.get(func(g *igdResponder) bool { return g.leases[0] == 0 && g.leases[1] == 0 }) {
+		t.Fatalf("leases %v, want 0s", g.leases)
+	}
+	if err := m.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRefused(t *testing.T) {
+	t.Run("natpmp", func(t *testing.T) {
+		r := newPMPResponder(t, true, false)
+		r.set(func(r *pmpResponder) { r.refuse = true })
+		cfg := testConfig(r.port(), closedURL(t))
+		_, err := Open(context.Background(), cfg)
+		if !errors.Is(err, ErrRefused) {
+			t.Fatalf("Open: %v, want ErrRefused", err)
+		}
+	})
+	t.Run("pcp", func(t *testing.T) {
+		r := newPMPResponder(t, false, true)
+		r.set(func(r *pmpResponder) { r.refuse = true })
+		_, err := Open(context.Background(), testConfig(r.port(), closedURL(t)))
+		if !errors.Is(err, ErrRefused) {
+			t.Fatalf("Open: %v, want ErrRefused", err)
+		}
+	})
+	for _, code := range []int{501, 718} {
+		t.Run(fmt.Sprintf("upnp%d", code), func(t *testing.T) {
+			g := newIGDResponder(t)
+			g.set(func(g *igdResponder) { g.refuseCode = code })
+			_, err := Open(context.Background(), testConfig(closedUDPPort(t), g.url()))
+			if !errors.Is(err, ErrRefused) || errors.Is(err, ErrUnsupported) {
+				t.Fatalf("Open: %v, want ErrRefused", err)
+			}
+		})
+	}
+}
+
+func TestNoResponder(t *testing.T) {
+	cfg := testConfig(closedUDPPort(t), closedURL(t))
+	cfg.Timeout = 300 * time.Millisecond
+	_, err := Open(context.Background(), cfg)
+	if !errors.Is(err, ErrUnsupported) || errors.Is(err, ErrRefused) {
+		t.Fatalf("Open: %v, want ErrUnsupported", err)
+	}
+}
+
+// TestSilentResponder: a gateway that drops packets is skipped after the
+// per-protocol timeout.
+func TestSilentResponder(t *testing.T) {
+	r := newPMPResponder(t, true, true)
+	r.set(func(r *pmpResponder) { r.silent = true })
+	cfg := testConfig(r.port(), closedURL(t))
+	cfg.Timeout = 300 * time.Millisecond
+	_, err := Open(context.Background(), cfg)
+	if !errors.Is(err, ErrUnsupported) {
+		t.Fatalf("Open: %v, want ErrUnsupported", err)
+	}
+}
+
+func TestOpenCanceled(t *testing.T) {
+	r := newPMPResponder(t, true, true)
+	r.set(func(r *pmpResponder) { r.silent = true })
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := Open(ctx, testConfig(r.port(), closedURL(t)))
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Open: %v, want context.Canceled", err)
+	}
+}
+
+func TestExternalAddressChange(t *testing.T) {
+	r := newPMPResponder(t, true, false)
+	r.set(func(r *pmpResponder) { r.maxLifetime = 1 })
+	changes := make(chan netip.AddrPort, 10)
+	cfg := testConfig(r.port(), closedURL(t))
+	cfg.OnChange = func(a netip.AddrPort) { changes <- a }
+	m := open(t, cfg)
+	r.set(func(r *pmpResponder) { r.extIP = netip.MustParseAddr("203.0.113.99") })
+	want := netip.MustParseAddrPort("203.0.113.99:4242")
+	select {
+	case got := <-changes:
+		if got != want {
+			t.Fatalf("OnChange(%v), want %v", got, want)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no OnChange")
+	}
+	if got := m.External(); got != want {
+		t.Fatalf("External() = %v, want %v", got, want)
+	}
+}
+
+// TestLostAndBack: a failed renewal reports the mapping lost, and it is
+// re-established once the router answers again.
+func TestLostAndBack(t *testing.T) {
+	r := newPMPResponder(t, true, false)
+	r.set(func(r *pmpResponder) { r.maxLifetime = 1 })
+	changes := make(chan netip.AddrPort, 10)
+	cfg := testConfig(r.port(), closedURL(t))
+	cfg.Timeout = 300 * time.Millisecond
+	cfg.OnChange = func(a netip.AddrPort) { changes <- a }
+	m := open(t, cfg)
+	next := func() netip.AddrPort {
+		select {
+		case a := <-changes:
+			return a
+		case <-time.After(30 * time.Second):
+			t.Fatal("no OnChange")
+		}
+		return netip.AddrPort{}
+	}
+	r.set(func(r *pmpResponder) { r.silent = true })
+	if a := next(); a.IsValid() {
+		t.Fatalf("OnChange(%v), want the zero AddrPort for a lost mapping", a)
+	}
+	if m.Protocol() != "" || m.External().IsValid() {
+		t.Fatalf("lost mapping: Protocol %q External %v", m.Protocol(), m.External())
+	}
+	r.set(func(r *pmpResponder) { r.silent = false })
+	if a, want := next(), netip.MustParseAddrPort("203.0.113.7:4242"); a != want {
+		t.Fatalf("OnChange(%v), want %v", a, want)
+	}
+	if m.Protocol() != ProtoNATPMP {
+		t.Fatalf("Protocol %q after recovery", m.Protocol())
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	if _, err := Open(context.Background(), Config{}); err == nil {
+		t.Fatal("Open without InternalPort succeeded")
+	}
+	if _, err := Open(context.Background(), Config{InternalPort: 1, Protocol: "sctp"}); err == nil {
+		t.Fatal("Open with protocol sctp succeeded")
+	}
+}
+
+func TestParseProcRoute(t *testing.T) {
+	const table = `Iface	Destination	Gateway 	Flags	RefCnt	Use	Metric	Mask		MTU	Window	IRTT
+eth0	0000A8C0	00000000	0001	0	0	0	00FFFFFF	0	0	0
+eth0	00000000	0101A8C0	0003	0	0	0	00000000	0	0	0
+`
+	gw, ok := parseProcRoute([]byte(table))
+	if !ok || gw != netip.MustParseAddr("192.168.1.1") {
+		t.Fatalf("parseProcRoute = %v, %v", gw, ok)
+	}
+	if _, ok := parseProcRoute([]byte("Iface\tDestination\n")); ok {
+		t.Fatal("found a gateway in an empty table")
+	}
+}
+
+func TestPCPRoundTrip(t *testing.T) {
+	req := pcpMapRequest{
+		lifetime: 60, client: loopback, nonce: [12]byte{1, 2, 3},
+		protocol: pcpProtoUDP, internalPort: 4242, externalPort: 4243,
+	}
+	b := req.encode()
+	if len(b) != 60 || b[0] != 2 || b[1] != 1 {
+		t.Fatalf("request header % x", b[:4])
+	}
+	// A response is the request with the response bit, lifetime and epoch.
+	b[1] |= 0x80
+	r, err := parsePCPMap(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.nonce != req.nonce || r.internalPort != 4242 || r.externalPort != 4243 || r.lifetime != 60 || r.externalIP != netip.IPv4Unspecified() {
+		t.Fatalf("parsed %+v", r)
+	}
+}
