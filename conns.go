@@ -50,6 +50,13 @@ func (h *meshHost) Route(ctx context.Context, dst [32]byte) ([32]byte, bool, err
 	return [32]byte{}, false, errNoMesh
 }
 
+func (h *meshHost) Punch(ctx context.Context, dst [32]byte) error {
+	if m := h.mp.Load(); m != nil {
+		return m.Punch(ctx, dst)
+	}
+	return errNoMesh
+}
+
 func (h *meshHost) Node(id [32]byte) (mesh.NodeInfo, bool) {
 	if m := h.mp.Load(); m != nil {
 		return m.Node(id)

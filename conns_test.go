@@ -68,7 +68,7 @@ func echo(l net.Listener) {
 // errors for an unknown node, a service nobody listens on and a node the
 // listener does not allow.
 func TestDataConnections(t *testing.T) {
-	a, r, b, _ := relayLine(t, "conns")
+	a, r, b, _ := relayLineWith(t, "conns", true)
 	lb, err := b.n.Listen("web")
 	if err != nil {
 		t.Fatal(err)
@@ -89,6 +89,17 @@ func TestDataConnections(t *testing.T) {
 	}
 	if got, want := get(t, httpOver(a.n, r.n.ID(), "web"), "/direct"), "relay serves /direct to "+a.n.ID().String(); got != want {
 		t.Fatalf("direct: %q, want %q", got, want)
+	}
+
+	// Diagnostics: the path and a ping, direct and through the relay.
+	if p, err := a.n.PathTo(context.Background(), r.n.ID()); err != nil || !p.Direct || p.RTT <= 0 {
+		t.Fatalf("path to the relay: %+v %v", p, err)
+	}
+	if rtt, err := a.n.Ping(context.Background(), b.n.ID()); err != nil || rtt <= 0 {
+		t.Fatalf("ping bob: %v %v", rtt, err)
+	}
+	if p, err := a.n.PathTo(context.Background(), b.n.ID()); err != nil || p.Direct || p.Via != r.n.ID() {
+		t.Fatalf("path to bob: %+v %v", p, err)
 	}
 
 	// Errors come fast and say why.
@@ -151,7 +162,7 @@ func TestDataConnections(t *testing.T) {
 // TestManyConnections: 100 concurrent relayed connections each carry
 // their own data.
 func TestManyConnections(t *testing.T) {
-	a, r, b, _ := relayLine(t, "many")
+	a, r, b, _ := relayLineWith(t, "many", true)
 	// The relay has two peers, which agree on the address its packets come
 	// from: its public address (here its loopback socket).
 	eventually(t, 30*time.Second, "the relay's public address", func() error {
@@ -205,7 +216,7 @@ func TestManyConnections(t *testing.T) {
 // an error (it does not hang), and dialing again says the node cannot be
 // reached.
 func TestRelayLost(t *testing.T) {
-	a, r, b, _ := relayLine(t, "lost")
+	a, r, b, _ := relayLineWith(t, "lost", true)
 	l, err := b.n.Listen("echo")
 	if err != nil {
 		t.Fatal(err)
@@ -250,4 +261,39 @@ func TestRelayLost(t *testing.T) {
 		}
 		return fmt.Errorf("dial: %v", err)
 	})
+}
+
+// TestPunchAfterRelayedConnection: a data connection through a relay makes
+// the two nodes punch a direct connection (no NAT between them here, so it
+// succeeds; the lab tests NATs); the next connection goes direct.
+func TestPunchAfterRelayedConnection(t *testing.T) {
+	a, r, b, _ := relayLine(t, "punch")
+	l, err := b.n.Listen("echo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go echo(l)
+	if p, err := a.n.PathTo(context.Background(), b.n.ID()); err != nil || p.Direct || p.Via != r.n.ID() {
+		t.Fatalf("before: %+v %v", p, err)
+	}
+	c, err := a.n.Dial(context.Background(), b.n.ID(), "echo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	eventually(t, 30*time.Second, "alice and bob connect directly", func() error {
+		if p, err := a.n.PathTo(context.Background(), b.n.ID()); err != nil || !p.Direct {
+			return fmt.Errorf("path to bob: %+v %v", p, err)
+		}
+		return nil
+	})
+	// The relayed connection still works.
+	if _, err := c.Write([]byte("still here")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 10)
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "still here" {
+		t.Fatalf("relayed connection after the punch: %q %v", buf, err)
+	}
 }

@@ -47,3 +47,8 @@ func FileComplete(n *Node, pk *Packet) bool {
 	have, total := FileProgress(n, pk)
 	return total > 0 && have == total
 }
+
+// DisablePunching keeps n (from its next start) from punching a direct
+// connection after a relayed data connection, so tests can keep
+// connections relayed.
+func DisablePunching(n *Node) { n.noPunch = true }

@@ -208,6 +208,14 @@ func testNetfileOf(t testing.TB, m *member) string { return m.net }
 // function that lists the payloads the relay forwarded for others.
 func relayLine(t testing.TB, name string) (a, r, b *member, relayed func() [][]byte) {
 	t.Helper()
+	return relayLineWith(t, name, false)
+}
+
+// relayLineWith is relayLine; noPunch keeps alice and bob from punching a
+// direct connection after a relayed data connection (so that their data
+// connections stay relayed).
+func relayLineWith(t testing.TB, name string, noPunch bool) (a, r, b *member, relayed func() [][]byte) {
+	t.Helper()
 	netPath := testNetfile(t, name)
 	one := pipes.WithTargetDegree(1)
 	r = newMember(t, netPath, "relay", one)
@@ -223,6 +231,10 @@ func relayLine(t testing.TB, name string) (a, r, b *member, relayed func() [][]b
 	b = newMember(t, netPath, "bob", one)
 	a.gateway(t, r)
 	b.gateway(t, r)
+	if noPunch {
+		pipes.DisablePunching(a.n)
+		pipes.DisablePunching(b.n)
+	}
 	a.start(t)
 	b.start(t)
 	eventually(t, 30*time.Second, "all see all", allSeeAll([]*member{a, r, b}))

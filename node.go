@@ -50,6 +50,7 @@ type Node struct {
 	}
 	startMu    sync.Mutex         // serialises Start and Shutdown
 	forwardTap func(r *pb.Routed) // tests: what this node relays
+	noPunch    bool               // tests: relayed connections do not lead to punching
 }
 
 func (p *Platform) newNode(id NodeID, r nodeRecord) (*Node, error) {
@@ -285,7 +286,7 @@ func (n *Node) Start(ctx context.Context) error {
 		tr.Close()
 		return fmt.Errorf("pipes: %w", err)
 	}
-	cm := conns.New(conns.Config{Self: n.id, TLS: stls, Mesh: host, Logger: log, Addr: connAddr})
+	cm := conns.New(conns.Config{Self: n.id, TLS: stls, Mesh: host, Logger: log, Addr: connAddr, NoPunch: n.noPunch})
 	mcfg := mesh.Config{
 		Transport: tr, Key: key, Cert: cert, Incarnation: rec.Incarnation, Version: version,
 		Gateways:     nw.gatewayAddrs,

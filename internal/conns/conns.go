@@ -48,6 +48,8 @@ import (
 
 // Mesh is what the connections need from the node's mesh.
 type Mesh interface {
+	// Punch tries to make dst a direct peer (hole punching through NATs).
+	Punch(ctx context.Context, dst [32]byte) error
 	OpenStream(ctx context.Context, peer [32]byte) (*quic.Stream, error)
 	Route(ctx context.Context, dst [32]byte) (hop [32]byte, direct bool, err error)
 	Node(id [32]byte) (mesh.NodeInfo, bool)
@@ -61,6 +63,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Addr makes the address of one end of a connection.
 	Addr func(node [32]byte, service string) net.Addr
+	// NoPunch: a relayed connection does not make the two nodes try a
+	// direct one (tests of relayed connections).
+	NoPunch bool
 }
 
 // Errors.
@@ -112,7 +117,8 @@ type Manager struct {
 	closed    bool
 	listeners map[string]*Listener
 	relayed   int
-	relayedBy map[[32]byte]int // by the peer the stream came from
+	relayedBy map[[32]byte]int       // by the peer the stream came from
+	punched   map[[32]byte]time.Time // when a punch toward a node was last tried
 }
 
 // New makes a Manager.
@@ -120,7 +126,8 @@ func New(cfg Config) *Manager {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	m := &Manager{cfg: cfg, log: cfg.Logger, listeners: map[string]*Listener{}, relayedBy: map[[32]byte]int{}}
+	m := &Manager{cfg: cfg, log: cfg.Logger, listeners: map[string]*Listener{}, relayedBy: map[[32]byte]int{},
+		punched: map[[32]byte]time.Time{}}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	return m
 }

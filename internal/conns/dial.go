@@ -97,7 +97,33 @@ func (m *Manager) Dial(ctx context.Context, dst [32]byte, service string) (net.C
 	}
 	st.SetDeadline(time.Time{})
 	ok = true
+	m.punchLater(dst)
 	return &tlsConn{Conn: tc, local: local, remote: remote}, nil
+}
+
+// punchRetry is how long after a punch toward a node another is tried.
+const punchRetry = time.Minute
+
+// punchLater tries, in the background, to make dst a direct peer, so that
+// the next connections to it go direct (this one stays relayed).
+func (m *Manager) punchLater(dst [32]byte) {
+	if m.cfg.NoPunch {
+		return
+	}
+	m.mu.Lock()
+	if time.Since(m.punched[dst]) < punchRetry {
+		m.mu.Unlock()
+		return
+	}
+	m.punched[dst] = time.Now()
+	m.mu.Unlock()
+	m.spawn(func() {
+		ctx, cancel := context.WithTimeout(m.ctx, 10*time.Second)
+		defer cancel()
+		if err := m.cfg.Mesh.Punch(ctx, dst); err != nil {
+			m.log.Debug("no direct connection", "node", fmt.Sprintf("%x", dst[:4]), "err", err)
+		}
+	})
 }
 
 // dialErr prefers the context's error when it ended.

@@ -105,6 +105,7 @@ func (m *Mesh) maintain(now time.Time) {
 		m.announce(now, false)
 	}
 	m.dialMore(now)
+	m.punchMore(now)
 }
 
 // announce broadcasts the local node's signed status.

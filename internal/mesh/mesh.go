@@ -193,6 +193,9 @@ type target struct {
 	gateway bool
 	node    [32]byte // known once connected (or from a peer list)
 	self    bool     // the address is the local node
+
+	punchUntil time.Time // punching toward the node until then
+	punched    time.Time // the last punch dial
 }
 
 // snapshot is the immutable view read by Peers, Nodes and Node.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/pipesnet/pipes/internal/wire/pb"
 )
@@ -110,7 +111,7 @@ func (m *Mesh) handleRouted(p *peer, r *pb.Routed) {
 		return
 	}
 	if [32]byte(r.Dst) == m.self {
-		if m.handlePing([32]byte(r.Src), r.Kind, r.Payload) {
+		if m.handlePing([32]byte(r.Src), r.Kind, r.Payload) || m.handlePunch(time.Now(), [32]byte(r.Src), r.Kind, r.Payload) {
 			return
 		}
 		if m.cfg.DeliverRouted != nil {

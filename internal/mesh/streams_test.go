@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net/netip"
 	"testing"
 	"time"
 )
@@ -80,4 +81,48 @@ func TestPathAndPing(t *testing.T) {
 	if _, err := a.Path(ctx, [32]byte{9}); !errors.Is(err, ErrNoRoute) {
 		t.Fatalf("path to an unknown node: %v", err)
 	}
+}
+
+// TestPunch: two nodes that reach each other only through a relay punch a
+// direct connection (on loopback no NAT is in the way: this checks the
+// exchange of candidates and the simultaneous dials); routes then go
+// direct.
+func TestPunch(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a, r, b := datagramLine(t, ctx)
+	if p, err := a.Path(ctx, b.id); err != nil || p.Direct || p.Via != r.id {
+		t.Fatalf("before: %+v %v", p, err)
+	}
+	if err := a.Punch(ctx, b.id); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if p, err := a.Path(ctx, b.id); err == nil && p.Direct {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("the route did not move to the direct connection")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if got := parseCandidates([]byte("1.2.3.4:5\nnot an address\n[::1]:7\n0.0.0.0:0\n")); len(got) != 2 {
+		t.Fatalf("candidates %v", got)
+	}
+}
+
+// FuzzParseCandidates: any punch payload parses to valid addresses only.
+func FuzzParseCandidates(f *testing.F) {
+	f.Add([]byte("198.51.100.7:4242\n[2001:db8::1]:7420\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		for _, a := range parseCandidates(b) {
+			if ap, err := netip.ParseAddrPort(a); err != nil || ap.Port() == 0 {
+				t.Fatalf("kept %q", a)
+			}
+		}
+		if len(parseCandidates(b)) > maxCandidates {
+			t.Fatal("too many candidates")
+		}
+	})
 }

@@ -1,0 +1,157 @@
+package mesh
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+)
+
+// Hole punching: two nodes that reach each other only through relays
+// exchange their candidate addresses (the public addresses their peers
+// observe, and the addresses they listen on) in routed messages, then
+// both dial each other's candidates at the same time for a while. Each
+// dial sends QUIC packets from the node's one UDP socket, which opens the
+// mapping of its NAT toward the other node, so the other's packets get in:
+// through NATs that map each destination the same way (not symmetric
+// ones), one of the dials completes. The mesh then has a direct peer and
+// its routes move traffic to it; connections on the relayed path stay
+// there until they end.
+
+// Routed kinds of punching: the payload is the sender's candidate
+// addresses, one "ip:port" a line.
+const (
+	KindPunch    uint32 = 102 // asks the destination to punch toward the sender
+	KindPunchAck uint32 = 103 // the answer, with the destination's candidates
+)
+
+const (
+	punchFor       = 6 * time.Second // how long both sides dial each other's candidates
+	punchEvery     = 300 * time.Millisecond
+	maxCandidates  = 16
+	maxCandidateLn = 64
+)
+
+// candidates lists this node's addresses for a punch.
+func (m *Mesh) candidates() []byte {
+	var b strings.Builder
+	n := 0
+	add := func(a string) {
+		if n < maxCandidates && len(a) <= maxCandidateLn {
+			b.WriteString(a)
+			b.WriteByte('\n')
+			n++
+		}
+	}
+	for _, ap := range m.snap.Load().public {
+		add(ap.String())
+	}
+	for _, a := range m.cfg.Addrs() {
+		add(a)
+	}
+	return []byte(b.String())
+}
+
+// parseCandidates reads a punch payload, keeping valid addresses only.
+func parseCandidates(p []byte) []string {
+	var out []string
+	for _, line := range strings.Split(string(p), "\n") {
+		if len(out) == maxCandidates {
+			break
+		}
+		if ap, err := netip.ParseAddrPort(line); err == nil && ap.Addr().IsValid() && ap.Port() != 0 {
+			out = append(out, ap.String())
+		}
+	}
+	return out
+}
+
+// Punch asks node dst, reached through relays, to punch a direct
+// connection with this node, and punches toward it. It returns nil once
+// dst is a direct peer, or an error when ctx ends first (the NATs between
+// did not let the dials through) or dst cannot be reached.
+func (m *Mesh) Punch(ctx context.Context, dst [32]byte) error {
+	if m.isPeer(dst) {
+		return nil
+	}
+	if err := m.Send(ctx, dst, KindPunch, m.candidates()); err != nil {
+		return err
+	}
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if m.isPeer(dst) {
+			return nil
+		}
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return fmt.Errorf("mesh: no direct connection to %s: %w", short(dst), ctx.Err())
+		case <-m.loopDone:
+			return ErrClosed
+		}
+	}
+}
+
+// isPeer reports whether id is a direct peer now.
+func (m *Mesh) isPeer(id [32]byte) bool {
+	for _, p := range m.snap.Load().peers {
+		if p.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
+// handlePunch answers a punch request and starts punching toward its
+// sender's candidates; it runs on the loop and reports whether the
+// message was a punch message.
+func (m *Mesh) handlePunch(now time.Time, src [32]byte, kind uint32, payload []byte) bool {
+	if kind != KindPunch && kind != KindPunchAck {
+		return false
+	}
+	if kind == KindPunch {
+		m.send(sendReq{dst: src, kind: KindPunchAck, payload: m.candidates()}) // best effort
+	}
+	if m.peers[src] != nil || src == m.self {
+		return true
+	}
+	for _, a := range parseCandidates(payload) {
+		if len(m.targets) >= maxTargets && m.targets[a] == nil {
+			break
+		}
+		t := m.targets[a]
+		if t == nil {
+			t = &target{backoff: backoff{min: m.cfg.BackoffMin, max: m.cfg.BackoffMax}}
+			m.targets[a] = t
+		}
+		if t.gateway || t.self {
+			continue
+		}
+		t.node = src
+		t.punchUntil = now.Add(punchFor)
+	}
+	m.punchMore(now)
+	return true
+}
+
+// punchMore dials the targets being punched that are not dialing now and
+// whose node is not a peer yet, at most every punchEvery each, whatever
+// the degree target and backoff say.
+func (m *Mesh) punchMore(now time.Time) {
+	for addr, t := range m.targets {
+		if t.punchUntil.IsZero() {
+			continue
+		}
+		if now.After(t.punchUntil) || m.peers[t.node] != nil {
+			t.punchUntil = time.Time{}
+			continue
+		}
+		if m.dialing[addr] || now.Sub(t.punched) < punchEvery {
+			continue
+		}
+		t.punched = now
+		m.dial(addr)
+	}
+}
