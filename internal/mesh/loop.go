@@ -540,7 +540,9 @@ func (m *Mesh) publish() {
 		if n >= 2 {
 			s.public = append(s.public, ap)
 		}
+		s.observed = append(s.observed, ap)
 	}
+	slices.SortFunc(s.observed, func(a, b netip.AddrPort) int { return a.Compare(b) })
 	slices.SortFunc(s.public, func(a, b netip.AddrPort) int { return a.Compare(b) })
 	m.snap.Store(s)
 	m.stale = false

@@ -204,6 +204,9 @@ type snapshot struct {
 	nodes  []NodeInfo // online, self excluded
 	all    map[[32]byte]NodeInfo
 	public []netip.AddrPort // addresses at least two peers observe
+	// observed are the addresses any peer observes (candidates for
+	// punching: a wrong one only costs a dial).
+	observed []netip.AddrPort
 }
 
 // Mesh is one node's membership in the overlay.

@@ -4,13 +4,15 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 )
 
 // Hole punching: two nodes that reach each other only through relays
 // exchange their candidate addresses (the public addresses their peers
-// observe, and the addresses they listen on) in routed messages, then
+// observe, first those two peers agree on, and the addresses they listen
+// on) in routed messages, then
 // both dial each other's candidates at the same time for a while. Each
 // dial sends QUIC packets from the node's one UDP socket, which opens the
 // mapping of its NAT toward the other node, so the other's packets get in:
@@ -44,8 +46,14 @@ func (m *Mesh) candidates() []byte {
 			n++
 		}
 	}
-	for _, ap := range m.snap.Load().public {
+	snap := m.snap.Load()
+	for _, ap := range snap.public {
 		add(ap.String())
+	}
+	for _, ap := range snap.observed { // one peer's word: worth a dial
+		if !slices.Contains(snap.public, ap) {
+			add(ap.String())
+		}
 	}
 	for _, a := range m.cfg.Addrs() {
 		add(a)

@@ -1,0 +1,125 @@
+package pipes_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pipesnet/pipes"
+	"github.com/pipesnet/pipes/internal/netlab"
+)
+
+// natPair builds a public relay node and two nodes behind NATs of kind,
+// each node's socket in its own network namespace, all in this process.
+// Alice and bob know only the relay and keep one peer, so they start out
+// relayed.
+func natPair(t *testing.T, prefix string, kind netlab.NATKind) (a, r, b *member) {
+	t.Helper()
+	lab := netlab.New(t, prefix)
+	pub, err := lab.AddHost(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	netPath := testNetfile(t, prefix)
+	one := pipes.WithTargetDegree(1)
+	start := func(m *member, h *netlab.Host) {
+		t.Helper()
+		if err := h.Do(func() error { return m.n.Start(context.Background()) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r = newMember(t, netPath, "relay", one, pipes.WithListenAddr(net.JoinHostPort(pub.Addr().String(), "0")))
+	start(r, pub)
+	var hosts []*netlab.Host
+	for range 2 {
+		nat, err := lab.AddNAT(kind)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := lab.AddHost(nat)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hosts = append(hosts, h)
+	}
+	a = newMember(t, netPath, "alice", one, pipes.WithListenAddr(net.JoinHostPort(hosts[0].Addr().String(), "0")))
+	b = newMember(t, netPath, "bob", one, pipes.WithListenAddr(net.JoinHostPort(hosts[1].Addr().String(), "0")))
+	a.gateway(t, r)
+	b.gateway(t, r)
+	start(a, hosts[0])
+	start(b, hosts[1])
+	eventually(t, 60*time.Second, "all see all", allSeeAll([]*member{a, r, b}))
+	return a, r, b
+}
+
+// echoOnce dials service echo on to, and checks a round trip.
+func echoOnce(t *testing.T, from *member, to *member) net.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := from.n.Dial(ctx, to.n.ID(), "echo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := c.Write([]byte("through the NATs")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 16)
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "through the NATs" {
+		t.Fatalf("echo: %q %v", buf, err)
+	}
+	c.SetDeadline(time.Time{})
+	return c
+}
+
+// TestPunchThroughHomeRouters: two nodes behind two home-router NATs
+// (endpoint-independent mapping, filtering of unsolicited inbound) that
+// share a public relay connect directly after their first relayed
+// connection, and traffic moves to the direct path.
+func TestPunchThroughHomeRouters(t *testing.T) {
+	a, r, b := natPair(t, "phome", netlab.EIMAddrPortFiltering)
+	l, err := b.n.Listen("echo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go echo(l)
+	if p, err := a.n.PathTo(context.Background(), b.n.ID()); err != nil || p.Direct || p.Via != r.n.ID() {
+		t.Fatalf("before: %+v %v", p, err)
+	}
+	c := echoOnce(t, a, b) // relayed; it makes the two punch
+	defer c.Close()
+	eventually(t, 60*time.Second, "alice and bob punch through their NATs", func() error {
+		if p, err := a.n.PathTo(context.Background(), b.n.ID()); err != nil || !p.Direct {
+			return fmt.Errorf("path to bob: %+v %v", p, err)
+		}
+		return nil
+	})
+	// The direct connection goes to bob's NAT's public address (his own
+	// is private and unreachable from alice's LAN).
+	if p, _ := a.n.PathTo(context.Background(), b.n.ID()); !strings.HasPrefix(p.Remote, "198.18.") {
+		t.Fatalf("direct connection to %s, not to bob's public address", p.Remote)
+	}
+	echoOnce(t, a, b).Close() // direct now
+}
+
+// TestSymmetricNATsStayRelayed: behind two symmetric NATs no punch can
+// succeed; connections go through the relay and work.
+func TestSymmetricNATsStayRelayed(t *testing.T) {
+	a, r, b := natPair(t, "psym", netlab.Symmetric)
+	l, err := b.n.Listen("echo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go echo(l)
+	c := echoOnce(t, a, b)
+	defer c.Close()
+	if p, err := a.n.PathTo(context.Background(), b.n.ID()); err != nil || (!p.Direct && p.Via != r.n.ID()) {
+		t.Fatalf("path to bob: %+v %v", p, err)
+	}
+	echoOnce(t, a, b).Close()
+}
