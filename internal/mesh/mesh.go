@@ -195,7 +195,9 @@ type target struct {
 	self    bool     // the address is the local node
 
 	punchUntil time.Time // punching toward the node until then
-	punched    time.Time // the last punch dial
+	punched    time.Time // the last punch dial or probe
+	probe      bool      // punch by probes (the other side dials) ...
+	dialAfter  time.Time // ... until then, and dial too afterwards
 }
 
 // snapshot is the immutable view read by Peers, Nodes and Node.

@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net/netip"
@@ -12,12 +13,17 @@ import (
 // Hole punching: two nodes that reach each other only through relays
 // exchange their candidate addresses (the public addresses their peers
 // observe, first those two peers agree on, and the addresses they listen
-// on) in routed messages, then
-// both dial each other's candidates at the same time for a while. Each
-// dial sends QUIC packets from the node's one UDP socket, which opens the
-// mapping of its NAT toward the other node, so the other's packets get in:
-// through NATs that map each destination the same way (not symmetric
-// ones), one of the dials completes. The mesh then has a direct peer and
+// on) in routed messages; then, for a while, the node with the smaller id
+// dials each of the other's candidates while the other sends small probe
+// packets (not QUIC) to each of the first's. Both send from their one UDP
+// socket, which opens each NAT's mapping toward the other, so the dial
+// gets in: through NATs that map each destination the same way (not
+// symmetric ones), one dial completes. One side dials, so the two never
+// make two connections that the duplicate rule would have to choose
+// between (which would break streams on the one it closes). If that has
+// not worked after probeFirst, the other side dials too: when the first
+// is behind a symmetric NAT (a new public port per destination), only a
+// dial from it gets through, to a side whose NAT lets it in. The mesh then has a direct peer and
 // its routes move traffic to it; connections on the relayed path stay
 // there until they end.
 
@@ -31,6 +37,7 @@ const (
 const (
 	punchFor       = 6 * time.Second // how long both sides dial each other's candidates
 	punchEvery     = 300 * time.Millisecond
+	probeFirst     = 1500 * time.Millisecond // the prober dials too after this
 	maxCandidates  = 16
 	maxCandidateLn = 64
 )
@@ -139,6 +146,8 @@ func (m *Mesh) handlePunch(now time.Time, src [32]byte, kind uint32, payload []b
 		}
 		t.node = src
 		t.punchUntil = now.Add(punchFor)
+		t.probe = bytes.Compare(m.self[:], src[:]) > 0 // the smaller id dials
+		t.dialAfter = now.Add(probeFirst)
 	}
 	m.punchMore(now)
 	return true
@@ -160,6 +169,12 @@ func (m *Mesh) punchMore(now time.Time) {
 			continue
 		}
 		t.punched = now
+		if t.probe && now.Before(t.dialAfter) {
+			if ap, err := netip.ParseAddrPort(addr); err == nil {
+				m.cfg.Transport.SendProbe(ap)
+			}
+			continue
+		}
 		m.dial(addr)
 	}
 }

@@ -320,3 +320,12 @@ func (c *Conn) RemoteAddr() net.Addr { return c.qc.RemoteAddr() }
 // QUIC exposes the underlying connection to the layers that open their own
 // streams or send datagrams.
 func (c *Conn) QUIC() *quic.Conn { return c.qc }
+
+// SendProbe sends a small packet that is not QUIC (its first byte has the
+// QUIC fixed bit clear, so QUIC endpoints drop it) from the node's socket
+// to addr: it opens the local NAT's mapping toward addr, so that a QUIC
+// connection dialled from there gets in (hole punching).
+func (t *Transport) SendProbe(addr netip.AddrPort) error {
+	_, err := t.qt.WriteTo([]byte("\x00pipes punch"), net.UDPAddrFromAddrPort(addr))
+	return err
+}
