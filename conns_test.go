@@ -48,6 +48,17 @@ func get(t *testing.T, c *http.Client, path string) string {
 	return string(b)
 }
 
+// serveEcho runs an echo service "echo" on m's node until the test ends.
+func serveEcho(t *testing.T, m *member) {
+	t.Helper()
+	l, err := m.n.Listen("echo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go echo(l)
+}
+
 // echo serves l: each connection gets back what it sent, then EOF.
 func echo(l net.Listener) {
 	for {
@@ -174,11 +185,7 @@ func TestManyConnections(t *testing.T) {
 		}
 		return fmt.Errorf("public addresses %v", r.n.PublicAddrs())
 	})
-	l, err := b.n.Listen("echo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go echo(l)
+	serveEcho(t, b)
 	var wg sync.WaitGroup
 	errs := make(chan error, 100)
 	for i := range 100 {
@@ -217,11 +224,7 @@ func TestManyConnections(t *testing.T) {
 // reached.
 func TestRelayLost(t *testing.T) {
 	a, r, b, _ := relayLineWith(t, "lost", true)
-	l, err := b.n.Listen("echo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go echo(l)
+	serveEcho(t, b)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	c, err := a.n.Dial(ctx, b.n.ID(), "echo")
@@ -268,11 +271,7 @@ func TestRelayLost(t *testing.T) {
 // succeeds; the lab tests NATs); the next connection goes direct.
 func TestPunchAfterRelayedConnection(t *testing.T) {
 	a, r, b, _ := relayLine(t, "punch")
-	l, err := b.n.Listen("echo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go echo(l)
+	serveEcho(t, b)
 	if p, err := a.n.PathTo(context.Background(), b.n.ID()); err != nil || p.Direct || p.Via != r.n.ID() {
 		t.Fatalf("before: %+v %v", p, err)
 	}

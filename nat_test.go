@@ -90,11 +90,7 @@ func echoOnce(t *testing.T, from *member, to *member) net.Conn {
 // connection, and traffic moves to the direct path.
 func TestPunchThroughHomeRouters(t *testing.T) {
 	a, r, b := natPair(t, "phome", netlab.EIMAddrPortFiltering)
-	l, err := b.n.Listen("echo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go echo(l)
+	serveEcho(t, b)
 	if p, err := a.n.PathTo(context.Background(), b.n.ID()); err != nil || p.Direct || p.Via != r.n.ID() {
 		t.Fatalf("before: %+v %v", p, err)
 	}
@@ -118,11 +114,7 @@ func TestPunchThroughHomeRouters(t *testing.T) {
 // succeed; connections go through the relay and work.
 func TestSymmetricNATsStayRelayed(t *testing.T) {
 	a, r, b := natPair(t, "psym", netlab.Symmetric)
-	l, err := b.n.Listen("echo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go echo(l)
+	serveEcho(t, b)
 	c := echoOnce(t, a, b)
 	defer c.Close()
 	if p, err := a.n.PathTo(context.Background(), b.n.ID()); err != nil || (!p.Direct && p.Via != r.n.ID()) {
@@ -158,11 +150,7 @@ func TestNATMatrix(t *testing.T) {
 		for _, kb := range kinds[i:] {
 			t.Run(ka.name+"-"+kb.name, func(t *testing.T) {
 				a, _, b := natPairOf(t, fmt.Sprintf("m%d%d", ka.kind, kb.kind), ka.kind, kb.kind)
-				l, err := b.n.Listen("echo")
-				if err != nil {
-					t.Fatal(err)
-				}
-				go echo(l)
+				serveEcho(t, b)
 				start := time.Now()
 				echoOnce(t, a, b).Close()
 				direct := false

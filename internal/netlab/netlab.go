@@ -490,6 +490,11 @@ func (l *Lab) SetLoss(node Node, percent int) error {
 	if percent < 0 || percent > 100 {
 		return fmt.Errorf("netlab: loss %d%% out of range", percent)
 	}
+	return l.setImpair(node, func(im *impairment) { im.loss = percent })
+}
+
+// setImpair changes node's impairments and applies them.
+func (l *Lab) setImpair(node Node, change func(*impairment)) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if err := l.check(); err != nil {
@@ -499,7 +504,7 @@ func (l *Lab) SetLoss(node Node, percent int) error {
 		return err
 	}
 	im := l.impair[node.portName()]
-	im.loss = percent
+	change(&im)
 	l.impair[node.portName()] = im
 	return l.applyPublicRules()
 }
@@ -508,18 +513,7 @@ func (l *Lab) SetLoss(node Node, percent int) error {
 // IPv4 packet to or from it is dropped silently. ARP still passes, so
 // neighbours stay resolved and no ICMP errors appear.
 func (l *Lab) Partition(node Node, on bool) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if err := l.check(); err != nil {
-		return err
-	}
-	if err := l.checkNode(node); err != nil {
-		return err
-	}
-	im := l.impair[node.portName()]
-	im.partition = on
-	l.impair[node.portName()] = im
-	return l.applyPublicRules()
+	return l.setImpair(node, func(im *impairment) { im.partition = on })
 }
 
 // SetUDPTimeout sets how long the router keeps an idle UDP mapping:
