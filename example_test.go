@@ -83,22 +83,8 @@ func ExampleNodeListenerFuncs() {
 func ExamplePipeline_PacketsSince() {
 	dir, _ := os.MkdirTemp("", "pipes-example-")
 	defer os.RemoveAll(dir)
-	netfile := filepath.Join(dir, "notes.net")
-	if _, err := pipes.CreateNetwork(netfile, pipes.NetworkSpec{Name: "notes", Secret: "a long secret", KDF: pipes.FastKDF}); err != nil {
-		log.Fatal(err)
-	}
-	p, err := pipes.Open(filepath.Join(dir, "me"), pipes.WithTestMode(true))
-	if err != nil {
-		log.Fatal(err)
-	}
+	p, n := exampleNode(dir)
 	defer p.Close()
-	nw, _ := p.AddNetwork(netfile)
-	nw.SetSecret("a long secret")
-	me, _ := p.AddIdentity("me")
-	n, _ := p.AddNode(nw, me, "desk")
-	if err := n.Start(context.Background()); err != nil {
-		log.Fatal(err)
-	}
 	id, err := n.CreatePipeline("journal", pipes.PipelineOptions{Persistent: true})
 	if err != nil {
 		log.Fatal(err)

@@ -342,7 +342,7 @@ func (e *Engine) OpenFile(ctx context.Context, pk *Packet) (io.ReadCloser, error
 		if err := e.cfg.Blobs.Add(m); err != nil {
 			return nil, err
 		}
-		e.fileSeen(p, pk.Sender, m)
+		e.fileSeen(p, pk.Sender, m, false)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	stop := context.AfterFunc(e.ctx, cancel)
@@ -396,8 +396,9 @@ func (r *fileReader) Close() error {
 }
 
 // fileSeen notes a file packet this node received (or must read): its
-// content is fetched unless it is here.
-func (e *Engine) fileSeen(p *pipe, sender [32]byte, m *blob.Manifest) {
+// content is fetched unless it is here. recorded: the fetch is in the
+// store already (resumed at start), so it is not written again.
+func (e *Engine) fileSeen(p *pipe, sender [32]byte, m *blob.Manifest, recorded bool) {
 	if e.cfg.Blobs == nil || sender == e.self {
 		return
 	}
@@ -419,7 +420,7 @@ func (e *Engine) fileSeen(p *pipe, sender [32]byte, m *blob.Manifest) {
 	f.waiting[root] = true
 	f.queue = append(f.queue, fetchJob{pipe: p.def.ID, sender: sender, m: m})
 	f.mu.Unlock()
-	if e.cfg.DB != nil {
+	if e.cfg.DB != nil && !recorded {
 		rec := append(append(append([]byte{}, p.def.ID[:]...), sender[:]...), m.Marshal()...)
 		if err := history.SaveSealed(e.cfg.DB, history.KindFetch, e.self, root, e.defsKey(), rec); err != nil {
 			e.log.Warn("cannot record a file to fetch", "err", err)
@@ -447,7 +448,7 @@ func (e *Engine) resumeFetches() {
 			continue
 		}
 		if p, ok := e.pipeOf([32]byte(rec[:32])); ok {
-			e.fileSeen(p, [32]byte(rec[32:64]), m)
+			e.fileSeen(p, [32]byte(rec[32:64]), m, true)
 		} else {
 			e.fetchDone(root)
 		}
@@ -488,7 +489,7 @@ func (e *Engine) fileFetcher() {
 			case <-f.kick:
 			case s := <-f.seenQ:
 				if m, err := blob.ParseManifest(s.pk.Data); err == nil {
-					e.fileSeen(s.p, s.pk.Sender, m)
+					e.fileSeen(s.p, s.pk.Sender, m, false)
 				} else {
 					e.stats.rejected.Add(1)
 				}
