@@ -248,10 +248,11 @@ func TestBroadcastNearMinimal(t *testing.T) {
 	t.Logf("20 nodes on loopback: %d payload transmissions for %d deliveries = %.3f per delivery", s1-s0, r1-r0, ratio)
 	// Flooding would cost about 6 (the degree). On an idle machine this is
 	// about 1.05; under the race detector on two cores shared with other
-	// test binaries, starved IHAVE timers cause grafts and the figure
-	// rises towards 1.5, so the test asserts only that the tree formed.
-	// The benchmark in bench/ measures the figure.
-	if ratio > 2.5 {
+	// test binaries (the NAT lab's tests among them), starved IHAVE timers
+	// cause grafts and the figure has reached 2.65, so the test asserts
+	// only that the tree formed (well below flooding). The benchmark in
+	// bench/ measures the figure.
+	if ratio > 4 {
 		t.Fatalf("%.3f payload transmissions per delivery; the tree did not form", ratio)
 	}
 }
