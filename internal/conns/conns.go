@@ -118,7 +118,7 @@ type Manager struct {
 	listeners map[string]*Listener
 	relayed   int
 	relayedBy map[[32]byte]int       // by the peer the stream came from
-	punched   map[[32]byte]time.Time // when a punch toward a node was last tried
+	punched   map[[32]byte]punchTry // punches toward nodes: when the next may start
 }
 
 // New makes a Manager.
@@ -127,7 +127,7 @@ func New(cfg Config) *Manager {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	m := &Manager{cfg: cfg, log: cfg.Logger, listeners: map[string]*Listener{}, relayedBy: map[[32]byte]int{},
-		punched: map[[32]byte]time.Time{}}
+		punched: map[[32]byte]punchTry{}}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	return m
 }

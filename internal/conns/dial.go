@@ -101,8 +101,20 @@ func (m *Manager) Dial(ctx context.Context, dst [32]byte, service string) (net.C
 	return &tlsConn{Conn: tc, local: local, remote: remote}, nil
 }
 
-// punchRetry is how long after a punch toward a node another is tried.
-const punchRetry = time.Minute
+// A failed punch toward a node is tried again after punchRetry, then
+// after twice as long each time, up to punchRetryMax; a punch that worked
+// resets the wait (the two may need one again after a NAT change).
+const (
+	punchRetry    = time.Minute
+	punchRetryMax = 30 * time.Minute
+	punchTimeout  = 15 * time.Second // ordinary and hard-NAT phases (see mesh/punch.go)
+)
+
+// punchTry is the punching state toward one node.
+type punchTry struct {
+	next time.Time     // no punch before then
+	wait time.Duration // after a failure, until the next
+}
 
 // punchLater tries, in the background, to make dst a direct peer, so that
 // the next connections to it go direct (this one stays relayed).
@@ -111,17 +123,30 @@ func (m *Manager) punchLater(dst [32]byte) {
 		return
 	}
 	m.mu.Lock()
-	if time.Since(m.punched[dst]) < punchRetry {
+	p := m.punched[dst]
+	if time.Now().Before(p.next) {
 		m.mu.Unlock()
 		return
 	}
-	m.punched[dst] = time.Now()
+	p.wait = min(max(p.wait*2, punchRetry), punchRetryMax)
+	p.next = time.Now().Add(punchTimeout + p.wait) // one at a time
+	m.punched[dst] = p
 	m.mu.Unlock()
 	m.spawn(func() {
-		ctx, cancel := context.WithTimeout(m.ctx, 10*time.Second)
+		ctx, cancel := context.WithTimeout(m.ctx, punchTimeout)
 		defer cancel()
-		if err := m.cfg.Mesh.Punch(ctx, dst); err != nil {
-			m.log.Debug("no direct connection", "node", fmt.Sprintf("%x", dst[:4]), "err", err)
+		err := m.cfg.Mesh.Punch(ctx, dst)
+		m.mu.Lock()
+		if err == nil {
+			delete(m.punched, dst)
+		} else {
+			p := m.punched[dst]
+			p.next = time.Now().Add(p.wait)
+			m.punched[dst] = p
+		}
+		m.mu.Unlock()
+		if err != nil {
+			m.log.Debug("no direct connection", "node", fmt.Sprintf("%x", dst[:4]), "err", err, "retry in", p.wait)
 		}
 	})
 }

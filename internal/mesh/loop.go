@@ -6,6 +6,7 @@ import (
 	"io"
 	"maps"
 	"math/rand/v2"
+	"net"
 	"net/netip"
 	"slices"
 	"time"
@@ -39,7 +40,8 @@ const statusDebounce = 250 * time.Millisecond
 func (m *Mesh) loop() {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
-	m.maintain(time.Now())
+	lastMaintain, fired := time.Now(), false
+	m.maintain(lastMaintain)
 	for {
 		bcast, send := m.bcastCh, m.sendCh
 		if m.congested() {
@@ -66,10 +68,16 @@ func (m *Mesh) loop() {
 			q()
 		case <-m.drained:
 		case <-timer.C:
-			m.maintain(time.Now())
+			fired = true
 		}
 		now := time.Now()
-		next := now.Add(maintainEvery)
+		// Maintenance runs every maintainEvery however busy the loop is
+		// (a stream of events must not starve heartbeats and dials).
+		if fired || now.Sub(lastMaintain) >= maintainEvery {
+			fired, lastMaintain = false, now
+			m.maintain(now)
+		}
+		next := lastMaintain.Add(maintainEvery)
 		if d, ok := m.tree.NextDeadline(); ok && d.Before(next) {
 			next = d
 		}
@@ -531,11 +539,18 @@ func (m *Mesh) publish() {
 	sortInfos(s.nodes)
 	sortInfos(s.peers)
 	seen := map[netip.AddrPort]int{}
+	var obs []observation
 	for _, p := range m.peers {
-		if p.conn.Observed.IsValid() {
+		// A connection made from a hard punch's own socket shows that
+		// socket's public address, not the node's.
+		if p.conn.Observed.IsValid() && !p.conn.Extra {
 			seen[p.conn.Observed]++
+			if ra, ok := p.conn.RemoteAddr().(*net.UDPAddr); ok {
+				obs = append(obs, observation{remote: ra.AddrPort(), observed: p.conn.Observed})
+			}
 		}
 	}
+	s.mapping = classify(obs)
 	for ap, n := range seen {
 		if n >= 2 {
 			s.public = append(s.public, ap)

@@ -163,6 +163,7 @@ type Stats struct {
 	RefusedInbound    uint64
 	Routed            uint64 // routed messages forwarded for others
 	NoRoute           uint64 // routed messages dropped for want of a route
+	HardPunches       uint64 // hard-NAT punches that opened sockets (see punch.go)
 	BytesSent         uint64 // QUIC bytes sent to peers since the node started
 	BytesReceived     uint64 // QUIC bytes received from peers since the node started
 	Datagrams         DatagramStats
@@ -209,6 +210,7 @@ type snapshot struct {
 	// observed are the addresses any peer observes (candidates for
 	// punching: a wrong one only costs a dial).
 	observed []netip.AddrPort
+	mapping  Mapping // how the node's NAT maps, from the observations
 }
 
 // Mesh is one node's membership in the overlay.
@@ -238,6 +240,7 @@ type Mesh struct {
 	stats  struct {
 		bad, dialsFailed, refused atomic.Uint64
 		noRoute, routed, dropped  atomic.Uint64
+		hardPunches               atomic.Uint64
 		tree                      atomic.Pointer[plumtree.Stats]
 		dg                        dgCounters
 	}
@@ -251,6 +254,7 @@ type Mesh struct {
 	certs       identity.CertCache
 	targets     map[string]*target // by address
 	dialing     map[string]bool
+	hard        map[[32]byte]*hardPunch // hard-NAT punches, by node
 	seq         uint64
 	lastStatus  time.Time
 	dirty       bool // neighbours changed since the last status
@@ -295,6 +299,7 @@ func New(cfg Config) (*Mesh, error) {
 		pres:     newPresence(cfg.Cert.NodeID(), cfg.OfflineAfter),
 		targets:  make(map[string]*target),
 		dialing:  make(map[string]bool),
+		hard:     make(map[[32]byte]*hardPunch),
 	}
 	m.snap.Store(&snapshot{all: map[[32]byte]NodeInfo{}})
 	m.dgTable.Store(&dgTable{})
@@ -382,6 +387,10 @@ func (m *Mesh) Peers() []NodeInfo { return m.snap.Load().peers }
 // shows no agreed address.
 func (m *Mesh) PublicAddrs() []netip.AddrPort { return m.snap.Load().public }
 
+// Mapping returns how the node's NAT maps its socket, as far as its
+// peers' observations show.
+func (m *Mesh) Mapping() Mapping { return m.snap.Load().mapping }
+
 // Nodes returns every node online now, the local one excluded.
 func (m *Mesh) Nodes() []NodeInfo { return m.snap.Load().nodes }
 
@@ -405,6 +414,7 @@ func (m *Mesh) Stats() Stats {
 		RefusedInbound: m.stats.refused.Load(),
 		Routed:         m.stats.routed.Load(),
 		NoRoute:        m.stats.noRoute.Load(),
+		HardPunches:    m.stats.hardPunches.Load(),
 		FramesDropped:  m.stats.dropped.Load(),
 		Datagrams:      m.stats.dg.load(),
 	}

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/pipesnet/pipes/internal/transport"
 )
 
 // Hole punching: two nodes that reach each other only through relays
@@ -35,16 +37,26 @@ const (
 )
 
 const (
-	punchFor       = 6 * time.Second // how long both sides dial each other's candidates
+	punchFor       = 10 * time.Second // how long both sides dial each other's candidates
 	punchEvery     = 300 * time.Millisecond
 	probeFirst     = 1500 * time.Millisecond // the prober dials too after this
 	maxCandidates  = 16
 	maxCandidateLn = 64
 )
 
-// candidates lists this node's addresses for a punch.
+// candidates lists this node's addresses for a punch: a line "nat=hard"
+// or "nat=easy" when the node knows how its NAT maps, the public
+// addresses its peers observe, then a line "listen" and the addresses it
+// listens on. Readers skip lines they do not know.
 func (m *Mesh) candidates() []byte {
 	var b strings.Builder
+	snap := m.snap.Load()
+	switch snap.mapping {
+	case MappingDependent:
+		b.WriteString("nat=hard\n")
+	case MappingIndependent:
+		b.WriteString("nat=easy\n")
+	}
 	n := 0
 	add := func(a string) {
 		if n < maxCandidates && len(a) <= maxCandidateLn {
@@ -53,7 +65,6 @@ func (m *Mesh) candidates() []byte {
 			n++
 		}
 	}
-	snap := m.snap.Load()
 	for _, ap := range snap.public {
 		add(ap.String())
 	}
@@ -62,25 +73,51 @@ func (m *Mesh) candidates() []byte {
 			add(ap.String())
 		}
 	}
+	b.WriteString("listen\n")
 	for _, a := range m.cfg.Addrs() {
 		add(a)
 	}
 	return []byte(b.String())
 }
 
-// parseCandidates reads a punch payload, keeping valid addresses only.
-func parseCandidates(p []byte) []string {
-	var out []string
+// offer is a peer's punch payload, read.
+type offer struct {
+	addrs    []string         // every valid candidate, to dial or probe
+	observed []netip.AddrPort // those its peers observe (before "listen")
+	mapping  Mapping          // how its NAT maps, if it knows
+}
+
+// parseOffer reads a punch payload, keeping valid addresses only.
+func parseOffer(p []byte) offer {
+	var o offer
+	listen := false
 	for _, line := range strings.Split(string(p), "\n") {
-		if len(out) == maxCandidates {
+		switch line {
+		case "nat=hard":
+			o.mapping = MappingDependent
+			continue
+		case "nat=easy":
+			o.mapping = MappingIndependent
+			continue
+		case "listen":
+			listen = true
+			continue
+		}
+		if len(o.addrs) == maxCandidates {
 			break
 		}
 		if ap, err := netip.ParseAddrPort(line); err == nil && ap.Addr().IsValid() && ap.Port() != 0 {
-			out = append(out, ap.String())
+			o.addrs = append(o.addrs, ap.String())
+			if !listen {
+				o.observed = append(o.observed, ap)
+			}
 		}
 	}
-	return out
+	return o
 }
+
+// parseCandidates reads the addresses of a punch payload.
+func parseCandidates(p []byte) []string { return parseOffer(p).addrs }
 
 // Punch asks node dst, reached through relays, to punch a direct
 // connection with this node, and punches toward it. It returns nil once
@@ -132,7 +169,11 @@ func (m *Mesh) handlePunch(now time.Time, src [32]byte, kind uint32, payload []b
 	if m.peers[src] != nil || src == m.self {
 		return true
 	}
-	for _, a := range parseCandidates(payload) {
+	o := parseOffer(payload)
+	if h := m.hard[src]; h == nil || h.cancel == nil { // not while one runs
+		m.hard[src] = &hardPunch{at: now.Add(hardAfter), until: now.Add(punchFor), theirs: o}
+	}
+	for _, a := range o.addrs {
 		if len(m.targets) >= maxTargets && m.targets[a] == nil {
 			break
 		}
@@ -155,8 +196,21 @@ func (m *Mesh) handlePunch(now time.Time, src [32]byte, kind uint32, payload []b
 
 // punchMore dials the targets being punched that are not dialing now and
 // whose node is not a peer yet, at most every punchEvery each, whatever
-// the degree target and backoff say.
+// the degree target and backoff say; and it starts and ends hard-NAT
+// punches.
 func (m *Mesh) punchMore(now time.Time) {
+	for id, h := range m.hard {
+		if m.peers[id] != nil || now.After(h.until) {
+			if h.cancel != nil {
+				h.cancel()
+			}
+			delete(m.hard, id)
+			continue
+		}
+		if h.cancel == nil && !now.Before(h.at) {
+			m.punchHard(id, h)
+		}
+	}
 	for addr, t := range m.targets {
 		if t.punchUntil.IsZero() {
 			continue
@@ -176,5 +230,81 @@ func (m *Mesh) punchMore(now time.Time) {
 			continue
 		}
 		m.dial(addr)
+	}
+}
+
+// Hard-NAT punching (see transport.PunchHard): when the ordinary punch
+// has not made the two nodes peers after hardAfter, a node whose NAT may
+// map each destination to a new port (it is not known to map
+// independently) opens hardSockets sockets toward the other's observed
+// addresses, unless the other is known to map that way too; a node whose
+// NAT may keep one port per socket probes hardProbes random ports of the
+// other's observed IPs every hardRound, unless the other is known to map
+// independently (then the ordinary punch is the one that works). When
+// neither knows, both do both: the wrong pairing only costs packets.
+const (
+	hardAfter   = 2 * time.Second
+	hardSockets = 256
+	hardProbes  = 2048
+	hardRound   = time.Second
+	hardProbeIn = 300 * time.Millisecond // lets the other side's sockets open first
+)
+
+// hardPunch is a hard-NAT punch toward one node.
+type hardPunch struct {
+	at, until time.Time
+	theirs    offer
+	cancel    context.CancelFunc // set once started
+}
+
+// punchHard starts the hard-NAT punch toward id; it runs on the loop.
+func (m *Mesh) punchHard(id [32]byte, h *hardPunch) {
+	ctx, cancel := context.WithDeadline(m.ctx, h.until)
+	h.cancel = cancel
+	mine, theirs := m.snap.Load().mapping, h.theirs.mapping
+	to := h.theirs.observed
+	if len(to) == 0 {
+		return
+	}
+	if mine != MappingIndependent && theirs != MappingDependent {
+		m.stats.hardPunches.Add(1)
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			c, err := m.cfg.Transport.PunchHard(ctx, hardSockets, to)
+			if err != nil {
+				m.log.Debug("hard punch found no port", "node", short(id), "err", err)
+				return
+			}
+			select {
+			case m.dialCh <- dialResult{addr: "hard punch " + c.RemoteAddr().String(), conn: c}:
+			case <-m.ctx.Done():
+				c.Close(transport.CodeNormal, "shutting down")
+			}
+		}()
+	}
+	if mine != MappingDependent && theirs != MappingIndependent {
+		ips := map[netip.Addr]bool{}
+		for _, a := range to {
+			ips[a.Addr()] = true
+		}
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			wait := hardProbeIn
+			for {
+				select {
+				case <-time.After(wait):
+				case <-ctx.Done():
+					return
+				}
+				for ip := range ips {
+					if m.cfg.Transport.ProbePorts(ctx, ip, hardProbes) != nil {
+						return
+					}
+				}
+				wait = hardRound
+			}
+		}()
 	}
 }

@@ -56,6 +56,10 @@ type Config struct {
 	// AcceptBacklog is how many verified inbound connections may wait for
 	// Accept (default 64); further ones are refused as busy.
 	AcceptBacklog int
+	// ListenUDP opens the extra sockets of PunchHard (default
+	// net.ListenUDP). Tests whose node sockets live in another network
+	// namespace open them there.
+	ListenUDP func(laddr *net.UDPAddr) (*net.UDPConn, error)
 }
 
 func (c *Config) fill() error {
@@ -79,6 +83,9 @@ func (c *Config) fill() error {
 	}
 	if c.AcceptBacklog <= 0 {
 		c.AcceptBacklog = 64
+	}
+	if c.ListenUDP == nil {
+		c.ListenUDP = func(a *net.UDPAddr) (*net.UDPConn, error) { return net.ListenUDP("udp", a) }
 	}
 	return nil
 }
@@ -106,6 +113,9 @@ type Transport struct {
 	cancel     context.CancelFunc
 	wg         sync.WaitGroup
 	closeMu    sync.Once
+
+	extraMu sync.Mutex // guards closing against new PunchHard connections
+	closing bool
 }
 
 // Listen binds the UDP socket at addr ("host:port"; port 0 picks a free one)
@@ -257,6 +267,9 @@ func (t *Transport) Abort() error {
 // socket, and waits for the transport's goroutines.
 func (t *Transport) Close() error {
 	t.closeMu.Do(func() {
+		t.extraMu.Lock()
+		t.closing = true
+		t.extraMu.Unlock()
 		t.cancel()
 		t.ln.Close()
 		t.qt.Close() // does not close a socket it was given
@@ -295,6 +308,10 @@ type Conn struct {
 	Observed netip.AddrPort
 	// Outbound is true if the local node dialled.
 	Outbound bool
+	// Extra is true for a connection dialled from one of PunchHard's
+	// sockets rather than the node's own: the peer's Observed address is
+	// then that socket's, not the node's.
+	Extra bool
 }
 
 // ReadFrame reads the next control frame. Only one goroutine may read.
@@ -326,6 +343,9 @@ func (c *Conn) QUIC() *quic.Conn { return c.qc }
 // to addr: it opens the local NAT's mapping toward addr, so that a QUIC
 // connection dialled from there gets in (hole punching).
 func (t *Transport) SendProbe(addr netip.AddrPort) error {
-	_, err := t.qt.WriteTo([]byte("\x00pipes punch"), net.UDPAddrFromAddrPort(addr))
+	_, err := t.qt.WriteTo(probe, net.UDPAddrFromAddrPort(addr))
 	return err
 }
+
+// probe is the payload of punching probes.
+var probe = []byte("\x00pipes punch")
