@@ -117,7 +117,7 @@ type Manager struct {
 	closed    bool
 	listeners map[string]*Listener
 	relayed   int
-	relayedBy map[[32]byte]int       // by the peer the stream came from
+	relayedBy map[[32]byte]int      // by the peer the stream came from
 	punched   map[[32]byte]punchTry // punches toward nodes: when the next may start
 }
 
