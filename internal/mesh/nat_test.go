@@ -1,8 +1,10 @@
 package mesh
 
 import (
+	"context"
 	"net/netip"
 	"testing"
+	"time"
 )
 
 func TestClassifyMapping(t *testing.T) {
@@ -41,4 +43,75 @@ func TestParseOffer(t *testing.T) {
 	if o.mapping != MappingUnknown || len(o.observed) != 2 {
 		t.Fatalf("%+v", o)
 	}
+}
+
+// TestCheckNATOnLoopback: on loopback there is no NAT; alice (peers: the
+// relay) is checked through the relay (port test) and bob, who is not her
+// peer (address test): both probes arrive.
+func TestCheckNATOnLoopback(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a, r, b := datagramLine(t, ctx)
+	waitFor(t, ctx, "bob online for alice", func() bool {
+		n, ok := a.Node(b.id)
+		return ok && n.Online && !isPeer(a, b.id)
+	})
+	rep, err := a.CheckNAT(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.BehindNAT() || len(rep.Observations) != 1 || rep.Observations[0].Observed.String() != a.addr {
+		t.Fatalf("observations %+v (alice is %s)", rep.Observations, a.addr)
+	}
+	if rep.PortHelper != r.id || rep.AddrHelper != b.id || rep.Filtering != FilteringEndpointIndependent {
+		t.Fatalf("helpers %x %x, filtering %v", rep.PortHelper[:4], rep.AddrHelper[:4], rep.Filtering)
+	}
+	if rep.Mapping != MappingUnknown { // one peer only
+		t.Fatalf("mapping %v with one peer", rep.Mapping)
+	}
+}
+
+// TestCheckRequestsAreBounded: a request for a probe from a new socket to
+// an address that is not the requester's is ignored, as is a malformed one.
+func TestCheckRequestsAreBounded(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a, b := pair(t, ctx)
+	for _, p := range [][]byte{
+		append(append([]byte{'p'}, make([]byte, 16)...), "192.0.2.1:9"...), // not alice's address
+		{'p', 1, 2}, // short
+		append(append([]byte{'x'}, make([]byte, 16)...), a.addr...), // unknown mode
+	} {
+		var nonce [16]byte
+		if len(p) >= 17 {
+			nonce = [16]byte(p[1:17])
+		}
+		acked := make(chan struct{})
+		a.checks.mu.Lock()
+		if a.checks.waiting == nil {
+			a.checks.waiting = map[[16]byte]chan struct{}{}
+		}
+		a.checks.waiting[nonce] = acked
+		a.checks.mu.Unlock()
+		if err := a.Send(ctx, b.id, KindCheck, p); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-acked:
+			t.Fatalf("request %q was served", p)
+		case <-time.After(300 * time.Millisecond): // absence: a bounded wait, not a timing assertion
+		}
+	}
+}
+
+// FuzzParseCheck: any check request parses to a valid address or is
+// refused, without a panic.
+func FuzzParseCheck(f *testing.F) {
+	f.Add(append(append([]byte{'p'}, make([]byte, 16)...), "198.51.100.7:4242"...))
+	f.Add([]byte{'a', 1})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if _, _, addr, ok := parseCheck(b); ok && (!addr.IsValid() || addr.Port() == 0) {
+			t.Fatalf("accepted %q", b)
+		}
+	})
 }

@@ -111,7 +111,9 @@ func (m *Mesh) handleRouted(p *peer, r *pb.Routed) {
 		return
 	}
 	if [32]byte(r.Dst) == m.self {
-		if m.handlePing([32]byte(r.Src), r.Kind, r.Payload) || m.handlePunch(time.Now(), [32]byte(r.Src), r.Kind, r.Payload) {
+		src := [32]byte(r.Src)
+		if m.handlePing(src, r.Kind, r.Payload) || m.handlePunch(time.Now(), src, r.Kind, r.Payload) ||
+			m.handleCheck(time.Now(), src, r.Kind, r.Payload) {
 			return
 		}
 		if m.cfg.DeliverRouted != nil {

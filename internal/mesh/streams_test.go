@@ -115,14 +115,16 @@ func TestPunch(t *testing.T) {
 // FuzzParseCandidates: any punch payload parses to valid addresses only.
 func FuzzParseCandidates(f *testing.F) {
 	f.Add([]byte("198.51.100.7:4242\n[2001:db8::1]:7420\n"))
+	f.Add([]byte("nat=hard\n198.51.100.7:4242\nlisten\n10.0.0.2:4242\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		for _, a := range parseCandidates(b) {
+		o := parseOffer(b)
+		for _, a := range o.addrs {
 			if ap, err := netip.ParseAddrPort(a); err != nil || ap.Port() == 0 {
 				t.Fatalf("kept %q", a)
 			}
 		}
-		if len(parseCandidates(b)) > maxCandidates {
-			t.Fatal("too many candidates")
+		if len(o.addrs) > maxCandidates || len(o.observed) > len(o.addrs) || o.mapping > MappingDependent {
+			t.Fatalf("offer %+v", o)
 		}
 	})
 }

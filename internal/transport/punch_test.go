@@ -121,3 +121,49 @@ func TestPunchHardGivesUpWithItsContext(t *testing.T) {
 		t.Fatal("PunchHard succeeded without a probe")
 	}
 }
+
+// TestCheckProbes: a check probe reaches AwaitCheck with its nonce, from
+// the sender's socket or from a fresh one (another port); other nonces
+// and punch probes do not.
+func TestCheckProbes(t *testing.T) {
+	a, b := newMember(t, netA, "a"), newMember(t, netA, "b")
+	ta, tb := listen(t, a, netA, keyA), listen(t, b, netA, keyA)
+	for _, fresh := range []bool{false, true} {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		nonce := [16]byte{1, byte(len(t.Name())), 3}
+		if fresh {
+			nonce[15] = 1
+		}
+		got := make(chan netip.AddrPort, 1)
+		go func() {
+			from, _ := ta.AwaitCheck(ctx, nonce)
+			got <- from
+		}()
+		var from netip.AddrPort
+		for from == (netip.AddrPort{}) && ctx.Err() == nil {
+			tb.SendProbe(ta.Addr())
+			if err := tb.SendCheck(ctx, ta.Addr(), [16]byte{9}, fresh); err != nil { // another nonce
+				t.Fatal(err)
+			}
+			if err := tb.SendCheck(ctx, ta.Addr(), nonce, fresh); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case from = <-got:
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+		cancel()
+		if !from.IsValid() {
+			t.Fatal("no check probe arrived")
+		}
+		if (from == tb.Addr()) == fresh {
+			t.Fatalf("fresh=%v: probe came from %s (the node's socket is %s)", fresh, from, tb.Addr())
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := ta.AwaitCheck(ctx, [16]byte{7}); err == nil {
+		t.Fatal("AwaitCheck returned for a nonce nobody sent")
+	}
+}

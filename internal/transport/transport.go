@@ -116,6 +116,9 @@ type Transport struct {
 
 	extraMu sync.Mutex // guards closing against new PunchHard connections
 	closing bool
+
+	checkMu sync.Mutex
+	checks  map[[16]byte]chan netip.AddrPort // AwaitCheck's waiters, by nonce
 }
 
 // Listen binds the UDP socket at addr ("host:port"; port 0 picks a free one)
@@ -159,8 +162,9 @@ func Listen(addr string, cfg Config) (*Transport, error) {
 		return nil, fmt.Errorf("transport: %w", err)
 	}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
-	t.wg.Add(1)
+	t.wg.Add(2)
 	go t.acceptLoop()
+	go t.readNonQUIC()
 	return t, nil
 }
 

@@ -1,0 +1,295 @@
+package mesh
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// NAT checks (pipes netcheck): how the node's NAT maps (from its peers'
+// observations, see nat.go) and how it filters unsolicited packets. For
+// filtering the node asks a peer to send a check probe to the node's
+// public address from a new socket (another port than the one the node
+// talks to): if it arrives, the NAT does not filter by port. Then it asks
+// a node that is not its peer (one its NAT never saw) to send one: if
+// that arrives too, anyone may send to the mapping.
+
+// Routed kinds of NAT checks.
+const (
+	// KindCheck asks the destination to send a check probe: one byte of
+	// mode ('p': from a new socket; 'a': from its socket), a 16-byte
+	// nonce, the address to send to.
+	KindCheck uint32 = 104
+	// KindCheckAck says the probe was sent: the request's nonce.
+	KindCheckAck uint32 = 105
+)
+
+// Filtering is how a NAT treats packets no inside host asked for.
+type Filtering uint8
+
+const (
+	// FilteringUnknown: no peer could be asked.
+	FilteringUnknown Filtering = iota
+	// FilteringEndpointIndependent: any host may send to the node's
+	// public address (or there is no NAT).
+	FilteringEndpointIndependent
+	// FilteringAddressDependent: hosts the node sent to may, from any
+	// port; no node it never sent to could be asked whether others may.
+	FilteringAddressDependent
+	// FilteringPortIndependent: hosts the node sent to may, from any
+	// port; no node it never sent to was there to ask whether others may.
+	FilteringPortIndependent
+	// FilteringAddressPortDependent: only the address and port the node
+	// sent to may (a home router, and most symmetric NATs).
+	FilteringAddressPortDependent
+)
+
+// String names the filtering behaviour.
+func (f Filtering) String() string {
+	switch f {
+	case FilteringEndpointIndependent:
+		return "endpoint-independent"
+	case FilteringAddressDependent:
+		return "address-dependent"
+	case FilteringPortIndependent:
+		return "address-dependent or open"
+	case FilteringAddressPortDependent:
+		return "address-and-port-dependent"
+	}
+	return "unknown"
+}
+
+// Observation is one peer's view of this node's address.
+type Observation struct {
+	Peer     [32]byte
+	PeerAddr netip.AddrPort // the peer's address, as seen here
+	Observed netip.AddrPort // this node's address, as the peer sees it
+}
+
+// NATReport is what CheckNAT found.
+type NATReport struct {
+	Local        netip.AddrPort // the node's socket
+	Public       []netip.AddrPort
+	Observations []Observation
+	Mapping      Mapping
+	Filtering    Filtering
+	// PortHelper and AddrHelper are the nodes asked for check probes
+	// (zero when none could be).
+	PortHelper, AddrHelper [32]byte
+}
+
+// BehindNAT reports whether peers see the node at an address that is not
+// its socket's.
+func (r NATReport) BehindNAT() bool {
+	for _, o := range r.Observations {
+		if o.Observed != r.Local {
+			return true
+		}
+	}
+	return false
+}
+
+// checkWait bounds each step of CheckNAT: the request's round trip, then
+// the probe's arrival.
+const checkWait = 3 * time.Second
+
+// checks are the check requests waiting for their ack, by nonce.
+type checks struct {
+	mu      sync.Mutex
+	waiting map[[16]byte]chan struct{}
+	last    time.Time // the last probe sent for another node
+}
+
+// CheckNAT reports the node's addresses and how its NAT maps and filters.
+// It takes a few seconds: each probe that does not arrive is waited for.
+func (m *Mesh) CheckNAT(ctx context.Context) (NATReport, error) {
+	rep := NATReport{Local: m.cfg.Transport.Addr(), Public: m.PublicAddrs(), Mapping: m.Mapping()}
+	type state struct {
+		obs      []Observation
+		nonPeers [][32]byte
+	}
+	ch := make(chan state, 1)
+	select {
+	case m.queryCh <- func() {
+		var s state
+		for id, p := range m.peers {
+			ua, ok := p.conn.RemoteAddr().(*net.UDPAddr)
+			if ok && p.conn.Observed.IsValid() && !p.conn.Extra {
+				s.obs = append(s.obs, Observation{Peer: id, PeerAddr: ua.AddrPort(), Observed: p.conn.Observed})
+			}
+		}
+		for id, e := range m.pres.nodes {
+			if e.info.Online && m.peers[id] == nil && id != m.self {
+				s.nonPeers = append(s.nonPeers, id)
+			}
+		}
+		ch <- s
+	}:
+	case <-ctx.Done():
+		return rep, ctx.Err()
+	case <-m.loopDone:
+		return rep, ErrClosed
+	}
+	s := <-ch
+	rep.Observations = s.obs
+	if len(s.obs) == 0 {
+		return rep, nil
+	}
+	// Port test through a peer, preferably one with a public address.
+	helper := s.obs[0]
+	for _, o := range s.obs {
+		if !o.PeerAddr.Addr().IsPrivate() && !o.PeerAddr.Addr().IsLoopback() {
+			helper = o
+			break
+		}
+	}
+	rep.PortHelper = helper.Peer
+	got, err := m.checkProbe(ctx, helper.Peer, 'p', helper.Observed)
+	if err != nil {
+		return rep, err
+	}
+	if !got {
+		rep.Filtering = FilteringAddressPortDependent
+		return rep, nil
+	}
+	rep.Filtering = FilteringPortIndependent
+	for _, id := range s.nonPeers {
+		rep.AddrHelper = id
+		got, err := m.checkProbe(ctx, id, 'a', helper.Observed)
+		if errors.Is(err, errNoAck) {
+			continue // try another
+		}
+		if err != nil {
+			return rep, err
+		}
+		rep.Filtering = FilteringAddressDependent
+		if got {
+			rep.Filtering = FilteringEndpointIndependent
+		}
+		return rep, nil
+	}
+	rep.AddrHelper = [32]byte{}
+	return rep, nil
+}
+
+// errNoAck: the node asked for a probe did not say it sent one.
+var errNoAck = errors.New("mesh: no answer to the check request")
+
+// checkProbe asks node id to send a check probe to addr and reports
+// whether it arrived.
+func (m *Mesh) checkProbe(ctx context.Context, id [32]byte, mode byte, addr netip.AddrPort) (bool, error) {
+	var nonce [16]byte
+	rand.Read(nonce[:])
+	acked := make(chan struct{})
+	m.checks.mu.Lock()
+	if m.checks.waiting == nil {
+		m.checks.waiting = map[[16]byte]chan struct{}{}
+	}
+	m.checks.waiting[nonce] = acked
+	m.checks.mu.Unlock()
+	defer func() {
+		m.checks.mu.Lock()
+		delete(m.checks.waiting, nonce)
+		m.checks.mu.Unlock()
+	}()
+	arrived := make(chan bool, 1)
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() { // ends with wctx, before checkProbe returns
+		_, err := m.cfg.Transport.AwaitCheck(wctx, nonce)
+		arrived <- err == nil
+	}()
+	defer func() { cancel(); <-arrived }()
+	payload := append(append([]byte{mode}, nonce[:]...), addr.String()...)
+	if err := m.Send(ctx, id, KindCheck, payload); err != nil {
+		return false, err
+	}
+	select {
+	case <-acked:
+	case <-time.After(checkWait):
+		return false, errNoAck
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+	select {
+	case ok := <-arrived:
+		arrived <- ok // for the deferred wait
+		return ok, nil
+	case <-time.After(checkWait):
+		return false, nil
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+}
+
+// handleCheck sends a check probe for another node, or completes a
+// request of this one; it runs on the loop and reports whether the
+// message was a check message.
+func (m *Mesh) handleCheck(now time.Time, src [32]byte, kind uint32, payload []byte) bool {
+	switch kind {
+	case KindCheckAck:
+		if len(payload) == 16 {
+			m.checks.mu.Lock()
+			if ch := m.checks.waiting[[16]byte(payload)]; ch != nil {
+				close(ch)
+				delete(m.checks.waiting, [16]byte(payload))
+			}
+			m.checks.mu.Unlock()
+		}
+		return true
+	case KindCheck:
+	default:
+		return false
+	}
+	fresh, nonce, addr, ok := parseCheck(payload)
+	if !ok {
+		return true
+	}
+	// A member could use this to make nodes send to any address: one
+	// probe set (3 small packets) per 100 ms at most, and from a new
+	// socket only toward the address the requester's packets come from.
+	if now.Sub(m.checks.last) < 100*time.Millisecond {
+		return true
+	}
+	if fresh {
+		p := m.peers[src]
+		ua, ok := (net.Addr)(nil), false
+		if p != nil {
+			ua = p.conn.RemoteAddr()
+			_, ok = ua.(*net.UDPAddr)
+		}
+		if !ok || ua.(*net.UDPAddr).AddrPort().Addr().Unmap() != addr.Addr().Unmap() {
+			return true
+		}
+	}
+	m.checks.last = now
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		ctx, cancel := context.WithTimeout(m.ctx, checkWait)
+		defer cancel()
+		if err := m.cfg.Transport.SendCheck(ctx, addr, nonce, fresh); err != nil {
+			m.log.Debug("check probe not sent", "to", addr, "err", err)
+			return
+		}
+		m.Send(ctx, src, KindCheckAck, nonce[:]) // best effort
+	}()
+	return true
+}
+
+// parseCheck reads a KindCheck payload: whether the probe goes from a new
+// socket, its nonce and where it goes.
+func parseCheck(p []byte) (fresh bool, nonce [16]byte, addr netip.AddrPort, ok bool) {
+	if len(p) < 18 || (p[0] != 'p' && p[0] != 'a') {
+		return false, nonce, addr, false
+	}
+	addr, err := netip.ParseAddrPort(string(p[17:]))
+	if err != nil || !addr.Addr().IsValid() || addr.Port() == 0 {
+		return false, nonce, addr, false
+	}
+	return p[0] == 'p', [16]byte(p[1:17]), addr, true
+}
