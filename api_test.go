@@ -116,6 +116,10 @@ var (
 	_ func(*pipes.Pipeline) bool                                             = (*pipes.Pipeline).Ephemeral
 	_ func(*pipes.Pipeline) bool                                             = (*pipes.Pipeline).Closed
 	_ func(*pipes.Pipeline)                                                  = (*pipes.Pipeline).ClosePortMap
+	_ func(bool) pipes.NodeOption                                            = pipes.WithPortMapping
+	_ func(*pipes.Node) pipes.PortMapping                                    = (*pipes.Node).PortMapping
+	_ func(*pipes.Node) []netip.AddrPort                                     = (*pipes.Node).PublicAddrs
+	_                                                                        = pipes.PortMapping{Enabled: false, Protocol: "", External: netip.AddrPort{}, Err: error(nil)}
 
 	_ pipes.NodeListener               = (*pipes.NodeListenerFuncs)(nil)
 	_ pipes.PipelineListener           = (*pipes.PipelineListenerFuncs)(nil)

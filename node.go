@@ -23,6 +23,7 @@ import (
 	"github.com/pipesnet/pipes/internal/identity"
 	"github.com/pipesnet/pipes/internal/mesh"
 	"github.com/pipesnet/pipes/internal/pipeline"
+	"github.com/pipesnet/pipes/internal/portmap"
 	"github.com/pipesnet/pipes/internal/store"
 	"github.com/pipesnet/pipes/internal/transport"
 	"github.com/pipesnet/pipes/internal/wire/pb"
@@ -46,11 +47,17 @@ type Node struct {
 		pipelines map[PipelineID]*Pipeline // every pipeline seen, kept across restarts
 		defsSent  map[NodeID]bool          // peers told of our pipelines this run
 		listeners []NodeListener
+		pm        *portMapper          // this run's port mapping
 		boot      map[NetworkID]string // bootstrap list kept by this node
 	}
 	startMu    sync.Mutex         // serialises Start and Shutdown
 	forwardTap func(r *pb.Routed) // tests: what this node relays
 	noPunch    bool               // tests: relayed connections do not lead to punching
+	// tests: opens the hard punch's extra sockets (in the node's network
+	// namespace)
+	listenUDP func(*net.UDPAddr) (*net.UDPConn, error)
+	// tests: changes the port mapping's configuration (the gateway)
+	portMapTest func(*portmap.Config)
 }
 
 func (p *Platform) newNode(id NodeID, r nodeRecord) (*Node, error) {
@@ -250,10 +257,12 @@ func (n *Node) Start(ctx context.Context) error {
 	if heartbeat == 0 && offline < 4*5*time.Second {
 		heartbeat = offline / 4 // keep four announcements per offline period
 	}
+	pm := &portMapper{} // started once the socket is bound
 	tcfg := transport.Config{
 		Key: key, Cert: cert, NetworkID: nw.id, NetworkKey: nkey, Incarnation: rec.Incarnation,
-		ListenAddrs: advertise,
+		ListenAddrs: pm.advertise,
 		Logger:      log, KeepAlive: idle / 3, IdleTimeout: idle,
+		ListenUDP: n.listenUDP,
 	}
 	tr, err := n.listen(ctx, rec.Config.ListenAddr, tcfg)
 	if err != nil {
@@ -290,7 +299,7 @@ func (n *Node) Start(ctx context.Context) error {
 	mcfg := mesh.Config{
 		Transport: tr, Key: key, Cert: cert, Incarnation: rec.Incarnation, Version: version,
 		Gateways:     nw.gatewayAddrs,
-		Addrs:        func() []string { return advertise(tr.Addr()) },
+		Addrs:        func() []string { return pm.advertise(tr.Addr()) },
 		Networks:     n.bootList,
 		TargetDegree: rec.Config.TargetDegree,
 		Heartbeat:    heartbeat,
@@ -319,6 +328,7 @@ func (n *Node) Start(ctx context.Context) error {
 	n.mu.rec = rec
 	n.mu.mesh, n.mu.tr, n.mu.engine, n.mu.blobs, n.mu.conns = m, tr, eng, blobs, cm
 	n.mu.defsSent = map[NodeID]bool{}
+	n.mu.pm = pm
 	var known []*pipeline.Def
 	for _, pl := range n.mu.pipelines {
 		known = append(known, pl.def)
@@ -331,6 +341,7 @@ func (n *Node) Start(ctx context.Context) error {
 		pl.attach(eng) // listeners added before this start
 	}
 	m.Start()
+	pm.start(n, rec.Config, tr.Addr(), log)
 	log.Info("node started", "listen", tr.Addr().String())
 	return nil
 }
@@ -453,10 +464,15 @@ func (n *Node) stop(how func(*mesh.Mesh) error) error {
 	n.mu.Lock()
 	m, eng, blobs, cm := n.mu.mesh, n.mu.engine, n.mu.blobs, n.mu.conns
 	n.mu.mesh, n.mu.tr, n.mu.engine, n.mu.blobs, n.mu.conns = nil, nil, nil, nil, nil
+	pm := n.mu.pm
+	n.mu.pm = nil
 	n.mu.Unlock()
 	if m == nil {
 		return nil
 	}
+	// The mapping is deleted at the router while the rest shuts down.
+	pmDone := make(chan struct{})
+	go func() { defer close(pmDone); pm.stop(n.logger()) }()
 	// Pipelines first: their senders stop before the mesh they send through.
 	eng.Close()
 	for _, pl := range n.knownPipelines() {
@@ -465,6 +481,7 @@ func (n *Node) stop(how func(*mesh.Mesh) error) error {
 	}
 	cm.Close() // listeners and relayed connections; connections end with the mesh
 	err := how(m)
+	<-pmDone
 	blobs.Close()
 	n.p.log.Info("node stopped", "node", n.id.String()[:8])
 	return err
@@ -485,17 +502,22 @@ func (n *Node) IsConnected() bool {
 	return m != nil && m.Connected()
 }
 
-// PublicAddrs returns the node's public addresses as its peers observe
-// them: each peer reports in the handshake the address the node's packets
-// come from, and an address counts once at least two peers agree. Behind a
-// NAT it is the NAT's public address and port for the node; empty when
-// not started, with fewer than two peers, or behind a NAT that maps each
-// destination to another port.
+// PublicAddrs returns the node's public addresses. First the external
+// address of its port mapping, when its router granted one and reports a
+// public address (see WithPortMapping and PortMapping); then the addresses
+// its peers observe: each peer reports in the handshake the address the
+// node's packets come from, and an address counts once at least two peers
+// agree. Behind a NAT that is the NAT's public address and port for the
+// node. Empty when not started, or without a mapping and with fewer than
+// two peers or behind a NAT that maps each destination to another port.
 func (n *Node) PublicAddrs() []netip.AddrPort {
-	if m := n.meshOrNil(); m != nil {
-		return m.PublicAddrs()
+	n.mu.Lock()
+	m, pm := n.mu.mesh, n.mu.pm
+	n.mu.Unlock()
+	if m == nil {
+		return nil
 	}
-	return nil
+	return pm.publicAddrs(m.PublicAddrs())
 }
 
 // ListenAddrs returns the addresses the node can be reached at (empty when

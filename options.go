@@ -33,12 +33,14 @@ func WithLogger(l *slog.Logger) Option { return func(o *platformOptions) { o.log
 func WithLogTag(tag string) Option { return func(o *platformOptions) { o.logTag = tag } }
 
 // WithTestMode is the spec's tester flag. It changes only timings and the
-// default listen address, never security:
+// defaults of the listen address and of port mapping, never security:
 //   - nodes listen on 127.0.0.1 with a free port unless an address is given
 //     (PIPES_PORT_START, PIPES_PORT_RANGE and PIPES_LISTEN are ignored);
 //   - heartbeat 250ms, offline after 2s, redial backoff from 100ms to 2s,
 //     QUIC idle timeout 3s (keep-alive 1s), so departures and restarts are
-//     seen within seconds.
+//     seen within seconds;
+//   - nodes do not map a port at the router unless WithPortMapping(true)
+//     is given.
 func WithTestMode(on bool) Option { return func(o *platformOptions) { o.testMode = on } }
 
 // NodeOption configures AddNode. Options are stored with the node and apply
@@ -51,6 +53,7 @@ type nodeConfig struct {
 	TargetDegree int           `json:"target_degree,omitempty"`
 	Heartbeat    time.Duration `json:"heartbeat,omitempty"`
 	OfflineAfter time.Duration `json:"offline_after,omitempty"`
+	PortMapping  *bool         `json:"port_mapping,omitempty"` // nil: the default (see WithPortMapping)
 }
 
 // WithListenAddr sets the UDP address the node listens on. "127.0.0.1:0"
@@ -72,4 +75,23 @@ func WithTargetDegree(n int) NodeOption { return func(c *nodeConfig) { c.TargetD
 // quickly as a silent remote one.
 func WithPresenceTiming(heartbeat, offlineAfter time.Duration) NodeOption {
 	return func(c *nodeConfig) { c.Heartbeat, c.OfflineAfter = heartbeat, offlineAfter }
+}
+
+// WithPortMapping turns port mapping on or off. With it on, a running node
+// asks its router to forward a public port to its UDP socket, by NAT-PMP,
+// PCP or UPnP-IGD (whichever the router grants first), renews the mapping
+// before it expires, and deletes it when the node shuts down. The mapped
+// address is advertised to peers as one more address to dial (so nodes
+// behind a router that grants mappings are reachable without hole
+// punching) and is reported by PublicAddrs and PortMapping.
+//
+// The router is the gateway of the default route (read from
+// /proc/net/route on Linux), or a UPnP gateway device found by SSDP.
+// Without this option port mapping is on, except for a node that listens
+// on a loopback address or on a specific IPv6 address, and for nodes of a
+// platform in test mode: those do not send discovery traffic to the LAN.
+// Opening the mapping never delays Start; a router that does not answer
+// or refuses is asked again every few minutes.
+func WithPortMapping(on bool) NodeOption {
+	return func(c *nodeConfig) { c.PortMapping = &on }
 }

@@ -52,6 +52,16 @@ type nodeJSON struct {
 	Peers       int      `json:"peers"`
 	OnlineNodes int      `json:"online_nodes"`
 	KnownNodes  int      `json:"known_nodes"`
+	// The port mapping at the router, while the node runs with port
+	// mapping on.
+	PortMapping *portMappingJSON `json:"port_mapping,omitempty"`
+}
+
+// portMappingJSON is a pipes.PortMapping.
+type portMappingJSON struct {
+	Protocol string `json:"protocol,omitempty"` // natpmp, pcp or upnp; empty without a mapping
+	External string `json:"external,omitempty"` // the router's address and port for the node
+	Error    string `json:"error,omitempty"`    // why there is no mapping
 }
 
 type refJSON struct {
@@ -106,6 +116,15 @@ func describeNode(n *pipes.Node) nodeJSON {
 	j.Peers = len(n.ConnectedPeers())
 	j.OnlineNodes = len(n.ConnectedNodes())
 	j.KnownNodes = len(n.KnownNodes())
+	if pm := n.PortMapping(); pm.Enabled {
+		j.PortMapping = &portMappingJSON{Protocol: pm.Protocol}
+		if pm.External.IsValid() {
+			j.PortMapping.External = pm.External.String()
+		}
+		if pm.Err != nil {
+			j.PortMapping.Error = pm.Err.Error()
+		}
+	}
 	return j
 }
 
@@ -206,6 +225,7 @@ func serveAPI(ctx context.Context, p *pipes.Platform) (func(), error) {
 	})
 	servePipelines(ctx, mux, node)
 	serveConns(mux, node)
+	serveNetcheck(mux, node)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
 	done := make(chan struct{})
 	go func() {

@@ -25,6 +25,7 @@ func (a *app) nodeAddCmd() *cobra.Command {
 	var network, ident, listen string
 	var degree int
 	var heartbeat, offline time.Duration
+	var noPortmap bool
 	cmd := &cobra.Command{
 		Use:   "add LOCATION",
 		Short: "Add a node of a network as an identity at a location (e.g. laptop)",
@@ -49,6 +50,9 @@ func (a *app) nodeAddCmd() *cobra.Command {
 				if heartbeat > 0 || offline > 0 {
 					opts = append(opts, pipes.WithPresenceTiming(heartbeat, offline))
 				}
+				if noPortmap {
+					opts = append(opts, pipes.WithPortMapping(false))
+				}
 				n, err := p.AddNode(nw, id, args[0], opts...)
 				if err != nil {
 					return err
@@ -65,6 +69,7 @@ func (a *app) nodeAddCmd() *cobra.Command {
 	cmd.Flags().IntVar(&degree, "degree", 0, "direct peers to aim for (default 6)")
 	cmd.Flags().DurationVar(&heartbeat, "heartbeat", 0, "how often the node announces itself (default 5s)")
 	cmd.Flags().DurationVar(&offline, "offline-after", 0, "silence after which others are reported offline (default 20s)")
+	cmd.Flags().BoolVar(&noPortmap, "no-portmap", false, "do not ask the router to forward a port (NAT-PMP, PCP, UPnP) to the node")
 	return cmd
 }
 
@@ -100,6 +105,9 @@ func printNodes(w io.Writer, nodes []nodeJSON) {
 		state := "stopped"
 		if n.Active {
 			state = fmt.Sprintf("running, %d peers, %d nodes online, listening on %s", n.Peers, n.OnlineNodes, strings.Join(n.ListenAddrs, " "))
+			if pm := n.PortMapping; pm != nil && pm.External != "" {
+				state += fmt.Sprintf(", port mapping %s (%s)", pm.External, pm.Protocol)
+			}
 		}
 		fmt.Fprintf(w, "%s  %s@%s  network %q  %s\n", n.ID[:16], n.Identity, n.Location, n.Network, state)
 	}

@@ -63,7 +63,7 @@ func run(ctx context.Context, args []string, in io.Reader, out, errOut io.Writer
 	}
 	root.PersistentFlags().StringVar(&a.home, "home", "", "data directory (default $PIPES_HOME or ~/.pipes)")
 	root.PersistentFlags().BoolVar(&a.jsonOut, "json", false, "print JSON for scripts")
-	root.AddCommand(a.initCmd(), a.identityCmd(), a.networkCmd(), a.nodeCmd(), a.pipelineCmd(), a.putCmd(), a.getCmd(), a.tailCmd(), a.udpMapCmd(), a.forwardCmd(), a.exposeCmd(), a.pingCmd(), a.demoCmd())
+	root.AddCommand(a.initCmd(), a.identityCmd(), a.networkCmd(), a.nodeCmd(), a.pipelineCmd(), a.putCmd(), a.getCmd(), a.tailCmd(), a.udpMapCmd(), a.forwardCmd(), a.exposeCmd(), a.pingCmd(), a.netcheckCmd(), a.demoCmd())
 	root.SetArgs(args)
 	root.SetIn(in)
 	root.SetOut(out)

@@ -120,7 +120,7 @@ func TestNetworkCreateAddSetSecretJSON(t *testing.T) {
 	if !strings.Contains(out, "carol") {
 		t.Fatalf("identity list: %s", out)
 	}
-	runPipes(t, nil, "--home", home, "node", "add", "desk")
+	runPipes(t, nil, "--home", home, "node", "add", "desk", "--no-portmap")
 	out = runPipes(t, nil, "--home", home, "node", "status")
 	if !strings.Contains(out, "carol@desk") || !strings.Contains(out, "stopped") {
 		t.Fatalf("node status: %s", out)
@@ -630,6 +630,22 @@ func TestPipelineKindsTwoProcesses(t *testing.T) {
 		}
 		if _, err := d.try(0, "ping", "no-such-node"); err == nil {
 			t.Fatal("ping of an unknown node succeeded")
+		}
+	})
+	t.Run("netcheck", func(t *testing.T) {
+		d := d.with(t)
+		// On loopback there is no NAT: the peer sees the node's own
+		// socket, and its probe from another port gets in.
+		var r netcheckJSON
+		if err := json.Unmarshal([]byte(d.pipes(0, "--json", "netcheck")), &r); err != nil {
+			t.Fatal(err)
+		}
+		if r.BehindNAT || len(r.Observations) == 0 || r.Observations[0].Observed != r.Local || r.PortHelper == "" ||
+			(r.Filtering != "address-dependent or open" && r.Filtering != "endpoint-independent") {
+			t.Fatalf("netcheck: %+v", r)
+		}
+		if out := d.pipes(0, "netcheck"); !strings.Contains(out, "behind NAT:  false") || !strings.Contains(out, "mapping:") {
+			t.Fatalf("netcheck printed %q", out)
 		}
 	})
 }

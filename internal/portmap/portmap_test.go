@@ -4,13 +4,21 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/pipesnet/pipes/internal/portmap/portmaptest"
 )
 
 var loopback = netip.MustParseAddr("127.0.0.1")
+
+// Short names of the test gateways, for the functions given to their Set
+// and Get.
+type (
+	pmpResponder = portmaptest.PMPResponder
+	igdResponder = portmaptest.IGDResponder
+)
 
 // waitFor polls cond until it holds, failing the test after a generous
 // deadline (no timing is asserted).
@@ -23,30 +31,6 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-}
-
-// closedUDPPort returns a loopback UDP port that nothing listens on.
-func closedUDPPort(t *testing.T) uint16 {
-	t.Helper()
-	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := uint16(c.LocalAddr().(*net.UDPAddr).Port)
-	c.Close()
-	return p
-}
-
-// closedURL returns an HTTP URL on a loopback port that nothing listens on.
-func closedURL(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	u := "http://" + l.Addr().String() + "/rootDesc.xml"
-	l.Close()
-	return u
 }
 
 // testConfig maps port 4242 at the loopback gateway, never at a real one.
@@ -74,9 +58,9 @@ func open(t *testing.T, cfg Config) *Mapping {
 
 // testPMPOrPCP checks add, renewal before expiry and delete on Close.
 func testPMPOrPCP(t *testing.T, pmp, pcp bool, want string) {
-	r := newPMPResponder(t, pmp, pcp)
-	r.set(func(r *pmpResponder) { r.maxLifetime = 2 })
-	cfg := testConfig(r.port(), closedURL(t))
+	r := portmaptest.NewPMPResponder(t, pmp, pcp)
+	r.Set(func(r *pmpResponder) { r.MaxLifetime = 2 })
+	cfg := testConfig(r.Port(), portmaptest.ClosedURL(t))
 	cfg.Lifetime = time.Hour // the router shortens it to 2 s
 	m := open(t, cfg)
 	if got := m.Protocol(); got != want {
@@ -85,15 +69,15 @@ func testPMPOrPCP(t *testing.T, pmp, pcp bool, want string) {
 	if got, want := m.External(), netip.MustParseAddrPort("203.0.113.7:4242"); got != want {
 		t.Fatalf("External() = %v, want %v", got, want)
 	}
-	waitFor(t, "two renewals", func() bool { return r.get(func(r *pmpResponder) bool { return r.renews >= 2 }) })
-	if r.get(func(r *pmpResponder) bool { return r.adds != 1 || r.lapses != 0 }) {
-		t.Fatalf("adds %d lapses %d, want 1 add and renewals before expiry", r.adds, r.lapses)
+	waitFor(t, "two renewals", func() bool { return r.Get(func(r *pmpResponder) bool { return r.Renews >= 2 }) })
+	if r.Get(func(r *pmpResponder) bool { return r.Adds != 1 || r.Lapses != 0 }) {
+		t.Fatalf("adds %d lapses %d, want 1 add and renewals before expiry", r.Adds, r.Lapses)
 	}
 	if err := m.Close(context.Background()); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
-	if !r.get(func(r *pmpResponder) bool { return r.deletes == 1 && len(r.mappings) == 0 }) {
-		t.Fatalf("deletes %d mappings %v after Close", r.deletes, r.mappings)
+	if !r.Get(func(r *pmpResponder) bool { return r.Deletes == 1 && len(r.Mappings) == 0 }) {
+		t.Fatalf("deletes %d mappings %v after Close", r.Deletes, r.Mappings)
 	}
 	if m.External().IsValid() || m.Protocol() != "" {
 		t.Fatalf("after Close: External %v Protocol %q", m.External(), m.Protocol())
@@ -111,9 +95,9 @@ func TestPCPAddRenewDelete(t *testing.T) { testPMPOrPCP(t, false, true, ProtoPCP
 
 func TestPMPGrantsOtherExternalPort(t *testing.T) {
 	for _, pcp := range []bool{false, true} {
-		r := newPMPResponder(t, !pcp, pcp)
-		r.set(func(r *pmpResponder) { r.extPort = 5555 })
-		m := open(t, testConfig(r.port(), closedURL(t)))
+		r := portmaptest.NewPMPResponder(t, !pcp, pcp)
+		r.Set(func(r *pmpResponder) { r.ExtPort = 5555 })
+		m := open(t, testConfig(r.Port(), portmaptest.ClosedURL(t)))
 		if got := m.External().Port(); got != 5555 {
 			t.Fatalf("pcp=%v: external port %d, want 5555", pcp, got)
 		}
@@ -121,9 +105,9 @@ func TestPMPGrantsOtherExternalPort(t *testing.T) {
 }
 
 func TestUPnPAddRenewDelete(t *testing.T) {
-	g := newIGDResponder(t)
+	g := portmaptest.NewIGDResponder(t)
 	// No NAT-PMP or PCP answers (port unreachable): Open moves on to UPnP.
-	cfg := testConfig(closedUDPPort(t), g.url())
+	cfg := testConfig(portmaptest.ClosedUDPPort(t), g.URL())
 	cfg.UPnPLease = 2 * time.Second
 	m := open(t, cfg)
 	if got := m.Protocol(); got != ProtoUPnP {
@@ -132,29 +116,29 @@ func TestUPnPAddRenewDelete(t *testing.T) {
 	if got, want := m.External(), netip.MustParseAddrPort("198.51.100.9:4242"); got != want {
 		t.Fatalf("External() = %v, want %v", got, want)
 	}
-	if !g.get(func(g *igdResponder) bool { return g.mappings[4242] == "127.0.0.1:4242" && g.leases[0] == 2 }) {
-		t.Fatalf("mappings %v leases %v", g.mappings, g.leases)
+	if !g.Get(func(g *igdResponder) bool { return g.Mappings[4242] == "127.0.0.1:4242" && g.Leases[0] == 2 }) {
+		t.Fatalf("mappings %v leases %v", g.Mappings, g.Leases)
 	}
-	waitFor(t, "a renewal", func() bool { return g.get(func(g *igdResponder) bool { return g.adds >= 2 }) })
+	waitFor(t, "a renewal", func() bool { return g.Get(func(g *igdResponder) bool { return g.Adds >= 2 }) })
 	if err := m.Close(context.Background()); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
-	if !g.get(func(g *igdResponder) bool { return g.deletes == 1 && len(g.mappings) == 0 }) {
-		t.Fatalf("deletes %d mappings %v after Close", g.deletes, g.mappings)
+	if !g.Get(func(g *igdResponder) bool { return g.Deletes == 1 && len(g.Mappings) == 0 }) {
+		t.Fatalf("deletes %d mappings %v after Close", g.Deletes, g.Mappings)
 	}
 }
 
 func TestUPnPPermanentLeaseOnly(t *testing.T) {
-	g := newIGDResponder(t)
-	g.set(func(g *igdResponder) { g.permanentOnly = true })
-	cfg := testConfig(closedUDPPort(t), g.url())
+	g := portmaptest.NewIGDResponder(t)
+	g.Set(func(g *igdResponder) { g.PermanentOnly = true })
+	cfg := testConfig(portmaptest.ClosedUDPPort(t), g.URL())
 	cfg.Protocols = []string{ProtoUPnP}
 	cfg.UPnPLease = time.Second
 	m := open(t, cfg)
 	// Refreshed all the same, and asking for an unlimited lease straight away.
-	waitFor(t, "a refresh", func() bool { return g.get(func(g *igdResponder) bool { return g.adds >= 2 }) })
-	if !g.get(func(g *igdResponder) bool { return g.leases[0] == 0 && g.leases[1] == 0 }) {
-		t.Fatalf("leases %v, want 0s", g.leases)
+	waitFor(t, "a refresh", func() bool { return g.Get(func(g *igdResponder) bool { return g.Adds >= 2 }) })
+	if !g.Get(func(g *igdResponder) bool { return g.Leases[0] == 0 && g.Leases[1] == 0 }) {
+		t.Fatalf("leases %v, want 0s", g.Leases)
 	}
 	if err := m.Close(context.Background()); err != nil {
 		t.Fatal(err)
@@ -163,27 +147,27 @@ func TestUPnPPermanentLeaseOnly(t *testing.T) {
 
 func TestRefused(t *testing.T) {
 	t.Run("natpmp", func(t *testing.T) {
-		r := newPMPResponder(t, true, false)
-		r.set(func(r *pmpResponder) { r.refuse = true })
-		cfg := testConfig(r.port(), closedURL(t))
+		r := portmaptest.NewPMPResponder(t, true, false)
+		r.Set(func(r *pmpResponder) { r.Refuse = true })
+		cfg := testConfig(r.Port(), portmaptest.ClosedURL(t))
 		_, err := Open(context.Background(), cfg)
 		if !errors.Is(err, ErrRefused) {
 			t.Fatalf("Open: %v, want ErrRefused", err)
 		}
 	})
 	t.Run("pcp", func(t *testing.T) {
-		r := newPMPResponder(t, false, true)
-		r.set(func(r *pmpResponder) { r.refuse = true })
-		_, err := Open(context.Background(), testConfig(r.port(), closedURL(t)))
+		r := portmaptest.NewPMPResponder(t, false, true)
+		r.Set(func(r *pmpResponder) { r.Refuse = true })
+		_, err := Open(context.Background(), testConfig(r.Port(), portmaptest.ClosedURL(t)))
 		if !errors.Is(err, ErrRefused) {
 			t.Fatalf("Open: %v, want ErrRefused", err)
 		}
 	})
 	for _, code := range []int{501, 718} {
 		t.Run(fmt.Sprintf("upnp%d", code), func(t *testing.T) {
-			g := newIGDResponder(t)
-			g.set(func(g *igdResponder) { g.refuseCode = code })
-			_, err := Open(context.Background(), testConfig(closedUDPPort(t), g.url()))
+			g := portmaptest.NewIGDResponder(t)
+			g.Set(func(g *igdResponder) { g.RefuseCode = code })
+			_, err := Open(context.Background(), testConfig(portmaptest.ClosedUDPPort(t), g.URL()))
 			if !errors.Is(err, ErrRefused) || errors.Is(err, ErrUnsupported) {
 				t.Fatalf("Open: %v, want ErrRefused", err)
 			}
@@ -192,7 +176,7 @@ func TestRefused(t *testing.T) {
 }
 
 func TestNoResponder(t *testing.T) {
-	cfg := testConfig(closedUDPPort(t), closedURL(t))
+	cfg := testConfig(portmaptest.ClosedUDPPort(t), portmaptest.ClosedURL(t))
 	cfg.Timeout = 300 * time.Millisecond
 	_, err := Open(context.Background(), cfg)
 	if !errors.Is(err, ErrUnsupported) || errors.Is(err, ErrRefused) {
@@ -203,9 +187,9 @@ func TestNoResponder(t *testing.T) {
 // TestSilentResponder: a gateway that drops packets is skipped after the
 // per-protocol timeout.
 func TestSilentResponder(t *testing.T) {
-	r := newPMPResponder(t, true, true)
-	r.set(func(r *pmpResponder) { r.silent = true })
-	cfg := testConfig(r.port(), closedURL(t))
+	r := portmaptest.NewPMPResponder(t, true, true)
+	r.Set(func(r *pmpResponder) { r.Silent = true })
+	cfg := testConfig(r.Port(), portmaptest.ClosedURL(t))
 	cfg.Timeout = 300 * time.Millisecond
 	_, err := Open(context.Background(), cfg)
 	if !errors.Is(err, ErrUnsupported) {
@@ -214,24 +198,24 @@ func TestSilentResponder(t *testing.T) {
 }
 
 func TestOpenCanceled(t *testing.T) {
-	r := newPMPResponder(t, true, true)
-	r.set(func(r *pmpResponder) { r.silent = true })
+	r := portmaptest.NewPMPResponder(t, true, true)
+	r.Set(func(r *pmpResponder) { r.Silent = true })
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	_, err := Open(ctx, testConfig(r.port(), closedURL(t)))
+	_, err := Open(ctx, testConfig(r.Port(), portmaptest.ClosedURL(t)))
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("Open: %v, want context.Canceled", err)
 	}
 }
 
 func TestExternalAddressChange(t *testing.T) {
-	r := newPMPResponder(t, true, false)
-	r.set(func(r *pmpResponder) { r.maxLifetime = 1 })
+	r := portmaptest.NewPMPResponder(t, true, false)
+	r.Set(func(r *pmpResponder) { r.MaxLifetime = 1 })
 	changes := make(chan netip.AddrPort, 10)
-	cfg := testConfig(r.port(), closedURL(t))
+	cfg := testConfig(r.Port(), portmaptest.ClosedURL(t))
 	cfg.OnChange = func(a netip.AddrPort) { changes <- a }
 	m := open(t, cfg)
-	r.set(func(r *pmpResponder) { r.extIP = netip.MustParseAddr("203.0.113.99") })
+	r.Set(func(r *pmpResponder) { r.ExtIP = netip.MustParseAddr("203.0.113.99") })
 	want := netip.MustParseAddrPort("203.0.113.99:4242")
 	select {
 	case got := <-changes:
@@ -249,10 +233,10 @@ func TestExternalAddressChange(t *testing.T) {
 // TestLostAndBack: a failed renewal reports the mapping lost, and it is
 // re-established once the router answers again.
 func TestLostAndBack(t *testing.T) {
-	r := newPMPResponder(t, true, false)
-	r.set(func(r *pmpResponder) { r.maxLifetime = 1 })
+	r := portmaptest.NewPMPResponder(t, true, false)
+	r.Set(func(r *pmpResponder) { r.MaxLifetime = 1 })
 	changes := make(chan netip.AddrPort, 10)
-	cfg := testConfig(r.port(), closedURL(t))
+	cfg := testConfig(r.Port(), portmaptest.ClosedURL(t))
 	cfg.Timeout = 300 * time.Millisecond
 	cfg.OnChange = func(a netip.AddrPort) { changes <- a }
 	m := open(t, cfg)
@@ -265,14 +249,14 @@ func TestLostAndBack(t *testing.T) {
 		}
 		return netip.AddrPort{}
 	}
-	r.set(func(r *pmpResponder) { r.silent = true })
+	r.Set(func(r *pmpResponder) { r.Silent = true })
 	if a := next(); a.IsValid() {
 		t.Fatalf("OnChange(%v), want the zero AddrPort for a lost mapping", a)
 	}
 	if m.Protocol() != "" || m.External().IsValid() {
 		t.Fatalf("lost mapping: Protocol %q External %v", m.Protocol(), m.External())
 	}
-	r.set(func(r *pmpResponder) { r.silent = false })
+	r.Set(func(r *pmpResponder) { r.Silent = false })
 	if a, want := next(), netip.MustParseAddrPort("203.0.113.7:4242"); a != want {
 		t.Fatalf("OnChange(%v), want %v", a, want)
 	}

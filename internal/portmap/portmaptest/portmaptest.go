@@ -1,4 +1,12 @@
-package portmap
+// Package portmaptest provides in-process port mapping gateways on
+// 127.0.0.1 for tests: a NAT-PMP and PCP server (PMPResponder) and a UPnP
+// Internet Gateway Device (IGDResponder). They keep the mappings they grant
+// and count requests, so that a test can check what a client asked for
+// without a router.
+//
+// The exported fields of a responder are guarded by its lock: read and
+// change them only inside the functions given to Set and Get.
+package portmaptest
 
 import (
 	"encoding/binary"
@@ -16,55 +24,77 @@ import (
 	"time"
 )
 
-// pmpResponder is an in-process NAT-PMP and PCP server on 127.0.0.1.
-type pmpResponder struct {
+// PMPResponder is an in-process NAT-PMP (RFC 6886) and PCP (RFC 6887) MAP
+// server on 127.0.0.1, on a port of its own (Port). A client points at it
+// with the gateway 127.0.0.1 and that server port.
+type PMPResponder struct {
 	conn *net.UDPConn
 	done chan struct{}
 
-	mu                            sync.Mutex
-	pmp, pcp                      bool                 // protocols answered
-	silent                        bool                 // answer nothing
-	refuse                        bool                 // refuse map requests
-	maxLifetime                   uint32               // cap on granted lifetimes (seconds)
-	extIP                         netip.Addr           // external address
-	extPort                       uint16               // external port granted (0: the one asked, or the internal one)
-	mappings                      map[uint16]time.Time // internal port -> expiry
-	adds, renews, deletes, lapses int
+	mu sync.Mutex
+	// PMP and PCP say which protocols are answered. A PCP-only server
+	// answers NAT-PMP with PCP's UNSUPP_VERSION, a NAT-PMP-only one answers
+	// PCP with NAT-PMP's unsupported version.
+	PMP, PCP bool
+	// Silent drops every request.
+	Silent bool
+	// Refuse answers map requests with NOT_AUTHORIZED (result 2 in both
+	// protocols).
+	Refuse bool
+	// MaxLifetime caps the granted lifetimes, in seconds (default 7200).
+	MaxLifetime uint32
+	// ExtIP is the external address reported (default 203.0.113.7).
+	ExtIP netip.Addr
+	// ExtPort is the external port granted; 0 grants the one asked, or
+	// the internal port when none is asked.
+	ExtPort uint16
+	// Mappings maps each mapped internal port to its expiry.
+	Mappings map[uint16]time.Time
+	// Adds, Renews and Deletes count the requests that created, renewed
+	// and deleted a mapping; Lapses counts the renewals that came after
+	// the mapping had expired.
+	Adds, Renews, Deletes, Lapses int
 }
 
-func newPMPResponder(t *testing.T, pmp, pcp bool) *pmpResponder {
+// NewPMPResponder starts a responder that answers NAT-PMP if pmp and PCP
+// if pcp. It stops when the test ends.
+func NewPMPResponder(t testing.TB, pmp, pcp bool) *PMPResponder {
 	t.Helper()
 	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &pmpResponder{
-		conn: conn, done: make(chan struct{}), pmp: pmp, pcp: pcp,
-		maxLifetime: 7200, extIP: netip.MustParseAddr("203.0.113.7"),
-		mappings: map[uint16]time.Time{},
+	r := &PMPResponder{
+		conn: conn, done: make(chan struct{}), PMP: pmp, PCP: pcp,
+		MaxLifetime: 7200, ExtIP: netip.MustParseAddr("203.0.113.7"),
+		Mappings: map[uint16]time.Time{},
 	}
 	go r.serve()
 	t.Cleanup(func() { conn.Close(); <-r.done })
 	return r
 }
 
-func (r *pmpResponder) port() uint16 {
+// Port is the UDP port the responder listens on (on 127.0.0.1).
+func (r *PMPResponder) Port() uint16 {
 	return uint16(r.conn.LocalAddr().(*net.UDPAddr).Port)
 }
 
-func (r *pmpResponder) set(f func(r *pmpResponder)) {
+// Set calls f with the responder locked, to change its fields.
+func (r *PMPResponder) Set(f func(r *PMPResponder)) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	f(r)
 }
 
-func (r *pmpResponder) get(f func(r *pmpResponder) bool) bool {
+// Get calls f with the responder locked, to read its fields, and returns
+// f's result.
+func (r *PMPResponder) Get(f func(r *PMPResponder) bool) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return f(r)
 }
 
-func (r *pmpResponder) serve() {
+func (r *PMPResponder) serve() {
 	defer close(r.done)
 	buf := make([]byte, 1500)
 	for {
@@ -83,43 +113,43 @@ func (r *pmpResponder) serve() {
 
 // record notes a mapping of internal with lifetime, counting renewals and
 // renewals that came after the mapping expired.
-func (r *pmpResponder) record(internal uint16, lifetime uint32) {
+func (r *PMPResponder) record(internal uint16, lifetime uint32) {
 	if lifetime == 0 {
-		if _, ok := r.mappings[internal]; ok {
-			r.deletes++
-			delete(r.mappings, internal)
+		if _, ok := r.Mappings[internal]; ok {
+			r.Deletes++
+			delete(r.Mappings, internal)
 		}
 		return
 	}
-	if exp, ok := r.mappings[internal]; ok {
-		r.renews++
+	if exp, ok := r.Mappings[internal]; ok {
+		r.Renews++
 		if time.Now().After(exp) {
-			r.lapses++
+			r.Lapses++
 		}
 	} else {
-		r.adds++
+		r.Adds++
 	}
-	r.mappings[internal] = time.Now().Add(time.Duration(lifetime) * time.Second)
+	r.Mappings[internal] = time.Now().Add(time.Duration(lifetime) * time.Second)
 }
 
-func (r *pmpResponder) grant(internal, asked uint16) uint16 {
+func (r *PMPResponder) grant(internal, asked uint16) uint16 {
 	switch {
-	case r.extPort != 0:
-		return r.extPort
+	case r.ExtPort != 0:
+		return r.ExtPort
 	case asked != 0:
 		return asked
 	}
 	return internal
 }
 
-func (r *pmpResponder) handle(b []byte) []byte {
-	if r.silent || len(b) < 2 {
+func (r *PMPResponder) handle(b []byte) []byte {
+	if r.Silent || len(b) < 2 {
 		return nil
 	}
 	epoch := uint32(1000)
 	switch b[0] {
 	case 0:
-		if !r.pmp {
+		if !r.PMP {
 			out := make([]byte, 24) // PCP-only server: UNSUPP_VERSION
 			out[0], out[1], out[3] = 2, 0x80|b[1], 1
 			return out
@@ -129,18 +159,18 @@ func (r *pmpResponder) handle(b []byte) []byte {
 			out := make([]byte, 12)
 			out[1] = 128
 			binary.BigEndian.PutUint32(out[4:8], epoch)
-			ip := r.extIP.As4()
+			ip := r.ExtIP.As4()
 			copy(out[8:12], ip[:])
 			return out
 		case (b[1] == 1 || b[1] == 2) && len(b) == 12:
 			internal := binary.BigEndian.Uint16(b[4:6])
 			asked := binary.BigEndian.Uint16(b[6:8])
-			life := min(binary.BigEndian.Uint32(b[8:12]), r.maxLifetime)
+			life := min(binary.BigEndian.Uint32(b[8:12]), r.MaxLifetime)
 			out := make([]byte, 16)
 			out[1] = 128 + b[1]
 			binary.BigEndian.PutUint32(out[4:8], epoch)
 			binary.BigEndian.PutUint16(out[8:10], internal)
-			if r.refuse {
+			if r.Refuse {
 				out[3] = 2
 				return out
 			}
@@ -154,7 +184,7 @@ func (r *pmpResponder) handle(b []byte) []byte {
 			return []byte{0, 128 + b[1], 0, 5}
 		}
 	case 2:
-		if !r.pcp {
+		if !r.PCP {
 			return []byte{0, 128 + b[1], 0, 1, 0, 0, 0, 0} // NAT-PMP-only server
 		}
 		if len(b) < 60 || b[1] != 1 {
@@ -168,33 +198,44 @@ func (r *pmpResponder) handle(b []byte) []byte {
 		copy(out[24:], b[24:60]) // nonce, protocol, ports, address
 		internal := binary.BigEndian.Uint16(b[40:42])
 		asked := binary.BigEndian.Uint16(b[42:44])
-		if r.refuse {
+		if r.Refuse {
 			out[3] = 2
 			return out
 		}
-		life := min(binary.BigEndian.Uint32(b[4:8]), r.maxLifetime)
+		life := min(binary.BigEndian.Uint32(b[4:8]), r.MaxLifetime)
 		r.record(internal, life)
 		binary.BigEndian.PutUint32(out[4:8], life)
 		binary.BigEndian.PutUint16(out[42:44], r.grant(internal, asked))
-		ip := r.extIP.As16()
+		ip := r.ExtIP.As16()
 		copy(out[44:60], ip[:])
 		return out
 	}
 	return nil
 }
 
-// igdResponder is an in-process UPnP Internet Gateway Device with one
-// WANIPConnection:1 service.
-type igdResponder struct {
+// IGDResponder is an in-process UPnP Internet Gateway Device with one
+// WANIPConnection:1 service, served over HTTP on 127.0.0.1. It is not
+// announced by SSDP: a client reaches it at URL.
+type IGDResponder struct {
 	srv *httptest.Server
 
-	mu            sync.Mutex
-	refuseCode    int  // UPnP error code of every AddPortMapping, 0 for none
-	permanentOnly bool // answer 725 to leases other than 0
-	extIP         string
-	mappings      map[uint16]string // external port -> internal client:port
-	leases        []int
-	adds, deletes int
+	mu sync.Mutex
+	// RefuseCode, when not 0, is the UPnP error code of every
+	// AddPortMapping.
+	RefuseCode int
+	// PermanentOnly answers OnlyPermanentLeasesSupported (725) to leases
+	// other than 0.
+	PermanentOnly bool
+	// ExtIP is the answer of GetExternalIPAddress (default 198.51.100.9).
+	ExtIP string
+	// Mappings maps each external port to its internal client:port.
+	Mappings map[uint16]string
+	// Leases lists the lease durations of the AddPortMapping calls that
+	// succeeded, in seconds.
+	Leases []int
+	// Adds and Deletes count the AddPortMapping and DeletePortMapping
+	// calls that succeeded.
+	Adds, Deletes int
 }
 
 const igdService = "urn:schemas-upnp-org:service:WANIPConnection:1"
@@ -219,9 +260,10 @@ const igdDescription = `<?xml version="1.0"?>
 </device>
 </root>`
 
-func newIGDResponder(t *testing.T) *igdResponder {
+// NewIGDResponder starts a gateway device. It stops when the test ends.
+func NewIGDResponder(t testing.TB) *IGDResponder {
 	t.Helper()
-	g := &igdResponder{extIP: "198.51.100.9", mappings: map[uint16]string{}}
+	g := &IGDResponder{ExtIP: "198.51.100.9", Mappings: map[uint16]string{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /rootDesc.xml", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/xml")
@@ -233,15 +275,19 @@ func newIGDResponder(t *testing.T) *igdResponder {
 	return g
 }
 
-func (g *igdResponder) url() string { return g.srv.URL + "/rootDesc.xml" }
+// URL is the URL of the device's root description.
+func (g *IGDResponder) URL() string { return g.srv.URL + "/rootDesc.xml" }
 
-func (g *igdResponder) set(f func(g *igdResponder)) {
+// Set calls f with the device locked, to change its fields.
+func (g *IGDResponder) Set(f func(g *IGDResponder)) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	f(g)
 }
 
-func (g *igdResponder) get(f func(g *igdResponder) bool) bool {
+// Get calls f with the device locked, to read its fields, and returns f's
+// result.
+func (g *IGDResponder) Get(f func(g *IGDResponder) bool) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return f(g)
@@ -255,7 +301,7 @@ func soapArg(body, name string) string {
 	return m[1]
 }
 
-func (g *igdResponder) control(w http.ResponseWriter, req *http.Request) {
+func (g *IGDResponder) control(w http.ResponseWriter, req *http.Request) {
 	body, _ := io.ReadAll(req.Body)
 	action := strings.Trim(req.Header.Get("SOAPACTION"), `"`)
 	_, action, _ = strings.Cut(action, "#")
@@ -276,14 +322,14 @@ func (g *igdResponder) control(w http.ResponseWriter, req *http.Request) {
 	ext, _ := strconv.Atoi(soapArg(s, "NewExternalPort"))
 	switch action {
 	case "GetExternalIPAddress":
-		reply("<NewExternalIPAddress>" + g.extIP + "</NewExternalIPAddress>")
+		reply("<NewExternalIPAddress>" + g.ExtIP + "</NewExternalIPAddress>")
 	case "AddPortMapping":
 		lease, _ := strconv.Atoi(soapArg(s, "NewLeaseDuration"))
 		switch {
-		case g.refuseCode != 0:
-			fault(g.refuseCode, "Refused")
+		case g.RefuseCode != 0:
+			fault(g.RefuseCode, "Refused")
 			return
-		case g.permanentOnly && lease != 0:
+		case g.PermanentOnly && lease != 0:
 			fault(725, "OnlyPermanentLeasesSupported")
 			return
 		}
@@ -291,19 +337,47 @@ func (g *igdResponder) control(w http.ResponseWriter, req *http.Request) {
 			fault(402, "Invalid Args")
 			return
 		}
-		g.leases = append(g.leases, lease)
-		g.mappings[uint16(ext)] = soapArg(s, "NewInternalClient") + ":" + soapArg(s, "NewInternalPort")
-		g.adds++
+		g.Leases = append(g.Leases, lease)
+		g.Mappings[uint16(ext)] = soapArg(s, "NewInternalClient") + ":" + soapArg(s, "NewInternalPort")
+		g.Adds++
 		reply("")
 	case "DeletePortMapping":
-		if _, ok := g.mappings[uint16(ext)]; !ok {
+		if _, ok := g.Mappings[uint16(ext)]; !ok {
 			fault(714, "NoSuchEntryInArray")
 			return
 		}
-		delete(g.mappings, uint16(ext))
-		g.deletes++
+		delete(g.Mappings, uint16(ext))
+		g.Deletes++
 		reply("")
 	default:
 		fault(401, "Invalid Action")
 	}
+}
+
+// ClosedUDPPort returns a UDP port of 127.0.0.1 that nothing listens on (a
+// moment ago): a NAT-PMP and PCP server port that answers with port
+// unreachable.
+func ClosedUDPPort(t testing.TB) uint16 {
+	t.Helper()
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := uint16(c.LocalAddr().(*net.UDPAddr).Port)
+	c.Close()
+	return p
+}
+
+// ClosedURL returns an HTTP URL on a port of 127.0.0.1 that nothing
+// listens on (a moment ago): a UPnP description URL that keeps a client
+// from searching the LAN by SSDP, and fails at once.
+func ClosedURL(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := "http://" + l.Addr().String() + "/rootDesc.xml"
+	l.Close()
+	return u
 }
