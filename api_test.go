@@ -117,6 +117,7 @@ var (
 	_ func(*pipes.Pipeline) bool                                             = (*pipes.Pipeline).Closed
 	_ func(*pipes.Pipeline)                                                  = (*pipes.Pipeline).ClosePortMap
 	_ func(bool) pipes.NodeOption                                            = pipes.WithPortMapping
+	_ func(int) pipes.NodeOption                                             = pipes.WithRelayRate
 	_ func(*pipes.Node) pipes.PortMapping                                    = (*pipes.Node).PortMapping
 	_ func(*pipes.Node) []netip.AddrPort                                     = (*pipes.Node).PublicAddrs
 	_                                                                        = pipes.PortMapping{Enabled: false, Protocol: "", External: netip.AddrPort{}, Err: error(nil)}

@@ -302,6 +302,7 @@ func (n *Node) Start(ctx context.Context) error {
 		Addrs:        func() []string { return pm.advertise(tr.Addr()) },
 		Networks:     n.bootList,
 		TargetDegree: rec.Config.TargetDegree,
+		RelayRate:    rec.Config.RelayRate,
 		Heartbeat:    heartbeat,
 		OfflineAfter: offline,
 		BackoffMin:   timing.backoffMin, BackoffMax: timing.backoffMax,

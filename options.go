@@ -54,6 +54,16 @@ type nodeConfig struct {
 	Heartbeat    time.Duration `json:"heartbeat,omitempty"`
 	OfflineAfter time.Duration `json:"offline_after,omitempty"`
 	PortMapping  *bool         `json:"port_mapping,omitempty"` // nil: the default (see WithPortMapping)
+	RelayRate    int           `json:"relay_rate,omitempty"`
+}
+
+// WithRelayRate bounds how many bytes a second of pipeline messages and
+// datagrams one peer may have the node relay for others (default 32 MiB/s
+// per peer); the rest are dropped, so one member cannot take all of a
+// relay's bandwidth. Relayed data connections are bounded by count (256
+// per peer, 1024 in all).
+func WithRelayRate(bytesPerSecond int) NodeOption {
+	return func(c *nodeConfig) { c.RelayRate = bytesPerSecond }
 }
 
 // WithListenAddr sets the UDP address the node listens on. "127.0.0.1:0"

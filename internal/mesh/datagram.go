@@ -294,13 +294,13 @@ func (m *Mesh) datagramReader(p *peer) {
 		if err != nil {
 			return
 		}
-		m.handleDatagram(b)
+		m.handleDatagram(p, b)
 	}
 }
 
-// handleDatagram delivers or forwards one received datagram. b is ours:
-// quic-go hands over a fresh copy of each datagram.
-func (m *Mesh) handleDatagram(b []byte) {
+// handleDatagram delivers or forwards one datagram received from peer
+// from. b is ours: quic-go hands over a fresh copy of each datagram.
+func (m *Mesh) handleDatagram(from *peer, b []byte) {
 	ttl, dst, payload, err := parseDatagram(b)
 	if err != nil {
 		m.stats.dg.malformed.Add(1)
@@ -315,6 +315,9 @@ func (m *Mesh) handleDatagram(b []byte) {
 	}
 	if ttl <= 1 {
 		m.stats.dg.expired.Add(1)
+		return
+	}
+	if !m.mayRelay(from, len(b)) {
 		return
 	}
 	b[1] = ttl - 1

@@ -311,6 +311,7 @@ func TestHandleDatagram(t *testing.T) {
 	}
 	defer m.Close()
 	self, other := n.cert.NodeID(), [32]byte{9}
+	from := &peer{}
 	mine := appendDatagram(nil, 1, self, []byte("mine"))
 	for _, b := range [][]byte{
 		nil,
@@ -319,12 +320,12 @@ func TestHandleDatagram(t *testing.T) {
 		append([]byte{0}, mine[1:]...), // unknown version
 		append([]byte{dgVersion, 0}, mine[2:]...), // zero TTL
 	} {
-		m.handleDatagram(b)
+		m.handleDatagram(from, b)
 	}
-	m.handleDatagram(appendDatagram(nil, 1, other, []byte("expired")))
-	m.handleDatagram(appendDatagram(nil, 5, other, []byte("no route")))
-	m.handleDatagram(mine)
-	m.handleDatagram(appendDatagram(nil, maxTTL, self, nil))
+	m.handleDatagram(from, appendDatagram(nil, 1, other, []byte("expired")))
+	m.handleDatagram(from, appendDatagram(nil, 5, other, []byte("no route")))
+	m.handleDatagram(from, mine)
+	m.handleDatagram(from, appendDatagram(nil, maxTTL, self, nil))
 	want := DatagramStats{Received: 2, Dropped: 7, Malformed: 5, Expired: 1, NoRoute: 1}
 	if s := m.Stats().Datagrams; s != want {
 		t.Fatalf("stats %+v, want %+v", s, want)

@@ -63,8 +63,12 @@ type Config struct {
 	// Networks returns the bootstrap network list this node announces.
 	Networks func() []*pb.NetworkInfo
 
-	TargetDegree int           // peers to aim for (default 6)
-	MaxPeers     int           // inbound connections beyond this are refused (default 3×TargetDegree)
+	TargetDegree int // peers to aim for (default 6)
+	MaxPeers     int // inbound connections beyond this are refused (default 3×TargetDegree)
+	// RelayRate bounds the bytes a second of routed messages and
+	// datagrams relayed for others that one peer may send through this
+	// node (default DefaultRelayRate); the rest are dropped.
+	RelayRate    int
 	Heartbeat    time.Duration // status re-announcement period (default 5s)
 	OfflineAfter time.Duration // silence after which a node is offline (default 20s)
 	BackoffMin   time.Duration // first redial delay (default 500ms)
@@ -123,6 +127,9 @@ func (c *Config) fill() error {
 	if c.TargetDegree <= 0 {
 		c.TargetDegree = 6
 	}
+	if c.RelayRate <= 0 {
+		c.RelayRate = DefaultRelayRate
+	}
 	if c.MaxPeers <= 0 {
 		c.MaxPeers = 3 * c.TargetDegree
 	}
@@ -164,6 +171,7 @@ type Stats struct {
 	Routed            uint64 // routed messages forwarded for others
 	NoRoute           uint64 // routed messages dropped for want of a route
 	HardPunches       uint64 // hard-NAT punches that opened sockets (see punch.go)
+	RelayLimited      uint64 // routed messages and datagrams for others dropped over a peer's relay budget
 	BytesSent         uint64 // QUIC bytes sent to peers since the node started
 	BytesReceived     uint64 // QUIC bytes received from peers since the node started
 	Datagrams         DatagramStats
@@ -240,7 +248,7 @@ type Mesh struct {
 	stats  struct {
 		bad, dialsFailed, refused atomic.Uint64
 		noRoute, routed, dropped  atomic.Uint64
-		hardPunches               atomic.Uint64
+		hardPunches, relayLimited atomic.Uint64
 		tree                      atomic.Pointer[plumtree.Stats]
 		dg                        dgCounters
 	}
@@ -416,6 +424,7 @@ func (m *Mesh) Stats() Stats {
 		Routed:         m.stats.routed.Load(),
 		NoRoute:        m.stats.noRoute.Load(),
 		HardPunches:    m.stats.hardPunches.Load(),
+		RelayLimited:   m.stats.relayLimited.Load(),
 		FramesDropped:  m.stats.dropped.Load(),
 		Datagrams:      m.stats.dg.load(),
 	}

@@ -115,3 +115,38 @@ func FuzzParseCheck(f *testing.F) {
 		}
 	})
 }
+
+// TestRelayBudget: a peer's budget allows a second's worth at once, then
+// refills at the rate, never beyond a second's worth.
+func TestRelayBudget(t *testing.T) {
+	var b relayBudget
+	t0 := time.Unix(1000, 0)
+	if !b.take(t0, 1000, 600) || !b.take(t0, 1000, 400) || b.take(t0, 1000, 1) {
+		t.Fatal("the first second's worth is not exactly available")
+	}
+	if !b.take(t0.Add(500*time.Millisecond), 1000, 500) || b.take(t0.Add(500*time.Millisecond), 1000, 1) {
+		t.Fatal("half a second does not refill half")
+	}
+	if b.take(t0.Add(time.Hour), 1000, 1001) || !b.take(t0.Add(time.Hour), 1000, 1000) {
+		t.Fatal("the budget grows beyond a second's worth")
+	}
+}
+
+// TestRelayLimitDropsOverBudget: a relay with a small relay rate drops
+// what one peer sends through it beyond its budget, and counts it.
+func TestRelayLimitDropsOverBudget(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a, r, b := datagramLine(t, ctx)
+	r.cfg.RelayRate = 10_000 // bytes a second; set before the flood, read by the relay's goroutines
+	payload := make([]byte, 1000)
+	for range 100 { // 100 kB at once: ten times the burst
+		if err := a.Send(ctx, b.id, 999, payload); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, ctx, "the relay limits", func() bool { return r.Stats().RelayLimited > 0 })
+	if got := r.Stats().Routed; got > 30 {
+		t.Fatalf("the relay forwarded %d messages of 1000 bytes with a budget of 10 kB/s", got)
+	}
+}

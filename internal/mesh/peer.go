@@ -30,6 +30,7 @@ type peer struct {
 	stop    chan struct{}  // closed by the loop to end the writers
 	dropped *atomic.Uint64 // the mesh's counter
 	queued  atomic.Int64   // payload bytes waiting in out
+	relay   relayBudget    // for what it sends through this node
 }
 
 // weight is the payload size of a frame, for the byte bound of a queue.

@@ -125,6 +125,9 @@ func (m *Mesh) handleRouted(p *peer, r *pb.Routed) {
 		m.stats.noRoute.Add(1)
 		return
 	}
+	if !m.mayRelay(p, len(r.Payload)) {
+		return
+	}
 	r.Ttl--
 	if m.cfg.OnForward != nil {
 		m.cfg.OnForward(r)
