@@ -252,7 +252,8 @@ type Mesh struct {
 		tree                      atomic.Pointer[plumtree.Stats]
 		dg                        dgCounters
 	}
-	dgTable atomic.Pointer[dgTable] // first hops of datagrams, published by the loop
+	dgTable   atomic.Pointer[dgTable] // first hops of datagrams, published by the loop
+	relayRate atomic.Int64            // Config.RelayRate (tests change it)
 
 	// Loop state: touched only by the loop goroutine.
 	peers       map[[32]byte]*peer
@@ -311,6 +312,7 @@ func New(cfg Config) (*Mesh, error) {
 		hard:     make(map[[32]byte]*hardPunch),
 	}
 	m.snap.Store(&snapshot{all: map[[32]byte]NodeInfo{}})
+	m.relayRate.Store(int64(cfg.RelayRate))
 	m.dgTable.Store(&dgTable{})
 	return m, nil
 }

@@ -138,7 +138,7 @@ func TestRelayLimitDropsOverBudget(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	a, r, b := datagramLine(t, ctx)
-	r.cfg.RelayRate = 10_000 // bytes a second; set before the flood, read by the relay's goroutines
+	r.relayRate.Store(10_000) // bytes a second
 	payload := make([]byte, 1000)
 	for range 100 { // 100 kB at once: ten times the burst
 		if err := a.Send(ctx, b.id, 999, payload); err != nil {

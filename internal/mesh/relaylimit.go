@@ -43,7 +43,7 @@ func (b *relayBudget) take(now time.Time, rate float64, n int) bool {
 
 // mayRelay spends n bytes of p's relay budget.
 func (m *Mesh) mayRelay(p *peer, n int) bool {
-	if p.relay.take(time.Now(), float64(m.cfg.RelayRate), n) {
+	if p.relay.take(time.Now(), float64(m.relayRate.Load()), n) {
 		return true
 	}
 	m.stats.relayLimited.Add(1)
