@@ -103,6 +103,8 @@ type Lab struct {
 	hosts   []*Host
 	nextPub int // last host number used in 198.18.0.0/15
 	impair  map[string]impairment
+	delays  map[string]*delayQueue // by port; see delay_linux.go
+	lock    *os.File               // held while the lab exists (see lockPrefix)
 }
 
 type impairment struct {
@@ -165,8 +167,13 @@ func Open(ctx context.Context, prefix string) (*Lab, error) {
 	if err := available(); err != nil {
 		return nil, err
 	}
-	l := &Lab{prefix: p, ctx: ctx, impair: map[string]impairment{}}
+	lock, err := lockPrefix(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	l := &Lab{prefix: p, ctx: ctx, impair: map[string]impairment{}, lock: lock}
 	if err := l.removeLeftovers(context.Background()); err != nil {
+		lock.Close()
 		return nil, err
 	}
 	return l, nil
@@ -243,8 +250,14 @@ func (l *Lab) removeLeftovers(ctx context.Context) error {
 func (l *Lab) Close() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.closed {
+		return nil
+	}
 	l.closed = true
-	return l.removeLeftovers(context.Background())
+	l.closeDelays()
+	err := l.removeLeftovers(context.Background())
+	l.lock.Close() // lets another process use the prefix
+	return err
 }
 
 func (l *Lab) check() error {
@@ -607,13 +620,18 @@ func (l *Lab) applyPublicRules() error {
 		switch {
 		case im.partition:
 			fmt.Fprintf(&b, "\t\tiifname %q ether type ip drop\n\t\toifname %q ether type ip drop\n", port, port)
+		case im.loss >= 100:
+			fmt.Fprintf(&b, "\t\tiifname %q ether type ip drop\n\t\toifname %q ether type ip drop\n", port, port)
 		case im.loss > 0:
 			fmt.Fprintf(&b, "\t\tiifname %q ether type ip numgen random mod 100 < %d drop\n", port, im.loss)
 			fmt.Fprintf(&b, "\t\toifname %q ether type ip numgen random mod 100 < %d drop\n", port, im.loss)
 		}
 	}
 	b.WriteString("\t}\n}\n")
-	return nft(l.ctx, l.pubNS(), b.String())
+	if err := nft(l.ctx, l.pubNS(), b.String()); err != nil {
+		return err
+	}
+	return l.applyDelays()
 }
 
 // Rules is the nftables ruleset the router runs, as nft -f reads it.

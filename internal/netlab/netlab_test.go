@@ -411,6 +411,21 @@ func TestImpairments(t *testing.T) {
 		}
 	})
 
+	t.Run("TotalLoss", func(t *testing.T) {
+		if err := l.SetLoss(tp.n1, 100); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ask(c, tp.echoAddr, 300*time.Millisecond); err == nil {
+			t.Fatal("answer through 100% loss")
+		}
+		if err := l.SetLoss(tp.n1, 0); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ask(c, tp.echoAddr, 5*time.Second); err != nil {
+			t.Fatalf("no answer without loss: %v", err)
+		}
+	})
+
 	t.Run("Loss", func(t *testing.T) {
 		if err := l.SetLoss(tp.pub, 50); err != nil {
 			t.Fatal(err)
@@ -524,4 +539,21 @@ func TestNoneIsPublic(t *testing.T) {
 	if !received(c, 2*time.Second) {
 		t.Fatal("host behind None not reachable from the public segment")
 	}
+}
+
+// TestPrefixLockedAcrossOpens: a second lab with the same prefix waits
+// for the first to close instead of removing its namespaces.
+func TestPrefixLockedAcrossOpens(t *testing.T) {
+	l := New(t, "nllock")
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if _, err := Open(ctx, "nllock"); err == nil {
+		t.Fatal("a second lab with the same prefix opened while the first exists")
+	}
+	l.Close()
+	l2, err := Open(context.Background(), "nllock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l2.Close()
 }

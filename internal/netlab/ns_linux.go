@@ -3,10 +3,12 @@
 package netlab
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -40,4 +42,31 @@ func doIn(ns string, f func() error) error {
 	}
 	runtime.UnlockOSThread()
 	return ferr
+}
+
+// lockPrefix takes an exclusive lock on the prefix's lock file, waiting
+// while another process holds it (until ctx ends): two runs of the same
+// test on one machine then take turns instead of removing each other's
+// namespaces. Closing the file releases it.
+func lockPrefix(ctx context.Context, prefix string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(os.TempDir(), "netlab-"+prefix+".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("netlab: lock: %w", err)
+	}
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return f, nil
+		}
+		if err != unix.EWOULDBLOCK {
+			f.Close()
+			return nil, fmt.Errorf("netlab: lock: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, fmt.Errorf("netlab: lab %q is in use by another process: %w", prefix, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }

@@ -2,10 +2,18 @@
 
 package netlab
 
-import "errors"
+import (
+	"context"
+	"errors"
+	"os"
+)
 
 const platformOK = false
 
 func doIn(string, func() error) error {
 	return errors.New("netlab: network namespaces need Linux")
+}
+
+func lockPrefix(context.Context, string) (*os.File, error) {
+	return nil, errors.New("netlab: network namespaces need Linux")
 }
