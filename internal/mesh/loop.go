@@ -114,6 +114,7 @@ func (m *Mesh) maintain(now time.Time) {
 	}
 	m.dialMore(now)
 	m.punchMore(now)
+	m.tellObserved(now)
 }
 
 // announce broadcasts the local node's signed status.
@@ -374,7 +375,7 @@ func (m *Mesh) addConn(now time.Time, c *transport.Conn) {
 		return
 	}
 	p := &peer{id: c.PeerID, conn: c, out: make(chan *pb.Frame, peerQueue), dgOut: make(chan []byte, dgQueue),
-		stop: make(chan struct{}), dropped: &m.stats.dropped}
+		stop: make(chan struct{}), dropped: &m.stats.dropped, told: remoteAddrPort(c.RemoteAddr())}
 	m.peers[c.PeerID] = p
 	m.stale = true
 	m.routesChanged()

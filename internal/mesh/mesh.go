@@ -265,6 +265,7 @@ type Mesh struct {
 	targets     map[string]*target // by address
 	dialing     map[string]bool
 	hard        map[[32]byte]*hardPunch // hard-NAT punches, by node
+	observedAt  time.Time               // the last look for changed peer addresses
 	seq         uint64
 	lastStatus  time.Time
 	dirty       bool // neighbours changed since the last status

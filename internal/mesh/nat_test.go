@@ -150,3 +150,21 @@ func TestRelayLimitDropsOverBudget(t *testing.T) {
 		t.Fatalf("the relay forwarded %d messages of 1000 bytes with a budget of 10 kB/s", got)
 	}
 }
+
+// TestObservedNotice: a peer's notice of a new observed address replaces
+// the handshake's, so the node offers its new address for punching.
+func TestObservedNotice(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a, b := pair(t, ctx)
+	moved := netip.MustParseAddrPort("198.51.100.9:777")
+	if err := a.Send(ctx, b.id, KindObserved, []byte(moved.String())); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ctx, "bob takes the notice", func() bool {
+		return len(b.snap.Load().observed) == 1 && b.snap.Load().observed[0] == moved
+	})
+	if o := parseOffer(b.candidates()); len(o.observed) != 1 || o.observed[0] != moved {
+		t.Fatalf("bob offers %+v", o)
+	}
+}

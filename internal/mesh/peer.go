@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"net/netip"
 	"sync/atomic"
 
 	"github.com/pipesnet/pipes/internal/transport"
@@ -31,6 +32,7 @@ type peer struct {
 	dropped *atomic.Uint64 // the mesh's counter
 	queued  atomic.Int64   // payload bytes waiting in out
 	relay   relayBudget    // for what it sends through this node
+	told    netip.AddrPort // the address it was last told it has (loop)
 }
 
 // weight is the payload size of a frame, for the byte bound of a queue.

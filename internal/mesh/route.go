@@ -113,7 +113,7 @@ func (m *Mesh) handleRouted(p *peer, r *pb.Routed) {
 	if [32]byte(r.Dst) == m.self {
 		src := [32]byte(r.Src)
 		if m.handlePing(src, r.Kind, r.Payload) || m.handlePunch(time.Now(), src, r.Kind, r.Payload) ||
-			m.handleCheck(time.Now(), src, r.Kind, r.Payload) {
+			m.handleCheck(time.Now(), src, r.Kind, r.Payload) || m.handleObserved(p, src, r.Kind, r.Payload) {
 			return
 		}
 		if m.cfg.DeliverRouted != nil {

@@ -1,0 +1,68 @@
+package mesh
+
+import (
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/pipesnet/pipes/internal/wire/pb"
+)
+
+// A peer's observed address (what its packets' source looks like here)
+// is told in the handshake, and again whenever it changes: when the
+// peer's NAT gives it a new public address or port, QUIC follows the
+// connection to it, and the peer must learn its new address to offer it
+// for punching. The notice is a routed message of kind KindObserved
+// with ttl 1 (never relayed): "ip:port".
+
+// KindObserved tells a direct peer the address its packets come from now.
+const KindObserved uint32 = 106
+
+// observedEvery is how often the loop looks for peers whose address
+// changed.
+const observedEvery = time.Second
+
+// remoteAddrPort is c's remote UDP address now (invalid if it is not UDP).
+func remoteAddrPort(a net.Addr) netip.AddrPort {
+	if ua, ok := a.(*net.UDPAddr); ok {
+		return ua.AddrPort()
+	}
+	return netip.AddrPort{}
+}
+
+// tellObserved sends each peer whose address changed since it was last
+// told its new one; it runs on the loop.
+func (m *Mesh) tellObserved(now time.Time) {
+	if now.Sub(m.observedAt) < observedEvery {
+		return
+	}
+	m.observedAt = now
+	for _, p := range m.peers {
+		ra := remoteAddrPort(p.conn.RemoteAddr())
+		if !ra.IsValid() || ra == p.told {
+			continue
+		}
+		p.told = ra
+		p.send(&pb.Frame{Body: &pb.Frame_Routed{Routed: &pb.Routed{
+			Dst: p.id[:], Src: m.self[:], Ttl: 1, Kind: KindObserved, Payload: []byte(ra.String())}}})
+	}
+}
+
+// handleObserved takes a peer's notice of this node's address; it runs on
+// the loop and reports whether the message was one.
+func (m *Mesh) handleObserved(from *peer, src [32]byte, kind uint32, payload []byte) bool {
+	if kind != KindObserved {
+		return false
+	}
+	if from == nil || from.id != src { // only a peer's word about what it sees
+		return true
+	}
+	ap, err := netip.ParseAddrPort(string(payload))
+	if err != nil || !ap.Addr().IsValid() || ap.Port() == 0 || ap == from.conn.Observed {
+		return true
+	}
+	m.log.Debug("observed address changed", "peer", short(src), "addr", ap)
+	from.conn.Observed = ap // read only on the loop
+	m.stale = true
+	return true
+}
