@@ -108,19 +108,23 @@ var (
 	_ func(*pipes.Packet, string) error          = (*pipes.Packet).WriteDataToPath
 
 	// Beyond the spec: context variants, and state of the new kinds.
-	_ func(*pipes.Pipeline, context.Context, string) (pipes.PacketID, error) = (*pipes.Pipeline).PutFileContext
-	_ func(*pipes.Packet, context.Context) (io.ReadCloser, error)            = (*pipes.Packet).OpenContext
-	_ func(*pipes.Packet, context.Context, string) error                     = (*pipes.Packet).WriteDataToPathContext
-	_ func(*pipes.Packet) bool                                               = (*pipes.Packet).IsFile
-	_ func(*pipes.Pipeline) bool                                             = (*pipes.Pipeline).HasSecret
-	_ func(*pipes.Pipeline) bool                                             = (*pipes.Pipeline).Ephemeral
-	_ func(*pipes.Pipeline) bool                                             = (*pipes.Pipeline).Closed
-	_ func(*pipes.Pipeline)                                                  = (*pipes.Pipeline).ClosePortMap
-	_ func(bool) pipes.NodeOption                                            = pipes.WithPortMapping
-	_ func(int) pipes.NodeOption                                             = pipes.WithRelayRate
-	_ func(*pipes.Node) pipes.PortMapping                                    = (*pipes.Node).PortMapping
-	_ func(*pipes.Node) []netip.AddrPort                                     = (*pipes.Node).PublicAddrs
-	_                                                                        = pipes.PortMapping{Enabled: false, Protocol: "", External: netip.AddrPort{}, Err: error(nil)}
+	_ func(*pipes.Pipeline, context.Context, string) (pipes.PacketID, error)    = (*pipes.Pipeline).PutFileContext
+	_ func(*pipes.Packet, context.Context) (io.ReadCloser, error)               = (*pipes.Packet).OpenContext
+	_ func(*pipes.Packet, context.Context, string) error                        = (*pipes.Packet).WriteDataToPathContext
+	_ func(*pipes.Packet) bool                                                  = (*pipes.Packet).IsFile
+	_ func(*pipes.Pipeline) bool                                                = (*pipes.Pipeline).HasSecret
+	_ func(*pipes.Pipeline) bool                                                = (*pipes.Pipeline).Ephemeral
+	_ func(*pipes.Pipeline) bool                                                = (*pipes.Pipeline).Closed
+	_ func(*pipes.Pipeline)                                                     = (*pipes.Pipeline).ClosePortMap
+	_ func(bool) pipes.NodeOption                                               = pipes.WithPortMapping
+	_ func(int) pipes.NodeOption                                                = pipes.WithRelayRate
+	_ func(*pipes.Node) pipes.PortMapping                                       = (*pipes.Node).PortMapping
+	_ func(*pipes.Node) []netip.AddrPort                                        = (*pipes.Node).PublicAddrs
+	_                                                                           = pipes.PortMapping{Enabled: false, Protocol: "", External: netip.AddrPort{}, Err: error(nil)}
+	_ func(*pipes.Node, context.Context) (pipes.NATReport, error)               = (*pipes.Node).CheckNAT
+	_ func(context.Context, pipes.RouterPortOptions) (*pipes.RouterPort, error) = pipes.OpenRouterPort
+	_ func(*pipes.RouterPort) netip.AddrPort                                    = (*pipes.RouterPort).External
+	_ func(*pipes.RouterPort, context.Context) error                            = (*pipes.RouterPort).Close
 
 	_ pipes.NodeListener               = (*pipes.NodeListenerFuncs)(nil)
 	_ pipes.PipelineListener           = (*pipes.PipelineListenerFuncs)(nil)

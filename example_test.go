@@ -237,3 +237,18 @@ func ExampleNode_Dial() {
 	fmt.Println(string(body))
 	// Output: hello from bob's /page
 }
+
+// ExampleOpenRouterPort forwards a public port of the router to an
+// application's own TCP port, for as long as the application runs. (It
+// needs a router that grants mappings, so it has no output to check.)
+func ExampleOpenRouterPort() {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	rp, err := pipes.OpenRouterPort(ctx, pipes.RouterPortOptions{Port: 8080, Protocol: "tcp"})
+	if err != nil {
+		fmt.Println("no port mapping:", err) // ErrNoGateway, ErrRouterRefused or ErrNoPortMapping
+		return
+	}
+	defer rp.Close(context.Background())
+	fmt.Printf("reachable at %s (%s)\n", rp.External(), rp.Protocol())
+}

@@ -203,3 +203,35 @@ func TestNodePortMappingDefaultOnLoopback(t *testing.T) {
 		}
 	}
 }
+
+// TestRouterPort: an application's own port, mapped at a UPnP gateway
+// device on its own (no node), reported, and deleted on Close; a refusal
+// is reported as ErrRouterRefused.
+func TestRouterPort(t *testing.T) {
+	g := portmaptest.NewIGDResponder(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rp, err := pipes.OpenRouterPort(ctx, pipes.RouterPortOptions{Port: 8080, Protocol: "tcp", UPnPURL: g.URL(), Protocols: []string{"upnp"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rp.Protocol() != "upnp" || !rp.External().IsValid() || rp.External().Port() == 0 {
+		t.Fatalf("mapping %s %v", rp.Protocol(), rp.External())
+	}
+	if !g.Get(func(g *portmaptest.IGDResponder) bool { return len(g.Mappings) == 1 }) {
+		t.Fatal("the gateway holds no mapping")
+	}
+	if err := rp.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !g.Get(func(g *portmaptest.IGDResponder) bool { return len(g.Mappings) == 0 && g.Deletes == 1 }) {
+		t.Fatal("the mapping was not deleted on Close")
+	}
+	g.Set(func(g *portmaptest.IGDResponder) { g.RefuseCode = 718 })
+	if _, err := pipes.OpenRouterPort(ctx, pipes.RouterPortOptions{Port: 8080, UPnPURL: g.URL(), Protocols: []string{"upnp"}}); !errors.Is(err, pipes.ErrRouterRefused) {
+		t.Fatalf("refused mapping: %v", err)
+	}
+	if _, err := pipes.OpenRouterPort(ctx, pipes.RouterPortOptions{Port: 0}); err == nil {
+		t.Fatal("port 0 accepted")
+	}
+}

@@ -333,7 +333,7 @@ func (g *IGDResponder) control(w http.ResponseWriter, req *http.Request) {
 			fault(725, "OnlyPermanentLeasesSupported")
 			return
 		}
-		if soapArg(s, "NewProtocol") != "UDP" || soapArg(s, "NewInternalClient") == "" {
+		if proto := soapArg(s, "NewProtocol"); (proto != "UDP" && proto != "TCP") || soapArg(s, "NewInternalClient") == "" {
 			fault(402, "Invalid Args")
 			return
 		}
