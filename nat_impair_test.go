@@ -128,11 +128,24 @@ func bestPing(t *testing.T, from, to *member, n int) time.Duration {
 	return best
 }
 
-// liveDelivers creates a live pipeline on from, puts n packets and checks
-// that each of the others receives every one exactly once.
+// liveDelivers creates a live broadcast pipeline on from, puts n packets
+// and checks that each of the others receives every one exactly once.
 func liveDelivers(t *testing.T, name string, from *member, to []*member, n int) {
 	t.Helper()
-	id, err := from.n.CreatePipeline(name, pipes.PipelineOptions{})
+	delivers(t, name, pipes.PipelineOptions{}, from, to, n)
+}
+
+// p2pDelivers is liveDelivers on a point-to-point pipeline from a to b.
+func p2pDelivers(t *testing.T, name string, a, b *member, n int) {
+	t.Helper()
+	delivers(t, name, pipes.PipelineOptions{ToNode: b.n.ID()}, a, []*member{b}, n)
+}
+
+// delivers creates a pipeline with opts on from, puts n packets and
+// checks that each of to receives every one exactly once.
+func delivers(t *testing.T, name string, opts pipes.PipelineOptions, from *member, to []*member, n int) {
+	t.Helper()
+	id, err := from.n.CreatePipeline(name, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,35 +170,6 @@ func liveDelivers(t *testing.T, name string, from *member, to []*member, n int) 
 			}
 			seen[pk.ID()] = true
 		}
-	}
-}
-
-// p2pDelivers creates a live point-to-point pipeline from a to b, puts n
-// packets and checks that b receives every one.
-func p2pDelivers(t *testing.T, name string, a, b *member, n int) {
-	t.Helper()
-	id, err := a.n.CreatePipeline(name, pipes.PipelineOptions{ToNode: b.n.ID()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ch := waitPipeline(t, b, id).Subscribe(t.Context())
-	p, _ := a.n.Pipeline(id)
-	sent := map[pipes.PacketID]bool{}
-	for i := range n {
-		pid, err := p.Put(fmt.Appendf(nil, "%s %d", name, i))
-		if err != nil {
-			t.Fatal(err)
-		}
-		sent[pid] = true
-	}
-	for _, pk := range receive(t, ch, n) {
-		if !sent[pk.ID()] {
-			t.Fatalf("unknown packet on %s", name)
-		}
-		delete(sent, pk.ID())
-	}
-	if len(sent) != 0 {
-		t.Fatalf("%d packets of %s missing (duplicates arrived)", len(sent), name)
 	}
 }
 

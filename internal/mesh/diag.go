@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
-	"sync"
 	"time"
 )
 
@@ -61,30 +60,14 @@ func (m *Mesh) Path(ctx context.Context, dst [32]byte) (PathInfo, error) {
 	return r.info, nil
 }
 
-// pings are the pings waiting for their pong, by nonce.
-type pings struct {
-	mu      sync.Mutex
-	waiting map[uint64]chan struct{}
-}
-
 // Ping sends a ping to dst along the routed path and returns the time
 // until its answer came back (ctx bounds the wait).
 func (m *Mesh) Ping(ctx context.Context, dst [32]byte) (time.Duration, error) {
 	var b [8]byte
 	rand.Read(b[:])
 	nonce := binary.BigEndian.Uint64(b[:])
-	done := make(chan struct{})
-	m.pings.mu.Lock()
-	if m.pings.waiting == nil {
-		m.pings.waiting = map[uint64]chan struct{}{}
-	}
-	m.pings.waiting[nonce] = done
-	m.pings.mu.Unlock()
-	defer func() {
-		m.pings.mu.Lock()
-		delete(m.pings.waiting, nonce)
-		m.pings.mu.Unlock()
-	}()
+	done, stop := m.pings.add(nonce)
+	defer stop()
 	start := time.Now()
 	if err := m.Send(ctx, dst, KindPing, b[:]); err != nil {
 		return 0, err
@@ -110,13 +93,7 @@ func (m *Mesh) handlePing(src [32]byte, kind uint32, payload []byte) bool {
 		return true
 	case KindPong:
 		if len(payload) == 8 {
-			nonce := binary.BigEndian.Uint64(payload)
-			m.pings.mu.Lock()
-			if ch := m.pings.waiting[nonce]; ch != nil {
-				close(ch)
-				delete(m.pings.waiting, nonce)
-			}
-			m.pings.mu.Unlock()
+			m.pings.done(binary.BigEndian.Uint64(payload))
 		}
 		return true
 	}

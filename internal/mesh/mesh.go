@@ -257,8 +257,8 @@ type Mesh struct {
 
 	// Loop state: touched only by the loop goroutine.
 	peers       map[[32]byte]*peer
-	pings       pings  // pings waiting for their pong
-	checks      checks // NAT check requests waiting for their ack
+	pings       waiters[uint64] // pings waiting for their pong
+	checks      checks          // NAT check requests waiting for their ack
 	tree        *plumtree.Tree
 	pres        *presence
 	certs       identity.CertCache

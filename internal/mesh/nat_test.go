@@ -86,13 +86,8 @@ func TestCheckRequestsAreBounded(t *testing.T) {
 		if len(p) >= 17 {
 			nonce = [16]byte(p[1:17])
 		}
-		acked := make(chan struct{})
-		a.checks.mu.Lock()
-		if a.checks.waiting == nil {
-			a.checks.waiting = map[[16]byte]chan struct{}{}
-		}
-		a.checks.waiting[nonce] = acked
-		a.checks.mu.Unlock()
+		acked, stop := a.checks.add(nonce)
+		defer stop()
 		if err := a.Send(ctx, b.id, KindCheck, p); err != nil {
 			t.Fatal(err)
 		}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"net"
 	"net/netip"
-	"sync"
 	"time"
 )
 
@@ -99,9 +98,8 @@ const checkWait = 3 * time.Second
 
 // checks are the check requests waiting for their ack, by nonce.
 type checks struct {
-	mu      sync.Mutex
-	waiting map[[16]byte]chan struct{}
-	last    time.Time // the last probe sent for another node
+	waiters[[16]byte]
+	last time.Time // the last probe sent for another node (loop)
 }
 
 // CheckNAT reports the node's addresses and how its NAT maps and filters.
@@ -184,18 +182,8 @@ var errNoAck = errors.New("mesh: no answer to the check request")
 func (m *Mesh) checkProbe(ctx context.Context, id [32]byte, mode byte, addr netip.AddrPort) (bool, error) {
 	var nonce [16]byte
 	rand.Read(nonce[:])
-	acked := make(chan struct{})
-	m.checks.mu.Lock()
-	if m.checks.waiting == nil {
-		m.checks.waiting = map[[16]byte]chan struct{}{}
-	}
-	m.checks.waiting[nonce] = acked
-	m.checks.mu.Unlock()
-	defer func() {
-		m.checks.mu.Lock()
-		delete(m.checks.waiting, nonce)
-		m.checks.mu.Unlock()
-	}()
+	acked, stop := m.checks.add(nonce)
+	defer stop()
 	arrived := make(chan bool, 1)
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -233,12 +221,7 @@ func (m *Mesh) handleCheck(now time.Time, src [32]byte, kind uint32, payload []b
 	switch kind {
 	case KindCheckAck:
 		if len(payload) == 16 {
-			m.checks.mu.Lock()
-			if ch := m.checks.waiting[[16]byte(payload)]; ch != nil {
-				close(ch)
-				delete(m.checks.waiting, [16]byte(payload))
-			}
-			m.checks.mu.Unlock()
+			m.checks.done([16]byte(payload))
 		}
 		return true
 	case KindCheck:
