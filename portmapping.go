@@ -80,6 +80,13 @@ func (pm *portMapper) start(n *Node, c nodeConfig, bound netip.AddrPort, log *sl
 		return
 	}
 	log = log.With("component", "portmap")
+	// The node's signed status lists its addresses: a new mapping is
+	// announced at once, not at the next heartbeat.
+	changed := func() {
+		if m := n.meshOrNil(); m != nil {
+			m.AddrsChanged()
+		}
+	}
 	cfg := portmap.Config{
 		InternalPort: bound.Port(),
 		Description:  "pipes " + n.id.String()[:8],
@@ -89,6 +96,7 @@ func (pm *portMapper) start(n *Node, c nodeConfig, bound netip.AddrPort, log *sl
 			} else {
 				log.Info("port mapping lost; trying again")
 			}
+			changed()
 		},
 	}
 	if n.portMapTest != nil {
@@ -99,10 +107,10 @@ func (pm *portMapper) start(n *Node, c nodeConfig, bound netip.AddrPort, log *sl
 	pm.enabled = true
 	pm.mu.Unlock()
 	pm.cancel, pm.done = cancel, make(chan struct{})
-	go pm.run(ctx, cfg, log)
+	go pm.run(ctx, cfg, log, changed)
 }
 
-func (pm *portMapper) run(ctx context.Context, cfg portmap.Config, log *slog.Logger) {
+func (pm *portMapper) run(ctx context.Context, cfg portmap.Config, log *slog.Logger, changed func()) {
 	defer close(pm.done)
 	wait := portMapRetryMin
 	for failures := 0; ; failures++ {
@@ -114,6 +122,7 @@ func (pm *portMapper) run(ctx context.Context, cfg portmap.Config, log *slog.Log
 			// The mapping renews itself, and comes back by itself when
 			// lost, until stop closes it.
 			log.Info("port mapping", "protocol", m.Protocol(), "external", m.External().String())
+			changed()
 			return
 		}
 		if ctx.Err() != nil {

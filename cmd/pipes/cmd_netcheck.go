@@ -67,8 +67,10 @@ func natHint(r pipes.NATReport) string {
 	switch {
 	case len(r.Observations) == 0:
 		return "no peers yet: nothing to compare with"
-	case r.PortMapping.External.IsValid():
+	case r.PortMapping.External.IsValid() && r.PortMapping.External.Addr().IsGlobalUnicast() && !r.PortMapping.External.Addr().IsPrivate():
 		return "the router forwards a public port to this node: others can dial it directly"
+	case r.PortMapping.External.IsValid():
+		return "the router forwards a port, but its own address is private (another NAT beyond it): hole punching still decides"
 	case !r.BehindNAT && r.Filtering == "endpoint-independent":
 		return "no NAT and no filtering seen: others can dial this node directly"
 	case r.Mapping == "endpoint-dependent":

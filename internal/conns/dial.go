@@ -108,6 +108,7 @@ const (
 	punchRetry    = time.Minute
 	punchRetryMax = 30 * time.Minute
 	punchTimeout  = 15 * time.Second // ordinary and hard-NAT phases (see mesh/punch.go)
+	maxPunchState = 1024             // nodes remembered before old ones are forgotten
 )
 
 // punchTry is the punching state toward one node.
@@ -131,6 +132,13 @@ func (m *Manager) punchLater(dst [32]byte) {
 	p.wait = min(max(p.wait*2, punchRetry), punchRetryMax)
 	p.next = time.Now().Add(punchTimeout + p.wait) // one at a time
 	m.punched[dst] = p
+	if len(m.punched) > maxPunchState {
+		for id, q := range m.punched { // forget nodes whose wait is long over
+			if time.Since(q.next) > punchRetryMax {
+				delete(m.punched, id)
+			}
+		}
+	}
 	m.mu.Unlock()
 	m.spawn(func() {
 		ctx, cancel := context.WithTimeout(m.ctx, punchTimeout)

@@ -6,7 +6,6 @@ import (
 	"io"
 	"maps"
 	"math/rand/v2"
-	"net"
 	"net/netip"
 	"slices"
 	"time"
@@ -108,6 +107,9 @@ func (m *Mesh) maintain(now time.Time) {
 		m.routesChanged()
 		m.log.Info("node offline (silent)", "node", short(n.ID), "name", n.Name)
 		m.events.Push(Event{Kind: EventNode, Node: n})
+	}
+	if m.addrsNew.Swap(false) {
+		m.dirty = true
 	}
 	if now.Sub(m.lastStatus) >= m.heartbeat || (m.dirty && now.Sub(m.lastStatus) >= statusDebounce) {
 		m.announce(now, false)
@@ -546,8 +548,8 @@ func (m *Mesh) publish() {
 		// socket's public address, not the node's.
 		if p.conn.Observed.IsValid() && !p.conn.Extra {
 			seen[p.conn.Observed]++
-			if ra, ok := p.conn.RemoteAddr().(*net.UDPAddr); ok {
-				obs = append(obs, observation{remote: ra.AddrPort(), observed: p.conn.Observed})
+			if ra := remoteAddrPort(p.conn.RemoteAddr()); ra.IsValid() {
+				obs = append(obs, observation{remote: ra, observed: p.conn.Observed})
 			}
 		}
 	}

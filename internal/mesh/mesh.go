@@ -26,7 +26,9 @@
 // Goroutines, all owned by the Mesh and stopped by Close: the loop (owns all
 // state), the accept loop, per peer a reader and a writer of the control
 // stream and a reader and a writer of datagrams, one per dial in progress,
-// and the event dispatcher that runs the owner's callback.
+// one opener and one prober per hard-NAT punch (bounded, see punch.go),
+// one per NAT check request served, and the event dispatcher that runs
+// the owner's callback.
 package mesh
 
 import (
@@ -254,6 +256,9 @@ type Mesh struct {
 	}
 	dgTable   atomic.Pointer[dgTable] // first hops of datagrams, published by the loop
 	relayRate atomic.Int64            // Config.RelayRate (tests change it)
+	hardOpen  atomic.Int32            // hard punches opening sockets now
+	addrsNew  atomic.Bool             // AddrsChanged was called
+	hardProbe atomic.Int32            // hard punches probing now
 
 	// Loop state: touched only by the loop goroutine.
 	peers       map[[32]byte]*peer
@@ -265,6 +270,7 @@ type Mesh struct {
 	targets     map[string]*target // by address
 	dialing     map[string]bool
 	hard        map[[32]byte]*hardPunch // hard-NAT punches, by node
+	hardLast    map[[32]byte]time.Time  // when the last one toward a node started
 	observedAt  time.Time               // the last look for changed peer addresses
 	seq         uint64
 	lastStatus  time.Time
@@ -311,6 +317,7 @@ func New(cfg Config) (*Mesh, error) {
 		targets:  make(map[string]*target),
 		dialing:  make(map[string]bool),
 		hard:     make(map[[32]byte]*hardPunch),
+		hardLast: make(map[[32]byte]time.Time),
 	}
 	m.snap.Store(&snapshot{all: map[[32]byte]NodeInfo{}})
 	m.relayRate.Store(int64(cfg.RelayRate))
@@ -398,6 +405,11 @@ func (m *Mesh) Peers() []NodeInfo { return m.snap.Load().peers }
 // lie); a NAT that maps each destination to another port (symmetric)
 // shows no agreed address.
 func (m *Mesh) PublicAddrs() []netip.AddrPort { return m.snap.Load().public }
+
+// AddrsChanged tells the mesh that Config.Addrs has changed (a port
+// mapping came or went): the node announces its status again soon,
+// instead of at its next heartbeat. It does not block.
+func (m *Mesh) AddrsChanged() { m.addrsNew.Store(true) }
 
 // Mapping returns how the node's NAT maps its socket, as far as its
 // peers' observations show.

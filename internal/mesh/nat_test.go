@@ -3,8 +3,11 @@ package mesh
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
+
+	"github.com/pipesnet/pipes/internal/wire/pb"
 )
 
 func TestClassifyMapping(t *testing.T) {
@@ -161,5 +164,70 @@ func TestObservedNotice(t *testing.T) {
 	})
 	if o := parseOffer(b.candidates()); len(o.observed) != 1 || o.observed[0] != moved {
 		t.Fatalf("bob offers %+v", o)
+	}
+}
+
+// TestHardPunchBounds: a hard punch goes only to public addresses that
+// are not the node's own, a few of them on two IPs at most, and only
+// toward an online node.
+func TestHardPunchBounds(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a, b := pair(t, ctx)
+	ap := netip.MustParseAddrPort
+	got := a.hardTargetsOf([]netip.AddrPort{ap("127.0.0.1:5"), ap("10.0.0.1:5"), ap("0.0.0.0:5"), ap("[::ffff:198.51.100.1]:1"),
+		ap("198.51.100.1:2"), ap("198.51.100.2:1"), ap("198.51.100.3:1"), ap("198.51.100.1:3"), ap("198.51.100.1:4")})
+	want := []netip.AddrPort{ap("198.51.100.1:1"), ap("198.51.100.1:2"), ap("198.51.100.2:1"), ap("198.51.100.1:3")}
+	if !slices.Equal(got, want) {
+		t.Fatalf("targets %v, want %v", got, want)
+	}
+	waitFor(t, ctx, "bob online for alice", func() bool { n, ok := a.Node(b.id); return ok && n.Online })
+	done := make(chan [2]bool, 1)
+	a.queryCh <- func() {
+		now := time.Now()
+		done <- [2]bool{a.mayPunchHard(now, [32]byte{42}), a.mayPunchHard(now, b.id)}
+	}
+	if r := <-done; r[0] || !r[1] {
+		t.Fatalf("unknown node allowed %v, online node allowed %v", r[0], r[1])
+	}
+}
+
+// TestForgedNoticeNotRelayed: alice cannot speak for the relay: a routed
+// message that names the relay as its source, or a notice of an observed
+// address, is not relayed to bob.
+func TestForgedNoticeNotRelayed(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a, r, b := datagramLine(t, ctx)
+	forged := netip.MustParseAddrPort("203.0.113.9:4444")
+	for _, src := range [][32]byte{r.id, a.id} {
+		f := &pb.Frame{Body: &pb.Frame_Routed{Routed: &pb.Routed{Dst: b.id[:], Src: src[:], Ttl: 2, Kind: KindObserved,
+			Payload: []byte(forged.String())}}}
+		a.queryCh <- func() { a.peers[r.id].send(f) }
+	}
+	waitFor(t, ctx, "the relay drops both", func() bool { return r.Stats().BadMessages >= 2 })
+	// A ping after them through the same relay arrives: the notices, had
+	// they been relayed, would have arrived first.
+	if _, err := a.Ping(ctx, b.id); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan bool, 1)
+	b.queryCh <- func() { done <- slices.Contains(b.snap.Load().observed, forged) }
+	if <-done {
+		t.Fatal("bob took a forged notice")
+	}
+}
+
+// TestBehindNATOnAllInterfaces: a socket bound to all interfaces is not
+// behind a NAT when peers see its port on one of the machine's addresses.
+func TestBehindNATOnAllInterfaces(t *testing.T) {
+	ap := netip.MustParseAddrPort
+	r := NATReport{Local: ap("[::]:7420"), Observations: []Observation{{Observed: ap("127.0.0.1:7420")}}}
+	if r.BehindNAT() {
+		t.Fatal("loopback seen on the socket's port counts as a NAT")
+	}
+	r.Observations = append(r.Observations, Observation{Observed: ap("203.0.113.9:7420")})
+	if !r.BehindNAT() {
+		t.Fatal("an address of another machine does not count as a NAT")
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"slices"
 	"time"
 )
 
@@ -37,7 +38,8 @@ const (
 	// public address (or there is no NAT).
 	FilteringEndpointIndependent
 	// FilteringAddressDependent: hosts the node sent to may, from any
-	// port; no node it never sent to could be asked whether others may.
+	// port; a node it never sent to was asked and its probe did not
+	// arrive.
 	FilteringAddressDependent
 	// FilteringPortIndependent: hosts the node sent to may, from any
 	// port; no node it never sent to was there to ask whether others may.
@@ -81,29 +83,62 @@ type NATReport struct {
 	PortHelper, AddrHelper [32]byte
 }
 
-// BehindNAT reports whether peers see the node at an address that is not
-// its socket's.
+// BehindNAT reports whether some peer sees the node at an address that
+// is not its socket's (for a socket on all interfaces: not its port on one
+// of the machine's addresses).
 func (r NATReport) BehindNAT() bool {
 	for _, o := range r.Observations {
-		if o.Observed != r.Local {
-			return true
+		if o.Observed == r.Local {
+			continue
+		}
+		if r.Local.Addr().IsUnspecified() && o.Observed.Port() == r.Local.Port() && localIP(o.Observed.Addr()) {
+			continue
+		}
+		return true
+	}
+	return false
+}
+
+// localIP reports whether ip is an address of one of the machine's
+// interfaces.
+func localIP(ip netip.Addr) bool {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok {
+			if x, ok := netip.AddrFromSlice(n.IP); ok && x.Unmap() == ip.Unmap() {
+				return true
+			}
 		}
 	}
 	return false
 }
 
-// checkWait bounds each step of CheckNAT: the request's round trip, then
-// the probe's arrival.
-const checkWait = 3 * time.Second
+// Bounds of NAT checks: each step (the request's round trip, then the
+// probe's arrival) waits checkWait; at most checkTries helpers are asked
+// for each test. A node serves one request per checkEvery from one node,
+// and checkRate a second in all.
+const (
+	checkWait  = 3 * time.Second
+	checkTries = 3
+	checkEvery = 100 * time.Millisecond
+	checkRate  = 20
+)
 
-// checks are the check requests waiting for their ack, by nonce.
+// checks are the check requests waiting for their ack, by nonce, and what
+// bounds the requests served (loop).
 type checks struct {
 	waiters[[16]byte]
-	last time.Time // the last probe sent for another node (loop)
+	last   map[[32]byte]time.Time // the last request served, by requester
+	budget relayBudget            // of requests served, checkRate a second
 }
 
 // CheckNAT reports the node's addresses and how its NAT maps and filters.
 // It takes a few seconds: each probe that does not arrive is waited for.
+// A helper that does not answer is replaced by another (up to three); when
+// ctx ends, the report says what was found so far.
 func (m *Mesh) CheckNAT(ctx context.Context) (NATReport, error) {
 	rep := NATReport{Local: m.cfg.Transport.Addr(), Public: m.PublicAddrs(), Mapping: m.Mapping()}
 	type state struct {
@@ -115,9 +150,9 @@ func (m *Mesh) CheckNAT(ctx context.Context) (NATReport, error) {
 	case m.queryCh <- func() {
 		var s state
 		for id, p := range m.peers {
-			ua, ok := p.conn.RemoteAddr().(*net.UDPAddr)
-			if ok && p.conn.Observed.IsValid() && !p.conn.Extra {
-				s.obs = append(s.obs, Observation{Peer: id, PeerAddr: ua.AddrPort(), Observed: p.conn.Observed})
+			ra := remoteAddrPort(p.conn.RemoteAddr())
+			if ra.IsValid() && p.conn.Observed.IsValid() && !p.conn.Extra {
+				s.obs = append(s.obs, Observation{Peer: id, PeerAddr: ra, Observed: p.conn.Observed})
 			}
 		}
 		for id, e := range m.pres.nodes {
@@ -134,64 +169,75 @@ func (m *Mesh) CheckNAT(ctx context.Context) (NATReport, error) {
 	}
 	s := <-ch
 	rep.Observations = s.obs
-	if len(s.obs) == 0 {
-		return rep, nil
-	}
-	// Port test through a peer, preferably one with a public address.
-	helper := s.obs[0]
-	for _, o := range s.obs {
-		if !o.PeerAddr.Addr().IsPrivate() && !o.PeerAddr.Addr().IsLoopback() {
-			helper = o
-			break
-		}
-	}
-	rep.PortHelper = helper.Peer
-	got, err := m.checkProbe(ctx, helper.Peer, 'p', helper.Observed)
-	if err != nil {
-		return rep, err
-	}
-	if !got {
-		rep.Filtering = FilteringAddressPortDependent
-		return rep, nil
-	}
-	rep.Filtering = FilteringPortIndependent
-	for _, id := range s.nonPeers {
-		rep.AddrHelper = id
-		got, err := m.checkProbe(ctx, id, 'a', helper.Observed)
-		if errors.Is(err, errNoAck) {
-			continue // try another
-		}
+	// Port test through a peer, those with a public address first.
+	helpers := slices.Clone(s.obs)
+	slices.SortStableFunc(helpers, func(a, b Observation) int {
+		return boolRank(isPublic(a.PeerAddr.Addr())) - boolRank(isPublic(b.PeerAddr.Addr()))
+	})
+	var target netip.AddrPort
+	for _, h := range helpers[:min(len(helpers), checkTries)] {
+		got, err := m.checkProbe(ctx, h.Peer, 'p', h.Observed)
 		if err != nil {
-			return rep, err
+			if ctx.Err() != nil {
+				return rep, nil // what was found so far
+			}
+			continue // another helper
 		}
+		rep.PortHelper, target = h.Peer, h.Observed
+		rep.Filtering = FilteringAddressPortDependent
+		if got {
+			rep.Filtering = FilteringPortIndependent
+		}
+		break
+	}
+	if rep.Filtering != FilteringPortIndependent {
+		return rep, nil
+	}
+	for _, id := range s.nonPeers[:min(len(s.nonPeers), checkTries)] {
+		got, err := m.checkProbe(ctx, id, 'a', target)
+		if err != nil {
+			if ctx.Err() != nil {
+				return rep, nil
+			}
+			continue
+		}
+		rep.AddrHelper = id
 		rep.Filtering = FilteringAddressDependent
 		if got {
 			rep.Filtering = FilteringEndpointIndependent
 		}
-		return rep, nil
+		break
 	}
-	rep.AddrHelper = [32]byte{}
 	return rep, nil
+}
+
+// isPublic reports whether ip is a global unicast address outside the
+// private ranges.
+func isPublic(ip netip.Addr) bool {
+	return ip.IsGlobalUnicast() && !ip.IsPrivate()
+}
+
+// boolRank sorts true first.
+func boolRank(b bool) int {
+	if b {
+		return 0
+	}
+	return 1
 }
 
 // errNoAck: the node asked for a probe did not say it sent one.
 var errNoAck = errors.New("mesh: no answer to the check request")
 
 // checkProbe asks node id to send a check probe to addr and reports
-// whether it arrived.
+// whether it arrived; an error means the helper did not answer or ctx
+// ended.
 func (m *Mesh) checkProbe(ctx context.Context, id [32]byte, mode byte, addr netip.AddrPort) (bool, error) {
 	var nonce [16]byte
 	rand.Read(nonce[:])
 	acked, stop := m.checks.add(nonce)
 	defer stop()
-	arrived := make(chan bool, 1)
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go func() { // ends with wctx, before checkProbe returns
-		_, err := m.cfg.Transport.AwaitCheck(wctx, nonce)
-		arrived <- err == nil
-	}()
-	defer func() { cancel(); <-arrived }()
+	arrived, stopWait := m.cfg.Transport.ExpectCheck(nonce)
+	defer stopWait()
 	payload := append(append([]byte{mode}, nonce[:]...), addr.String()...)
 	if err := m.Send(ctx, id, KindCheck, payload); err != nil {
 		return false, err
@@ -202,15 +248,18 @@ func (m *Mesh) checkProbe(ctx context.Context, id [32]byte, mode byte, addr neti
 		return false, errNoAck
 	case <-ctx.Done():
 		return false, ctx.Err()
+	case <-m.loopDone:
+		return false, ErrClosed
 	}
 	select {
-	case ok := <-arrived:
-		arrived <- ok // for the deferred wait
-		return ok, nil
+	case <-arrived:
+		return true, nil
 	case <-time.After(checkWait):
 		return false, nil
 	case <-ctx.Done():
 		return false, ctx.Err()
+	case <-m.loopDone:
+		return false, ErrClosed
 	}
 }
 
@@ -233,9 +282,10 @@ func (m *Mesh) handleCheck(now time.Time, src [32]byte, kind uint32, payload []b
 		return true
 	}
 	// A member could use this to make nodes send to any address: one
-	// probe set (3 small packets) per 100 ms at most, and from a new
-	// socket only toward the address the requester's packets come from.
-	if now.Sub(m.checks.last) < 100*time.Millisecond {
+	// probe set (3 small packets) per checkEvery per requester and
+	// checkRate a second in all, and from a new socket only toward the
+	// address the requester's packets come from.
+	if now.Sub(m.checks.last[src]) < checkEvery || !m.checks.budget.take(now, checkRate, 1) {
 		return true
 	}
 	if fresh {
@@ -249,7 +299,10 @@ func (m *Mesh) handleCheck(now time.Time, src [32]byte, kind uint32, payload []b
 			return true
 		}
 	}
-	m.checks.last = now
+	if m.checks.last == nil || len(m.checks.last) > 1024 {
+		m.checks.last = map[[32]byte]time.Time{}
+	}
+	m.checks.last[src] = now
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()

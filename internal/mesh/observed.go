@@ -22,10 +22,12 @@ const KindObserved uint32 = 106
 // changed.
 const observedEvery = time.Second
 
-// remoteAddrPort is c's remote UDP address now (invalid if it is not UDP).
+// remoteAddrPort is a remote UDP address, IPv4 in its plain form also on
+// a dual-stack socket (invalid if it is not UDP).
 func remoteAddrPort(a net.Addr) netip.AddrPort {
 	if ua, ok := a.(*net.UDPAddr); ok {
-		return ua.AddrPort()
+		ap := ua.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 	}
 	return netip.AddrPort{}
 }
@@ -58,7 +60,11 @@ func (m *Mesh) handleObserved(from *peer, src [32]byte, kind uint32, payload []b
 		return true
 	}
 	ap, err := netip.ParseAddrPort(string(payload))
-	if err != nil || !ap.Addr().IsValid() || ap.Port() == 0 || ap == from.conn.Observed {
+	if err != nil || !ap.Addr().IsValid() || ap.Port() == 0 {
+		return true
+	}
+	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	if ap == from.conn.Observed {
 		return true
 	}
 	m.log.Debug("observed address changed", "peer", short(src), "addr", ap)

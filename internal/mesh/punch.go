@@ -170,7 +170,7 @@ func (m *Mesh) handlePunch(now time.Time, src [32]byte, kind uint32, payload []b
 		return true
 	}
 	o := parseOffer(payload)
-	if h := m.hard[src]; h == nil || h.cancel == nil { // not while one runs
+	if m.mayPunchHard(now, src) {
 		m.hard[src] = &hardPunch{at: now.Add(hardAfter), until: now.Add(punchFor), theirs: o}
 	}
 	for _, a := range o.addrs {
@@ -199,6 +199,11 @@ func (m *Mesh) handlePunch(now time.Time, src [32]byte, kind uint32, payload []b
 // the degree target and backoff say; and it starts and ends hard-NAT
 // punches.
 func (m *Mesh) punchMore(now time.Time) {
+	for id, at := range m.hardLast {
+		if now.Sub(at) >= hardCooldown {
+			delete(m.hardLast, id)
+		}
+	}
 	for id, h := range m.hard {
 		if m.peers[id] != nil || now.After(h.until) {
 			if h.cancel != nil {
@@ -242,13 +247,74 @@ func (m *Mesh) punchMore(now time.Time) {
 // other's observed IPs every hardRound, unless the other is known to map
 // independently (then the ordinary punch is the one that works). When
 // neither knows, both do both: the wrong pairing only costs packets.
+//
+// Since any member can ask for a punch, it is bounded: only toward an
+// online node (its status was verified), at most one per node each
+// hardCooldown, hardPending waiting or running, hardOpeners opening
+// sockets and hardProbers probing at once on the node; and only toward
+// public addresses that are not the node's own, at most hardTargets of
+// them on hardIPs IPs.
 const (
 	hardAfter   = 2 * time.Second
 	hardSockets = 256
 	hardProbes  = 2048
 	hardRound   = time.Second
 	hardProbeIn = 300 * time.Millisecond // lets the other side's sockets open first
+
+	hardCooldown = time.Minute
+	hardPending  = 8
+	hardOpeners  = 1
+	hardProbers  = 2
+	hardTargets  = 4
+	hardIPs      = 2
 )
+
+// mayPunchHard reports whether a punch request from src may lead to a
+// hard-NAT punch; it runs on the loop.
+func (m *Mesh) mayPunchHard(now time.Time, src [32]byte) bool {
+	if h := m.hard[src]; h != nil && h.cancel != nil {
+		return false // one runs
+	}
+	if e, ok := m.pres.nodes[src]; !ok || !e.info.Online {
+		return false
+	}
+	if now.Sub(m.hardLast[src]) < hardCooldown {
+		return false
+	}
+	return m.hard[src] != nil || len(m.hard) < hardPending
+}
+
+// hardTargetsOf picks from a node's observed addresses those a hard punch
+// may send to: public ones, not this node's own.
+func (m *Mesh) hardTargetsOf(observed []netip.AddrPort) []netip.AddrPort {
+	own := map[netip.Addr]bool{m.cfg.Transport.Addr().Addr().Unmap(): true}
+	snap := m.snap.Load()
+	for _, ap := range append(slices.Clone(snap.observed), snap.public...) {
+		own[ap.Addr().Unmap()] = true
+	}
+	for _, a := range m.cfg.Addrs() {
+		if ap, err := netip.ParseAddrPort(a); err == nil {
+			own[ap.Addr().Unmap()] = true
+		}
+	}
+	var out []netip.AddrPort
+	ips := map[netip.Addr]bool{}
+	for _, ap := range observed {
+		ip := ap.Addr().Unmap()
+		if !ip.IsGlobalUnicast() || ip.IsPrivate() || own[ip] || slices.Contains(out, ap) {
+			continue
+		}
+		if !ips[ip] && len(ips) == hardIPs {
+			continue
+		}
+		ips[ip] = true
+		out = append(out, netip.AddrPortFrom(ip, ap.Port()))
+		if len(out) == hardTargets {
+			break
+		}
+	}
+	return out
+}
 
 // hardPunch is a hard-NAT punch toward one node.
 type hardPunch struct {
@@ -261,16 +327,19 @@ type hardPunch struct {
 func (m *Mesh) punchHard(id [32]byte, h *hardPunch) {
 	ctx, cancel := context.WithDeadline(m.ctx, h.until)
 	h.cancel = cancel
+	m.hardLast[id] = time.Now()
 	mine, theirs := m.snap.Load().mapping, h.theirs.mapping
-	to := h.theirs.observed
+	to := m.hardTargetsOf(h.theirs.observed)
 	if len(to) == 0 {
 		return
 	}
-	if mine != MappingIndependent && theirs != MappingDependent {
+	if mine != MappingIndependent && theirs != MappingDependent && m.hardOpen.Load() < hardOpeners {
 		m.stats.hardPunches.Add(1)
+		m.hardOpen.Add(1)
 		m.wg.Add(1)
 		go func() {
 			defer m.wg.Done()
+			defer m.hardOpen.Add(-1)
 			c, err := m.cfg.Transport.PunchHard(ctx, hardSockets, to)
 			if err != nil {
 				m.log.Debug("hard punch found no port", "node", short(id), "err", err)
@@ -283,14 +352,16 @@ func (m *Mesh) punchHard(id [32]byte, h *hardPunch) {
 			}
 		}()
 	}
-	if mine != MappingDependent && theirs != MappingIndependent {
+	if mine != MappingDependent && theirs != MappingIndependent && m.hardProbe.Load() < hardProbers {
 		ips := map[netip.Addr]bool{}
 		for _, a := range to {
 			ips[a.Addr()] = true
 		}
+		m.hardProbe.Add(1)
 		m.wg.Add(1)
 		go func() {
 			defer m.wg.Done()
+			defer m.hardProbe.Add(-1)
 			wait := hardProbeIn
 			for {
 				select {

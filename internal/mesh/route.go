@@ -125,6 +125,13 @@ func (m *Mesh) handleRouted(p *peer, r *pb.Routed) {
 		m.stats.noRoute.Add(1)
 		return
 	}
+	// This node did not send it; and a notice of an observed address is
+	// only a direct peer's word, never relayed (else a member could
+	// speak for this node to its own peers).
+	if [32]byte(r.Src) == m.self || r.Kind == KindObserved {
+		m.bad(p, "routed message that claims this node as its source, or a relayed notice")
+		return
+	}
 	if !m.mayRelay(p, len(r.Payload)) {
 		return
 	}

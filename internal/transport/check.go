@@ -42,18 +42,20 @@ func (t *Transport) readNonQUIC() {
 		ch := t.checks[nonce]
 		t.checkMu.Unlock()
 		if ua, ok := from.(*net.UDPAddr); ok && ch != nil {
+			ap := ua.AddrPort()
 			select {
-			case ch <- ua.AddrPort():
+			case ch <- netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()):
 			default:
 			}
 		}
 	}
 }
 
-// AwaitCheck waits until a check probe with nonce arrives on the node's
-// socket and returns where it came from; it returns an error when ctx
-// ends first.
-func (t *Transport) AwaitCheck(ctx context.Context, nonce [16]byte) (netip.AddrPort, error) {
+// ExpectCheck starts waiting for a check probe with nonce on the node's
+// socket: the channel receives where it came from. The caller must call
+// the returned function when it stops waiting. (Register before asking
+// for the probe, so that one arriving at once is not missed.)
+func (t *Transport) ExpectCheck(nonce [16]byte) (<-chan netip.AddrPort, func()) {
 	ch := make(chan netip.AddrPort, 1)
 	t.checkMu.Lock()
 	if t.checks == nil {
@@ -61,11 +63,21 @@ func (t *Transport) AwaitCheck(ctx context.Context, nonce [16]byte) (netip.AddrP
 	}
 	t.checks[nonce] = ch
 	t.checkMu.Unlock()
-	defer func() {
+	return ch, func() {
 		t.checkMu.Lock()
-		delete(t.checks, nonce)
+		if t.checks[nonce] == ch {
+			delete(t.checks, nonce)
+		}
 		t.checkMu.Unlock()
-	}()
+	}
+}
+
+// AwaitCheck waits until a check probe with nonce arrives on the node's
+// socket and returns where it came from; it returns an error when ctx
+// ends first.
+func (t *Transport) AwaitCheck(ctx context.Context, nonce [16]byte) (netip.AddrPort, error) {
+	ch, stop := t.ExpectCheck(nonce)
+	defer stop()
 	select {
 	case from := <-ch:
 		return from, nil

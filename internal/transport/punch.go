@@ -65,9 +65,14 @@ func (t *Transport) ProbePorts(ctx context.Context, ip netip.Addr, n int) error 
 // probePorts picks n distinct random ports of the range NATs give out.
 func probePorts(n int) []uint16 {
 	n = max(0, min(n, 65536-portLow))
-	out := make([]uint16, n)
-	for i, p := range rand.Perm(65536 - portLow)[:n] {
-		out[i] = uint16(portLow + p)
+	out := make([]uint16, 0, n)
+	seen := make(map[uint16]bool, n)
+	for len(out) < n {
+		p := uint16(portLow + rand.IntN(65536-portLow))
+		if !seen[p] {
+			seen[p] = true
+			out = append(out, p)
+		}
 	}
 	return out
 }
@@ -90,11 +95,14 @@ func (t *Transport) PunchHard(ctx context.Context, n int, to []netip.AddrPort) (
 	}
 	local := t.Addr()
 	laddr := &net.UDPAddr{IP: local.Addr().AsSlice(), Zone: local.Addr().Zone()}
+	if t.ctx.Err() != nil {
+		return nil, net.ErrClosed
+	}
 	var socks []*net.UDPConn
-	winner := -1
+	owned := map[int]bool{} // handed to dialOn, which closes them
 	defer func() {
 		for i, s := range socks {
-			if i != winner {
+			if !owned[i] {
 				s.Close()
 			}
 		}
@@ -114,7 +122,7 @@ func (t *Transport) PunchHard(ctx context.Context, n int, to []netip.AddrPort) (
 		i    int
 		from netip.AddrPort
 	}
-	hits := make(chan hit, 1)
+	hits := make(chan hit, len(socks)) // one per reader at most: never blocks
 	var wg sync.WaitGroup
 	for i, s := range socks {
 		wg.Add(1)
@@ -126,25 +134,29 @@ func (t *Transport) PunchHard(ctx context.Context, n int, to []netip.AddrPort) (
 				if err != nil {
 					return // closed or past its deadline: the punch is over
 				}
-				if bytes.Equal(buf[:nn], probe) && ips[from.Addr().Unmap()] {
-					select {
-					case hits <- hit{i, from}:
-					default:
-					}
-					return
+				from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+				if bytes.Equal(buf[:nn], probe) && ips[from.Addr()] && from != local {
+					hits <- hit{i, from}
+					return // the socket is the dialer's now
 				}
 			}
 		}()
 	}
 	stopReaders := func() {
-		for _, s := range socks {
-			s.SetReadDeadline(time.Unix(1, 0))
+		for i, s := range socks {
+			if !owned[i] {
+				s.SetReadDeadline(time.Unix(1, 0))
+			}
 		}
 		wg.Wait()
 	}
+	defer stopReaders()
 
 	send := func() {
-		for _, s := range socks {
+		for i, s := range socks {
+			if owned[i] {
+				continue
+			}
 			for _, a := range to {
 				s.WriteToUDPAddrPort(probe, a) // best effort
 			}
@@ -153,31 +165,29 @@ func (t *Transport) PunchHard(ctx context.Context, n int, to []netip.AddrPort) (
 	send()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	var h hit
-wait:
+	var lastErr error
 	for {
 		select {
-		case h = <-hits:
-			break wait
+		case h := <-hits:
+			// A hit whose dial fails (a lost handshake, a forged probe)
+			// does not end the punch: others may still come.
+			owned[h.i] = true
+			c, err := t.dialOn(ctx, socks[h.i], h.from)
+			if err == nil {
+				return c, nil
+			}
+			lastErr = fmt.Errorf("dial %s: %w", h.from, err)
 		case <-tick.C:
 			send()
 		case <-ctx.Done():
-			stopReaders()
+			if lastErr != nil {
+				return nil, fmt.Errorf("transport: hard punch: %w (%v)", ctx.Err(), lastErr)
+			}
 			return nil, fmt.Errorf("transport: hard punch: %w", ctx.Err())
 		case <-t.ctx.Done():
-			stopReaders()
 			return nil, net.ErrClosed
 		}
 	}
-	stopReaders()
-	winner = h.i
-	s := socks[h.i]
-	s.SetReadDeadline(time.Time{})
-	c, err := t.dialOn(ctx, s, h.from)
-	if err != nil {
-		return nil, fmt.Errorf("transport: hard punch: dial %s: %w", h.from, err)
-	}
-	return c, nil
 }
 
 // dialOn dials addr from socket s through a QUIC endpoint of its own,

@@ -8,8 +8,11 @@
 // connections that pass are returned by Dial and Accept; the first stream
 // stays open as the control stream that carries framed messages.
 //
-// Goroutines: one accept loop per Transport, plus one short-lived goroutine
-// per inbound handshake. All stop when Close returns.
+// Goroutines: one accept loop and one reader of packets that are not QUIC
+// per Transport, one short-lived goroutine per inbound handshake, and one
+// per connection dialled from a hard punch's socket (it closes the socket
+// with the connection). All stop when Close returns. PunchHard runs one
+// reader per extra socket, joined before it returns.
 package transport
 
 import (
