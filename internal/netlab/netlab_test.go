@@ -355,6 +355,7 @@ func TestLeftoversAndClose(t *testing.T) {
 	if ns, err := old.namespaces(context.Background()); err != nil || len(ns) != 2 {
 		t.Fatalf("leftovers to be: %v, %v", ns, err)
 	}
+	old.lock.Close() // as when the process is killed
 	l := New(t, "nlleft")
 	if ns, err := l.namespaces(context.Background()); err != nil || len(ns) != 0 {
 		t.Fatalf("New left %v, %v", ns, err)
