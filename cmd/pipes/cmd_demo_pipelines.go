@@ -133,6 +133,13 @@ func demoRelay(ctx context.Context, say func(string, ...any), dir string, logger
 		knows = knows || p.ID() == id
 	}
 	say("ivan relayed %d messages for them and knows of their pipeline: %v.", ivan.n.Stats().Routed, knows)
+	if rtt, err := judy.n.Ping(wctx, ken.n.ID()); err == nil {
+		say("judy pings ken through ivan: %.2f ms.", float64(rtt.Microseconds())/1000)
+	}
+	if rep, err := judy.n.CheckNAT(wctx); err == nil {
+		say("judy's netcheck: socket %s, mapping %s, filtering %s, behind a NAT: %v (on loopback there is none).",
+			rep.Local, rep.Mapping, rep.Filtering, rep.BehindNAT)
+	}
 	return nil
 }
 
