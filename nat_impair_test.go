@@ -221,13 +221,8 @@ func TestNATImpairedPublicSegment(t *testing.T) {
 	p2pDelivers(t, "impaired-p2p", b, a, 300)
 	t.Logf("point to point: 300 packets bob->alice in %v", time.Since(start).Round(time.Millisecond))
 
-	id, err := a.n.CreatePipeline("impaired-log", pipes.PipelineOptions{Persistent: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pa, _ := a.n.Pipeline(id)
-	pb := waitPipeline(t, b, id)
-	waitPipeline(t, r, id)
+	id, ps := sharedLog(t, "impaired-log", a, r, b)
+	pa, pb := ps[0], ps[2]
 	start = time.Now()
 	putN(t, pa, 200, "alice")
 	putN(t, pb, 200, "bob")
@@ -253,13 +248,8 @@ func TestNATPartitionHeals(t *testing.T) {
 	echoOnce(t, a, b).Close()
 	t.Logf("direct %v after the first relayed connection", mustBeDirect(t, a, b, "alice and bob punch through").Round(time.Millisecond))
 
-	id, err := b.n.CreatePipeline("partition-log", pipes.PipelineOptions{Persistent: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pb, _ := b.n.Pipeline(id)
-	pa := waitPipeline(t, a, id)
-	waitPipeline(t, r, id)
+	id, ps := sharedLog(t, "partition-log", b, a, r)
+	pb, pa := ps[0], ps[1]
 	putN(t, pb, 20, "before")
 	converged(t, l.all(), id, 20)
 
@@ -331,13 +321,8 @@ func TestNATMappingLostAndRebinding(t *testing.T) {
 	t.Logf("direct %v after the first relayed connection", mustBeDirect(t, a, b, "alice and bob punch through").Round(time.Millisecond))
 	_, before := pathDirect(a, b)
 
-	id, err := a.n.CreatePipeline("rebind-log", pipes.PipelineOptions{Persistent: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pa, _ := a.n.Pipeline(id)
-	waitPipeline(t, b, id)
-	waitPipeline(t, r, id)
+	id, ps := sharedLog(t, "rebind-log", a, b, r)
+	pa := ps[0]
 	total := 0
 	round := func(what string) {
 		t.Helper()
@@ -440,4 +425,20 @@ func tryEcho(from, to *member) error {
 func hostOf(s string) (string, error) {
 	h, _, err := net.SplitHostPort(s)
 	return h, err
+}
+
+// sharedLog creates a persistent pipeline on owner and waits until the
+// others know it; it returns each one's pipeline, owner's first.
+func sharedLog(t *testing.T, name string, owner *member, others ...*member) (pipes.PipelineID, []*pipes.Pipeline) {
+	t.Helper()
+	id, err := owner.n.CreatePipeline(name, pipes.PipelineOptions{Persistent: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := owner.n.Pipeline(id)
+	out := []*pipes.Pipeline{p}
+	for _, m := range others {
+		out = append(out, waitPipeline(t, m, id))
+	}
+	return id, out
 }

@@ -50,14 +50,10 @@ func (l *Lab) SetDelay(node Node, d time.Duration) error {
 	if d < 0 || d > time.Minute {
 		return fmt.Errorf("netlab: delay %v out of range", d)
 	}
-	l.mu.Lock()
+	if err := l.lockNode(node); err != nil {
+		return err
+	}
 	defer l.mu.Unlock()
-	if err := l.check(); err != nil {
-		return err
-	}
-	if err := l.checkNode(node); err != nil {
-		return err
-	}
 	port := node.portName()
 	q := l.delays[port]
 	if q == nil {

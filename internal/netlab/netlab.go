@@ -506,16 +506,27 @@ func (l *Lab) SetLoss(node Node, percent int) error {
 	return l.setImpair(node, func(im *impairment) { im.loss = percent })
 }
 
-// setImpair changes node's impairments and applies them.
-func (l *Lab) setImpair(node Node, change func(*impairment)) error {
+// lockNode takes the lab's lock for a change to node, if the lab is open
+// and node is one of its own; the caller unlocks l.mu when it succeeds.
+func (l *Lab) lockNode(node Node) error {
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	if err := l.check(); err != nil {
+		l.mu.Unlock()
 		return err
 	}
 	if err := l.checkNode(node); err != nil {
+		l.mu.Unlock()
 		return err
 	}
+	return nil
+}
+
+// setImpair changes node's impairments and applies them.
+func (l *Lab) setImpair(node Node, change func(*impairment)) error {
+	if err := l.lockNode(node); err != nil {
+		return err
+	}
+	defer l.mu.Unlock()
 	im := l.impair[node.portName()]
 	change(&im)
 	l.impair[node.portName()] = im
