@@ -33,7 +33,7 @@ type natLab struct {
 // a NAT of kind ka and bob behind one of kind kb, knowing only the relay,
 // with one peer each (so they start relayed). impair, if not nil, runs
 // once the topology exists and before alice and bob start.
-func impairedPair(t *testing.T, prefix string, ka, kb netlab.NATKind, impair func(*natLab)) *natLab {
+func impairedPair(t *testing.T, prefix string, ka, kb netlab.NATKind, impair func(*natLab), opts ...pipes.NodeOption) *natLab {
 	t.Helper()
 	l := &natLab{lab: netlab.New(t, prefix)}
 	var err error
@@ -43,7 +43,8 @@ func impairedPair(t *testing.T, prefix string, ka, kb netlab.NATKind, impair fun
 	netPath := testNetfile(t, prefix)
 	one := pipes.WithTargetDegree(1)
 	start := func(m *member, h *netlab.Host) { startIn(t, m, h) }
-	l.r = newMember(t, netPath, "relay", one, pipes.WithListenAddr(net.JoinHostPort(l.pub.Addr().String(), "0")))
+	withOpts := func(o ...pipes.NodeOption) []pipes.NodeOption { return append(o, opts...) }
+	l.r = newMember(t, netPath, "relay", withOpts(one, pipes.WithListenAddr(net.JoinHostPort(l.pub.Addr().String(), "0")))...)
 	start(l.r, l.pub)
 	var hosts []*netlab.Host
 	for _, kind := range []netlab.NATKind{ka, kb} {
@@ -61,8 +62,8 @@ func impairedPair(t *testing.T, prefix string, ka, kb netlab.NATKind, impair fun
 	if impair != nil {
 		impair(l)
 	}
-	l.a = newMember(t, netPath, "alice", one, pipes.WithListenAddr(net.JoinHostPort(hosts[0].Addr().String(), "0")))
-	l.b = newMember(t, netPath, "bob", one, pipes.WithListenAddr(net.JoinHostPort(hosts[1].Addr().String(), "0")))
+	l.a = newMember(t, netPath, "alice", withOpts(one, pipes.WithListenAddr(net.JoinHostPort(hosts[0].Addr().String(), "0")))...)
+	l.b = newMember(t, netPath, "bob", withOpts(one, pipes.WithListenAddr(net.JoinHostPort(hosts[1].Addr().String(), "0")))...)
 	l.a.gateway(t, l.r)
 	l.b.gateway(t, l.r)
 	begin := time.Now()
@@ -441,4 +442,34 @@ func sharedLog(t *testing.T, name string, owner *member, others ...*member) (pip
 		out = append(out, waitPipeline(t, m, id))
 	}
 	return id, out
+}
+
+// TestNATRebindingWithDefaultTimeouts: with the default presence timing
+// (a QUIC idle timeout of 15 s), a change of alice's public address does
+// not leave her traffic to bob in the dead direct connection until the
+// idle timeout: the relay tells her her new address, she pings her other
+// peers, closes the connection to bob that does not answer, and her data
+// connections go through the relay, then direct again to her new
+// address. The times are logged (docs/nat.md).
+func TestNATRebindingWithDefaultTimeouts(t *testing.T) {
+	l := impairedPair(t, "irebdef", netlab.EIMAddrPortFiltering, netlab.EIMAddrPortFiltering, nil,
+		pipes.WithPresenceTiming(5*time.Second, 20*time.Second))
+	a, b := l.a, l.b
+	serveEcho(t, b)
+	echoOnce(t, a, b).Close()
+	mustBeDirect(t, a, b, "alice and bob punch through")
+	moved := time.Now()
+	addr, err := l.lab.ChangePublicAddr(l.na)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 60*time.Second, "alice reaches bob's echo again", func() error { return tryEcho(a, b) })
+	back := time.Since(moved)
+	direct, ok := untilDirect(a, b, 30*time.Second)
+	_, p := pathDirect(b, a)
+	t.Logf("alice's router moved to %v: echo through the relay after %v, direct again after %v (bob reaches her at %s)",
+		addr, back.Round(time.Millisecond), (back + direct).Round(time.Millisecond), p.Remote)
+	if !ok {
+		t.Fatal("not direct again")
+	}
 }

@@ -209,6 +209,7 @@ type target struct {
 	punched    time.Time // the last punch dial or probe
 	probe      bool      // punch by probes (the other side dials) ...
 	dialAfter  time.Time // ... until then, and dial too afterwards
+	grace      time.Time // a connection to the node is checked until then
 }
 
 // snapshot is the immutable view read by Peers, Nodes and Node.
@@ -261,27 +262,28 @@ type Mesh struct {
 	hardProbe atomic.Int32            // hard punches probing now
 
 	// Loop state: touched only by the loop goroutine.
-	peers       map[[32]byte]*peer
-	pings       waiters[uint64] // pings waiting for their pong
-	checks      checks          // NAT check requests waiting for their ack
-	tree        *plumtree.Tree
-	pres        *presence
-	certs       identity.CertCache
-	targets     map[string]*target // by address
-	dialing     map[string]bool
-	hard        map[[32]byte]*hardPunch // hard-NAT punches, by node
-	hardLast    map[[32]byte]time.Time  // when the last one toward a node started
-	observedAt  time.Time               // the last look for changed peer addresses
-	seq         uint64
-	lastStatus  time.Time
-	dirty       bool // neighbours changed since the last status
-	connected   bool
-	leaving     bool
-	stale       bool                  // the snapshot is out of date
-	heartbeat   time.Duration         // this period's jittered heartbeat
-	routes      map[[32]byte][32]byte // destination -> next hop; nil: recompute
-	dgStale     bool                  // routes changed since dgTable was published
-	lastPayload struct {
+	peers        map[[32]byte]*peer
+	pings        waiters[uint64] // pings waiting for their pong
+	checks       checks          // NAT check requests waiting for their ack
+	tree         *plumtree.Tree
+	pres         *presence
+	certs        identity.CertCache
+	targets      map[string]*target // by address
+	dialing      map[string]bool
+	hard         map[[32]byte]*hardPunch // hard-NAT punches, by node
+	hardLast     map[[32]byte]time.Time  // when the last one toward a node started
+	observedAt   time.Time               // the last look for changed peer addresses
+	pathsChecked time.Time               // the last checkPaths
+	seq          uint64
+	lastStatus   time.Time
+	dirty        bool // neighbours changed since the last status
+	connected    bool
+	leaving      bool
+	stale        bool                  // the snapshot is out of date
+	heartbeat    time.Duration         // this period's jittered heartbeat
+	routes       map[[32]byte][32]byte // destination -> next hop; nil: recompute
+	dgStale      bool                  // routes changed since dgTable was published
+	lastPayload  struct {
 		id      [32]byte
 		payload []byte
 	}

@@ -1,10 +1,12 @@
 package mesh
 
 import (
+	"context"
 	"net"
 	"net/netip"
 	"time"
 
+	"github.com/pipesnet/pipes/internal/transport"
 	"github.com/pipesnet/pipes/internal/wire/pb"
 )
 
@@ -70,5 +72,56 @@ func (m *Mesh) handleObserved(from *peer, src [32]byte, kind uint32, payload []b
 	m.log.Debug("observed address changed", "peer", short(src), "addr", ap)
 	from.conn.Observed = ap // read only on the loop
 	m.stale = true
+	m.checkPaths(src)
 	return true
+}
+
+// After the node's NAT moved it to another public address, connections
+// to peers behind NATs that filter are dead (their NAT drops packets from
+// the new address), but QUIC notices only after its idle timeout (up to
+// 15 s) and sends into them meanwhile. So when a peer reports a new
+// address, the node pings its other peers and closes the connections that
+// do not answer within checkPathsWait: their traffic moves to a relay at
+// once, and the next relayed data connection punches again. At most once
+// per checkPathsEvery.
+const (
+	checkPathsWait  = 2 * time.Second
+	checkPathsEvery = 5 * time.Second
+)
+
+// checkPaths pings every peer but except and closes the connections that
+// do not answer; it runs on the loop.
+func (m *Mesh) checkPaths(except [32]byte) {
+	now := time.Now()
+	if now.Sub(m.pathsChecked) < checkPathsEvery {
+		return
+	}
+	m.pathsChecked = now
+	for id := range m.peers {
+		if id != except {
+			m.checkPeer(now, id, "no answer after an address change")
+		}
+	}
+}
+
+// checkPeer pings peer id and closes its connection if it does not
+// answer within checkPathsWait (at most once per checkPathsEvery per
+// peer); it runs on the loop.
+func (m *Mesh) checkPeer(now time.Time, id [32]byte, why string) {
+	p := m.peers[id]
+	if p == nil || now.Sub(p.checked) < checkPathsEvery {
+		return
+	}
+	p.checked = now
+	conn := p.conn
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		ctx, cancel := context.WithTimeout(m.ctx, checkPathsWait)
+		defer cancel()
+		if _, err := m.Ping(ctx, id); err != nil && m.ctx.Err() == nil && ctx.Err() != nil {
+			m.log.Debug("closing a silent connection", "peer", short(id), "why", why)
+			conn.Close(transport.CodeNormal, why)
+		}
+	}()
 }

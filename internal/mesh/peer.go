@@ -3,6 +3,7 @@ package mesh
 import (
 	"net/netip"
 	"sync/atomic"
+	"time"
 
 	"github.com/pipesnet/pipes/internal/transport"
 	"github.com/pipesnet/pipes/internal/wire/pb"
@@ -33,6 +34,7 @@ type peer struct {
 	queued  atomic.Int64   // payload bytes waiting in out
 	relay   relayBudget    // for what it sends through this node
 	told    netip.AddrPort // the address it was last told it has (loop)
+	checked time.Time      // when checkPeer last pinged it (loop)
 }
 
 // weight is the payload size of a frame, for the byte bound of a queue.

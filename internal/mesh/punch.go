@@ -166,12 +166,20 @@ func (m *Mesh) handlePunch(now time.Time, src [32]byte, kind uint32, payload []b
 	if kind == KindPunch {
 		m.send(sendReq{dst: src, kind: KindPunchAck, payload: m.candidates()}) // best effort
 	}
-	if m.peers[src] != nil || src == m.self {
+	if src == m.self {
 		return true
+	}
+	// A node that asks to punch does not see this one as its peer: if
+	// this one still sees it as a peer, that connection is likely dead
+	// (the other's NAT moved it): check it, and punch once it is closed.
+	var grace time.Time
+	if m.peers[src] != nil {
+		m.checkPeer(now, src, "the peer asks to punch: it does not see this connection")
+		grace = now.Add(checkPathsWait + 500*time.Millisecond)
 	}
 	o := parseOffer(payload)
 	if m.mayPunchHard(now, src) {
-		m.hard[src] = &hardPunch{at: now.Add(hardAfter), until: now.Add(punchFor), theirs: o}
+		m.hard[src] = &hardPunch{at: now.Add(hardAfter), until: now.Add(punchFor), theirs: o, grace: grace}
 	}
 	for _, a := range o.addrs {
 		if len(m.targets) >= maxTargets && m.targets[a] == nil {
@@ -186,6 +194,7 @@ func (m *Mesh) handlePunch(now time.Time, src [32]byte, kind uint32, payload []b
 			continue
 		}
 		t.node = src
+		t.grace = grace
 		t.punchUntil = now.Add(punchFor)
 		t.probe = bytes.Compare(m.self[:], src[:]) > 0 // the smaller id dials
 		t.dialAfter = now.Add(probeFirst)
@@ -205,14 +214,14 @@ func (m *Mesh) punchMore(now time.Time) {
 		}
 	}
 	for id, h := range m.hard {
-		if m.peers[id] != nil || now.After(h.until) {
+		if (m.peers[id] != nil && !now.Before(h.grace)) || now.After(h.until) {
 			if h.cancel != nil {
 				h.cancel()
 			}
 			delete(m.hard, id)
 			continue
 		}
-		if h.cancel == nil && !now.Before(h.at) {
+		if h.cancel == nil && !now.Before(h.at) && m.peers[id] == nil {
 			m.punchHard(id, h)
 		}
 	}
@@ -220,9 +229,12 @@ func (m *Mesh) punchMore(now time.Time) {
 		if t.punchUntil.IsZero() {
 			continue
 		}
-		if now.After(t.punchUntil) || m.peers[t.node] != nil {
+		if now.After(t.punchUntil) || (m.peers[t.node] != nil && !now.Before(t.grace)) {
 			t.punchUntil = time.Time{}
 			continue
+		}
+		if m.peers[t.node] != nil {
+			continue // its connection is being checked: no dial beside it
 		}
 		if m.dialing[addr] || now.Sub(t.punched) < punchEvery {
 			continue
@@ -319,6 +331,7 @@ func (m *Mesh) hardTargetsOf(observed []netip.AddrPort) []netip.AddrPort {
 // hardPunch is a hard-NAT punch toward one node.
 type hardPunch struct {
 	at, until time.Time
+	grace     time.Time // while the old connection is checked (see handlePunch)
 	theirs    offer
 	cancel    context.CancelFunc // set once started
 }
