@@ -27,8 +27,9 @@
 // state), the accept loop, per peer a reader and a writer of the control
 // stream and a reader and a writer of datagrams, one per dial in progress,
 // one opener and one prober per hard-NAT punch (bounded, see punch.go),
-// one per NAT check request served, and the event dispatcher that runs
-// the owner's callback.
+// one per NAT check request served, one per peer whose connection is
+// checked (observed.go), and the event dispatcher that runs the owner's
+// callback.
 package mesh
 
 import (
