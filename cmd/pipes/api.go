@@ -116,14 +116,21 @@ func describeNode(n *pipes.Node) nodeJSON {
 	j.Peers = len(n.ConnectedPeers())
 	j.OnlineNodes = len(n.ConnectedNodes())
 	j.KnownNodes = len(n.KnownNodes())
-	if pm := n.PortMapping(); pm.Enabled {
-		j.PortMapping = &portMappingJSON{Protocol: pm.Protocol}
-		if pm.External.IsValid() {
-			j.PortMapping.External = pm.External.String()
-		}
-		if pm.Err != nil {
-			j.PortMapping.Error = pm.Err.Error()
-		}
+	j.PortMapping = describePortMapping(n.PortMapping())
+	return j
+}
+
+// describePortMapping is nil when port mapping is off.
+func describePortMapping(pm pipes.PortMapping) *portMappingJSON {
+	if !pm.Enabled {
+		return nil
+	}
+	j := &portMappingJSON{Protocol: pm.Protocol}
+	if pm.External.IsValid() {
+		j.External = pm.External.String()
+	}
+	if pm.Err != nil {
+		j.Error = pm.Err.Error()
 	}
 	return j
 }

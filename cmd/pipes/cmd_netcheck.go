@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -49,15 +50,7 @@ func describeNATReport(r pipes.NATReport) netcheckJSON {
 	if r.AddrHelper != (pipes.NodeID{}) {
 		j.AddrHelper = r.AddrHelper.String()
 	}
-	if pm := r.PortMapping; pm.Enabled {
-		j.PortMapping = &portMappingJSON{Protocol: pm.Protocol}
-		if pm.External.IsValid() {
-			j.PortMapping.External = pm.External.String()
-		}
-		if pm.Err != nil {
-			j.PortMapping.Error = pm.Err.Error()
-		}
-	}
+	j.PortMapping = describePortMapping(r.PortMapping)
 	j.Hint = natHint(r)
 	return j
 }
@@ -67,7 +60,7 @@ func natHint(r pipes.NATReport) string {
 	switch {
 	case len(r.Observations) == 0:
 		return "no peers yet: nothing to compare with"
-	case r.PortMapping.External.IsValid() && r.PortMapping.External.Addr().IsGlobalUnicast() && !r.PortMapping.External.Addr().IsPrivate():
+	case slices.Contains(r.Public, r.PortMapping.External): // listed only when public
 		return "the router forwards a public port to this node: others can dial it directly"
 	case r.PortMapping.External.IsValid():
 		return "the router forwards a port, but its own address is private (another NAT beyond it): hole punching still decides"

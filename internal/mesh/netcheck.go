@@ -288,16 +288,8 @@ func (m *Mesh) handleCheck(now time.Time, src [32]byte, kind uint32, payload []b
 	if now.Sub(m.checks.last[src]) < checkEvery || !m.checks.budget.take(now, checkRate, 1) {
 		return true
 	}
-	if fresh {
-		p := m.peers[src]
-		ua, ok := (net.Addr)(nil), false
-		if p != nil {
-			ua = p.conn.RemoteAddr()
-			_, ok = ua.(*net.UDPAddr)
-		}
-		if !ok || ua.(*net.UDPAddr).AddrPort().Addr().Unmap() != addr.Addr().Unmap() {
-			return true
-		}
+	if fresh && (m.peers[src] == nil || remoteAddrPort(m.peers[src].conn.RemoteAddr()).Addr() != addr.Addr().Unmap()) {
+		return true
 	}
 	if m.checks.last == nil || len(m.checks.last) > 1024 {
 		m.checks.last = map[[32]byte]time.Time{}

@@ -28,8 +28,7 @@ const observedEvery = time.Second
 // a dual-stack socket (invalid if it is not UDP).
 func remoteAddrPort(a net.Addr) netip.AddrPort {
 	if ua, ok := a.(*net.UDPAddr); ok {
-		ap := ua.AddrPort()
-		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		return transport.Unmap(ua.AddrPort())
 	}
 	return netip.AddrPort{}
 }
@@ -65,7 +64,7 @@ func (m *Mesh) handleObserved(from *peer, src [32]byte, kind uint32, payload []b
 	if err != nil || !ap.Addr().IsValid() || ap.Port() == 0 {
 		return true
 	}
-	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	ap = transport.Unmap(ap)
 	if ap == from.conn.Observed {
 		return true
 	}

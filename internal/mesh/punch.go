@@ -313,7 +313,7 @@ func (m *Mesh) hardTargetsOf(observed []netip.AddrPort) []netip.AddrPort {
 	ips := map[netip.Addr]bool{}
 	for _, ap := range observed {
 		ip := ap.Addr().Unmap()
-		if !ip.IsGlobalUnicast() || ip.IsPrivate() || own[ip] || slices.Contains(out, ap) {
+		if !isPublic(ip) || own[ip] || slices.Contains(out, ap) {
 			continue
 		}
 		if !ips[ip] && len(ips) == hardIPs {

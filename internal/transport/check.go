@@ -25,7 +25,7 @@ func checkProbe(nonce [16]byte) []byte {
 }
 
 // readNonQUIC reads the packets of the node's socket that are not QUIC:
-// punch probes are dropped, check probes complete AwaitCheck.
+// punch probes are dropped, check probes go to ExpectCheck's waiters.
 func (t *Transport) readNonQUIC() {
 	defer t.wg.Done()
 	buf := make([]byte, 1500)
@@ -42,9 +42,8 @@ func (t *Transport) readNonQUIC() {
 		ch := t.checks[nonce]
 		t.checkMu.Unlock()
 		if ua, ok := from.(*net.UDPAddr); ok && ch != nil {
-			ap := ua.AddrPort()
 			select {
-			case ch <- netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()):
+			case ch <- Unmap(ua.AddrPort()):
 			default:
 			}
 		}
@@ -69,22 +68,6 @@ func (t *Transport) ExpectCheck(nonce [16]byte) (<-chan netip.AddrPort, func()) 
 			delete(t.checks, nonce)
 		}
 		t.checkMu.Unlock()
-	}
-}
-
-// AwaitCheck waits until a check probe with nonce arrives on the node's
-// socket and returns where it came from; it returns an error when ctx
-// ends first.
-func (t *Transport) AwaitCheck(ctx context.Context, nonce [16]byte) (netip.AddrPort, error) {
-	ch, stop := t.ExpectCheck(nonce)
-	defer stop()
-	select {
-	case from := <-ch:
-		return from, nil
-	case <-ctx.Done():
-		return netip.AddrPort{}, ctx.Err()
-	case <-t.ctx.Done():
-		return netip.AddrPort{}, net.ErrClosed
 	}
 }
 

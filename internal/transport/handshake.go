@@ -206,7 +206,7 @@ func (t *Transport) checkHello(qc *quic.Conn, h *pb.Hello, peerID [32]byte, peer
 	c.Incarnation = h.Incarnation
 	c.ListenAddrs = h.ListenAddrs
 	if ap, err := netip.ParseAddrPort(h.ObservedAddr); err == nil && len(h.ObservedAddr) <= 64 {
-		c.Observed = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()) // one form for IPv4 on dual-stack sockets
+		c.Observed = Unmap(ap)
 	}
 	return nil
 }

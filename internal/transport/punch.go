@@ -134,7 +134,7 @@ func (t *Transport) PunchHard(ctx context.Context, n int, to []netip.AddrPort) (
 				if err != nil {
 					return // closed or past its deadline: the punch is over
 				}
-				from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+				from = Unmap(from)
 				if bytes.Equal(buf[:nn], probe) && ips[from.Addr()] && from != local {
 					hits <- hit{i, from}
 					return // the socket is the dialer's now

@@ -122,23 +122,21 @@ func TestPunchHardGivesUpWithItsContext(t *testing.T) {
 	}
 }
 
-// TestCheckProbes: a check probe reaches AwaitCheck with its nonce, from
-// the sender's socket or from a fresh one (another port); other nonces
-// and punch probes do not.
+// TestCheckProbes: a check probe reaches ExpectCheck's waiter with its
+// nonce, from the sender's socket or from a fresh one (another port);
+// other nonces and punch probes do not.
 func TestCheckProbes(t *testing.T) {
 	a, b := newMember(t, netA, "a"), newMember(t, netA, "b")
 	ta, tb := listen(t, a, netA, keyA), listen(t, b, netA, keyA)
+	other, stopOther := ta.ExpectCheck([16]byte{7}) // nobody sends this one
+	defer stopOther()
 	for _, fresh := range []bool{false, true} {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		nonce := [16]byte{1, byte(len(t.Name())), 3}
 		if fresh {
 			nonce[15] = 1
 		}
-		got := make(chan netip.AddrPort, 1)
-		go func() {
-			from, _ := ta.AwaitCheck(ctx, nonce)
-			got <- from
-		}()
+		got, stop := ta.ExpectCheck(nonce)
 		var from netip.AddrPort
 		for from == (netip.AddrPort{}) && ctx.Err() == nil {
 			tb.SendProbe(ta.Addr())
@@ -153,6 +151,7 @@ func TestCheckProbes(t *testing.T) {
 			case <-time.After(200 * time.Millisecond):
 			}
 		}
+		stop()
 		cancel()
 		if !from.IsValid() {
 			t.Fatal("no check probe arrived")
@@ -161,9 +160,9 @@ func TestCheckProbes(t *testing.T) {
 			t.Fatalf("fresh=%v: probe came from %s (the node's socket is %s)", fresh, from, tb.Addr())
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-	defer cancel()
-	if _, err := ta.AwaitCheck(ctx, [16]byte{7}); err == nil {
-		t.Fatal("AwaitCheck returned for a nonce nobody sent")
+	select {
+	case from := <-other:
+		t.Fatalf("a waiter got a probe with another nonce, from %s", from)
+	default:
 	}
 }

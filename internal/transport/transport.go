@@ -121,7 +121,7 @@ type Transport struct {
 	closing bool
 
 	checkMu sync.Mutex
-	checks  map[[16]byte]chan netip.AddrPort // AwaitCheck's waiters, by nonce
+	checks  map[[16]byte]chan netip.AddrPort // ExpectCheck's waiters, by nonce
 }
 
 // Listen binds the UDP socket at addr ("host:port"; port 0 picks a free one)
@@ -344,6 +344,11 @@ func (c *Conn) RemoteAddr() net.Addr { return c.qc.RemoteAddr() }
 // QUIC exposes the underlying connection to the layers that open their own
 // streams or send datagrams.
 func (c *Conn) QUIC() *quic.Conn { return c.qc }
+
+// Unmap returns ap with an IPv4 address in its plain form: a dual-stack
+// socket reports IPv4 peers as IPv4-in-IPv6, and one address must have
+// one form to be compared.
+func Unmap(ap netip.AddrPort) netip.AddrPort { return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()) }
 
 // SendProbe sends a small packet that is not QUIC (its first byte has the
 // QUIC fixed bit clear, so QUIC endpoints drop it) from the node's socket
