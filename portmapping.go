@@ -181,18 +181,7 @@ func (pm *portMapper) state() PortMapping {
 }
 
 // external returns the mapped address, invalid without a mapping.
-func (pm *portMapper) external() netip.AddrPort {
-	if pm == nil {
-		return netip.AddrPort{}
-	}
-	pm.mu.Lock()
-	m := pm.m
-	pm.mu.Unlock()
-	if m == nil {
-		return netip.AddrPort{}
-	}
-	return m.External()
-}
+func (pm *portMapper) external() netip.AddrPort { return pm.state().External }
 
 // advertise is the package's advertise with the mapped address first: a
 // candidate for peers outside the router's LAN (one that turns out
