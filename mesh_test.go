@@ -246,13 +246,19 @@ func TestBroadcastNearMinimal(t *testing.T) {
 	}
 	ratio := float64(s1-s0) / float64(r1-r0)
 	t.Logf("20 nodes on loopback: %d payload transmissions for %d deliveries = %.3f per delivery", s1-s0, r1-r0, ratio)
-	// Flooding would cost about 6 (the degree). On an idle machine this is
-	// about 1.05; under the race detector on two cores shared with other
-	// test binaries (the NAT lab's tests among them), starved IHAVE timers
-	// cause grafts and the figure has reached 2.65, so the test asserts
-	// only that the tree formed (well below flooding). The benchmark in
-	// bench/ measures the figure.
-	if ratio > 4 {
-		t.Fatalf("%.3f payload transmissions per delivery; the tree did not form", ratio)
+	// Flooding would cost about 6 (the degree); a tree about 1, and on an
+	// idle machine the figure is about 1.05. Under the race detector on
+	// two cores shared with other test binaries, delivery slows so much
+	// that IHAVE timers expire before the eager copies arrive and the
+	// grafts they cause have pushed it to 4: a matter of timing. So under
+	// -race the test asserts only that it is below flooding; CI also runs
+	// it without -race, on its own, where the tree must be near minimal.
+	// The benchmark in bench/ measures the figure.
+	limit := 2.0
+	if raceEnabled {
+		limit = 5.5
+	}
+	if ratio > limit {
+		t.Fatalf("%.3f payload transmissions per delivery (limit %.1f); the tree did not form", ratio, limit)
 	}
 }
