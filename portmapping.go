@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pipesnet/pipes/internal/netaddr"
 	"github.com/pipesnet/pipes/internal/portmap"
 )
 
@@ -198,19 +199,8 @@ func (pm *portMapper) advertise(bound netip.AddrPort) []string {
 // one, in front of the addresses that peers observe.
 func (pm *portMapper) publicAddrs(observed []netip.AddrPort) []netip.AddrPort {
 	ext := pm.external()
-	if !ext.IsValid() || !isPublic(ext.Addr()) || slices.Contains(observed, ext) {
+	if !ext.IsValid() || !netaddr.IsPublic(ext.Addr()) || slices.Contains(observed, ext) {
 		return observed
 	}
 	return append([]netip.AddrPort{ext}, observed...)
-}
-
-// cgnat is the shared address space of carrier-grade NATs (RFC 6598).
-var cgnat = netip.MustParsePrefix("100.64.0.0/10")
-
-// isPublic reports whether a is an address of the internet at large: not
-// private, shared (CGNAT), loopback, link-local or unspecified. A router
-// behind another NAT reports such an address as its external one.
-func isPublic(a netip.Addr) bool {
-	a = a.Unmap()
-	return a.IsGlobalUnicast() && !a.IsPrivate() && !cgnat.Contains(a)
 }

@@ -167,15 +167,15 @@ func TestObservedNotice(t *testing.T) {
 	}
 }
 
-// TestHardPunchBounds: a hard punch goes only to public addresses that
-// are not the node's own, a few of them on two IPs at most, and only
+// TestHardPunchBounds: a hard punch goes only to public addresses (not
+// private, not carrier-grade NAT space) that are not the node's own, a few of them on two IPs at most, and only
 // toward an online node.
 func TestHardPunchBounds(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	a, b := pair(t, ctx)
 	ap := netip.MustParseAddrPort
-	got := a.hardTargetsOf([]netip.AddrPort{ap("127.0.0.1:5"), ap("10.0.0.1:5"), ap("0.0.0.0:5"), ap("[::ffff:198.51.100.1]:1"),
+	got := a.hardTargetsOf([]netip.AddrPort{ap("127.0.0.1:5"), ap("10.0.0.1:5"), ap("100.64.1.1:5"), ap("0.0.0.0:5"), ap("[::ffff:198.51.100.1]:1"),
 		ap("198.51.100.1:2"), ap("198.51.100.2:1"), ap("198.51.100.3:1"), ap("198.51.100.1:3"), ap("198.51.100.1:4")})
 	want := []netip.AddrPort{ap("198.51.100.1:1"), ap("198.51.100.1:2"), ap("198.51.100.2:1"), ap("198.51.100.1:3")}
 	if !slices.Equal(got, want) {

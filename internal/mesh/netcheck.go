@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"slices"
 	"time"
+
+	"github.com/pipesnet/pipes/internal/netaddr"
 )
 
 // NAT checks (pipes netcheck): how the node's NAT maps (from its peers'
@@ -172,7 +174,7 @@ func (m *Mesh) CheckNAT(ctx context.Context) (NATReport, error) {
 	// Port test through a peer, those with a public address first.
 	helpers := slices.Clone(s.obs)
 	slices.SortStableFunc(helpers, func(a, b Observation) int {
-		return boolRank(isPublic(a.PeerAddr.Addr())) - boolRank(isPublic(b.PeerAddr.Addr()))
+		return boolRank(netaddr.IsPublic(a.PeerAddr.Addr())) - boolRank(netaddr.IsPublic(b.PeerAddr.Addr()))
 	})
 	var target netip.AddrPort
 	for _, h := range helpers[:min(len(helpers), checkTries)] {
@@ -209,12 +211,6 @@ func (m *Mesh) CheckNAT(ctx context.Context) (NATReport, error) {
 		break
 	}
 	return rep, nil
-}
-
-// isPublic reports whether ip is a global unicast address outside the
-// private ranges.
-func isPublic(ip netip.Addr) bool {
-	return ip.IsGlobalUnicast() && !ip.IsPrivate()
 }
 
 // boolRank sorts true first.

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pipesnet/pipes/internal/netaddr"
 	"github.com/pipesnet/pipes/internal/transport"
 )
 
@@ -313,7 +314,7 @@ func (m *Mesh) hardTargetsOf(observed []netip.AddrPort) []netip.AddrPort {
 	ips := map[netip.Addr]bool{}
 	for _, ap := range observed {
 		ip := ap.Addr().Unmap()
-		if !isPublic(ip) || own[ip] || slices.Contains(out, ap) {
+		if !netaddr.IsPublic(ip) || own[ip] || slices.Contains(out, ap) {
 			continue
 		}
 		if !ips[ip] && len(ips) == hardIPs {
