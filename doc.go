@@ -63,8 +63,4 @@
 // policy). Every goroutine a node starts stops before Shutdown returns.
 // Nothing received from the network can make the package panic: every
 // decoder is fuzzed.
-//
-// Encrypted, ephemeral and realtime pipelines, files and data connections
-// (Dial, Listen) are part of the API and return ErrNotImplemented in this
-// version.
 package pipes

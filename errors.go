@@ -43,9 +43,10 @@ var (
 	ErrConflict = errors.New("pipes: a pipeline of that name exists with other options")
 	// ErrTooLarge: a packet is larger than MaxPacketSize.
 	ErrTooLarge = errors.New("pipes: packet too large")
-	// ErrNotImplemented: the call belongs to a capability this version does
-	// not have yet (encrypted, ephemeral and realtime pipelines, files,
-	// data connections).
+	// ErrNotImplemented: the call belongs to a capability this build does
+	// not have. Every kind of pipeline, files and data connections are
+	// implemented; the error is kept so that callers that branch on it
+	// keep compiling.
 	ErrNotImplemented = errors.New("pipes: not implemented in this version")
 	// ErrNotPersistent: a history operation (PacketWithID, PacketsSince,
 	// SubscribeSince) on a live pipeline, which keeps no history.

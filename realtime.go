@@ -12,6 +12,7 @@ import (
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
 
+	"github.com/pipesnet/pipes/internal/mesh"
 	"github.com/pipesnet/pipes/internal/pipeline"
 )
 
@@ -247,7 +248,7 @@ func (p *Pipeline) UDPAddr() *net.UDPAddr {
 
 // realtimeErr maps the engine's datagram errors.
 func realtimeErr(err error) error {
-	var tl *pipeline.DatagramTooLargeError
+	var tl *mesh.DatagramTooLargeError
 	if errors.As(err, &tl) {
 		return &DatagramTooLargeError{Max: tl.Max}
 	}

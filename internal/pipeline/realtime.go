@@ -54,21 +54,6 @@ const (
 	rtKeyAge          = time.Minute     // a RealtimeKey copy older (or newer) than this is refused
 )
 
-// ErrDatagramTooLarge: a realtime packet does not fit one datagram on the
-// path; DatagramTooLargeError says how much does.
-var ErrDatagramTooLarge = errors.New("pipeline: realtime packet larger than a datagram on the path")
-
-// DatagramTooLargeError reports the largest realtime packet data that fits
-// now.
-type DatagramTooLargeError struct{ Max int }
-
-func (e *DatagramTooLargeError) Error() string {
-	return fmt.Sprintf("%v (at most %d bytes now)", ErrDatagramTooLarge, e.Max)
-}
-
-// Unwrap makes errors.Is(err, ErrDatagramTooLarge) true.
-func (e *DatagramTooLargeError) Unwrap() error { return ErrDatagramTooLarge }
-
 // rtOverhead is what a realtime packet adds to its data in a datagram.
 const rtOverhead = rtHeader + rtInner + chacha20poly1305.Overhead
 
@@ -270,7 +255,9 @@ func (e *Engine) putRealtime(ctx context.Context, p *pipe, data []byte, typ int6
 			if p.def.Opts.Encrypted {
 				over += SealOverhead
 			}
-			return [32]byte{}, &DatagramTooLargeError{Max: max(tooLarge.Max-over, 0)}
+			// The mesh's limit is for a datagram; the caller's is for
+			// the packet data it carries.
+			return [32]byte{}, &mesh.DatagramTooLargeError{Max: max(tooLarge.Max-over, 0)}
 		default:
 			failed++
 			firstErr = cmpErr(firstErr, err)
