@@ -43,6 +43,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 
+	"github.com/pipesnet/pipes/internal/backoff"
 	"github.com/pipesnet/pipes/internal/mesh"
 )
 
@@ -117,8 +118,8 @@ type Manager struct {
 	closed    bool
 	listeners map[string]*Listener
 	relayed   int
-	relayedBy map[[32]byte]int      // by the peer the stream came from
-	punched   map[[32]byte]punchTry // punches toward nodes: when the next may start
+	relayedBy map[[32]byte]int              // by the peer the stream came from
+	punched   map[[32]byte]*backoff.Backoff // punches toward nodes: when the next may start
 }
 
 // New makes a Manager.
@@ -127,7 +128,7 @@ func New(cfg Config) *Manager {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	m := &Manager{cfg: cfg, log: cfg.Logger, listeners: map[string]*Listener{}, relayedBy: map[[32]byte]int{},
-		punched: map[[32]byte]punchTry{}}
+		punched: map[[32]byte]*backoff.Backoff{}}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	return m
 }

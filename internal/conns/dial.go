@@ -8,6 +8,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/pipesnet/pipes/internal/backoff"
 	"github.com/pipesnet/pipes/internal/mesh"
 	"github.com/pipesnet/pipes/internal/transport"
 )
@@ -102,20 +103,14 @@ func (m *Manager) Dial(ctx context.Context, dst [32]byte, service string) (net.C
 }
 
 // A failed punch toward a node is tried again after punchRetry, then
-// after twice as long each time, up to punchRetryMax; a punch that worked
-// resets the wait (the two may need one again after a NAT change).
+// after twice as long each time, up to punchRetryMax (the node's one
+// backoff schedule, with its jitter); a punch that worked resets the wait (the two may need one again after a NAT change).
 const (
 	punchRetry    = time.Minute
 	punchRetryMax = 30 * time.Minute
 	punchTimeout  = 15 * time.Second // ordinary and hard-NAT phases (see mesh/punch.go)
 	maxPunchState = 1024             // nodes remembered before old ones are forgotten
 )
-
-// punchTry is the punching state toward one node.
-type punchTry struct {
-	next time.Time     // no punch before then
-	wait time.Duration // after a failure, until the next
-}
 
 // punchLater tries, in the background, to make dst a direct peer, so that
 // the next connections to it go direct (this one stays relayed).
@@ -124,17 +119,20 @@ func (m *Manager) punchLater(dst [32]byte) {
 		return
 	}
 	m.mu.Lock()
+	now := time.Now()
 	p := m.punched[dst]
-	if time.Now().Before(p.next) {
+	if p == nil {
+		p = &backoff.Backoff{Min: punchRetry, Max: punchRetryMax}
+	}
+	if !p.Ready(now) {
 		m.mu.Unlock()
 		return
 	}
-	p.wait = min(max(p.wait*2, punchRetry), punchRetryMax)
-	p.next = time.Now().Add(punchTimeout + p.wait) // one at a time
+	p.Delay(now.Add(punchTimeout)) // one at a time
 	m.punched[dst] = p
 	if len(m.punched) > maxPunchState {
 		for id, q := range m.punched { // forget nodes whose wait is long over
-			if time.Since(q.next) > punchRetryMax {
+			if now.Sub(q.Next()) > punchRetryMax {
 				delete(m.punched, id)
 			}
 		}
@@ -144,17 +142,16 @@ func (m *Manager) punchLater(dst [32]byte) {
 		ctx, cancel := context.WithTimeout(m.ctx, punchTimeout)
 		defer cancel()
 		err := m.cfg.Mesh.Punch(ctx, dst)
+		var wait time.Duration
 		m.mu.Lock()
 		if err == nil {
 			delete(m.punched, dst)
-		} else {
-			p := m.punched[dst]
-			p.next = time.Now().Add(p.wait)
-			m.punched[dst] = p
+		} else if p := m.punched[dst]; p != nil {
+			wait = p.Failed(time.Now())
 		}
 		m.mu.Unlock()
 		if err != nil {
-			m.log.Debug("no direct connection", "node", fmt.Sprintf("%x", dst[:4]), "err", err, "retry in", p.wait)
+			m.log.Debug("no direct connection", "node", fmt.Sprintf("%x", dst[:4]), "err", err, "retry in", wait)
 		}
 	})
 }

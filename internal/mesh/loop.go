@@ -12,6 +12,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 
+	"github.com/pipesnet/pipes/internal/backoff"
 	"github.com/pipesnet/pipes/internal/mesh/plumtree"
 	"github.com/pipesnet/pipes/internal/transport"
 	"github.com/pipesnet/pipes/internal/wire/pb"
@@ -249,7 +250,7 @@ func (m *Mesh) addCandidates(id [32]byte, addrs []string) {
 		}
 		t := m.targets[a]
 		if t == nil {
-			t = &target{backoff: backoff{min: m.cfg.BackoffMin, max: m.cfg.BackoffMax}}
+			t = &target{Backoff: backoff.Backoff{Min: m.cfg.BackoffMin, Max: m.cfg.BackoffMax}}
 			m.targets[a] = t
 		}
 		if !t.gateway {
@@ -266,11 +267,11 @@ func (m *Mesh) dialMore(now time.Time) {
 	for _, gw := range m.cfg.Gateways() {
 		t := m.targets[gw]
 		if t == nil {
-			t = &target{backoff: backoff{min: m.cfg.BackoffMin, max: m.cfg.BackoffMax}}
+			t = &target{Backoff: backoff.Backoff{Min: m.cfg.BackoffMin, Max: m.cfg.BackoffMax}}
 			m.targets[gw] = t
 		}
 		t.gateway = true
-		if t.self || m.dialing[gw] || !t.ready(now) {
+		if t.self || m.dialing[gw] || !t.Ready(now) {
 			continue
 		}
 		if t.node != ([32]byte{}) && m.peers[t.node] != nil {
@@ -284,7 +285,7 @@ func (m *Mesh) dialMore(now time.Time) {
 	}
 	var cands []string
 	for addr, t := range m.targets {
-		if t.gateway || t.self || m.dialing[addr] || !t.ready(now) {
+		if t.gateway || t.self || m.dialing[addr] || !t.Ready(now) {
 			continue
 		}
 		if m.peers[t.node] != nil {
@@ -323,13 +324,13 @@ func (m *Mesh) dialDone(now time.Time, r dialResult) {
 		}
 		m.stats.dialsFailed.Add(1)
 		if t != nil {
-			t.failed(now)
+			t.Failed(now)
 		}
 		m.log.Debug("dial failed", "addr", r.addr, "err", r.err)
 		return
 	}
 	if t != nil {
-		t.succeeded()
+		t.Succeeded()
 		t.node = r.conn.PeerID
 	}
 	m.addConn(now, r.conn)
@@ -450,7 +451,7 @@ func (m *Mesh) peerClosed(now time.Time, p *peer, err error) {
 	if errors.As(err, &appErr) && appErr.ErrorCode == transport.CodeFull {
 		for _, t := range m.targets {
 			if t.node == p.id {
-				t.failed(now)
+				t.Failed(now)
 			}
 		}
 	}

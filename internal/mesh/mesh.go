@@ -45,6 +45,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 
+	"github.com/pipesnet/pipes/internal/backoff"
 	"github.com/pipesnet/pipes/internal/identity"
 	"github.com/pipesnet/pipes/internal/mesh/plumtree"
 	"github.com/pipesnet/pipes/internal/notify"
@@ -201,7 +202,7 @@ type dialResult struct {
 
 // target is an address the mesh may dial, with its redial schedule.
 type target struct {
-	backoff
+	backoff.Backoff
 	gateway bool
 	node    [32]byte // known once connected (or from a peer list)
 	self    bool     // the address is the local node

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pipesnet/pipes/internal/backoff"
 	"github.com/pipesnet/pipes/internal/netaddr"
 	"github.com/pipesnet/pipes/internal/transport"
 )
@@ -188,7 +189,7 @@ func (m *Mesh) handlePunch(now time.Time, src [32]byte, kind uint32, payload []b
 		}
 		t := m.targets[a]
 		if t == nil {
-			t = &target{backoff: backoff{min: m.cfg.BackoffMin, max: m.cfg.BackoffMax}}
+			t = &target{Backoff: backoff.Backoff{Min: m.cfg.BackoffMin, Max: m.cfg.BackoffMax}}
 			m.targets[a] = t
 		}
 		if t.gateway || t.self {
