@@ -54,7 +54,12 @@
 // stay put across restarts (PacketsSince, PacketWithID, SubscribeSince);
 // nodes that were offline, new nodes and the halves of a healed partition
 // catch up from their peers by themselves, pulling only what they lack
-// (IsSynchronizing, PipelineListener.HandleSyncUpdate).
+// (IsSynchronizing, PipelineListener.HandleSyncUpdate). What a node stored
+// reads without Start: after pipes.Open, Pipelines, Pipeline,
+// PacketWithID, PacketsSince and the packets' Data and Open (file packets
+// excepted) work on a node that is not started; Put, CreatePipeline,
+// subscriptions and everything else that needs the network give
+// ErrNotActive until Start.
 //
 // # Guarantees
 //

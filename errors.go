@@ -30,7 +30,8 @@ var (
 	ErrNoIdentity = errors.New("pipes: no identity")
 	// ErrActive: the node is already started.
 	ErrActive = errors.New("pipes: node is active")
-	// ErrNotActive: the node is not started.
+	// ErrNotActive: the node is not started (reading what it stored
+	// needs no Start; see Node.Pipelines).
 	ErrNotActive = errors.New("pipes: node is not active")
 	// ErrNotConnected: the node has no path to the other node.
 	ErrNotConnected = errors.New("pipes: not connected")

@@ -42,6 +42,7 @@ type Node struct {
 		mesh      *mesh.Mesh
 		tr        *transport.Transport
 		engine    *pipeline.Engine
+		reader    *pipeline.Engine // not started: reads the store (see readEngine)
 		blobs     *blob.Store
 		conns     *conns.Manager
 		pipelines map[PipelineID]*Pipeline // every pipeline seen, kept across restarts
@@ -51,6 +52,7 @@ type Node struct {
 		boot      map[NetworkID]string // bootstrap list kept by this node
 	}
 	startMu    sync.Mutex         // serialises Start and Shutdown
+	readerMu   sync.Mutex         // serialises opening and closing mu.reader
 	forwardTap func(r *pb.Routed) // tests: what this node relays
 	noPunch    bool               // tests: relayed connections do not lead to punching
 	// tests: opens the hard punch's extra sockets (in the node's network
@@ -222,27 +224,11 @@ func (n *Node) Start(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	nw := n.Network()
-	if nw == nil {
-		return fmt.Errorf("%w: network of node %s", ErrNotFound, n.id)
-	}
-	nkey, err := nw.networkKey()
+	nw, nkey, key, cert, err := n.keys()
 	if err != nil {
 		return err
 	}
-	key, err := identity.LoadKey(p.keyPath("node", n.id))
-	if err != nil {
-		return fmt.Errorf("pipes: node key: %w", err)
-	}
 	rec := n.record()
-	var signed pb.Signed
-	if err := unmarshalProto(rec.Cert, &signed); err != nil {
-		return fmt.Errorf("pipes: node certificate: %w", err)
-	}
-	cert, err := identity.ParseCert(&signed)
-	if err != nil {
-		return fmt.Errorf("pipes: node certificate: %w", err)
-	}
 	rec.Incarnation = max(uint64(time.Now().UnixNano()), rec.Incarnation+1)
 	if err := putJSON(p.db, store.Key(tNode, n.id[:]), rec); err != nil {
 		return fmt.Errorf("pipes: %w", err)
@@ -335,6 +321,7 @@ func (n *Node) Start(ctx context.Context) error {
 		known = append(known, pl.def)
 	}
 	n.mu.Unlock()
+	n.closeReader() // the running engine reads the store from now on
 	for _, d := range known {
 		eng.Restore(d) // pipelines seen in an earlier run stay usable
 	}
@@ -345,6 +332,33 @@ func (n *Node) Start(ctx context.Context) error {
 	pm.start(n, rec.Config, tr.Addr(), log)
 	log.Info("node started", "listen", tr.Addr().String())
 	return nil
+}
+
+// keys loads what the node's engine needs: its network, the network key
+// (ErrNoSecret without it), the node key and the node certificate.
+func (n *Node) keys() (*Network, [32]byte, *identity.KeyPair, *identity.Cert, error) {
+	var nkey [32]byte
+	nw := n.Network()
+	if nw == nil {
+		return nil, nkey, nil, nil, fmt.Errorf("%w: network of node %s", ErrNotFound, n.id)
+	}
+	nkey, err := nw.networkKey()
+	if err != nil {
+		return nil, nkey, nil, nil, err
+	}
+	key, err := identity.LoadKey(n.p.keyPath("node", n.id))
+	if err != nil {
+		return nil, nkey, nil, nil, fmt.Errorf("pipes: node key: %w", err)
+	}
+	var signed pb.Signed
+	if err := unmarshalProto(n.record().Cert, &signed); err != nil {
+		return nil, nkey, nil, nil, fmt.Errorf("pipes: node certificate: %w", err)
+	}
+	cert, err := identity.ParseCert(&signed)
+	if err != nil {
+		return nil, nkey, nil, nil, fmt.Errorf("pipes: node certificate: %w", err)
+	}
+	return nw, nkey, key, cert, nil
 }
 
 // storeKey is the root of a node's at-rest encryption keys: HKDF-SHA256 of
@@ -452,7 +466,8 @@ func advertise(ap netip.AddrPort) []string {
 // Shutdown leaves the network: it tells peers the node is leaving, closes
 // every connection and the socket, and waits for the node's goroutines.
 // Listeners get their last callbacks before it returns. Shutdown of a node
-// that is not running does nothing. The node can be started again.
+// that is not running only releases what reading its store opened (see
+// Pipelines). The node can be started again.
 func (n *Node) Shutdown() error {
 	return n.stop((*mesh.Mesh).Close)
 }
@@ -462,6 +477,7 @@ func (n *Node) Shutdown() error {
 func (n *Node) stop(how func(*mesh.Mesh) error) error {
 	n.startMu.Lock()
 	defer n.startMu.Unlock()
+	n.closeReader()
 	n.mu.Lock()
 	m, eng, blobs, cm := n.mu.mesh, n.mu.engine, n.mu.blobs, n.mu.conns
 	n.mu.mesh, n.mu.tr, n.mu.engine, n.mu.blobs, n.mu.conns = nil, nil, nil, nil, nil

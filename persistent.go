@@ -15,9 +15,9 @@ func (p *Pipeline) logOf() (*history.Log, error) {
 	if !p.Persistent() {
 		return nil, ErrNotPersistent
 	}
-	e := p.n.engineOrNil()
-	if e == nil {
-		return nil, ErrNotActive
+	e, err := p.n.readEngine() // the stored history reads without Start
+	if err != nil {
+		return nil, err
 	}
 	l, err := e.Log(p.def.ID)
 	if err != nil {

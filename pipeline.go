@@ -239,10 +239,15 @@ func (n *Node) pipelineKnown(d *pipeline.Def) {
 	}
 }
 
-// Pipelines returns the pipelines the node knows, by name.
+// Pipelines returns the pipelines the node knows, by name. It reads the
+// node's store, so a node that is not started lists the pipelines it
+// stored in earlier runs (reading them needs the network secret).
+// Pipeline and, on the pipelines, HasSecret, PacketWithID, PacketsSince
+// and the packets' Data and Open read the store likewise, started or not
+// (not yet the content of file packets, which needs Start).
 func (n *Node) Pipelines() []*Pipeline {
 	out := []*Pipeline{}
-	if e := n.engineOrNil(); e != nil {
+	if e, err := n.readEngine(); err == nil {
 		for _, d := range e.Pipelines() {
 			out = append(out, n.pipelineFor(d))
 		}
@@ -259,7 +264,7 @@ func (n *Node) Pipelines() []*Pipeline {
 
 // Pipeline returns the pipeline with id, or ErrNotFound.
 func (n *Node) Pipeline(id PipelineID) (*Pipeline, error) {
-	if e := n.engineOrNil(); e != nil {
+	if e, err := n.readEngine(); err == nil {
 		if d, ok := e.Pipeline(id); ok {
 			return n.pipelineFor(d), nil
 		}
@@ -406,8 +411,8 @@ func (p *Pipeline) NodesWithEncryptionSecret() []NodeID {
 
 // HasSecret reports whether this node holds the pipeline secret.
 func (p *Pipeline) HasSecret() bool {
-	e := p.n.engineOrNil()
-	return e != nil && e.HasSecret(p.def.ID)
+	e, err := p.n.readEngine()
+	return err == nil && e.HasSecret(p.def.ID)
 }
 
 // SetSecret gives this node the secret of an encrypted pipeline. It returns
@@ -795,9 +800,9 @@ func (pk *Packet) Data() ([]byte, error) {
 	if pk.read {
 		return pk.plain, nil
 	}
-	e := pk.pl.n.engineOrNil()
-	if e == nil {
-		return nil, ErrNotActive
+	e, err := pk.pl.n.readEngine() // stored keys read without Start
+	if err != nil {
+		return nil, err
 	}
 	plain, err := e.ReadData(pk.p)
 	switch {

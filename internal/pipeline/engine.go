@@ -98,6 +98,13 @@ type Config struct {
 	// OnSync is told, on the notification goroutine, when a persistent
 	// pipeline starts (false) or finishes (true) synchronizing.
 	OnSync func(id [32]byte, synchronized bool)
+	// ReadOnly makes an engine that only reads what is stored: it loads
+	// the stored definitions, keys and histories and starts none of the
+	// goroutines that receive, synchronise or fetch (the node reads its
+	// store while not started), and does not store again the definitions
+	// it loads. Its owner must not Put, Create, Subscribe, Follow or
+	// SetSecret on it, nor hand it what the mesh receives.
+	ReadOnly bool
 }
 
 // Errors.
@@ -198,6 +205,9 @@ func New(cfg Config) (*Engine, error) {
 	e.rt = newRealtime()
 	e.files = newFiles()
 	e.loadDefs()
+	if cfg.ReadOnly {
+		return e, nil
+	}
 	e.wg.Add(3)
 	go e.routedWorker()
 	go e.syncLoop()
@@ -485,7 +495,7 @@ func (e *Engine) addDef(d *Def) bool {
 			p.sync = newSyncState()
 		}
 	}
-	if e.cfg.DB != nil {
+	if e.cfg.DB != nil && !e.cfg.ReadOnly { // a read-only engine adds only stored ones
 		if raw, err := marshal(d.toProto()); err == nil {
 			if err := history.SaveSealed(e.cfg.DB, history.KindDef, e.self, d.ID, e.defsKey(), raw); err != nil {
 				e.log.Warn("cannot store the pipeline definition", "pipeline", d.Name, "err", err)
