@@ -52,78 +52,6 @@ type Store struct {
 	recent recentChunks // chunks just written or read, for the next reader
 }
 
-// recentChunks keeps the last few chunks written or read: a reader
-// streaming a file as it arrives, or several receivers asking a sender
-// for the same chunk, get it from memory instead of reading, opening and
-// checking it again.
-type recentChunks struct {
-	mu   sync.Mutex
-	ents [8]recentChunk
-	next int
-}
-
-type recentChunk struct {
-	root [32]byte
-	i    int
-	data []byte
-}
-
-func (c *recentChunks) put(root [32]byte, i int, data []byte) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for k := range c.ents {
-		if c.ents[k].data != nil && c.ents[k].root == root && c.ents[k].i == i {
-			return
-		}
-	}
-	c.ents[c.next] = recentChunk{root: root, i: i, data: data}
-	c.next = (c.next + 1) % len(c.ents)
-}
-
-// get returns a copy of a recent chunk (callers may modify what they get).
-func (c *recentChunks) get(root [32]byte, i int) []byte {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, e := range c.ents {
-		if e.data != nil && e.root == root && e.i == i {
-			return bytes.Clone(e.data)
-		}
-	}
-	return nil
-}
-
-// forget drops the recent chunks of root.
-func (c *recentChunks) forget(root [32]byte) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for k := range c.ents {
-		if c.ents[k].root == root {
-			c.ents[k] = recentChunk{}
-		}
-	}
-}
-
-// blob is a loaded blob: its open file and what is known of its chunks.
-type blob struct {
-	root [32]byte
-	m    *Manifest
-	f    *os.File
-	aead cipher.AEAD // under the data key
-	off  int64       // offset of slot 0
-	gone chan struct{}
-
-	// rw is held shared to read slots and exclusively to write them and
-	// to close f, so that a read's snapshot of writes (below) tells
-	// whether a write may have changed the slot since.
-	rw   sync.RWMutex
-	shut error // set once f is closed: ErrNotFound (removed) or ErrClosed
-
-	mu      sync.Mutex
-	state   []uint8       // per chunk: unknown, absent or present
-	writes  uint64        // slot writes so far
-	changed chan struct{} // closed and replaced when a chunk becomes present
-}
-
 // Open opens the store in dir, creating dir (mode 0700) if needed, with
 // key the store's at-rest key. It removes the temporary files of imports
 // that a crash interrupted.
@@ -182,49 +110,6 @@ func (s *Store) headerKey(root [32]byte) cipher.AEAD {
 	return aead
 }
 
-// headerLen is the length of the sealed header of a blob of n chunks, and
-// dataOffset the offset of its first slot.
-func headerLen(n int) int { return nonceSize + keySize + manifestHeader + 32*n + tagSize }
-
-func dataOffset(n int) int64 {
-	return int64(4+headerLen(n)+slotAlign-1) / slotAlign * slotAlign
-}
-
-// fileSize is the size of the file of a blob with manifest m.
-func fileSize(m *Manifest) int64 {
-	n := len(m.Chunks)
-	if n == 0 {
-		return dataOffset(0)
-	}
-	return dataOffset(n) + int64(n-1)*int64(m.ChunkSize+tagSize) + int64(m.ChunkLen(n-1)+tagSize)
-}
-
-func chunkNonce(i int) []byte {
-	var n [nonceSize]byte
-	binary.BigEndian.PutUint64(n[4:], uint64(i))
-	return n[:]
-}
-
-func (b *blob) slot(i int) int64 {
-	return b.off + int64(i)*int64(b.m.ChunkSize+tagSize)
-}
-
-// newBlob returns a blob of manifest m with a new random data key, every
-// chunk in state st.
-func newBlob(m *Manifest, st uint8) (*blob, [keySize]byte, error) {
-	var dk [keySize]byte
-	if _, err := rand.Read(dk[:]); err != nil {
-		return nil, dk, err
-	}
-	aead, _ := chacha20poly1305.New(dk[:])
-	b := &blob{m: m, aead: aead, off: dataOffset(len(m.Chunks)),
-		gone: make(chan struct{}), state: make([]uint8, len(m.Chunks)), changed: make(chan struct{})}
-	for i := range b.state {
-		b.state[i] = st
-	}
-	return b, dk, nil
-}
-
 // createTemp creates the temporary file of b, of the blob's full size
 // (sparse, so its slots are zeros), and sets b.f.
 func (s *Store) createTemp(b *blob) error {
@@ -252,12 +137,6 @@ func (s *Store) writeHeader(b *blob, dk [keySize]byte) error {
 	binary.BigEndian.PutUint32(hdr, uint32(len(hdr)-4))
 	_, err := b.f.WriteAt(hdr, 0)
 	return err
-}
-
-// discard closes and removes a temporary file.
-func discard(f *os.File) {
-	f.Close()
-	os.Remove(f.Name())
 }
 
 // install syncs b's temporary file, renames it to the blob's name and
@@ -289,18 +168,6 @@ func (s *Store) install(b *blob) error {
 	}
 	s.blobs[b.root] = b
 	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 // get returns the blob root, loading it if needed.
@@ -366,102 +233,6 @@ func (s *Store) readHeader(f *os.File, root [32]byte) (*blob, error) {
 	aead, _ := chacha20poly1305.New(pt[:keySize])
 	return &blob{root: root, m: m, f: f, aead: aead, off: dataOffset(len(m.Chunks)),
 		gone: make(chan struct{}), state: make([]uint8, len(m.Chunks)), changed: make(chan struct{})}, nil
-}
-
-// shutdown closes the blob's file; later operations on b fail with why.
-func (b *blob) shutdown(why error) error {
-	b.rw.Lock()
-	defer b.rw.Unlock()
-	if b.shut != nil {
-		return nil
-	}
-	b.shut = why
-	return b.f.Close()
-}
-
-// setPresent records that chunk i is present, waking waiters. b.mu is held.
-func (b *blob) setPresent(i int) {
-	if b.state[i] != present {
-		b.state[i] = present
-		close(b.changed)
-		b.changed = make(chan struct{})
-	}
-}
-
-// read reads, opens and verifies chunk i, recording whether it is present.
-func (b *blob) read(i int) ([]byte, error) {
-	buf := make([]byte, b.m.ChunkLen(i)+tagSize)
-	b.rw.RLock()
-	if b.shut != nil {
-		b.rw.RUnlock()
-		return nil, fmt.Errorf("%w: blob %x", b.shut, b.root[:8])
-	}
-	b.mu.Lock()
-	w := b.writes
-	b.mu.Unlock()
-	_, err := b.f.ReadAt(buf, b.slot(i))
-	b.rw.RUnlock()
-	if err != nil && err != io.EOF {
-		return nil, fmt.Errorf("blob: read chunk %d of %x: %w", i, b.root[:8], err)
-	}
-	// The slot opens only under this blob's data key with the chunk's
-	// index as nonce, and only a chunk that matched the manifest's hash
-	// was ever sealed there: no need to hash it again.
-	var pt []byte
-	ok := err == nil
-	if ok {
-		pt, err = b.aead.Open(buf[:0], chunkNonce(i), buf, nil)
-		ok = err == nil
-	}
-	b.mu.Lock()
-	if ok {
-		b.setPresent(i)
-	} else if b.writes == w {
-		// No write since the read: the slot is really empty or damaged.
-		b.state[i] = absent
-	}
-	b.mu.Unlock()
-	if !ok {
-		return nil, fmt.Errorf("%w: chunk %d of %x", ErrMissing, i, b.root[:8])
-	}
-	return pt, nil
-}
-
-// isPresent reports whether chunk i is present, reading its slot if that
-// is not known yet.
-func (b *blob) isPresent(i int) (bool, error) {
-	b.mu.Lock()
-	st := b.state[i]
-	b.mu.Unlock()
-	if st != unknown {
-		return st == present, nil
-	}
-	_, err := b.read(i)
-	if errors.Is(err, ErrMissing) {
-		return false, nil
-	}
-	return err == nil, err
-}
-
-// write seals chunk i and writes it to its slot.
-func (b *blob) write(i int, data []byte) error {
-	sealed := b.aead.Seal(make([]byte, 0, len(data)+tagSize), chunkNonce(i), data, nil)
-	b.rw.Lock()
-	defer b.rw.Unlock()
-	if b.shut != nil {
-		return fmt.Errorf("%w: blob %x", b.shut, b.root[:8])
-	}
-	_, err := b.f.WriteAt(sealed, b.slot(i))
-	b.mu.Lock()
-	b.writes++
-	if err == nil {
-		b.setPresent(i)
-	}
-	b.mu.Unlock()
-	if err != nil {
-		return fmt.Errorf("blob: write chunk %d of %x: %w", i, b.root[:8], err)
-	}
-	return nil
 }
 
 // chunk returns the blob root and checks that i is one of its chunks.

@@ -1,0 +1,321 @@
+package pipeline
+
+import (
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/pipesnet/pipes/internal/blob"
+	"github.com/pipesnet/pipes/internal/history"
+	"github.com/pipesnet/pipes/internal/wire/pb"
+)
+
+// fetchJob is a file this node should have.
+type fetchJob struct {
+	pipe   [32]byte
+	sender [32]byte
+	m      *blob.Manifest
+	tries  int // fetches that ended incomplete
+}
+
+// fetch is one file being fetched.
+type fetch struct {
+	job    fetchJob
+	root   [32]byte
+	arrive chan fileAnswer
+	mu     sync.Mutex
+	src    [32]byte // the node asked now
+}
+
+// fileAnswer is a FileData and where it came from.
+type fileAnswer struct {
+	src    [32]byte
+	sealed bool
+	d      *pb.FileData
+}
+
+// fileSeen notes a file packet this node received (or must read): its
+// content is fetched unless it is here. recorded: the fetch is in the
+// store already (resumed at start), so it is not written again.
+func (e *Engine) fileSeen(p *pipe, sender [32]byte, m *blob.Manifest, recorded bool) {
+	if e.cfg.Blobs == nil || sender == e.self {
+		return
+	}
+	if m.ChunkSize > maxFileChunk {
+		e.stats.rejected.Add(1)
+		return
+	}
+	root := m.Root()
+	e.setOwner(root, p.def.ID)
+	if e.cfg.Blobs.Complete(root) {
+		return
+	}
+	f := e.files
+	f.mu.Lock()
+	if f.waiting[root] {
+		f.mu.Unlock()
+		return
+	}
+	f.waiting[root] = true
+	f.queue = append(f.queue, fetchJob{pipe: p.def.ID, sender: sender, m: m})
+	f.mu.Unlock()
+	if e.cfg.DB != nil && !recorded {
+		rec := append(append(append([]byte{}, p.def.ID[:]...), sender[:]...), m.Marshal()...)
+		if err := history.SaveSealed(e.cfg.DB, history.KindFetch, e.self, root, e.defsKey(), rec); err != nil {
+			e.log.Warn("cannot record a file to fetch", "err", err)
+		}
+	}
+	select {
+	case f.kick <- struct{}{}:
+	default:
+	}
+}
+
+// resumeFetches queues the fetches an earlier run left unfinished.
+func (e *Engine) resumeFetches() {
+	if e.cfg.DB == nil || e.cfg.Blobs == nil {
+		return
+	}
+	recs, err := history.LoadSealed(e.cfg.DB, history.KindFetch, e.self, e.defsKey())
+	if err != nil {
+		e.log.Warn("cannot load the files to fetch", "err", err)
+		return
+	}
+	for root, rec := range recs {
+		m, err := blob.ParseManifest(rec[min(64, len(rec)):])
+		if len(rec) < 64 || err != nil || m.Root() != root {
+			continue
+		}
+		if p, ok := e.pipeOf([32]byte(rec[:32])); ok {
+			e.fileSeen(p, [32]byte(rec[32:64]), m, true)
+		} else {
+			e.fetchDone(root)
+		}
+	}
+}
+
+// fetchDone forgets a finished (or abandoned) fetch.
+func (e *Engine) fetchDone(root [32]byte) {
+	f := e.files
+	f.mu.Lock()
+	delete(f.waiting, root)
+	delete(f.active, root)
+	f.mu.Unlock()
+	if e.cfg.DB != nil {
+		if err := history.DeleteSealed(e.cfg.DB, history.KindFetch, e.self, root); err != nil {
+			e.log.Warn("cannot forget a fetched file", "err", err)
+		}
+	}
+}
+
+// fileFetcher runs fetch jobs, fileFetchers at a time.
+func (e *Engine) fileFetcher() {
+	defer e.wg.Done()
+	f := e.files
+	slots := make(chan struct{}, fileFetchers)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		f.mu.Lock()
+		var job *fetchJob
+		if len(f.queue) > 0 {
+			job = &f.queue[0]
+			f.queue = f.queue[1:]
+		}
+		f.mu.Unlock()
+		if job == nil {
+			select {
+			case <-f.kick:
+			case s := <-f.seenQ:
+				if m, err := blob.ParseManifest(s.pk.Data); err == nil {
+					e.fileSeen(s.p, s.pk.Sender, m, false)
+				} else {
+					e.stats.rejected.Add(1)
+				}
+			case <-e.ctx.Done():
+				return
+			}
+			continue
+		}
+		select {
+		case slots <- struct{}{}:
+		case <-e.ctx.Done():
+			return
+		}
+		wg.Add(1)
+		go func(j fetchJob) {
+			defer wg.Done()
+			defer func() { <-slots }()
+			e.runFetch(j)
+		}(*job)
+	}
+}
+
+// runFetch asks each source of a file in turn for its missing chunks. If
+// the file is still incomplete after that (no node that has it is
+// reachable now), the job goes back to the queue after fileRetry, so that
+// it does not hold a fetch slot.
+func (e *Engine) runFetch(j fetchJob) {
+	root := j.m.Root()
+	p, ok := e.pipeOf(j.pipe)
+	if !ok || !e.ownedBy(root, j.pipe) {
+		e.fetchDone(root) // its pipeline is gone
+		return
+	}
+	if err := e.cfg.Blobs.Add(j.m); err != nil {
+		e.log.Warn("cannot store a file; trying again later", "err", err)
+		e.retryFetch(j)
+		return
+	}
+	ft := &fetch{job: j, root: root, arrive: make(chan fileAnswer, fileWindow*2)}
+	f := e.files
+	f.mu.Lock()
+	f.active[root] = ft
+	f.mu.Unlock()
+	for _, src := range e.fileSources(p, j.sender) {
+		missing, err := e.cfg.Blobs.Missing(root)
+		if err != nil || len(missing) == 0 || e.ctx.Err() != nil {
+			break
+		}
+		e.fetchFrom(ft, p, src, missing)
+	}
+	f.mu.Lock()
+	delete(f.active, root)
+	f.mu.Unlock()
+	if missing, err := e.cfg.Blobs.Missing(root); err == nil && len(missing) == 0 {
+		e.fetchDone(root)
+		return
+	}
+	e.retryFetch(j)
+}
+
+// retryFetch queues j again after a delay that doubles with each try
+// (fileRetry up to fileRetryMax), so that a file no reachable node has
+// costs little while it waits.
+func (e *Engine) retryFetch(j fetchJob) {
+	j.tries++
+	delay := fileRetry << min(j.tries-1, 6)
+	delay = min(delay, fileRetryMax)
+	f := e.files
+	e.spawn(func() {
+		select {
+		case <-time.After(delay):
+		case <-e.ctx.Done():
+			return
+		}
+		f.mu.Lock()
+		f.queue = append(f.queue, j)
+		f.mu.Unlock()
+		select {
+		case f.kick <- struct{}{}:
+		default:
+		}
+	})
+}
+
+// fileSources lists the nodes to ask for a file of p: its sender first,
+// then the other online nodes of the pipeline.
+func (e *Engine) fileSources(p *pipe, sender [32]byte) [][32]byte {
+	if p.def.IsPointToPoint() {
+		return [][32]byte{p.def.Opts.ToNode}
+	}
+	out := [][32]byte{sender}
+	for _, n := range e.cfg.Host.Online() {
+		if n != sender && n != e.self {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// fetchFrom asks src for the missing chunks, fileWindow at a time, and
+// returns those still missing when src has no more to give.
+func (e *Engine) fetchFrom(ft *fetch, p *pipe, src [32]byte, missing []int) {
+	ft.mu.Lock()
+	ft.src = src
+	ft.mu.Unlock()
+	next, inflight := 0, map[int]bool{}
+	stall := time.NewTimer(fileStall)
+	defer stall.Stop()
+	for {
+		for len(inflight) < fileWindow && next < len(missing) {
+			i := missing[next]
+			g := &pb.FileGet{Root: ft.root[:], Pipeline: p.def.ID[:], Index: uint32(i)}
+			if err := e.sendFile(p, src, KindFileGet, g, &pb.SealedBody{Body: &pb.SealedBody_FileGet{FileGet: g}}); err != nil {
+				return // unreachable now: the caller tries the next source
+			}
+			inflight[i] = true
+			next++
+		}
+		if len(inflight) == 0 {
+			return
+		}
+		select {
+		case a := <-ft.arrive:
+			i := int(a.d.Index)
+			if a.src != src || a.sealed != p.def.IsPointToPoint() || !inflight[i] {
+				continue // not an answer to this fetch's requests
+			}
+			delete(inflight, i)
+			if a.d.Missing {
+				return // src does not have it all: the next source gets the rest
+			}
+			if err := e.cfg.Blobs.WriteChunk(ft.root, i, a.d.Data); err != nil {
+				e.stats.rejected.Add(1)
+				return
+			}
+			// Only progress puts the stall off.
+			stall.Reset(fileStall)
+		case <-stall.C:
+			return
+		case <-e.ctx.Done():
+			return
+		}
+	}
+}
+
+// handleFileData hands an answer to the fetch waiting for it, if it comes
+// from the node that fetch asks.
+func (e *Engine) handleFileData(src [32]byte, d *pb.FileData, sealed bool) error {
+	if len(d.Root) != 32 {
+		return errors.New("pipeline: malformed file data")
+	}
+	e.files.mu.Lock()
+	ft := e.files.active[[32]byte(d.Root)]
+	e.files.mu.Unlock()
+	if ft == nil {
+		return nil
+	}
+	ft.mu.Lock()
+	asked := ft.src == src
+	ft.mu.Unlock()
+	if !asked {
+		return nil
+	}
+	select {
+	case ft.arrive <- fileAnswer{src: src, sealed: sealed, d: d}:
+	default:
+	}
+	return nil
+}
+
+// FileProgress reports how many chunks of a file packet's content this
+// node has, of how many.
+func (e *Engine) FileProgress(pk *Packet) (have, total int, err error) {
+	if e.cfg.Blobs == nil {
+		return 0, 0, ErrNoFiles
+	}
+	m, err := blob.ParseManifest(pk.Data)
+	if err != nil {
+		return 0, 0, err
+	}
+	total = len(m.Chunks)
+	if !e.cfg.Blobs.Has(m.Root()) {
+		return 0, total, nil
+	}
+	missing, err := e.cfg.Blobs.Missing(m.Root())
+	if err != nil {
+		return 0, total, err
+	}
+	return total - len(missing), total, nil
+}

@@ -1,0 +1,86 @@
+package pipes
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+
+	"github.com/pipesnet/pipes/internal/mesh"
+)
+
+// meshHost lets the pipeline engine use the node's mesh. The engine starts
+// before the mesh exists (the mesh needs the engine's handlers), so until
+// set is called the host has no peers and refuses to send.
+type meshHost struct{ mp atomic.Pointer[mesh.Mesh] }
+
+// errNoMesh: the engine asked to send before the mesh was set.
+var errNoMesh = fmt.Errorf("%w: the node is starting", mesh.ErrNoRoute)
+
+func (h *meshHost) set(m *mesh.Mesh) { h.mp.Store(m) }
+
+func (h *meshHost) Broadcast(ctx context.Context, kind uint32, p []byte) error {
+	if m := h.mp.Load(); m != nil {
+		return m.Broadcast(ctx, kind, p)
+	}
+	return errNoMesh
+}
+
+func (h *meshHost) Send(ctx context.Context, dst [32]byte, kind uint32, p []byte) error {
+	if m := h.mp.Load(); m != nil {
+		return m.Send(ctx, dst, kind, p)
+	}
+	return errNoMesh
+}
+
+func (h *meshHost) SendDirect(ctx context.Context, dst [32]byte, kind uint32, p []byte) error {
+	if m := h.mp.Load(); m != nil {
+		return m.SendDirect(ctx, dst, kind, p)
+	}
+	return errNoMesh
+}
+
+func (h *meshHost) SendDatagramWait(ctx context.Context, dst [32]byte, p []byte) error {
+	if m := h.mp.Load(); m != nil {
+		return m.SendDatagramWait(ctx, dst, p)
+	}
+	return errNoMesh
+}
+
+func (h *meshHost) Peers() [][32]byte {
+	m := h.mp.Load()
+	if m == nil {
+		return nil
+	}
+	peers := m.Peers()
+	out := make([][32]byte, len(peers))
+	for i, p := range peers {
+		out[i] = p.ID
+	}
+	return out
+}
+
+func (h *meshHost) Online() [][32]byte {
+	m := h.mp.Load()
+	if m == nil {
+		return nil
+	}
+	var out [][32]byte
+	for _, n := range m.Nodes() {
+		if n.Online {
+			out = append(out, n.ID)
+		}
+	}
+	return out
+}
+
+func (h *meshHost) HPKEKey(id [32]byte) ([]byte, bool) {
+	m := h.mp.Load()
+	if m == nil {
+		return nil, false
+	}
+	info, ok := m.Node(id)
+	if !ok || !info.Online || len(info.HPKEKey) == 0 {
+		return nil, false
+	}
+	return info.HPKEKey, true
+}
