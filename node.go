@@ -3,8 +3,6 @@ package pipes
 import (
 	"bytes"
 	"context"
-	"crypto/hkdf"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -21,6 +19,7 @@ import (
 	"github.com/pipesnet/pipes/internal/conns"
 	"github.com/pipesnet/pipes/internal/history"
 	"github.com/pipesnet/pipes/internal/identity"
+	"github.com/pipesnet/pipes/internal/keys"
 	"github.com/pipesnet/pipes/internal/mesh"
 	"github.com/pipesnet/pipes/internal/pipeline"
 	"github.com/pipesnet/pipes/internal/portmap"
@@ -260,7 +259,7 @@ func (n *Node) Start(ctx context.Context) error {
 		return fmt.Errorf("pipes: encryption key: %w", err)
 	}
 	skey := storeKey(nkey, nw.id)
-	blobs, err := blob.Open(filepath.Join(p.dir, "blobs", hex.EncodeToString(n.id[:])), history.DeriveKey(skey, "blobs", nil))
+	blobs, err := blob.Open(filepath.Join(p.dir, "blobs", hex.EncodeToString(n.id[:])), history.DeriveKey(skey, keys.Blobs, nil))
 	if err != nil {
 		tr.Close()
 		return fmt.Errorf("pipes: file store: %w", err)
@@ -364,11 +363,7 @@ func (n *Node) keys() (*Network, [32]byte, *identity.KeyPair, *identity.Cert, er
 // storeKey is the root of a node's at-rest encryption keys: HKDF-SHA256 of
 // the network key, salted with the network id (see docs/security.md).
 func storeKey(networkKey [32]byte, network NetworkID) [32]byte {
-	k, err := hkdf.Key(sha256.New, networkKey[:], network[:], "pipes/v1 store key", 32)
-	if err != nil {
-		panic(err) // HKDF-SHA256 always yields 32 bytes
-	}
-	return [32]byte(k)
+	return [32]byte(keys.Derive(networkKey[:], network[:], keys.StoreKey, nil, 32))
 }
 
 func firstNonZero(a, b time.Duration) time.Duration {

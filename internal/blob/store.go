@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/cipher"
-	"crypto/hkdf"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -20,6 +18,8 @@ import (
 
 	"github.com/zeebo/blake3"
 	"golang.org/x/crypto/chacha20poly1305"
+
+	"github.com/pipesnet/pipes/internal/keys"
 )
 
 const (
@@ -102,11 +102,7 @@ func (s *Store) path(root [32]byte) string {
 
 // headerKey returns the AEAD that seals the header of the blob root.
 func (s *Store) headerKey(root [32]byte) cipher.AEAD {
-	k, err := hkdf.Key(sha256.New, s.key[:], root[:], "pipes/v1 blob key", keySize)
-	if err != nil {
-		panic(err) // only for lengths HKDF-SHA256 cannot produce
-	}
-	aead, _ := chacha20poly1305.New(k)
+	aead, _ := chacha20poly1305.New(keys.Derive(s.key[:], root[:], keys.BlobKey, nil, keySize))
 	return aead
 }
 

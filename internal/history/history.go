@@ -46,8 +46,6 @@ package history
 
 import (
 	"crypto/cipher"
-	"crypto/hkdf"
-	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -55,6 +53,7 @@ import (
 
 	"golang.org/x/crypto/chacha20poly1305"
 
+	"github.com/pipesnet/pipes/internal/keys"
 	"github.com/pipesnet/pipes/internal/store"
 )
 
@@ -144,14 +143,10 @@ type Log struct {
 	cacheAt int
 }
 
-// DeriveKey derives the key of one purpose (a label and an id) from a
-// node's store key with HKDF-SHA256.
-func DeriveKey(storeKey [32]byte, label string, id []byte) [32]byte {
-	k, err := hkdf.Key(sha256.New, storeKey[:], nil, "pipes/v1 "+label+string(id), 32)
-	if err != nil {
-		panic(err) // only for lengths HKDF-SHA256 cannot produce
-	}
-	return [32]byte(k)
+// DeriveKey derives the 32-byte key of one purpose (a label of package
+// keys and an id, or nil) from a node's store key, unsalted.
+func DeriveKey(storeKey [32]byte, label keys.Label, id []byte) [32]byte {
+	return [32]byte(keys.Derive(storeKey[:], nil, label, id, 32))
 }
 
 // Drop deletes the whole history of pipeline pipe for node, in one atomic

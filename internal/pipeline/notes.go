@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/pipesnet/pipes/internal/history"
+	"github.com/pipesnet/pipes/internal/keys"
 	"github.com/pipesnet/pipes/internal/wire/pb"
 )
 
@@ -31,7 +32,7 @@ const (
 
 // secretsKey is the at-rest key of stored pipeline keys.
 func (e *Engine) secretsKey() [32]byte {
-	return history.DeriveKey(e.cfg.StoreKey, "pipeline keys", nil)
+	return history.DeriveKey(e.cfg.StoreKey, keys.PipelineKeys, nil)
 }
 
 // loadNotes restores stored pipeline keys and tombstones.

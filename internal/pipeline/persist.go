@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/pipesnet/pipes/internal/history"
+	"github.com/pipesnet/pipes/internal/keys"
 	"github.com/pipesnet/pipes/internal/wire/pb"
 )
 
@@ -137,7 +138,7 @@ func (e *Engine) openLog(d *Def) (*plog, error) {
 		return nil, fmt.Errorf("%w: persistent pipelines need a store", ErrNotImplemented)
 	}
 	l, err := history.Open(e.cfg.DB, history.Config{Node: e.self, Pipeline: d.ID,
-		Key: history.DeriveKey(e.cfg.StoreKey, "pipeline log", d.ID[:]), PacketID: recordID(d.ID)})
+		Key: history.DeriveKey(e.cfg.StoreKey, keys.PipelineLog, d.ID[:]), PacketID: recordID(d.ID)})
 	if err != nil {
 		return nil, err
 	}

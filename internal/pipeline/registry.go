@@ -8,12 +8,13 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/pipesnet/pipes/internal/history"
+	"github.com/pipesnet/pipes/internal/keys"
 	"github.com/pipesnet/pipes/internal/wire/pb"
 )
 
 // defsKey is the at-rest key of stored definitions.
 func (e *Engine) defsKey() [32]byte {
-	return history.DeriveKey(e.cfg.StoreKey, "definitions", nil)
+	return history.DeriveKey(e.cfg.StoreKey, keys.Definitions, nil)
 }
 
 // loadDefs restores the definitions stored by earlier runs.

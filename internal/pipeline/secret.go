@@ -3,13 +3,14 @@ package pipeline
 import (
 	"crypto/cipher"
 	"crypto/ed25519"
-	"crypto/hkdf"
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
 
 	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/chacha20poly1305"
+
+	"github.com/pipesnet/pipes/internal/keys"
 )
 
 // Encrypted pipelines. The pipeline secret never leaves a node. From it
@@ -88,14 +89,8 @@ func deriveSecret(secret, salt []byte) *pipeKey {
 
 // keyFromRaw expands a stored pipeline key.
 func keyFromRaw(raw [32]byte) *pipeKey {
-	pk, err := hkdf.Key(sha256.New, raw[:], nil, "pipes/v1 pipeline packet key", 32)
-	if err != nil {
-		panic(err)
-	}
-	seed, err := hkdf.Key(sha256.New, raw[:], nil, "pipes/v1 pipeline secret key", ed25519.SeedSize)
-	if err != nil {
-		panic(err)
-	}
+	pk := keys.Derive(raw[:], nil, keys.PipelinePacketKey, nil, 32)
+	seed := keys.Derive(raw[:], nil, keys.PipelineSecretKey, nil, ed25519.SeedSize)
 	a, _ := chacha20poly1305.NewX(pk)
 	return &pipeKey{raw: raw, packet: a, proof: ed25519.NewKeyFromSeed(seed)}
 }
