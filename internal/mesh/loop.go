@@ -532,6 +532,13 @@ func (m *Mesh) publish() {
 	for id, e := range m.pres.nodes {
 		info := e.info
 		info.Peer = m.peers[id] != nil
+		// A node is listed online only while a route to it is known: its
+		// status can arrive before the statuses of the nodes between (a
+		// late joiner hears those at their next heartbeat), and a node
+		// listed online must be one a Send reaches.
+		if info.Online {
+			_, info.Online = m.nextHop(id)
+		}
 		s.all[id] = info
 		if info.Online {
 			s.nodes = append(s.nodes, info)

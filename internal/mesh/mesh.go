@@ -419,10 +419,14 @@ func (m *Mesh) AddrsChanged() { m.addrsNew.Store(true) }
 // peers' observations show.
 func (m *Mesh) Mapping() Mapping { return m.snap.Load().mapping }
 
-// Nodes returns every node online now, the local one excluded.
+// Nodes returns every node online now, the local one excluded. A node is
+// listed only once its status has been heard and while a route to it is
+// known, so that each one listed can be addressed (its encryption key is
+// known, a Send reaches it).
 func (m *Mesh) Nodes() []NodeInfo { return m.snap.Load().nodes }
 
-// Node returns what the mesh knows of id, online or not.
+// Node returns what the mesh knows of id, online or not; its Online
+// agrees with Nodes.
 func (m *Mesh) Node(id [32]byte) (NodeInfo, bool) {
 	n, ok := m.snap.Load().all[id]
 	return n, ok
