@@ -285,6 +285,7 @@ type Mesh struct {
 	heartbeat    time.Duration         // this period's jittered heartbeat
 	routes       map[[32]byte][32]byte // destination -> next hop; nil: recompute
 	dgStale      bool                  // routes changed since dgTable was published
+	told         map[[32]byte]bool     // whether listeners were last told a node is online
 	lastPayload  struct {
 		id      [32]byte
 		payload []byte
@@ -320,6 +321,7 @@ func New(cfg Config) (*Mesh, error) {
 		pres:     newPresence(cfg.Cert.NodeID(), cfg.OfflineAfter),
 		targets:  make(map[string]*target),
 		dialing:  make(map[string]bool),
+		told:     make(map[[32]byte]bool),
 		hard:     make(map[[32]byte]*hardPunch),
 		hardLast: make(map[[32]byte]time.Time),
 	}
