@@ -122,33 +122,25 @@ func TestAddressableWhenListed(t *testing.T) {
 	// The far node gets the pipeline's definition; a live pipeline
 	// delivers to subscribers of the moment, so a sends again until the
 	// subscription made then has a packet, every Put succeeding.
-	ech := waitPipeline(t, e, id).Subscribe(ctx)
-	eventually(t, 30*time.Second, "a packet reaches the far node", func() error {
-		if _, err := pa.Put([]byte("to the far end")); err != nil {
-			t.Fatalf("Put to a listed node: %v", err)
-		}
-		select {
-		case p := <-ech:
-			if d, _ := p.Data(); string(d) != "to the far end" || p.Sender() != a.n.ID() {
-				t.Fatalf("far node got %q from %v", d, p.Sender())
-			}
-			return nil
-		case <-time.After(50 * time.Millisecond):
-			return errors.New("nothing yet")
-		}
-	})
+	putUntilReceived(t, pa, waitPipeline(t, e, id).Subscribe(ctx), "to the far end", a.n.ID())
 
 	// Realtime packets are datagrams and may be lost: send until one
 	// arrives, every Put succeeding.
-	ch := waitPipeline(t, a, rid).Subscribe(ctx)
-	eventually(t, 30*time.Second, "a realtime packet reaches the far node", func() error {
-		if _, err := pe.Put([]byte("frame")); err != nil {
-			t.Fatalf("realtime Put to a listed node: %v", err)
+	putUntilReceived(t, pe, waitPipeline(t, a, rid).Subscribe(ctx), "frame", e.n.ID())
+}
+
+// putUntilReceived puts data on p until ch has a packet, failing if a Put
+// fails or what arrives is not data from sender.
+func putUntilReceived(t *testing.T, p *pipes.Pipeline, ch <-chan *pipes.Packet, data string, sender pipes.NodeID) {
+	t.Helper()
+	eventually(t, 30*time.Second, "a packet reaches the far node", func() error {
+		if _, err := p.Put([]byte(data)); err != nil {
+			t.Fatalf("Put to a listed node: %v", err)
 		}
 		select {
-		case p := <-ch:
-			if p.Sender() != e.n.ID() {
-				t.Fatalf("realtime packet from %v", p.Sender())
+		case got := <-ch:
+			if d, _ := got.Data(); string(d) != data || got.Sender() != sender {
+				t.Fatalf("far node got %q from %v", d, got.Sender())
 			}
 			return nil
 		case <-time.After(50 * time.Millisecond):

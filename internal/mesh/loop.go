@@ -575,26 +575,6 @@ func (m *Mesh) publish() {
 	m.stats.tree.Store(&st)
 }
 
-// listed reports whether the node is listed online: online in the
-// presence table and reachable. Its status can arrive before the statuses
-// of the nodes between (a late joiner hears those at their next
-// heartbeat), and a node listed online must be one a Send reaches.
-func (m *Mesh) listed(info NodeInfo) bool {
-	if !info.Online {
-		return false
-	}
-	_, ok := m.nextHop(info.ID)
-	return ok
-}
-
-// nodeEvent tells listeners of a change of a node, online as Nodes lists
-// it.
-func (m *Mesh) nodeEvent(info NodeInfo) {
-	info.Online = m.listed(info)
-	m.told[info.ID] = info.Online
-	m.events.Push(Event{Kind: EventNode, Node: info})
-}
-
 func sortInfos(s []NodeInfo) {
 	slices.SortFunc(s, func(a, b NodeInfo) int { return bytes.Compare(a.ID[:], b.ID[:]) })
 }
