@@ -20,3 +20,11 @@ type Event struct {
 	Connected bool     // EventConnection
 	Node      NodeInfo // EventNode
 }
+
+// nodeEvent tells listeners of a change of a node, online as Nodes lists
+// it.
+func (m *Mesh) nodeEvent(info NodeInfo) {
+	info.Online = m.listed(info)
+	m.told[info.ID] = info.Online
+	m.events.Push(Event{Kind: EventNode, Node: info})
+}

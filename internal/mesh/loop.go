@@ -107,7 +107,7 @@ func (m *Mesh) maintain(now time.Time) {
 	for _, n := range m.pres.expire(now) {
 		m.routesChanged()
 		m.log.Info("node offline (silent)", "node", short(n.ID), "name", n.Name)
-		m.events.Push(Event{Kind: EventNode, Node: n})
+		m.nodeEvent(n)
 	}
 	if m.addrsNew.Swap(false) {
 		m.dirty = true
@@ -215,7 +215,7 @@ func (m *Mesh) handleTree(now time.Time, p *peer, f *pb.Frame, st *status, v any
 		if !info.Online {
 			m.log.Info("node offline (left)", "node", short(info.ID), "name", info.Name)
 		}
-		m.events.Push(Event{Kind: EventNode, Node: info})
+		m.nodeEvent(info)
 	}
 	m.addCandidates(info.ID, info.Addrs)
 }
@@ -397,7 +397,7 @@ func (m *Mesh) addConn(now time.Time, c *transport.Conn) {
 	m.tree.AddPeer(c.PeerID)
 	m.dirty = true
 	if info, ok := m.pres.setPeer(now, c.PeerID, true, c.Peer); ok {
-		m.events.Push(Event{Kind: EventNode, Node: info})
+		m.nodeEvent(info)
 	}
 	m.setConnected(true)
 }
@@ -456,7 +456,7 @@ func (m *Mesh) peerClosed(now time.Time, p *peer, err error) {
 		}
 	}
 	if info, ok := m.pres.setPeer(now, p.id, false, nil); ok {
-		m.events.Push(Event{Kind: EventNode, Node: info})
+		m.nodeEvent(info)
 	}
 	m.setConnected(len(m.peers) > 0)
 }
@@ -532,6 +532,12 @@ func (m *Mesh) publish() {
 	for id, e := range m.pres.nodes {
 		info := e.info
 		info.Peer = m.peers[id] != nil
+		info.Online = m.listed(info)
+		if !m.leaving && m.told[id] != info.Online {
+			// A route came or went without a change of the node's own
+			// presence: listeners hear what Nodes now says.
+			m.nodeEvent(info)
+		}
 		s.all[id] = info
 		if info.Online {
 			s.nodes = append(s.nodes, info)

@@ -285,6 +285,7 @@ type Mesh struct {
 	heartbeat    time.Duration         // this period's jittered heartbeat
 	routes       map[[32]byte][32]byte // destination -> next hop; nil: recompute
 	dgStale      bool                  // routes changed since dgTable was published
+	told         map[[32]byte]bool     // whether listeners were last told a node is online
 	lastPayload  struct {
 		id      [32]byte
 		payload []byte
@@ -320,6 +321,7 @@ func New(cfg Config) (*Mesh, error) {
 		pres:     newPresence(cfg.Cert.NodeID(), cfg.OfflineAfter),
 		targets:  make(map[string]*target),
 		dialing:  make(map[string]bool),
+		told:     make(map[[32]byte]bool),
 		hard:     make(map[[32]byte]*hardPunch),
 		hardLast: make(map[[32]byte]time.Time),
 	}
@@ -419,10 +421,14 @@ func (m *Mesh) AddrsChanged() { m.addrsNew.Store(true) }
 // peers' observations show.
 func (m *Mesh) Mapping() Mapping { return m.snap.Load().mapping }
 
-// Nodes returns every node online now, the local one excluded.
+// Nodes returns every node online now, the local one excluded. A node is
+// listed only once its status has been heard and while a route to it is
+// known, so that each one listed can be addressed (its encryption key is
+// known, a Send reaches it).
 func (m *Mesh) Nodes() []NodeInfo { return m.snap.Load().nodes }
 
-// Node returns what the mesh knows of id, online or not.
+// Node returns what the mesh knows of id, online or not; its Online
+// agrees with Nodes.
 func (m *Mesh) Node(id [32]byte) (NodeInfo, bool) {
 	n, ok := m.snap.Load().all[id]
 	return n, ok

@@ -206,13 +206,20 @@ func (p *presence) setPeer(now time.Time, id [32]byte, peer bool, cert *identity
 		return e.info, false
 	}
 	e.info.Peer = peer
-	if peer && !e.info.Online {
-		// A verified direct connection is proof the node is up.
+	if peer && !e.info.Online && e.heard() {
+		// A verified direct connection is proof the node is up. A node
+		// whose status was never heard stays known, not online, until
+		// its status arrives (both ends announce soon after connecting):
+		// online means what the status carries (its encryption key, its
+		// links) is known, so that the node can be addressed.
 		e.info.Online = true
 		e.info.LastSeen = now
 	}
 	return e.info, true
 }
+
+// heard reports whether a status of the node has been applied.
+func (e *entry) heard() bool { return e.inc != 0 || e.seq != 0 }
 
 // expire marks offline every node not heard from within offlineAfter and
 // returns those that changed. A direct peer stays online while connected.

@@ -142,8 +142,20 @@ func TestPresencePeerKeepsOnline(t *testing.T) {
 	a := newTestNode(t, testNet, "a")
 	p := newPresence(self.cert.NodeID(), 10*time.Second)
 	now := time.Unix(1000, 0)
-	if info, changed := p.setPeer(now, a.cert.NodeID(), true, a.cert); !changed || !info.Online || !info.Peer {
+	// Connected before its status arrives: known, not yet online (what
+	// its status carries, such as its encryption key, is missing).
+	if info, changed := p.setPeer(now, a.cert.NodeID(), true, a.cert); !changed || info.Online || !info.Peer {
 		t.Fatalf("peer before status: %+v", info)
+	}
+	if len(p.online()) != 0 {
+		t.Fatal("a peer whose status is unknown is listed online")
+	}
+	st, err := parseStatus(a.status(t, 5, 1, false), testNet, &identity.CertCache{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, changed := p.apply(now, st); !changed || !info.Online || !info.Peer {
+		t.Fatalf("peer after status: %+v", info)
 	}
 	if len(p.expire(now.Add(time.Hour))) != 0 {
 		t.Fatal("connected peer expired")
@@ -151,6 +163,10 @@ func TestPresencePeerKeepsOnline(t *testing.T) {
 	p.setPeer(now.Add(time.Hour), a.cert.NodeID(), false, nil)
 	if got := p.expire(now.Add(2 * time.Hour)); len(got) != 1 {
 		t.Fatal("disconnected, silent peer not expired")
+	}
+	// Reconnected after its status was heard: online at once.
+	if info, _ := p.setPeer(now.Add(3*time.Hour), a.cert.NodeID(), true, a.cert); !info.Online {
+		t.Fatalf("reconnected peer whose status is known: %+v", info)
 	}
 }
 

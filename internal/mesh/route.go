@@ -230,3 +230,15 @@ func (m *Mesh) Route(ctx context.Context, dst [32]byte) (hop [32]byte, direct bo
 	}
 	return r.hop, r.direct, nil
 }
+
+// listed reports whether the node is listed online: online in the
+// presence table and reachable. Its status can arrive before the statuses
+// of the nodes between (a late joiner hears those at their next
+// heartbeat), and a node listed online must be one a Send reaches.
+func (m *Mesh) listed(info NodeInfo) bool {
+	if !info.Online {
+		return false
+	}
+	_, ok := m.nextHop(info.ID)
+	return ok
+}

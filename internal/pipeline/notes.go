@@ -116,18 +116,11 @@ func (e *Engine) announceProof(p *pipe) {
 func (e *Engine) sendNotes(d *Def, n *pb.PipelineNotes) error {
 	ctx, cancel := context.WithTimeout(e.ctx, 10*time.Second)
 	defer cancel()
-	if d.IsPointToPoint() {
-		body, err := marshal(&pb.SealedBody{Body: &pb.SealedBody_Notes{Notes: n}})
-		if err != nil {
-			return err
-		}
-		return e.sendSealed(ctx, d.other(e.self), body)
-	}
-	raw, err := marshal(n)
+	send, err := e.sealOrPlain(ctx, d.IsPointToPoint(), d.other(e.self), &pb.SealedBody{Body: &pb.SealedBody_Notes{Notes: n}}, n, e.broadcastAs(KindNotes))
 	if err != nil {
 		return err
 	}
-	return e.cfg.Host.Broadcast(ctx, KindNotes, raw)
+	return send()
 }
 
 // sendNotesTo sends a new peer what this node knows of broadcast

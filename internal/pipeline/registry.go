@@ -144,18 +144,11 @@ func (e *Engine) announce(ctx context.Context, d *Def) error {
 
 func (e *Engine) announceDef(ctx context.Context, d *Def) error {
 	m := d.toProto()
-	if d.IsPointToPoint() {
-		body, err := marshal(&pb.SealedBody{Body: &pb.SealedBody_Def{Def: m}})
-		if err != nil {
-			return err
-		}
-		return e.sendSealed(ctx, d.other(e.self), body)
-	}
-	b, err := marshal(m)
+	send, err := e.sealOrPlain(ctx, d.IsPointToPoint(), d.other(e.self), &pb.SealedBody{Body: &pb.SealedBody_Def{Def: m}}, m, e.broadcastAs(KindDef))
 	if err != nil {
 		return err
 	}
-	return e.cfg.Host.Broadcast(ctx, KindDef, b)
+	return send()
 }
 
 // pipeOf returns the state of pipeline id.

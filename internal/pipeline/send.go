@@ -206,3 +206,29 @@ func (e *Engine) sendSealed(ctx context.Context, dst [32]byte, body []byte) erro
 	}
 	return e.cfg.Host.Send(ctx, dst, KindSealed, raw)
 }
+
+// sealOrPlain prepares one message about a pipeline: for a point-to-point
+// pipeline, sealed (which wraps the message) encrypted end to end for to,
+// so that no relay reads it; else msg as it is, handed to plain (a
+// broadcast or a direct send). It returns the send, for callers that
+// retry it.
+func (e *Engine) sealOrPlain(ctx context.Context, p2p bool, to [32]byte, sealed *pb.SealedBody, msg proto.Message,
+	plain func(ctx context.Context, raw []byte) error) (func() error, error) {
+	if p2p {
+		body, err := marshal(sealed)
+		if err != nil {
+			return nil, err
+		}
+		return func() error { return e.sendSealed(ctx, to, body) }, nil
+	}
+	raw, err := marshal(msg)
+	if err != nil {
+		return nil, err
+	}
+	return func() error { return plain(ctx, raw) }, nil
+}
+
+// broadcastAs returns a plain send that broadcasts with kind.
+func (e *Engine) broadcastAs(kind uint32) func(context.Context, []byte) error {
+	return func(ctx context.Context, raw []byte) error { return e.cfg.Host.Broadcast(ctx, kind, raw) }
+}

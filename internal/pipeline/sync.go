@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -230,19 +231,10 @@ func (e *Engine) sendSync(p *pipe, to [32]byte, m *pb.Sync) error {
 	if _, data := m.Body.(*pb.Sync_Data); data {
 		limit = 10 * time.Second
 	}
-	var send func() error
-	if p != nil && p.def.IsPointToPoint() {
-		body, err := marshal(&pb.SealedBody{Body: &pb.SealedBody_Sync{Sync: m}})
-		if err != nil {
-			return err
-		}
-		send = func() error { return e.sendSealed(e.ctx, to, body) }
-	} else {
-		raw, err := marshal(m)
-		if err != nil {
-			return err
-		}
-		send = func() error { return e.cfg.Host.SendDirect(e.ctx, to, KindSync, raw) }
+	direct := func(ctx context.Context, raw []byte) error { return e.cfg.Host.SendDirect(ctx, to, KindSync, raw) }
+	send, err := e.sealOrPlain(e.ctx, p != nil && p.def.IsPointToPoint(), to, &pb.SealedBody{Body: &pb.SealedBody_Sync{Sync: m}}, m, direct)
+	if err != nil {
+		return err
 	}
 	return e.retryBusy(limit, send)
 }
