@@ -100,6 +100,10 @@ type Config struct {
 	// it loads. Its owner must not Put, Create, Subscribe, Follow or
 	// SetSecret on it, nor hand it what the mesh receives.
 	ReadOnly bool
+
+	// testBeforeCommit, if set, is called by a persistent pipeline's
+	// writer before each commit (tests hold a writer with it).
+	testBeforeCommit func(pipe [32]byte)
 }
 
 // Errors.

@@ -83,8 +83,10 @@ func (e *Engine) Deliver(kind uint32, payload []byte, origin [32]byte, v any) {
 // persistentIngest hands packets of a persistent pipeline to its writer
 // and reports true, or reports false for a live (or unknown) pipeline.
 // The packets come from one verified batch, which must number its
-// packets consecutively: that batch is the proof stored with them.
-func (e *Engine) persistentIngest(pks []*Packet, b *pb.PacketBatch, block bool) bool {
+// packets consecutively: that batch is the proof stored with them. held
+// is true on the routed worker (see enqueue); nothing here waits for the
+// pipeline's writer.
+func (e *Engine) persistentIngest(pks []*Packet, b *pb.PacketBatch, held bool) bool {
 	p, _ := e.pipeOf(pks[0].Pipeline)
 	if p == nil || !p.def.Opts.Persistent {
 		return false
@@ -98,7 +100,7 @@ func (e *Engine) persistentIngest(pks []*Packet, b *pb.PacketBatch, block bool) 
 	}
 	proof := &history.Proof{Sender: pks[0].Sender, FirstSeq: pks[0].Seq, LastSeq: pks[len(pks)-1].Seq,
 		Signature: b.Signature}
-	e.enqueue(p, ingest{pks: pks, proof: proof, cert: b.NodeCert}, block)
+	e.enqueue(p, ingest{pks: pks, proof: proof, cert: b.NodeCert}, held)
 	return true
 }
 
