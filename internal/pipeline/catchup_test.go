@@ -129,10 +129,7 @@ func TestCatchUpDoesNotStallOtherPipelines(t *testing.T) {
 	// for it; a serves it all. Once b has taken in the last of it, the
 	// writer of the history pipeline is still held.
 	bp, _ := b.e.pipeOf(pd.ID)
-	waitFor(t, "b to take in the whole catch-up", func() bool { return answered(b.e, bp) })
-	if !held.Load() {
-		t.Fatal("the writer of the catch-up pipeline was not held")
-	}
+	waitFor(t, "b to take in the whole catch-up, its writer held", func() bool { return answered(b.e, bp) && held.Load() })
 
 	// Live packets travel while the catch-up is not finished.
 	const live = 20

@@ -135,6 +135,7 @@ type Engine struct {
 	sealer *sealer
 	notes  *notify.Queue[func()]
 	routed chan routedMsg
+	defs   chan func() // work of the definitions goroutine (definitions.go)
 	syncer *syncer
 	rt     *realtime
 	files  *files
@@ -158,6 +159,7 @@ type Engine struct {
 		pendingProofs map[[32]byte][]*pb.SecretProof // proofs for pipelines not yet defined
 		realtime      map[[8]byte]*pipe              // realtime pipelines by id prefix (datagrams name them so)
 		cleaning      map[[32]byte]chan struct{}     // removed pipelines whose stored state is being deleted
+		defining      map[[32]byte]int               // received definitions queued for the definitions goroutine
 		nproofs       int
 		closed        bool
 	}
@@ -187,7 +189,8 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.OutQueue <= 0 {
 		cfg.OutQueue = 4096
 	}
-	e := &Engine{cfg: cfg, self: cfg.Cert.NodeID(), log: cfg.Logger, routed: make(chan routedMsg, 4096)}
+	e := &Engine{cfg: cfg, self: cfg.Cert.NodeID(), log: cfg.Logger, routed: make(chan routedMsg, 4096),
+		defs: make(chan func(), defsQueue)}
 	e.sealer = newSealer(e.self, cfg.HPKE)
 	e.notes = notify.New(1<<16, func(f func()) { f() })
 	e.mu.pipes = map[[32]byte]*pipe{}
@@ -199,6 +202,7 @@ func New(cfg Config) (*Engine, error) {
 	e.mu.pendingProofs = map[[32]byte][]*pb.SecretProof{}
 	e.mu.realtime = map[[8]byte]*pipe{}
 	e.mu.cleaning = map[[32]byte]chan struct{}{}
+	e.mu.defining = map[[32]byte]int{}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	e.syncer = newSyncer()
 	e.rt = newRealtime()
@@ -207,8 +211,9 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.ReadOnly {
 		return e, nil
 	}
-	e.wg.Add(3)
+	e.wg.Add(4)
 	go e.routedWorker()
+	go e.defsWorker()
 	go e.syncLoop()
 	go e.realtimeWorker()
 	if cfg.Blobs != nil {
