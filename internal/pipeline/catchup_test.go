@@ -15,7 +15,7 @@ import (
 )
 
 // persistentNet is a fake network of n engines, each with its own store.
-// gate, if set, is every engine's commit hook.
+// gate, if set, is every engine's writer gate (Config.testWriterGate).
 func persistentNet(t *testing.T, n int, gate func(self, pipe [32]byte)) (*fakeNet, []testNode) {
 	t.Helper()
 	fn := &fakeNet{engines: map[[32]byte]*Engine{}, keys: map[[32]byte][]byte{}}
@@ -36,7 +36,7 @@ func persistentNet(t *testing.T, n int, gate func(self, pipe [32]byte)) (*fakeNe
 		id := cert.NodeID()
 		cfg := Config{Network: testNet, Key: key, Cert: cert, HPKE: hk, Host: &fakeHost{net: fn, self: id}, DB: db}
 		if gate != nil {
-			cfg.testBeforeCommit = func(pipe [32]byte) { gate(id, pipe) }
+			cfg.testWriterGate = func(pipe [32]byte) { gate(id, pipe) }
 		}
 		e, err := New(cfg)
 		if err != nil {

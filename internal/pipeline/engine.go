@@ -101,9 +101,9 @@ type Config struct {
 	// SetSecret on it, nor hand it what the mesh receives.
 	ReadOnly bool
 
-	// testBeforeCommit, if set, is called by a persistent pipeline's
-	// writer before each commit (tests hold a writer with it).
-	testBeforeCommit func(pipe [32]byte)
+	// testWriterGate, if set, is called by a persistent pipeline's writer
+	// before it takes what waits for it (tests hold a writer with it).
+	testWriterGate func(pipe [32]byte)
 }
 
 // Errors.

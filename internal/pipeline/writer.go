@@ -134,6 +134,9 @@ func (e *Engine) enqueue(p *pipe, it ingest, held bool) {
 func (e *Engine) writer(p *pipe) {
 	pl := p.plog
 	for {
+		if e.cfg.testWriterGate != nil {
+			e.cfg.testWriterGate(p.def.ID)
+		}
 		var items []ingest
 		select {
 		case it := <-pl.in:
@@ -201,9 +204,6 @@ func (e *Engine) writer(p *pipe) {
 			default:
 				break fill
 			}
-		}
-		if e.cfg.testBeforeCommit != nil {
-			e.cfg.testBeforeCommit(p.def.ID)
 		}
 		e.commit(p, items)
 		// Under steady traffic the writer is never idle: it also indexes
