@@ -11,7 +11,10 @@
 //
 // Goroutines, owned by the Engine and stopped by Close: one sender per
 // pipeline that has sent (it batches Puts), one worker that opens routed
-// messages, and one notification queue for callbacks.
+// messages, one that adds the definitions received from the network (a
+// synced write, kept off the mesh loop; definitions.go), a writer per
+// persistent pipeline (writer.go), and one notification queue for
+// callbacks.
 package pipeline
 
 import (
