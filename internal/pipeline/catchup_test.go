@@ -2,13 +2,17 @@ package pipeline
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/pipesnet/pipes/internal/blob"
 	"github.com/pipesnet/pipes/internal/history"
 	"github.com/pipesnet/pipes/internal/identity"
 	"github.com/pipesnet/pipes/internal/store"
@@ -33,8 +37,12 @@ func persistentNet(t *testing.T, n int, gate func(self, pipe [32]byte)) (*fakeNe
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { db.Close() })
+		blobs, err := blob.Open(t.TempDir(), [32]byte{byte(i)})
+		if err != nil {
+			t.Fatal(err)
+		}
 		id := cert.NodeID()
-		cfg := Config{Network: testNet, Key: key, Cert: cert, HPKE: hk, Host: &fakeHost{net: fn, self: id}, DB: db}
+		cfg := Config{Network: testNet, Key: key, Cert: cert, HPKE: hk, Host: &fakeHost{net: fn, self: id}, DB: db, Blobs: blobs}
 		if gate != nil {
 			cfg.testWriterGate = func(pipe [32]byte) { gate(id, pipe) }
 		}
@@ -83,7 +91,8 @@ func logHistory(t *testing.T, n testNode, id [32]byte, count int) {
 // of a persistent point-to-point pipeline (one signed batch per packet,
 // more than a pipeline's writer queue holds) while its writer for that
 // pipeline is held; packets of a live point-to-point pipeline, which come
-// to b on the same routed path, must still arrive. Nothing is timed: the
+// to b on the same routed path, must still arrive, and so must a file
+// (its packet, then its chunks, which b fetches from a). Nothing is timed: the
 // writer is let go only once the live packets have arrived, so a routed
 // path that waits for the writer never delivers them.
 func TestCatchUpDoesNotStallOtherPipelines(t *testing.T) {
@@ -141,6 +150,24 @@ func TestCatchUpDoesNotStallOtherPipelines(t *testing.T) {
 	if n := len(got(live)); n != live {
 		t.Fatalf("%d of %d live packets arrived while another pipeline caught up", n, live)
 	}
+	// So does a file: its packet, then its chunks, which b fetches.
+	content := make([]byte, 600<<10)
+	rand.Read(content)
+	path := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(path, content, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.e.PutFile(ctx, ld.ID, path, 0); err != nil {
+		t.Fatal(err)
+	}
+	pks := got(live + 1)
+	if len(pks) != live+1 || !pks[live].File {
+		t.Fatalf("the file packet did not arrive while another pipeline caught up (%d packets)", len(pks))
+	}
+	waitFor(t, "the file's content on b", func() bool {
+		have, total, err := b.e.FileProgress(pks[live])
+		return err == nil && total > 1 && have == total
+	})
 	bl, _ := b.e.Log(pd.ID)
 	if h := bl.Head(a.id); h >= history {
 		t.Fatalf("the catch-up finished (head %d) before the live packets were let through", h)
