@@ -11,7 +11,10 @@
 //
 // Goroutines, owned by the Engine and stopped by Close: one sender per
 // pipeline that has sent (it batches Puts), one worker that opens routed
-// messages, and one notification queue for callbacks.
+// messages, one that adds the definitions received from the network (a
+// synced write, kept off the mesh loop; definitions.go), a writer per
+// persistent pipeline (writer.go), and one notification queue for
+// callbacks.
 package pipeline
 
 import (
@@ -100,6 +103,10 @@ type Config struct {
 	// it loads. Its owner must not Put, Create, Subscribe, Follow or
 	// SetSecret on it, nor hand it what the mesh receives.
 	ReadOnly bool
+
+	// testWriterGate, if set, is called by a persistent pipeline's writer
+	// before it takes what waits for it (tests hold a writer with it).
+	testWriterGate func(pipe [32]byte)
 }
 
 // Errors.
@@ -131,6 +138,7 @@ type Engine struct {
 	sealer *sealer
 	notes  *notify.Queue[func()]
 	routed chan routedMsg
+	defs   chan func() // work of the definitions goroutine (definitions.go)
 	syncer *syncer
 	rt     *realtime
 	files  *files
@@ -154,6 +162,7 @@ type Engine struct {
 		pendingProofs map[[32]byte][]*pb.SecretProof // proofs for pipelines not yet defined
 		realtime      map[[8]byte]*pipe              // realtime pipelines by id prefix (datagrams name them so)
 		cleaning      map[[32]byte]chan struct{}     // removed pipelines whose stored state is being deleted
+		defining      map[[32]byte]int               // received definitions queued for the definitions goroutine
 		nproofs       int
 		closed        bool
 	}
@@ -183,7 +192,8 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.OutQueue <= 0 {
 		cfg.OutQueue = 4096
 	}
-	e := &Engine{cfg: cfg, self: cfg.Cert.NodeID(), log: cfg.Logger, routed: make(chan routedMsg, 4096)}
+	e := &Engine{cfg: cfg, self: cfg.Cert.NodeID(), log: cfg.Logger, routed: make(chan routedMsg, 4096),
+		defs: make(chan func(), defsQueue)}
 	e.sealer = newSealer(e.self, cfg.HPKE)
 	e.notes = notify.New(1<<16, func(f func()) { f() })
 	e.mu.pipes = map[[32]byte]*pipe{}
@@ -195,6 +205,7 @@ func New(cfg Config) (*Engine, error) {
 	e.mu.pendingProofs = map[[32]byte][]*pb.SecretProof{}
 	e.mu.realtime = map[[8]byte]*pipe{}
 	e.mu.cleaning = map[[32]byte]chan struct{}{}
+	e.mu.defining = map[[32]byte]int{}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	e.syncer = newSyncer()
 	e.rt = newRealtime()
@@ -203,8 +214,9 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.ReadOnly {
 		return e, nil
 	}
-	e.wg.Add(3)
+	e.wg.Add(4)
 	go e.routedWorker()
+	go e.defsWorker()
 	go e.syncLoop()
 	go e.realtimeWorker()
 	if cfg.Blobs != nil {

@@ -41,9 +41,6 @@ const (
 	maxWaitingPerSender = 16384
 )
 
-// writerQueue is how many items may wait for a pipeline's writer.
-const writerQueue = 1024
-
 // groupPackets and groupBytes bound what the writer logs in one commit
 // (one fsync). Local Puts are signed as one batch per commit, so at most
 // maxBatchPackets of them go in one.
@@ -55,7 +52,8 @@ const (
 // plog is the persistent state of one pipe.
 type plog struct {
 	log  *history.Log
-	in   chan ingest
+	in   chan ingest // local Puts, and what the mesh loop hands over
+	held heldQueue   // what the routed worker hands over
 	once sync.Once
 
 	mu      sync.Mutex
@@ -99,7 +97,7 @@ type putResult struct {
 }
 
 func newPlog(l *history.Log) *plog {
-	return &plog{log: l, in: make(chan ingest, writerQueue), changed: make(chan struct{}),
+	return &plog{log: l, in: make(chan ingest, writerQueue), held: heldQueue{more: make(chan struct{}, 1)}, changed: make(chan struct{}),
 		waiting: map[[32]byte]map[uint64]waitingPacket{}, certs: map[[32]byte]bool{}}
 }
 
@@ -180,97 +178,6 @@ func (e *Engine) putPersistent(ctx context.Context, p *pipe, data []byte, typ in
 		return putResult{}, ctx.Err() // handed over: it may still be logged
 	case <-p.ctx.Done():
 		return putResult{}, e.pipeErr()
-	}
-}
-
-// enqueue hands received, verified packets of one sender to p's writer
-// without blocking (it runs on the mesh loop). If the writer is behind
-// they are dropped and counted; sync fetches them later.
-func (e *Engine) enqueue(p *pipe, it ingest, block bool) {
-	if p.logErr != nil {
-		return
-	}
-	e.startWriter(p)
-	if block {
-		select {
-		case p.plog.in <- it:
-		case <-p.ctx.Done():
-		}
-		return
-	}
-	select {
-	case p.plog.in <- it:
-	default:
-		e.stats.dropped.Add(uint64(len(it.pks)))
-		p.stats.dropped.Add(uint64(len(it.pks)))
-		e.syncKick(p)
-	}
-}
-
-// writer logs what arrives for a persistent pipeline, one commit per
-// group of items.
-func (e *Engine) writer(p *pipe) {
-	for {
-		var items []ingest
-		select {
-		case it := <-p.plog.in:
-			items = append(items, it)
-		case <-p.ctx.Done():
-			return
-		default:
-			// Idle, and not catching up: bring the index by packet id up
-			// to date (a catch-up logs packets in bulk and leaves them to
-			// be indexed here; the sync loop wakes the writer when it is
-			// done).
-			if !p.syncing.Load() {
-				if n, err := p.plog.log.IndexSome(4096); n > 0 {
-					continue
-				} else if err != nil {
-					e.log.Error("cannot index the log", "pipeline", p.def.Name, "err", err)
-				}
-			}
-			select {
-			case it := <-p.plog.in:
-				items = append(items, it)
-			case <-p.ctx.Done():
-				return
-			}
-		}
-		// The local Puts of a commit become one signed batch, which must
-		// fit a frame: stop taking Puts once their data could pass
-		// maxBatchBytes with one more packet.
-		n, size, puts, putBytes := 1, 0, 0, 0
-		if q := items[0].put; q != nil {
-			puts, putBytes, size = 1, len(q.data), len(q.data)
-		}
-	fill:
-		for n < groupPackets && size < groupBytes && puts < maxBatchPackets && putBytes <= maxBatchBytes-maxWireData {
-			select {
-			case it := <-p.plog.in:
-				items = append(items, it)
-				n += max(len(it.pks), 1)
-				if it.put != nil {
-					size += len(it.put.data)
-					putBytes += len(it.put.data)
-					puts++
-				} else {
-					for _, pk := range it.pks {
-						size += len(pk.Data)
-					}
-				}
-			default:
-				break fill
-			}
-		}
-		e.commit(p, items)
-		// Under steady traffic the writer is never idle: it also indexes
-		// a chunk after each commit, so the index cannot fall behind for
-		// good.
-		if !p.syncing.Load() {
-			if _, err := p.plog.log.IndexSome(4096); err != nil {
-				e.log.Error("cannot index the log", "pipeline", p.def.Name, "err", err)
-			}
-		}
 	}
 }
 

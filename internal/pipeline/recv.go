@@ -82,10 +82,26 @@ func (e *Engine) Deliver(kind uint32, payload []byte, origin [32]byte, v any) {
 
 // persistentIngest hands packets of a persistent pipeline to its writer
 // and reports true, or reports false for a live (or unknown) pipeline.
+// Packets of a pipeline whose received definition is being added follow
+// the definition (true).
 // The packets come from one verified batch, which must number its
-// packets consecutively: that batch is the proof stored with them.
-func (e *Engine) persistentIngest(pks []*Packet, b *pb.PacketBatch, block bool) bool {
-	p, _ := e.pipeOf(pks[0].Pipeline)
+// packets consecutively: that batch is the proof stored with them. held
+// is true on the routed worker (see enqueue); nothing here waits for the
+// pipeline's writer.
+func (e *Engine) persistentIngest(pks []*Packet, b *pb.PacketBatch, held bool) bool {
+	p, defining := e.pipeOrDefining(pks[0].Pipeline)
+	if p == nil && defining {
+		// Its definition is being added (definitions.go): follow it, so
+		// that the packets find the pipeline defined.
+		if !e.toDefs(func() {
+			if !e.persistentIngest(pks, b, held) {
+				e.deliver(pks[0].Pipeline, pks)
+			}
+		}) {
+			e.stats.rejected.Add(uint64(len(pks)))
+		}
+		return true
+	}
 	if p == nil || !p.def.Opts.Persistent {
 		return false
 	}
@@ -98,7 +114,7 @@ func (e *Engine) persistentIngest(pks []*Packet, b *pb.PacketBatch, block bool) 
 	}
 	proof := &history.Proof{Sender: pks[0].Sender, FirstSeq: pks[0].Seq, LastSeq: pks[len(pks)-1].Seq,
 		Signature: b.Signature}
-	e.enqueue(p, ingest{pks: pks, proof: proof, cert: b.NodeCert}, block)
+	e.enqueue(p, ingest{pks: pks, proof: proof, cert: b.NodeCert}, held)
 	return true
 }
 

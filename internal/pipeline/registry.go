@@ -33,7 +33,7 @@ func (e *Engine) loadDefs() {
 			continue
 		}
 		if d, err := defFromProto(e.cfg.Network, e.self, &m); err == nil {
-			e.addDef(d)
+			e.defineNow(d)
 		}
 	}
 }
@@ -83,7 +83,7 @@ func (e *Engine) Create(ctx context.Context, name string, o Options, secret []by
 	if err := e.waitCleanup(ctx, d.ID); err != nil {
 		return nil, err
 	}
-	if !e.addDef(d) {
+	if !e.defineNow(d) {
 		if p, ok := e.pipeOf(d.ID); ok {
 			d = p.def // created concurrently
 		} else {
@@ -159,9 +159,12 @@ func (e *Engine) pipeOf(id [32]byte) (*pipe, bool) {
 	return p, p != nil
 }
 
-// addDef records a definition; it reports whether it was new. The
-// definition is stored, and a persistent pipeline's log opened.
-func (e *Engine) addDef(d *Def) bool {
+// defineNow records a definition; it reports whether it was new. The
+// definition is stored (a synced write: not on the mesh loop, see addDef)
+// before the pipeline is known, its waiters released and the packets and
+// proofs that waited for it handed on; a persistent pipeline's log is
+// opened.
+func (e *Engine) defineNow(d *Def) bool {
 	e.mu.Lock()
 	if e.mu.closed || e.mu.pipes[d.ID] != nil {
 		e.mu.Unlock()
@@ -174,7 +177,7 @@ func (e *Engine) addDef(d *Def) bool {
 		e.spawn(func() {
 			select {
 			case <-ch:
-				e.addDef(d)
+				e.defineNow(d)
 			case <-e.ctx.Done():
 			}
 		})
@@ -328,4 +331,4 @@ func (e *Engine) sendDefs(peer [32]byte) {
 
 // Restore adds a definition known from an earlier run of the node, without
 // announcing it.
-func (e *Engine) Restore(d *Def) { e.addDef(d) }
+func (e *Engine) Restore(d *Def) { e.defineNow(d) }

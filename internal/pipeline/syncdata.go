@@ -19,7 +19,8 @@ import (
 )
 
 // onData verifies the segments of a SyncData and hands their packets to
-// the writer (waiting for room: this is the catch-up path).
+// the pipeline's held queue (this is the catch-up path, on the routed
+// worker: it never waits for the writer; see enqueue).
 func (e *Engine) onData(p *pipe, src [32]byte, d *pb.SyncData) error {
 	var cert *identity.Cert
 	if len(d.Segments) > 0 {
