@@ -13,7 +13,6 @@ import (
 	"github.com/pipesnet/pipes/internal/wire/pb"
 )
 
-
 // statusContext is the signature context of a Status.
 const statusContext = "pipes/v1 status"
 
