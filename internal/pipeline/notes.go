@@ -11,12 +11,9 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/pipesnet/pipes/internal/history"
+	"github.com/pipesnet/pipes/internal/kinds"
 	"github.com/pipesnet/pipes/internal/wire/pb"
 )
-
-// KindNotes is a PipelineNotes message: broadcast, routed to a new peer,
-// or (point-to-point pipelines) inside a Sealed message.
-const KindNotes uint32 = 20
 
 // Bounds of notes.
 const (
@@ -126,7 +123,7 @@ func (e *Engine) sendNotes(d *Def, n *pb.PipelineNotes) error {
 	if err != nil {
 		return err
 	}
-	return e.cfg.Host.Broadcast(ctx, KindNotes, raw)
+	return e.cfg.Host.Broadcast(ctx, kinds.Notes, raw)
 }
 
 // sendNotesTo sends a new peer what this node knows of broadcast
@@ -168,7 +165,7 @@ func (e *Engine) sendNotesTo(peer [32]byte) {
 		if err != nil {
 			return
 		}
-		if err := e.cfg.Host.Send(e.ctx, peer, KindNotes, raw); err != nil {
+		if err := e.cfg.Host.Send(e.ctx, peer, kinds.Notes, raw); err != nil {
 			e.log.Debug("cannot send pipeline notes", "peer", fmt.Sprintf("%x", peer[:4]), "err", err)
 			return
 		}

@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/pipesnet/pipes/internal/history"
+	"github.com/pipesnet/pipes/internal/kinds"
 	"github.com/pipesnet/pipes/internal/wire/pb"
 )
 
@@ -154,7 +155,7 @@ func (e *Engine) announceDef(ctx context.Context, d *Def) error {
 	if err != nil {
 		return err
 	}
-	return e.cfg.Host.Broadcast(ctx, KindDef, b)
+	return e.cfg.Host.Broadcast(ctx, kinds.Def, b)
 }
 
 // pipeOf returns the state of pipeline id.
@@ -325,7 +326,7 @@ func (e *Engine) sendDefs(peer [32]byte) {
 		if err != nil {
 			return
 		}
-		if err := e.cfg.Host.Send(e.ctx, peer, KindDefs, b); err != nil {
+		if err := e.cfg.Host.Send(e.ctx, peer, kinds.Defs, b); err != nil {
 			e.log.Debug("cannot send pipeline definitions", "peer", fmt.Sprintf("%x", peer[:4]), "err", err)
 			return
 		}

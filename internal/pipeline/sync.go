@@ -11,8 +11,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pipesnet/pipes/internal/kinds"
 	"github.com/pipesnet/pipes/internal/mesh"
 	"github.com/pipesnet/pipes/internal/wire/pb"
+	"github.com/pipesnet/pipes/internal/worker"
 )
 
 // Sync of persistent pipelines. A node's history of a pipeline is, for
@@ -26,7 +28,7 @@ import (
 // Traffic is the missing packets plus a few bytes per sender, whatever
 // the size of the history.
 //
-// For broadcast pipelines sync runs between direct peers (kind KindSync);
+// For broadcast pipelines sync runs between direct peers (kind kinds.Sync);
 // a point-to-point pipeline syncs between its two nodes only, sealed end
 // to end and routed through any nodes between them.
 //
@@ -51,7 +53,7 @@ const (
 
 type syncer struct {
 	events   chan func()
-	serve    chan serveReq
+	serve    *worker.Pool[serveReq] // wants to answer from the log (serveWant)
 	nextReq  atomic.Uint64
 	lastDig  time.Time
 	peersNow map[[32]byte]bool
@@ -87,7 +89,7 @@ type want struct {
 }
 
 func newSyncer() *syncer {
-	return &syncer{events: make(chan func(), 4096), serve: make(chan serveReq, 64), peersNow: map[[32]byte]bool{}}
+	return &syncer{events: make(chan func(), 4096), peersNow: map[[32]byte]bool{}}
 }
 
 func newSyncState() *syncState {
@@ -107,10 +109,6 @@ func (e *Engine) syncDo(f func()) {
 // syncLoop owns the sync state of every persistent pipeline.
 func (e *Engine) syncLoop() {
 	defer e.wg.Done()
-	for range serveWorkers {
-		e.wg.Add(1)
-		go e.serveWorker()
-	}
 	t := time.NewTicker(syncTick)
 	defer t.Stop()
 	for {
@@ -242,7 +240,7 @@ func (e *Engine) sendSync(p *pipe, to [32]byte, m *pb.Sync) error {
 		if err != nil {
 			return err
 		}
-		send = func() error { return e.cfg.Host.SendDirect(e.ctx, to, KindSync, raw) }
+		send = func() error { return e.cfg.Host.SendDirect(e.ctx, to, kinds.Sync, raw) }
 	}
 	return e.retryBusy(limit, send)
 }
@@ -512,10 +510,8 @@ func (e *Engine) handleSync(src [32]byte, m *pb.Sync, sealed bool) error {
 		if len(b.Want.Sender) != 32 || b.Want.From == 0 || b.Want.To < b.Want.From || b.Want.To-b.Want.From >= maxWantSpan {
 			return errors.New("pipeline: malformed sync want")
 		}
-		select {
-		case e.syncer.serve <- serveReq{p: p, peer: src, want: b.Want, sealed: sealed}:
-		default: // busy: the asker asks again later
-		}
+		// Dropped if the servers are busy: the asker asks again later.
+		e.syncer.serve.TryPut(serveReq{p: p, peer: src, want: b.Want, sealed: sealed})
 	case *pb.Sync_Data:
 		return e.onData(p, src, b.Data)
 	}
