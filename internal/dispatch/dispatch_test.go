@@ -159,8 +159,10 @@ func TestFullQueueDropsAndTells(t *testing.T) {
 	m := Msg{Kind: kinds.Direct, Via: kinds.Routed}
 	d.Dispatch(m)
 	<-entered
-	if !d.Dispatch(m) || !d.Dispatch(m) {
-		t.Fatal("a message refused with room in the queue")
+	for range 2 {
+		if !d.Dispatch(m) {
+			t.Fatal("a message refused with room in the queue")
+		}
 	}
 	if d.Dispatch(m) {
 		t.Fatal("a full queue took a message")

@@ -461,7 +461,7 @@ func (st *syncState) choosePeer(sender [32]byte, seq uint64, load map[[32]byte]i
 	return best, found
 }
 
-// handleSync handles a sync message from src (on the routed worker).
+// handleSync handles a sync message from src (on the pipelines group's worker).
 // sealed tells whether it came end-to-end encrypted.
 func (e *Engine) handleSync(src [32]byte, m *pb.Sync, sealed bool) error {
 	var pipeID []byte
