@@ -40,7 +40,7 @@ func TestEngineRegistersTheKindsOfTheTable(t *testing.T) {
 
 // persistentEngineWithFiles is persistentEngine's engine, made again
 // with a blob store.
-func persistentEngineWithFiles(t *testing.T) (*Engine, *Def, *identity.KeyPair) {
+func persistentEngineWithFiles(t testing.TB) (*Engine, *Def, *identity.KeyPair) {
 	t.Helper()
 	e, d, ident := persistentEngine(t)
 	cfg := e.cfg

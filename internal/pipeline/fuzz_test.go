@@ -18,7 +18,7 @@ import (
 // answers, and sealed bodies to an engine with a persistent pipeline, as
 // routed messages and as what a sealed message holds: nothing may panic.
 func FuzzNotesAndFiles(f *testing.F) {
-	e, d, ident := persistentEngine(f)
+	e, d, ident := persistentEngineWithFiles(f)
 	okey, _ := identity.Generate()
 	ocert, _ := identity.IssueCert(ident, "o", okey.Public, testNet, "", time.Now())
 	src := ocert.NodeID()
