@@ -214,7 +214,7 @@ func New(cfg Config) (*Engine, error) {
 		err = e.svcs.Add(e.files)
 	}
 	if err != nil {
-		e.disp.Close()
+		e.Close()
 		return nil, fmt.Errorf("pipeline: %w", err)
 	}
 	e.rt.in = worker.New(rtQueue, 1, e.openDatagram)

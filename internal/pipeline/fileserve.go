@@ -53,6 +53,7 @@ func (f *files) Start(ctx context.Context, h service.Host) error {
 	f.host = h
 	f.serve.Store(worker.New(serveQueue, fileServers, e.serveChunk))
 	if !f.spawn(e.fileFetcher) {
+		f.Close()
 		return ErrClosed
 	}
 	if e.cfg.DB != nil {
