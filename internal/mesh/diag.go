@@ -6,17 +6,13 @@ import (
 	"encoding/binary"
 	"fmt"
 	"time"
+
+	"github.com/pipesnet/pipes/internal/kinds"
 )
 
 // Diagnostics: the path to a node (direct or through which peer, with the
 // first hop's round-trip time and byte counts), and a ping that measures
 // the round trip to any node along the path routed messages take.
-
-// Routed kinds the mesh answers itself.
-const (
-	KindPing uint32 = 100 // 8-byte nonce; the destination answers KindPong
-	KindPong uint32 = 101 // the ping's nonce
-)
 
 // PathInfo describes how this node reaches another now.
 type PathInfo struct {
@@ -69,7 +65,7 @@ func (m *Mesh) Ping(ctx context.Context, dst [32]byte) (time.Duration, error) {
 	done, stop := m.pings.add(nonce)
 	defer stop()
 	start := time.Now()
-	if err := m.Send(ctx, dst, KindPing, b[:]); err != nil {
+	if err := m.Send(ctx, dst, kinds.Ping, b[:]); err != nil {
 		return 0, err
 	}
 	select {
@@ -86,12 +82,12 @@ func (m *Mesh) Ping(ctx context.Context, dst [32]byte) (time.Duration, error) {
 // reports whether the message was one.
 func (m *Mesh) handlePing(src [32]byte, kind uint32, payload []byte) bool {
 	switch kind {
-	case KindPing:
+	case kinds.Ping:
 		if len(payload) == 8 {
-			m.send(sendReq{dst: src, kind: KindPong, payload: payload}) // best effort
+			m.send(sendReq{dst: src, kind: kinds.Pong, payload: payload}) // best effort
 		}
 		return true
-	case KindPong:
+	case kinds.Pong:
 		if len(payload) == 8 {
 			m.pings.done(binary.BigEndian.Uint64(payload))
 		}

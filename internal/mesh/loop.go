@@ -13,6 +13,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/pipesnet/pipes/internal/backoff"
+	"github.com/pipesnet/pipes/internal/kinds"
 	"github.com/pipesnet/pipes/internal/mesh/plumtree"
 	"github.com/pipesnet/pipes/internal/transport"
 	"github.com/pipesnet/pipes/internal/wire/pb"
@@ -149,8 +150,8 @@ func (m *Mesh) announce(now time.Time, leaving bool) {
 	m.heartbeat = jittered(m.cfg.Heartbeat)
 	m.dirty = false
 	m.lastPayload.payload = payload
-	m.lastPayload.id = MessageID(KindStatus, payload)
-	m.broadcast(now, KindStatus, payload)
+	m.lastPayload.id = MessageID(kinds.Status, payload)
+	m.broadcast(now, kinds.Status, payload)
 }
 
 func (m *Mesh) broadcast(now time.Time, kind uint32, payload []byte) {
@@ -199,7 +200,7 @@ func (m *Mesh) handleTree(now time.Time, p *peer, f *pb.Frame, st *status, v any
 	if deliver == nil {
 		return
 	}
-	if deliver.Kind != KindStatus {
+	if deliver.Kind != kinds.Status {
 		if m.cfg.Deliver != nil {
 			m.cfg.Deliver(deliver.Kind, deliver.Payload, [32]byte(deliver.Origin), v)
 		}
@@ -502,7 +503,7 @@ func (m *Mesh) shutdown() {
 		// get just an IHAVE we will not be around to answer.
 		eager, _ := m.tree.Peers(m.self)
 		last := m.lastPayload
-		g := &pb.Frame{Body: &pb.Frame_Gossip{Gossip: &pb.Gossip{Id: last.id[:], Kind: KindStatus, Payload: last.payload, Origin: m.self[:]}}}
+		g := &pb.Frame{Body: &pb.Frame_Gossip{Gossip: &pb.Gossip{Id: last.id[:], Kind: kinds.Status, Payload: last.payload, Origin: m.self[:]}}}
 		for id, p := range m.peers {
 			if !slices.Contains(eager, id) {
 				p.send(g)

@@ -47,6 +47,7 @@ import (
 
 	"github.com/pipesnet/pipes/internal/backoff"
 	"github.com/pipesnet/pipes/internal/identity"
+	"github.com/pipesnet/pipes/internal/kinds"
 	"github.com/pipesnet/pipes/internal/mesh/plumtree"
 	"github.com/pipesnet/pipes/internal/notify"
 	"github.com/pipesnet/pipes/internal/transport"
@@ -379,7 +380,7 @@ func (m *Mesh) Kill() error {
 // When a peer's send queue is three-quarters full, Broadcast waits until it
 // drains (backpressure) or ctx ends.
 func (m *Mesh) Broadcast(ctx context.Context, kind uint32, payload []byte) error {
-	if kind == KindStatus {
+	if kind == kinds.Status {
 		return errors.New("mesh: kind 1 is reserved for presence")
 	}
 	req := bcastReq{kind: kind, payload: payload, done: make(chan error, 1)}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pipesnet/pipes/internal/kinds"
 	"github.com/pipesnet/pipes/internal/wire/pb"
 )
 
@@ -91,7 +92,7 @@ func TestCheckRequestsAreBounded(t *testing.T) {
 		}
 		acked, stop := a.checks.add(nonce)
 		defer stop()
-		if err := a.Send(ctx, b.id, KindCheck, p); err != nil {
+		if err := a.Send(ctx, b.id, kinds.Check, p); err != nil {
 			t.Fatal(err)
 		}
 		select {
@@ -156,7 +157,7 @@ func TestObservedNotice(t *testing.T) {
 	defer cancel()
 	a, b := pair(t, ctx)
 	moved := netip.MustParseAddrPort("198.51.100.9:777")
-	if err := a.Send(ctx, b.id, KindObserved, []byte(moved.String())); err != nil {
+	if err := a.Send(ctx, b.id, kinds.Observed, []byte(moved.String())); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, ctx, "bob takes the notice", func() bool {
@@ -201,7 +202,7 @@ func TestForgedNoticeNotRelayed(t *testing.T) {
 	a, r, b := datagramLine(t, ctx)
 	forged := netip.MustParseAddrPort("203.0.113.9:4444")
 	for _, src := range [][32]byte{r.id, a.id} {
-		f := &pb.Frame{Body: &pb.Frame_Routed{Routed: &pb.Routed{Dst: b.id[:], Src: src[:], Ttl: 2, Kind: KindObserved,
+		f := &pb.Frame{Body: &pb.Frame_Routed{Routed: &pb.Routed{Dst: b.id[:], Src: src[:], Ttl: 2, Kind: kinds.Observed,
 			Payload: []byte(forged.String())}}}
 		a.queryCh <- func() { a.peers[r.id].send(f) }
 	}

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/pipesnet/pipes/internal/kinds"
 	"github.com/pipesnet/pipes/internal/netaddr"
 )
 
@@ -19,16 +20,6 @@ import (
 // talks to): if it arrives, the NAT does not filter by port. Then it asks
 // a node that is not its peer (one its NAT never saw) to send one: if
 // that arrives too, anyone may send to the mapping.
-
-// Routed kinds of NAT checks.
-const (
-	// KindCheck asks the destination to send a check probe: one byte of
-	// mode ('p': from a new socket; 'a': from its socket), a 16-byte
-	// nonce, the address to send to.
-	KindCheck uint32 = 104
-	// KindCheckAck says the probe was sent: the request's nonce.
-	KindCheckAck uint32 = 105
-)
 
 // Filtering is how a NAT treats packets no inside host asked for.
 type Filtering uint8
@@ -235,7 +226,7 @@ func (m *Mesh) checkProbe(ctx context.Context, id [32]byte, mode byte, addr neti
 	arrived, stopWait := m.cfg.Transport.ExpectCheck(nonce)
 	defer stopWait()
 	payload := append(append([]byte{mode}, nonce[:]...), addr.String()...)
-	if err := m.Send(ctx, id, KindCheck, payload); err != nil {
+	if err := m.Send(ctx, id, kinds.Check, payload); err != nil {
 		return false, err
 	}
 	select {
@@ -264,12 +255,12 @@ func (m *Mesh) checkProbe(ctx context.Context, id [32]byte, mode byte, addr neti
 // message was a check message.
 func (m *Mesh) handleCheck(now time.Time, src [32]byte, kind uint32, payload []byte) bool {
 	switch kind {
-	case KindCheckAck:
+	case kinds.CheckAck:
 		if len(payload) == 16 {
 			m.checks.done([16]byte(payload))
 		}
 		return true
-	case KindCheck:
+	case kinds.Check:
 	default:
 		return false
 	}
@@ -300,12 +291,12 @@ func (m *Mesh) handleCheck(now time.Time, src [32]byte, kind uint32, payload []b
 			m.log.Debug("check probe not sent", "to", addr, "err", err)
 			return
 		}
-		m.Send(ctx, src, KindCheckAck, nonce[:]) // best effort
+		m.Send(ctx, src, kinds.CheckAck, nonce[:]) // best effort
 	}()
 	return true
 }
 
-// parseCheck reads a KindCheck payload: whether the probe goes from a new
+// parseCheck reads a kinds.Check payload: whether the probe goes from a new
 // socket, its nonce and where it goes.
 func parseCheck(p []byte) (fresh bool, nonce [16]byte, addr netip.AddrPort, ok bool) {
 	if len(p) < 18 || (p[0] != 'p' && p[0] != 'a') {

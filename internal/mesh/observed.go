@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/pipesnet/pipes/internal/kinds"
 	"github.com/pipesnet/pipes/internal/transport"
 	"github.com/pipesnet/pipes/internal/wire/pb"
 )
@@ -14,11 +15,8 @@ import (
 // is told in the handshake, and again whenever it changes: when the
 // peer's NAT gives it a new public address or port, QUIC follows the
 // connection to it, and the peer must learn its new address to offer it
-// for punching. The notice is a routed message of kind KindObserved
+// for punching. The notice is a routed message of kind kinds.Observed
 // with ttl 1 (never relayed): "ip:port".
-
-// KindObserved tells a direct peer the address its packets come from now.
-const KindObserved uint32 = 106
 
 // observedEvery is how often the loop looks for peers whose address
 // changed.
@@ -47,14 +45,14 @@ func (m *Mesh) tellObserved(now time.Time) {
 		}
 		p.told = ra
 		p.send(&pb.Frame{Body: &pb.Frame_Routed{Routed: &pb.Routed{
-			Dst: p.id[:], Src: m.self[:], Ttl: 1, Kind: KindObserved, Payload: []byte(ra.String())}}})
+			Dst: p.id[:], Src: m.self[:], Ttl: 1, Kind: kinds.Observed, Payload: []byte(ra.String())}}})
 	}
 }
 
 // handleObserved takes a peer's notice of this node's address; it runs on
 // the loop and reports whether the message was one.
 func (m *Mesh) handleObserved(from *peer, src [32]byte, kind uint32, payload []byte) bool {
-	if kind != KindObserved {
+	if kind != kinds.Observed {
 		return false
 	}
 	if from == nil || from.id != src { // only a peer's word about what it sees

@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pipesnet/pipes/internal/kinds"
 	"github.com/pipesnet/pipes/internal/transport"
 	"github.com/pipesnet/pipes/internal/wire/pb"
 )
@@ -105,7 +106,7 @@ func (m *Mesh) check(g *pb.Gossip, in *inFrame) string {
 	if len(g.Id) != 32 || len(g.Origin) != 32 || MessageID(g.Kind, g.Payload) != [32]byte(g.Id) {
 		return "gossip id or origin does not match its content"
 	}
-	if g.Kind == KindStatus {
+	if g.Kind == kinds.Status {
 		st, err := parseStatus(g.Payload, m.cfg.Cert.NetworkID, &m.certs)
 		if err != nil {
 			return err.Error()

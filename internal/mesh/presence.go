@@ -13,9 +13,6 @@ import (
 	"github.com/pipesnet/pipes/internal/wire/pb"
 )
 
-// KindStatus is the broadcast kind of presence statuses.
-const KindStatus uint32 = 1
-
 // statusContext is the signature context of a Status.
 const statusContext = "pipes/v1 status"
 

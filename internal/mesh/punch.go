@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pipesnet/pipes/internal/backoff"
+	"github.com/pipesnet/pipes/internal/kinds"
 	"github.com/pipesnet/pipes/internal/netaddr"
 	"github.com/pipesnet/pipes/internal/transport"
 )
@@ -30,13 +31,6 @@ import (
 // dial from it gets through, to a side whose NAT lets it in. The mesh then has a direct peer and
 // its routes move traffic to it; connections on the relayed path stay
 // there until they end.
-
-// Routed kinds of punching: the payload is the sender's candidate
-// addresses, one "ip:port" a line.
-const (
-	KindPunch    uint32 = 102 // asks the destination to punch toward the sender
-	KindPunchAck uint32 = 103 // the answer, with the destination's candidates
-)
 
 const (
 	punchFor       = 10 * time.Second // how long both sides dial each other's candidates
@@ -129,7 +123,7 @@ func (m *Mesh) Punch(ctx context.Context, dst [32]byte) error {
 	if m.isPeer(dst) {
 		return nil
 	}
-	if err := m.Send(ctx, dst, KindPunch, m.candidates()); err != nil {
+	if err := m.Send(ctx, dst, kinds.Punch, m.candidates()); err != nil {
 		return err
 	}
 	t := time.NewTicker(50 * time.Millisecond)
@@ -162,11 +156,11 @@ func (m *Mesh) isPeer(id [32]byte) bool {
 // sender's candidates; it runs on the loop and reports whether the
 // message was a punch message.
 func (m *Mesh) handlePunch(now time.Time, src [32]byte, kind uint32, payload []byte) bool {
-	if kind != KindPunch && kind != KindPunchAck {
+	if kind != kinds.Punch && kind != kinds.PunchAck {
 		return false
 	}
-	if kind == KindPunch {
-		m.send(sendReq{dst: src, kind: KindPunchAck, payload: m.candidates()}) // best effort
+	if kind == kinds.Punch {
+		m.send(sendReq{dst: src, kind: kinds.PunchAck, payload: m.candidates()}) // best effort
 	}
 	if src == m.self {
 		return true

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/pipesnet/pipes/internal/kinds"
 	"github.com/pipesnet/pipes/internal/wire/pb"
 )
 
@@ -128,7 +129,7 @@ func (m *Mesh) handleRouted(p *peer, r *pb.Routed) {
 	// This node did not send it; and a notice of an observed address is
 	// only a direct peer's word, never relayed (else a member could
 	// speak for this node to its own peers).
-	if [32]byte(r.Src) == m.self || r.Kind == KindObserved {
+	if [32]byte(r.Src) == m.self || r.Kind == kinds.Observed {
 		m.bad(p, "routed message that claims this node as its source, or a relayed notice")
 		return
 	}

@@ -2,6 +2,8 @@ package pipeline
 
 import (
 	"testing"
+
+	"github.com/pipesnet/pipes/internal/kinds"
 )
 
 // TestPacketsFollowTheirDefinition: the mesh loop hands a received
@@ -36,16 +38,16 @@ func TestPacketsFollowTheirDefinition(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	vd, err := c.e.Validate(KindDef, def, a.id)
+	vd, err := c.e.Validate(kinds.Def, def, a.id)
 	if err != nil {
 		t.Fatal(err)
 	}
-	vb, err := c.e.Validate(KindBatch, batch, a.id)
+	vb, err := c.e.Validate(kinds.Batch, batch, a.id)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.e.Deliver(KindDef, def, a.id, vd)
-	c.e.Deliver(KindBatch, batch, a.id, vb)
+	c.e.Deliver(kinds.Def, def, a.id, vd)
+	c.e.Deliver(kinds.Batch, batch, a.id, vb)
 
 	waitFor(t, "the packet logged on c", func() bool {
 		l, err := c.e.Log(d.ID)

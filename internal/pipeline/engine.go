@@ -9,11 +9,20 @@
 // (Validate on the peers' readers, Deliver and DeliverRouted on the mesh
 // loop, which must not block).
 //
+// Message kinds (numbers in package kinds) reach their handlers through
+// the engine's dispatcher (package dispatch): one handler group, with its
+// worker, per part (pipelines, notes, realtime keys, sealed envelopes,
+// files), so that one part's slow work does not stall the others. The
+// files part is a service (package service) that registers its kinds
+// itself.
+//
 // Goroutines, owned by the Engine and stopped by Close: one sender per
-// pipeline that has sent (it batches Puts), one worker that opens routed
-// messages, one that adds the definitions received from the network (a
-// synced write, kept off the mesh loop; definitions.go), a writer per
-// persistent pipeline (writer.go), and one notification queue for
+// pipeline that has sent (it batches Puts), one worker per handler group,
+// one that adds the definitions received from the network (a synced
+// write, kept off the mesh loop; definitions.go), a writer per persistent
+// pipeline (writer.go), the realtime datagram worker, the sync loop and
+// its servers, the files service's servers and fetcher, and one
+// notification queue for
 // callbacks.
 package pipeline
 
@@ -21,25 +30,19 @@ import (
 	"context"
 	"crypto/hpke"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
 
 	"github.com/pipesnet/pipes/internal/blob"
+	"github.com/pipesnet/pipes/internal/dispatch"
 	"github.com/pipesnet/pipes/internal/identity"
 	"github.com/pipesnet/pipes/internal/notify"
+	"github.com/pipesnet/pipes/internal/service"
 	"github.com/pipesnet/pipes/internal/store"
 	"github.com/pipesnet/pipes/internal/wire/pb"
-)
-
-// Message kinds in the mesh.
-const (
-	KindDef    uint32 = 2  // broadcast: a PipelineDef
-	KindBatch  uint32 = 3  // broadcast: a PacketBatch
-	KindSealed uint32 = 16 // routed: a Sealed SealedBody
-	KindDefs   uint32 = 17 // routed to a new peer: PipelineDefs
-	KindDirect uint32 = 18 // to a direct peer only, never relayed: a PacketBatch
-	KindSync   uint32 = 19 // to a direct peer only: a Sync message of a broadcast pipeline
+	"github.com/pipesnet/pipes/internal/worker"
 )
 
 // Host is what the engine needs from the node's mesh.
@@ -137,7 +140,8 @@ type Engine struct {
 	certs  identity.CertCache
 	sealer *sealer
 	notes  *notify.Queue[func()]
-	routed chan routedMsg
+	disp   *dispatch.Dispatcher
+	svcs   *service.Set
 	defs   chan func() // work of the definitions goroutine (definitions.go)
 	syncer *syncer
 	rt     *realtime
@@ -168,6 +172,7 @@ type Engine struct {
 	}
 }
 
+// routedMsg is a routed message, as tests hand them over.
 type routedMsg struct {
 	src     [32]byte
 	kind    uint32
@@ -192,8 +197,9 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.OutQueue <= 0 {
 		cfg.OutQueue = 4096
 	}
-	e := &Engine{cfg: cfg, self: cfg.Cert.NodeID(), log: cfg.Logger, routed: make(chan routedMsg, 4096),
+	e := &Engine{cfg: cfg, self: cfg.Cert.NodeID(), log: cfg.Logger, disp: dispatch.New(cfg.Logger),
 		defs: make(chan func(), defsQueue)}
+	e.svcs = service.NewSet(e.disp)
 	e.sealer = newSealer(e.self, cfg.HPKE)
 	e.notes = notify.New(1<<16, func(f func()) { f() })
 	e.mu.pipes = map[[32]byte]*pipe{}
@@ -209,26 +215,27 @@ func New(cfg Config) (*Engine, error) {
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	e.syncer = newSyncer()
 	e.rt = newRealtime()
-	e.files = newFiles()
+	e.files = newFiles(e)
 	e.loadDefs()
 	if cfg.ReadOnly {
 		return e, nil
 	}
-	e.wg.Add(4)
-	go e.routedWorker()
+	err := e.register()
+	if err == nil && cfg.Blobs != nil {
+		err = e.svcs.Add(e.files)
+	}
+	if err != nil {
+		e.Close()
+		return nil, fmt.Errorf("pipeline: %w", err)
+	}
+	e.rt.in = worker.New(rtQueue, 1, e.openDatagram)
+	e.syncer.serve = worker.New(wantQueue, serveWorkers, e.serveOne)
+	e.wg.Add(2)
 	go e.defsWorker()
 	go e.syncLoop()
-	go e.realtimeWorker()
-	if cfg.Blobs != nil {
-		e.wg.Add(1 + fileServers)
-		go e.fileFetcher()
-		for range fileServers {
-			go e.fileServer()
-		}
-		if cfg.DB != nil {
-			e.loadOwners()
-		}
-		e.resumeFetches()
+	if err := e.svcs.Start(e.ctx, e.host()); err != nil {
+		e.Close()
+		return nil, fmt.Errorf("pipeline: %w", err)
 	}
 	return e, nil
 }
@@ -286,6 +293,14 @@ func (e *Engine) Close() {
 	e.mu.closed = true
 	e.mu.Unlock()
 	e.cancel()
+	if err := e.svcs.Close(); err != nil {
+		e.log.Warn("closing the engine's services", "err", err)
+	}
+	e.disp.Close()
+	if e.rt.in != nil {
+		e.rt.in.Close()
+		e.syncer.serve.Close()
+	}
 	e.wg.Wait()
 	e.mu.Lock()
 	for _, p := range e.mu.pipes {

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/pipesnet/pipes/internal/identity"
+	"github.com/pipesnet/pipes/internal/kinds"
 	"github.com/pipesnet/pipes/internal/wire/pb"
 )
 
@@ -40,7 +41,7 @@ func (h *fakeHost) Broadcast(ctx context.Context, kind uint32, payload []byte) e
 			targets = append(targets, e)
 		}
 	}
-	if kind == KindBatch {
+	if kind == kinds.Batch {
 		h.net.bcasts = append(h.net.bcasts, payload)
 	}
 	h.net.mu.Unlock()
@@ -247,11 +248,11 @@ func TestForgedTamperedReplayedOversizedAreRejected(t *testing.T) {
 	fn.mu.Unlock()
 
 	// Replay: the same batch again is verified but not delivered twice.
-	v, err := b.e.Validate(KindBatch, raw, a.id)
+	v, err := b.e.Validate(kinds.Batch, raw, a.id)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b.e.Deliver(KindBatch, raw, a.id, v)
+	b.e.Deliver(kinds.Batch, raw, a.id, v)
 	if n := len(got(-1)); n != 1 {
 		t.Fatalf("replay delivered: %d packets", n)
 	}
@@ -261,7 +262,7 @@ func TestForgedTamperedReplayedOversizedAreRejected(t *testing.T) {
 	tampered := proto.Clone(&batch).(*pb.PacketBatch)
 	tampered.Packets[0].Data = []byte("HELLO")
 	tb, _ := proto.Marshal(tampered)
-	if _, err := b.e.Validate(KindBatch, tb, a.id); !errors.Is(err, ErrBadBatch) {
+	if _, err := b.e.Validate(kinds.Batch, tb, a.id); !errors.Is(err, ErrBadBatch) {
 		t.Fatalf("tampered batch: %v", err)
 	}
 	// Forged: a batch claiming a's certificate, signed by another key.
@@ -271,7 +272,7 @@ func TestForgedTamperedReplayedOversizedAreRejected(t *testing.T) {
 	forged.Packets = []*pb.Packet{{Seq: 99, Hlc: time.Now().UnixNano(), Data: []byte("evil")}}
 	forged.Signature = signBatch(other, [][32]byte{id})
 	fb, _ := proto.Marshal(forged)
-	if _, err := b.e.Validate(KindBatch, fb, a.id); !errors.Is(err, ErrBadBatch) {
+	if _, err := b.e.Validate(kinds.Batch, fb, a.id); !errors.Is(err, ErrBadBatch) {
 		t.Fatalf("forged batch: %v", err)
 	}
 	// Oversized.
@@ -281,11 +282,11 @@ func TestForgedTamperedReplayedOversizedAreRejected(t *testing.T) {
 	big := proto.Clone(&batch).(*pb.PacketBatch)
 	big.Packets[0].Data = make([]byte, maxWireData+1)
 	bb, _ := proto.Marshal(big)
-	if _, err := b.e.Validate(KindBatch, bb, a.id); !errors.Is(err, ErrTooLarge) {
+	if _, err := b.e.Validate(kinds.Batch, bb, a.id); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("oversized batch: %v", err)
 	}
 	// Under another origin.
-	if _, err := b.e.Validate(KindBatch, raw, b.id); err == nil {
+	if _, err := b.e.Validate(kinds.Batch, raw, b.id); err == nil {
 		t.Fatal("batch accepted under another origin")
 	}
 	if s := b.e.Stats(); s.Rejected < 4 || s.Delivered != 1 {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/pipesnet/pipes/internal/blob"
 	"github.com/pipesnet/pipes/internal/history"
+	"github.com/pipesnet/pipes/internal/kinds"
 	"github.com/pipesnet/pipes/internal/wire/pb"
 )
 
@@ -110,7 +111,6 @@ func (e *Engine) fetchDone(root [32]byte) {
 
 // fileFetcher runs fetch jobs, fileFetchers at a time.
 func (e *Engine) fileFetcher() {
-	defer e.wg.Done()
 	f := e.files
 	slots := make(chan struct{}, fileFetchers)
 	var wg sync.WaitGroup
@@ -132,14 +132,14 @@ func (e *Engine) fileFetcher() {
 				} else {
 					e.stats.rejected.Add(1)
 				}
-			case <-e.ctx.Done():
+			case <-e.files.ctx.Done():
 				return
 			}
 			continue
 		}
 		select {
 		case slots <- struct{}{}:
-		case <-e.ctx.Done():
+		case <-e.files.ctx.Done():
 			return
 		}
 		wg.Add(1)
@@ -174,7 +174,7 @@ func (e *Engine) runFetch(j fetchJob) {
 	f.mu.Unlock()
 	for _, src := range e.fileSources(p, j.sender) {
 		missing, err := e.cfg.Blobs.Missing(root)
-		if err != nil || len(missing) == 0 || e.ctx.Err() != nil {
+		if err != nil || len(missing) == 0 || e.files.ctx.Err() != nil {
 			break
 		}
 		e.fetchFrom(ft, p, src, missing)
@@ -197,10 +197,10 @@ func (e *Engine) retryFetch(j fetchJob) {
 	delay := fileRetry << min(j.tries-1, 6)
 	delay = min(delay, fileRetryMax)
 	f := e.files
-	e.spawn(func() {
+	f.spawn(func() {
 		select {
 		case <-time.After(delay):
-		case <-e.ctx.Done():
+		case <-e.files.ctx.Done():
 			return
 		}
 		f.mu.Lock()
@@ -220,7 +220,7 @@ func (e *Engine) fileSources(p *pipe, sender [32]byte) [][32]byte {
 		return [][32]byte{p.def.Opts.ToNode}
 	}
 	out := [][32]byte{sender}
-	for _, n := range e.cfg.Host.Online() {
+	for _, n := range e.files.host.Online() {
 		if n != sender && n != e.self {
 			out = append(out, n)
 		}
@@ -241,7 +241,7 @@ func (e *Engine) fetchFrom(ft *fetch, p *pipe, src [32]byte, missing []int) {
 		for len(inflight) < fileWindow && next < len(missing) {
 			i := missing[next]
 			g := &pb.FileGet{Root: ft.root[:], Pipeline: p.def.ID[:], Index: uint32(i)}
-			if err := e.sendFile(p, src, KindFileGet, g, &pb.SealedBody{Body: &pb.SealedBody_FileGet{FileGet: g}}); err != nil {
+			if err := e.sendFile(p, src, kinds.FileGet, g, &pb.SealedBody{Body: &pb.SealedBody_FileGet{FileGet: g}}); err != nil {
 				return // unreachable now: the caller tries the next source
 			}
 			inflight[i] = true
@@ -268,7 +268,7 @@ func (e *Engine) fetchFrom(ft *fetch, p *pipe, src [32]byte, missing []int) {
 			stall.Reset(fileStall)
 		case <-stall.C:
 			return
-		case <-e.ctx.Done():
+		case <-e.files.ctx.Done():
 			return
 		}
 	}

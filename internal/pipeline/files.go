@@ -10,10 +10,13 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pipesnet/pipes/internal/blob"
 	"github.com/pipesnet/pipes/internal/history"
+	"github.com/pipesnet/pipes/internal/service"
+	"github.com/pipesnet/pipes/internal/worker"
 )
 
 // File packets. PutFile stores the file in the node's blob store (chunks
@@ -30,15 +33,11 @@ import (
 // serve chunks they cannot read; the manifest itself (sizes and hashes of
 // sealed chunks) is not encrypted.
 //
-// Chunks travel as routed messages: FileGet (kind 21) asks for one chunk,
-// FileData (kind 22) answers; both inside Sealed on a point-to-point
-// pipeline. A fetch keeps fileWindow requests in flight per file.
-
-// Message kinds of file transfer.
-const (
-	KindFileGet  uint32 = 21
-	KindFileData uint32 = 22
-)
+// Chunks travel as routed messages: FileGet (kinds.FileGet) asks for one
+// chunk, FileData (kinds.FileData) answers; both inside Sealed on a
+// point-to-point pipeline. A fetch keeps fileWindow requests in flight per
+// file. The files part is a service (fileserve.go): it registers the two
+// kinds and owns the chunk servers and the fetcher.
 
 const (
 	fileWindow   = 12               // chunk requests in flight per file
@@ -62,13 +61,22 @@ const (
 // ErrFileTooLarge: a file larger than MaxFileSize.
 var ErrFileTooLarge = fmt.Errorf("pipeline: file larger than %d GiB", MaxFileSize>>30)
 
-// files is the engine's file-transfer state.
+// files is the engine's file-transfer part, a service (fileserve.go).
 type files struct {
+	e *Engine
+
+	// Set by Start, before the goroutines start.
+	ctx    context.Context
+	cancel context.CancelFunc
+	host   service.Host
+	serve  atomic.Pointer[worker.Pool[chunkReq]] // the chunk servers
+	wg     sync.WaitGroup
+
 	mu      sync.Mutex
+	closed  bool
 	active  map[[32]byte]*fetch // by root
 	queue   []fetchJob
 	kick    chan struct{}
-	serveQ  chan chunkReq
 	seenQ   chan seen
 	waiting map[[32]byte]bool              // roots queued or active
 	owners  map[[32]byte]map[[32]byte]bool // root -> the pipelines with a packet of the file
@@ -93,9 +101,9 @@ func (e *Engine) noteFile(p *pipe, pk *Packet) {
 	}
 }
 
-func newFiles() *files {
-	return &files{active: map[[32]byte]*fetch{}, kick: make(chan struct{}, 1),
-		serveQ: make(chan chunkReq, 256), seenQ: make(chan seen, 1024), waiting: map[[32]byte]bool{},
+func newFiles(e *Engine) *files {
+	return &files{e: e, active: map[[32]byte]*fetch{}, kick: make(chan struct{}, 1),
+		seenQ: make(chan seen, 1024), waiting: map[[32]byte]bool{},
 		owners: map[[32]byte]map[[32]byte]bool{}}
 }
 

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/pipesnet/pipes/internal/identity"
+	"github.com/pipesnet/pipes/internal/kinds"
 	"github.com/pipesnet/pipes/internal/wire/pb"
 )
 
@@ -17,7 +18,7 @@ import (
 // answers, and sealed bodies to an engine with a persistent pipeline, as
 // routed messages and as what a sealed message holds: nothing may panic.
 func FuzzNotesAndFiles(f *testing.F) {
-	e, d, ident := persistentEngine(f)
+	e, d, ident := persistentEngineWithFiles(f)
 	okey, _ := identity.Generate()
 	ocert, _ := identity.IssueCert(ident, "o", okey.Public, testNet, "", time.Now())
 	src := ocert.NodeID()
@@ -37,7 +38,7 @@ func FuzzNotesAndFiles(f *testing.F) {
 	for _, seed := range []struct {
 		kind uint32
 		b    []byte
-	}{{KindNotes, notes}, {KindFileGet, get}, {KindFileData, data}, {0, rk}} {
+	}{{kinds.Notes, notes}, {kinds.FileGet, get}, {kinds.FileData, data}, {0, rk}} {
 		f.Add(seed.kind, seed.b)
 	}
 	f.Fuzz(func(t *testing.T, kind uint32, b []byte) {
@@ -66,7 +67,7 @@ func FuzzNotesAndFiles(f *testing.F) {
 				}
 			}
 		default:
-			e.handleRouted(routedMsg{src: src, kind: []uint32{0, KindNotes, KindFileGet, KindFileData}[kind%4], payload: b})
+			e.handleRouted(routedMsg{src: src, kind: []uint32{0, kinds.Notes, kinds.FileGet, kinds.FileData}[kind%4], payload: b})
 		}
 	})
 }

@@ -12,12 +12,9 @@ import (
 
 	"github.com/pipesnet/pipes/internal/history"
 	"github.com/pipesnet/pipes/internal/keys"
+	"github.com/pipesnet/pipes/internal/kinds"
 	"github.com/pipesnet/pipes/internal/wire/pb"
 )
-
-// KindNotes is a PipelineNotes message: broadcast, routed to a new peer,
-// or (point-to-point pipelines) inside a Sealed message.
-const KindNotes uint32 = 20
 
 // Bounds of notes.
 const (
@@ -116,7 +113,7 @@ func (e *Engine) announceProof(p *pipe) {
 func (e *Engine) sendNotes(d *Def, n *pb.PipelineNotes) error {
 	ctx, cancel := context.WithTimeout(e.ctx, 10*time.Second)
 	defer cancel()
-	send, err := e.sealOrPlain(ctx, d.IsPointToPoint(), d.other(e.self), &pb.SealedBody{Body: &pb.SealedBody_Notes{Notes: n}}, n, e.broadcastAs(KindNotes))
+	send, err := e.sealOrPlain(ctx, d.IsPointToPoint(), d.other(e.self), &pb.SealedBody{Body: &pb.SealedBody_Notes{Notes: n}}, n, e.broadcastAs(kinds.Notes))
 	if err != nil {
 		return err
 	}
@@ -162,7 +159,7 @@ func (e *Engine) sendNotesTo(peer [32]byte) {
 		if err != nil {
 			return
 		}
-		if err := e.cfg.Host.Send(e.ctx, peer, KindNotes, raw); err != nil {
+		if err := e.cfg.Host.Send(e.ctx, peer, kinds.Notes, raw); err != nil {
 			e.log.Debug("cannot send pipeline notes", "peer", fmt.Sprintf("%x", peer[:4]), "err", err)
 			return
 		}

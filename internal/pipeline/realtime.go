@@ -17,6 +17,7 @@ import (
 	"github.com/pipesnet/pipes/internal/identity"
 	"github.com/pipesnet/pipes/internal/mesh"
 	"github.com/pipesnet/pipes/internal/wire/pb"
+	"github.com/pipesnet/pipes/internal/worker"
 )
 
 // Realtime pipelines carry each packet as one datagram: no retransmission,
@@ -91,7 +92,7 @@ const rtEarlyAge = 2 * time.Second
 
 // realtime is the engine's datagram state.
 type realtime struct {
-	in    chan []byte // received datagrams, for the worker
+	in    *worker.Pool[[]byte] // received datagrams, for the worker (nil on a read-only engine)
 	mu    sync.Mutex
 	send  map[[32]byte]*rtSend // by receiver
 	recv  map[[8]byte]*rtRecv  // by key id
@@ -99,7 +100,7 @@ type realtime struct {
 }
 
 func newRealtime() *realtime {
-	return &realtime{in: make(chan []byte, rtQueue), send: map[[32]byte]*rtSend{}, recv: map[[8]byte]*rtRecv{}}
+	return &realtime{send: map[[32]byte]*rtSend{}, recv: map[[8]byte]*rtRecv{}}
 }
 
 // session returns the sending session to dst, opening (or renewing) it:
@@ -353,23 +354,8 @@ func (e *Engine) acceptRealtimeKey(src [32]byte, k *pb.RealtimeKey) error {
 // small datagram queue at once (QUIC drops silently what overflows it);
 // a datagram the full queue refuses is dropped and counted.
 func (e *Engine) DeliverDatagram(raw []byte) {
-	select {
-	case e.rt.in <- raw:
-	default:
+	if e.rt.in == nil || !e.rt.in.TryPut(raw) {
 		e.stats.dropped.Add(1)
-	}
-}
-
-// realtimeWorker opens and delivers queued datagrams.
-func (e *Engine) realtimeWorker() {
-	defer e.wg.Done()
-	for {
-		select {
-		case raw := <-e.rt.in:
-			e.openDatagram(raw)
-		case <-e.ctx.Done():
-			return
-		}
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 
 	"github.com/pipesnet/pipes/internal/history"
 	"github.com/pipesnet/pipes/internal/keys"
+	"github.com/pipesnet/pipes/internal/kinds"
 	"github.com/pipesnet/pipes/internal/wire/pb"
 )
 
@@ -144,7 +145,7 @@ func (e *Engine) announce(ctx context.Context, d *Def) error {
 
 func (e *Engine) announceDef(ctx context.Context, d *Def) error {
 	m := d.toProto()
-	send, err := e.sealOrPlain(ctx, d.IsPointToPoint(), d.other(e.self), &pb.SealedBody{Body: &pb.SealedBody_Def{Def: m}}, m, e.broadcastAs(KindDef))
+	send, err := e.sealOrPlain(ctx, d.IsPointToPoint(), d.other(e.self), &pb.SealedBody{Body: &pb.SealedBody_Def{Def: m}}, m, e.broadcastAs(kinds.Def))
 	if err != nil {
 		return err
 	}
@@ -322,7 +323,7 @@ func (e *Engine) sendDefs(peer [32]byte) {
 		if err != nil {
 			return
 		}
-		if err := e.cfg.Host.Send(e.ctx, peer, KindDefs, b); err != nil {
+		if err := e.cfg.Host.Send(e.ctx, peer, kinds.Defs, b); err != nil {
 			e.log.Debug("cannot send pipeline definitions", "peer", fmt.Sprintf("%x", peer[:4]), "err", err)
 			return
 		}

@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/pipesnet/pipes/internal/kinds"
 	"github.com/pipesnet/pipes/internal/mesh"
 	"github.com/pipesnet/pipes/internal/wire/pb"
 )
@@ -171,7 +172,7 @@ func (e *Engine) transmit(p *pipe, dest [32]byte, b *pb.PacketBatch) error {
 		if err != nil {
 			return err
 		}
-		return e.cfg.Host.Broadcast(e.ctx, KindBatch, raw)
+		return e.cfg.Host.Broadcast(e.ctx, kinds.Batch, raw)
 	}
 	// To a direct peer the QUIC connection already is end to end: send the
 	// batch on it, marked never to be relayed. Otherwise seal it.
@@ -179,7 +180,7 @@ func (e *Engine) transmit(p *pipe, dest [32]byte, b *pb.PacketBatch) error {
 	if err != nil {
 		return err
 	}
-	err = e.retryBusy(10*time.Second, func() error { return e.cfg.Host.SendDirect(e.ctx, dest, KindDirect, raw) })
+	err = e.retryBusy(10*time.Second, func() error { return e.cfg.Host.SendDirect(e.ctx, dest, kinds.Direct, raw) })
 	if err == nil || errors.Is(err, mesh.ErrBusy) || errors.Is(err, ErrClosed) {
 		return err
 	}
@@ -204,7 +205,7 @@ func (e *Engine) sendSealed(ctx context.Context, dst [32]byte, body []byte) erro
 	if err != nil {
 		return err
 	}
-	return e.cfg.Host.Send(ctx, dst, KindSealed, raw)
+	return e.cfg.Host.Send(ctx, dst, kinds.Sealed, raw)
 }
 
 // sealOrPlain prepares one message about a pipeline: for a point-to-point

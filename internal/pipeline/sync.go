@@ -12,8 +12,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pipesnet/pipes/internal/kinds"
 	"github.com/pipesnet/pipes/internal/mesh"
 	"github.com/pipesnet/pipes/internal/wire/pb"
+	"github.com/pipesnet/pipes/internal/worker"
 )
 
 // Sync of persistent pipelines. A node's history of a pipeline is, for
@@ -27,7 +29,7 @@ import (
 // Traffic is the missing packets plus a few bytes per sender, whatever
 // the size of the history.
 //
-// For broadcast pipelines sync runs between direct peers (kind KindSync);
+// For broadcast pipelines sync runs between direct peers (kind kinds.Sync);
 // a point-to-point pipeline syncs between its two nodes only, sealed end
 // to end and routed through any nodes between them.
 //
@@ -52,7 +54,7 @@ const (
 
 type syncer struct {
 	events   chan func()
-	serve    chan serveReq
+	serve    *worker.Pool[serveReq] // wants to answer from the log (serveWant)
 	nextReq  atomic.Uint64
 	lastDig  time.Time
 	peersNow map[[32]byte]bool
@@ -88,7 +90,7 @@ type want struct {
 }
 
 func newSyncer() *syncer {
-	return &syncer{events: make(chan func(), 4096), serve: make(chan serveReq, 64), peersNow: map[[32]byte]bool{}}
+	return &syncer{events: make(chan func(), 4096), peersNow: map[[32]byte]bool{}}
 }
 
 func newSyncState() *syncState {
@@ -108,10 +110,6 @@ func (e *Engine) syncDo(f func()) {
 // syncLoop owns the sync state of every persistent pipeline.
 func (e *Engine) syncLoop() {
 	defer e.wg.Done()
-	for range serveWorkers {
-		e.wg.Add(1)
-		go e.serveWorker()
-	}
 	t := time.NewTicker(syncTick)
 	defer t.Stop()
 	for {
@@ -231,7 +229,7 @@ func (e *Engine) sendSync(p *pipe, to [32]byte, m *pb.Sync) error {
 	if _, data := m.Body.(*pb.Sync_Data); data {
 		limit = 10 * time.Second
 	}
-	direct := func(ctx context.Context, raw []byte) error { return e.cfg.Host.SendDirect(ctx, to, KindSync, raw) }
+	direct := func(ctx context.Context, raw []byte) error { return e.cfg.Host.SendDirect(ctx, to, kinds.Sync, raw) }
 	send, err := e.sealOrPlain(e.ctx, p != nil && p.def.IsPointToPoint(), to, &pb.SealedBody{Body: &pb.SealedBody_Sync{Sync: m}}, m, direct)
 	if err != nil {
 		return err
@@ -455,7 +453,7 @@ func (st *syncState) choosePeer(sender [32]byte, seq uint64, load map[[32]byte]i
 	return best, found
 }
 
-// handleSync handles a sync message from src (on the routed worker).
+// handleSync handles a sync message from src (on the pipelines group's worker).
 // sealed tells whether it came end-to-end encrypted.
 func (e *Engine) handleSync(src [32]byte, m *pb.Sync, sealed bool) error {
 	var pipeID []byte
@@ -504,10 +502,8 @@ func (e *Engine) handleSync(src [32]byte, m *pb.Sync, sealed bool) error {
 		if len(b.Want.Sender) != 32 || b.Want.From == 0 || b.Want.To < b.Want.From || b.Want.To-b.Want.From >= maxWantSpan {
 			return errors.New("pipeline: malformed sync want")
 		}
-		select {
-		case e.syncer.serve <- serveReq{p: p, peer: src, want: b.Want, sealed: sealed}:
-		default: // busy: the asker asks again later
-		}
+		// Dropped if the servers are busy: the asker asks again later.
+		e.syncer.serve.TryPut(serveReq{p: p, peer: src, want: b.Want, sealed: sealed})
 	case *pb.Sync_Data:
 		return e.onData(p, src, b.Data)
 	}

@@ -7,6 +7,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/pipesnet/pipes/internal/identity"
+	"github.com/pipesnet/pipes/internal/kinds"
 	"github.com/pipesnet/pipes/internal/store"
 	"github.com/pipesnet/pipes/internal/wire/pb"
 )
@@ -35,7 +36,7 @@ func FuzzSync(f *testing.F) {
 		f.Add(b)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		e.handleRouted(routedMsg{src: ocert.NodeID(), kind: KindSync, payload: data})
+		e.handleRouted(routedMsg{src: ocert.NodeID(), kind: kinds.Sync, payload: data})
 	})
 }
 
@@ -57,7 +58,7 @@ func TestSyncDataIsVerified(t *testing.T) {
 	}
 	send := func(seg *pb.SyncSegment) error {
 		b, _ := proto.Marshal(&pb.Sync{Body: &pb.Sync_Data{Data: &pb.SyncData{Pipeline: d.ID[:], NodeCert: ocert.Signed, Segments: []*pb.SyncSegment{seg}}}})
-		return e.handleRouted(routedMsg{src: ocert.NodeID(), kind: KindSync, payload: b})
+		return e.handleRouted(routedMsg{src: ocert.NodeID(), kind: kinds.Sync, payload: b})
 	}
 	tampered := segment()
 	tampered.Packets[1].Data = []byte("forged")

@@ -118,18 +118,14 @@ func openSegment(pipe [32]byte, cert *identity.Cert, s *pb.SyncSegment) ([]*Pack
 	return pks, proof, nil
 }
 
-// serveWorker answers SyncWants from the log.
-func (e *Engine) serveWorker() {
-	defer e.wg.Done()
-	for {
-		select {
-		case r := <-e.syncer.serve:
-			if err := e.serveWant(r); err != nil && e.ctx.Err() == nil {
-				e.log.Debug("sync request not served", "pipeline", r.p.def.Name, "err", err)
-			}
-		case <-e.ctx.Done():
-			return
-		}
+// wantQueue bounds the wants waiting for a sync server (serveWorkers):
+// beyond it they are dropped and their askers ask again.
+const wantQueue = 64
+
+// serveOne answers one SyncWant from the log, on a sync server.
+func (e *Engine) serveOne(r serveReq) {
+	if err := e.serveWant(r); err != nil && e.ctx.Err() == nil {
+		e.log.Debug("sync request not served", "pipeline", r.p.def.Name, "err", err)
 	}
 }
 
