@@ -50,9 +50,10 @@ var (
 	// ErrTooLarge: a packet is larger than MaxPacketSize.
 	ErrTooLarge = errors.New("pipes: packet too large")
 	// ErrNotImplemented: the call belongs to a capability this build does
-	// not have. Every kind of pipeline, files and data connections are
-	// implemented; the error is kept so that callers that branch on it
-	// keep compiling.
+	// not have. No call of this version returns it: every kind of
+	// pipeline (live, persistent, encrypted, ephemeral, realtime), file
+	// packets and data connections are implemented. It is kept so that
+	// callers that branch on it keep compiling.
 	ErrNotImplemented = errors.New("pipes: not implemented in this version")
 	// ErrNotPersistent: a history operation (PacketWithID, PacketsSince,
 	// SubscribeSince) on a live pipeline, which keeps no history.
