@@ -134,7 +134,7 @@ func (n *Node) Dial(ctx context.Context, to NodeID, service string) (net.Conn, e
 	case ctx.Err() != nil && errors.Is(err, ctx.Err()):
 		return nil, err
 	}
-	return nil, mapErr(err, fmt.Sprintf("dial %s on node %s", service, to.String()[:8]))
+	return nil, mapErr(err, fmt.Sprintf("%s on node %s", service, to.String()[:8]))
 }
 
 // Path describes how the node reaches another now.

@@ -57,7 +57,7 @@ func (p *Pipeline) PutContext(ctx context.Context, data []byte, opts ...PutOptio
 	}
 	// A Pipeline the engine no longer knows was shut down
 	// (ErrClosedPipeline).
-	return PacketID{}, mapErr(err, fmt.Sprintf("%d bytes on pipeline %q", len(data), p.def.Name))
+	return PacketID{}, mapErr(err, fmt.Sprintf("pipeline %q", p.def.Name))
 }
 
 // PutFile puts the file at path on the pipeline as one file packet and
