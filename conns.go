@@ -102,13 +102,8 @@ func (n *Node) ListenAllowed(service string, a Allowed) (net.Listener, error) {
 		}
 	}
 	l, err := cm.Listen(service, allow)
-	switch {
-	case errors.Is(err, conns.ErrInUse):
-		return nil, fmt.Errorf("%w: %v", ErrExists, err)
-	case errors.Is(err, conns.ErrClosed):
-		return nil, ErrNotActive
-	case err != nil:
-		return nil, fmt.Errorf("pipes: %w", err)
+	if err != nil {
+		return nil, mapErr(err, fmt.Sprintf("listen on service %q", service))
 	}
 	return l, nil
 }
@@ -138,12 +133,8 @@ func (n *Node) Dial(ctx context.Context, to NodeID, service string) (net.Conn, e
 		return c, nil
 	case ctx.Err() != nil && errors.Is(err, ctx.Err()):
 		return nil, err
-	case errors.Is(err, conns.ErrNoRoute):
-		return nil, fmt.Errorf("%w: node %s: %v", ErrNotConnected, to.String()[:8], err)
-	case errors.Is(err, conns.ErrNoService), errors.Is(err, conns.ErrNotAllowed), errors.Is(err, conns.ErrBusy):
-		return nil, fmt.Errorf("%w: %s on node %s: %v", ErrRefused, service, to.String()[:8], err)
 	}
-	return nil, fmt.Errorf("pipes: dial %s on node %s: %w", service, to.String()[:8], err)
+	return nil, mapErr(err, fmt.Sprintf("%s on node %s", service, to.String()[:8]))
 }
 
 // Path describes how the node reaches another now.
@@ -166,11 +157,8 @@ func (n *Node) PathTo(ctx context.Context, id NodeID) (Path, error) {
 		return Path{}, ErrNotActive
 	}
 	p, err := m.Path(ctx, id)
-	if errors.Is(err, mesh.ErrNoRoute) {
-		return Path{}, fmt.Errorf("%w: node %s", ErrNotConnected, id.String()[:8])
-	}
 	if err != nil {
-		return Path{}, fmt.Errorf("pipes: %w", err)
+		return Path{}, mapErr(err, "node "+id.String()[:8])
 	}
 	return Path{Direct: p.Direct, Via: p.Via, RTT: p.RTT, BytesSent: p.BytesSent, BytesReceived: p.BytesReceived, Remote: p.Remote}, nil
 }
@@ -187,10 +175,8 @@ func (n *Node) Ping(ctx context.Context, id NodeID) (time.Duration, error) {
 	switch {
 	case err == nil:
 		return rtt, nil
-	case errors.Is(err, mesh.ErrNoRoute):
-		return 0, fmt.Errorf("%w: node %s", ErrNotConnected, id.String()[:8])
-	case ctx.Err() != nil:
+	case sentinelOf(err) == nil && ctx.Err() != nil:
 		return 0, ctx.Err()
 	}
-	return 0, fmt.Errorf("pipes: %w", err)
+	return 0, mapErr(err, "node "+id.String()[:8])
 }

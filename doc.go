@@ -61,6 +61,29 @@
 // subscriptions and everything else that needs the network give
 // ErrNotActive until Start.
 //
+// An encrypted pipeline (Encrypted, with a Secret) seals its packets with
+// a key derived from the pipeline secret, which never leaves a node: nodes
+// without it relay and store the packets but cannot read them (SetSecret,
+// HasSecret, NodesWithEncryptionSecret). An ephemeral pipeline can be shut
+// down network-wide (Pipeline.Shutdown). A realtime pipeline carries each
+// packet as one datagram, with no retransmission; SetupUDPPortMap bridges
+// a realtime point-to-point pipeline to a local UDP port. PutFile puts a
+// file of up to 32 GiB as one packet whose content every receiver fetches
+// in checked chunks (Packet.Open, Packet.WriteDataToPath).
+//
+// # Data connections
+//
+//	l, err := node.Listen("chat")                 // on one node
+//	c, err := other.Dial(ctx, node.ID(), "chat")  // a net.Conn to it
+//
+// A data connection is a QUIC stream between direct peers, and TLS end to
+// end through the relays otherwise. Dial fails fast with ErrNotConnected
+// or ErrRefused; a connection whose path fails gives errors matching
+// ErrConnectionLost.
+//
+// Errors wrap the package's sentinels (ErrNotActive, ErrNotFound, …) and
+// keep the cause in their chain: test them with errors.Is.
+//
 // # Guarantees
 //
 // Callbacks never run under a lock of this package and a slow callback

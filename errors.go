@@ -2,8 +2,13 @@ package pipes
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/pipesnet/pipes/internal/conns"
+	"github.com/pipesnet/pipes/internal/history"
+	"github.com/pipesnet/pipes/internal/mesh"
+	"github.com/pipesnet/pipes/internal/pipeline"
+	"github.com/pipesnet/pipes/internal/store"
 )
 
 // Sentinel errors. Errors returned by this package wrap these where the
@@ -45,9 +50,10 @@ var (
 	// ErrTooLarge: a packet is larger than MaxPacketSize.
 	ErrTooLarge = errors.New("pipes: packet too large")
 	// ErrNotImplemented: the call belongs to a capability this build does
-	// not have. Every kind of pipeline, files and data connections are
-	// implemented; the error is kept so that callers that branch on it
-	// keep compiling.
+	// not have. No call of this version returns it: every kind of
+	// pipeline (live, persistent, encrypted, ephemeral, realtime), file
+	// packets and data connections are implemented. It is kept so that
+	// callers that branch on it keep compiling.
 	ErrNotImplemented = errors.New("pipes: not implemented in this version")
 	// ErrNotPersistent: a history operation (PacketWithID, PacketsSince,
 	// SubscribeSince) on a live pipeline, which keeps no history.
@@ -76,3 +82,87 @@ var (
 	// with the pipeline secret.
 	ErrCannotRead = errors.New("pipes: packet does not decrypt")
 )
+
+// DatagramTooLargeError is returned by Put on a realtime pipeline for a
+// packet larger than one datagram on the path to a receiver. Max is the
+// largest data that fits now (QUIC probes the path, so it may grow). It
+// matches ErrTooLarge with errors.Is.
+type DatagramTooLargeError struct {
+	Max int
+	err error // the cause, when the error comes from the network layer
+}
+
+func (e *DatagramTooLargeError) Error() string {
+	return fmt.Sprintf("pipes: realtime packet larger than a datagram on the path (at most %d bytes now)", e.Max)
+}
+
+// Unwrap makes errors.Is(err, ErrTooLarge) true, and keeps the cause in
+// the chain.
+func (e *DatagramTooLargeError) Unwrap() []error {
+	if e.err == nil {
+		return []error{ErrTooLarge}
+	}
+	return []error{ErrTooLarge, e.err}
+}
+
+// errorMap is the one translation of the internal layers' errors into the
+// package's sentinels, first match wins. mapErr applies it.
+var errorMap = []struct {
+	to   error
+	from []error
+}{
+	{ErrNotActive, []error{pipeline.ErrClosed, conns.ErrClosed}},
+	{ErrTooLarge, []error{pipeline.ErrTooLarge, pipeline.ErrFileTooLarge}},
+	{ErrClosedPipeline, []error{pipeline.ErrRemoved, pipeline.ErrUnknown}},
+	{ErrWrongSecret, []error{pipeline.ErrWrongSecret}},
+	{ErrNoSecret, []error{pipeline.ErrSecretRequired, pipeline.ErrNoSecret}},
+	{ErrCannotRead, []error{pipeline.ErrCannotRead}},
+	{ErrNotImplemented, []error{pipeline.ErrNotImplemented}},
+	{ErrConflict, []error{pipeline.ErrConflict}},
+	{ErrNotEphemeral, []error{pipeline.ErrNotEphemeral}},
+	{ErrNotConnected, []error{pipeline.ErrNoKey, mesh.ErrNoRoute, conns.ErrNoRoute}},
+	{ErrRefused, []error{conns.ErrNoService, conns.ErrNotAllowed, conns.ErrBusy}},
+	{ErrExists, []error{conns.ErrInUse}},
+	{ErrNotFound, []error{history.ErrNotFound}},
+	{ErrDiskFull, []error{store.ErrDiskFull}},
+	{ErrStore, []error{store.ErrCorrupt, store.ErrFailed, history.ErrDamaged}},
+}
+
+// sentinelOf returns the package's sentinel for an error of the internal
+// layers, or nil if none applies.
+func sentinelOf(err error) error {
+	for _, m := range errorMap {
+		for _, f := range m.from {
+			if errors.Is(err, f) {
+				return m.to
+			}
+		}
+	}
+	return nil
+}
+
+// mapErr translates an error of the internal layers into the package's:
+// the result matches the sentinel that applies (see errorMap) with
+// errors.Is, and keeps err in its chain. detail, if not empty, says what
+// the call was about (a pipeline's name, a node, a service). A datagram
+// too large for the path becomes a *DatagramTooLargeError; an error no
+// sentinel covers is only prefixed. nil stays nil.
+func mapErr(err error, detail string) error {
+	if err == nil {
+		return nil
+	}
+	var tl *mesh.DatagramTooLargeError
+	if errors.As(err, &tl) {
+		return &DatagramTooLargeError{Max: tl.Max, err: err}
+	}
+	to := sentinelOf(err)
+	switch {
+	case to != nil && detail != "":
+		return fmt.Errorf("%w: %s: %w", to, detail, err)
+	case to != nil:
+		return fmt.Errorf("%w: %w", to, err)
+	case detail != "":
+		return fmt.Errorf("pipes: %s: %w", detail, err)
+	}
+	return fmt.Errorf("pipes: %w", err)
+}

@@ -45,7 +45,7 @@ func parseID(kind, s string) ([32]byte, error) {
 		return id, fmt.Errorf("%w: %s id must be 64 hex digits, got %d characters", ErrInvalidID, kind, len(s))
 	}
 	if _, err := hex.Decode(id[:], []byte(s)); err != nil {
-		return id, fmt.Errorf("%w: %s id %q: %v", ErrInvalidID, kind, s, err)
+		return id, fmt.Errorf("%w: %s id %q: %w", ErrInvalidID, kind, s, err)
 	}
 	return id, nil
 }

@@ -221,7 +221,7 @@ func TestBroadcastNearMinimal(t *testing.T) {
 	ms := cluster(t, "tree", 20, nil, pipes.WithPresenceTiming(time.Second, 5*time.Second))
 	totals := func() (sent, received uint64) {
 		for _, m := range ms {
-			st := m.n.Stats().Tree
+			st := m.n.Stats().Broadcast
 			sent += st.EagerSent
 			received += st.Delivered - st.Originated
 		}
@@ -236,9 +236,9 @@ func TestBroadcastNearMinimal(t *testing.T) {
 	var grafts, prunes, dups uint64
 	for _, m := range ms {
 		st := m.n.Stats()
-		grafts += st.Tree.GraftsSent
-		prunes += st.Tree.PrunesSent
-		dups += st.Tree.Duplicates
+		grafts += st.Broadcast.GraftsSent
+		prunes += st.Broadcast.PrunesSent
+		dups += st.Broadcast.Duplicates
 	}
 	t.Logf("grafts %d prunes %d duplicates %d", grafts, prunes, dups)
 	if r1 == r0 {

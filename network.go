@@ -73,7 +73,7 @@ func CreateNetwork(netfilePath string, spec NetworkSpec) (*Netfile, error) {
 	}, admin)
 	if err != nil {
 		if errors.Is(err, os.ErrExist) {
-			return nil, fmt.Errorf("pipes: %w: %v", ErrExists, err)
+			return nil, fmt.Errorf("pipes: %w: %w", ErrExists, err)
 		}
 		return nil, fmt.Errorf("pipes: %w", err)
 	}

@@ -550,14 +550,6 @@ func (n *Node) ListenAddrs() []netip.AddrPort {
 	return out
 }
 
-// Stats returns the node's mesh counters (zero when not started).
-func (n *Node) Stats() mesh.Stats {
-	if m := n.meshOrNil(); m != nil {
-		return m.Stats()
-	}
-	return mesh.Stats{}
-}
-
 func (n *Node) logger() *slog.Logger { return n.p.log.With("node", n.id.String()[:8]) }
 
 // hexPrefix validates a node id prefix.

@@ -109,13 +109,8 @@ func (pk *Packet) Data() ([]byte, error) {
 		return nil, err
 	}
 	plain, err := e.ReadData(pk.p)
-	switch {
-	case errors.Is(err, pipeline.ErrNoSecret):
-		return nil, fmt.Errorf("%w: %v", ErrNoSecret, err)
-	case errors.Is(err, pipeline.ErrCannotRead):
-		return nil, fmt.Errorf("%w: %v", ErrCannotRead, err)
-	case err != nil:
-		return nil, fmt.Errorf("pipes: %w", err)
+	if err != nil {
+		return nil, mapErr(err, "")
 	}
 	pk.plain, pk.read = plain, true
 	return plain, nil
@@ -137,11 +132,8 @@ func (pk *Packet) OpenContext(ctx context.Context) (io.ReadCloser, error) {
 			return nil, ErrNotActive
 		}
 		r, err := e.OpenFile(ctx, pk.p)
-		if errors.Is(err, pipeline.ErrNoSecret) {
-			return nil, fmt.Errorf("%w: %v", ErrNoSecret, err)
-		}
 		if err != nil {
-			return nil, fmt.Errorf("pipes: %w", err)
+			return nil, mapErr(err, "")
 		}
 		return fileReader{r}, nil
 	}
@@ -184,7 +176,7 @@ type fileReader struct{ io.ReadCloser }
 func (r fileReader) Read(b []byte) (int, error) {
 	n, err := r.ReadCloser.Read(b)
 	if errors.Is(err, pipeline.ErrCannotRead) {
-		err = fmt.Errorf("%w: %v", ErrCannotRead, err)
+		err = mapErr(err, "")
 	}
 	return n, err
 }

@@ -2,7 +2,6 @@ package pipes
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"iter"
 
@@ -21,7 +20,7 @@ func (p *Pipeline) logOf() (*history.Log, error) {
 	}
 	l, err := e.Log(p.def.ID)
 	if err != nil {
-		return nil, storeErr(err)
+		return nil, mapErr(err, "")
 	}
 	return l, nil
 }
@@ -43,11 +42,8 @@ func (p *Pipeline) PacketWithID(id PacketID) (*Packet, error) {
 		return nil, err
 	}
 	r, err := l.ByID(id)
-	if errors.Is(err, history.ErrNotFound) {
-		return nil, fmt.Errorf("%w: packet %s", ErrNotFound, id)
-	}
 	if err != nil {
-		return nil, storeErr(err)
+		return nil, mapErr(err, fmt.Sprintf("packet %s", id))
 	}
 	return p.packet(pipeline.PacketFromRecord(p.def.ID, r)), nil
 }
@@ -67,7 +63,7 @@ func (p *Pipeline) PacketsSince(logID int64) iter.Seq2[*Packet, error] {
 		for {
 			var chunk []*history.Record
 			if err := l.Since(after, 256, func(r *history.Record) bool { chunk = append(chunk, r); return true }); err != nil {
-				yield(nil, storeErr(err))
+				yield(nil, mapErr(err, ""))
 				return
 			}
 			for _, r := range chunk {
@@ -106,7 +102,7 @@ func (p *Pipeline) SubscribeSince(ctx context.Context, logID int64) (<-chan *Pac
 		}
 	}, func() { close(ch) })
 	if err != nil {
-		return nil, storeErr(err)
+		return nil, mapErr(err, "")
 	}
 	return ch, nil
 }

@@ -194,26 +194,17 @@ func (n *Node) CreatePipeline(name string, o PipelineOptions) (PipelineID, error
 	defer cancel()
 	d, err := e.Create(ctx, name, pipeline.Options{ToNode: o.ToNode, Persistent: o.Persistent,
 		Encrypted: o.Encrypted, Ephemeral: o.Ephemeral, Realtime: o.Realtime, Unsalted: o.Unsalted, Salt: o.Salt}, o.Secret)
+	offline := errors.Is(err, pipeline.ErrNoKey) || errors.Is(err, mesh.ErrNoRoute)
 	switch {
-	case errors.Is(err, pipeline.ErrWrongSecret):
-		return PipelineID{}, fmt.Errorf("%w: %v", ErrWrongSecret, err)
-	case errors.Is(err, pipeline.ErrSecretRequired):
-		return PipelineID{}, fmt.Errorf("%w: %v", ErrNoSecret, err)
-	case errors.Is(err, pipeline.ErrNotImplemented):
-		return PipelineID{}, fmt.Errorf("%w: %v", ErrNotImplemented, err)
-	case errors.Is(err, pipeline.ErrConflict):
-		return PipelineID{}, fmt.Errorf("%w: %q", ErrConflict, name)
-	case (errors.Is(err, pipeline.ErrNoKey) || errors.Is(err, mesh.ErrNoRoute)) && d != nil && d.Opts.Persistent:
+	case offline && d != nil && d.Opts.Persistent:
 		// The other node is away: it learns of the pipeline, and gets its
 		// packets, when it comes online.
 		n.pipelineFor(d)
 		return PipelineID(d.ID), nil
-	case errors.Is(err, pipeline.ErrNoKey), errors.Is(err, mesh.ErrNoRoute):
-		return PipelineID{}, fmt.Errorf("%w: %v", ErrNotConnected, err)
-	case err != nil && d == nil:
-		return PipelineID{}, fmt.Errorf("pipes: %w", err)
-	case err != nil:
+	case err != nil && d != nil && !offline:
 		return PipelineID(d.ID), fmt.Errorf("pipes: pipeline created but not yet announced: %w", err)
+	case err != nil:
+		return PipelineID{}, mapErr(err, fmt.Sprintf("pipeline %q", name))
 	}
 	n.pipelineFor(d)
 	return PipelineID(d.ID), nil
@@ -273,10 +264,8 @@ func (p *Pipeline) Shutdown() error {
 	}
 	err := e.Shutdown(p.def.ID)
 	switch {
-	case errors.Is(err, pipeline.ErrNotEphemeral):
-		return fmt.Errorf("%w: %q", ErrNotEphemeral, p.def.Name)
-	case errors.Is(err, pipeline.ErrUnknown):
-		return fmt.Errorf("%w: %q", ErrClosedPipeline, p.def.Name)
+	case errors.Is(err, pipeline.ErrNotEphemeral), errors.Is(err, pipeline.ErrUnknown):
+		return mapErr(err, fmt.Sprintf("pipeline %q", p.def.Name))
 	case err != nil:
 		// Removed here; the other nodes learn of it when they connect.
 		return fmt.Errorf("pipes: pipeline shut down locally, not yet announced: %w", err)

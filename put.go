@@ -4,10 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-
-	"github.com/pipesnet/pipes/internal/history"
-	"github.com/pipesnet/pipes/internal/pipeline"
-	"github.com/pipesnet/pipes/internal/store"
 )
 
 // PutOption modifies one Put.
@@ -54,34 +50,14 @@ func (p *Pipeline) PutContext(ctx context.Context, data []byte, opts ...PutOptio
 	}
 	id, err := e.Put(ctx, p.def.ID, data, int64(o.packetType), o.destination)
 	switch {
+	case err == nil:
+		return id, nil
 	case ctx.Err() != nil && errors.Is(err, ctx.Err()):
 		return PacketID{}, err
-	case realtimeErr(err) != nil:
-		return PacketID{}, realtimeErr(err)
-	case errors.Is(err, pipeline.ErrTooLarge):
-		return PacketID{}, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(data), MaxPacketSize)
-	case errors.Is(err, pipeline.ErrClosed):
-		return PacketID{}, ErrNotActive
-	case errors.Is(err, pipeline.ErrRemoved), errors.Is(err, pipeline.ErrUnknown):
-		// A Pipeline the engine no longer knows was shut down.
-		return PacketID{}, fmt.Errorf("%w: %q", ErrClosedPipeline, p.def.Name)
-	case errors.Is(err, pipeline.ErrNoSecret):
-		return PacketID{}, fmt.Errorf("%w: %v", ErrNoSecret, err)
-	case err != nil:
-		return PacketID{}, storeErr(err)
 	}
-	return id, nil
-}
-
-// storeErr maps the errors of the store to the package's sentinels.
-func storeErr(err error) error {
-	switch {
-	case errors.Is(err, store.ErrDiskFull):
-		return fmt.Errorf("%w: %w", ErrDiskFull, err)
-	case errors.Is(err, store.ErrCorrupt), errors.Is(err, store.ErrFailed), errors.Is(err, history.ErrDamaged):
-		return fmt.Errorf("%w: %w", ErrStore, err)
-	}
-	return fmt.Errorf("pipes: %w", err)
+	// A Pipeline the engine no longer knows was shut down
+	// (ErrClosedPipeline).
+	return PacketID{}, mapErr(err, fmt.Sprintf("pipeline %q", p.def.Name))
 }
 
 // PutFile puts the file at path on the pipeline as one file packet and
@@ -113,14 +89,6 @@ func (p *Pipeline) PutFileContext(ctx context.Context, path string) (PacketID, e
 		return id, nil
 	case ctx.Err() != nil && errors.Is(err, ctx.Err()):
 		return PacketID{}, err
-	case errors.Is(err, pipeline.ErrNoSecret):
-		return PacketID{}, fmt.Errorf("%w: %v", ErrNoSecret, err)
-	case errors.Is(err, pipeline.ErrClosed):
-		return PacketID{}, ErrNotActive
-	case errors.Is(err, pipeline.ErrRemoved), errors.Is(err, pipeline.ErrUnknown):
-		return PacketID{}, fmt.Errorf("%w: %q", ErrClosedPipeline, p.def.Name)
-	case errors.Is(err, pipeline.ErrFileTooLarge):
-		return PacketID{}, fmt.Errorf("%w: %v", ErrTooLarge, err)
 	}
-	return PacketID{}, storeErr(err)
+	return PacketID{}, mapErr(err, fmt.Sprintf("file %s on pipeline %q", path, p.def.Name))
 }

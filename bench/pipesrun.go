@@ -106,7 +106,7 @@ func startPipes(count int, edges [][2]int, degree int) (*pipesNet, error) {
 
 func (n *pipesNet) treeTotals() (bytes, sends uint64) {
 	for _, node := range n.nodes {
-		st := node.Stats().Tree
+		st := node.Stats().Broadcast
 		bytes += st.EagerBytes
 		sends += st.EagerSent
 	}
@@ -174,9 +174,9 @@ func runPipesBroadcast(w workload) (result, error) {
 		var g, pr, d, bad, drop uint64
 		for _, node := range net.nodes {
 			st := node.Stats()
-			g += st.Tree.GraftsSent
-			pr += st.Tree.PrunesSent
-			d += st.Tree.Duplicates
+			g += st.Broadcast.GraftsSent
+			pr += st.Broadcast.PrunesSent
+			d += st.Broadcast.Duplicates
 			bad += st.BadMessages
 			drop += st.FramesDropped
 		}

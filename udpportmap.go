@@ -12,7 +12,6 @@ import (
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
 
-	"github.com/pipesnet/pipes/internal/mesh"
 	"github.com/pipesnet/pipes/internal/pipeline"
 )
 
@@ -245,25 +244,3 @@ func (p *Pipeline) UDPAddr() *net.UDPAddr {
 	a, _ := p.mu.udp.conn.LocalAddr().(*net.UDPAddr)
 	return a
 }
-
-// realtimeErr maps the engine's datagram errors.
-func realtimeErr(err error) error {
-	var tl *mesh.DatagramTooLargeError
-	if errors.As(err, &tl) {
-		return &DatagramTooLargeError{Max: tl.Max}
-	}
-	return nil
-}
-
-// DatagramTooLargeError is returned by Put on a realtime pipeline for a
-// packet larger than one datagram on the path to a receiver. Max is the
-// largest data that fits now (QUIC probes the path, so it may grow). It
-// matches ErrTooLarge with errors.Is.
-type DatagramTooLargeError struct{ Max int }
-
-func (e *DatagramTooLargeError) Error() string {
-	return fmt.Sprintf("pipes: realtime packet larger than a datagram on the path (at most %d bytes now)", e.Max)
-}
-
-// Unwrap makes errors.Is(err, ErrTooLarge) true.
-func (e *DatagramTooLargeError) Unwrap() error { return ErrTooLarge }
