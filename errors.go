@@ -111,7 +111,7 @@ var errorMap = []struct {
 	to   error
 	from []error
 }{
-	{ErrNotActive, []error{pipeline.ErrClosed, conns.ErrClosed}},
+	{ErrNotActive, []error{pipeline.ErrClosed, conns.ErrClosed, pipeline.ErrFileIncomplete}},
 	{ErrTooLarge, []error{pipeline.ErrTooLarge, pipeline.ErrFileTooLarge}},
 	{ErrClosedPipeline, []error{pipeline.ErrRemoved, pipeline.ErrUnknown}},
 	{ErrWrongSecret, []error{pipeline.ErrWrongSecret}},

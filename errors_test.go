@@ -21,6 +21,7 @@ func TestErrorMapping(t *testing.T) {
 	}{
 		{pipeline.ErrClosed, ErrNotActive},
 		{conns.ErrClosed, ErrNotActive},
+		{pipeline.ErrFileIncomplete, ErrNotActive},
 		{pipeline.ErrTooLarge, ErrTooLarge},
 		{pipeline.ErrFileTooLarge, ErrTooLarge},
 		{pipeline.ErrRemoved, ErrClosedPipeline},

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -49,6 +48,8 @@ type Node struct {
 		listeners []NodeListener
 		pm        *portMapper          // this run's port mapping
 		boot      map[NetworkID]string // bootstrap list kept by this node
+
+		readerBlobs *blob.Store // the blob store of reader, closed with it
 	}
 	startMu    sync.Mutex         // serialises Start and Shutdown
 	readerMu   sync.Mutex         // serialises opening and closing mu.reader
@@ -259,7 +260,7 @@ func (n *Node) Start(ctx context.Context) error {
 		return fmt.Errorf("pipes: encryption key: %w", err)
 	}
 	skey := storeKey(nkey, nw.id)
-	blobs, err := blob.Open(filepath.Join(p.dir, "blobs", hex.EncodeToString(n.id[:])), history.DeriveKey(skey, keys.Blobs, nil))
+	blobs, err := blob.Open(n.blobDir(), history.DeriveKey(skey, keys.Blobs, nil))
 	if err != nil {
 		tr.Close()
 		return fmt.Errorf("pipes: file store: %w", err)

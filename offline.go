@@ -2,7 +2,14 @@ package pipes
 
 import (
 	"crypto/hpke"
+	"encoding/hex"
 	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/pipesnet/pipes/internal/blob"
+	"github.com/pipesnet/pipes/internal/history"
+	"github.com/pipesnet/pipes/internal/keys"
 
 	"github.com/pipesnet/pipes/internal/pipeline"
 )
@@ -43,13 +50,30 @@ func (n *Node) readEngine() (*pipeline.Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pipes: encryption key: %w", err)
 	}
-	r, err = pipeline.New(pipeline.Config{Network: nw.id, Key: key, Cert: cert, HPKE: hkey, Host: &meshHost{},
-		Logger: n.logger(), DB: n.p.db, StoreKey: storeKey(nkey, nw.id), ReadOnly: true})
+	skey := storeKey(nkey, nw.id)
+	// The files of file packets read from the node's blob store, if it
+	// has one: opened here only when it exists, so that reading creates
+	// nothing on disk.
+	var blobs *blob.Store
+	if dir := n.blobDir(); dirExists(dir) {
+		if blobs, err = blob.Open(dir, history.DeriveKey(skey, keys.Blobs, nil)); err != nil {
+			return nil, fmt.Errorf("pipes: file store: %w", err)
+		}
+	}
+	cfg := pipeline.Config{Network: nw.id, Key: key, Cert: cert, HPKE: hkey, Host: &meshHost{},
+		Logger: n.logger(), DB: n.p.db, StoreKey: skey, ReadOnly: true}
+	if blobs != nil {
+		cfg.Blobs = blobs
+	}
+	r, err = pipeline.New(cfg)
 	if err != nil {
+		if blobs != nil {
+			blobs.Close()
+		}
 		return nil, fmt.Errorf("pipes: %w", err)
 	}
 	n.mu.Lock()
-	n.mu.reader = r
+	n.mu.reader, n.mu.readerBlobs = r, blobs
 	n.mu.Unlock()
 	return r, nil
 }
@@ -59,10 +83,23 @@ func (n *Node) closeReader() {
 	n.readerMu.Lock()
 	defer n.readerMu.Unlock()
 	n.mu.Lock()
-	r := n.mu.reader
-	n.mu.reader = nil
+	r, blobs := n.mu.reader, n.mu.readerBlobs
+	n.mu.reader, n.mu.readerBlobs = nil, nil
 	n.mu.Unlock()
 	if r != nil {
 		r.Close()
 	}
+	if blobs != nil {
+		blobs.Close()
+	}
+}
+
+// blobDir is the directory of the node's blob store.
+func (n *Node) blobDir() string {
+	return filepath.Join(n.p.dir, "blobs", hex.EncodeToString(n.id[:]))
+}
+
+func dirExists(dir string) bool {
+	fi, err := os.Stat(dir)
+	return err == nil && fi.IsDir()
 }

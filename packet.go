@@ -127,9 +127,11 @@ func (pk *Packet) Open() (io.ReadCloser, error) {
 // OpenContext is Open whose reads give up when ctx ends.
 func (pk *Packet) OpenContext(ctx context.Context) (io.ReadCloser, error) {
 	if pk.p.File {
-		e := pk.pl.n.engineOrNil()
-		if e == nil {
-			return nil, ErrNotActive
+		// A complete file reads without Start; only fetching what is
+		// missing needs the network (ErrNotActive).
+		e, err := pk.pl.n.readEngine()
+		if err != nil {
+			return nil, err
 		}
 		r, err := e.OpenFile(ctx, pk.p)
 		if err != nil {

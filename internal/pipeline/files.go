@@ -51,6 +51,10 @@ const (
 // ErrNoFiles: the engine has no blob store.
 var ErrNoFiles = errors.New("pipeline: this node keeps no files (no blob store)")
 
+// ErrFileIncomplete: a read-only engine was asked for a file whose chunks
+// are not all stored; only a running engine fetches what is missing.
+var ErrFileIncomplete = errors.New("pipeline: the file is not complete on this node and the node is not started")
+
 // Limits of file packets: a chunk travels in one message, which must fit a
 // frame, so chunks are at most 2 MiB and files (16384 chunks) 32 GiB.
 const (
@@ -314,6 +318,9 @@ func (e *Engine) OpenFile(ctx context.Context, pk *Packet) (io.ReadCloser, error
 		}
 	}
 	if !e.cfg.Blobs.Complete(m.Root()) {
+		if e.cfg.ReadOnly {
+			return nil, ErrFileIncomplete
+		}
 		if err := e.cfg.Blobs.Add(m); err != nil {
 			return nil, err
 		}
