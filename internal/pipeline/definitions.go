@@ -2,7 +2,8 @@ package pipeline
 
 // The definitions goroutine. Adding a definition stores it, a synced
 // write, so a definition received from the network (on the mesh loop, or
-// on the routed worker, which serves every pipeline) is added here, one at
+// on the worker of the dispatcher's pipelines group, which serves every
+// pipeline) is added here, one at
 // a time, in the order received. Until it is added, packets of its
 // pipeline that arrive follow it through the same queue (persistentIngest),
 // so they are handled as if the definition had been added at once.

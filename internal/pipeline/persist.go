@@ -53,7 +53,7 @@ const (
 type plog struct {
 	log  *history.Log
 	in   chan ingest // local Puts, and what the mesh loop hands over
-	held heldQueue   // what the routed worker hands over
+	held heldQueue   // what the pipelines group's worker hands over
 	once sync.Once
 
 	mu      sync.Mutex

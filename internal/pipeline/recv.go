@@ -157,7 +157,7 @@ func (e *Engine) onBatch(m dispatch.Msg) error {
 // the definition (true).
 // The packets come from one verified batch, which must number its
 // packets consecutively: that batch is the proof stored with them. held
-// is true on the routed worker (see enqueue); nothing here waits for the
+// is true on the pipelines group's worker (see enqueue); nothing here waits for the
 // pipeline's writer.
 func (e *Engine) persistentIngest(pks []*Packet, b *pb.PacketBatch, held bool) bool {
 	p, defining := e.pipeOrDefining(pks[0].Pipeline)

@@ -9,10 +9,10 @@ import "sync"
 //   - in, a bounded channel, takes local Puts (which wait for room: the
 //     caller is the application) and the live batches the mesh loop hands
 //     over (which never wait: full, they are dropped);
-//   - held takes what the routed worker hands over (sync catch-up data and
-//     point-to-point batches). The routed worker serves every pipeline and
-//     service (file chunks, realtime keys, secrets), so it must not wait
-//     behind one pipeline catching up a long history.
+//   - held takes what the dispatcher's pipelines group hands over (sync
+//     catch-up data and point-to-point batches). That group's worker
+//     serves every pipeline, so it must not wait behind one pipeline
+//     catching up a long history.
 //
 // Neither queue loses persistent data silently. An item refused because a
 // queue is full is counted (Dropped) and sync is kicked (syncKick), and
@@ -105,7 +105,7 @@ func (h *heldQueue) take(maxPackets, maxBytes int, first bool) []ingest {
 }
 
 // enqueue hands received, verified packets of one sender to p's writer
-// without waiting for it. held is true on the routed worker: the packets
+// without waiting for it. held is true on the pipelines group's worker: the packets
 // go to the held queue; else (the mesh loop) to the in channel. Refused
 // because full, they are dropped, counted and left to sync (see above).
 func (e *Engine) enqueue(p *pipe, it ingest, held bool) {
