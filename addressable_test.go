@@ -113,7 +113,7 @@ func TestAddressableWhenListed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := pe.Put([]byte("first frame")); err != nil {
+	if _, err := pe.Put([]byte("frame")); err != nil {
 		t.Fatalf("realtime Put to a listed node: %v", err)
 	}
 
@@ -125,7 +125,8 @@ func TestAddressableWhenListed(t *testing.T) {
 	putUntilReceived(t, pa, waitPipeline(t, e, id).Subscribe(ctx), "to the far end", a.n.ID())
 
 	// Realtime packets are datagrams and may be lost: send until one
-	// arrives, every Put succeeding.
+	// arrives, every Put succeeding. The first Put above carries the same
+	// data, since it may arrive after the subscription is made.
 	putUntilReceived(t, pe, waitPipeline(t, a, rid).Subscribe(ctx), "frame", e.n.ID())
 }
 

@@ -5,6 +5,7 @@ import (
 	"net"
 
 	"github.com/pipesnet/pipes/internal/mesh"
+	"github.com/pipesnet/pipes/internal/node"
 	"github.com/pipesnet/pipes/internal/portmap"
 	"github.com/pipesnet/pipes/internal/wire/pb"
 )
@@ -16,13 +17,17 @@ func KillNode(n *Node) { n.stop((*mesh.Mesh).Kill) }
 // SetForwardTap makes n report every routed message it relays for others
 // (from its next start on): tests use it to see what a relay sees.
 func SetForwardTap(n *Node, tap func(dst, src [32]byte, payload []byte)) {
-	n.forwardTap = func(r *pb.Routed) { tap([32]byte(r.Dst), [32]byte(r.Src), bytes.Clone(r.Payload)) }
+	node.SetTestHooks(n.id, func(h *node.TestHooks) {
+		h.ForwardTap = func(r *pb.Routed) { tap([32]byte(r.Dst), [32]byte(r.Src), bytes.Clone(r.Payload)) }
+	})
 }
 
 // SetListenUDP makes n open the extra sockets of a hard-NAT punch with
 // listen (from its next start on): lab tests open them in the network
 // namespace of n's socket.
-func SetListenUDP(n *Node, listen func(*net.UDPAddr) (*net.UDPConn, error)) { n.listenUDP = listen }
+func SetListenUDP(n *Node, listen func(*net.UDPAddr) (*net.UDPConn, error)) {
+	node.SetTestHooks(n.id, func(h *node.TestHooks) { h.ListenUDP = listen })
+}
 
 // SetDiskReserve changes the free space p's store keeps in reserve, so
 // that tests can make the disk look full.
@@ -58,10 +63,14 @@ func FileComplete(n *Node, pk *Packet) bool {
 // DisablePunching keeps n (from its next start) from punching a direct
 // connection after a relayed data connection, so tests can keep
 // connections relayed.
-func DisablePunching(n *Node) { n.noPunch = true }
+func DisablePunching(n *Node) {
+	node.SetTestHooks(n.id, func(h *node.TestHooks) { h.NoPunch = true })
+}
 
 // SetPortMapConfig makes f change n's port mapping configuration (from its
 // next start on): tests point it at a gateway of their own, such as the
 // responders of internal/portmap/portmaptest on 127.0.0.1. It does not turn
 // port mapping on (see WithPortMapping).
-func SetPortMapConfig(n *Node, f func(*portmap.Config)) { n.portMapTest = f }
+func SetPortMapConfig(n *Node, f func(*portmap.Config)) {
+	node.SetTestHooks(n.id, func(h *node.TestHooks) { h.PortMap = f })
+}

@@ -20,8 +20,8 @@ import (
 	"github.com/pipesnet/pipes/internal/identity"
 	"github.com/pipesnet/pipes/internal/keys"
 	"github.com/pipesnet/pipes/internal/mesh"
+	"github.com/pipesnet/pipes/internal/node"
 	"github.com/pipesnet/pipes/internal/pipeline"
-	"github.com/pipesnet/pipes/internal/portmap"
 	"github.com/pipesnet/pipes/internal/store"
 	"github.com/pipesnet/pipes/internal/transport"
 	"github.com/pipesnet/pipes/internal/wire/pb"
@@ -51,15 +51,8 @@ type Node struct {
 
 		readerBlobs *blob.Store // the blob store of reader, closed with it
 	}
-	startMu    sync.Mutex         // serialises Start and Shutdown
-	readerMu   sync.Mutex         // serialises opening and closing mu.reader
-	forwardTap func(r *pb.Routed) // tests: what this node relays
-	noPunch    bool               // tests: relayed connections do not lead to punching
-	// tests: opens the hard punch's extra sockets (in the node's network
-	// namespace)
-	listenUDP func(*net.UDPAddr) (*net.UDPConn, error)
-	// tests: changes the port mapping's configuration (the gateway)
-	portMapTest func(*portmap.Config)
+	startMu  sync.Mutex // serialises Start and Shutdown
+	readerMu sync.Mutex // serialises opening and closing mu.reader
 }
 
 func (p *Platform) newNode(id NodeID, r nodeRecord) (*Node, error) {
@@ -243,12 +236,13 @@ func (n *Node) Start(ctx context.Context) error {
 	if heartbeat == 0 && offline < 4*5*time.Second {
 		heartbeat = offline / 4 // keep four announcements per offline period
 	}
+	hooks := node.Hooks(n.id)
 	pm := &portMapper{} // started once the socket is bound
 	tcfg := transport.Config{
 		Key: key, Cert: cert, NetworkID: nw.id, NetworkKey: nkey, Incarnation: rec.Incarnation,
 		ListenAddrs: pm.advertise,
 		Logger:      log, KeepAlive: idle / 3, IdleTimeout: idle,
-		ListenUDP: n.listenUDP,
+		ListenUDP: hooks.ListenUDP,
 	}
 	tr, err := n.listen(ctx, rec.Config.ListenAddr, tcfg)
 	if err != nil {
@@ -281,7 +275,7 @@ func (n *Node) Start(ctx context.Context) error {
 		tr.Close()
 		return fmt.Errorf("pipes: %w", err)
 	}
-	cm := conns.New(conns.Config{Self: n.id, TLS: stls, Mesh: host, Logger: log, Addr: connAddr, NoPunch: n.noPunch})
+	cm := conns.New(conns.Config{Self: n.id, TLS: stls, Mesh: host, Logger: log, Addr: connAddr, NoPunch: hooks.NoPunch})
 	mcfg := mesh.Config{
 		Transport: tr, Key: key, Cert: cert, Incarnation: rec.Incarnation, Version: version,
 		Gateways:     nw.gatewayAddrs,
@@ -299,7 +293,7 @@ func (n *Node) Start(ctx context.Context) error {
 		DeliverRouted:   eng.DeliverRouted,
 		DeliverDatagram: eng.DeliverDatagram,
 		HPKEKey:         hkey.PublicKey().Bytes(),
-		OnForward:       n.forwardTap,
+		OnForward:       hooks.ForwardTap,
 		OnStream:        cm.HandleStream,
 	}
 	m, err := mesh.New(mcfg)

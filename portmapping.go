@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pipesnet/pipes/internal/netaddr"
+	"github.com/pipesnet/pipes/internal/node"
 	"github.com/pipesnet/pipes/internal/portmap"
 )
 
@@ -100,8 +101,8 @@ func (pm *portMapper) start(n *Node, c nodeConfig, bound netip.AddrPort, log *sl
 			changed()
 		},
 	}
-	if n.portMapTest != nil {
-		n.portMapTest(&cfg)
+	if f := node.Hooks(n.id).PortMap; f != nil {
+		f(&cfg)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	pm.mu.Lock()
