@@ -7,14 +7,15 @@ import (
 	"github.com/pipesnet/pipes/internal/store"
 )
 
-// Store tables (first key byte). Records are JSON: they are local data,
-// never network input. Private keys are not here but in files under keys/.
+// Store tables (first key byte, allocated in package store). Records are
+// JSON: they are local data, never network input. Private keys are not
+// here but in files under keys/.
 const (
-	tIdentity = 'i' // i | identity id            -> identityRecord
-	tNetwork  = 'n' // n | network id             -> networkRecord
-	tNode     = 'd' // d | node id                -> nodeRecord
-	tKnown    = 'k' // k | local node id | node id -> knownRecord
-	tBoot     = 'b' // b | network id | listed id  -> bootRecord
+	tIdentity = store.TIdentity // i | identity id            -> identityRecord
+	tNetwork  = store.TNetwork  // n | network id             -> networkRecord
+	tNode     = store.TNode     // d | node id                -> nodeRecord
+	tKnown    = store.TKnown    // k | local node id | node id -> knownRecord
+	tBoot     = store.TBoot     // b | network id | listed id  -> bootRecord
 )
 
 type identityRecord struct {

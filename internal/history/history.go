@@ -57,22 +57,23 @@ import (
 	"github.com/pipesnet/pipes/internal/store"
 )
 
+// Tables (allocated in package store; key layouts above).
 const (
-	tLog    = 'L'
-	tByID   = 'X'
-	tBySeq  = 'Q'
-	tHead   = 'H'
-	tSender = 'N'
-	tProof  = 'G'
-	tBytes  = 'T'
-	tCert   = 'C'
-	tDef    = 'F'
-	tHandle = 'P'
-	tIndex  = 'W'
-	tSecret = 'S'
-	tTomb   = 'Z'
-	tFetch  = 'Y'
-	tOwner  = 'O'
+	tLog    = store.TLog
+	tByID   = store.TByID
+	tBySeq  = store.TBySeq
+	tHead   = store.THead
+	tSender = store.TSender
+	tProof  = store.TProof
+	tBytes  = store.TBytes
+	tCert   = store.TCert
+	tDef    = store.TDef
+	tHandle = store.THandle
+	tIndex  = store.TIndex
+	tSecret = store.TSecret
+	tTomb   = store.TTomb
+	tFetch  = store.TFetch
+	tOwner  = store.TOwner
 )
 
 // Errors.

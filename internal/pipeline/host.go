@@ -6,6 +6,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/pipesnet/pipes/internal/service"
+	"github.com/pipesnet/pipes/internal/store"
 )
 
 // partHost is the service.Host the engine gives its parts (the files
@@ -19,7 +20,7 @@ func (e *Engine) host() service.Host { return partHost{e} }
 
 // servicesTable is the store table of the services' namespaces: 'v' |
 // local node id | service name | 0 | key.
-const servicesTable = 'v'
+const servicesTable = store.TServices
 
 func (h partHost) Self() [32]byte { return h.e.self }
 

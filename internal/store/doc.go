@@ -6,9 +6,10 @@
 // # Keyspace
 //
 // The store is one ordered keyspace shared by every caller. Callers own
-// prefixes: each kind of record (a "table") has a one-byte tag, reserved
-// by the package that stores it, and every key of that table starts with
-// the tag. What follows the tag is the record's id, made of fixed-size
+// prefixes: each kind of record (a "table") has a one-byte tag, allocated
+// in tables.go (the one list, so that no two packages take the same byte)
+// and used by the package that stores it, and every key of that table
+// starts with the tag. What follows the tag is the record's id, made of fixed-size
 // parts (32-byte ids, big-endian integers), so that a table's keys sort by
 // id and any leading run of parts is itself a prefix that Scan can list:
 //
