@@ -5,30 +5,25 @@ import (
 	"fmt"
 	"iter"
 
-	"github.com/pipesnet/pipes/internal/history"
 	"github.com/pipesnet/pipes/internal/pipeline"
 )
 
-// logOf returns the history of a persistent pipeline.
-func (p *Pipeline) logOf() (*history.Log, error) {
+// readable returns the engine that reads a persistent pipeline's history:
+// the running one, or the read-only one of a node that is not started
+// (the stored history reads without Start).
+func (p *Pipeline) readable() (*pipeline.Engine, error) {
 	if !p.Persistent() {
 		return nil, ErrNotPersistent
 	}
-	e, err := p.n.readEngine() // the stored history reads without Start
-	if err != nil {
-		return nil, err
-	}
-	l, err := e.Log(p.def.ID)
-	if err != nil {
-		return nil, mapErr(err, "")
-	}
-	return l, nil
+	return p.n.readEngine()
 }
 
 // lastLogID returns the LogID of the last logged packet (-1: none).
 func (p *Pipeline) lastLogID() int64 {
-	if l, err := p.logOf(); err == nil {
-		return l.Next() - 1
+	if e, err := p.readable(); err == nil {
+		if logged, _, err := e.LogCounts(p.def.ID); err == nil {
+			return logged - 1
+		}
 	}
 	return -1
 }
@@ -37,15 +32,15 @@ func (p *Pipeline) lastLogID() int64 {
 // an error wrapping ErrNotFound. Live pipelines keep no history:
 // ErrNotPersistent.
 func (p *Pipeline) PacketWithID(id PacketID) (*Packet, error) {
-	l, err := p.logOf()
+	e, err := p.readable()
 	if err != nil {
 		return nil, err
 	}
-	r, err := l.ByID(id)
+	pk, err := e.PacketByID(p.def.ID, id)
 	if err != nil {
 		return nil, mapErr(err, fmt.Sprintf("packet %s", id))
 	}
-	return p.packet(pipeline.PacketFromRecord(p.def.ID, r)), nil
+	return p.packet(pk), nil
 }
 
 // PacketsSince yields the logged packets with LogID > logID, in order (-1
@@ -54,25 +49,26 @@ func (p *Pipeline) PacketWithID(id PacketID) (*Packet, error) {
 // live pipeline it yields ErrNotPersistent once.
 func (p *Pipeline) PacketsSince(logID int64) iter.Seq2[*Packet, error] {
 	return func(yield func(*Packet, error) bool) {
-		l, err := p.logOf()
+		e, err := p.readable()
 		if err != nil {
 			yield(nil, err)
 			return
 		}
+		const chunk = 256
 		after := max(logID, -1)
 		for {
-			var chunk []*history.Record
-			if err := l.Since(after, 256, func(r *history.Record) bool { chunk = append(chunk, r); return true }); err != nil {
+			n, stop := 0, false
+			err := e.PacketsSince(p.def.ID, after, chunk, func(pk *pipeline.Packet) bool {
+				n++
+				after = pk.LogID
+				stop = !yield(p.packet(pk), nil)
+				return !stop
+			})
+			if err != nil {
 				yield(nil, mapErr(err, ""))
 				return
 			}
-			for _, r := range chunk {
-				if !yield(p.packet(pipeline.PacketFromRecord(p.def.ID, r)), nil) {
-					return
-				}
-				after = r.LogID
-			}
-			if len(chunk) < 256 {
+			if stop || n < chunk {
 				return
 			}
 		}

@@ -338,8 +338,8 @@ func (p *Pipeline) Stats() PipelineStats {
 	}
 	p.mu.Unlock()
 	out := PipelineStats{Received: s.Received, Delivered: s.Delivered, Dropped: s.Dropped, Rejected: s.Rejected}
-	if l, err := p.logOf(); err == nil {
-		out.Logged, out.LoggedBytes, out.Synchronizing = l.Next(), l.Bytes(), e.Synchronizing(p.def.ID)
+	if logged, bytes, err := e.LogCounts(p.def.ID); err == nil {
+		out.Logged, out.LoggedBytes, out.Synchronizing = logged, bytes, e.Synchronizing(p.def.ID)
 	}
 	return out
 }
