@@ -1,7 +1,6 @@
 package pipes
 
 import (
-	"fmt"
 	"slices"
 
 	"github.com/pipesnet/pipes/internal/store"
@@ -61,7 +60,7 @@ func (n *Node) AddBootstrapNetwork(id NetworkID) error {
 	}
 	name := listed.Name()
 	if err := putJSON(n.p.db, store.Key(tBoot, nw.id[:], id[:]), bootRecord{Name: name}); err != nil {
-		return fmt.Errorf("pipes: %w", err)
+		return mapErr(err, "")
 	}
 	n.mu.Lock()
 	n.mu.boot[id] = name

@@ -61,7 +61,7 @@ type Netfile struct {
 func CreateNetwork(netfilePath string, spec NetworkSpec) (*Netfile, error) {
 	admin, err := identity.Generate()
 	if err != nil {
-		return nil, fmt.Errorf("pipes: %w", err)
+		return nil, mapErr(err, "")
 	}
 	keyPath := netfilePath + ".admin.key"
 	if _, err := os.Stat(keyPath); err == nil {
@@ -75,10 +75,10 @@ func CreateNetwork(netfilePath string, spec NetworkSpec) (*Netfile, error) {
 		if errors.Is(err, os.ErrExist) {
 			return nil, fmt.Errorf("pipes: %w: %w", ErrExists, err)
 		}
-		return nil, fmt.Errorf("pipes: %w", err)
+		return nil, mapErr(err, "")
 	}
 	if err := identity.SaveKey(keyPath, admin); err != nil {
-		return nil, fmt.Errorf("pipes: %w", err)
+		return nil, mapErr(err, "")
 	}
 	return &Netfile{Path: netfilePath, ID: nf.ID, Name: nf.Name, Gateways: nf.Gateways,
 		Bootstrap: nf.Bootstrap, Revision: nf.Revision, AdminKeyPath: keyPath}, nil
@@ -141,7 +141,7 @@ func (p *Platform) AddNetwork(netfilePath string) (*Network, error) {
 	nf, err := netfile.Load(netfilePath)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrPermission) {
-			return nil, fmt.Errorf("pipes: %w", err)
+			return nil, mapErr(err, "")
 		}
 		return nil, fmt.Errorf("%w: %w", ErrBadNetfile, err)
 	}
@@ -163,14 +163,14 @@ func (p *Platform) AddNetwork(netfilePath string) (*Network, error) {
 		rec := old.rec
 		rec.Netfile = nf.Raw
 		if err := putJSON(p.db, store.Key(tNetwork, id[:]), rec); err != nil {
-			return nil, fmt.Errorf("pipes: %w", err)
+			return nil, mapErr(err, "")
 		}
 		old.nf, old.rec = nf, rec
 		return old, nil
 	}
 	rec := networkRecord{Netfile: nf.Raw}
 	if err := putJSON(p.db, store.Key(tNetwork, id[:]), rec); err != nil {
-		return nil, fmt.Errorf("pipes: %w", err)
+		return nil, mapErr(err, "")
 	}
 	n := &Network{p: p, id: id, nf: nf, rec: rec}
 	p.mu.networks[id] = n
@@ -228,12 +228,12 @@ func (n *Network) SetSecret(secret string) (bool, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if err := writeSecretFile(n.p.keyPath("network", n.id), key[:]); err != nil {
-		return false, fmt.Errorf("pipes: %w", err)
+		return false, mapErr(err, "")
 	}
 	rec := n.rec
 	rec.HasKey = true
 	if err := putJSON(n.p.db, store.Key(tNetwork, n.id[:]), rec); err != nil {
-		return false, fmt.Errorf("pipes: %w", err)
+		return false, mapErr(err, "")
 	}
 	n.rec = rec
 	return true, nil
@@ -273,7 +273,7 @@ func (n *Network) AddGateway(host string, port int) error {
 	rec := n.rec
 	rec.Gateways = append(slices.Clone(rec.Gateways), addr)
 	if err := putJSON(n.p.db, store.Key(tNetwork, n.id[:]), rec); err != nil {
-		return fmt.Errorf("pipes: %w", err)
+		return mapErr(err, "")
 	}
 	n.rec = rec
 	return nil

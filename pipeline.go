@@ -317,7 +317,7 @@ func (p *Pipeline) SetSecret(secret []byte) (bool, error) {
 	}
 	ok, err := e.SetSecret(p.def.ID, secret)
 	if err != nil {
-		return false, fmt.Errorf("pipes: %w", err)
+		return false, mapErr(err, "")
 	}
 	return ok, nil
 }

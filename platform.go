@@ -52,7 +52,7 @@ func Open(dir string, opts ...Option) (*Platform, error) {
 	}
 	dir, err := filepath.Abs(dir)
 	if err != nil {
-		return nil, fmt.Errorf("pipes: %w", err)
+		return nil, mapErr(err, "")
 	}
 	log := o.logger
 	if log == nil {
@@ -77,7 +77,7 @@ func Open(dir string, opts ...Option) (*Platform, error) {
 	}
 	if err := os.MkdirAll(filepath.Join(dir, "keys"), 0o700); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("pipes: %w", err)
+		return nil, mapErr(err, "")
 	}
 	p := &Platform{dir: dir, db: db, log: log, opts: o}
 	if err := p.load(); err != nil {
@@ -227,7 +227,7 @@ func (p *Platform) AddIdentity(name string) (*Identity, error) {
 	}
 	key, err := identity.Generate()
 	if err != nil {
-		return nil, fmt.Errorf("pipes: %w", err)
+		return nil, mapErr(err, "")
 	}
 	id := IdentityID(key.ID())
 	p.mu.Lock()
@@ -236,11 +236,11 @@ func (p *Platform) AddIdentity(name string) (*Identity, error) {
 		return nil, err
 	}
 	if err := identity.SaveKey(p.keyPath("identity", id), key); err != nil {
-		return nil, fmt.Errorf("pipes: %w", err)
+		return nil, mapErr(err, "")
 	}
 	rec := identityRecord{Name: name, Public: key.Public, Created: time.Now().UTC()}
 	if err := putJSON(p.db, store.Key(tIdentity, id[:]), rec); err != nil {
-		return nil, fmt.Errorf("pipes: %w", err)
+		return nil, mapErr(err, "")
 	}
 	i := &Identity{p: p, id: id, rec: rec}
 	p.mu.identities[id] = i

@@ -91,7 +91,7 @@ func (p *Pipeline) SetupUDPPortMap(host string, port int) error {
 	if err != nil {
 		cancel()
 		conn.Close()
-		return fmt.Errorf("pipes: %w", err)
+		return mapErr(err, "")
 	}
 	p.mu.Lock()
 	if p.mu.udp != nil || p.mu.closed || p.n.engineOrNil() != e {
