@@ -41,7 +41,6 @@ import (
 	"github.com/pipesnet/pipes/internal/notify"
 	"github.com/pipesnet/pipes/internal/service"
 	"github.com/pipesnet/pipes/internal/store"
-	"github.com/pipesnet/pipes/internal/wire/pb"
 	"github.com/pipesnet/pipes/internal/worker"
 )
 
@@ -139,13 +138,14 @@ type Engine struct {
 	clock  hlcClock
 	certs  identity.CertCache
 	sealer *sealer
-	notes  *notify.Queue[func()]
+	notify *notify.Queue[func()]
 	disp   *dispatch.Dispatcher
 	svcs   *service.Set
 	defs   chan func() // work of the definitions goroutine (definitions.go)
 	syncer *syncer
-	rt     *realtime
-	files  *files
+	notes  *notesPart // secrets and tombstones (notes.go, tombs.go)
+	rt     *realtime  // realtime sessions and datagrams (realtime.go)
+	files  *files     // file transfer, a service (files.go)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -160,15 +160,9 @@ type Engine struct {
 		pending map[[32]byte][]*Packet // packets of pipelines not yet defined
 		npend   int
 
-		tombs         map[[32]byte]*pb.Tombstone     // shut down ephemeral pipelines
-		tombsOut      map[[32]byte]*pb.Tombstone     // this node's point-to-point tombstones not yet delivered
-		secrets       map[[32]byte][32]byte          // stored pipeline keys, loaded at start
-		pendingProofs map[[32]byte][]*pb.SecretProof // proofs for pipelines not yet defined
-		realtime      map[[8]byte]*pipe              // realtime pipelines by id prefix (datagrams name them so)
-		cleaning      map[[32]byte]chan struct{}     // removed pipelines whose stored state is being deleted
-		defining      map[[32]byte]int               // received definitions queued for the definitions goroutine
-		nproofs       int
-		closed        bool
+		cleaning map[[32]byte]chan struct{} // removed pipelines whose stored state is being deleted
+		defining map[[32]byte]int           // received definitions queued for the definitions goroutine
+		closed   bool
 	}
 }
 
@@ -201,20 +195,16 @@ func New(cfg Config) (*Engine, error) {
 		defs: make(chan func(), defsQueue)}
 	e.svcs = service.NewSet(e.disp)
 	e.sealer = newSealer(e.self, cfg.HPKE)
-	e.notes = notify.New(1<<16, func(f func()) { f() })
+	e.notify = notify.New(1<<16, func(f func()) { f() })
 	e.mu.pipes = map[[32]byte]*pipe{}
 	e.mu.waiters = map[[32]byte][]chan struct{}{}
 	e.mu.pending = map[[32]byte][]*Packet{}
-	e.mu.tombs = map[[32]byte]*pb.Tombstone{}
-	e.mu.tombsOut = map[[32]byte]*pb.Tombstone{}
-	e.mu.secrets = map[[32]byte][32]byte{}
-	e.mu.pendingProofs = map[[32]byte][]*pb.SecretProof{}
-	e.mu.realtime = map[[8]byte]*pipe{}
 	e.mu.cleaning = map[[32]byte]chan struct{}{}
 	e.mu.defining = map[[32]byte]int{}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	e.syncer = newSyncer()
-	e.rt = newRealtime()
+	e.notes = newNotesPart(e)
+	e.rt = newRealtime(e)
 	e.files = newFiles(e)
 	e.loadDefs()
 	if cfg.ReadOnly {
@@ -228,7 +218,7 @@ func New(cfg Config) (*Engine, error) {
 		e.Close()
 		return nil, fmt.Errorf("pipeline: %w", err)
 	}
-	e.rt.in = worker.New(rtQueue, 1, e.openDatagram)
+	e.rt.in = worker.New(rtQueue, 1, e.rt.openDatagram)
 	e.syncer.serve = worker.New(wantQueue, serveWorkers, e.serveOne)
 	e.wg.Add(2)
 	go e.defsWorker()
@@ -310,11 +300,11 @@ func (e *Engine) Close() {
 		p.subs = nil
 	}
 	e.mu.Unlock()
-	e.notes.Close()
+	e.notify.Close()
 }
 
 // Stats returns the engine's counters.
 func (e *Engine) Stats() Stats {
 	return Stats{Sent: e.stats.sent.Load(), Delivered: e.stats.delivered.Load(),
-		Dropped: e.stats.dropped.Load() + e.notes.Dropped(), Rejected: e.stats.rejected.Load()}
+		Dropped: e.stats.dropped.Load() + e.notify.Dropped(), Rejected: e.stats.rejected.Load()}
 }

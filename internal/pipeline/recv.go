@@ -251,12 +251,12 @@ func (e *Engine) onNotes(m dispatch.Msg) error {
 	if err != nil {
 		return err
 	}
-	e.handleNotes(m.From, n, m.Via == kinds.InSealed)
+	e.notes.handle(m.From, n, m.Via == kinds.InSealed)
 	return nil
 }
 
 func (e *Engine) onRealtimeKey(m dispatch.Msg, k *pb.RealtimeKey) error {
-	return e.acceptRealtimeKey(m.From, k)
+	return e.rt.acceptKey(m.From, k)
 }
 
 // onSealed opens a Sealed message and dispatches its body under the kind
@@ -326,7 +326,7 @@ func (e *Engine) deliver(id [32]byte, pks []*Packet) {
 	defer e.mu.Unlock()
 	p := e.mu.pipes[id]
 	if p == nil {
-		if e.mu.closed || e.mu.tombs[id] != nil {
+		if e.mu.closed || e.notes.tomb(id) != nil {
 			return
 		}
 		for _, pk := range pks {

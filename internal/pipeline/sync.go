@@ -118,7 +118,7 @@ func (e *Engine) syncLoop() {
 			f()
 		case <-t.C:
 			e.syncTickAll()
-			e.sendPendingTombs()
+			e.notes.sendPending()
 		case <-e.ctx.Done():
 			return
 		}
@@ -260,7 +260,7 @@ func (e *Engine) retryBusy(limit time.Duration, send func() error) error {
 // broadcast pipelines' definitions and the heads of the persistent ones.
 func (e *Engine) PeerConnected(peer [32]byte) {
 	e.sendDefs(peer)
-	e.sendNotesTo(peer)
+	e.notes.sendTo(peer)
 	e.syncDo(func() {
 		for _, p := range e.persistentPipes() {
 			if !p.def.IsPointToPoint() {
@@ -412,7 +412,7 @@ func (e *Engine) schedule(p *pipe, now time.Time) {
 		p.syncing.Store(syncing)
 		if e.cfg.OnSync != nil {
 			id := p.def.ID
-			e.notes.Push(func() { e.cfg.OnSync(id, !syncing) })
+			e.notify.Push(func() { e.cfg.OnSync(id, !syncing) })
 		}
 		if !syncing {
 			// Caught up: let the others pull what came through this node,
