@@ -93,6 +93,11 @@ func newNotesPart(e *Engine) *notesPart {
 	n := &notesPart{self: e.self, ctx: e.ctx, log: e.log, env: e, host: e.cfg.Host, db: e.cfg.DB,
 		secretsKey: history.DeriveKey(e.cfg.StoreKey, keys.PipelineKeys, nil), tombsKey: e.defsKey(),
 		rejected: &e.stats.rejected}
+	return n.init()
+}
+
+// init makes n's maps.
+func (n *notesPart) init() *notesPart {
 	n.mu.tombs = map[[32]byte]*pb.Tombstone{}
 	n.mu.tombsOut = map[[32]byte]*pb.Tombstone{}
 	n.mu.secrets = map[[32]byte][32]byte{}

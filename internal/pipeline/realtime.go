@@ -136,6 +136,11 @@ type rtEnv interface {
 func newRealtime(e *Engine) *realtime {
 	rt := &realtime{self: e.self, network: e.cfg.Network, key: e.cfg.Key, cert: e.cfg.Cert, certs: &e.certs,
 		ctx: e.ctx, env: e, rejected: &e.stats.rejected}
+	return rt.init()
+}
+
+// init makes rt's maps.
+func (rt *realtime) init() *realtime {
 	rt.mu.send = map[[32]byte]*rtSend{}
 	rt.mu.recv = map[[8]byte]*rtRecv{}
 	rt.mu.pipes = map[[8]byte]*pipe{}
@@ -293,12 +298,7 @@ func (e *Engine) putRealtime(ctx context.Context, p *pipe, data []byte, typ int6
 	if wantID {
 		id = packetID(p.def.ID, e.self, seq, hlc, typ, [32]byte{}, false, data)
 	}
-	inner := make([]byte, 0, rtInner+len(data))
-	inner = append(inner, p.def.ID[:8]...)
-	inner = binary.BigEndian.AppendUint64(inner, seq)
-	inner = binary.BigEndian.AppendUint64(inner, uint64(hlc))
-	inner = binary.AppendVarint(inner, typ)
-	inner = append(inner, data...)
+	inner := rtPlain(p.def.ID, seq, hlc, typ, data)
 	var firstErr error
 	failed := 0
 	for _, dst := range dests {
@@ -311,11 +311,7 @@ func (e *Engine) putRealtime(ctx context.Context, p *pipe, data []byte, typ int6
 			firstErr = cmpErr(firstErr, err)
 			continue
 		}
-		out := make([]byte, rtHeader, rtHeader+len(inner)+chacha20poly1305.Overhead)
-		copy(out, s.id[:])
-		binary.BigEndian.PutUint64(out[8:], counter)
-		out = s.aead.Seal(out, rtNonce(counter), inner, s.id[:])
-		err = e.cfg.Host.SendDatagramWait(ctx, dst, out)
+		err = e.cfg.Host.SendDatagramWait(ctx, dst, s.seal(counter, inner))
 		var tooLarge *mesh.DatagramTooLargeError
 		switch {
 		case err == nil:
@@ -343,6 +339,25 @@ func (e *Engine) putRealtime(ctx context.Context, p *pipe, data []byte, typ int6
 	e.stats.dropped.Add(uint64(failed))
 	p.stats.dropped.Add(uint64(failed))
 	return id, nil
+}
+
+// rtPlain is what a datagram of pipeline pipe carries, before sealing.
+func rtPlain(pipe [32]byte, seq uint64, hlc, typ int64, data []byte) []byte {
+	inner := make([]byte, 0, rtInner+len(data))
+	inner = append(inner, pipe[:8]...)
+	inner = binary.BigEndian.AppendUint64(inner, seq)
+	inner = binary.BigEndian.AppendUint64(inner, uint64(hlc))
+	inner = binary.AppendVarint(inner, typ)
+	return append(inner, data...)
+}
+
+// seal makes the datagram of session s that carries inner as its
+// counter'th.
+func (s *rtSend) seal(counter uint64, inner []byte) []byte {
+	out := make([]byte, rtHeader, rtHeader+len(inner)+chacha20poly1305.Overhead)
+	copy(out, s.id[:])
+	binary.BigEndian.PutUint64(out[8:], counter)
+	return s.aead.Seal(out, rtNonce(counter), inner, s.id[:])
 }
 
 func cmpErr(first, err error) error {
