@@ -143,6 +143,7 @@ type Engine struct {
 	svcs   *service.Set
 	defs   chan func() // work of the definitions goroutine (definitions.go)
 	syncer *syncer
+	logs   *persist   // persistence: logs, writers, Follow (persist.go, writer.go)
 	notes  *notesPart // secrets and tombstones (notes.go, tombs.go)
 	rt     *realtime  // realtime sessions and datagrams (realtime.go)
 	files  *files     // file transfer, a service (files.go)
@@ -203,6 +204,7 @@ func New(cfg Config) (*Engine, error) {
 	e.mu.defining = map[[32]byte]int{}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	e.syncer = newSyncer()
+	e.logs = newPersist(e)
 	e.notes = newNotesPart(e)
 	e.rt = newRealtime(e)
 	e.files = newFiles(e)

@@ -122,11 +122,11 @@ func TestWriterLogsInSenderOrder(t *testing.T) {
 	e, d, ca := persistentEngine(t)
 	p, _ := e.pipeOf(d.ID)
 	m := newMember(t, ca)
-	e.enqueue(p, m.packet(d.ID, 3), true)
-	e.enqueue(p, m.packet(d.ID, 4), false)
-	e.enqueue(p, m.packet(d.ID, 1), true)
-	e.enqueue(p, m.packet(d.ID, 3), true) // a copy
-	e.enqueue(p, m.packet(d.ID, 2), false)
+	e.logs.enqueue(p, m.packet(d.ID, 3), true)
+	e.logs.enqueue(p, m.packet(d.ID, 4), false)
+	e.logs.enqueue(p, m.packet(d.ID, 1), true)
+	e.logs.enqueue(p, m.packet(d.ID, 3), true) // a copy
+	e.logs.enqueue(p, m.packet(d.ID, 2), false)
 	waitFor(t, "the four packets logged", func() bool { return p.plog.log.Head(m.id) == 4 })
 	recs := since(t, e, d.ID, -1)
 	if len(recs) != 4 {
@@ -170,8 +170,8 @@ func TestHeldQueueFullIsCounted(t *testing.T) {
 		ids = append(ids, id)
 	}
 	pr := &history.Proof{Sender: m.id, FirstSeq: 1, LastSeq: maxHeldPackets, Signature: signBatch(m.key, ids[:maxHeldPackets])}
-	e.enqueue(p, ingest{pks: pks[:maxHeldPackets], proof: pr, cert: m.cert.Signed}, true)
-	e.enqueue(p, ingest{pks: pks[maxHeldPackets:], cert: m.cert.Signed}, true)
+	e.logs.enqueue(p, ingest{pks: pks[:maxHeldPackets], proof: pr, cert: m.cert.Signed}, true)
+	e.logs.enqueue(p, ingest{pks: pks[maxHeldPackets:], cert: m.cert.Signed}, true)
 	if got := p.stats.dropped.Load(); got != 1 {
 		t.Fatalf("%d packets counted dropped, want the 1 beyond maxHeldPackets", got)
 	}

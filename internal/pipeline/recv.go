@@ -185,7 +185,7 @@ func (e *Engine) persistentIngest(pks []*Packet, b *pb.PacketBatch, held bool) b
 	}
 	proof := &history.Proof{Sender: pks[0].Sender, FirstSeq: pks[0].Seq, LastSeq: pks[len(pks)-1].Seq,
 		Signature: b.Signature}
-	e.enqueue(p, ingest{pks: pks, proof: proof, cert: b.NodeCert}, held)
+	e.logs.enqueue(p, ingest{pks: pks, proof: proof, cert: b.NodeCert}, held)
 	return true
 }
 

@@ -198,7 +198,7 @@ func (e *Engine) defineNow(d *Def) bool {
 	}
 	p := newPipe(e.ctx, d)
 	if d.Opts.Persistent {
-		pl, err := e.openLog(d)
+		pl, err := e.logs.openLog(d)
 		if err != nil {
 			p.logErr = fmt.Errorf("pipeline %q: %w", d.Name, err)
 			e.log.Error("cannot open the pipeline's log", "pipeline", d.Name, "err", err)

@@ -81,7 +81,7 @@ func (e *Engine) put(ctx context.Context, id [32]byte, data []byte, typ int64, d
 		if dest != ([32]byte{}) && !p.def.IsPointToPoint() {
 			return [32]byte{}, ErrPersistentDestination
 		}
-		r, err := e.putPersistent(ctx, p, data, typ, dest, file)
+		r, err := e.logs.putPersistent(ctx, p, data, typ, dest, file)
 		return r.id, err
 	}
 	pk := &pb.Packet{Seq: p.seq.Add(1), Hlc: e.clock.now(), Type: typ, Data: data, File: file}

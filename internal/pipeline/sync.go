@@ -421,7 +421,7 @@ func (e *Engine) schedule(p *pipe, now time.Time) {
 				e.sendOffer(p, peer, false)
 			}
 			if p.plog.log.Unindexed() > 0 {
-				e.enqueue(p, ingest{}, false)
+				e.logs.enqueue(p, ingest{}, false)
 			}
 		}
 	}

@@ -59,7 +59,7 @@ func (e *Engine) onData(p *pipe, src [32]byte, d *pb.SyncData) error {
 			p.stats.rejected.Add(1)
 			return o.err
 		}
-		e.enqueue(p, ingest{pks: o.pks, proof: o.proof, cert: d.NodeCert}, true)
+		e.logs.enqueue(p, ingest{pks: o.pks, proof: o.proof, cert: d.NodeCert}, true)
 	}
 	req, last, head := d.Request, d.Last, d.Head
 	e.syncDo(func() {
