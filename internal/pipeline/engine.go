@@ -203,7 +203,7 @@ func New(cfg Config) (*Engine, error) {
 	e.mu.cleaning = map[[32]byte]chan struct{}{}
 	e.mu.defining = map[[32]byte]int{}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
-	e.syncer = newSyncer()
+	e.syncer = newSyncer(e)
 	e.logs = newPersist(e)
 	e.notes = newNotesPart(e)
 	e.rt = newRealtime(e)
@@ -221,7 +221,7 @@ func New(cfg Config) (*Engine, error) {
 		return nil, fmt.Errorf("pipeline: %w", err)
 	}
 	e.rt.in = worker.New(rtQueue, 1, e.rt.openDatagram)
-	e.syncer.serve = worker.New(wantQueue, serveWorkers, e.serveOne)
+	e.syncer.serve = worker.New(wantQueue, serveWorkers, e.syncer.serveOne)
 	e.wg.Add(2)
 	go e.defsWorker()
 	go e.syncLoop()

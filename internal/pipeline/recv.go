@@ -231,7 +231,7 @@ func (e *Engine) onDirect(m dispatch.Msg, b *pb.PacketBatch) error {
 }
 
 func (e *Engine) onSync(m dispatch.Msg, s *pb.Sync) error {
-	return e.handleSync(m.From, s, m.Via == kinds.InSealed)
+	return e.syncer.handle(m.From, s, m.Via == kinds.InSealed)
 }
 
 func (e *Engine) onNotes(m dispatch.Msg) error {

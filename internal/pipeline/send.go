@@ -233,3 +233,22 @@ func (e *Engine) sealOrPlain(ctx context.Context, p2p bool, to [32]byte, sealed 
 func (e *Engine) broadcastAs(kind uint32) func(context.Context, []byte) error {
 	return func(ctx context.Context, raw []byte) error { return e.cfg.Host.Broadcast(ctx, kind, raw) }
 }
+
+// retryBusy calls send until it does not fail with mesh.ErrBusy, waiting a
+// little in between, for at most limit.
+func (e *Engine) retryBusy(limit time.Duration, send func() error) error {
+	deadline := time.Now().Add(limit)
+	wait := time.Millisecond
+	for {
+		err := send()
+		if !errors.Is(err, mesh.ErrBusy) || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-time.After(wait):
+		case <-e.ctx.Done():
+			return ErrClosed
+		}
+		wait = min(2*wait, 20*time.Millisecond)
+	}
+}
