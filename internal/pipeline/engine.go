@@ -16,14 +16,38 @@
 // files part is a service (package service) that registers its kinds
 // itself.
 //
-// Goroutines, owned by the Engine and stopped by Close: one sender per
-// pipeline that has sent (it batches Puts), one worker per handler group,
-// one that adds the definitions received from the network (a synced
-// write, kept off the mesh loop; definitions.go), a writer per persistent
-// pipeline (writer.go), the realtime datagram worker, the sync loop and
-// its servers, the files service's servers and fetcher, and one
-// notification queue for
-// callbacks.
+// The engine is split into parts, each owning its state, lock and
+// goroutines, reached through a small interface of what it needs from the
+// engine (its env):
+//
+//   - the engine itself (Engine.mu): the pipelines and their
+//     subscriptions, packets and waiters of pipelines not defined yet,
+//     removals under way and definitions queued; goroutines: one sender
+//     per pipeline that has sent (it batches Puts), one worker per
+//     handler group, the definitions goroutine (a synced write, kept off
+//     the mesh loop; definitions.go), one per removed pipeline (deletes
+//     its records), and the notification queue for callbacks;
+//   - notes (notesPart, notes.go, tombs.go; notesPart.mu): stored
+//     pipeline keys, tombstones, proofs waiting for their pipeline and
+//     every pipeline's secret holders; no goroutine;
+//   - realtime (realtime.go; realtime.mu): datagram sessions, datagrams
+//     waiting for their key, realtime pipelines by id prefix; the
+//     datagram worker;
+//   - persistence (persist, persist.go, writer.go): each persistent
+//     pipeline's log state (its queues have their own leaf locks); a
+//     writer and a batch sender per persistent pipeline, and the Follow
+//     readers;
+//   - sync (syncer, sync.go, syncdata.go): the sync state, owned by the
+//     sync loop goroutine, and the sync servers;
+//   - files (files.go, filefetch.go, fileserve.go; files.mu): a service
+//     with its chunk servers and fetcher.
+//
+// Lock order: Engine.mu before a part's lock, never the other way. A
+// part's lock is a leaf: a part calls its env, the mesh and the store
+// only without it, and the engine calls a part under its own lock only
+// for the part's state methods (a decision that spans a pipeline and,
+// say, its tombstone). The Config's callbacks run on the notification
+// queue, under no lock. Close stops every part's goroutines.
 package pipeline
 
 import (
