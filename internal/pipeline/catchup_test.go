@@ -182,7 +182,7 @@ func TestCatchUpDoesNotStallOtherPipelines(t *testing.T) {
 // SyncData went through the routed worker).
 func answered(e *Engine, p *pipe) bool {
 	ch := make(chan bool, 1)
-	e.syncDo(func() {
+	e.syncer.do(func() {
 		done := false
 		for _, w := range p.sync.wants {
 			done = done || w.done

@@ -16,14 +16,38 @@
 // files part is a service (package service) that registers its kinds
 // itself.
 //
-// Goroutines, owned by the Engine and stopped by Close: one sender per
-// pipeline that has sent (it batches Puts), one worker per handler group,
-// one that adds the definitions received from the network (a synced
-// write, kept off the mesh loop; definitions.go), a writer per persistent
-// pipeline (writer.go), the realtime datagram worker, the sync loop and
-// its servers, the files service's servers and fetcher, and one
-// notification queue for
-// callbacks.
+// The engine is split into parts, each owning its state, lock and
+// goroutines, reached through a small interface of what it needs from the
+// engine (its env):
+//
+//   - the engine itself (Engine.mu): the pipelines and their
+//     subscriptions, packets and waiters of pipelines not defined yet,
+//     removals under way and definitions queued; goroutines: one sender
+//     per pipeline that has sent (it batches Puts), one worker per
+//     handler group, the definitions goroutine (a synced write, kept off
+//     the mesh loop; definitions.go), one per removed pipeline (deletes
+//     its records), and the notification queue for callbacks;
+//   - notes (notesPart, notes.go, tombs.go; notesPart.mu): stored
+//     pipeline keys, tombstones, proofs waiting for their pipeline and
+//     every pipeline's secret holders; no goroutine;
+//   - realtime (realtime.go; realtime.mu): datagram sessions, datagrams
+//     waiting for their key, realtime pipelines by id prefix; the
+//     datagram worker;
+//   - persistence (persist, persist.go, writer.go): each persistent
+//     pipeline's log state (its queues have their own leaf locks); a
+//     writer and a batch sender per persistent pipeline, and the Follow
+//     readers;
+//   - sync (syncer, sync.go, syncdata.go): the sync state, owned by the
+//     sync loop goroutine, and the sync servers;
+//   - files (files.go, filefetch.go, fileserve.go; files.mu): a service
+//     with its chunk servers and fetcher.
+//
+// Lock order: Engine.mu before a part's lock, never the other way. A
+// part's lock is a leaf: a part calls its env, the mesh and the store
+// only without it, and the engine calls a part under its own lock only
+// for the part's state methods (a decision that spans a pipeline and,
+// say, its tombstone). The Config's callbacks run on the notification
+// queue, under no lock. Close stops every part's goroutines.
 package pipeline
 
 import (
@@ -41,7 +65,6 @@ import (
 	"github.com/pipesnet/pipes/internal/notify"
 	"github.com/pipesnet/pipes/internal/service"
 	"github.com/pipesnet/pipes/internal/store"
-	"github.com/pipesnet/pipes/internal/wire/pb"
 	"github.com/pipesnet/pipes/internal/worker"
 )
 
@@ -139,13 +162,15 @@ type Engine struct {
 	clock  hlcClock
 	certs  identity.CertCache
 	sealer *sealer
-	notes  *notify.Queue[func()]
+	notify *notify.Queue[func()]
 	disp   *dispatch.Dispatcher
 	svcs   *service.Set
 	defs   chan func() // work of the definitions goroutine (definitions.go)
 	syncer *syncer
-	rt     *realtime
-	files  *files
+	logs   *persist   // persistence: logs, writers, Follow (persist.go, writer.go)
+	notes  *notesPart // secrets and tombstones (notes.go, tombs.go)
+	rt     *realtime  // realtime sessions and datagrams (realtime.go)
+	files  *files     // file transfer, a service (files.go)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -160,15 +185,9 @@ type Engine struct {
 		pending map[[32]byte][]*Packet // packets of pipelines not yet defined
 		npend   int
 
-		tombs         map[[32]byte]*pb.Tombstone     // shut down ephemeral pipelines
-		tombsOut      map[[32]byte]*pb.Tombstone     // this node's point-to-point tombstones not yet delivered
-		secrets       map[[32]byte][32]byte          // stored pipeline keys, loaded at start
-		pendingProofs map[[32]byte][]*pb.SecretProof // proofs for pipelines not yet defined
-		realtime      map[[8]byte]*pipe              // realtime pipelines by id prefix (datagrams name them so)
-		cleaning      map[[32]byte]chan struct{}     // removed pipelines whose stored state is being deleted
-		defining      map[[32]byte]int               // received definitions queued for the definitions goroutine
-		nproofs       int
-		closed        bool
+		cleaning map[[32]byte]chan struct{} // removed pipelines whose stored state is being deleted
+		defining map[[32]byte]int           // received definitions queued for the definitions goroutine
+		closed   bool
 	}
 }
 
@@ -201,20 +220,17 @@ func New(cfg Config) (*Engine, error) {
 		defs: make(chan func(), defsQueue)}
 	e.svcs = service.NewSet(e.disp)
 	e.sealer = newSealer(e.self, cfg.HPKE)
-	e.notes = notify.New(1<<16, func(f func()) { f() })
+	e.notify = notify.New(1<<16, func(f func()) { f() })
 	e.mu.pipes = map[[32]byte]*pipe{}
 	e.mu.waiters = map[[32]byte][]chan struct{}{}
 	e.mu.pending = map[[32]byte][]*Packet{}
-	e.mu.tombs = map[[32]byte]*pb.Tombstone{}
-	e.mu.tombsOut = map[[32]byte]*pb.Tombstone{}
-	e.mu.secrets = map[[32]byte][32]byte{}
-	e.mu.pendingProofs = map[[32]byte][]*pb.SecretProof{}
-	e.mu.realtime = map[[8]byte]*pipe{}
 	e.mu.cleaning = map[[32]byte]chan struct{}{}
 	e.mu.defining = map[[32]byte]int{}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
-	e.syncer = newSyncer()
-	e.rt = newRealtime()
+	e.syncer = newSyncer(e)
+	e.logs = newPersist(e)
+	e.notes = newNotesPart(e)
+	e.rt = newRealtime(e)
 	e.files = newFiles(e)
 	e.loadDefs()
 	if cfg.ReadOnly {
@@ -228,8 +244,8 @@ func New(cfg Config) (*Engine, error) {
 		e.Close()
 		return nil, fmt.Errorf("pipeline: %w", err)
 	}
-	e.rt.in = worker.New(rtQueue, 1, e.openDatagram)
-	e.syncer.serve = worker.New(wantQueue, serveWorkers, e.serveOne)
+	e.rt.in = worker.New(rtQueue, 1, e.rt.openDatagram)
+	e.syncer.serve = worker.New(wantQueue, serveWorkers, e.syncer.serveOne)
 	e.wg.Add(2)
 	go e.defsWorker()
 	go e.syncLoop()
@@ -310,11 +326,11 @@ func (e *Engine) Close() {
 		p.subs = nil
 	}
 	e.mu.Unlock()
-	e.notes.Close()
+	e.notify.Close()
 }
 
 // Stats returns the engine's counters.
 func (e *Engine) Stats() Stats {
 	return Stats{Sent: e.stats.sent.Load(), Delivered: e.stats.delivered.Load(),
-		Dropped: e.stats.dropped.Load() + e.notes.Dropped(), Rejected: e.stats.rejected.Load()}
+		Dropped: e.stats.dropped.Load() + e.notify.Dropped(), Rejected: e.stats.rejected.Load()}
 }

@@ -50,11 +50,11 @@ func FuzzNotesAndFiles(f *testing.F) {
 			}
 			switch m := body.Body.(type) {
 			case *pb.SealedBody_RealtimeKey:
-				e.acceptRealtimeKey(src, m.RealtimeKey)
+				e.rt.acceptKey(src, m.RealtimeKey)
 			case *pb.SealedBody_Notes:
 				if m.Notes != nil {
 					if n, err := parseNotes(mustMarshal(m.Notes)); err == nil {
-						e.handleNotes(src, n, true)
+						e.notes.handle(src, n, true)
 					}
 				}
 			case *pb.SealedBody_FileGet:
@@ -83,7 +83,7 @@ func FuzzDatagram(f *testing.F) {
 	rand.Read(key[:])
 	id := rtKeyID(src, key)
 	now := time.Now().UnixMilli()
-	err := e.acceptRealtimeKey(src, &pb.RealtimeKey{KeyId: id[:], Key: key[:], NodeCert: ocert.Signed, TimeMs: now,
+	err := e.rt.acceptKey(src, &pb.RealtimeKey{KeyId: id[:], Key: key[:], NodeCert: ocert.Signed, TimeMs: now,
 		Signature: identity.Sign(okey, rtKeyContext, rtKeyMessage(id, key[:], e.self, now, 0))})
 	if err != nil {
 		f.Fatal(err)
@@ -98,6 +98,6 @@ func FuzzDatagram(f *testing.F) {
 		f.Add(a.Seal(out, rtNonce(c), inner, id[:]))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		e.openDatagram(b)
+		e.rt.openDatagram(b)
 	})
 }

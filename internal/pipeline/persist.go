@@ -5,12 +5,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
+	"sync/atomic"
 
 	"google.golang.org/protobuf/proto"
 
 	"github.com/pipesnet/pipes/internal/history"
+	"github.com/pipesnet/pipes/internal/identity"
 	"github.com/pipesnet/pipes/internal/keys"
+	"github.com/pipesnet/pipes/internal/store"
 	"github.com/pipesnet/pipes/internal/wire/pb"
 )
 
@@ -48,6 +52,53 @@ const (
 	groupPackets = 8 * maxBatchPackets
 	groupBytes   = 4 * maxBatchBytes
 )
+
+// persist is the engine's persistence part. It owns each persistent
+// pipeline's log state (pipe.plog: the history, the writer's queues, the
+// packets waiting for a gap) and its goroutines: the pipeline's writer
+// (writer.go), which logs, and its batch sender, which sends what the
+// writer signed, both started on the first packet; and the readers that
+// Follow starts. It has no lock over pipelines: a plog's queues and commit
+// signal have their own (leaves; nothing is called while they are held),
+// and what waits for a gap belongs to the writer goroutine. It reaches the
+// rest of the engine through persistEnv, never under a lock of its own.
+type persist struct {
+	self     [32]byte
+	key      *identity.KeyPair // signs the local Puts' batches
+	cert     *identity.Cert    // travels with them
+	db       *store.DB
+	storeKey [32]byte
+	log      *slog.Logger
+	clock    *hlcClock
+	gate     func(pipe [32]byte) // Config.testWriterGate
+	env      persistEnv
+
+	sent, delivered, dropped *atomic.Uint64 // the engine's counters
+}
+
+// persistEnv is what the persistence part needs from the engine.
+type persistEnv interface {
+	// spawnPipe runs f on a goroutine of pipeline p, unless the engine is
+	// closed or p removed.
+	spawnPipe(p *pipe, f func()) bool
+	// pipeErr is the error of an operation on p ended because p's
+	// goroutines stopped.
+	pipeErr() error
+	// transmit sends a batch this node signed to p's nodes.
+	transmit(p *pipe, dest [32]byte, b *pb.PacketBatch) error
+	// syncKick and syncProgress tell p's sync that packets are missing,
+	// or that a commit happened.
+	syncKick(p *pipe)
+	syncProgress(p *pipe)
+	// noteFile hands a file packet logged to the files part.
+	noteFile(p *pipe, pk *Packet)
+}
+
+func newPersist(e *Engine) *persist {
+	return &persist{self: e.self, key: e.cfg.Key, cert: e.cfg.Cert, db: e.cfg.DB, storeKey: e.cfg.StoreKey,
+		log: e.log, clock: &e.clock, gate: e.cfg.testWriterGate, env: e,
+		sent: &e.stats.sent, delivered: &e.stats.delivered, dropped: &e.stats.dropped}
+}
 
 // plog is the persistent state of one pipe.
 type plog struct {
@@ -131,12 +182,12 @@ func packetFromRecord(pipe [32]byte, r *history.Record) *Packet {
 }
 
 // openLog opens the history of a persistent pipeline.
-func (e *Engine) openLog(d *Def) (*plog, error) {
-	if e.cfg.DB == nil {
+func (ps *persist) openLog(d *Def) (*plog, error) {
+	if ps.db == nil {
 		return nil, fmt.Errorf("%w: persistent pipelines need a store", ErrNotImplemented)
 	}
-	l, err := history.Open(e.cfg.DB, history.Config{Node: e.self, Pipeline: d.ID,
-		Key: history.DeriveKey(e.cfg.StoreKey, keys.PipelineLog, d.ID[:]), PacketID: recordID(d.ID)})
+	l, err := history.Open(ps.db, history.Config{Node: ps.self, Pipeline: d.ID,
+		Key: history.DeriveKey(ps.storeKey, keys.PipelineLog, d.ID[:]), PacketID: recordID(d.ID)})
 	if err != nil {
 		return nil, err
 	}
@@ -144,46 +195,46 @@ func (e *Engine) openLog(d *Def) (*plog, error) {
 }
 
 // startWriter starts p's writer and sender once.
-func (e *Engine) startWriter(p *pipe) {
+func (ps *persist) startWriter(p *pipe) {
 	p.plog.once.Do(func() {
 		p.batches = make(chan *pb.PacketBatch, 16)
-		e.spawnPipe(p, func() { e.writer(p) })
-		e.spawnPipe(p, func() { e.batchSender(p) })
+		ps.env.spawnPipe(p, func() { ps.writer(p) })
+		ps.env.spawnPipe(p, func() { ps.batchSender(p) })
 	})
 }
 
 // putPersistent logs a local packet and returns its id and LogID once it
 // is durable.
-func (e *Engine) putPersistent(ctx context.Context, p *pipe, data []byte, typ int64, dest [32]byte, file bool) (putResult, error) {
+func (ps *persist) putPersistent(ctx context.Context, p *pipe, data []byte, typ int64, dest [32]byte, file bool) (putResult, error) {
 	if p.logErr != nil {
 		return putResult{}, p.logErr
 	}
-	e.startWriter(p)
-	req := &localPut{data: data, typ: typ, hlc: e.clock.now(), dest: dest, file: file, done: make(chan putResult, 1)}
+	ps.startWriter(p)
+	req := &localPut{data: data, typ: typ, hlc: ps.clock.now(), dest: dest, file: file, done: make(chan putResult, 1)}
 	select {
 	case p.plog.in <- ingest{put: req}:
 	case <-ctx.Done():
 		return putResult{}, ctx.Err()
 	case <-p.ctx.Done():
-		return putResult{}, e.pipeErr()
+		return putResult{}, ps.env.pipeErr()
 	}
 	select {
 	case r := <-req.done:
 		if r.err != nil {
 			return r, r.err
 		}
-		e.stats.sent.Add(1)
+		ps.sent.Add(1)
 		return r, nil
 	case <-ctx.Done():
 		return putResult{}, ctx.Err() // handed over: it may still be logged
 	case <-p.ctx.Done():
-		return putResult{}, e.pipeErr()
+		return putResult{}, ps.env.pipeErr()
 	}
 }
 
 // commit logs one group: received packets first (in sender order, gaps
 // held back), then the local Puts as one signed batch.
-func (e *Engine) commit(p *pipe, items []ingest) {
+func (ps *persist) commit(p *pipe, items []ingest) {
 	pl := p.plog
 	var recs []*history.Record
 	var proofs []history.Proof
@@ -217,7 +268,7 @@ func (e *Engine) commit(p *pipe, items []ingest) {
 				continue // already logged
 			case pk.Seq == h+1:
 				take(pk, it.proof, it.cert)
-				e.clock.observe(pk.HLC)
+				ps.clock.observe(pk.HLC)
 				// Packets that waited for this one follow it.
 				for w := pl.waiting[pk.Sender]; w != nil; {
 					next, ok := w[head(pk.Sender)+1]
@@ -238,7 +289,7 @@ func (e *Engine) commit(p *pipe, items []ingest) {
 				if _, dup := w[pk.Seq]; !dup {
 					if pl.nwaiting >= maxWaiting || len(w) >= maxWaitingPerSender || pl.wbytes+len(pk.Data) > maxWaitingBytes {
 						// Sync fetches it once the gap before it is filled.
-						e.stats.dropped.Add(1)
+						ps.dropped.Add(1)
 						p.stats.dropped.Add(1)
 					} else {
 						w[pk.Seq] = waitingPacket{pk: pk, proof: it.proof, cert: it.cert}
@@ -248,7 +299,7 @@ func (e *Engine) commit(p *pipe, items []ingest) {
 				}
 				if !kicked {
 					kicked = true
-					e.syncKick(p)
+					ps.env.syncKick(p)
 				}
 			}
 		}
@@ -256,7 +307,7 @@ func (e *Engine) commit(p *pipe, items []ingest) {
 	// Local Puts: the next sequence numbers of this node, one signature.
 	var puts []*localPut
 	var batch *pb.PacketBatch
-	if firstSeq := head(e.self) + 1; true {
+	if firstSeq := head(ps.self) + 1; true {
 		var ids [][32]byte
 		var pks []*pb.Packet
 		for _, it := range items {
@@ -265,7 +316,7 @@ func (e *Engine) commit(p *pipe, items []ingest) {
 			}
 			q := it.put
 			seq := firstSeq + uint64(len(puts))
-			id := packetID(p.def.ID, e.self, seq, q.hlc, q.typ, q.dest, q.file, q.data)
+			id := packetID(p.def.ID, ps.self, seq, q.hlc, q.typ, q.dest, q.file, q.data)
 			pk := &pb.Packet{Seq: seq, Hlc: q.hlc, Type: q.typ, Data: q.data, File: q.file}
 			if q.dest != ([32]byte{}) {
 				pk.Destination = q.dest[:]
@@ -273,16 +324,16 @@ func (e *Engine) commit(p *pipe, items []ingest) {
 			puts = append(puts, q)
 			ids = append(ids, id)
 			pks = append(pks, pk)
-			recs = append(recs, &history.Record{ID: id, Sender: e.self, Seq: seq, HLC: q.hlc, Type: q.typ, Dest: q.dest, File: q.file, Data: q.data})
+			recs = append(recs, &history.Record{ID: id, Sender: ps.self, Seq: seq, HLC: q.hlc, Type: q.typ, Dest: q.dest, File: q.file, Data: q.data})
 		}
 		if len(puts) > 0 {
-			sig := signBatch(e.cfg.Key, ids)
-			pr := history.Proof{Sender: e.self, FirstSeq: firstSeq, LastSeq: firstSeq + uint64(len(puts)) - 1, Signature: sig}
-			if !pl.certs[e.self] {
-				pr.Cert, _ = proto.Marshal(e.cfg.Cert.Signed)
+			sig := signBatch(ps.key, ids)
+			pr := history.Proof{Sender: ps.self, FirstSeq: firstSeq, LastSeq: firstSeq + uint64(len(puts)) - 1, Signature: sig}
+			if !pl.certs[ps.self] {
+				pr.Cert, _ = proto.Marshal(ps.cert.Signed)
 			}
 			proofs = append(proofs, pr)
-			batch = &pb.PacketBatch{NodeCert: e.cfg.Cert.Signed, Pipeline: p.def.ID[:], Packets: pks, Signature: sig}
+			batch = &pb.PacketBatch{NodeCert: ps.cert.Signed, Pipeline: p.def.ID[:], Packets: pks, Signature: sig}
 		}
 	}
 	if len(recs) == 0 {
@@ -290,12 +341,12 @@ func (e *Engine) commit(p *pipe, items []ingest) {
 	}
 	err := pl.log.Append(recs, proofs)
 	if err != nil {
-		e.log.Error("cannot log packets", "pipeline", p.def.Name, "packets", len(recs), "err", err)
+		ps.log.Error("cannot log packets", "pipeline", p.def.Name, "packets", len(recs), "err", err)
 		for _, q := range puts {
 			q.done <- putResult{err: err}
 		}
 		// Received packets are not lost: sync fetches them again.
-		e.syncKick(p)
+		ps.env.syncKick(p)
 		return
 	}
 	for _, pr := range proofs {
@@ -322,17 +373,17 @@ func (e *Engine) commit(p *pipe, items []ingest) {
 	received := uint64(len(recs) - nLocal)
 	for _, r := range recs[:len(recs)-nLocal] {
 		if r.File {
-			e.noteFile(p, &Packet{Pipeline: p.def.ID, Sender: r.Sender, Data: r.Data, File: true})
+			ps.env.noteFile(p, &Packet{Pipeline: p.def.ID, Sender: r.Sender, Data: r.Data, File: true})
 		}
 	}
-	e.stats.delivered.Add(received)
+	ps.delivered.Add(received)
 	p.stats.delivered.Add(received)
 	for i, q := range puts {
 		r := recs[len(recs)-nLocal+i]
 		q.done <- putResult{id: r.ID, logID: r.LogID}
 	}
 	pl.signal()
-	e.syncProgress(p)
+	ps.env.syncProgress(p)
 	if batch != nil {
 		select {
 		case p.batches <- batch:
@@ -342,7 +393,7 @@ func (e *Engine) commit(p *pipe, items []ingest) {
 }
 
 // batchSender transmits the batches the writer signed.
-func (e *Engine) batchSender(p *pipe) {
+func (ps *persist) batchSender(p *pipe) {
 	for {
 		select {
 		case b := <-p.batches:
@@ -350,9 +401,9 @@ func (e *Engine) batchSender(p *pipe) {
 			if p.def.IsPointToPoint() {
 				dest = p.def.Opts.ToNode
 			}
-			if err := e.transmit(p, dest, b); err != nil && p.ctx.Err() == nil {
+			if err := ps.env.transmit(p, dest, b); err != nil && p.ctx.Err() == nil {
 				// Not lost: the packets are logged and sync delivers them.
-				e.log.Debug("batch not sent now; sync will deliver it", "pipeline", p.def.Name, "err", err)
+				ps.log.Debug("batch not sent now; sync will deliver it", "pipeline", p.def.Name, "err", err)
 			}
 		case <-p.ctx.Done():
 			return
@@ -395,36 +446,42 @@ func (e *Engine) Follow(ctx context.Context, id [32]byte, after int64, fn func(c
 		defer end()
 		defer stop()
 		defer cancel()
-		for {
-			changed := p.plog.wait()
-			// Read a chunk, then hand it out with no store iterator open:
-			// fn may block for as long as its subscriber lags.
-			var chunk []*history.Record
-			err := p.plog.log.Since(after, 256, func(r *history.Record) bool {
-				chunk = append(chunk, r)
-				return true
-			})
-			if err != nil {
-				e.log.Error("cannot read the log", "pipeline", p.def.Name, "err", err)
-				return
-			}
-			for _, r := range chunk {
-				after = r.LogID
-				if !fn(ctx, packetFromRecord(id, r)) || ctx.Err() != nil {
-					return
-				}
-			}
-			if len(chunk) == 256 {
-				continue
-			}
-			select {
-			case <-changed:
-			case <-ctx.Done():
+		e.logs.follow(ctx, p, after, fn)
+	}()
+	return nil
+}
+
+// follow hands fn the logged packets of p with LogID > after, then each
+// one logged later, until ctx ends or fn returns false.
+func (ps *persist) follow(ctx context.Context, p *pipe, after int64, fn func(context.Context, *Packet) bool) {
+	for {
+		changed := p.plog.wait()
+		// Read a chunk, then hand it out with no store iterator open:
+		// fn may block for as long as its subscriber lags.
+		var chunk []*history.Record
+		err := p.plog.log.Since(after, 256, func(r *history.Record) bool {
+			chunk = append(chunk, r)
+			return true
+		})
+		if err != nil {
+			ps.log.Error("cannot read the log", "pipeline", p.def.Name, "err", err)
+			return
+		}
+		for _, r := range chunk {
+			after = r.LogID
+			if !fn(ctx, packetFromRecord(p.def.ID, r)) || ctx.Err() != nil {
 				return
 			}
 		}
-	}()
-	return nil
+		if len(chunk) == 256 {
+			continue
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // Log returns the history of persistent pipeline id.

@@ -14,7 +14,7 @@ type pipe struct {
 	def     *Def
 	subs    map[*sub]struct{}
 	senders map[[32]byte]*replayWindow
-	holders map[[32]byte][]byte // nodes that proved they hold the secret -> their proof (nil: this node)
+	holders map[[32]byte][]byte // nodes that proved they hold the secret -> their proof (nil: this node); under the notes part's lock
 	removed bool                // shut down (ephemeral)
 
 	// The pipeline's goroutines stop when ctx ends: engine close, or

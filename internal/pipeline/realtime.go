@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/chacha20poly1305"
@@ -90,35 +91,110 @@ const rtResend = 3 * time.Second
 // dropped.
 const rtEarlyAge = 2 * time.Second
 
-// realtime is the engine's datagram state.
+// realtime is the engine's realtime part: the sending and receiving
+// datagram sessions, the datagrams that wait for their session's key, and
+// the realtime pipelines by id prefix (datagrams name them so), all under
+// its own lock. It owns one goroutine, the datagram worker (in), which
+// opens and delivers what DeliverDatagram queues, and starts, through its
+// env, the goroutines that resend a session's key.
+//
+// Lock order: Engine.mu, then realtime.mu, never the other way. The
+// part's lock is a leaf: the part calls its env only without it; the
+// engine calls addPipe and dropPipe with its own lock held.
 type realtime struct {
-	in    *worker.Pool[[]byte] // received datagrams, for the worker (nil on a read-only engine)
-	mu    sync.Mutex
-	send  map[[32]byte]*rtSend // by receiver
-	recv  map[[8]byte]*rtRecv  // by key id
-	early []rtEarly
+	in       *worker.Pool[[]byte] // received datagrams, for the worker (nil on a read-only engine)
+	self     [32]byte
+	network  [32]byte
+	key      *identity.KeyPair // signs the session keys sent
+	cert     *identity.Cert    // travels with them
+	certs    *identity.CertCache
+	ctx      context.Context // the engine's: ends on Close
+	env      rtEnv
+	rejected *atomic.Uint64
+
+	mu struct {
+		sync.Mutex
+		send  map[[32]byte]*rtSend // by receiver
+		recv  map[[8]byte]*rtRecv  // by key id
+		early []rtEarly
+		pipes map[[8]byte]*pipe // realtime pipelines by id prefix
+	}
 }
 
-func newRealtime() *realtime {
-	return &realtime{send: map[[32]byte]*rtSend{}, recv: map[[8]byte]*rtRecv{}}
+// rtEnv is what the realtime part needs from the engine. The part calls
+// it only without its own lock.
+type rtEnv interface {
+	// sendSealed seals body end to end for dst and routes it there.
+	sendSealed(ctx context.Context, dst [32]byte, body []byte) error
+	// spawn runs f on a goroutine of the engine unless it is closed.
+	spawn(f func()) bool
+	// deliverDatagram hands a realtime packet of p to p's subscribers; it
+	// reports false if p was removed.
+	deliverDatagram(p *pipe, pk *Packet) bool
+}
+
+func newRealtime(e *Engine) *realtime {
+	rt := &realtime{self: e.self, network: e.cfg.Network, key: e.cfg.Key, cert: e.cfg.Cert, certs: &e.certs,
+		ctx: e.ctx, env: e, rejected: &e.stats.rejected}
+	return rt.init()
+}
+
+// init makes rt's maps.
+func (rt *realtime) init() *realtime {
+	rt.mu.send = map[[32]byte]*rtSend{}
+	rt.mu.recv = map[[8]byte]*rtRecv{}
+	rt.mu.pipes = map[[8]byte]*pipe{}
+	return rt
+}
+
+// addPipe records realtime pipeline p (under the engine's lock).
+func (rt *realtime) addPipe(p *pipe) {
+	rt.mu.Lock()
+	rt.mu.pipes[[8]byte(p.def.ID[:8])] = p
+	rt.mu.Unlock()
+}
+
+// dropPipe forgets p if it is recorded (under the engine's lock).
+func (rt *realtime) dropPipe(p *pipe) {
+	rt.mu.Lock()
+	if rt.mu.pipes[[8]byte(p.def.ID[:8])] == p {
+		delete(rt.mu.pipes, [8]byte(p.def.ID[:8]))
+	}
+	rt.mu.Unlock()
+}
+
+// deliverDatagram hands a realtime packet of p to p's subscribers, unless
+// p was removed.
+func (e *Engine) deliverDatagram(p *pipe, pk *Packet) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if p.removed {
+		return false
+	}
+	p.stats.received.Add(1)
+	pk.Pipeline = p.def.ID
+	e.deliverLocked(p, pk)
+	return true
 }
 
 // session returns the sending session to dst, opening (or renewing) it:
 // the key goes to dst sealed, before any datagram of the session.
-func (e *Engine) rtSession(ctx context.Context, dst [32]byte) (*rtSend, uint64, error) {
-	rt := e.rt
+func (rt *realtime) session(ctx context.Context, dst [32]byte) (*rtSend, uint64, error) {
 	rt.mu.Lock()
-	s := rt.send[dst]
+	s := rt.mu.send[dst]
 	if s != nil && s.counter < rtSessionMessages && time.Since(s.started) < rtSessionAge {
 		s.counter++
 		c := s.counter
-		if !s.sending && time.Since(s.resent) >= rtResend {
+		resend := !s.sending && time.Since(s.resent) >= rtResend
+		if resend {
 			s.sending = true
-			c := c
-			e.spawn(func() {
-				ctx, cancel := context.WithTimeout(e.ctx, rtResend)
+		}
+		rt.mu.Unlock()
+		if resend {
+			rt.env.spawn(func() {
+				ctx, cancel := context.WithTimeout(rt.ctx, rtResend)
 				defer cancel()
-				err := e.sendRealtimeKey(ctx, dst, s, c)
+				err := rt.sendKey(ctx, dst, s, c)
 				rt.mu.Lock()
 				s.sending = false
 				if err == nil {
@@ -127,25 +203,24 @@ func (e *Engine) rtSession(ctx context.Context, dst [32]byte) (*rtSend, uint64, 
 				rt.mu.Unlock()
 			})
 		}
-		rt.mu.Unlock()
 		return s, c, nil
 	}
 	rt.mu.Unlock()
 	s = &rtSend{started: time.Now(), resent: time.Now()}
 	rand.Read(s.key[:])
-	s.id = rtKeyID(e.self, s.key)
+	s.id = rtKeyID(rt.self, s.key)
 	s.aead, _ = chacha20poly1305.New(s.key[:])
 	kctx, cancel := context.WithTimeout(ctx, rtKeyWait)
-	err := e.sendRealtimeKey(kctx, dst, s, 0)
+	err := rt.sendKey(kctx, dst, s, 0)
 	cancel()
 	if err != nil {
 		return nil, 0, err
 	}
 	rt.mu.Lock()
-	if cur := rt.send[dst]; cur != nil && cur.started.After(s.started) {
+	if cur := rt.mu.send[dst]; cur != nil && cur.started.After(s.started) {
 		s = cur // another Put renewed it meanwhile
 	} else {
-		rt.send[dst] = s
+		rt.mu.send[dst] = s
 	}
 	s.counter++
 	c := s.counter
@@ -167,19 +242,19 @@ func rtKeyMessage(id [8]byte, key []byte, receiver [32]byte, timeMs int64, count
 	return binary.BigEndian.AppendUint64(msg, counter)
 }
 
-// sendRealtimeKey sends session s's key to dst, signed and sealed, with
-// the time and the last counter used (the receiver refuses older copies
-// and counters below it).
-func (e *Engine) sendRealtimeKey(ctx context.Context, dst [32]byte, s *rtSend, counter uint64) error {
+// sendKey sends session s's key to dst, signed and sealed, with the time
+// and the last counter used (the receiver refuses older copies and
+// counters below it).
+func (rt *realtime) sendKey(ctx context.Context, dst [32]byte, s *rtSend, counter uint64) error {
 	now := time.Now().UnixMilli()
 	msg := rtKeyMessage(s.id, s.key[:], dst, now, counter)
 	body, err := marshal(&pb.SealedBody{Body: &pb.SealedBody_RealtimeKey{RealtimeKey: &pb.RealtimeKey{
-		KeyId: s.id[:], Key: s.key[:], NodeCert: e.cfg.Cert.Signed, TimeMs: now, Counter: counter,
-		Signature: identity.Sign(e.cfg.Key, rtKeyContext, msg)}}})
+		KeyId: s.id[:], Key: s.key[:], NodeCert: rt.cert.Signed, TimeMs: now, Counter: counter,
+		Signature: identity.Sign(rt.key, rtKeyContext, msg)}}})
 	if err != nil {
 		return err
 	}
-	return e.sendSealed(ctx, dst, body)
+	return rt.env.sendSealed(ctx, dst, body)
 }
 
 // PutDatagram puts data on realtime pipeline id as Put does, without
@@ -223,29 +298,20 @@ func (e *Engine) putRealtime(ctx context.Context, p *pipe, data []byte, typ int6
 	if wantID {
 		id = packetID(p.def.ID, e.self, seq, hlc, typ, [32]byte{}, false, data)
 	}
-	inner := make([]byte, 0, rtInner+len(data))
-	inner = append(inner, p.def.ID[:8]...)
-	inner = binary.BigEndian.AppendUint64(inner, seq)
-	inner = binary.BigEndian.AppendUint64(inner, uint64(hlc))
-	inner = binary.AppendVarint(inner, typ)
-	inner = append(inner, data...)
+	inner := rtPlain(p.def.ID, seq, hlc, typ, data)
 	var firstErr error
 	failed := 0
 	for _, dst := range dests {
 		if dst == e.self {
 			continue
 		}
-		s, counter, err := e.rtSession(ctx, dst)
+		s, counter, err := e.rt.session(ctx, dst)
 		if err != nil {
 			failed++
 			firstErr = cmpErr(firstErr, err)
 			continue
 		}
-		out := make([]byte, rtHeader, rtHeader+len(inner)+chacha20poly1305.Overhead)
-		copy(out, s.id[:])
-		binary.BigEndian.PutUint64(out[8:], counter)
-		out = s.aead.Seal(out, rtNonce(counter), inner, s.id[:])
-		err = e.cfg.Host.SendDatagramWait(ctx, dst, out)
+		err = e.cfg.Host.SendDatagramWait(ctx, dst, s.seal(counter, inner))
 		var tooLarge *mesh.DatagramTooLargeError
 		switch {
 		case err == nil:
@@ -275,6 +341,25 @@ func (e *Engine) putRealtime(ctx context.Context, p *pipe, data []byte, typ int6
 	return id, nil
 }
 
+// rtPlain is what a datagram of pipeline pipe carries, before sealing.
+func rtPlain(pipe [32]byte, seq uint64, hlc, typ int64, data []byte) []byte {
+	inner := make([]byte, 0, rtInner+len(data))
+	inner = append(inner, pipe[:8]...)
+	inner = binary.BigEndian.AppendUint64(inner, seq)
+	inner = binary.BigEndian.AppendUint64(inner, uint64(hlc))
+	inner = binary.AppendVarint(inner, typ)
+	return append(inner, data...)
+}
+
+// seal makes the datagram of session s that carries inner as its
+// counter'th.
+func (s *rtSend) seal(counter uint64, inner []byte) []byte {
+	out := make([]byte, rtHeader, rtHeader+len(inner)+chacha20poly1305.Overhead)
+	copy(out, s.id[:])
+	binary.BigEndian.PutUint64(out[8:], counter)
+	return s.aead.Seal(out, rtNonce(counter), inner, s.id[:])
+}
+
 func cmpErr(first, err error) error {
 	if first != nil {
 		return first
@@ -288,8 +373,8 @@ func rtNonce(counter uint64) []byte {
 	return n[:]
 }
 
-// acceptRealtimeKey records a session key sent by src.
-func (e *Engine) acceptRealtimeKey(src [32]byte, k *pb.RealtimeKey) error {
+// acceptKey records a session key sent by src.
+func (rt *realtime) acceptKey(src [32]byte, k *pb.RealtimeKey) error {
 	if k == nil || len(k.KeyId) != 8 || len(k.Key) != 32 {
 		return errors.New("pipeline: malformed realtime key")
 	}
@@ -300,29 +385,28 @@ func (e *Engine) acceptRealtimeKey(src [32]byte, k *pb.RealtimeKey) error {
 	if age := time.Since(time.UnixMilli(k.TimeMs)); age > rtKeyAge || age < -rtKeyAge {
 		return errors.New("pipeline: realtime key too old (a replay?) or from the future")
 	}
-	cert, err := e.certs.Parse(k.NodeCert)
-	if err != nil || cert.NetworkID != e.cfg.Network || cert.NodeID() != src {
+	cert, err := rt.certs.Parse(k.NodeCert)
+	if err != nil || cert.NetworkID != rt.network || cert.NodeID() != src {
 		return errors.New("pipeline: realtime key from an unknown or other sender")
 	}
-	if !identity.Verify(cert.NodeKey, rtKeyContext, rtKeyMessage(id, k.Key, e.self, k.TimeMs, k.Counter), k.Signature) {
+	if !identity.Verify(cert.NodeKey, rtKeyContext, rtKeyMessage(id, k.Key, rt.self, k.TimeMs, k.Counter), k.Signature) {
 		return errors.New("pipeline: realtime key signature does not verify")
 	}
 	a, _ := chacha20poly1305.New(k.Key)
-	rt := e.rt
 	rt.mu.Lock()
-	if rt.recv[id] != nil {
+	if rt.mu.recv[id] != nil {
 		rt.mu.Unlock()
 		return nil // a resend of a session this node has
 	}
-	if len(rt.recv) >= rtMaxSessions {
+	if len(rt.mu.recv) >= rtMaxSessions {
 		var oldest [8]byte
 		var t time.Time
-		for kid, s := range rt.recv {
+		for kid, s := range rt.mu.recv {
 			if t.IsZero() || s.added.Before(t) {
 				oldest, t = kid, s.added
 			}
 		}
-		delete(rt.recv, oldest)
+		delete(rt.mu.recv, oldest)
 	}
 	// Counters up to the one the sender had used are not accepted: a
 	// replayed key cannot reopen a window for recorded datagrams.
@@ -330,20 +414,20 @@ func (e *Engine) acceptRealtimeKey(src [32]byte, k *pb.RealtimeKey) error {
 	for i := range r.window {
 		r.window[i] = ^uint64(0)
 	}
-	rt.recv[id] = r
+	rt.mu.recv[id] = r
 	var early [][]byte
-	kept := rt.early[:0]
-	for _, d := range rt.early {
+	kept := rt.mu.early[:0]
+	for _, d := range rt.mu.early {
 		if d.id == id {
 			early = append(early, d.raw)
 		} else {
 			kept = append(kept, d)
 		}
 	}
-	rt.early = kept
+	rt.mu.early = kept
 	rt.mu.Unlock()
 	for _, raw := range early {
-		e.openDatagram(raw)
+		rt.openDatagram(raw)
 	}
 	return nil
 }
@@ -359,26 +443,26 @@ func (e *Engine) DeliverDatagram(raw []byte) {
 	}
 }
 
-// openDatagram checks, opens and delivers one datagram.
-func (e *Engine) openDatagram(raw []byte) {
+// openDatagram checks, opens and delivers one datagram (on the datagram
+// worker).
+func (rt *realtime) openDatagram(raw []byte) {
 	if len(raw) < rtHeader+chacha20poly1305.Overhead {
-		e.stats.rejected.Add(1)
+		rt.rejected.Add(1)
 		return
 	}
 	id := [8]byte(raw[:8])
 	counter := binary.BigEndian.Uint64(raw[8:16])
-	rt := e.rt
 	rt.mu.Lock()
-	s := rt.recv[id]
+	s := rt.mu.recv[id]
 	if s == nil {
 		now := time.Now()
-		if len(rt.early) > 0 && now.Sub(rt.early[0].at) > rtEarlyAge {
-			rt.early = slices.DeleteFunc(rt.early, func(d rtEarly) bool { return now.Sub(d.at) > rtEarlyAge })
+		if len(rt.mu.early) > 0 && now.Sub(rt.mu.early[0].at) > rtEarlyAge {
+			rt.mu.early = slices.DeleteFunc(rt.mu.early, func(d rtEarly) bool { return now.Sub(d.at) > rtEarlyAge })
 		}
-		if len(rt.early) < rtMaxEarly {
-			rt.early = append(rt.early, rtEarly{id: id, raw: raw, at: now})
+		if len(rt.mu.early) < rtMaxEarly {
+			rt.mu.early = append(rt.mu.early, rtEarly{id: id, raw: raw, at: now})
 		} else {
-			e.stats.rejected.Add(1)
+			rt.rejected.Add(1)
 		}
 		rt.mu.Unlock()
 		return
@@ -386,38 +470,31 @@ func (e *Engine) openDatagram(raw []byte) {
 	rt.mu.Unlock()
 	inner, err := s.aead.Open(nil, rtNonce(counter), raw[rtHeader:], id[:])
 	if err != nil || len(inner) < 25 {
-		e.stats.rejected.Add(1)
+		rt.rejected.Add(1)
 		return
 	}
 	rt.mu.Lock()
 	fresh := s.accept(counter)
+	p := rt.mu.pipes[[8]byte(inner[:8])]
 	rt.mu.Unlock()
 	if !fresh {
-		e.stats.rejected.Add(1)
+		rt.rejected.Add(1)
 		return
 	}
 	seq := binary.BigEndian.Uint64(inner[8:16])
 	hlc := int64(binary.BigEndian.Uint64(inner[16:24]))
 	typ, n := binary.Varint(inner[24:])
 	if n <= 0 {
-		e.stats.rejected.Add(1)
+		rt.rejected.Add(1)
 		return
 	}
 	data := inner[24+n:]
 	// The packet id (a hash of the whole packet) is computed only if
 	// asked for (Packet.ComputeID): realtime traffic rarely needs it.
 	pk := &Packet{Sender: s.src, Seq: seq, HLC: hlc, Type: typ, Data: data}
-	e.mu.Lock()
-	p := e.mu.realtime[[8]byte(inner[:8])]
-	if p == nil || p.removed || p.def.IsPointToPoint() && p.def.Opts.ToNode != s.src {
-		e.mu.Unlock()
-		e.stats.rejected.Add(1)
-		return
+	if p == nil || p.def.IsPointToPoint() && p.def.Opts.ToNode != s.src || !rt.env.deliverDatagram(p, pk) {
+		rt.rejected.Add(1)
 	}
-	p.stats.received.Add(1)
-	pk.Pipeline = p.def.ID
-	e.deliverLocked(p, pk)
-	e.mu.Unlock()
 }
 
 // ComputeID returns the packet's id, computing it if it was left out (a

@@ -185,7 +185,7 @@ func (e *Engine) persistentIngest(pks []*Packet, b *pb.PacketBatch, held bool) b
 	}
 	proof := &history.Proof{Sender: pks[0].Sender, FirstSeq: pks[0].Seq, LastSeq: pks[len(pks)-1].Seq,
 		Signature: b.Signature}
-	e.enqueue(p, ingest{pks: pks, proof: proof, cert: b.NodeCert}, held)
+	e.logs.enqueue(p, ingest{pks: pks, proof: proof, cert: b.NodeCert}, held)
 	return true
 }
 
@@ -231,7 +231,7 @@ func (e *Engine) onDirect(m dispatch.Msg, b *pb.PacketBatch) error {
 }
 
 func (e *Engine) onSync(m dispatch.Msg, s *pb.Sync) error {
-	return e.handleSync(m.From, s, m.Via == kinds.InSealed)
+	return e.syncer.handle(m.From, s, m.Via == kinds.InSealed)
 }
 
 func (e *Engine) onNotes(m dispatch.Msg) error {
@@ -251,12 +251,12 @@ func (e *Engine) onNotes(m dispatch.Msg) error {
 	if err != nil {
 		return err
 	}
-	e.handleNotes(m.From, n, m.Via == kinds.InSealed)
+	e.notes.handle(m.From, n, m.Via == kinds.InSealed)
 	return nil
 }
 
 func (e *Engine) onRealtimeKey(m dispatch.Msg, k *pb.RealtimeKey) error {
-	return e.acceptRealtimeKey(m.From, k)
+	return e.rt.acceptKey(m.From, k)
 }
 
 // onSealed opens a Sealed message and dispatches its body under the kind
@@ -326,7 +326,7 @@ func (e *Engine) deliver(id [32]byte, pks []*Packet) {
 	defer e.mu.Unlock()
 	p := e.mu.pipes[id]
 	if p == nil {
-		if e.mu.closed || e.mu.tombs[id] != nil {
+		if e.mu.closed || e.notes.tomb(id) != nil {
 			return
 		}
 		for _, pk := range pks {

@@ -23,7 +23,7 @@ func (e *Engine) loadDefs() {
 	if e.cfg.DB == nil {
 		return
 	}
-	e.loadNotes()
+	e.notes.load()
 	raws, err := history.LoadSealed(e.cfg.DB, history.KindDef, e.self, e.defsKey())
 	if err != nil {
 		e.log.Error("cannot load stored pipeline definitions", "err", err)
@@ -66,13 +66,13 @@ func (e *Engine) Create(ctx context.Context, name string, o Options, secret []by
 		}
 	}
 	existing := e.mu.pipes[d.ID]
-	if t := e.mu.tombs[d.ID]; t != nil && o.Ephemeral && d.Created <= t.TimeMs {
+	if t := e.notes.tomb(d.ID); t != nil && o.Ephemeral && d.Created <= t.TimeMs {
 		d.Created = t.TimeMs + 1 // created again after its shutdown (tombstone times are bounded)
 	}
 	e.mu.Unlock()
 	if existing != nil {
 		if key != nil {
-			e.setKey(existing, key, true)
+			e.notes.setKey(existing, key, true)
 		}
 		if existing.def.IsPointToPoint() {
 			// The other node may not have it yet (it was away, or had not
@@ -93,7 +93,7 @@ func (e *Engine) Create(ctx context.Context, name string, o Options, secret []by
 	}
 	if key != nil {
 		if p, ok := e.pipeOf(d.ID); ok {
-			e.setKey(p, key, false)
+			e.notes.setKey(p, key, false)
 		}
 	}
 	if p, _ := e.pipeOf(d.ID); p != nil && p.logErr != nil {
@@ -138,7 +138,7 @@ func (e *Engine) announce(ctx context.Context, d *Def) error {
 		return err
 	}
 	if p, ok := e.pipeOf(d.ID); ok {
-		e.announceProof(p)
+		e.notes.announceProof(p)
 	}
 	return nil
 }
@@ -184,21 +184,21 @@ func (e *Engine) defineNow(d *Def) bool {
 		})
 		return false
 	}
-	t, dead := e.mu.tombs[d.ID]
-	dead = dead && d.Opts.Ephemeral // only ephemeral pipelines can be shut down
+	t := e.notes.tomb(d.ID)
+	dead := t != nil && d.Opts.Ephemeral // only ephemeral pipelines can be shut down
 	if dead && d.Created > t.TimeMs {
-		delete(e.mu.tombs, d.ID) // created again after its shutdown
+		e.notes.dropTomb(d.ID) // created again after its shutdown
 	}
 	e.mu.Unlock()
 	if dead {
 		if d.Created <= t.TimeMs {
 			return false
 		}
-		e.forgetTomb(d.ID)
+		e.notes.forgetTomb(d.ID)
 	}
 	p := newPipe(e.ctx, d)
 	if d.Opts.Persistent {
-		pl, err := e.openLog(d)
+		pl, err := e.logs.openLog(d)
 		if err != nil {
 			p.logErr = fmt.Errorf("pipeline %q: %w", d.Name, err)
 			e.log.Error("cannot open the pipeline's log", "pipeline", d.Name, "err", err)
@@ -221,7 +221,7 @@ func (e *Engine) defineNow(d *Def) bool {
 	}
 	e.mu.pipes[d.ID] = p
 	if d.Opts.Realtime {
-		e.mu.realtime[[8]byte(d.ID[:8])] = p
+		e.rt.addPipe(p)
 	}
 	for _, w := range e.mu.waiters[d.ID] {
 		close(w)
@@ -230,20 +230,18 @@ func (e *Engine) defineNow(d *Def) bool {
 	pending := e.mu.pending[d.ID]
 	delete(e.mu.pending, d.ID)
 	e.mu.npend -= len(pending)
-	proofs := e.mu.pendingProofs[d.ID]
-	delete(e.mu.pendingProofs, d.ID)
-	e.mu.nproofs -= len(proofs)
+	proofs := e.notes.takeProofs(d.ID)
 	e.mu.Unlock()
-	if raw, ok := e.storedKey(d.ID); ok && d.Opts.Encrypted {
+	if raw, ok := e.notes.storedKey(d.ID); ok && d.Opts.Encrypted {
 		if k := keyFromRaw(raw); string(k.public()) == string(d.SecretKey) {
-			e.setKey(p, k, false)
+			e.notes.setKey(p, k, false)
 		}
 	}
 	for _, pr := range proofs {
-		e.addProof(p, pr)
+		e.notes.addProof(p, pr)
 	}
 	if e.cfg.OnPipeline != nil {
-		e.notes.Push(func() { e.cfg.OnPipeline(d) })
+		e.notify.Push(func() { e.cfg.OnPipeline(d) })
 	}
 	if len(pending) > 0 {
 		e.deliver(d.ID, pending)

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 
 	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/chacha20poly1305"
@@ -147,4 +148,55 @@ func (k *pipeKey) proveFor(pipe, node [32]byte) []byte {
 func checkProof(d *Def, node [32]byte, sig []byte) bool {
 	return len(d.SecretKey) == ed25519.PublicKeySize && len(sig) == ed25519.SignatureSize &&
 		ed25519.Verify(ed25519.PublicKey(d.SecretKey), proofMessage(d.ID, node), sig)
+}
+
+// SetSecret gives this node the secret of encrypted pipeline id. It
+// reports false if the secret is not the pipeline's.
+func (e *Engine) SetSecret(id [32]byte, secret []byte) (bool, error) {
+	p, ok := e.pipeOf(id)
+	if !ok {
+		return false, fmt.Errorf("%w %x", ErrUnknown, id[:4])
+	}
+	if !p.def.Opts.Encrypted {
+		return false, fmt.Errorf("pipeline: %q is not encrypted", p.def.Name)
+	}
+	k, ok := p.def.keyFor(e.cfg.Network, secret)
+	if !ok {
+		return false, nil
+	}
+	e.notes.setKey(p, k, true)
+	return true, nil
+}
+
+// HasSecret reports whether this node holds the secret of pipeline id.
+func (e *Engine) HasSecret(id [32]byte) bool {
+	p, ok := e.pipeOf(id)
+	return ok && p.key.Load() != nil
+}
+
+// SecretHolders returns the nodes that proved they hold the secret of
+// pipeline id (this node included if it does), sorted.
+func (e *Engine) SecretHolders(id [32]byte) [][32]byte {
+	p, ok := e.pipeOf(id)
+	if !ok {
+		return nil
+	}
+	return e.notes.holdersOf(p)
+}
+
+// ReadData returns pk's data: decrypted on an encrypted pipeline
+// (ErrNoSecret without the key, ErrCannotRead if it does not decrypt).
+func (e *Engine) ReadData(pk *Packet) ([]byte, error) {
+	p, ok := e.pipeOf(pk.Pipeline)
+	if !ok {
+		return nil, fmt.Errorf("%w %x", ErrUnknown, pk.Pipeline[:4])
+	}
+	if !p.def.Opts.Encrypted {
+		return pk.Data, nil
+	}
+	k := p.key.Load()
+	if k == nil {
+		return nil, fmt.Errorf("%w (%q)", ErrNoSecret, p.def.Name)
+	}
+	return k.open(pk.Pipeline, pk.Sender, pk.Data)
 }

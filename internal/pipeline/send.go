@@ -81,7 +81,7 @@ func (e *Engine) put(ctx context.Context, id [32]byte, data []byte, typ int64, d
 		if dest != ([32]byte{}) && !p.def.IsPointToPoint() {
 			return [32]byte{}, ErrPersistentDestination
 		}
-		r, err := e.putPersistent(ctx, p, data, typ, dest, file)
+		r, err := e.logs.putPersistent(ctx, p, data, typ, dest, file)
 		return r.id, err
 	}
 	pk := &pb.Packet{Seq: p.seq.Add(1), Hlc: e.clock.now(), Type: typ, Data: data, File: file}
@@ -232,4 +232,23 @@ func (e *Engine) sealOrPlain(ctx context.Context, p2p bool, to [32]byte, sealed 
 // broadcastAs returns a plain send that broadcasts with kind.
 func (e *Engine) broadcastAs(kind uint32) func(context.Context, []byte) error {
 	return func(ctx context.Context, raw []byte) error { return e.cfg.Host.Broadcast(ctx, kind, raw) }
+}
+
+// retryBusy calls send until it does not fail with mesh.ErrBusy, waiting a
+// little in between, for at most limit.
+func (e *Engine) retryBusy(limit time.Duration, send func() error) error {
+	deadline := time.Now().Add(limit)
+	wait := time.Millisecond
+	for {
+		err := send()
+		if !errors.Is(err, mesh.ErrBusy) || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-time.After(wait):
+		case <-e.ctx.Done():
+			return ErrClosed
+		}
+		wait = min(2*wait, 20*time.Millisecond)
+	}
 }

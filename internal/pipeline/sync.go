@@ -7,13 +7,16 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
+	"github.com/pipesnet/pipes/internal/identity"
 	"github.com/pipesnet/pipes/internal/kinds"
-	"github.com/pipesnet/pipes/internal/mesh"
 	"github.com/pipesnet/pipes/internal/wire/pb"
 	"github.com/pipesnet/pipes/internal/worker"
 )
@@ -33,8 +36,12 @@ import (
 // a point-to-point pipeline syncs between its two nodes only, sealed end
 // to end and routed through any nodes between them.
 //
-// The sync state is owned by one goroutine (syncLoop); everything else
-// talks to it through syncDo.
+// Sync is a part of the engine of its own (syncer): it owns one
+// goroutine, the sync loop, which owns the sync state of every persistent
+// pipeline (pipe.sync) and the part's own; everything else talks to it
+// through do. It also owns the sync servers (serve), which answer wants
+// from the logs. It takes no lock of the engine's: it reaches the engine
+// through syncEnv, and the mesh through syncHost.
 
 const (
 	syncTick      = 200 * time.Millisecond
@@ -52,12 +59,47 @@ const (
 	serveWorkers  = 2
 )
 
+// syncer is the engine's sync part.
 type syncer struct {
 	events   chan func()
-	serve    *worker.Pool[serveReq] // wants to answer from the log (serveWant)
+	serve    *worker.Pool[serveReq] // wants to answer from the log (serveWant); nil on a read-only engine
 	nextReq  atomic.Uint64
 	lastDig  time.Time
 	peersNow map[[32]byte]bool
+
+	network  [32]byte
+	certs    *identity.CertCache
+	ctx      context.Context // the engine's: ends on Close
+	log      *slog.Logger
+	host     syncHost
+	env      syncEnv
+	rejected *atomic.Uint64
+}
+
+// syncEnv is what the sync part needs from the engine.
+type syncEnv interface {
+	pipeOf(id [32]byte) (*pipe, bool)
+	// persistentPipes returns the persistent pipelines whose log is open.
+	persistentPipes() []*pipe
+	// announce tells the other node of a point-to-point pipeline of it.
+	announce(ctx context.Context, d *Def) error
+	// sealOrPlain and retryBusy are the engine's (send.go).
+	sealOrPlain(ctx context.Context, p2p bool, to [32]byte, sealed *pb.SealedBody, msg proto.Message,
+		plain func(ctx context.Context, raw []byte) error) (func() error, error)
+	retryBusy(limit time.Duration, send func() error) error
+	// enqueue hands verified packets to p's writer (the persistence part).
+	enqueue(p *pipe, it ingest, held bool)
+	// syncChanged tells the application that p started or finished catching up.
+	syncChanged(id [32]byte, synchronized bool)
+	// tick runs the engine's periodic work on the sync loop's tick.
+	tick()
+}
+
+// syncHost is the part of the node's mesh that sync uses.
+type syncHost interface {
+	Peers() [][32]byte
+	HPKEKey(node [32]byte) ([]byte, bool)
+	SendDirect(ctx context.Context, dst [32]byte, kind uint32, payload []byte) error
 }
 
 type serveReq struct {
@@ -89,8 +131,23 @@ type want struct {
 	done         bool
 }
 
-func newSyncer() *syncer {
-	return &syncer{events: make(chan func(), 4096), peersNow: map[[32]byte]bool{}}
+func newSyncer(e *Engine) *syncer {
+	return &syncer{events: make(chan func(), 4096), peersNow: map[[32]byte]bool{},
+		network: e.cfg.Network, certs: &e.certs, ctx: e.ctx, log: e.log, host: e.cfg.Host, env: e,
+		rejected: &e.stats.rejected}
+}
+
+// The engine's side of syncEnv and persistEnv.
+
+func (e *Engine) enqueue(p *pipe, it ingest, held bool) { e.logs.enqueue(p, it, held) }
+func (e *Engine) syncKick(p *pipe)                      { e.syncer.kick(p) }
+func (e *Engine) syncProgress(p *pipe)                  { e.syncer.progressed(p) }
+func (e *Engine) tick()                                 { e.notes.sendPending() }
+
+func (e *Engine) syncChanged(id [32]byte, synchronized bool) {
+	if e.cfg.OnSync != nil {
+		e.notify.Push(func() { e.cfg.OnSync(id, synchronized) })
+	}
 }
 
 func newSyncState() *syncState {
@@ -98,28 +155,33 @@ func newSyncState() *syncState {
 		missingSince: map[[32]byte]time.Time{}, lastReply: map[[32]byte]time.Time{}}
 }
 
-// syncDo runs f on the sync loop, or drops it if the loop is far behind
+// do runs f on the sync loop, or drops it if the loop is far behind
 // (sync state heals: offers and digests are sent again).
-func (e *Engine) syncDo(f func()) {
+func (s *syncer) do(f func()) {
 	select {
-	case e.syncer.events <- f:
+	case s.events <- f:
 	default:
 	}
 }
 
-// syncLoop owns the sync state of every persistent pipeline.
+// syncLoop runs the sync loop, a goroutine of the engine.
 func (e *Engine) syncLoop() {
 	defer e.wg.Done()
+	e.syncer.loop()
+}
+
+// loop owns the sync state of every persistent pipeline.
+func (s *syncer) loop() {
 	t := time.NewTicker(syncTick)
 	defer t.Stop()
 	for {
 		select {
-		case f := <-e.syncer.events:
+		case f := <-s.events:
 			f()
 		case <-t.C:
-			e.syncTickAll()
-			e.sendPendingTombs()
-		case <-e.ctx.Done():
+			s.tickAll()
+			s.env.tick()
+		case <-s.ctx.Done():
 			return
 		}
 	}
@@ -138,25 +200,25 @@ func (e *Engine) persistentPipes() []*pipe {
 	return out
 }
 
-func (e *Engine) syncTickAll() {
-	pipes := e.persistentPipes()
+func (s *syncer) tickAll() {
+	pipes := s.env.persistentPipes()
 	now := time.Now()
-	digest := now.Sub(e.syncer.lastDig) >= digestEvery
+	digest := now.Sub(s.lastDig) >= digestEvery
 	var hashes []*pb.SyncHash
 	for _, p := range pipes {
 		if p.def.IsPointToPoint() {
-			e.p2pCheck(p, now)
+			s.p2pCheck(p, now)
 		} else if digest {
 			h := headsHash(p.plog.log.Heads())
 			hashes = append(hashes, &pb.SyncHash{Pipeline: p.def.ID[:], Hash: h[:]})
 		}
-		e.schedule(p, now)
+		s.schedule(p, now)
 	}
 	if digest {
-		e.syncer.lastDig = now
+		s.lastDig = now
 		if len(hashes) > 0 {
-			for _, peer := range e.cfg.Host.Peers() {
-				e.sendSync(nil, peer, &pb.Sync{Body: &pb.Sync_Digest{Digest: &pb.SyncDigest{Pipelines: hashes}}})
+			for _, peer := range s.host.Peers() {
+				s.send(nil, peer, &pb.Sync{Body: &pb.Sync_Digest{Digest: &pb.SyncDigest{Pipelines: hashes}}})
 			}
 		}
 	}
@@ -165,10 +227,10 @@ func (e *Engine) syncTickAll() {
 // p2pCheck announces a point-to-point pipeline and offers its heads to its
 // other node when that node comes online, and offers every p2pOfferEvery
 // while it is.
-func (e *Engine) p2pCheck(p *pipe, now time.Time) {
+func (s *syncer) p2pCheck(p *pipe, now time.Time) {
 	st := p.sync
 	other := p.def.Opts.ToNode
-	_, online := e.cfg.Host.HPKEKey(other)
+	_, online := s.host.HPKEKey(other)
 	if !online {
 		st.p2pOnline = false
 		delete(st.peers, other)
@@ -178,12 +240,12 @@ func (e *Engine) p2pCheck(p *pipe, now time.Time) {
 		if !st.p2pOnline {
 			// It may have been offline when the pipeline was created:
 			// tell it of the pipeline (sealed) before offering.
-			if err := e.announce(e.ctx, p.def); err != nil {
-				e.log.Debug("cannot announce the pipeline", "pipeline", p.def.Name, "err", err)
+			if err := s.env.announce(s.ctx, p.def); err != nil {
+				s.log.Debug("cannot announce the pipeline", "pipeline", p.def.Name, "err", err)
 			}
 		}
 		st.p2pOnline, st.p2pOffered = true, now
-		e.sendOffer(p, other, true)
+		s.sendOffer(p, other, true)
 	}
 }
 
@@ -202,69 +264,50 @@ func headsHash(heads map[[32]byte]uint64) [32]byte {
 	return [32]byte(h.Sum(nil))
 }
 
-// syncPeers returns the nodes p syncs with.
-func (e *Engine) syncPeers(p *pipe) [][32]byte {
+// peersOf returns the nodes p syncs with.
+func (s *syncer) peersOf(p *pipe) [][32]byte {
 	if p.def.IsPointToPoint() {
 		return [][32]byte{p.def.Opts.ToNode}
 	}
-	return e.cfg.Host.Peers()
+	return s.host.Peers()
 }
 
-func (e *Engine) sendOffer(p *pipe, to [32]byte, wantReply bool) {
+func (s *syncer) sendOffer(p *pipe, to [32]byte, wantReply bool) {
 	heads := p.plog.log.Heads()
 	o := &pb.SyncOffer{Pipeline: p.def.ID[:], WantReply: wantReply}
 	for s, h := range heads {
 		o.Heads = append(o.Heads, &pb.SyncHead{Sender: bytes.Clone(s[:]), Seq: h})
 	}
-	e.sendSync(p, to, &pb.Sync{Body: &pb.Sync_Offer{Offer: o}})
+	s.send(p, to, &pb.Sync{Body: &pb.Sync_Offer{Offer: o}})
 }
 
-// sendSync sends a sync message: sealed for a point-to-point pipeline,
+// send sends a sync message: sealed for a point-to-point pipeline,
 // else directly to a peer. A data message is retried while the link is
 // busy, until the engine closes or it has waited 10 s; a control message
 // (digest, offer, want) is tried once, since it is repeated anyway and the
 // sync loop must not wait.
-func (e *Engine) sendSync(p *pipe, to [32]byte, m *pb.Sync) error {
+func (s *syncer) send(p *pipe, to [32]byte, m *pb.Sync) error {
 	limit := time.Duration(0)
 	if _, data := m.Body.(*pb.Sync_Data); data {
 		limit = 10 * time.Second
 	}
-	direct := func(ctx context.Context, raw []byte) error { return e.cfg.Host.SendDirect(ctx, to, kinds.Sync, raw) }
-	send, err := e.sealOrPlain(e.ctx, p != nil && p.def.IsPointToPoint(), to, &pb.SealedBody{Body: &pb.SealedBody_Sync{Sync: m}}, m, direct)
+	direct := func(ctx context.Context, raw []byte) error { return s.host.SendDirect(ctx, to, kinds.Sync, raw) }
+	send, err := s.env.sealOrPlain(s.ctx, p != nil && p.def.IsPointToPoint(), to, &pb.SealedBody{Body: &pb.SealedBody_Sync{Sync: m}}, m, direct)
 	if err != nil {
 		return err
 	}
-	return e.retryBusy(limit, send)
-}
-
-// retryBusy calls send until it does not fail with mesh.ErrBusy, waiting a
-// little in between, for at most limit.
-func (e *Engine) retryBusy(limit time.Duration, send func() error) error {
-	deadline := time.Now().Add(limit)
-	wait := time.Millisecond
-	for {
-		err := send()
-		if !errors.Is(err, mesh.ErrBusy) || time.Now().After(deadline) {
-			return err
-		}
-		select {
-		case <-time.After(wait):
-		case <-e.ctx.Done():
-			return ErrClosed
-		}
-		wait = min(2*wait, 20*time.Millisecond)
-	}
+	return s.env.retryBusy(limit, send)
 }
 
 // PeerConnected is called when a node becomes a direct peer: it gets the
 // broadcast pipelines' definitions and the heads of the persistent ones.
 func (e *Engine) PeerConnected(peer [32]byte) {
 	e.sendDefs(peer)
-	e.sendNotesTo(peer)
-	e.syncDo(func() {
+	e.notes.sendTo(peer)
+	e.syncer.do(func() {
 		for _, p := range e.persistentPipes() {
 			if !p.def.IsPointToPoint() {
-				e.sendOffer(p, peer, true)
+				e.syncer.sendOffer(p, peer, true)
 			}
 		}
 	})
@@ -273,7 +316,7 @@ func (e *Engine) PeerConnected(peer [32]byte) {
 // PeerGone is called when a direct peer is lost: its offers and the
 // chunks asked of it are forgotten, and asked of others.
 func (e *Engine) PeerGone(peer [32]byte) {
-	e.syncDo(func() {
+	e.syncer.do(func() {
 		for _, p := range e.persistentPipes() {
 			if p.def.IsPointToPoint() {
 				continue
@@ -288,26 +331,26 @@ func (e *Engine) PeerGone(peer [32]byte) {
 	})
 }
 
-// syncKick asks the peers for their heads of p: a packet arrived after a
+// kick asks the peers for their heads of p: a packet arrived after a
 // gap, or could not be logged.
-func (e *Engine) syncKick(p *pipe) {
-	e.syncDo(func() {
+func (s *syncer) kick(p *pipe) {
+	s.do(func() {
 		if time.Since(p.sync.lastKick) < kickEvery {
 			return
 		}
 		p.sync.lastKick = time.Now()
-		for _, peer := range e.syncPeers(p) {
-			e.sendOffer(p, peer, true)
+		for _, peer := range s.peersOf(p) {
+			s.sendOffer(p, peer, true)
 		}
 	})
 }
 
-// syncProgress tells the sync loop that p's log grew.
-func (e *Engine) syncProgress(p *pipe) {
+// progressed tells the sync loop that p's log grew.
+func (s *syncer) progressed(p *pipe) {
 	if p.sync.progress.CompareAndSwap(false, true) {
-		e.syncDo(func() {
+		s.do(func() {
 			p.sync.progress.Store(false)
-			e.schedule(p, time.Now())
+			s.schedule(p, time.Now())
 		})
 	}
 }
@@ -336,7 +379,7 @@ func (e *Engine) Synchronizing(id [32]byte) bool {
 
 // schedule expires finished or stalled wants and asks for what p lacks,
 // spread over the peers that have it.
-func (e *Engine) schedule(p *pipe, now time.Time) {
+func (s *syncer) schedule(p *pipe, now time.Time) {
 	st := p.sync
 	heads := p.plog.log.Heads()
 	for id, w := range st.wants {
@@ -395,14 +438,14 @@ func (e *Engine) schedule(p *pipe, now time.Time) {
 				break
 			}
 			end = min(end, st.peers[peer][sender])
-			id := e.syncer.nextReq.Add(1)
+			id := s.nextReq.Add(1)
 			st.wants[id] = &want{peer: peer, sender: sender, from: pos, to: end, progress: now}
 			load[peer]++
 			st.askedMu.Lock()
 			st.asked[peer]++
 			st.askedMu.Unlock()
-			e.log.Debug("sync want", "pipeline", p.def.Name, "of", fmt.Sprintf("%x", peer[:4]), "sender", fmt.Sprintf("%x", sender[:4]), "from", pos, "to", end)
-			e.sendSync(p, peer, &pb.Sync{Body: &pb.Sync_Want{Want: &pb.SyncWant{
+			s.log.Debug("sync want", "pipeline", p.def.Name, "of", fmt.Sprintf("%x", peer[:4]), "sender", fmt.Sprintf("%x", sender[:4]), "from", pos, "to", end)
+			s.send(p, peer, &pb.Sync{Body: &pb.Sync_Want{Want: &pb.SyncWant{
 				Pipeline: p.def.ID[:], Sender: bytes.Clone(sender[:]), From: pos, To: end, Request: id}}})
 			pos = end + 1
 		}
@@ -410,18 +453,15 @@ func (e *Engine) schedule(p *pipe, now time.Time) {
 	syncing := missing || len(st.wants) > 0
 	if syncing != p.syncing.Load() { // written only here, on the sync loop
 		p.syncing.Store(syncing)
-		if e.cfg.OnSync != nil {
-			id := p.def.ID
-			e.notes.Push(func() { e.cfg.OnSync(id, !syncing) })
-		}
+		s.env.syncChanged(p.def.ID, !syncing)
 		if !syncing {
 			// Caught up: let the others pull what came through this node,
 			// and wake the writer to index what it logged in bulk.
-			for _, peer := range e.syncPeers(p) {
-				e.sendOffer(p, peer, false)
+			for _, peer := range s.peersOf(p) {
+				s.sendOffer(p, peer, false)
 			}
 			if p.plog.log.Unindexed() > 0 {
-				e.enqueue(p, ingest{}, false)
+				s.env.enqueue(p, ingest{}, false)
 			}
 		}
 	}
@@ -453,16 +493,16 @@ func (st *syncState) choosePeer(sender [32]byte, seq uint64, load map[[32]byte]i
 	return best, found
 }
 
-// handleSync handles a sync message from src (on the pipelines group's worker).
+// handle handles a sync message from src (on the pipelines group's worker).
 // sealed tells whether it came end-to-end encrypted.
-func (e *Engine) handleSync(src [32]byte, m *pb.Sync, sealed bool) error {
+func (s *syncer) handle(src [32]byte, m *pb.Sync, sealed bool) error {
 	var pipeID []byte
 	switch b := m.Body.(type) {
 	case *pb.Sync_Digest:
 		if sealed || b.Digest == nil {
 			return errors.New("pipeline: malformed sync digest")
 		}
-		e.syncDo(func() { e.onDigest(src, b.Digest) })
+		s.do(func() { s.onDigest(src, b.Digest) })
 		return nil
 	case *pb.Sync_Offer:
 		if b.Offer != nil {
@@ -480,7 +520,7 @@ func (e *Engine) handleSync(src [32]byte, m *pb.Sync, sealed bool) error {
 	if len(pipeID) != 32 {
 		return errors.New("pipeline: malformed sync message")
 	}
-	p, _ := e.pipeOf([32]byte(pipeID))
+	p, _ := s.env.pipeOf([32]byte(pipeID))
 	if p == nil || p.plog == nil {
 		return fmt.Errorf("pipeline: sync of unknown pipeline %x", pipeID[:4])
 	}
@@ -497,37 +537,37 @@ func (e *Engine) handleSync(src [32]byte, m *pb.Sync, sealed bool) error {
 			heads[[32]byte(h.Sender)] = h.Seq
 		}
 		wantReply := b.Offer.WantReply
-		e.syncDo(func() { e.onOffer(p, src, heads, wantReply) })
+		s.do(func() { s.onOffer(p, src, heads, wantReply) })
 	case *pb.Sync_Want:
 		if len(b.Want.Sender) != 32 || b.Want.From == 0 || b.Want.To < b.Want.From || b.Want.To-b.Want.From >= maxWantSpan {
 			return errors.New("pipeline: malformed sync want")
 		}
 		// Dropped if the servers are busy: the asker asks again later.
-		e.syncer.serve.TryPut(serveReq{p: p, peer: src, want: b.Want, sealed: sealed})
+		s.serve.TryPut(serveReq{p: p, peer: src, want: b.Want, sealed: sealed})
 	case *pb.Sync_Data:
-		return e.onData(p, src, b.Data)
+		return s.onData(p, src, b.Data)
 	}
 	return nil
 }
 
-func (e *Engine) onDigest(src [32]byte, d *pb.SyncDigest) {
+func (s *syncer) onDigest(src [32]byte, d *pb.SyncDigest) {
 	for _, h := range d.Pipelines {
 		if len(h.Pipeline) != 32 {
 			return
 		}
-		p, _ := e.pipeOf([32]byte(h.Pipeline))
+		p, _ := s.env.pipeOf([32]byte(h.Pipeline))
 		if p == nil || p.plog == nil || p.def.IsPointToPoint() {
 			continue
 		}
 		mine := headsHash(p.plog.log.Heads())
 		if !bytes.Equal(mine[:], h.Hash) {
-			e.sendOffer(p, src, true)
+			s.sendOffer(p, src, true)
 		}
 	}
 }
 
-func (e *Engine) onOffer(p *pipe, src [32]byte, heads map[[32]byte]uint64, wantReply bool) {
-	e.log.Debug("sync offer", "pipeline", p.def.Name, "from", fmt.Sprintf("%x", src[:4]), "senders", len(heads), "reply", wantReply)
+func (s *syncer) onOffer(p *pipe, src [32]byte, heads map[[32]byte]uint64, wantReply bool) {
+	s.log.Debug("sync offer", "pipeline", p.def.Name, "from", fmt.Sprintf("%x", src[:4]), "senders", len(heads), "reply", wantReply)
 	st := p.sync
 	st.peers[src] = heads
 	mine := p.plog.log.Heads()
@@ -540,7 +580,7 @@ func (e *Engine) onOffer(p *pipe, src [32]byte, heads map[[32]byte]uint64, wantR
 	}
 	if (wantReply || ahead) && time.Since(st.lastReply[src]) >= replyEvery {
 		st.lastReply[src] = time.Now()
-		e.sendOffer(p, src, false)
+		s.sendOffer(p, src, false)
 	}
-	e.schedule(p, time.Now())
+	s.schedule(p, time.Now())
 }

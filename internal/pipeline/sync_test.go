@@ -95,12 +95,12 @@ func TestScheduleSpreadsOverPeers(t *testing.T) {
 	const total = 20 * wantChunk
 	peers := [][32]byte{{1}, {2}, {3}}
 	done := make(chan struct{})
-	e.syncDo(func() { // on the sync loop, which owns the state
+	e.syncer.do(func() { // on the sync loop, which owns the state
 		defer close(done)
 		for _, peer := range peers {
 			p.sync.peers[peer] = map[[32]byte]uint64{sender: total}
 		}
-		e.schedule(p, time.Now())
+		e.syncer.schedule(p, time.Now())
 	})
 	<-done
 	src := e.SyncSources(d.ID)

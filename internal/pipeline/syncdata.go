@@ -21,12 +21,12 @@ import (
 // onData verifies the segments of a SyncData and hands their packets to
 // the pipeline's held queue (this is the catch-up path, on the routed
 // worker: it never waits for the writer; see enqueue).
-func (e *Engine) onData(p *pipe, src [32]byte, d *pb.SyncData) error {
+func (s *syncer) onData(p *pipe, src [32]byte, d *pb.SyncData) error {
 	var cert *identity.Cert
 	if len(d.Segments) > 0 {
-		c, err := e.certs.Parse(d.NodeCert)
-		if err != nil || c.NetworkID != e.cfg.Network {
-			e.stats.rejected.Add(1)
+		c, err := s.certs.Parse(d.NodeCert)
+		if err != nil || c.NetworkID != s.network {
+			s.rejected.Add(1)
 			return fmt.Errorf("pipeline: sync data with a bad certificate: %v", err)
 		}
 		cert = c
@@ -55,14 +55,14 @@ func (e *Engine) onData(p *pipe, src [32]byte, d *pb.SyncData) error {
 	wg.Wait()
 	for _, o := range out {
 		if o.err != nil {
-			e.stats.rejected.Add(1)
+			s.rejected.Add(1)
 			p.stats.rejected.Add(1)
 			return o.err
 		}
-		e.enqueue(p, ingest{pks: o.pks, proof: o.proof, cert: d.NodeCert}, true)
+		s.env.enqueue(p, ingest{pks: o.pks, proof: o.proof, cert: d.NodeCert}, true)
 	}
 	req, last, head := d.Request, d.Last, d.Head
-	e.syncDo(func() {
+	s.do(func() {
 		w := p.sync.wants[req]
 		if w == nil || w.peer != src {
 			return
@@ -123,13 +123,13 @@ func openSegment(pipe [32]byte, cert *identity.Cert, s *pb.SyncSegment) ([]*Pack
 const wantQueue = 64
 
 // serveOne answers one SyncWant from the log, on a sync server.
-func (e *Engine) serveOne(r serveReq) {
-	if err := e.serveWant(r); err != nil && e.ctx.Err() == nil {
-		e.log.Debug("sync request not served", "pipeline", r.p.def.Name, "err", err)
+func (s *syncer) serveOne(r serveReq) {
+	if err := s.serveWant(r); err != nil && s.ctx.Err() == nil {
+		s.log.Debug("sync request not served", "pipeline", r.p.def.Name, "err", err)
 	}
 }
 
-func (e *Engine) serveWant(r serveReq) error {
+func (s *syncer) serveWant(r serveReq) error {
 	w := r.want
 	sender := [32]byte(w.Sender)
 	log := r.p.plog.log
@@ -160,7 +160,7 @@ func (e *Engine) serveWant(r serveReq) error {
 		// a segment that would take it past (a segment alone is one batch,
 		// at most maxBatchBytes of data, which fits a frame).
 		if len(msg.Segments) > 0 && size+segSize > syncDataBytes {
-			if sendErr = e.sendSync(r.p, r.peer, &pb.Sync{Body: &pb.Sync_Data{Data: msg}}); sendErr != nil {
+			if sendErr = s.send(r.p, r.peer, &pb.Sync{Body: &pb.Sync_Data{Data: msg}}); sendErr != nil {
 				return false
 			}
 			msg = &pb.SyncData{Pipeline: msg.Pipeline, Request: w.Request, NodeCert: msg.NodeCert}
@@ -168,7 +168,7 @@ func (e *Engine) serveWant(r serveReq) error {
 		}
 		msg.Segments = append(msg.Segments, ps)
 		size += segSize
-		return e.ctx.Err() == nil
+		return s.ctx.Err() == nil
 	})
 	if err != nil {
 		return err
@@ -177,5 +177,5 @@ func (e *Engine) serveWant(r serveReq) error {
 		return sendErr
 	}
 	msg.Last, msg.Head = true, log.Head(sender)
-	return e.sendSync(r.p, r.peer, &pb.Sync{Body: &pb.Sync_Data{Data: msg}})
+	return s.send(r.p, r.peer, &pb.Sync{Body: &pb.Sync_Data{Data: msg}})
 }

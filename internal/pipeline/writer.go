@@ -108,11 +108,11 @@ func (h *heldQueue) take(maxPackets, maxBytes int, first bool) []ingest {
 // without waiting for it. held is true on the pipelines group's worker: the packets
 // go to the held queue; else (the mesh loop) to the in channel. Refused
 // because full, they are dropped, counted and left to sync (see above).
-func (e *Engine) enqueue(p *pipe, it ingest, held bool) {
+func (ps *persist) enqueue(p *pipe, it ingest, held bool) {
 	if p.logErr != nil {
 		return
 	}
-	e.startWriter(p)
+	ps.startWriter(p)
 	if held {
 		if p.plog.held.add(it) {
 			return
@@ -124,18 +124,18 @@ func (e *Engine) enqueue(p *pipe, it ingest, held bool) {
 		default:
 		}
 	}
-	e.stats.dropped.Add(uint64(len(it.pks)))
+	ps.dropped.Add(uint64(len(it.pks)))
 	p.stats.dropped.Add(uint64(len(it.pks)))
-	e.syncKick(p)
+	ps.env.syncKick(p)
 }
 
 // writer logs what arrives for a persistent pipeline, one commit per
 // group of items.
-func (e *Engine) writer(p *pipe) {
+func (ps *persist) writer(p *pipe) {
 	pl := p.plog
 	for {
-		if e.cfg.testWriterGate != nil {
-			e.cfg.testWriterGate(p.def.ID)
+		if ps.gate != nil {
+			ps.gate(p.def.ID)
 		}
 		var items []ingest
 		select {
@@ -154,7 +154,7 @@ func (e *Engine) writer(p *pipe) {
 				if n, err := pl.log.IndexSome(4096); n > 0 {
 					continue
 				} else if err != nil {
-					e.log.Error("cannot index the log", "pipeline", p.def.Name, "err", err)
+					ps.log.Error("cannot index the log", "pipeline", p.def.Name, "err", err)
 				}
 			}
 			select {
@@ -205,13 +205,13 @@ func (e *Engine) writer(p *pipe) {
 				break fill
 			}
 		}
-		e.commit(p, items)
+		ps.commit(p, items)
 		// Under steady traffic the writer is never idle: it also indexes
 		// a chunk after each commit, so the index cannot fall behind for
 		// good.
 		if !p.syncing.Load() {
 			if _, err := pl.log.IndexSome(4096); err != nil {
-				e.log.Error("cannot index the log", "pipeline", p.def.Name, "err", err)
+				ps.log.Error("cannot index the log", "pipeline", p.def.Name, "err", err)
 			}
 		}
 	}
