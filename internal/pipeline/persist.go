@@ -503,5 +503,3 @@ func (e *Engine) Log(id [32]byte) (*history.Log, error) {
 // ErrNotPersistent is returned for log operations on a live pipeline.
 var ErrNotPersistent = errors.New("pipeline: not a persistent pipeline")
 
-// PacketFromRecord turns a logged record of pipeline id into a Packet.
-func PacketFromRecord(id [32]byte, r *history.Record) *Packet { return packetFromRecord(id, r) }
