@@ -502,4 +502,3 @@ func (e *Engine) Log(id [32]byte) (*history.Log, error) {
 
 // ErrNotPersistent is returned for log operations on a live pipeline.
 var ErrNotPersistent = errors.New("pipeline: not a persistent pipeline")
-
