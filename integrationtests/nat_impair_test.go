@@ -76,6 +76,19 @@ func impairedPair(t *testing.T, prefix string, ka, kb netlab.NATKind, impair fun
 	return l
 }
 
+// punchedPair is impairedPair with alice and bob behind home routers and
+// serving echo, once a first relayed connection has made them punch
+// through to a direct connection.
+func punchedPair(t *testing.T, prefix string) *natLab {
+	t.Helper()
+	l := impairedPair(t, prefix, netlab.EIMAddrPortFiltering, netlab.EIMAddrPortFiltering, nil)
+	l.a.ServeEcho(t)
+	l.b.ServeEcho(t)
+	echoOnce(t, l.a, l.b).Close()
+	t.Logf("direct %v after the first relayed connection", mustBeDirect(t, l.a, l.b, "alice and bob punch through").Round(time.Millisecond))
+	return l
+}
+
 func (l *natLab) all() []*testnet.Member { return []*testnet.Member{l.a, l.r, l.b} }
 
 // pathDirect reports whether from's path to to is a direct connection.
@@ -244,12 +257,8 @@ func TestNATImpairedPublicSegment(t *testing.T) {
 // live and point-to-point pipelines deliver again, and data connections
 // work both ways.
 func TestNATPartitionHeals(t *testing.T) {
-	l := impairedPair(t, "ipart", netlab.EIMAddrPortFiltering, netlab.EIMAddrPortFiltering, nil)
+	l := punchedPair(t, "ipart")
 	a, r, b := l.a, l.r, l.b
-	a.ServeEcho(t)
-	b.ServeEcho(t)
-	echoOnce(t, a, b).Close()
-	t.Logf("direct %v after the first relayed connection", mustBeDirect(t, a, b, "alice and bob punch through").Round(time.Millisecond))
 
 	id, ps := sharedLog(t, "partition-log", b, a, r)
 	pb, pa := ps[0], ps[1]
@@ -316,12 +325,8 @@ func TestNATPartitionHeals(t *testing.T) {
 // their relayed connections start make them direct again, to alice's new
 // address.
 func TestNATMappingLostAndRebinding(t *testing.T) {
-	l := impairedPair(t, "irebind", netlab.EIMAddrPortFiltering, netlab.EIMAddrPortFiltering, nil)
+	l := punchedPair(t, "irebind")
 	a, r, b := l.a, l.r, l.b
-	a.ServeEcho(t)
-	b.ServeEcho(t)
-	echoOnce(t, a, b).Close()
-	t.Logf("direct %v after the first relayed connection", mustBeDirect(t, a, b, "alice and bob punch through").Round(time.Millisecond))
 	_, before := pathDirect(a, b)
 
 	id, ps := sharedLog(t, "rebind-log", a, b, r)
