@@ -73,6 +73,7 @@ func pipesBinary(t testing.TB) string {
 // pipesCmd prepares the pipes command with args, in an environment of
 // this process's and env.
 func pipesCmd(t testing.TB, env []string, args ...string) *exec.Cmd {
+	t.Helper()
 	cmd := exec.Command(pipesBinary(t), args...)
 	cmd.Env = append(os.Environ(), env...)
 	return cmd
