@@ -9,25 +9,26 @@ import (
 	"time"
 
 	"github.com/pipesnet/pipes"
+	"github.com/pipesnet/pipes/internal/testnet"
 )
 
 // chain starts n nodes that each know only the node before them as
 // gateway (A-B-C-...), and returns as soon as every node lists every other
 // in ConnectedNodes: the check is polled without pause, so that what
 // follows runs at the first moment the nodes are listed.
-func chain(t *testing.T, name string, n int) []*member {
+func chain(t *testing.T, name string, n int) []*testnet.Member {
 	t.Helper()
-	netPath := testNetfile(t, name)
-	var ms []*member
+	netPath := testnet.Netfile(t, name)
+	var ms []*testnet.Member
 	for i := range n {
-		m := newMember(t, netPath, fmt.Sprintf("%s%c", name, 'a'+i))
+		m := testnet.NewMember(t, netPath, fmt.Sprintf("%s%c", name, 'a'+i))
 		if i > 0 {
-			m.gateway(t, ms[i-1])
+			m.Gateway(t, ms[i-1])
 		}
-		m.start(t)
+		m.Start(t)
 		ms = append(ms, m)
 	}
-	all := allSeeAll(ms)
+	all := testnet.AllSeeAll(ms)
 	deadline := time.Now().Add(60 * time.Second)
 	for all() != nil {
 		if time.Now().After(deadline) {
@@ -44,16 +45,16 @@ func chain(t *testing.T, name string, n int) []*member {
 // are listed as soon as they connect): none fails for want of the
 // destination's encryption key.
 func TestAddressableAtFirstListing(t *testing.T) {
-	netPath := testNetfile(t, "af")
-	ms := make([]*member, 5)
+	netPath := testnet.Netfile(t, "af")
+	ms := make([]*testnet.Member, 5)
 	var wg sync.WaitGroup
 	errs := make(chan error, len(ms)*len(ms))
 	for i := range ms {
-		m := newMember(t, netPath, fmt.Sprintf("af%c", 'a'+i))
+		m := testnet.NewMember(t, netPath, fmt.Sprintf("af%c", 'a'+i))
 		if i > 0 {
-			m.gateway(t, ms[i-1])
+			m.Gateway(t, ms[i-1])
 		}
-		m.start(t)
+		m.Start(t)
 		ms[i] = m
 		wg.Add(1)
 		go func() {
@@ -61,19 +62,19 @@ func TestAddressableAtFirstListing(t *testing.T) {
 			done := map[pipes.NodeID]bool{}
 			deadline := time.Now().Add(60 * time.Second)
 			for len(done) < len(ms)-1 && time.Now().Before(deadline) {
-				for _, r := range m.n.ConnectedNodes() {
+				for _, r := range m.N.ConnectedNodes() {
 					if done[r.ID()] {
 						continue
 					}
 					done[r.ID()] = true
-					if _, err := m.n.CreatePipeline("to-"+r.Location(), pipes.PipelineOptions{ToNode: r.ID()}); err != nil {
-						errs <- fmt.Errorf("%s to %s, listed online: %w", m.n.Location(), r.Location(), err)
+					if _, err := m.N.CreatePipeline("to-"+r.Location(), pipes.PipelineOptions{ToNode: r.ID()}); err != nil {
+						errs <- fmt.Errorf("%s to %s, listed online: %w", m.N.Location(), r.Location(), err)
 					}
 				}
 				time.Sleep(time.Millisecond)
 			}
 			if len(done) < len(ms)-1 {
-				errs <- fmt.Errorf("%s lists %d nodes, want %d", m.n.Location(), len(done), len(ms)-1)
+				errs <- fmt.Errorf("%s lists %d nodes, want %d", m.N.Location(), len(done), len(ms)-1)
 			}
 		}()
 	}
@@ -94,22 +95,22 @@ func TestAddressableWhenListed(t *testing.T) {
 	a, e := ms[0], ms[4]
 
 	// Both pipelines are created at the first moment every node is listed.
-	id, err := a.n.CreatePipeline("far", pipes.PipelineOptions{ToNode: e.n.ID()})
+	id, err := a.N.CreatePipeline("far", pipes.PipelineOptions{ToNode: e.N.ID()})
 	if err != nil {
 		t.Fatalf("point-to-point pipeline to a listed node: %v", err)
 	}
-	rid, err := e.n.CreatePipeline("far-voice", pipes.PipelineOptions{ToNode: a.n.ID(), Realtime: true})
+	rid, err := e.N.CreatePipeline("far-voice", pipes.PipelineOptions{ToNode: a.N.ID(), Realtime: true})
 	if err != nil {
 		t.Fatalf("realtime pipeline to a listed node: %v", err)
 	}
-	pa, err := a.n.Pipeline(id)
+	pa, err := a.N.Pipeline(id)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := pa.Put([]byte("to the far end")); err != nil {
 		t.Fatalf("Put to a listed node: %v", err)
 	}
-	pe, err := e.n.Pipeline(rid)
+	pe, err := e.N.Pipeline(rid)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,19 +123,19 @@ func TestAddressableWhenListed(t *testing.T) {
 	// The far node gets the pipeline's definition; a live pipeline
 	// delivers to subscribers of the moment, so a sends again until the
 	// subscription made then has a packet, every Put succeeding.
-	putUntilReceived(t, pa, waitPipeline(t, e, id).Subscribe(ctx), "to the far end", a.n.ID())
+	putUntilReceived(t, pa, e.WaitPipeline(t, id).Subscribe(ctx), "to the far end", a.N.ID())
 
 	// Realtime packets are datagrams and may be lost: send until one
 	// arrives, every Put succeeding. The first Put above carries the same
 	// data, since it may arrive after the subscription is made.
-	putUntilReceived(t, pe, waitPipeline(t, a, rid).Subscribe(ctx), "frame", e.n.ID())
+	putUntilReceived(t, pe, a.WaitPipeline(t, rid).Subscribe(ctx), "frame", e.N.ID())
 }
 
 // putUntilReceived puts data on p until ch has a packet, failing if a Put
 // fails or what arrives is not data from sender.
 func putUntilReceived(t *testing.T, p *pipes.Pipeline, ch <-chan *pipes.Packet, data string, sender pipes.NodeID) {
 	t.Helper()
-	eventually(t, 30*time.Second, "a packet reaches the far node", func() error {
+	testnet.Eventually(t, 30*time.Second, "a packet reaches the far node", func() error {
 		if _, err := p.Put([]byte(data)); err != nil {
 			t.Fatalf("Put to a listed node: %v", err)
 		}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/pipesnet/pipes"
+	"github.com/pipesnet/pipes/internal/testnet"
 )
 
 // httpOver returns an HTTP client whose connections are data connections
@@ -48,106 +49,80 @@ func get(t *testing.T, c *http.Client, path string) string {
 	return string(b)
 }
 
-// serveEcho runs an echo service "echo" on m's node until the test ends.
-func serveEcho(t *testing.T, m *member) {
-	t.Helper()
-	l, err := m.n.Listen("echo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go echo(l)
-}
-
-// echo serves l: each connection gets back what it sent, then EOF.
-func echo(l net.Listener) {
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			defer c.Close()
-			io.Copy(c, c)
-			c.(interface{ CloseWrite() error }).CloseWrite()
-		}()
-	}
-}
-
 // TestDataConnections: net/http over Listen and Dial, directly between
 // peers and through a relay; half-close, deadlines and addresses; clear
 // errors for an unknown node, a service nobody listens on and a node the
 // listener does not allow.
 func TestDataConnections(t *testing.T) {
 	a, r, b, _ := relayLineWith(t, "conns", true)
-	lb, err := b.n.Listen("web")
+	lb, err := b.N.Listen("web")
 	if err != nil {
 		t.Fatal(err)
 	}
 	serveHTTP(t, lb, "bob")
-	lr, err := r.n.Listen("web")
+	lr, err := r.N.Listen("web")
 	if err != nil {
 		t.Fatal(err)
 	}
 	serveHTTP(t, lr, "relay")
-	if _, err := b.n.Listen("web"); !errors.Is(err, pipes.ErrExists) {
+	if _, err := b.N.Listen("web"); !errors.Is(err, pipes.ErrExists) {
 		t.Fatalf("second listener: %v", err)
 	}
 
 	// Through the relay (alice and bob are not peers), and direct.
-	if got, want := get(t, httpOver(a.n, b.n.ID(), "web"), "/relayed"), "bob serves /relayed to "+a.n.ID().String(); got != want {
+	if got, want := get(t, httpOver(a.N, b.N.ID(), "web"), "/relayed"), "bob serves /relayed to "+a.N.ID().String(); got != want {
 		t.Fatalf("relayed: %q, want %q", got, want)
 	}
-	if got, want := get(t, httpOver(a.n, r.n.ID(), "web"), "/direct"), "relay serves /direct to "+a.n.ID().String(); got != want {
+	if got, want := get(t, httpOver(a.N, r.N.ID(), "web"), "/direct"), "relay serves /direct to "+a.N.ID().String(); got != want {
 		t.Fatalf("direct: %q, want %q", got, want)
 	}
 
 	// Diagnostics: the path and a ping, direct and through the relay.
-	if p, err := a.n.PathTo(context.Background(), r.n.ID()); err != nil || !p.Direct || p.RTT <= 0 {
+	if p, err := a.N.PathTo(context.Background(), r.N.ID()); err != nil || !p.Direct || p.RTT <= 0 {
 		t.Fatalf("path to the relay: %+v %v", p, err)
 	}
-	if rtt, err := a.n.Ping(context.Background(), b.n.ID()); err != nil || rtt <= 0 {
+	if rtt, err := a.N.Ping(context.Background(), b.N.ID()); err != nil || rtt <= 0 {
 		t.Fatalf("ping bob: %v %v", rtt, err)
 	}
-	if p, err := a.n.PathTo(context.Background(), b.n.ID()); err != nil || p.Direct || p.Via != r.n.ID() {
+	if p, err := a.N.PathTo(context.Background(), b.N.ID()); err != nil || p.Direct || p.Via != r.N.ID() {
 		t.Fatalf("path to bob: %+v %v", p, err)
 	}
 
 	// Errors come fast and say why.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := a.n.Dial(ctx, b.n.ID(), "nobody-listens"); !errors.Is(err, pipes.ErrRefused) {
+	if _, err := a.N.Dial(ctx, b.N.ID(), "nobody-listens"); !errors.Is(err, pipes.ErrRefused) {
 		t.Fatalf("service nobody listens on: %v", err)
 	}
-	if _, err := a.n.Dial(ctx, pipes.NodeID{1, 2, 3}, "web"); !errors.Is(err, pipes.ErrNotConnected) {
+	if _, err := a.N.Dial(ctx, pipes.NodeID{1, 2, 3}, "web"); !errors.Is(err, pipes.ErrNotConnected) {
 		t.Fatalf("unknown node: %v", err)
 	}
-	only, err := b.n.ListenAllowed("private", pipes.Allowed{Nodes: []pipes.NodeID{r.n.ID()}})
+	only, err := b.N.ListenAllowed("private", pipes.Allowed{Nodes: []pipes.NodeID{r.N.ID()}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	go echo(only)
-	if _, err := a.n.Dial(ctx, b.n.ID(), "private"); !errors.Is(err, pipes.ErrRefused) {
+	go testnet.Echo(only)
+	if _, err := a.N.Dial(ctx, b.N.ID(), "private"); !errors.Is(err, pipes.ErrRefused) {
 		t.Fatalf("a node the listener does not allow: %v", err)
 	}
-	if c, err := r.n.Dial(ctx, b.n.ID(), "private"); err != nil {
+	if c, err := r.N.Dial(ctx, b.N.ID(), "private"); err != nil {
 		t.Fatalf("an allowed node: %v", err)
 	} else {
 		c.Close()
 	}
 
 	// Half-close, deadlines, addresses: direct and relayed.
-	for _, target := range []*member{r, b} {
-		l, err := target.n.Listen("echo")
+	for _, target := range []*testnet.Member{r, b} {
+		l, err := target.N.Listen("echo")
 		if err != nil {
 			t.Fatal(err)
 		}
-		go echo(l)
-		c, err := a.n.Dial(ctx, target.n.ID(), "echo")
+		go testnet.Echo(l)
+		c, err := a.N.Dial(ctx, target.N.ID(), "echo")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if ra, ok := c.RemoteAddr().(pipes.Addr); !ok || ra.Node != target.n.ID() || ra.Service != "echo" || c.LocalAddr().(pipes.Addr).Node != a.n.ID() {
+		if ra, ok := c.RemoteAddr().(pipes.Addr); !ok || ra.Node != target.N.ID() || ra.Service != "echo" || c.LocalAddr().(pipes.Addr).Node != a.N.ID() {
 			t.Fatalf("addresses %v -> %v", c.LocalAddr(), c.RemoteAddr())
 		}
 		msg := make([]byte, 200_000)
@@ -159,7 +134,7 @@ func TestDataConnections(t *testing.T) {
 		c.SetDeadline(time.Now().Add(30 * time.Second))
 		back, err := io.ReadAll(c)
 		if err != nil || !bytes.Equal(back, msg) {
-			t.Fatalf("echo through %s: %d bytes, %v", target.n.Location(), len(back), err)
+			t.Fatalf("echo through %s: %d bytes, %v", target.N.Location(), len(back), err)
 		}
 		c.SetReadDeadline(time.Now().Add(-time.Second))
 		if _, err := c.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) && !errors.Is(err, io.EOF) {
@@ -176,16 +151,16 @@ func TestManyConnections(t *testing.T) {
 	a, r, b, _ := relayLineWith(t, "many", true)
 	// The relay has two peers, which agree on the address its packets come
 	// from: its public address (here its loopback socket).
-	eventually(t, 30*time.Second, "the relay's public address", func() error {
-		want := r.n.ListenAddrs()[0].Port()
-		for _, ap := range r.n.PublicAddrs() {
+	testnet.Eventually(t, 30*time.Second, "the relay's public address", func() error {
+		want := r.N.ListenAddrs()[0].Port()
+		for _, ap := range r.N.PublicAddrs() {
 			if ap.Port() == want {
 				return nil
 			}
 		}
-		return fmt.Errorf("public addresses %v", r.n.PublicAddrs())
+		return fmt.Errorf("public addresses %v", r.N.PublicAddrs())
 	})
-	serveEcho(t, b)
+	b.ServeEcho(t)
 	var wg sync.WaitGroup
 	errs := make(chan error, 100)
 	for i := range 100 {
@@ -194,7 +169,7 @@ func TestManyConnections(t *testing.T) {
 			defer wg.Done()
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
-			c, err := a.n.Dial(ctx, b.n.ID(), "echo")
+			c, err := a.N.Dial(ctx, b.N.ID(), "echo")
 			if err != nil {
 				errs <- err
 				return
@@ -224,10 +199,10 @@ func TestManyConnections(t *testing.T) {
 // reached.
 func TestRelayLost(t *testing.T) {
 	a, r, b, _ := relayLineWith(t, "lost", true)
-	serveEcho(t, b)
+	b.ServeEcho(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	c, err := a.n.Dial(ctx, b.n.ID(), "echo")
+	c, err := a.N.Dial(ctx, b.N.ID(), "echo")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +214,7 @@ func TestRelayLost(t *testing.T) {
 	if _, err := io.ReadFull(c, buf); err != nil {
 		t.Fatal(err)
 	}
-	pipes.KillNode(r.n)
+	pipes.KillNode(r.N)
 	c.SetDeadline(time.Now().Add(60 * time.Second)) // a safety net, not an assertion
 	for {
 		_, err := c.Write([]byte("more"))
@@ -257,8 +232,8 @@ func TestRelayLost(t *testing.T) {
 		}
 		break
 	}
-	eventually(t, 60*time.Second, "dialing says the node cannot be reached", func() error {
-		_, err := a.n.Dial(ctx, b.n.ID(), "echo")
+	testnet.Eventually(t, 60*time.Second, "dialing says the node cannot be reached", func() error {
+		_, err := a.N.Dial(ctx, b.N.ID(), "echo")
 		if errors.Is(err, pipes.ErrNotConnected) {
 			return nil
 		}
@@ -271,17 +246,17 @@ func TestRelayLost(t *testing.T) {
 // succeeds; the lab tests NATs); the next connection goes direct.
 func TestPunchAfterRelayedConnection(t *testing.T) {
 	a, r, b, _ := relayLine(t, "punch")
-	serveEcho(t, b)
-	if p, err := a.n.PathTo(context.Background(), b.n.ID()); err != nil || p.Direct || p.Via != r.n.ID() {
+	b.ServeEcho(t)
+	if p, err := a.N.PathTo(context.Background(), b.N.ID()); err != nil || p.Direct || p.Via != r.N.ID() {
 		t.Fatalf("before: %+v %v", p, err)
 	}
-	c, err := a.n.Dial(context.Background(), b.n.ID(), "echo")
+	c, err := a.N.Dial(context.Background(), b.N.ID(), "echo")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	eventually(t, 30*time.Second, "alice and bob connect directly", func() error {
-		if p, err := a.n.PathTo(context.Background(), b.n.ID()); err != nil || !p.Direct {
+	testnet.Eventually(t, 30*time.Second, "alice and bob connect directly", func() error {
+		if p, err := a.N.PathTo(context.Background(), b.N.ID()); err != nil || !p.Direct {
 			return fmt.Errorf("path to bob: %+v %v", p, err)
 		}
 		return nil

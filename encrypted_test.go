@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pipesnet/pipes"
+	"github.com/pipesnet/pipes/internal/testnet"
 )
 
 // holders returns the nodes p reports as holding its secret.
@@ -19,10 +20,10 @@ func holders(p *pipes.Pipeline) []pipes.NodeID {
 	return h
 }
 
-func sameNodes(got []pipes.NodeID, want ...*member) error {
+func sameNodes(got []pipes.NodeID, want ...*testnet.Member) error {
 	var w []pipes.NodeID
 	for _, m := range want {
-		w = append(w, m.n.ID())
+		w = append(w, m.N.ID())
 	}
 	slices.SortFunc(w, func(a, b pipes.NodeID) int { return bytes.Compare(a[:], b[:]) })
 	if !slices.Equal(got, w) {
@@ -39,26 +40,26 @@ func TestEncryptedPersistentPipeline(t *testing.T) {
 	ms := cluster(t, "enc", 3, nil)
 	a, b, c := ms[0], ms[1], ms[2]
 	secret := []byte("correct horse battery staple")
-	id, err := a.n.CreatePipeline("vault", pipes.PipelineOptions{Persistent: true, Encrypted: true, Secret: secret})
+	id, err := a.N.CreatePipeline("vault", pipes.PipelineOptions{Persistent: true, Encrypted: true, Secret: secret})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.n.CreatePipeline("vault", pipes.PipelineOptions{Persistent: true, Encrypted: true, Secret: []byte("guess")}); !errors.Is(err, pipes.ErrWrongSecret) {
+	if _, err := c.N.CreatePipeline("vault", pipes.PipelineOptions{Persistent: true, Encrypted: true, Secret: []byte("guess")}); !errors.Is(err, pipes.ErrWrongSecret) {
 		t.Fatalf("create with another secret: %v", err)
 	}
-	if _, err := c.n.CreatePipeline("vault2", pipes.PipelineOptions{Persistent: true, Encrypted: true}); !errors.Is(err, pipes.ErrNoSecret) {
+	if _, err := c.N.CreatePipeline("vault2", pipes.PipelineOptions{Persistent: true, Encrypted: true}); !errors.Is(err, pipes.ErrNoSecret) {
 		t.Fatalf("create without a secret: %v", err)
 	}
-	pa, _ := a.n.Pipeline(id)
+	pa, _ := a.N.Pipeline(id)
 	if !pa.Encrypted() || !pa.HasSecret() {
 		t.Fatal("creator's pipeline is not encrypted or has no secret")
 	}
-	putN(t, pa, 50, "classified")
-	pb, pc := waitPipeline(t, b, id), waitPipeline(t, c, id)
-	converged(t, ms, id, 50)
+	testnet.PutN(t, pa, 50, "classified")
+	pb, pc := b.WaitPipeline(t, id), c.WaitPipeline(t, id)
+	testnet.Converged(t, ms, id, 50)
 
 	// Without the secret: stored, verified, unreadable.
-	for _, pk := range history(t, pb) {
+	for _, pk := range testnet.History(t, pb) {
 		if _, err := pk.Data(); !errors.Is(err, pipes.ErrNoSecret) {
 			t.Fatalf("data without the secret: %v", err)
 		}
@@ -75,23 +76,23 @@ func TestEncryptedPersistentPipeline(t *testing.T) {
 	if ok, err := pb.SetSecret(secret); !ok || err != nil {
 		t.Fatalf("right secret refused: %v %v", ok, err)
 	}
-	for _, pk := range history(t, pb) {
+	for _, pk := range testnet.History(t, pb) {
 		d, err := pk.Data()
 		if err != nil || !bytes.HasPrefix(d, []byte("classified ")) {
 			t.Fatalf("after SetSecret: %q %v", d, err)
 		}
 	}
 	// Proofs reach c, which holds no secret and checks them anyway.
-	eventually(t, 30*time.Second, "c sees a and b hold the secret", func() error { return sameNodes(holders(pc), a, b) })
-	eventually(t, 30*time.Second, "a sees a and b hold the secret", func() error { return sameNodes(holders(pa), a, b) })
+	testnet.Eventually(t, 30*time.Second, "c sees a and b hold the secret", func() error { return sameNodes(holders(pc), a, b) })
+	testnet.Eventually(t, 30*time.Second, "a sees a and b hold the secret", func() error { return sameNodes(holders(pa), a, b) })
 
 	// b puts, a reads; c stores b's packets without reading them.
 	if _, err := pb.Put([]byte("reply from b")); err != nil {
 		t.Fatal(err)
 	}
-	converged(t, ms, id, 51)
+	testnet.Converged(t, ms, id, 51)
 	found := false
-	for _, pk := range history(t, pa) {
+	for _, pk := range testnet.History(t, pa) {
 		if d, err := pk.Data(); err == nil && string(d) == "reply from b" {
 			found = true
 		}
@@ -101,11 +102,11 @@ func TestEncryptedPersistentPipeline(t *testing.T) {
 	}
 
 	// The key is kept across a restart.
-	if err := b.n.Shutdown(); err != nil {
+	if err := b.N.Shutdown(); err != nil {
 		t.Fatal(err)
 	}
-	b.start(t)
-	pb2, err := b.n.Pipeline(id)
+	b.Start(t)
+	pb2, err := b.N.Pipeline(id)
 	if err != nil || !pb2.HasSecret() {
 		t.Fatalf("after restart: %v, has secret %v", err, err == nil && pb2.HasSecret())
 	}
@@ -117,19 +118,19 @@ func TestEncryptedLivePipeline(t *testing.T) {
 	ms := cluster(t, "encl", 3, nil)
 	a, b, c := ms[0], ms[1], ms[2]
 	secret := []byte("live secret")
-	id, err := a.n.CreatePipeline("whisper", pipes.PipelineOptions{Encrypted: true, Secret: secret, Salt: []byte("pepper")})
+	id, err := a.N.CreatePipeline("whisper", pipes.PipelineOptions{Encrypted: true, Secret: secret, Salt: []byte("pepper")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	pb, pc := waitPipeline(t, b, id), waitPipeline(t, c, id)
+	pb, pc := b.WaitPipeline(t, id), c.WaitPipeline(t, id)
 	if ok, err := pb.SetSecret(secret); !ok || err != nil {
 		t.Fatalf("SetSecret: %v %v", ok, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	chb, chc := pb.Subscribe(ctx), pc.Subscribe(ctx)
-	pa, _ := a.n.Pipeline(id)
-	eventually(t, 30*time.Second, "a packet reaches b and c", func() error {
+	pa, _ := a.N.Pipeline(id)
+	testnet.Eventually(t, 30*time.Second, "a packet reaches b and c", func() error {
 		if _, err := pa.Put([]byte("psst")); err != nil {
 			return err
 		}

@@ -11,11 +11,12 @@ import (
 	"time"
 
 	"github.com/pipesnet/pipes"
+	"github.com/pipesnet/pipes/internal/testnet"
 )
 
 // known reports whether m's node lists pipeline id.
-func known(m *member, id pipes.PipelineID) bool {
-	for _, p := range m.n.Pipelines() {
+func known(m *testnet.Member, id pipes.PipelineID) bool {
+	for _, p := range m.N.Pipelines() {
 		if p.ID() == id {
 			return true
 		}
@@ -30,49 +31,49 @@ func known(m *member, id pipes.PipelineID) bool {
 func TestEphemeralShutdown(t *testing.T) {
 	ms := cluster(t, "eph", 3, nil)
 	a, b, c := ms[0], ms[1], ms[2]
-	live, err := a.n.CreatePipeline("call", pipes.PipelineOptions{Ephemeral: true})
+	live, err := a.N.CreatePipeline("call", pipes.PipelineOptions{Ephemeral: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	kept, err := a.n.CreatePipeline("room", pipes.PipelineOptions{Ephemeral: true, Persistent: true})
+	kept, err := a.N.CreatePipeline("room", pipes.PipelineOptions{Ephemeral: true, Persistent: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	plain, err := a.n.CreatePipeline("forever", pipes.PipelineOptions{})
+	plain, err := a.N.CreatePipeline("forever", pipes.PipelineOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var pair pipes.PipelineID
-	eventually(t, 30*time.Second, "a point-to-point ephemeral pipeline", func() (err error) {
-		pair, err = a.n.CreatePipeline("whisper", pipes.PipelineOptions{Ephemeral: true, ToNode: c.n.ID()})
+	testnet.Eventually(t, 30*time.Second, "a point-to-point ephemeral pipeline", func() (err error) {
+		pair, err = a.N.CreatePipeline("whisper", pipes.PipelineOptions{Ephemeral: true, ToNode: c.N.ID()})
 		return err
 	})
-	waitPipeline(t, c, pair)
-	pk, _ := a.n.Pipeline(kept)
-	putN(t, pk, 30, "soon gone")
+	c.WaitPipeline(t, pair)
+	pk, _ := a.N.Pipeline(kept)
+	testnet.PutN(t, pk, 30, "soon gone")
 	path, _ := writeRandomFile(t, 3<<20, 9)
 	if _, err := pk.PutFile(path); err != nil {
 		t.Fatal(err)
 	}
-	converged(t, ms, kept, 31)
-	blobs := filepath.Join(b.dir, "blobs", b.n.ID().String())
-	eventually(t, 60*time.Second, "b stores the file", func() error {
+	testnet.Converged(t, ms, kept, 31)
+	blobs := filepath.Join(b.Dir, "blobs", b.N.ID().String())
+	testnet.Eventually(t, 60*time.Second, "b stores the file", func() error {
 		if n := countFiles(blobs); n != 1 {
 			return fmt.Errorf("%d files", n)
 		}
 		return nil
 	})
-	waitPipeline(t, c, live)
-	pf, _ := a.n.Pipeline(plain)
+	c.WaitPipeline(t, live)
+	pf, _ := a.N.Pipeline(plain)
 	if err := pf.Shutdown(); !errors.Is(err, pipes.ErrNotEphemeral) {
 		t.Fatalf("shutdown of a non-ephemeral pipeline: %v", err)
 	}
 
 	// c goes away and misses the shutdown.
-	if err := c.n.Shutdown(); err != nil {
+	if err := c.N.Shutdown(); err != nil {
 		t.Fatal(err)
 	}
-	pbl := waitPipeline(t, b, live)
+	pbl := b.WaitPipeline(t, live)
 	var updates atomic.Int32
 	pbl.AddListener(&pipes.PipelineListenerFuncs{StatusUpdate: func(p *pipes.Pipeline) {
 		if p.Closed() {
@@ -81,16 +82,16 @@ func TestEphemeralShutdown(t *testing.T) {
 	}})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	sub := waitPipeline(t, b, kept).Subscribe(ctx)
+	sub := b.WaitPipeline(t, kept).Subscribe(ctx)
 
-	pl, _ := a.n.Pipeline(live)
+	pl, _ := a.N.Pipeline(live)
 	if err := pl.Shutdown(); err != nil {
 		t.Fatal(err)
 	}
 	if err := pk.Shutdown(); err != nil {
 		t.Fatal(err)
 	}
-	pp, _ := a.n.Pipeline(pair)
+	pp, _ := a.N.Pipeline(pair)
 	if err := pp.Shutdown(); err != nil {
 		t.Fatalf("shutdown of a point-to-point pipeline whose other node is away: %v", err)
 	}
@@ -98,14 +99,14 @@ func TestEphemeralShutdown(t *testing.T) {
 		if known(a, id) {
 			t.Fatal("the shut down pipeline is still listed where it was shut down")
 		}
-		eventually(t, 30*time.Second, "b drops the pipeline", func() error {
+		testnet.Eventually(t, 30*time.Second, "b drops the pipeline", func() error {
 			if known(b, id) {
 				return errors.New("still listed")
 			}
 			return nil
 		})
 	}
-	eventually(t, 30*time.Second, "b's listener is told", func() error {
+	testnet.Eventually(t, 30*time.Second, "b's listener is told", func() error {
 		if updates.Load() == 0 {
 			return errors.New("no status update")
 		}
@@ -122,10 +123,10 @@ func TestEphemeralShutdown(t *testing.T) {
 	if _, err := pl.Put([]byte("late")); !errors.Is(err, pipes.ErrClosedPipeline) {
 		t.Fatalf("put after shutdown: %v", err)
 	}
-	if _, err := b.n.Pipeline(kept); !errors.Is(err, pipes.ErrNotFound) {
+	if _, err := b.N.Pipeline(kept); !errors.Is(err, pipes.ErrNotFound) {
 		t.Fatalf("lookup after shutdown: %v", err)
 	}
-	eventually(t, 30*time.Second, "b deletes the pipeline's file", func() error {
+	testnet.Eventually(t, 30*time.Second, "b deletes the pipeline's file", func() error {
 		if n := countFiles(blobs); n != 0 {
 			return fmt.Errorf("%d files left", n)
 		}
@@ -134,8 +135,8 @@ func TestEphemeralShutdown(t *testing.T) {
 
 	// c comes back: it learns of the shutdown from its peers and drops
 	// the pipelines it had stored, without reviving them elsewhere.
-	c.start(t)
-	eventually(t, 30*time.Second, "c drops the pipelines", func() error {
+	c.Start(t)
+	testnet.Eventually(t, 30*time.Second, "c drops the pipelines", func() error {
 		if known(c, live) || known(c, kept) || known(c, pair) {
 			return errors.New("still listed on c")
 		}
@@ -147,13 +148,13 @@ func TestEphemeralShutdown(t *testing.T) {
 	}
 
 	// Created again: a new pipeline of the same id, empty.
-	again, err := b.n.CreatePipeline("room", pipes.PipelineOptions{Ephemeral: true, Persistent: true})
+	again, err := b.N.CreatePipeline("room", pipes.PipelineOptions{Ephemeral: true, Persistent: true})
 	if err != nil || again != kept {
 		t.Fatalf("create again: %v (same id %v)", err, again == kept)
 	}
 	for _, m := range ms {
-		eventually(t, 30*time.Second, fmt.Sprintf("%s learns the new pipeline", m.n.Location()), func() error {
-			p, err := m.n.Pipeline(kept)
+		testnet.Eventually(t, 30*time.Second, fmt.Sprintf("%s learns the new pipeline", m.N.Location()), func() error {
+			p, err := m.N.Pipeline(kept)
 			if err != nil {
 				return err
 			}
@@ -181,30 +182,30 @@ func countFiles(dir string) int {
 // its shutdown is a new, empty pipeline that keeps what it is given,
 // also across a restart (the deletion of the old one cannot take it).
 func TestEphemeralCreatedAgainAtOnce(t *testing.T) {
-	m := newMember(t, testNetfile(t, "again"), "solo")
-	m.start(t)
+	m := testnet.NewMember(t, testnet.Netfile(t, "again"), "solo")
+	m.Start(t)
 	opts := pipes.PipelineOptions{Ephemeral: true, Persistent: true}
 	for round := range 3 {
-		id, err := m.n.CreatePipeline("scratch", opts)
+		id, err := m.N.CreatePipeline("scratch", opts)
 		if err != nil {
 			t.Fatal(err)
 		}
-		p, _ := m.n.Pipeline(id)
+		p, _ := m.N.Pipeline(id)
 		if n := p.Stats().Logged; n != 0 {
 			t.Fatalf("round %d: the new pipeline has %d packets of the old one", round, n)
 		}
-		putN(t, p, 3+round, "scratch")
+		testnet.PutN(t, p, 3+round, "scratch")
 		if round < 2 {
 			if err := p.Shutdown(); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
-	if err := m.n.Shutdown(); err != nil {
+	if err := m.N.Shutdown(); err != nil {
 		t.Fatal(err)
 	}
-	m.start(t)
-	for _, p := range m.n.Pipelines() {
+	m.Start(t)
+	for _, p := range m.N.Pipelines() {
 		if p.Name() == "scratch" {
 			if n := p.Stats().Logged; n != 5 {
 				t.Fatalf("after a restart the pipeline has %d packets, want 5", n)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/pipesnet/pipes"
+	"github.com/pipesnet/pipes/internal/testnet"
 )
 
 // writeRandomFile writes size pseudo-random bytes to a new file, in
@@ -69,20 +70,20 @@ func TestFilePackets(t *testing.T) {
 	path, sum := writeRandomFile(t, 5<<20+12345, 1)
 
 	// Live broadcast.
-	id, err := a.n.CreatePipeline("drop", pipes.PipelineOptions{})
+	id, err := a.N.CreatePipeline("drop", pipes.PipelineOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	pa, _ := a.n.Pipeline(id)
+	pa, _ := a.N.Pipeline(id)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	chb := waitPipeline(t, b, id).Subscribe(ctx)
-	chc := waitPipeline(t, c, id).Subscribe(ctx)
+	chb := b.WaitPipeline(t, id).Subscribe(ctx)
+	chc := c.WaitPipeline(t, id).Subscribe(ctx)
 	if _, err := pa.PutFile(path); err != nil {
 		t.Fatal(err)
 	}
 	for _, ch := range []<-chan *pipes.Packet{chb, chc} {
-		pk := receive(t, ch, 1)[0]
+		pk := testnet.Receive(t, ch, 1)[0]
 		if !pk.IsFile() || pk.Size() != 5<<20+12345 {
 			t.Fatalf("file packet: file %v size %d", pk.IsFile(), pk.Size())
 		}
@@ -97,12 +98,12 @@ func TestFilePackets(t *testing.T) {
 
 	// Encrypted and persistent: c has no secret.
 	secret := []byte("file secret")
-	eid, err := a.n.CreatePipeline("vault", pipes.PipelineOptions{Persistent: true, Encrypted: true, Secret: secret})
+	eid, err := a.N.CreatePipeline("vault", pipes.PipelineOptions{Persistent: true, Encrypted: true, Secret: secret})
 	if err != nil {
 		t.Fatal(err)
 	}
-	pea, _ := a.n.Pipeline(eid)
-	peb := waitPipeline(t, b, eid)
+	pea, _ := a.N.Pipeline(eid)
+	peb := b.WaitPipeline(t, eid)
 	if ok, _ := peb.SetSecret(secret); !ok {
 		t.Fatal("SetSecret refused")
 	}
@@ -110,8 +111,8 @@ func TestFilePackets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	converged(t, ms, eid, 1)
-	pec := waitPipeline(t, c, eid)
+	testnet.Converged(t, ms, eid, 1)
+	pec := c.WaitPipeline(t, eid)
 	pkc, err := pec.PacketWithID(fid)
 	if err != nil {
 		t.Fatal(err)
@@ -133,23 +134,23 @@ func TestFilePackets(t *testing.T) {
 	// The sender leaves; a new node with the secret gets the file from b
 	// and c (c serves chunks it cannot read). Give c time to have fetched
 	// them: its transfer runs in the background.
-	eventually(t, 60*time.Second, "c has fetched the file", func() error {
-		if pipes.FileComplete(c.n, pkc) {
+	testnet.Eventually(t, 60*time.Second, "c has fetched the file", func() error {
+		if pipes.FileComplete(c.N, pkc) {
 			return nil
 		}
 		return errors.New("not yet")
 	})
-	if err := a.n.Shutdown(); err != nil {
+	if err := a.N.Shutdown(); err != nil {
 		t.Fatal(err)
 	}
-	d := newMember(t, c.net, "files-d")
-	d.gateway(t, c)
-	d.start(t)
-	ped := waitPipeline(t, d, eid)
+	d := testnet.NewMember(t, c.Net, "files-d")
+	d.Gateway(t, c)
+	d.Start(t)
+	ped := d.WaitPipeline(t, eid)
 	if ok, _ := ped.SetSecret(secret); !ok {
 		t.Fatal("SetSecret refused on d")
 	}
-	converged(t, []*member{b, c, d}, eid, 1)
+	testnet.Converged(t, []*testnet.Member{b, c, d}, eid, 1)
 	pkd, err := ped.PacketWithID(fid)
 	if err != nil {
 		t.Fatal(err)
@@ -169,38 +170,38 @@ func TestFilePacketResumes(t *testing.T) {
 	ms := cluster(t, "resume", 2, nil)
 	a, b := ms[0], ms[1]
 	path, sum := writeRandomFile(t, 48<<20, 2)
-	id, err := a.n.CreatePipeline("big", pipes.PipelineOptions{Persistent: true})
+	id, err := a.N.CreatePipeline("big", pipes.PipelineOptions{Persistent: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	pa, _ := a.n.Pipeline(id)
+	pa, _ := a.N.Pipeline(id)
 	fid, err := pa.PutFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	converged(t, ms, id, 1)
-	pb, _ := b.n.Pipeline(id)
+	testnet.Converged(t, ms, id, 1)
+	pb, _ := b.N.Pipeline(id)
 	pk, err := pb.PacketWithID(fid)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Stop b once part of the file is there.
 	var partial atomic.Int64
-	eventually(t, 60*time.Second, "part of the file arrived", func() error {
-		have, total := pipes.FileProgress(b.n, pk)
+	testnet.Eventually(t, 60*time.Second, "part of the file arrived", func() error {
+		have, total := pipes.FileProgress(b.N, pk)
 		partial.Store(have)
 		if have == 0 || have == total {
 			return errors.New("not partial")
 		}
 		return nil
 	})
-	if err := b.n.Shutdown(); err != nil {
+	if err := b.N.Shutdown(); err != nil {
 		t.Fatal(err)
 	}
-	b.start(t)
-	pb, _ = b.n.Pipeline(id)
+	b.Start(t)
+	pb, _ = b.N.Pipeline(id)
 	pk, _ = pb.PacketWithID(fid)
-	if have, _ := pipes.FileProgress(b.n, pk); have < partial.Load() {
+	if have, _ := pipes.FileProgress(b.N, pk); have < partial.Load() {
 		t.Fatalf("after the restart %d chunks, before %d", have, partial.Load())
 	}
 	out := filepath.Join(t.TempDir(), "out.bin")
@@ -215,7 +216,7 @@ func TestFilePacketResumes(t *testing.T) {
 // TestFilePacketGiB moves a 1 GiB file between two nodes in this process
 // while the heap grows by less than 64 MiB.
 func TestFilePacketGiB(t *testing.T) {
-	if testing.Short() || raceEnabled {
+	if testing.Short() || testnet.RaceEnabled {
 		t.Skip("1 GiB transfer: run without -race and -short (CI does)")
 	}
 	ms := cluster(t, "gib", 2, nil)
@@ -242,18 +243,18 @@ func TestFilePacketGiB(t *testing.T) {
 			}
 		}
 	}()
-	id, err := a.n.CreatePipeline("gib", pipes.PipelineOptions{})
+	id, err := a.N.CreatePipeline("gib", pipes.PipelineOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	pa, _ := a.n.Pipeline(id)
+	pa, _ := a.N.Pipeline(id)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	ch := waitPipeline(t, b, id).Subscribe(ctx)
+	ch := b.WaitPipeline(t, id).Subscribe(ctx)
 	if _, err := pa.PutFile(path); err != nil {
 		t.Fatal(err)
 	}
-	pk := receive(t, ch, 1)[0]
+	pk := testnet.Receive(t, ch, 1)[0]
 	out := filepath.Join(t.TempDir(), "out.bin")
 	if err := pk.WriteDataToPath(out); err != nil {
 		t.Fatal(err)

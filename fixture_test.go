@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/pipesnet/pipes"
+	"github.com/pipesnet/pipes/internal/testnet"
 )
 
 // The fixture is a data directory written by an earlier version of the
@@ -90,36 +91,36 @@ func TestWriteFixture(t *testing.T) {
 	if err := os.RemoveAll(fixtureDir); err != nil {
 		t.Fatal(err)
 	}
-	m := &member{dir: fixtureDir}
-	m.open(t)
+	m := &testnet.Member{Dir: fixtureDir}
+	m.Open(t)
 	net := filepath.Join(t.TempDir(), "fixture.net")
-	if _, err := pipes.CreateNetwork(net, pipes.NetworkSpec{Name: "fixture", Secret: testSecret, KDF: pipes.FastKDF}); err != nil {
+	if _, err := pipes.CreateNetwork(net, pipes.NetworkSpec{Name: "fixture", Secret: testnet.Secret, KDF: pipes.FastKDF}); err != nil {
 		t.Fatal(err)
 	}
-	nw, err := m.p.AddNetwork(net)
+	nw, err := m.P.AddNetwork(net)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := nw.SetSecret(testSecret); err != nil || !ok {
+	if ok, err := nw.SetSecret(testnet.Secret); err != nil || !ok {
 		t.Fatalf("SetSecret: %v %v", ok, err)
 	}
-	id, err := m.p.AddIdentity("fixture")
+	id, err := m.P.AddIdentity("fixture")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.n, err = m.p.AddNode(nw, id, "fixture-loc"); err != nil {
+	if m.N, err = m.P.AddNode(nw, id, "fixture-loc"); err != nil {
 		t.Fatal(err)
 	}
-	m.start(t)
-	fx := fixture{Node: m.n.ID().String()}
+	m.Start(t)
+	fx := fixture{Node: m.N.ID().String()}
 	add := func(name string, opts pipes.PipelineOptions, n int, file string) {
-		pid, err := m.n.CreatePipeline(name, opts)
+		pid, err := m.N.CreatePipeline(name, opts)
 		if err != nil {
 			t.Fatal(err)
 		}
-		p, _ := m.n.Pipeline(pid)
+		p, _ := m.N.Pipeline(pid)
 		fp := fixturePipeline{Name: name, ID: pid.String(), Encrypted: opts.Encrypted}
-		for i, id := range putN(t, p, n, name) {
+		for i, id := range testnet.PutN(t, p, n, name) {
 			fp.Packets = append(fp.Packets, fixturePacket{ID: id.String(), Data: fmt.Sprintf("%s %d", name, i)})
 		}
 		if file != "" {
@@ -137,7 +138,7 @@ func TestWriteFixture(t *testing.T) {
 	}
 	add("notes", pipes.PipelineOptions{Persistent: true}, 3, "a file kept in the blob store\n")
 	add("vault", pipes.PipelineOptions{Persistent: true, Encrypted: true, Secret: []byte(fixtureSecret)}, 2, "")
-	if err := m.p.Close(); err != nil {
+	if err := m.P.Close(); err != nil {
 		t.Fatal(err)
 	}
 	b, err := json.MarshalIndent(fx, "", "\t")
@@ -164,18 +165,18 @@ func TestReopenFixtureDataDir(t *testing.T) {
 	}
 	dir := filepath.Join(t.TempDir(), "datadir")
 	copyDataDir(t, dir, fixtureDir)
-	m := &member{dir: dir}
-	m.open(t)
-	if m.n, err = m.p.Node(pipes.NodeID(hex32(t, fx.Node))); err != nil {
+	m := &testnet.Member{Dir: dir}
+	m.Open(t)
+	if m.N, err = m.P.Node(pipes.NodeID(hex32(t, fx.Node))); err != nil {
 		t.Fatalf("the fixture's node: %v", err)
 	}
 	check := func(started bool) {
 		t.Helper()
-		if got := len(m.n.Pipelines()); got != len(fx.Pipelines) {
+		if got := len(m.N.Pipelines()); got != len(fx.Pipelines) {
 			t.Fatalf("started %v: %d pipelines, want %d", started, got, len(fx.Pipelines))
 		}
 		for _, fp := range fx.Pipelines {
-			p, err := m.n.Pipeline(pipes.PipelineID(hex32(t, fp.ID)))
+			p, err := m.N.Pipeline(pipes.PipelineID(hex32(t, fp.ID)))
 			if err != nil {
 				t.Fatalf("started %v: pipeline %q: %v", started, fp.Name, err)
 			}
@@ -185,7 +186,7 @@ func TestReopenFixtureDataDir(t *testing.T) {
 			if fp.Encrypted && !p.HasSecret() {
 				t.Fatalf("started %v: %q: the stored pipeline key is not found", started, fp.Name)
 			}
-			got := history(t, p)
+			got := testnet.History(t, p)
 			if len(got) != len(fp.Packets) {
 				t.Fatalf("started %v: %q holds %d packets, want %d", started, fp.Name, len(got), len(fp.Packets))
 			}
@@ -214,9 +215,9 @@ func TestReopenFixtureDataDir(t *testing.T) {
 		}
 	}
 	check(false)
-	m.start(t)
+	m.Start(t)
 	check(true)
-	if err := m.p.Close(); err != nil {
+	if err := m.P.Close(); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -10,22 +10,23 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/pipesnet/pipes"
+	"github.com/pipesnet/pipes/internal/testnet"
 )
 
 // TestSixNodesOneGateway: seven nodes that each know only the first node
 // find every other node, keep a bounded degree, report a departure, take a
 // restarted node back, and reconnect to a restarted gateway.
 func TestSixNodesOneGateway(t *testing.T) {
-	ms := cluster(t, "n", 7, []pipes.NodeOption{pipes.WithListenAddr(loopback(freePort(t)))}, pipes.WithTargetDegree(3))
+	ms := cluster(t, "n", 7, []pipes.NodeOption{pipes.WithListenAddr(loopback(testnet.FreePort(t)))}, pipes.WithTargetDegree(3))
 	gw := ms[0]
 
 	// Peer exchange: nodes told only of the gateway reach their target
 	// degree through peers they learned of.
-	eventually(t, 30*time.Second, "peer exchange", func() error {
+	testnet.Eventually(t, 30*time.Second, "peer exchange", func() error {
 		for _, m := range ms[1:] {
-			peers := m.n.ConnectedPeers()
+			peers := m.N.ConnectedPeers()
 			if len(peers) < 3 {
-				return fmt.Errorf("%s has %d peers, want at least 3", m.n.Location(), len(peers))
+				return fmt.Errorf("%s has %d peers, want at least 3", m.N.Location(), len(peers))
 			}
 			for _, r := range peers {
 				if !r.IsPeer() || !r.IsConnected() {
@@ -37,18 +38,18 @@ func TestSixNodesOneGateway(t *testing.T) {
 	})
 
 	// NodeWithID by prefix; names and locations travel with presence.
-	target := ms[3].n.ID()
-	ref, err := ms[1].n.NodeWithID(target.String()[:10])
+	target := ms[3].N.ID()
+	ref, err := ms[1].N.NodeWithID(target.String()[:10])
 	if err != nil || ref.ID() != target || ref.Name() != "n3" || ref.Location() != "n3-loc" || ref.Version() == "" {
 		t.Fatalf("NodeWithID: %v %+v", err, ref)
 	}
-	if _, err := ms[1].n.NodeWithID("ffffffffffffffffffff"); !errors.Is(err, pipes.ErrNotFound) && err != nil {
+	if _, err := ms[1].N.NodeWithID("ffffffffffffffffffff"); !errors.Is(err, pipes.ErrNotFound) && err != nil {
 		t.Fatalf("NodeWithID unknown: %v", err)
 	}
-	if _, err := ms[1].n.NodeWithID(""); !errors.Is(err, pipes.ErrInvalidID) {
+	if _, err := ms[1].N.NodeWithID(""); !errors.Is(err, pipes.ErrInvalidID) {
 		t.Fatalf("NodeWithID empty: %v", err)
 	}
-	if _, err := ms[1].n.NodeWithID("xyz"); !errors.Is(err, pipes.ErrInvalidID) {
+	if _, err := ms[1].N.NodeWithID("xyz"); !errors.Is(err, pipes.ErrInvalidID) {
 		t.Fatalf("NodeWithID non-hex: %v", err)
 	}
 
@@ -57,19 +58,19 @@ func TestSixNodesOneGateway(t *testing.T) {
 	var mu sync.Mutex
 	var sawOffline bool
 	l := &pipes.NodeListenerFuncs{NodeStatusUpdate: func(r pipes.NodeRef, _ *pipes.Node) {
-		if r.ID() == leaver.n.ID() && !r.IsConnected() {
+		if r.ID() == leaver.N.ID() && !r.IsConnected() {
 			mu.Lock()
 			sawOffline = true
 			mu.Unlock()
 		}
 	}}
-	ms[1].n.AddListener(l)
-	if err := leaver.n.Shutdown(); err != nil {
+	ms[1].N.AddListener(l)
+	if err := leaver.N.Shutdown(); err != nil {
 		t.Fatal(err)
 	}
 	rest := ms[:6]
-	eventually(t, 30*time.Second, "departure seen by all", allSeeAll(rest))
-	eventually(t, 10*time.Second, "listener told of the departure", func() error {
+	testnet.Eventually(t, 30*time.Second, "departure seen by all", testnet.AllSeeAll(rest))
+	testnet.Eventually(t, 10*time.Second, "listener told of the departure", func() error {
 		mu.Lock()
 		defer mu.Unlock()
 		if !sawOffline {
@@ -77,42 +78,42 @@ func TestSixNodesOneGateway(t *testing.T) {
 		}
 		return nil
 	})
-	ms[1].n.RemoveListener(l)
-	if _, err := ms[1].n.NodeWithID(leaver.n.ID().String()); err != nil {
+	ms[1].N.RemoveListener(l)
+	if _, err := ms[1].N.NodeWithID(leaver.N.ID().String()); err != nil {
 		t.Fatalf("departed node not known: %v", err)
 	}
 
 	// The departed node restarts and rejoins.
-	leaver.start(t)
-	eventually(t, 30*time.Second, "restarted node seen by all", allSeeAll(ms))
+	leaver.Start(t)
+	testnet.Eventually(t, 30*time.Second, "restarted node seen by all", testnet.AllSeeAll(ms))
 
 	// The gateway's whole platform restarts on the same port; the others
 	// reconnect to it by redialling the gateway address.
-	gwID := gw.n.ID()
-	if err := gw.p.Close(); err != nil {
+	gwID := gw.N.ID()
+	if err := gw.P.Close(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, "gateway departure seen", allSeeAll(ms[1:]))
-	gw.open(t)
-	if gw.n.ID() != gwID {
+	testnet.Eventually(t, 30*time.Second, "gateway departure seen", testnet.AllSeeAll(ms[1:]))
+	gw.Open(t)
+	if gw.N.ID() != gwID {
 		t.Fatal("node id changed across reopen")
 	}
-	gw.start(t)
-	eventually(t, 60*time.Second, "all see all after the gateway restart", allSeeAll(ms))
-	eventually(t, 30*time.Second, "gateway has peers again", func() error {
-		if len(gw.n.ConnectedPeers()) == 0 {
+	gw.Start(t)
+	testnet.Eventually(t, 60*time.Second, "all see all after the gateway restart", testnet.AllSeeAll(ms))
+	testnet.Eventually(t, 30*time.Second, "gateway has peers again", func() error {
+		if len(gw.N.ConnectedPeers()) == 0 {
 			return errors.New("gateway has no peers")
 		}
 		return nil
 	})
 	// KnownNodes of the reopened gateway includes nodes seen before the restart.
 	known := map[pipes.NodeID]bool{}
-	for _, r := range gw.n.KnownNodes() {
+	for _, r := range gw.N.KnownNodes() {
 		known[r.ID()] = true
 	}
 	for _, m := range ms[1:] {
-		if !known[m.n.ID()] {
-			t.Fatalf("gateway forgot %s", m.n.Location())
+		if !known[m.N.ID()] {
+			t.Fatalf("gateway forgot %s", m.N.Location())
 		}
 	}
 }
@@ -120,29 +121,29 @@ func TestSixNodesOneGateway(t *testing.T) {
 // TestNonMemberIsRefused: a node of another network that dials a gateway
 // is refused in the handshake and learns nothing of the members.
 func TestNonMemberIsRefused(t *testing.T) {
-	netPath := testNetfile(t, "members")
-	gw := newMember(t, netPath, "gw")
-	gw.start(t)
-	friend := newMember(t, netPath, "friend")
-	friend.gateway(t, gw)
-	friend.start(t)
-	eventually(t, 30*time.Second, "member connects", allSeeAll([]*member{gw, friend}))
+	netPath := testnet.Netfile(t, "members")
+	gw := testnet.NewMember(t, netPath, "gw")
+	gw.Start(t)
+	friend := testnet.NewMember(t, netPath, "friend")
+	friend.Gateway(t, gw)
+	friend.Start(t)
+	testnet.Eventually(t, 30*time.Second, "member connects", testnet.AllSeeAll([]*testnet.Member{gw, friend}))
 
 	// A node of another network, pointed at the same gateway.
-	stranger := newMember(t, testNetfile(t, "other"), "stranger")
-	stranger.gateway(t, gw)
-	stranger.start(t)
-	eventually(t, 30*time.Second, "gateway refused the stranger", func() error {
-		if gw.n.Stats().HandshakesRefused+stranger.n.Stats().HandshakesRefused == 0 {
+	stranger := testnet.NewMember(t, testnet.Netfile(t, "other"), "stranger")
+	stranger.Gateway(t, gw)
+	stranger.Start(t)
+	testnet.Eventually(t, 30*time.Second, "gateway refused the stranger", func() error {
+		if gw.N.Stats().HandshakesRefused+stranger.N.Stats().HandshakesRefused == 0 {
 			return errors.New("no refusal yet")
 		}
 		return nil
 	})
-	if stranger.n.IsConnected() || len(stranger.n.ConnectedNodes()) != 0 {
+	if stranger.N.IsConnected() || len(stranger.N.ConnectedNodes()) != 0 {
 		t.Fatal("stranger got in")
 	}
-	for _, r := range gw.n.KnownNodes() {
-		if r.ID() == stranger.n.ID() {
+	for _, r := range gw.N.KnownNodes() {
+		if r.ID() == stranger.N.ID() {
 			t.Fatal("gateway learned of the stranger")
 		}
 	}
@@ -151,20 +152,20 @@ func TestNonMemberIsRefused(t *testing.T) {
 // TestSimultaneousDial: two nodes that dial each other at the same moment
 // end up with exactly one connection.
 func TestSimultaneousDial(t *testing.T) {
-	netPath := testNetfile(t, "dup")
-	pa, pb := freePort(t), freePort(t)
-	a := newMember(t, netPath, "a", pipes.WithListenAddr(loopback(pa)))
-	b := newMember(t, netPath, "b", pipes.WithListenAddr(loopback(pb)))
-	a.n.Network().AddGateway("127.0.0.1", pb)
-	b.n.Network().AddGateway("127.0.0.1", pa)
+	netPath := testnet.Netfile(t, "dup")
+	pa, pb := testnet.FreePort(t), testnet.FreePort(t)
+	a := testnet.NewMember(t, netPath, "a", pipes.WithListenAddr(loopback(pa)))
+	b := testnet.NewMember(t, netPath, "b", pipes.WithListenAddr(loopback(pb)))
+	a.N.Network().AddGateway("127.0.0.1", pb)
+	b.N.Network().AddGateway("127.0.0.1", pa)
 	var wg sync.WaitGroup
-	for _, m := range []*member{a, b} {
-		wg.Go(func() { m.start(t) })
+	for _, m := range []*testnet.Member{a, b} {
+		wg.Go(func() { m.Start(t) })
 	}
 	wg.Wait()
-	eventually(t, 30*time.Second, "connected", allSeeAll([]*member{a, b}))
-	eventually(t, 30*time.Second, "one connection on each side", func() error {
-		ca, cb := a.n.Stats().Conns, b.n.Stats().Conns
+	testnet.Eventually(t, 30*time.Second, "connected", testnet.AllSeeAll([]*testnet.Member{a, b}))
+	testnet.Eventually(t, 30*time.Second, "one connection on each side", func() error {
+		ca, cb := a.N.Stats().Conns, b.N.Stats().Conns
 		if ca != 1 || cb != 1 {
 			return fmt.Errorf("connections: a=%d b=%d", ca, cb)
 		}
@@ -180,19 +181,19 @@ func TestSilentDeparture(t *testing.T) {
 	victim := ms[3]
 	offline := make(chan struct{}, 8)
 	l := &pipes.NodeListenerFuncs{NodeStatusUpdate: func(r pipes.NodeRef, _ *pipes.Node) {
-		if r.ID() == victim.n.ID() && !r.IsConnected() {
+		if r.ID() == victim.N.ID() && !r.IsConnected() {
 			offline <- struct{}{}
 		}
 	}}
-	ms[1].n.AddListener(l)
-	pipes.KillNode(victim.n)
-	eventually(t, 60*time.Second, "the vanished node is offline everywhere", allSeeAll(ms[:3]))
+	ms[1].N.AddListener(l)
+	pipes.KillNode(victim.N)
+	testnet.Eventually(t, 60*time.Second, "the vanished node is offline everywhere", testnet.AllSeeAll(ms[:3]))
 	select {
 	case <-offline:
 	case <-time.After(10 * time.Second):
 		t.Fatal("listener not told")
 	}
-	ms[1].n.RemoveListener(l)
+	ms[1].N.RemoveListener(l)
 }
 
 // TestNoGoroutineLeaks: after nodes are shut down and their platforms
@@ -200,12 +201,12 @@ func TestSilentDeparture(t *testing.T) {
 func TestNoGoroutineLeaks(t *testing.T) {
 	before := goleak.IgnoreCurrent() // goroutines of earlier tests still winding down
 	ms := cluster(t, "leaks", 4, nil)
-	if err := ms[1].n.Shutdown(); err != nil {
+	if err := ms[1].N.Shutdown(); err != nil {
 		t.Fatal(err)
 	}
-	pipes.KillNode(ms[2].n)
+	pipes.KillNode(ms[2].N)
 	for _, m := range ms {
-		if err := m.p.Close(); err != nil {
+		if err := m.P.Close(); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -221,7 +222,7 @@ func TestBroadcastNearMinimal(t *testing.T) {
 	ms := cluster(t, "tree", 20, nil, pipes.WithPresenceTiming(time.Second, 5*time.Second))
 	totals := func() (sent, received uint64) {
 		for _, m := range ms {
-			st := m.n.Stats().Broadcast
+			st := m.N.Stats().Broadcast
 			sent += st.EagerSent
 			received += st.Delivered - st.Originated
 		}
@@ -235,7 +236,7 @@ func TestBroadcastNearMinimal(t *testing.T) {
 	s1, r1 := totals()
 	var grafts, prunes, dups uint64
 	for _, m := range ms {
-		st := m.n.Stats()
+		st := m.N.Stats()
 		grafts += st.Broadcast.GraftsSent
 		prunes += st.Broadcast.PrunesSent
 		dups += st.Broadcast.Duplicates
@@ -255,7 +256,7 @@ func TestBroadcastNearMinimal(t *testing.T) {
 	// it without -race, on its own, where the tree must be near minimal.
 	// The benchmark in bench/ measures the figure.
 	limit := 2.0
-	if raceEnabled {
+	if testnet.RaceEnabled {
 		limit = 5.5
 	}
 	if ratio > limit {

@@ -7,13 +7,14 @@ import (
 	"testing"
 
 	"github.com/pipesnet/pipes"
+	"github.com/pipesnet/pipes/internal/testnet"
 )
 
 // storedReads checks that p holds the packets ids, in order, with the data
 // putN gave them: PacketsSince, PacketWithID, Data and Open.
 func storedReads(t *testing.T, p *pipes.Pipeline, ids []pipes.PacketID, prefix string) {
 	t.Helper()
-	got := history(t, p)
+	got := testnet.History(t, p)
 	if len(got) != len(ids) {
 		t.Fatalf("%q: %d packets stored, want %d", p.Name(), len(got), len(ids))
 	}
@@ -59,44 +60,44 @@ func storedReads(t *testing.T, p *pipes.Pipeline, ids []pipes.PacketID, prefix s
 // an encrypted one's included, before the node is started; what needs the
 // network still needs Start, and Start then finds the same data.
 func TestStoredHistoryReadsWithoutStart(t *testing.T) {
-	m := newMember(t, testNetfile(t, "offline"), "solo")
-	m.start(t)
-	pid, err := m.n.CreatePipeline("notes", pipes.PipelineOptions{Persistent: true})
+	m := testnet.NewMember(t, testnet.Netfile(t, "offline"), "solo")
+	m.Start(t)
+	pid, err := m.N.CreatePipeline("notes", pipes.PipelineOptions{Persistent: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	secret := []byte("correct horse battery staple")
-	eid, err := m.n.CreatePipeline("vault", pipes.PipelineOptions{Persistent: true, Encrypted: true, Secret: secret})
+	eid, err := m.N.CreatePipeline("vault", pipes.PipelineOptions{Persistent: true, Encrypted: true, Secret: secret})
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, _ := m.n.Pipeline(pid)
-	ep, _ := m.n.Pipeline(eid)
-	ids := putN(t, p, 20, "note")
-	eids := putN(t, ep, 5, "classified")
-	if err := m.p.Close(); err != nil {
+	p, _ := m.N.Pipeline(pid)
+	ep, _ := m.N.Pipeline(eid)
+	ids := testnet.PutN(t, p, 20, "note")
+	eids := testnet.PutN(t, ep, 5, "classified")
+	if err := m.P.Close(); err != nil {
 		t.Fatal(err)
 	}
 
-	m.open(t) // the node is not started
-	if m.n.IsActive() {
+	m.Open(t) // the node is not started
+	if m.N.IsActive() {
 		t.Fatal("node active after reopening")
 	}
 	check := func(when string) {
 		t.Helper()
 		var names []string
-		for _, pl := range m.n.Pipelines() {
+		for _, pl := range m.N.Pipelines() {
 			names = append(names, pl.Name())
 		}
 		if fmt.Sprint(names) != "[notes vault]" {
 			t.Fatalf("%s: Pipelines() = %v, want [notes vault]", when, names)
 		}
-		p, err := m.n.Pipeline(pid)
+		p, err := m.N.Pipeline(pid)
 		if err != nil || !p.Persistent() {
 			t.Fatalf("%s: Pipeline(notes): %v", when, err)
 		}
 		storedReads(t, p, ids, "note")
-		ep, err := m.n.Pipeline(eid)
+		ep, err := m.N.Pipeline(eid)
 		if err != nil || !ep.Encrypted() {
 			t.Fatalf("%s: Pipeline(vault): %v", when, err)
 		}
@@ -110,34 +111,34 @@ func TestStoredHistoryReadsWithoutStart(t *testing.T) {
 	if _, err := p.Put([]byte("x")); !errors.Is(err, pipes.ErrNotActive) {
 		t.Fatalf("Put on a node not started: %v", err)
 	}
-	if _, err := m.n.CreatePipeline("other", pipes.PipelineOptions{Persistent: true}); !errors.Is(err, pipes.ErrNotActive) {
+	if _, err := m.N.CreatePipeline("other", pipes.PipelineOptions{Persistent: true}); !errors.Is(err, pipes.ErrNotActive) {
 		t.Fatalf("CreatePipeline on a node not started: %v", err)
 	}
 
-	m.start(t)
+	m.Start(t)
 	check("started")
-	p, _ = m.n.Pipeline(pid)
-	more := putN(t, p, 1, "late")
+	p, _ = m.N.Pipeline(pid)
+	more := testnet.PutN(t, p, 1, "late")
 	if pk, err := p.PacketWithID(more[0]); err != nil || pk.LogID() != int64(len(ids)) {
 		t.Fatalf("packet put after Start: %v %v", pk, err)
 	}
 	// Stopped again: reading still works, and sees the new packet.
-	if err := m.n.Shutdown(); err != nil {
+	if err := m.N.Shutdown(); err != nil {
 		t.Fatal(err)
 	}
-	if got := history(t, p); len(got) != len(ids)+1 {
+	if got := testnet.History(t, p); len(got) != len(ids)+1 {
 		t.Fatalf("stopped: %d packets, want %d", len(got), len(ids)+1)
 	}
 	// Reopened once more and closed without starting: nothing stays open
 	// (TestMain checks for goroutines left behind).
-	if err := m.p.Close(); err != nil {
+	if err := m.P.Close(); err != nil {
 		t.Fatal(err)
 	}
-	m.open(t)
-	if len(m.n.Pipelines()) != 2 {
+	m.Open(t)
+	if len(m.N.Pipelines()) != 2 {
 		t.Fatal("pipelines not listed after the second reopening")
 	}
-	if err := m.p.Close(); err != nil {
+	if err := m.P.Close(); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := p.PacketWithID(ids[0]); err == nil {

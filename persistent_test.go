@@ -14,122 +14,42 @@ import (
 	"time"
 
 	"github.com/pipesnet/pipes"
+	"github.com/pipesnet/pipes/internal/testnet"
 )
-
-// history returns every logged packet of p, checking that LogIDs run 0, 1,
-// 2, ... and that each sender's packets are in sequence order.
-func history(t *testing.T, p *pipes.Pipeline) []*pipes.Packet {
-	t.Helper()
-	var out []*pipes.Packet
-	last := map[pipes.NodeID]uint64{}
-	for pk, err := range p.PacketsSince(-1) {
-		if err != nil {
-			t.Fatal(err)
-		}
-		if pk.LogID() != int64(len(out)) {
-			t.Fatalf("LogID %d at position %d", pk.LogID(), len(out))
-		}
-		if pk.Seq() != last[pk.Sender()]+1 {
-			t.Fatalf("sender %s: seq %d after %d", pk.Sender().String()[:8], pk.Seq(), last[pk.Sender()])
-		}
-		last[pk.Sender()] = pk.Seq()
-		out = append(out, pk)
-	}
-	return out
-}
-
-// idSet returns the packet ids of pks.
-func idSet(pks []*pipes.Packet) map[pipes.PacketID]bool {
-	s := map[pipes.PacketID]bool{}
-	for _, pk := range pks {
-		s[pk.ID()] = true
-	}
-	return s
-}
-
-// converged waits until every member's log of id holds want packets, the
-// same set everywhere.
-func converged(t *testing.T, ms []*member, id pipes.PipelineID, want int) {
-	t.Helper()
-	eventually(t, 90*time.Second, "logs converge", func() error {
-		var counts []string
-		ok := true
-		for _, m := range ms {
-			p, err := m.n.Pipeline(id)
-			if err != nil {
-				return err
-			}
-			s := p.Stats()
-			counts = append(counts, fmt.Sprintf("%s: %d (syncing %v)", m.n.Location(), s.Logged, s.Synchronizing))
-			ok = ok && s.Logged == int64(want)
-		}
-		if !ok {
-			return fmt.Errorf("want %d packets everywhere, have %v", want, counts)
-		}
-		return nil
-	})
-	var ref map[pipes.PacketID]bool
-	for _, m := range ms {
-		p, _ := m.n.Pipeline(id)
-		s := idSet(history(t, p))
-		if ref == nil {
-			ref = s
-			continue
-		}
-		for pid := range ref {
-			if !s[pid] {
-				t.Fatalf("%s lacks packet %s", m.n.Location(), pid)
-			}
-		}
-	}
-}
-
-func putN(t *testing.T, p *pipes.Pipeline, n int, prefix string) []pipes.PacketID {
-	t.Helper()
-	var ids []pipes.PacketID
-	for i := range n {
-		id, err := p.Put(fmt.Appendf(nil, "%s %d", prefix, i), pipes.WithPacketType(3))
-		if err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, id)
-	}
-	return ids
-}
 
 func TestPersistentPipelineLogAndRestart(t *testing.T) {
 	ms := cluster(t, "persist", 3, nil)
-	id, err := ms[0].n.CreatePipeline("history", pipes.PipelineOptions{Persistent: true})
+	id, err := ms[0].N.CreatePipeline("history", pipes.PipelineOptions{Persistent: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	p0, _ := ms[0].n.Pipeline(id)
-	p1 := waitPipeline(t, ms[1], id)
-	waitPipeline(t, ms[2], id)
+	p0, _ := ms[0].N.Pipeline(id)
+	p1 := ms[1].WaitPipeline(t, id)
+	ms[2].WaitPipeline(t, id)
 	if !p0.Persistent() || p0.Live() {
 		t.Fatal("not persistent")
 	}
 	// A slow subscriber on node 2 that reads nothing until the end.
-	p2, _ := ms[2].n.Pipeline(id)
+	p2, _ := ms[2].N.Pipeline(id)
 	slow := p2.Subscribe(t.Context())
 	var wg sync.WaitGroup
 	for i, p := range []*pipes.Pipeline{p0, p1} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			putN(t, p, 300, fmt.Sprintf("node %d", i))
+			testnet.PutN(t, p, 300, fmt.Sprintf("node %d", i))
 		}()
 	}
 	wg.Wait()
-	converged(t, ms, id, 600)
-	got := receive(t, slow, 600)
+	testnet.Converged(t, ms, id, 600)
+	got := testnet.Receive(t, slow, 600)
 	for i, pk := range got {
 		if pk.LogID() != int64(i) {
 			t.Fatalf("subscription: LogID %d at %d", pk.LogID(), i)
 		}
 	}
 	// PacketWithID, and the packet's fields.
-	first := history(t, p2)[0]
+	first := testnet.History(t, p2)[0]
 	pk, err := p2.PacketWithID(first.ID())
 	if err != nil || pk.Type() != 3 || pk.LogID() != 0 {
 		t.Fatalf("PacketWithID: %v %v", pk, err)
@@ -138,18 +58,18 @@ func TestPersistentPipelineLogAndRestart(t *testing.T) {
 		t.Fatalf("PacketWithID of nothing: %v", err)
 	}
 	// Restart node 2 with its platform: same log, same LogIDs.
-	before := history(t, p2)
+	before := testnet.History(t, p2)
 	m := ms[2]
-	if err := m.p.Close(); err != nil {
+	if err := m.P.Close(); err != nil {
 		t.Fatal(err)
 	}
-	m.open(t)
-	m.start(t)
-	p2, err = m.n.Pipeline(id)
+	m.Open(t)
+	m.Start(t)
+	p2, err = m.N.Pipeline(id)
 	if err != nil {
 		t.Fatalf("pipeline not known after restart: %v", err)
 	}
-	after := history(t, p2)
+	after := testnet.History(t, p2)
 	if len(after) != len(before) {
 		t.Fatalf("%d packets after restart, %d before", len(after), len(before))
 	}
@@ -163,19 +83,19 @@ func TestPersistentPipelineLogAndRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r := receive(t, ch, 2); r[0].LogID() != 598 || r[1].LogID() != 599 {
+	if r := testnet.Receive(t, ch, 2); r[0].LogID() != 598 || r[1].LogID() != 599 {
 		t.Fatalf("SubscribeSince(597) gave %d, %d", r[0].LogID(), r[1].LogID())
 	}
 	// Live pipelines have no history.
-	lid, _ := ms[0].n.CreatePipeline("live", pipes.PipelineOptions{})
-	lp, _ := ms[0].n.Pipeline(lid)
+	lid, _ := ms[0].N.CreatePipeline("live", pipes.PipelineOptions{})
+	lp, _ := ms[0].N.Pipeline(lid)
 	if _, err := lp.PacketWithID(first.ID()); !errors.Is(err, pipes.ErrNotPersistent) {
 		t.Fatalf("PacketWithID on a live pipeline: %v", err)
 	}
-	if _, err := lp.Put([]byte("x"), pipes.WithDestination(ms[1].n.ID())); err != nil {
+	if _, err := lp.Put([]byte("x"), pipes.WithDestination(ms[1].N.ID())); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p0.Put([]byte("x"), pipes.WithDestination(ms[1].n.ID())); err == nil {
+	if _, err := p0.Put([]byte("x"), pipes.WithDestination(ms[1].N.ID())); err == nil {
 		t.Fatal("WithDestination on a persistent broadcast pipeline was accepted")
 	}
 }
@@ -184,37 +104,37 @@ func TestPersistentPipelineLogAndRestart(t *testing.T) {
 // joins later both get the whole history, and report synchronizing.
 func TestOfflineAndNewNodesCatchUp(t *testing.T) {
 	ms := cluster(t, "catchup", 3, nil)
-	id, err := ms[0].n.CreatePipeline("log", pipes.PipelineOptions{Persistent: true})
+	id, err := ms[0].N.CreatePipeline("log", pipes.PipelineOptions{Persistent: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	p0, _ := ms[0].n.Pipeline(id)
-	waitPipeline(t, ms[1], id)
-	waitPipeline(t, ms[2], id)
-	putN(t, p0, 100, "before")
-	converged(t, ms, id, 100)
+	p0, _ := ms[0].N.Pipeline(id)
+	ms[1].WaitPipeline(t, id)
+	ms[2].WaitPipeline(t, id)
+	testnet.PutN(t, p0, 100, "before")
+	testnet.Converged(t, ms, id, 100)
 
 	off := ms[2]
 	var mu sync.Mutex
 	var updates []bool
-	p2, _ := off.n.Pipeline(id)
+	p2, _ := off.N.Pipeline(id)
 	p2.AddListener(&pipes.PipelineListenerFuncs{SyncUpdate: func(synced bool, _ *pipes.Pipeline) {
 		mu.Lock()
 		updates = append(updates, synced)
 		mu.Unlock()
 	}})
-	if err := off.n.Shutdown(); err != nil {
+	if err := off.N.Shutdown(); err != nil {
 		t.Fatal(err)
 	}
-	p1, _ := ms[1].n.Pipeline(id)
-	putN(t, p0, 3000, "while away 0")
-	putN(t, p1, 3000, "while away 1")
-	off.start(t)
-	late := newMember(t, testNetfileOf(t, ms[0]), "late")
-	late.gateway(t, ms[0])
-	late.start(t)
-	converged(t, append(ms, late), id, 6100)
-	eventually(t, 30*time.Second, "sync reported finished", func() error {
+	p1, _ := ms[1].N.Pipeline(id)
+	testnet.PutN(t, p0, 3000, "while away 0")
+	testnet.PutN(t, p1, 3000, "while away 1")
+	off.Start(t)
+	late := testnet.NewMember(t, ms[0].Net, "late")
+	late.Gateway(t, ms[0])
+	late.Start(t)
+	testnet.Converged(t, append(ms, late), id, 6100)
+	testnet.Eventually(t, 30*time.Second, "sync reported finished", func() error {
 		mu.Lock()
 		defer mu.Unlock()
 		if len(updates) < 2 || updates[0] || !updates[len(updates)-1] {
@@ -230,40 +150,40 @@ func TestOfflineAndNewNodesCatchUp(t *testing.T) {
 // TestPartitionHeals: a and b reach each other only through g. With g
 // down both write; once g is back all three hold every packet.
 func TestPartitionHeals(t *testing.T) {
-	netPath := testNetfile(t, "heal")
+	netPath := testnet.Netfile(t, "heal")
 	one := pipes.WithTargetDegree(1)
-	g := newMember(t, netPath, "g", one, pipes.WithListenAddr(loopback(freePort(t)))) // the same address after a restart
-	g.start(t)
-	a := newMember(t, netPath, "a", one)
-	b := newMember(t, netPath, "b", one)
-	a.gateway(t, g)
-	b.gateway(t, g)
-	a.start(t)
-	b.start(t)
-	all := []*member{a, g, b}
-	eventually(t, 30*time.Second, "all see all", allSeeAll(all))
-	id, err := a.n.CreatePipeline("doc", pipes.PipelineOptions{Persistent: true})
+	g := testnet.NewMember(t, netPath, "g", one, pipes.WithListenAddr(loopback(testnet.FreePort(t)))) // the same address after a restart
+	g.Start(t)
+	a := testnet.NewMember(t, netPath, "a", one)
+	b := testnet.NewMember(t, netPath, "b", one)
+	a.Gateway(t, g)
+	b.Gateway(t, g)
+	a.Start(t)
+	b.Start(t)
+	all := []*testnet.Member{a, g, b}
+	testnet.Eventually(t, 30*time.Second, "all see all", testnet.AllSeeAll(all))
+	id, err := a.N.CreatePipeline("doc", pipes.PipelineOptions{Persistent: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	pa, _ := a.n.Pipeline(id)
-	pb := waitPipeline(t, b, id)
-	waitPipeline(t, g, id)
-	putN(t, pa, 10, "shared")
-	converged(t, all, id, 10)
-	if err := g.n.Shutdown(); err != nil {
+	pa, _ := a.N.Pipeline(id)
+	pb := b.WaitPipeline(t, id)
+	g.WaitPipeline(t, id)
+	testnet.PutN(t, pa, 10, "shared")
+	testnet.Converged(t, all, id, 10)
+	if err := g.N.Shutdown(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, "a and b apart", func() error {
-		if a.n.IsConnected() || b.n.IsConnected() {
+	testnet.Eventually(t, 30*time.Second, "a and b apart", func() error {
+		if a.N.IsConnected() || b.N.IsConnected() {
 			return errors.New("still connected")
 		}
 		return nil
 	})
-	putN(t, pa, 500, "a alone")
-	putN(t, pb, 700, "b alone")
-	g.start(t)
-	converged(t, all, id, 1210)
+	testnet.PutN(t, pa, 500, "a alone")
+	testnet.PutN(t, pb, 700, "b alone")
+	g.Start(t)
+	testnet.Converged(t, all, id, 1210)
 }
 
 // TestPersistentPointToPointThroughRelay: stored at both ends only,
@@ -271,25 +191,25 @@ func TestPartitionHeals(t *testing.T) {
 // receiver was offline.
 func TestPersistentPointToPointThroughRelay(t *testing.T) {
 	a, r, b, relayed := relayLine(t, "pp2p")
-	id, err := a.n.CreatePipeline("diary", pipes.PipelineOptions{ToNode: b.n.ID(), Persistent: true})
+	id, err := a.N.CreatePipeline("diary", pipes.PipelineOptions{ToNode: b.N.ID(), Persistent: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	pa, _ := a.n.Pipeline(id)
-	if pbob := waitPipeline(t, b, id); !pbob.Persistent() || !pbob.IsPointToPoint() {
+	pa, _ := a.N.Pipeline(id)
+	if pbob := b.WaitPipeline(t, id); !pbob.Persistent() || !pbob.IsPointToPoint() {
 		t.Fatal("bob's pipeline is not a persistent point-to-point one")
 	}
-	putN(t, pa, 20, "secret entry")
-	converged(t, []*member{a, b}, id, 20)
-	if err := b.n.Shutdown(); err != nil {
+	testnet.PutN(t, pa, 20, "secret entry")
+	testnet.Converged(t, []*testnet.Member{a, b}, id, 20)
+	if err := b.N.Shutdown(); err != nil {
 		t.Fatal(err)
 	}
-	putN(t, pa, 200, "secret entry while bob is away")
-	b.start(t)
-	pbob, _ := b.n.Pipeline(id)
-	putN(t, pbob, 5, "secret reply")
-	converged(t, []*member{a, b}, id, 225)
-	for _, p := range r.n.Pipelines() {
+	testnet.PutN(t, pa, 200, "secret entry while bob is away")
+	b.Start(t)
+	pbob, _ := b.N.Pipeline(id)
+	testnet.PutN(t, pbob, 5, "secret reply")
+	testnet.Converged(t, []*testnet.Member{a, b}, id, 225)
+	for _, p := range r.N.Pipelines() {
 		if p.ID() == id {
 			t.Fatal("the relay learned of the pipeline")
 		}
@@ -315,11 +235,11 @@ func TestNoPlaintextAtRest(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := m.p.Close(); err != nil {
+	if err := m.P.Close(); err != nil {
 		t.Fatal(err)
 	}
 	found := 0
-	filepath.WalkDir(m.dir, func(path string, d fs.DirEntry, err error) error {
+	filepath.WalkDir(m.Dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
 		}
@@ -341,8 +261,8 @@ func TestNoPlaintextAtRest(t *testing.T) {
 func TestDiskFullIsAnError(t *testing.T) {
 	m, p := solo(t, "full")
 	id := p.ID()
-	acked := putN(t, p, 50, "acked")
-	pipes.SetDiskReserve(m.p, 1<<62)
+	acked := testnet.PutN(t, p, 50, "acked")
+	pipes.SetDiskReserve(m.P, 1<<62)
 	pl := p
 	if _, err := pl.Put([]byte("refused")); !errors.Is(err, pipes.ErrDiskFull) {
 		t.Fatalf("Put on a full disk: %v", err)
@@ -350,11 +270,11 @@ func TestDiskFullIsAnError(t *testing.T) {
 	if got := pl.Stats().Logged; got != 50 {
 		t.Fatalf("%d packets logged after the refused Put, want 50", got)
 	}
-	m.p.Close()
-	m.open(t)
-	m.start(t)
-	pl, _ = m.n.Pipeline(id)
-	hist := history(t, pl)
+	m.P.Close()
+	m.Open(t)
+	m.Start(t)
+	pl, _ = m.N.Pipeline(id)
+	hist := testnet.History(t, pl)
 	if len(hist) != 50 {
 		t.Fatalf("%d packets after reopen, want 50", len(hist))
 	}
@@ -372,24 +292,24 @@ func TestDiskFullIsAnError(t *testing.T) {
 // history of one sender with three peers that have it.
 func TestCatchUpDrawsOnSeveralPeers(t *testing.T) {
 	ms := cluster(t, "parallel", 4, nil)
-	id, err := ms[0].n.CreatePipeline("big", pipes.PipelineOptions{Persistent: true})
+	id, err := ms[0].N.CreatePipeline("big", pipes.PipelineOptions{Persistent: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, m := range ms[1:] {
-		waitPipeline(t, m, id)
+		m.WaitPipeline(t, id)
 	}
 	late := ms[3]
-	eventually(t, 30*time.Second, "the late node has every other node as a peer", func() error {
-		if n := len(late.n.ConnectedPeers()); n != 3 {
+	testnet.Eventually(t, 30*time.Second, "the late node has every other node as a peer", func() error {
+		if n := len(late.N.ConnectedPeers()); n != 3 {
 			return fmt.Errorf("%d peers", n)
 		}
 		return nil
 	})
-	if err := late.n.Shutdown(); err != nil {
+	if err := late.N.Shutdown(); err != nil {
 		t.Fatal(err)
 	}
-	p0, _ := ms[0].n.Pipeline(id)
+	p0, _ := ms[0].N.Pipeline(id)
 	const n = 20000 // five chunks of sync requests
 	var wg sync.WaitGroup
 	for w := range 16 {
@@ -405,13 +325,13 @@ func TestCatchUpDrawsOnSeveralPeers(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	converged(t, ms[:3], id, n)
-	late.start(t)
-	converged(t, ms, id, n)
+	testnet.Converged(t, ms[:3], id, n)
+	late.Start(t)
+	testnet.Converged(t, ms, id, n)
 	// How the requests spread depends on when the peers' offers arrive;
 	// TestScheduleSpreadsOverPeers (internal/pipeline) checks the spread
 	// deterministically.
-	pl, _ := late.n.Pipeline(id)
+	pl, _ := late.N.Pipeline(id)
 	t.Logf("sync requests per peer: %v", pipes.SyncSources(pl))
 }
 
@@ -421,28 +341,28 @@ func TestCatchUpDrawsOnSeveralPeers(t *testing.T) {
 func TestPointToPointCreatedWhileOtherIsAway(t *testing.T) {
 	ms := cluster(t, "away", 2, nil)
 	a, b := ms[0], ms[1]
-	bid := b.n.ID()
-	if err := b.n.Shutdown(); err != nil {
+	bid := b.N.ID()
+	if err := b.N.Shutdown(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, "b is seen offline", func() error {
-		if len(a.n.ConnectedNodes()) != 0 {
+	testnet.Eventually(t, 30*time.Second, "b is seen offline", func() error {
+		if len(a.N.ConnectedNodes()) != 0 {
 			return errors.New("b still online")
 		}
 		return nil
 	})
-	id, err := a.n.CreatePipeline("letters", pipes.PipelineOptions{ToNode: bid, Persistent: true})
+	id, err := a.N.CreatePipeline("letters", pipes.PipelineOptions{ToNode: bid, Persistent: true})
 	if err != nil {
 		t.Fatalf("creating a persistent pipeline with an offline node: %v", err)
 	}
-	pa, err := a.n.Pipeline(id)
+	pa, err := a.N.Pipeline(id)
 	if err != nil {
 		t.Fatal(err)
 	}
-	putN(t, pa, 30, "letter")
-	b.start(t)
-	waitPipeline(t, b, id)
-	converged(t, ms, id, 30)
+	testnet.PutN(t, pa, 30, "letter")
+	b.Start(t)
+	b.WaitPipeline(t, id)
+	testnet.Converged(t, ms, id, 30)
 }
 
 // TestLargePacketsFitFrames: concurrent Puts of 1 MiB packets are logged
@@ -450,12 +370,12 @@ func TestPointToPointCreatedWhileOtherIsAway(t *testing.T) {
 // other node live and by sync without breaking the connection.
 func TestLargePacketsFitFrames(t *testing.T) {
 	ms := cluster(t, "large", 2, nil)
-	id, err := ms[0].n.CreatePipeline("files", pipes.PipelineOptions{Persistent: true})
+	id, err := ms[0].N.CreatePipeline("files", pipes.PipelineOptions{Persistent: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitPipeline(t, ms[1], id)
-	p0, _ := ms[0].n.Pipeline(id)
+	ms[1].WaitPipeline(t, id)
+	p0, _ := ms[0].N.Pipeline(id)
 	big := bytes.Repeat([]byte{7}, pipes.MaxPacketSize)
 	var wg sync.WaitGroup
 	for range 6 {
@@ -470,8 +390,8 @@ func TestLargePacketsFitFrames(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	converged(t, ms, id, 12)
-	if n := ms[0].n.Stats().Conns; n != 1 {
+	testnet.Converged(t, ms, id, 12)
+	if n := ms[0].N.Stats().Conns; n != 1 {
 		t.Fatalf("%d connections: the link broke", n)
 	}
 }
@@ -480,11 +400,11 @@ func TestLargePacketsFitFrames(t *testing.T) {
 // with ErrStore and a message that names the directory.
 func TestCorruptStoreIsReportedOnOpen(t *testing.T) {
 	m, p := solo(t, "damage")
-	putN(t, p, 10, "note")
-	if err := m.p.Close(); err != nil {
+	testnet.PutN(t, p, 10, "note")
+	if err := m.P.Close(); err != nil {
 		t.Fatal(err)
 	}
-	manifests, _ := filepath.Glob(filepath.Join(m.dir, "db", "MANIFEST-*"))
+	manifests, _ := filepath.Glob(filepath.Join(m.Dir, "db", "MANIFEST-*"))
 	if len(manifests) == 0 {
 		t.Fatal("no manifest")
 	}
@@ -495,8 +415,8 @@ func TestCorruptStoreIsReportedOnOpen(t *testing.T) {
 		}
 		os.WriteFile(f, b, 0o600)
 	}
-	_, err := pipes.Open(m.dir, pipes.WithTestMode(true), pipes.WithLogger(testLogger(t)))
-	if !errors.Is(err, pipes.ErrStore) || !strings.Contains(err.Error(), m.dir) {
+	_, err := pipes.Open(m.Dir, pipes.WithTestMode(true), pipes.WithLogger(testnet.Logger(t)))
+	if !errors.Is(err, pipes.ErrStore) || !strings.Contains(err.Error(), m.Dir) {
 		t.Fatalf("Open of a damaged store: %v", err)
 	}
 }
@@ -528,15 +448,15 @@ func TestPersistentListenerResumesAfterRestart(t *testing.T) {
 		got = append(got, pk.LogID())
 		mu.Unlock()
 	}})
-	putN(t, p, 200, "note")
-	if err := m.n.Shutdown(); err != nil {
+	testnet.PutN(t, p, 200, "note")
+	if err := m.N.Shutdown(); err != nil {
 		t.Fatal(err)
 	}
 	mu.Lock()
 	cut := len(got)
 	mu.Unlock()
-	m.start(t)
-	eventually(t, 30*time.Second, "the listener has every packet", func() error {
+	m.Start(t)
+	testnet.Eventually(t, 30*time.Second, "the listener has every packet", func() error {
 		mu.Lock()
 		defer mu.Unlock()
 		if len(got) < 200 {
@@ -558,15 +478,15 @@ func TestPersistentListenerResumesAfterRestart(t *testing.T) {
 
 // solo starts a node alone on a network of its own, with a persistent
 // pipeline "notes".
-func solo(t *testing.T, network string) (*member, *pipes.Pipeline) {
+func solo(t *testing.T, network string) (*testnet.Member, *pipes.Pipeline) {
 	t.Helper()
-	m := newMember(t, testNetfile(t, network), "solo")
-	m.start(t)
-	id, err := m.n.CreatePipeline("notes", pipes.PipelineOptions{Persistent: true})
+	m := testnet.NewMember(t, testnet.Netfile(t, network), "solo")
+	m.Start(t)
+	id, err := m.N.CreatePipeline("notes", pipes.PipelineOptions{Persistent: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := m.n.Pipeline(id)
+	p, err := m.N.Pipeline(id)
 	if err != nil {
 		t.Fatal(err)
 	}

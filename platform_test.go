@@ -12,11 +12,12 @@ import (
 	"time"
 
 	"github.com/pipesnet/pipes"
+	"github.com/pipesnet/pipes/internal/testnet"
 )
 
 func TestOpenLockAndClose(t *testing.T) {
 	dir := t.TempDir()
-	p, err := pipes.Open(dir, pipes.WithLogger(testLogger(t)))
+	p, err := pipes.Open(dir, pipes.WithLogger(testnet.Logger(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,8 +45,8 @@ func TestOpenLockAndClose(t *testing.T) {
 
 func TestIdentitiesNetworksNodesPersist(t *testing.T) {
 	dir := t.TempDir()
-	netPath := testNetfile(t, "persist")
-	p, err := pipes.Open(dir, pipes.WithLogger(testLogger(t)))
+	netPath := testnet.Netfile(t, "persist")
+	p, err := pipes.Open(dir, pipes.WithLogger(testnet.Logger(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +77,7 @@ func TestIdentitiesNetworksNodesPersist(t *testing.T) {
 	if ok, err := nw.SetSecret("wrong"); ok || err != nil {
 		t.Fatalf("wrong secret: %v %v", ok, err)
 	}
-	if ok, err := nw.SetSecret(testSecret); !ok || err != nil {
+	if ok, err := nw.SetSecret(testnet.Secret); !ok || err != nil {
 		t.Fatalf("right secret: %v %v", ok, err)
 	}
 	if _, err := p.AddNode(nw, alice, "desk"); !errors.Is(err, pipes.ErrExists) {
@@ -90,7 +91,7 @@ func TestIdentitiesNetworksNodesPersist(t *testing.T) {
 	}
 	p.Close()
 
-	p, err = pipes.Open(dir, pipes.WithLogger(testLogger(t)))
+	p, err = pipes.Open(dir, pipes.WithLogger(testnet.Logger(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,10 +122,10 @@ func TestIdentitiesNetworksNodesPersist(t *testing.T) {
 // TestSecretsAtRest: the secret is in no file of the data directory, and
 // every key file is private.
 func TestSecretsAtRest(t *testing.T) {
-	m := newMember(t, testNetfile(t, "rest"), "keeper")
-	m.start(t)
-	m.p.Close()
-	err := filepath.WalkDir(m.dir, func(path string, d fs.DirEntry, err error) error {
+	m := testnet.NewMember(t, testnet.Netfile(t, "rest"), "keeper")
+	m.Start(t)
+	m.P.Close()
+	err := filepath.WalkDir(m.Dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
 		}
@@ -132,7 +133,7 @@ func TestSecretsAtRest(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if bytes.Contains(b, []byte(testSecret)) {
+		if bytes.Contains(b, []byte(testnet.Secret)) {
 			t.Errorf("%s contains the network secret", path)
 		}
 		if strings.HasSuffix(path, ".key") {
@@ -146,19 +147,19 @@ func TestSecretsAtRest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys, _ := filepath.Glob(filepath.Join(m.dir, "keys", "*.key"))
+	keys, _ := filepath.Glob(filepath.Join(m.Dir, "keys", "*.key"))
 	if len(keys) != 4 { // identity, node, node encryption (HPKE), network
 		t.Fatalf("key files: %v", keys)
 	}
 }
 
 func TestBadNetfiles(t *testing.T) {
-	p, err := pipes.Open(t.TempDir(), pipes.WithLogger(testLogger(t)))
+	p, err := pipes.Open(t.TempDir(), pipes.WithLogger(testnet.Logger(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	path := testNetfile(t, "bad")
+	path := testnet.Netfile(t, "bad")
 	raw, _ := os.ReadFile(path)
 	trunc := filepath.Join(t.TempDir(), "truncated.net")
 	os.WriteFile(trunc, raw[:len(raw)-7], 0o644)
@@ -206,27 +207,27 @@ func TestIDs(t *testing.T) {
 func TestBootstrapNetwork(t *testing.T) {
 	dir := t.TempDir()
 	bootPath := filepath.Join(dir, "boot.net")
-	if _, err := pipes.CreateNetwork(bootPath, pipes.NetworkSpec{Name: "lobby", Secret: testSecret, Bootstrap: true, KDF: pipes.FastKDF}); err != nil {
+	if _, err := pipes.CreateNetwork(bootPath, pipes.NetworkSpec{Name: "lobby", Secret: testnet.Secret, Bootstrap: true, KDF: pipes.FastKDF}); err != nil {
 		t.Fatal(err)
 	}
-	listedPath := testNetfile(t, "listed")
-	a := newMember(t, bootPath, "a")
-	b := newMember(t, bootPath, "b")
-	listed, err := a.p.AddNetwork(listedPath)
+	listedPath := testnet.Netfile(t, "listed")
+	a := testnet.NewMember(t, bootPath, "a")
+	b := testnet.NewMember(t, bootPath, "b")
+	listed, err := a.P.AddNetwork(listedPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if bn, err := a.p.BootstrapNetwork(); err != nil || bn.Name() != "lobby" {
+	if bn, err := a.P.BootstrapNetwork(); err != nil || bn.Name() != "lobby" {
 		t.Fatalf("BootstrapNetwork: %v", err)
 	}
-	if err := a.n.AddBootstrapNetwork(listed.ID()); err != nil {
+	if err := a.N.AddBootstrapNetwork(listed.ID()); err != nil {
 		t.Fatal(err)
 	}
-	a.start(t)
-	b.gateway(t, a)
-	b.start(t)
-	eventually(t, 30*time.Second, "b sees the listed network", func() error {
-		infos, err := b.n.BootstrapNetworks()
+	a.Start(t)
+	b.Gateway(t, a)
+	b.Start(t)
+	testnet.Eventually(t, 30*time.Second, "b sees the listed network", func() error {
+		infos, err := b.N.BootstrapNetworks()
 		if err != nil {
 			return err
 		}
@@ -236,25 +237,25 @@ func TestBootstrapNetwork(t *testing.T) {
 		return nil
 	})
 	// An ordinary network has no bootstrap list.
-	o := newMember(t, listedPath, "o")
-	if _, err := o.n.BootstrapNetworks(); !errors.Is(err, pipes.ErrNotBootstrap) {
+	o := testnet.NewMember(t, listedPath, "o")
+	if _, err := o.N.BootstrapNetworks(); !errors.Is(err, pipes.ErrNotBootstrap) {
 		t.Fatalf("ordinary network: %v", err)
 	}
 }
 
 func TestConnectionUpdatesAndStubs(t *testing.T) {
-	netPath := testNetfile(t, "updates")
-	a := newMember(t, netPath, "a")
-	b := newMember(t, netPath, "b")
+	netPath := testnet.Netfile(t, "updates")
+	a := testnet.NewMember(t, netPath, "a")
+	b := testnet.NewMember(t, netPath, "b")
 	updates := make(chan bool, 8)
-	b.n.AddListener(&pipes.NodeListenerFuncs{ConnectionUpdate: func(c bool, _ *pipes.Node) { updates <- c }})
-	if err := b.n.Shutdown(); err != nil {
+	b.N.AddListener(&pipes.NodeListenerFuncs{ConnectionUpdate: func(c bool, _ *pipes.Node) { updates <- c }})
+	if err := b.N.Shutdown(); err != nil {
 		t.Fatalf("shutdown of a stopped node: %v", err)
 	}
-	a.start(t)
-	b.gateway(t, a)
-	b.start(t)
-	if err := b.n.Start(context.Background()); !errors.Is(err, pipes.ErrActive) {
+	a.Start(t)
+	b.Gateway(t, a)
+	b.Start(t)
+	if err := b.N.Start(context.Background()); !errors.Is(err, pipes.ErrActive) {
 		t.Fatalf("second start: %v", err)
 	}
 	select {
@@ -265,10 +266,10 @@ func TestConnectionUpdatesAndStubs(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("no connection update")
 	}
-	if !b.n.IsActive() || !b.n.IsConnected() {
+	if !b.N.IsActive() || !b.N.IsConnected() {
 		t.Fatal("active and connected")
 	}
-	a.n.Shutdown()
+	a.N.Shutdown()
 	select {
 	case c := <-updates:
 		if c {
@@ -278,7 +279,7 @@ func TestConnectionUpdatesAndStubs(t *testing.T) {
 		t.Fatal("no disconnection update")
 	}
 	// a is gone: dialing it says so at once.
-	if _, err := b.n.Dial(context.Background(), a.n.ID(), "svc"); !errors.Is(err, pipes.ErrNotConnected) {
+	if _, err := b.N.Dial(context.Background(), a.N.ID(), "svc"); !errors.Is(err, pipes.ErrNotConnected) {
 		t.Fatalf("Dial: %v", err)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/pipesnet/pipes"
 	"github.com/pipesnet/pipes/internal/portmap"
 	"github.com/pipesnet/pipes/internal/portmap/portmaptest"
+	"github.com/pipesnet/pipes/internal/testnet"
 )
 
 // Short names of the test gateways, for the functions given to their Set
@@ -24,10 +25,10 @@ type (
 
 // mappedMember is a member whose node maps its port at a gateway on
 // 127.0.0.1: NAT-PMP and PCP at serverPort, UPnP at upnpURL.
-func mappedMember(t *testing.T, netPath, name string, serverPort uint16, upnpURL string) *member {
+func mappedMember(t *testing.T, netPath, name string, serverPort uint16, upnpURL string) *testnet.Member {
 	t.Helper()
-	m := newMember(t, netPath, name, pipes.WithPortMapping(true))
-	pipes.SetPortMapConfig(m.n, func(c *portmap.Config) {
+	m := testnet.NewMember(t, netPath, name, pipes.WithPortMapping(true))
+	pipes.SetPortMapConfig(m.N, func(c *portmap.Config) {
 		c.Gateway = netip.MustParseAddr("127.0.0.1")
 		c.ServerPort = serverPort
 		c.UPnPURL = upnpURL
@@ -37,15 +38,15 @@ func mappedMember(t *testing.T, netPath, name string, serverPort uint16, upnpURL
 }
 
 // waitMapping waits until m's node has a mapping and returns it.
-func waitMapping(t *testing.T, m *member) pipes.PortMapping {
+func waitMapping(t *testing.T, m *testnet.Member) pipes.PortMapping {
 	t.Helper()
-	eventually(t, 30*time.Second, "a port mapping", func() error {
-		if pm := m.n.PortMapping(); !pm.External.IsValid() {
+	testnet.Eventually(t, 30*time.Second, "a port mapping", func() error {
+		if pm := m.N.PortMapping(); !pm.External.IsValid() {
 			return fmt.Errorf("%+v", pm)
 		}
 		return nil
 	})
-	return m.n.PortMapping()
+	return m.N.PortMapping()
 }
 
 // TestNodePortMapping: a node with port mapping on gets a NAT-PMP mapping
@@ -54,10 +55,10 @@ func waitMapping(t *testing.T, m *member) pipes.PortMapping {
 // router when it shuts down.
 func TestNodePortMapping(t *testing.T) {
 	r := portmaptest.NewPMPResponder(t, true, true)
-	netPath := testNetfile(t, "pmap")
+	netPath := testnet.Netfile(t, "pmap")
 	a := mappedMember(t, netPath, "mapped", r.Port(), portmaptest.ClosedURL(t))
-	a.start(t)
-	port := a.n.ListenAddrs()[0].Port()
+	a.Start(t)
+	port := a.N.ListenAddrs()[0].Port()
 	want := netip.AddrPortFrom(netip.MustParseAddr("203.0.113.7"), port)
 
 	pm := waitMapping(t, a)
@@ -67,33 +68,33 @@ func TestNodePortMapping(t *testing.T) {
 	if !r.Get(func(r *pmpResponder) bool { _, ok := r.Mappings[port]; return ok && r.Adds == 1 }) {
 		t.Fatalf("the gateway has no mapping of port %d", port)
 	}
-	if got := a.n.PublicAddrs(); !slices.Contains(got, want) {
+	if got := a.N.PublicAddrs(); !slices.Contains(got, want) {
 		t.Fatalf("PublicAddrs() = %v, want %v among them", got, want)
 	}
 	// A peer learns the mapped address from the node's announcements.
-	b := newMember(t, netPath, "peer")
-	b.gateway(t, a)
-	b.start(t)
-	eventually(t, 30*time.Second, "the peer sees the mapped address", func() error {
-		for _, ref := range b.n.ConnectedNodes() {
-			if ref.ID() == a.n.ID() && slices.Contains(pipes.Details(ref).Addrs, want.String()) {
+	b := testnet.NewMember(t, netPath, "peer")
+	b.Gateway(t, a)
+	b.Start(t)
+	testnet.Eventually(t, 30*time.Second, "the peer sees the mapped address", func() error {
+		for _, ref := range b.N.ConnectedNodes() {
+			if ref.ID() == a.N.ID() && slices.Contains(pipes.Details(ref).Addrs, want.String()) {
 				return nil
 			}
 		}
-		return fmt.Errorf("peer sees %v", b.n.ConnectedNodes())
+		return fmt.Errorf("peer sees %v", b.N.ConnectedNodes())
 	})
 	// The peer itself maps nothing: test mode turns the default off.
-	if pm := b.n.PortMapping(); pm.Enabled || pm.External.IsValid() {
+	if pm := b.N.PortMapping(); pm.Enabled || pm.External.IsValid() {
 		t.Fatalf("peer's PortMapping() = %+v, want off", pm)
 	}
 
-	if err := a.n.Shutdown(); err != nil {
+	if err := a.N.Shutdown(); err != nil {
 		t.Fatal(err)
 	}
 	if !r.Get(func(r *pmpResponder) bool { return r.Deletes == 1 && len(r.Mappings) == 0 }) {
 		t.Fatal("the mapping was not deleted at the gateway on shutdown")
 	}
-	if pm := a.n.PortMapping(); pm != (pipes.PortMapping{}) {
+	if pm := a.N.PortMapping(); pm != (pipes.PortMapping{}) {
 		t.Fatalf("PortMapping() after shutdown = %+v", pm)
 	}
 }
@@ -103,9 +104,9 @@ func TestNodePortMapping(t *testing.T) {
 // mapping on shutdown.
 func TestNodePortMappingUPnP(t *testing.T) {
 	g := portmaptest.NewIGDResponder(t)
-	a := mappedMember(t, testNetfile(t, "pmupnp"), "mapped", portmaptest.ClosedUDPPort(t), g.URL())
-	a.start(t)
-	port := a.n.ListenAddrs()[0].Port()
+	a := mappedMember(t, testnet.Netfile(t, "pmupnp"), "mapped", portmaptest.ClosedUDPPort(t), g.URL())
+	a.Start(t)
+	port := a.N.ListenAddrs()[0].Port()
 	want := netip.AddrPortFrom(netip.MustParseAddr("198.51.100.9"), port)
 	if pm := waitMapping(t, a); pm.Protocol != "upnp" || pm.External != want {
 		t.Fatalf("PortMapping() = %+v, want upnp %v", pm, want)
@@ -113,10 +114,10 @@ func TestNodePortMappingUPnP(t *testing.T) {
 	if !g.Get(func(g *igdResponder) bool { return g.Mappings[port] == fmt.Sprintf("127.0.0.1:%d", port) }) {
 		t.Fatalf("the gateway has no mapping of port %d to 127.0.0.1", port)
 	}
-	if got := a.n.PublicAddrs(); !slices.Contains(got, want) {
+	if got := a.N.PublicAddrs(); !slices.Contains(got, want) {
 		t.Fatalf("PublicAddrs() = %v, want %v among them", got, want)
 	}
-	if err := a.n.Shutdown(); err != nil {
+	if err := a.N.Shutdown(); err != nil {
 		t.Fatal(err)
 	}
 	if !g.Get(func(g *igdResponder) bool { return g.Deletes == 1 && len(g.Mappings) == 0 }) {
@@ -130,15 +131,15 @@ func TestNodePortMappingUPnP(t *testing.T) {
 func TestNodePortMappingRefused(t *testing.T) {
 	r := portmaptest.NewPMPResponder(t, true, true)
 	r.Set(func(r *pmpResponder) { r.Refuse = true })
-	a := mappedMember(t, testNetfile(t, "pmrefuse"), "refused", r.Port(), portmaptest.ClosedURL(t))
-	a.start(t)
-	eventually(t, 30*time.Second, "the refusal", func() error {
-		if pm := a.n.PortMapping(); !pm.Enabled || !errors.Is(pm.Err, portmap.ErrRefused) || pm.External.IsValid() {
+	a := mappedMember(t, testnet.Netfile(t, "pmrefuse"), "refused", r.Port(), portmaptest.ClosedURL(t))
+	a.Start(t)
+	testnet.Eventually(t, 30*time.Second, "the refusal", func() error {
+		if pm := a.N.PortMapping(); !pm.Enabled || !errors.Is(pm.Err, portmap.ErrRefused) || pm.External.IsValid() {
 			return fmt.Errorf("%+v", pm)
 		}
 		return nil
 	})
-	if got := a.n.PublicAddrs(); len(got) != 0 {
+	if got := a.N.PublicAddrs(); len(got) != 0 {
 		t.Fatalf("PublicAddrs() = %v without a mapping or peers", got)
 	}
 }
@@ -149,15 +150,15 @@ func TestNodePortMappingRefused(t *testing.T) {
 func TestNodePortMappingDefaultOnLoopback(t *testing.T) {
 	for _, force := range []bool{false, true} {
 		dir := filepath.Join(t.TempDir(), "plain")
-		p, err := pipes.Open(dir, pipes.WithLogger(testLogger(t)))
+		p, err := pipes.Open(dir, pipes.WithLogger(testnet.Logger(t)))
 		if err != nil {
 			t.Fatal(err)
 		}
-		nw, err := p.AddNetwork(testNetfile(t, "pmloop"))
+		nw, err := p.AddNetwork(testnet.Netfile(t, "pmloop"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if ok, err := nw.SetSecret(testSecret); err != nil || !ok {
+		if ok, err := nw.SetSecret(testnet.Secret); err != nil || !ok {
 			t.Fatalf("SetSecret: %v %v", ok, err)
 		}
 		id, err := p.AddIdentity("loop")
@@ -180,7 +181,7 @@ func TestNodePortMappingDefaultOnLoopback(t *testing.T) {
 			t.Fatal(err)
 		}
 		if force {
-			eventually(t, 30*time.Second, "a forced mapping", func() error {
+			testnet.Eventually(t, 30*time.Second, "a forced mapping", func() error {
 				if pm := n.PortMapping(); !pm.External.IsValid() {
 					return fmt.Errorf("%+v", pm)
 				}

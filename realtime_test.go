@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pipesnet/pipes"
+	"github.com/pipesnet/pipes/internal/testnet"
 )
 
 // TestRealtimeThroughRelay: a realtime point-to-point pipeline between two
@@ -18,15 +19,15 @@ import (
 // than a datagram is a clear error that says what fits.
 func TestRealtimeThroughRelay(t *testing.T) {
 	a, r, b, relayed := relayLine(t, "rt")
-	if _, err := a.n.CreatePipeline("bad", pipes.PipelineOptions{Realtime: true, Persistent: true}); err == nil {
+	if _, err := a.N.CreatePipeline("bad", pipes.PipelineOptions{Realtime: true, Persistent: true}); err == nil {
 		t.Fatal("a persistent realtime pipeline was created")
 	}
-	id, err := a.n.CreatePipeline("voice", pipes.PipelineOptions{ToNode: b.n.ID(), Realtime: true})
+	id, err := a.N.CreatePipeline("voice", pipes.PipelineOptions{ToNode: b.N.ID(), Realtime: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	pa, _ := a.n.Pipeline(id)
-	pb := waitPipeline(t, b, id)
+	pa, _ := a.N.Pipeline(id)
+	pb := b.WaitPipeline(t, id)
 	if !pb.Realtime() || !pb.Live() {
 		t.Fatal("bob's pipeline is not realtime")
 	}
@@ -36,7 +37,7 @@ func TestRealtimeThroughRelay(t *testing.T) {
 	before := len(relayed())
 	var got *pipes.Packet
 	sent := map[pipes.PacketID]bool{}
-	eventually(t, 30*time.Second, "a datagram reaches bob", func() error {
+	testnet.Eventually(t, 30*time.Second, "a datagram reaches bob", func() error {
 		id, err := pa.Put([]byte("secret voice frame"), pipes.WithPacketType(7))
 		if err != nil {
 			return err
@@ -49,13 +50,13 @@ func TestRealtimeThroughRelay(t *testing.T) {
 			return errors.New("nothing yet")
 		}
 	})
-	if d, _ := got.Data(); string(d) != "secret voice frame" || got.Type() != 7 || got.Sender() != a.n.ID() {
+	if d, _ := got.Data(); string(d) != "secret voice frame" || got.Type() != 7 || got.Sender() != a.N.ID() {
 		t.Fatalf("got %q type %d", d, got.Type())
 	}
 	if !sent[got.ID()] {
 		t.Fatal("the packet id bob computed is not one a's Put returned")
 	}
-	if s := r.n.Stats().Datagrams; s.Forwarded == 0 {
+	if s := r.N.Stats().Datagrams; s.Forwarded == 0 {
 		t.Fatalf("the relay forwarded no datagram: %+v", s)
 	}
 	for _, p := range relayed()[before:] {
@@ -66,13 +67,13 @@ func TestRealtimeThroughRelay(t *testing.T) {
 
 	// Bob restarts and loses his sessions: a's key is sent again while
 	// a keeps sending, and datagrams flow again.
-	if err := b.n.Shutdown(); err != nil {
+	if err := b.N.Shutdown(); err != nil {
 		t.Fatal(err)
 	}
-	b.start(t)
-	pb, _ = b.n.Pipeline(id)
+	b.Start(t)
+	pb, _ = b.N.Pipeline(id)
 	ch = pb.Subscribe(ctx)
-	eventually(t, 60*time.Second, "datagrams reach bob after his restart", func() error {
+	testnet.Eventually(t, 60*time.Second, "datagrams reach bob after his restart", func() error {
 		if _, err := pa.Put([]byte("again")); err != nil {
 			return err
 		}
@@ -93,7 +94,7 @@ func TestRealtimeThroughRelay(t *testing.T) {
 	for len(ch) > 0 {
 		<-ch
 	}
-	eventually(t, 30*time.Second, "the largest packet that fits arrives", func() error {
+	testnet.Eventually(t, 30*time.Second, "the largest packet that fits arrives", func() error {
 		if _, err := pa.Put(bytes.Repeat([]byte{'x'}, tl.Max)); err != nil && !errors.As(err, &tl) {
 			return err
 		}
@@ -116,12 +117,12 @@ func TestUDPPortMap(t *testing.T) {
 	a, b := ms[0], ms[1]
 	secret := []byte("udp secret")
 	var id pipes.PipelineID
-	eventually(t, 30*time.Second, "the point-to-point pipeline is created", func() (err error) {
-		id, err = a.n.CreatePipeline("tunnel", pipes.PipelineOptions{ToNode: b.n.ID(), Realtime: true, Encrypted: true, Secret: secret})
+	testnet.Eventually(t, 30*time.Second, "the point-to-point pipeline is created", func() (err error) {
+		id, err = a.N.CreatePipeline("tunnel", pipes.PipelineOptions{ToNode: b.N.ID(), Realtime: true, Encrypted: true, Secret: secret})
 		return err
 	})
-	pa, _ := a.n.Pipeline(id)
-	pb := waitPipeline(t, b, id)
+	pa, _ := a.N.Pipeline(id)
+	pb := b.WaitPipeline(t, id)
 	if ok, err := pb.SetSecret(secret); !ok || err != nil {
 		t.Fatalf("SetSecret: %v %v", ok, err)
 	}
@@ -136,8 +137,8 @@ func TestUDPPortMap(t *testing.T) {
 	if err := pa.SetupUDPPortMap("", 0); !errors.Is(err, pipes.ErrExists) {
 		t.Fatalf("second port map: %v", err)
 	}
-	plain, _ := a.n.CreatePipeline("plain", pipes.PipelineOptions{})
-	pp, _ := a.n.Pipeline(plain)
+	plain, _ := a.N.CreatePipeline("plain", pipes.PipelineOptions{})
+	pp, _ := a.N.Pipeline(plain)
 	if err := pp.SetupUDPPortMap("", 0); !errors.Is(err, pipes.ErrNotRealtime) {
 		t.Fatalf("port map on a non-realtime pipeline: %v", err)
 	}
@@ -149,7 +150,7 @@ func TestUDPPortMap(t *testing.T) {
 	// Both applications speak first, so each map knows where to deliver.
 	exchange := func(from *net.UDPConn, to *net.UDPAddr, recv *net.UDPConn, msg string) {
 		t.Helper()
-		eventually(t, 30*time.Second, "a datagram crosses the tunnel", func() error {
+		testnet.Eventually(t, 30*time.Second, "a datagram crosses the tunnel", func() error {
 			if _, err := from.WriteToUDP([]byte(msg), to); err != nil {
 				return err
 			}
@@ -169,13 +170,13 @@ func TestUDPPortMap(t *testing.T) {
 	appB.WriteToUDP([]byte("hello"), pb.UDPAddr())
 	exchange(appA, pa.UDPAddr(), appB, "from A to B")
 	exchange(appB, pb.UDPAddr(), appA, "from B to A")
-	eventually(t, 10*time.Second, "HandleUDPPortMap", func() error {
+	testnet.Eventually(t, 10*time.Second, "HandleUDPPortMap", func() error {
 		if ready.Load() != 1 {
 			return errors.New("not called")
 		}
 		return nil
 	})
-	if err := a.n.Shutdown(); err != nil {
+	if err := a.N.Shutdown(); err != nil {
 		t.Fatal(err)
 	}
 	if pa.UDPAddr() != nil {

@@ -1,4 +1,4 @@
-package pipes_test
+package integrationtests
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 
 	"github.com/pipesnet/pipes"
 	"github.com/pipesnet/pipes/internal/netlab"
+	"github.com/pipesnet/pipes/internal/testnet"
 )
 
 // The NAT lab under impairments: loss and delay on the public segment, a
@@ -20,19 +21,20 @@ import (
 // the times are logged, never asserted, except as generous limits against
 // hangs.
 
-// natLab is natPairOf with the lab's handles, for tests that impair it.
+// natLab is the topology of natPairOf, with the lab's handles for tests
+// that impair it.
 type natLab struct {
 	lab     *netlab.Lab
 	pub     *netlab.Host // the relay's host, on the public segment
 	na, nb  *netlab.NAT  // alice's and bob's routers
-	a, r, b *member
+	a, r, b *testnet.Member
 	joined  time.Duration // from starting alice and bob until all see all
 }
 
-// impairedPair builds what natPairOf builds: a public relay, alice behind
-// a NAT of kind ka and bob behind one of kind kb, knowing only the relay,
-// with one peer each (so they start relayed). impair, if not nil, runs
-// once the topology exists and before alice and bob start.
+// impairedPair builds a public relay, alice behind a NAT of kind ka and
+// bob behind one of kind kb, knowing only the relay, with one peer each
+// (so they start relayed). impair, if not nil, runs once the topology
+// exists and before alice and bob start.
 func impairedPair(t *testing.T, prefix string, ka, kb netlab.NATKind, impair func(*natLab), opts ...pipes.NodeOption) *natLab {
 	t.Helper()
 	l := &natLab{lab: netlab.New(t, prefix)}
@@ -40,11 +42,11 @@ func impairedPair(t *testing.T, prefix string, ka, kb netlab.NATKind, impair fun
 	if l.pub, err = l.lab.AddHost(nil); err != nil {
 		t.Fatal(err)
 	}
-	netPath := testNetfile(t, prefix)
+	netPath := testnet.Netfile(t, prefix)
 	one := pipes.WithTargetDegree(1)
-	start := func(m *member, h *netlab.Host) { startIn(t, m, h) }
+	start := func(m *testnet.Member, h *netlab.Host) { startIn(t, m, h) }
 	withOpts := func(o ...pipes.NodeOption) []pipes.NodeOption { return append(o, opts...) }
-	l.r = newMember(t, netPath, "relay", withOpts(one, pipes.WithListenAddr(net.JoinHostPort(l.pub.Addr().String(), "0")))...)
+	l.r = testnet.NewMember(t, netPath, "relay", withOpts(one, pipes.WithListenAddr(net.JoinHostPort(l.pub.Addr().String(), "0")))...)
 	start(l.r, l.pub)
 	var hosts []*netlab.Host
 	for _, kind := range []netlab.NATKind{ka, kb} {
@@ -62,29 +64,42 @@ func impairedPair(t *testing.T, prefix string, ka, kb netlab.NATKind, impair fun
 	if impair != nil {
 		impair(l)
 	}
-	l.a = newMember(t, netPath, "alice", withOpts(one, pipes.WithListenAddr(net.JoinHostPort(hosts[0].Addr().String(), "0")))...)
-	l.b = newMember(t, netPath, "bob", withOpts(one, pipes.WithListenAddr(net.JoinHostPort(hosts[1].Addr().String(), "0")))...)
-	l.a.gateway(t, l.r)
-	l.b.gateway(t, l.r)
+	l.a = testnet.NewMember(t, netPath, "alice", withOpts(one, pipes.WithListenAddr(net.JoinHostPort(hosts[0].Addr().String(), "0")))...)
+	l.b = testnet.NewMember(t, netPath, "bob", withOpts(one, pipes.WithListenAddr(net.JoinHostPort(hosts[1].Addr().String(), "0")))...)
+	l.a.Gateway(t, l.r)
+	l.b.Gateway(t, l.r)
 	begin := time.Now()
 	start(l.a, hosts[0])
 	start(l.b, hosts[1])
-	eventually(t, 60*time.Second, "all see all", allSeeAll(l.all()))
+	testnet.Eventually(t, 60*time.Second, "all see all", testnet.AllSeeAll(l.all()))
 	l.joined = time.Since(begin)
 	return l
 }
 
-func (l *natLab) all() []*member { return []*member{l.a, l.r, l.b} }
+// punchedPair is impairedPair with alice and bob behind home routers and
+// serving echo, once a first relayed connection has made them punch
+// through to a direct connection.
+func punchedPair(t *testing.T, prefix string) *natLab {
+	t.Helper()
+	l := impairedPair(t, prefix, netlab.EIMAddrPortFiltering, netlab.EIMAddrPortFiltering, nil)
+	l.a.ServeEcho(t)
+	l.b.ServeEcho(t)
+	echoOnce(t, l.a, l.b).Close()
+	t.Logf("direct %v after the first relayed connection", mustBeDirect(t, l.a, l.b, "alice and bob punch through").Round(time.Millisecond))
+	return l
+}
+
+func (l *natLab) all() []*testnet.Member { return []*testnet.Member{l.a, l.r, l.b} }
 
 // pathDirect reports whether from's path to to is a direct connection.
-func pathDirect(from, to *member) (bool, pipes.Path) {
-	p, err := from.n.PathTo(context.Background(), to.n.ID())
+func pathDirect(from, to *testnet.Member) (bool, pipes.Path) {
+	p, err := from.N.PathTo(context.Background(), to.N.ID())
 	return err == nil && p.Direct, p
 }
 
 // untilDirect polls from's path to to for up to limit and returns how long
 // it took to become direct, or false.
-func untilDirect(from, to *member, limit time.Duration) (time.Duration, bool) {
+func untilDirect(from, to *testnet.Member, limit time.Duration) (time.Duration, bool) {
 	start := time.Now()
 	for time.Since(start) < limit {
 		if ok, _ := pathDirect(from, to); ok {
@@ -97,10 +112,10 @@ func untilDirect(from, to *member, limit time.Duration) (time.Duration, bool) {
 
 // mustBeDirect waits (generously) until from's path to to is direct and
 // returns how long that took.
-func mustBeDirect(t *testing.T, from, to *member, what string) time.Duration {
+func mustBeDirect(t *testing.T, from, to *testnet.Member, what string) time.Duration {
 	t.Helper()
 	start := time.Now()
-	eventually(t, 60*time.Second, what, func() error {
+	testnet.Eventually(t, 60*time.Second, what, func() error {
 		if ok, p := pathDirect(from, to); !ok {
 			return fmt.Errorf("path %+v", p)
 		}
@@ -110,16 +125,16 @@ func mustBeDirect(t *testing.T, from, to *member, what string) time.Duration {
 }
 
 // bestPing is the shortest of n round trips of routed pings from a to b.
-func bestPing(t *testing.T, from, to *member, n int) time.Duration {
+func bestPing(t *testing.T, from, to *testnet.Member, n int) time.Duration {
 	t.Helper()
 	best := time.Duration(-1)
 	for range n {
 		var d time.Duration
-		eventually(t, 30*time.Second, "ping", func() error {
+		testnet.Eventually(t, 30*time.Second, "ping", func() error {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			var err error
-			d, err = from.n.Ping(ctx, to.n.ID())
+			d, err = from.N.Ping(ctx, to.N.ID())
 			return err
 		})
 		if best < 0 || d < best {
@@ -131,30 +146,30 @@ func bestPing(t *testing.T, from, to *member, n int) time.Duration {
 
 // liveDelivers creates a live broadcast pipeline on from, puts n packets
 // and checks that each of the others receives every one exactly once.
-func liveDelivers(t *testing.T, name string, from *member, to []*member, n int) {
+func liveDelivers(t *testing.T, name string, from *testnet.Member, to []*testnet.Member, n int) {
 	t.Helper()
 	delivers(t, name, pipes.PipelineOptions{}, from, to, n)
 }
 
 // p2pDelivers is liveDelivers on a point-to-point pipeline from a to b.
-func p2pDelivers(t *testing.T, name string, a, b *member, n int) {
+func p2pDelivers(t *testing.T, name string, a, b *testnet.Member, n int) {
 	t.Helper()
-	delivers(t, name, pipes.PipelineOptions{ToNode: b.n.ID()}, a, []*member{b}, n)
+	delivers(t, name, pipes.PipelineOptions{ToNode: b.N.ID()}, a, []*testnet.Member{b}, n)
 }
 
 // delivers creates a pipeline with opts on from, puts n packets and
 // checks that each of to receives every one exactly once.
-func delivers(t *testing.T, name string, opts pipes.PipelineOptions, from *member, to []*member, n int) {
+func delivers(t *testing.T, name string, opts pipes.PipelineOptions, from *testnet.Member, to []*testnet.Member, n int) {
 	t.Helper()
-	id, err := from.n.CreatePipeline(name, opts)
+	id, err := from.N.CreatePipeline(name, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	subs := map[*member]<-chan *pipes.Packet{}
+	subs := map[*testnet.Member]<-chan *pipes.Packet{}
 	for _, m := range to {
-		subs[m] = waitPipeline(t, m, id).Subscribe(t.Context())
+		subs[m] = m.WaitPipeline(t, id).Subscribe(t.Context())
 	}
-	p, _ := from.n.Pipeline(id)
+	p, _ := from.N.Pipeline(id)
 	sent := map[pipes.PacketID]bool{}
 	for i := range n {
 		pid, err := p.Put(fmt.Appendf(nil, "%s %d", name, i))
@@ -165,9 +180,9 @@ func delivers(t *testing.T, name string, opts pipes.PipelineOptions, from *membe
 	}
 	for m, ch := range subs {
 		seen := map[pipes.PacketID]bool{}
-		for _, pk := range receive(t, ch, n) {
+		for _, pk := range testnet.Receive(t, ch, n) {
 			if !sent[pk.ID()] || seen[pk.ID()] {
-				t.Fatalf("%s: unknown or duplicate packet on %s", m.n.Location(), name)
+				t.Fatalf("%s: unknown or duplicate packet on %s", m.N.Location(), name)
 			}
 			seen[pk.ID()] = true
 		}
@@ -198,7 +213,7 @@ func TestNATImpairedPublicSegment(t *testing.T) {
 	} else {
 		t.Logf("ping alice-relay: %v", rtt.Round(time.Millisecond))
 	}
-	serveEcho(t, b)
+	b.ServeEcho(t)
 	start := time.Now()
 	echoOnce(t, a, b).Close() // relayed; it makes the two punch
 	relayedEcho := time.Since(start)
@@ -216,7 +231,7 @@ func TestNATImpairedPublicSegment(t *testing.T) {
 	t.Logf("throughput alice->bob, %d MiB, direct: %.3f MB/s", size>>20, throughput(t, a, b, size))
 
 	start = time.Now()
-	liveDelivers(t, "impaired-live", a, []*member{r, b}, 300)
+	liveDelivers(t, "impaired-live", a, []*testnet.Member{r, b}, 300)
 	t.Logf("live broadcast: 300 packets from alice reached relay and bob in %v", time.Since(start).Round(time.Millisecond))
 	start = time.Now()
 	p2pDelivers(t, "impaired-p2p", b, a, 300)
@@ -225,9 +240,9 @@ func TestNATImpairedPublicSegment(t *testing.T) {
 	id, ps := sharedLog(t, "impaired-log", a, r, b)
 	pa, pb := ps[0], ps[2]
 	start = time.Now()
-	putN(t, pa, 200, "alice")
-	putN(t, pb, 200, "bob")
-	converged(t, l.all(), id, 400)
+	testnet.PutN(t, pa, 200, "alice")
+	testnet.PutN(t, pb, 200, "bob")
+	testnet.Converged(t, l.all(), id, 400)
 	t.Logf("persistent: 400 packets (200 each from alice and bob) in all three logs in %v", time.Since(start).Round(time.Millisecond))
 	if ok, p := pathDirect(a, b); !ok {
 		t.Errorf("alice and bob no longer direct at the end: %+v", p)
@@ -242,39 +257,35 @@ func TestNATImpairedPublicSegment(t *testing.T) {
 // live and point-to-point pipelines deliver again, and data connections
 // work both ways.
 func TestNATPartitionHeals(t *testing.T) {
-	l := impairedPair(t, "ipart", netlab.EIMAddrPortFiltering, netlab.EIMAddrPortFiltering, nil)
+	l := punchedPair(t, "ipart")
 	a, r, b := l.a, l.r, l.b
-	serveEcho(t, a)
-	serveEcho(t, b)
-	echoOnce(t, a, b).Close()
-	t.Logf("direct %v after the first relayed connection", mustBeDirect(t, a, b, "alice and bob punch through").Round(time.Millisecond))
 
 	id, ps := sharedLog(t, "partition-log", b, a, r)
 	pb, pa := ps[0], ps[1]
-	putN(t, pb, 20, "before")
-	converged(t, l.all(), id, 20)
+	testnet.PutN(t, pb, 20, "before")
+	testnet.Converged(t, l.all(), id, 20)
 
 	cut := time.Now()
 	if err := l.lab.Partition(l.na, true); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 60*time.Second, "alice cut off, and seen gone", func() error {
-		if a.n.IsConnected() {
+	testnet.Eventually(t, 60*time.Second, "alice cut off, and seen gone", func() error {
+		if a.N.IsConnected() {
 			return errors.New("alice still connected")
 		}
-		for _, m := range []*member{r, b} {
-			for _, n := range m.n.ConnectedNodes() {
-				if n.ID() == a.n.ID() {
-					return fmt.Errorf("%s still sees alice", m.n.Location())
+		for _, m := range []*testnet.Member{r, b} {
+			for _, n := range m.N.ConnectedNodes() {
+				if n.ID() == a.N.ID() {
+					return fmt.Errorf("%s still sees alice", m.N.Location())
 				}
 			}
 		}
 		return nil
 	})
 	t.Logf("alice disconnected and offline for the others %v after the cut", time.Since(cut).Round(time.Millisecond))
-	putN(t, pb, 300, "bob while alice is away")
-	putN(t, pa, 100, "alice while away")
-	if _, err := a.n.Dial(context.Background(), b.n.ID(), "echo"); err == nil {
+	testnet.PutN(t, pb, 300, "bob while alice is away")
+	testnet.PutN(t, pa, 100, "alice while away")
+	if _, err := a.N.Dial(context.Background(), b.N.ID(), "echo"); err == nil {
 		t.Fatal("alice dialed bob through the partition")
 	}
 
@@ -282,16 +293,16 @@ func TestNATPartitionHeals(t *testing.T) {
 	if err := l.lab.Partition(l.na, false); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 60*time.Second, "all see all after healing", allSeeAll(l.all()))
+	testnet.Eventually(t, 60*time.Second, "all see all after healing", testnet.AllSeeAll(l.all()))
 	back := time.Since(healed)
-	converged(t, l.all(), id, 420)
+	testnet.Converged(t, l.all(), id, 420)
 	synced := time.Since(healed)
 	echoOnce(t, a, b).Close()
 	echoOnce(t, b, a).Close()
 	echoed := time.Since(healed)
 	t.Logf("after healing: all see all in %v, logs converged (420 packets, 400 put while apart) in %v, echo both ways in %v",
 		back.Round(time.Millisecond), synced.Round(time.Millisecond), echoed.Round(time.Millisecond))
-	liveDelivers(t, "partition-live", b, []*member{a, r}, 100)
+	liveDelivers(t, "partition-live", b, []*testnet.Member{a, r}, 100)
 	p2pDelivers(t, "partition-p2p", a, b, 100)
 	// The direct connection died in the partition. Alice punched before
 	// the cut (and punches toward a node at most once a minute); bob's
@@ -314,12 +325,8 @@ func TestNATPartitionHeals(t *testing.T) {
 // their relayed connections start make them direct again, to alice's new
 // address.
 func TestNATMappingLostAndRebinding(t *testing.T) {
-	l := impairedPair(t, "irebind", netlab.EIMAddrPortFiltering, netlab.EIMAddrPortFiltering, nil)
+	l := punchedPair(t, "irebind")
 	a, r, b := l.a, l.r, l.b
-	serveEcho(t, a)
-	serveEcho(t, b)
-	echoOnce(t, a, b).Close()
-	t.Logf("direct %v after the first relayed connection", mustBeDirect(t, a, b, "alice and bob punch through").Round(time.Millisecond))
 	_, before := pathDirect(a, b)
 
 	id, ps := sharedLog(t, "rebind-log", a, b, r)
@@ -327,9 +334,9 @@ func TestNATMappingLostAndRebinding(t *testing.T) {
 	total := 0
 	round := func(what string) {
 		t.Helper()
-		putN(t, pa, 50, what)
+		testnet.PutN(t, pa, 50, what)
 		total += 50
-		converged(t, l.all(), id, total)
+		testnet.Converged(t, l.all(), id, total)
 		echoOnce(t, a, b).Close()
 		echoOnce(t, b, a).Close()
 	}
@@ -361,27 +368,27 @@ func TestNATMappingLostAndRebinding(t *testing.T) {
 	// Until the connections on the old address time out, dials may go
 	// over them and fail: these echoes are retried until they work.
 	var echoAgain [2]time.Duration
-	for i, pair := range [][2]*member{{a, b}, {b, a}} {
+	for i, pair := range [][2]*testnet.Member{{a, b}, {b, a}} {
 		fails := 0
-		eventually(t, 60*time.Second, fmt.Sprintf("%s reaches %s's echo again", pair[0].n.Location(), pair[1].n.Location()), func() error {
+		testnet.Eventually(t, 60*time.Second, fmt.Sprintf("%s reaches %s's echo again", pair[0].N.Location(), pair[1].N.Location()), func() error {
 			err := tryEcho(pair[0], pair[1])
 			if err != nil {
 				if fails++; fails <= 3 {
-					t.Logf("%s -> %s %v after the change: %v", pair[0].n.Location(), pair[1].n.Location(), time.Since(moved).Round(time.Millisecond), err)
+					t.Logf("%s -> %s %v after the change: %v", pair[0].N.Location(), pair[1].N.Location(), time.Since(moved).Round(time.Millisecond), err)
 				}
 			}
 			return err
 		})
 		echoAgain[i] = time.Since(moved)
 	}
-	eventually(t, 60*time.Second, "all see all after the address change", allSeeAll(l.all()))
+	testnet.Eventually(t, 60*time.Second, "all see all after the address change", testnet.AllSeeAll(l.all()))
 	round("after the address change")
 	talked := time.Since(moved)
 	ok, p = pathDirect(a, b)
 	t.Logf("address changed: echo alice->bob works %v after it, bob->alice %v; pipeline and echoes both ways at once %v; direct=%v (%s)",
 		echoAgain[0].Round(time.Millisecond), echoAgain[1].Round(time.Millisecond), talked.Round(time.Millisecond), ok, p.Remote)
 	_, rp := pathDirect(r, a)
-	t.Logf("after the change the relay reaches alice at %s; alice's public addresses: %v", rp.Remote, a.n.PublicAddrs())
+	t.Logf("after the change the relay reaches alice at %s; alice's public addresses: %v", rp.Remote, a.N.PublicAddrs())
 	// The relayed echoes above made alice and bob punch (bob for the first
 	// time): being behind home routers, they should end up direct again,
 	// to alice's new address.
@@ -393,7 +400,7 @@ func TestNATMappingLostAndRebinding(t *testing.T) {
 	if !ok {
 		_, p := pathDirect(a, b)
 		t.Errorf("alice and bob not direct again %v after alice's router moved to %v: path %+v; alice's public addresses %v, the relay reaches her at %s",
-			time.Since(moved).Round(time.Millisecond), addr, p, a.n.PublicAddrs(), rp.Remote)
+			time.Since(moved).Round(time.Millisecond), addr, p, a.N.PublicAddrs(), rp.Remote)
 	} else if _, p := pathDirect(b, a); p.Remote != "" {
 		if host, err := hostOf(p.Remote); err == nil && host != addr.String() {
 			t.Errorf("bob's direct connection goes to %s, not alice's new address %v", p.Remote, addr)
@@ -403,10 +410,10 @@ func TestNATMappingLostAndRebinding(t *testing.T) {
 }
 
 // tryEcho is echoOnce that returns its error.
-func tryEcho(from, to *member) error {
+func tryEcho(from, to *testnet.Member) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := from.n.Dial(ctx, to.n.ID(), "echo")
+	c, err := from.N.Dial(ctx, to.N.ID(), "echo")
 	if err != nil {
 		return err
 	}
@@ -430,16 +437,16 @@ func hostOf(s string) (string, error) {
 
 // sharedLog creates a persistent pipeline on owner and waits until the
 // others know it; it returns each one's pipeline, owner's first.
-func sharedLog(t *testing.T, name string, owner *member, others ...*member) (pipes.PipelineID, []*pipes.Pipeline) {
+func sharedLog(t *testing.T, name string, owner *testnet.Member, others ...*testnet.Member) (pipes.PipelineID, []*pipes.Pipeline) {
 	t.Helper()
-	id, err := owner.n.CreatePipeline(name, pipes.PipelineOptions{Persistent: true})
+	id, err := owner.N.CreatePipeline(name, pipes.PipelineOptions{Persistent: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, _ := owner.n.Pipeline(id)
+	p, _ := owner.N.Pipeline(id)
 	out := []*pipes.Pipeline{p}
 	for _, m := range others {
-		out = append(out, waitPipeline(t, m, id))
+		out = append(out, m.WaitPipeline(t, id))
 	}
 	return id, out
 }
@@ -455,7 +462,7 @@ func TestNATRebindingWithDefaultTimeouts(t *testing.T) {
 	l := impairedPair(t, "irebdef", netlab.EIMAddrPortFiltering, netlab.EIMAddrPortFiltering, nil,
 		pipes.WithPresenceTiming(5*time.Second, 20*time.Second))
 	a, b := l.a, l.b
-	serveEcho(t, b)
+	b.ServeEcho(t)
 	echoOnce(t, a, b).Close()
 	mustBeDirect(t, a, b, "alice and bob punch through")
 	moved := time.Now()
@@ -463,7 +470,7 @@ func TestNATRebindingWithDefaultTimeouts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 60*time.Second, "alice reaches bob's echo again", func() error { return tryEcho(a, b) })
+	testnet.Eventually(t, 60*time.Second, "alice reaches bob's echo again", func() error { return tryEcho(a, b) })
 	back := time.Since(moved)
 	direct, ok := untilDirect(a, b, 30*time.Second)
 	_, p := pathDirect(b, a)

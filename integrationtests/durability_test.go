@@ -1,4 +1,4 @@
-package pipes_test
+package integrationtests
 
 import (
 	"bufio"
@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/pipesnet/pipes"
+	"github.com/pipesnet/pipes/internal/testnet"
 )
 
 // writerEnv names the data directory when the test binary runs as the
@@ -51,14 +52,14 @@ func runWriter() int {
 // in the middle of a stream of Puts and finds, after a restart, every
 // packet whose Put returned, at its LogID.
 func TestSIGKILLLosesNothingAcknowledged(t *testing.T) {
-	m := newMember(t, testNetfile(t, "durable"), "writer")
-	if err := m.p.Close(); err != nil {
+	m := testnet.NewMember(t, testnet.Netfile(t, "durable"), "writer")
+	if err := m.P.Close(); err != nil {
 		t.Fatal(err)
 	}
 	var before int64 // packets logged before this round
 	for round := range 2 {
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), writerEnv+"="+m.dir)
+		cmd.Env = append(os.Environ(), writerEnv+"="+m.Dir)
 		out, err := cmd.StdoutPipe()
 		if err != nil {
 			t.Fatal(err)
@@ -90,10 +91,10 @@ func TestSIGKILLLosesNothingAcknowledged(t *testing.T) {
 			t.Fatalf("round %d: the writer acknowledged only %d packets", round, len(acked))
 		}
 
-		m.open(t)
-		m.start(t)
+		m.Open(t)
+		m.Start(t)
 		var pl *pipes.Pipeline
-		for _, p := range m.n.Pipelines() {
+		for _, p := range m.N.Pipelines() {
 			if p.Name() == "durable" {
 				pl = p
 			}
@@ -112,12 +113,12 @@ func TestSIGKILLLosesNothingAcknowledged(t *testing.T) {
 				t.Fatalf("round %d: packet %d at LogID %d, want %d", round, i, pk.LogID(), before+int64(i))
 			}
 		}
-		hist := history(t, pl)
+		hist := testnet.History(t, pl)
 		if int64(len(hist)) != pl.Stats().Logged {
 			t.Fatalf("history of %d packets, Logged says %d", len(hist), pl.Stats().Logged)
 		}
 		before = pl.Stats().Logged
-		if err := m.p.Close(); err != nil {
+		if err := m.P.Close(); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -1,4 +1,4 @@
-package pipes_test
+package integrationtests
 
 import (
 	"context"
@@ -11,71 +11,47 @@ import (
 
 	"github.com/pipesnet/pipes"
 	"github.com/pipesnet/pipes/internal/netlab"
+	"github.com/pipesnet/pipes/internal/node"
+	"github.com/pipesnet/pipes/internal/testnet"
 )
 
 // natPair builds a public relay node and two nodes behind NATs of kind,
 // each node's socket in its own network namespace, all in this process.
 // Alice and bob know only the relay and keep one peer, so they start out
 // relayed.
-func natPair(t *testing.T, prefix string, kind netlab.NATKind) (a, r, b *member) {
+func natPair(t *testing.T, prefix string, kind netlab.NATKind) (a, r, b *testnet.Member) {
 	t.Helper()
 	return natPairOf(t, prefix, kind, kind)
 }
 
 // natPairOf is natPair with alice behind a NAT of kind ka and bob behind
 // one of kind kb.
-func natPairOf(t *testing.T, prefix string, ka, kb netlab.NATKind) (a, r, b *member) {
+func natPairOf(t *testing.T, prefix string, ka, kb netlab.NATKind) (a, r, b *testnet.Member) {
 	t.Helper()
-	lab := netlab.New(t, prefix)
-	pub, err := lab.AddHost(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	netPath := testNetfile(t, prefix)
-	one := pipes.WithTargetDegree(1)
-	start := func(m *member, h *netlab.Host) { startIn(t, m, h) }
-	r = newMember(t, netPath, "relay", one, pipes.WithListenAddr(net.JoinHostPort(pub.Addr().String(), "0")))
-	start(r, pub)
-	var hosts []*netlab.Host
-	for _, kind := range []netlab.NATKind{ka, kb} {
-		nat, err := lab.AddNAT(kind)
-		if err != nil {
-			t.Fatal(err)
-		}
-		h, err := lab.AddHost(nat)
-		if err != nil {
-			t.Fatal(err)
-		}
-		hosts = append(hosts, h)
-	}
-	a = newMember(t, netPath, "alice", one, pipes.WithListenAddr(net.JoinHostPort(hosts[0].Addr().String(), "0")))
-	b = newMember(t, netPath, "bob", one, pipes.WithListenAddr(net.JoinHostPort(hosts[1].Addr().String(), "0")))
-	a.gateway(t, r)
-	b.gateway(t, r)
-	start(a, hosts[0])
-	start(b, hosts[1])
-	eventually(t, 60*time.Second, "all see all", allSeeAll([]*member{a, r, b}))
-	return a, r, b
+	l := impairedPair(t, prefix, ka, kb, nil)
+	return l.a, l.r, l.b
 }
 
 // startIn starts m with its sockets in h's network namespace.
-func startIn(t *testing.T, m *member, h *netlab.Host) {
+func startIn(t *testing.T, m *testnet.Member, h *netlab.Host) {
 	t.Helper()
-	pipes.SetListenUDP(m.n, func(a *net.UDPAddr) (c *net.UDPConn, err error) {
-		err = h.Do(func() error { c, err = net.ListenUDP("udp", a); return err })
-		return c, err
+	node.SetTestHooks([32]byte(m.N.ID()), func(hooks *node.TestHooks) {
+		hooks.ListenUDP = func(a *net.UDPAddr) (c *net.UDPConn, err error) {
+			err = h.Do(func() error { c, err = net.ListenUDP("udp", a); return err })
+			return c, err
+		}
 	})
-	if err := h.Do(func() error { return m.n.Start(context.Background()) }); err != nil {
+	if err := h.Do(func() error { return m.N.Start(context.Background()) }); err != nil {
 		t.Fatal(err)
 	}
 }
 
 // echoOnce dials service echo on to, and checks a round trip.
-func echoOnce(t *testing.T, from *member, to *member) net.Conn {
+func echoOnce(t *testing.T, from *testnet.Member, to *testnet.Member) net.Conn {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := from.n.Dial(ctx, to.n.ID(), "echo")
+	c, err := from.N.Dial(ctx, to.N.ID(), "echo")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,21 +73,21 @@ func echoOnce(t *testing.T, from *member, to *member) net.Conn {
 // connection, and traffic moves to the direct path.
 func TestPunchThroughHomeRouters(t *testing.T) {
 	a, r, b := natPair(t, "phome", netlab.EIMAddrPortFiltering)
-	serveEcho(t, b)
-	if p, err := a.n.PathTo(context.Background(), b.n.ID()); err != nil || p.Direct || p.Via != r.n.ID() {
+	b.ServeEcho(t)
+	if p, err := a.N.PathTo(context.Background(), b.N.ID()); err != nil || p.Direct || p.Via != r.N.ID() {
 		t.Fatalf("before: %+v %v", p, err)
 	}
 	c := echoOnce(t, a, b) // relayed; it makes the two punch
 	defer c.Close()
-	eventually(t, 60*time.Second, "alice and bob punch through their NATs", func() error {
-		if p, err := a.n.PathTo(context.Background(), b.n.ID()); err != nil || !p.Direct {
+	testnet.Eventually(t, 60*time.Second, "alice and bob punch through their NATs", func() error {
+		if p, err := a.N.PathTo(context.Background(), b.N.ID()); err != nil || !p.Direct {
 			return fmt.Errorf("path to bob: %+v %v", p, err)
 		}
 		return nil
 	})
 	// The direct connection goes to bob's NAT's public address (his own
 	// is private and unreachable from alice's LAN).
-	if p, _ := a.n.PathTo(context.Background(), b.n.ID()); !strings.HasPrefix(p.Remote, "198.18.") {
+	if p, _ := a.N.PathTo(context.Background(), b.N.ID()); !strings.HasPrefix(p.Remote, "198.18.") {
 		t.Fatalf("direct connection to %s, not to bob's public address", p.Remote)
 	}
 	echoOnce(t, a, b).Close() // direct now
@@ -121,10 +97,10 @@ func TestPunchThroughHomeRouters(t *testing.T) {
 // succeed; connections go through the relay and work.
 func TestSymmetricNATsStayRelayed(t *testing.T) {
 	a, r, b := natPair(t, "psym", netlab.Symmetric)
-	serveEcho(t, b)
+	b.ServeEcho(t)
 	c := echoOnce(t, a, b)
 	defer c.Close()
-	if p, err := a.n.PathTo(context.Background(), b.n.ID()); err != nil || (!p.Direct && p.Via != r.n.ID()) {
+	if p, err := a.N.PathTo(context.Background(), b.N.ID()); err != nil || (!p.Direct && p.Via != r.N.ID()) {
 		t.Fatalf("path to bob: %+v %v", p, err)
 	}
 	echoOnce(t, a, b).Close()
@@ -156,14 +132,14 @@ func TestNATMatrix(t *testing.T) {
 		for _, kb := range kinds[i:] {
 			t.Run(ka.name+"-"+kb.name, func(t *testing.T) {
 				a, _, b := natPairOf(t, fmt.Sprintf("m%d%d", ka.kind, kb.kind), ka.kind, kb.kind)
-				serveEcho(t, b)
+				b.ServeEcho(t)
 				start := time.Now()
 				echoOnce(t, a, b).Close()
 				direct := false
 				var after time.Duration
 				deadline := time.Now().Add(15 * time.Second)
 				for time.Now().Before(deadline) {
-					if p, err := a.n.PathTo(context.Background(), b.n.ID()); err == nil && p.Direct {
+					if p, err := a.N.PathTo(context.Background(), b.N.ID()); err == nil && p.Direct {
 						direct, after = true, time.Since(start)
 						break
 					}
@@ -190,9 +166,9 @@ func TestNATMatrix(t *testing.T) {
 
 // throughput moves n bytes from a to b's echo... to b's sink service and
 // returns MB/s.
-func throughput(t *testing.T, a, b *member, n int) float64 {
+func throughput(t *testing.T, a, b *testnet.Member, n int) float64 {
 	t.Helper()
-	l, err := b.n.Listen("sink")
+	l, err := b.N.Listen("sink")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,7 +187,7 @@ func throughput(t *testing.T, a, b *member, n int) float64 {
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	c, err := a.n.Dial(ctx, b.n.ID(), "sink")
+	c, err := a.N.Dial(ctx, b.N.ID(), "sink")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -249,13 +225,13 @@ func TestNetcheck(t *testing.T) {
 	} {
 		t.Run(c.kind.String(), func(t *testing.T) {
 			lab := netlab.New(t, fmt.Sprintf("nc%d", c.kind))
-			netPath := testNetfile(t, "nc")
+			netPath := testnet.Netfile(t, "nc")
 			public := func(name string, opts ...pipes.NodeOption) hosted {
 				h, err := lab.AddHost(nil)
 				if err != nil {
 					t.Fatal(err)
 				}
-				m := newMember(t, netPath, name, append(opts, pipes.WithListenAddr(net.JoinHostPort(h.Addr().String(), "0")))...)
+				m := testnet.NewMember(t, netPath, name, append(opts, pipes.WithListenAddr(net.JoinHostPort(h.Addr().String(), "0")))...)
 				return withHost(m, h)
 			}
 			r1 := public("r1", pipes.WithTargetDegree(2))
@@ -269,26 +245,26 @@ func TestNetcheck(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			alice := newMember(t, netPath, "alice", pipes.WithTargetDegree(2),
+			alice := testnet.NewMember(t, netPath, "alice", pipes.WithTargetDegree(2),
 				pipes.WithListenAddr(net.JoinHostPort(h.Addr().String(), "0")))
 			startIn(t, r1.m, r1.h)
-			r2.m.gateway(t, r1.m)
+			r2.m.Gateway(t, r1.m)
 			startIn(t, r2.m, r2.h)
-			bob.m.gateway(t, r1.m)
+			bob.m.Gateway(t, r1.m)
 			startIn(t, bob.m, bob.h)
-			alice.gateway(t, r1.m)
-			alice.gateway(t, r2.m)
+			alice.Gateway(t, r1.m)
+			alice.Gateway(t, r2.m)
 			startIn(t, alice, h)
-			eventually(t, 60*time.Second, "all see all", allSeeAll([]*member{alice, r1.m, r2.m, bob.m}))
-			eventually(t, 30*time.Second, "alice has both relays as peers", func() error {
-				if n := len(alice.n.ConnectedPeers()); n < 2 {
+			testnet.Eventually(t, 60*time.Second, "all see all", testnet.AllSeeAll([]*testnet.Member{alice, r1.m, r2.m, bob.m}))
+			testnet.Eventually(t, 30*time.Second, "alice has both relays as peers", func() error {
+				if n := len(alice.N.ConnectedPeers()); n < 2 {
 					return fmt.Errorf("%d peers", n)
 				}
 				return nil
 			})
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			rep, err := alice.n.CheckNAT(ctx)
+			rep, err := alice.N.CheckNAT(ctx)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -303,11 +279,11 @@ func TestNetcheck(t *testing.T) {
 
 // hosted is a member with the lab host its socket lives on.
 type hosted struct {
-	m *member
+	m *testnet.Member
 	h *netlab.Host
 }
 
-func withHost(m *member, h *netlab.Host) hosted { return hosted{m, h} }
+func withHost(m *testnet.Member, h *netlab.Host) hosted { return hosted{m, h} }
 
 // TestPunchMovesTrafficWithoutLoss: alice (home router) and bob
 // (symmetric NAT) exchange point-to-point pipeline packets and hold a
@@ -316,13 +292,13 @@ func withHost(m *member, h *netlab.Host) hosted { return hosted{m, h} }
 // connection keeps working after the move.
 func TestPunchMovesTrafficWithoutLoss(t *testing.T) {
 	a, _, b := natPairOf(t, "pmove", netlab.EIMAddrPortFiltering, netlab.Symmetric)
-	serveEcho(t, b)
-	id, err := a.n.CreatePipeline("move", pipes.PipelineOptions{ToNode: b.n.ID()})
+	b.ServeEcho(t)
+	id, err := a.N.CreatePipeline("move", pipes.PipelineOptions{ToNode: b.N.ID()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ch := waitPipeline(t, b, id).Subscribe(t.Context())
-	pa, _ := a.n.Pipeline(id)
+	ch := b.WaitPipeline(t, id).Subscribe(t.Context())
+	pa, _ := a.N.Pipeline(id)
 	c := echoOnce(t, a, b) // relayed: starts the punch
 	defer c.Close()
 	const n = 200
@@ -333,12 +309,12 @@ func TestPunchMovesTrafficWithoutLoss(t *testing.T) {
 		}
 		sent++
 		time.Sleep(25 * time.Millisecond) // spread over the punch (about 2.5 s)
-		if p, err := a.n.PathTo(context.Background(), b.n.ID()); err == nil && p.Direct && sent > n/2 {
+		if p, err := a.N.PathTo(context.Background(), b.N.ID()); err == nil && p.Direct && sent > n/2 {
 			break
 		}
 	}
-	eventually(t, 30*time.Second, "direct", func() error {
-		if p, err := a.n.PathTo(context.Background(), b.n.ID()); err != nil || !p.Direct {
+	testnet.Eventually(t, 30*time.Second, "direct", func() error {
+		if p, err := a.N.PathTo(context.Background(), b.N.ID()); err != nil || !p.Direct {
 			return fmt.Errorf("path %+v %v", p, err)
 		}
 		return nil
@@ -348,7 +324,7 @@ func TestPunchMovesTrafficWithoutLoss(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for i, p := range receive(t, ch, sent) {
+	for i, p := range testnet.Receive(t, ch, sent) {
 		if d, _ := p.Data(); string(d) != fmt.Sprintf("packet %d", i) {
 			t.Fatalf("packet %d is %q", i, d)
 		}
