@@ -8,10 +8,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/quic-go/quic-go"
-
 	"github.com/pipesnet/pipes/internal/conns"
-	"github.com/pipesnet/pipes/internal/mesh"
 )
 
 // Addr is the address of one end of a data connection: a node of the
@@ -34,41 +31,7 @@ func (a Addr) String() string {
 
 func connAddr(node [32]byte, service string) net.Addr { return Addr{Node: node, Service: service} }
 
-// The engine's mesh host also serves the data connections.
-
-func (h *meshHost) OpenStream(ctx context.Context, peer [32]byte) (*quic.Stream, error) {
-	if m := h.mp.Load(); m != nil {
-		return m.OpenStream(ctx, peer)
-	}
-	return nil, errNoMesh
-}
-
-func (h *meshHost) Route(ctx context.Context, dst [32]byte) ([32]byte, bool, error) {
-	if m := h.mp.Load(); m != nil {
-		return m.Route(ctx, dst)
-	}
-	return [32]byte{}, false, errNoMesh
-}
-
-func (h *meshHost) Punch(ctx context.Context, dst [32]byte) error {
-	if m := h.mp.Load(); m != nil {
-		return m.Punch(ctx, dst)
-	}
-	return errNoMesh
-}
-
-func (h *meshHost) Node(id [32]byte) (mesh.NodeInfo, bool) {
-	if m := h.mp.Load(); m != nil {
-		return m.Node(id)
-	}
-	return mesh.NodeInfo{}, false
-}
-
-func (n *Node) connsOrNil() *conns.Manager {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.mu.conns
-}
+func (n *Node) connsOrNil() *conns.Manager { return n.running().Conns() }
 
 // Allowed limits who may connect to a service: the nodes listed, and the
 // nodes of the identities listed. Empty, every member of the network may.

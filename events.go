@@ -7,8 +7,9 @@ import (
 	"github.com/pipesnet/pipes/internal/store"
 )
 
-// handleEvent runs on the mesh's dispatcher goroutine: it records nodes in
-// the known-nodes table and calls the listeners, with no lock held.
+// handleEvent runs on the mesh's dispatcher goroutine, after the engine
+// saw the event (internal/node): it records nodes in the known-nodes table
+// and calls the listeners, with no lock held.
 func (n *Node) handleEvent(e mesh.Event) {
 	n.mu.Lock()
 	ls := slices.Clone(n.mu.listeners)
@@ -27,28 +28,8 @@ func (n *Node) handleEvent(e mesh.Event) {
 				n.logger().Warn("cannot record known node", "err", err)
 			}
 		}
-		n.tellPeer(e.Node)
 		for _, l := range ls {
 			l.HandleNodeStatusUpdate(ref, n)
 		}
-	}
-}
-
-// tellPeer sends the node's broadcast pipelines to a node that just became
-// a direct peer, once per connection, so that late joiners learn of
-// pipelines created before they came.
-func (n *Node) tellPeer(info mesh.NodeInfo) {
-	n.mu.Lock()
-	e := n.mu.engine
-	sent := n.mu.defsSent[info.ID]
-	if e != nil {
-		n.mu.defsSent[info.ID] = info.Peer
-	}
-	n.mu.Unlock()
-	if e != nil && info.Peer && !sent {
-		e.PeerConnected(info.ID)
-	}
-	if e != nil && !info.Peer && sent {
-		e.PeerGone(info.ID)
 	}
 }

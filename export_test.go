@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"net"
 
-	"github.com/pipesnet/pipes/internal/mesh"
 	"github.com/pipesnet/pipes/internal/node"
 	"github.com/pipesnet/pipes/internal/portmap"
 	"github.com/pipesnet/pipes/internal/wire/pb"
@@ -12,7 +11,7 @@ import (
 
 // KillNode stops n as a crash would: no leaving status, no goodbye. Tests
 // use it to check how others notice a node that vanishes.
-func KillNode(n *Node) { n.stop((*mesh.Mesh).Kill) }
+func KillNode(n *Node) { n.stop((*node.Node).Kill) }
 
 // SetForwardTap makes n report every routed message it relays for others
 // (from its next start on): tests use it to see what a relay sees.
@@ -28,6 +27,9 @@ func SetForwardTap(n *Node, tap func(dst, src [32]byte, payload []byte)) {
 func SetListenUDP(n *Node, listen func(*net.UDPAddr) (*net.UDPConn, error)) {
 	node.SetTestHooks(n.id, func(h *node.TestHooks) { h.ListenUDP = listen })
 }
+
+// advertise is what env_test.go checks.
+var advertise = node.Advertise
 
 // SetDiskReserve changes the free space p's store keeps in reserve, so
 // that tests can make the disk look full.

@@ -14,16 +14,12 @@ import (
 	"sync"
 	"time"
 
-	"github.com/pipesnet/pipes/internal/blob"
-	"github.com/pipesnet/pipes/internal/conns"
-	"github.com/pipesnet/pipes/internal/history"
 	"github.com/pipesnet/pipes/internal/identity"
 	"github.com/pipesnet/pipes/internal/keys"
 	"github.com/pipesnet/pipes/internal/mesh"
 	"github.com/pipesnet/pipes/internal/node"
 	"github.com/pipesnet/pipes/internal/pipeline"
 	"github.com/pipesnet/pipes/internal/store"
-	"github.com/pipesnet/pipes/internal/transport"
 	"github.com/pipesnet/pipes/internal/wire/pb"
 )
 
@@ -37,19 +33,12 @@ type Node struct {
 	mu struct {
 		sync.Mutex
 		rec       nodeRecord
-		mesh      *mesh.Mesh
-		tr        *transport.Transport
-		engine    *pipeline.Engine
-		reader    *pipeline.Engine // not started: reads the store (see readEngine)
-		blobs     *blob.Store
-		conns     *conns.Manager
+		run       *node.Node               // this run: nil when not started
+		reader    *node.Reader             // not started: reads the store (see readEngine)
 		pipelines map[PipelineID]*Pipeline // every pipeline seen, kept across restarts
-		defsSent  map[NodeID]bool          // peers told of our pipelines this run
 		listeners []NodeListener
 		pm        *portMapper          // this run's port mapping
 		boot      map[NetworkID]string // bootstrap list kept by this node
-
-		readerBlobs *blob.Store // the blob store of reader, closed with it
 	}
 	startMu  sync.Mutex // serialises Start and Shutdown
 	readerMu sync.Mutex // serialises opening and closing mu.reader
@@ -226,105 +215,53 @@ func (n *Node) Start(ctx context.Context) error {
 	if err := putJSON(p.db, store.Key(tNode, n.id[:]), rec); err != nil {
 		return fmt.Errorf("pipes: %w", err)
 	}
-	log := p.log.With("node", n.id.String()[:8], "network", nw.Name())
-	timing := p.timing()
-	offline := firstNonZero(rec.Config.OfflineAfter, firstNonZero(timing.offline, 20*time.Second))
-	// A dead peer's connection must not outlive the presence timeout: the
-	// QUIC idle timeout follows it (3s..15s), with keep-alives at a third.
-	idle := min(max(offline, 3*time.Second), 15*time.Second)
-	heartbeat := firstNonZero(rec.Config.Heartbeat, timing.heartbeat)
-	if heartbeat == 0 && offline < 4*5*time.Second {
-		heartbeat = offline / 4 // keep four announcements per offline period
-	}
-	hooks := node.Hooks(n.id)
-	pm := &portMapper{} // started once the socket is bound
-	tcfg := transport.Config{
-		Key: key, Cert: cert, NetworkID: nw.id, NetworkKey: nkey, Incarnation: rec.Incarnation,
-		ListenAddrs: pm.advertise,
-		Logger:      log, KeepAlive: idle / 3, IdleTimeout: idle,
-		ListenUDP: hooks.ListenUDP,
-	}
-	tr, err := n.listen(ctx, rec.Config.ListenAddr, tcfg)
+	addrs, err := n.listenAddrs(rec.Config.ListenAddr)
 	if err != nil {
 		return err
 	}
-	hkey, err := pipeline.LoadOrCreateKey(p.keyPath("hpke", n.id))
-	if err != nil {
-		tr.Close()
-		return fmt.Errorf("pipes: encryption key: %w", err)
-	}
-	skey := storeKey(nkey, nw.id)
-	blobs, err := blob.Open(n.blobDir(), history.DeriveKey(skey, keys.Blobs, nil))
-	if err != nil {
-		tr.Close()
-		return fmt.Errorf("pipes: file store: %w", err)
-	}
-	host := &meshHost{}
-	eng, err := pipeline.New(pipeline.Config{Network: nw.id, Key: key, Cert: cert, HPKE: hkey, Host: host,
-		Logger: log, OnPipeline: n.pipelineKnown, DB: p.db, StoreKey: skey, OnSync: n.syncUpdate,
-		OnRemoved: n.pipelineRemoved, Blobs: blobs})
-	if err != nil {
-		blobs.Close()
-		tr.Close()
-		return fmt.Errorf("pipes: %w", err)
-	}
-	stls, err := transport.StreamTLS(key.Private)
-	if err != nil {
-		eng.Close()
-		blobs.Close()
-		tr.Close()
-		return fmt.Errorf("pipes: %w", err)
-	}
-	cm := conns.New(conns.Config{Self: n.id, TLS: stls, Mesh: host, Logger: log, Addr: connAddr, NoPunch: hooks.NoPunch})
-	mcfg := mesh.Config{
-		Transport: tr, Key: key, Cert: cert, Incarnation: rec.Incarnation, Version: version,
-		Gateways:     nw.gatewayAddrs,
-		Addrs:        func() []string { return pm.advertise(tr.Addr()) },
-		Networks:     n.bootList,
-		TargetDegree: rec.Config.TargetDegree,
-		RelayRate:    rec.Config.RelayRate,
-		Heartbeat:    heartbeat,
-		OfflineAfter: offline,
+	log := p.log.With("node", n.id.String()[:8], "network", nw.Name())
+	timing := p.timing()
+	pm := newPortMapper(n, rec.Config, log)
+	cfg := node.Config{
+		Key: key, Cert: cert, Network: nw.id, NetworkKey: nkey, Incarnation: rec.Incarnation, Version: version,
+		DB: p.db, StoreKey: storeKey(nkey, nw.id), BlobDir: n.blobDir(), HPKEKeyPath: p.keyPath("hpke", n.id),
+		ListenAddrs:  addrs,
+		OfflineAfter: firstNonZero(rec.Config.OfflineAfter, timing.offline),
+		Heartbeat:    firstNonZero(rec.Config.Heartbeat, timing.heartbeat),
 		BackoffMin:   timing.backoffMin, BackoffMax: timing.backoffMax,
-		Logger:          log,
-		OnEvent:         n.handleEvent,
-		Validate:        eng.Validate,
-		Deliver:         eng.Deliver,
-		DeliverRouted:   eng.DeliverRouted,
-		DeliverDatagram: eng.DeliverDatagram,
-		HPKEKey:         hkey.PublicKey().Bytes(),
-		OnForward:       hooks.ForwardTap,
-		OnStream:        cm.HandleStream,
+		TargetDegree: rec.Config.TargetDegree, RelayRate: rec.Config.RelayRate,
+		Logger:   log,
+		Gateways: nw.gatewayAddrs, Networks: n.bootList, PortMap: pm, ConnAddr: connAddr,
+		OnEvent: n.handleEvent, OnPipeline: n.pipelineKnown, OnSync: n.syncUpdate, OnRemoved: n.pipelineRemoved,
+		Ready: func(run *node.Node) {
+			n.mu.Lock()
+			n.mu.rec, n.mu.run, n.mu.pm = rec, run, pm
+			var known []*pipeline.Def
+			for _, pl := range n.mu.pipelines {
+				known = append(known, pl.def)
+			}
+			n.mu.Unlock()
+			n.closeReader() // the running engine reads the store from now on
+			for _, d := range known {
+				run.Engine().Restore(d) // pipelines seen in an earlier run stay usable
+			}
+			for _, pl := range n.knownPipelines() {
+				pl.attach(run.Engine()) // listeners added before this start
+			}
+		},
+		EngineClosed: func() {
+			for _, pl := range n.knownPipelines() {
+				pl.detach()
+				pl.ClosePortMap()
+			}
+		},
 	}
-	m, err := mesh.New(mcfg)
-	if err != nil {
-		cm.Close()
-		eng.Close()
-		blobs.Close()
-		tr.Close()
+	if _, err := node.Start(ctx, cfg); err != nil {
+		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+			return ctx.Err()
+		}
 		return fmt.Errorf("pipes: %w", err)
 	}
-	host.set(m)
-	n.mu.Lock()
-	n.mu.rec = rec
-	n.mu.mesh, n.mu.tr, n.mu.engine, n.mu.blobs, n.mu.conns = m, tr, eng, blobs, cm
-	n.mu.defsSent = map[NodeID]bool{}
-	n.mu.pm = pm
-	var known []*pipeline.Def
-	for _, pl := range n.mu.pipelines {
-		known = append(known, pl.def)
-	}
-	n.mu.Unlock()
-	n.closeReader() // the running engine reads the store from now on
-	for _, d := range known {
-		eng.Restore(d) // pipelines seen in an earlier run stay usable
-	}
-	for _, pl := range n.knownPipelines() {
-		pl.attach(eng) // listeners added before this start
-	}
-	m.Start()
-	pm.start(n, rec.Config, tr.Addr(), log)
-	log.Info("node started", "listen", tr.Addr().String())
 	return nil
 }
 
@@ -382,75 +319,17 @@ func (p *Platform) timing() timing {
 		backoffMin: 100 * time.Millisecond, backoffMax: 2 * time.Second}
 }
 
-// listen binds the node's socket: the node's own address if set, else the
-// environment's candidates (or 127.0.0.1:0 in test mode), first free wins.
-func (n *Node) listen(ctx context.Context, addr string, cfg transport.Config) (*transport.Transport, error) {
-	var cands []string
+// listenAddrs lists the addresses to bind the node's socket on, first
+// free wins: the node's own address if set, else the environment's
+// candidates (or 127.0.0.1:0 in test mode).
+func (n *Node) listenAddrs(addr string) ([]string, error) {
 	switch {
 	case addr != "":
-		cands = []string{addr}
+		return []string{addr}, nil
 	case n.p.opts.testMode:
-		cands = []string{"127.0.0.1:0"}
-	default:
-		var err error
-		if cands, err = listenCandidates(); err != nil {
-			return nil, err
-		}
+		return []string{"127.0.0.1:0"}, nil
 	}
-	var errs []error
-	for _, a := range cands {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		tr, err := transport.Listen(a, cfg)
-		if err == nil {
-			return tr, nil
-		}
-		errs = append(errs, err)
-	}
-	return nil, fmt.Errorf("pipes: no address to listen on (tried %s): %w", strings.Join(cands, ", "), errors.Join(errs...))
-}
-
-// advertise lists the addresses other nodes can dial: the bound address, or
-// for an unspecified host the non-loopback addresses of the up interfaces
-// (loopback only if there is nothing else).
-func advertise(ap netip.AddrPort) []string {
-	if !ap.Addr().IsUnspecified() {
-		return []string{ap.String()}
-	}
-	var out []string
-	ifaces, _ := net.Interfaces()
-	for _, ifc := range ifaces {
-		if ifc.Flags&net.FlagUp == 0 {
-			continue
-		}
-		addrs, _ := ifc.Addrs()
-		for _, a := range addrs {
-			ipn, ok := a.(*net.IPNet)
-			if !ok {
-				continue
-			}
-			ip, ok := netip.AddrFromSlice(ipn.IP)
-			if !ok || ip.IsLinkLocalUnicast() || ip.IsMulticast() {
-				continue
-			}
-			ip = ip.Unmap()
-			if ap.Addr().Is4() && !ip.Is4() {
-				continue
-			}
-			if ip.IsLoopback() {
-				continue // useless to other machines, and a trap: it names their own host
-			}
-			out = append(out, netip.AddrPortFrom(ip, ap.Port()).String())
-		}
-	}
-	if len(out) == 0 {
-		out = append(out, netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), ap.Port()).String())
-	}
-	if len(out) > 16 {
-		out = out[:16]
-	}
-	return out
+	return listenCandidates()
 }
 
 // Shutdown leaves the network: it tells peers the node is leaving, closes
@@ -459,48 +338,35 @@ func advertise(ap netip.AddrPort) []string {
 // that is not running only releases what reading its store opened (see
 // Pipelines). The node can be started again.
 func (n *Node) Shutdown() error {
-	return n.stop((*mesh.Mesh).Close)
+	return n.stop((*node.Node).Close)
 }
 
-// stop detaches the running mesh and stops it with how (Close, or Kill in
+// stop detaches this run's node and stops it with how (Close, or Kill in
 // tests). Stopping a stopped node does nothing.
-func (n *Node) stop(how func(*mesh.Mesh) error) error {
+func (n *Node) stop(how func(*node.Node) error) error {
 	n.startMu.Lock()
 	defer n.startMu.Unlock()
 	n.closeReader()
 	n.mu.Lock()
-	m, eng, blobs, cm := n.mu.mesh, n.mu.engine, n.mu.blobs, n.mu.conns
-	n.mu.mesh, n.mu.tr, n.mu.engine, n.mu.blobs, n.mu.conns = nil, nil, nil, nil, nil
-	pm := n.mu.pm
-	n.mu.pm = nil
+	run := n.mu.run
+	n.mu.run, n.mu.pm = nil, nil
 	n.mu.Unlock()
-	if m == nil {
+	if run == nil {
 		return nil
 	}
-	// The mapping is deleted at the router while the rest shuts down.
-	pmDone := make(chan struct{})
-	go func() { defer close(pmDone); pm.stop(n.logger()) }()
-	// Pipelines first: their senders stop before the mesh they send through.
-	eng.Close()
-	for _, pl := range n.knownPipelines() {
-		pl.detach()
-		pl.ClosePortMap()
-	}
-	cm.Close() // listeners and relayed connections; connections end with the mesh
-	err := how(m)
-	<-pmDone
-	blobs.Close()
-	n.p.log.Info("node stopped", "node", n.id.String()[:8])
-	return err
+	return how(run)
 }
 
 // IsActive reports whether the node is started.
 func (n *Node) IsActive() bool { return n.meshOrNil() != nil }
 
-func (n *Node) meshOrNil() *mesh.Mesh {
+func (n *Node) meshOrNil() *mesh.Mesh { return n.running().Mesh() }
+
+// running returns this run's node: nil when the node is not started.
+func (n *Node) running() *node.Node {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.mu.mesh
+	return n.mu.run
 }
 
 // IsConnected reports whether the node has at least one peer.
@@ -519,7 +385,7 @@ func (n *Node) IsConnected() bool {
 // two peers or behind a NAT that maps each destination to another port.
 func (n *Node) PublicAddrs() []netip.AddrPort {
 	n.mu.Lock()
-	m, pm := n.mu.mesh, n.mu.pm
+	m, pm := n.mu.run.Mesh(), n.mu.pm
 	n.mu.Unlock()
 	if m == nil {
 		return nil
@@ -530,14 +396,12 @@ func (n *Node) PublicAddrs() []netip.AddrPort {
 // ListenAddrs returns the addresses the node can be reached at (empty when
 // not started).
 func (n *Node) ListenAddrs() []netip.AddrPort {
-	n.mu.Lock()
-	tr := n.mu.tr
-	n.mu.Unlock()
+	tr := n.running().Transport()
 	if tr == nil {
 		return nil
 	}
 	var out []netip.AddrPort
-	for _, a := range advertise(tr.Addr()) {
+	for _, a := range node.Advertise(tr.Addr()) {
 		if ap, err := netip.ParseAddrPort(a); err == nil {
 			out = append(out, ap)
 		}

@@ -92,7 +92,7 @@ type PipelineStats struct {
 func (n *Node) engineOrNil() *pipeline.Engine {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.mu.engine
+	return n.mu.run.Engine()
 }
 
 // pipelineFor returns the one Pipeline value of a definition.

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/pipesnet/pipes/internal/netaddr"
-	"github.com/pipesnet/pipes/internal/node"
 	"github.com/pipesnet/pipes/internal/portmap"
 )
 
@@ -51,9 +50,13 @@ const (
 	portMapDeleteTimeout = 2 * time.Second
 )
 
-// portMapper keeps a node's port mapping during one run. A nil or
-// disabled portMapper has no mapping.
+// portMapper keeps a node's port mapping during one run: it is the
+// node.PortMapper of the run. A nil or disabled portMapper has no mapping.
 type portMapper struct {
+	on   func(bound netip.AddrPort) bool // whether to map the port of bound
+	desc string                          // of the mapping, at the router
+	log  *slog.Logger
+
 	cancel context.CancelFunc
 	done   chan struct{}
 
@@ -75,23 +78,26 @@ func (n *Node) portMappingOn(c nodeConfig, bound netip.AddrPort) bool {
 	return a.IsUnspecified() || (a.Is4() && !a.IsLoopback())
 }
 
-// start starts the goroutine that opens the mapping of the node's socket
-// bound, if c turns port mapping on there. It returns at once.
-func (pm *portMapper) start(n *Node, c nodeConfig, bound netip.AddrPort, log *slog.Logger) {
-	if !n.portMappingOn(c, bound) {
+// newPortMapper makes the port mapper of one run of n, configured by c.
+func newPortMapper(n *Node, c nodeConfig, log *slog.Logger) *portMapper {
+	return &portMapper{on: func(bound netip.AddrPort) bool { return n.portMappingOn(c, bound) },
+		desc: "pipes " + n.id.String()[:8], log: log.With("component", "portmap")}
+}
+
+// Start starts the goroutine that opens the mapping of the node's socket
+// bound, if the node's configuration turns port mapping on there; hook,
+// if set, changes the mapping's configuration (tests). changed is called
+// when the mapping changes: the node's signed status lists its
+// addresses, so a new mapping is announced at once, not at the next
+// heartbeat. It returns at once.
+func (pm *portMapper) Start(bound netip.AddrPort, hook func(*portmap.Config), changed func()) {
+	if !pm.on(bound) {
 		return
 	}
-	log = log.With("component", "portmap")
-	// The node's signed status lists its addresses: a new mapping is
-	// announced at once, not at the next heartbeat.
-	changed := func() {
-		if m := n.meshOrNil(); m != nil {
-			m.AddrsChanged()
-		}
-	}
+	log := pm.log
 	cfg := portmap.Config{
 		InternalPort: bound.Port(),
-		Description:  "pipes " + n.id.String()[:8],
+		Description:  pm.desc,
 		OnChange: func(ext netip.AddrPort) {
 			if ext.IsValid() {
 				log.Info("port mapping changed", "external", ext.String())
@@ -101,8 +107,8 @@ func (pm *portMapper) start(n *Node, c nodeConfig, bound netip.AddrPort, log *sl
 			changed()
 		},
 	}
-	if f := node.Hooks(n.id).PortMap; f != nil {
-		f(&cfg)
+	if hook != nil {
+		hook(&cfg)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	pm.mu.Lock()
@@ -146,9 +152,9 @@ func (pm *portMapper) run(ctx context.Context, cfg portmap.Config, log *slog.Log
 	}
 }
 
-// stop stops the attempts and deletes the mapping at the router (within
+// Stop stops the attempts and deletes the mapping at the router (within
 // portMapDeleteTimeout).
-func (pm *portMapper) stop(log *slog.Logger) {
+func (pm *portMapper) Stop() {
 	if pm == nil || pm.cancel == nil {
 		return
 	}
@@ -164,7 +170,7 @@ func (pm *portMapper) stop(log *slog.Logger) {
 	ctx, cancel := context.WithTimeout(context.Background(), portMapDeleteTimeout)
 	defer cancel()
 	if err := m.Close(ctx); err != nil {
-		log.Info("port mapping not deleted", "err", err)
+		pm.log.Info("port mapping not deleted", "err", err)
 	}
 }
 
@@ -182,24 +188,13 @@ func (pm *portMapper) state() PortMapping {
 	return s
 }
 
-// external returns the mapped address, invalid without a mapping.
-func (pm *portMapper) external() netip.AddrPort { return pm.state().External }
-
-// advertise is the package's advertise with the mapped address first: a
-// candidate for peers outside the router's LAN (one that turns out
-// unreachable, as behind a second NAT, costs them only a dial).
-func (pm *portMapper) advertise(bound netip.AddrPort) []string {
-	out := advertise(bound)
-	if ext := pm.external(); ext.IsValid() && !slices.Contains(out, ext.String()) {
-		out = append([]string{ext.String()}, out...)
-	}
-	return out
-}
+// External returns the mapped address, invalid without a mapping.
+func (pm *portMapper) External() netip.AddrPort { return pm.state().External }
 
 // publicAddrs adds the mapped address, when the router reports a public
 // one, in front of the addresses that peers observe.
 func (pm *portMapper) publicAddrs(observed []netip.AddrPort) []netip.AddrPort {
-	ext := pm.external()
+	ext := pm.External()
 	if !ext.IsValid() || !netaddr.IsPublic(ext.Addr()) || slices.Contains(observed, ext) {
 		return observed
 	}

@@ -113,6 +113,9 @@ type Config struct {
 	// in its status.
 	HPKEKey    []byte
 	EventQueue int // events that may wait for OnEvent (default 4096)
+	// Certs remembers the certificates already verified, shared with the
+	// node's pipeline engine; nil: the mesh keeps its own.
+	Certs *identity.CertCache
 }
 
 func (c *Config) fill() error {
@@ -158,6 +161,9 @@ func (c *Config) fill() error {
 	}
 	if c.EventQueue <= 0 {
 		c.EventQueue = 4096
+	}
+	if c.Certs == nil {
+		c.Certs = &identity.CertCache{}
 	}
 	return nil
 }
@@ -270,7 +276,6 @@ type Mesh struct {
 	checks       checks          // NAT check requests waiting for their ack
 	tree         *plumtree.Tree
 	pres         *presence
-	certs        identity.CertCache
 	targets      map[string]*target // by address
 	dialing      map[string]bool
 	hard         map[[32]byte]*hardPunch // hard-NAT punches, by node

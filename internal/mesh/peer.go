@@ -107,7 +107,7 @@ func (m *Mesh) check(g *pb.Gossip, in *inFrame) string {
 		return "gossip id or origin does not match its content"
 	}
 	if g.Kind == kinds.Status {
-		st, err := parseStatus(g.Payload, m.cfg.Cert.NetworkID, &m.certs)
+		st, err := parseStatus(g.Payload, m.cfg.Cert.NetworkID, m.cfg.Certs)
 		if err != nil {
 			return err.Error()
 		}

@@ -129,6 +129,9 @@ type Config struct {
 	// it loads. Its owner must not Put, Create, Subscribe, Follow or
 	// SetSecret on it, nor hand it what the mesh receives.
 	ReadOnly bool
+	// Certs remembers the certificates already verified, shared with the
+	// node's mesh; nil: the engine keeps its own.
+	Certs *identity.CertCache
 
 	// testWriterGate, if set, is called by a persistent pipeline's writer
 	// before it takes what waits for it (tests hold a writer with it).
@@ -160,7 +163,8 @@ type Engine struct {
 	self   [32]byte
 	log    *slog.Logger
 	clock  hlcClock
-	certs  identity.CertCache
+	certs  *identity.CertCache
+	peers  peerSet // the direct peers told of our pipelines (peers.go)
 	sealer *sealer
 	notify *notify.Queue[func()]
 	disp   *dispatch.Dispatcher
@@ -216,8 +220,11 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.OutQueue <= 0 {
 		cfg.OutQueue = 4096
 	}
+	if cfg.Certs == nil {
+		cfg.Certs = &identity.CertCache{}
+	}
 	e := &Engine{cfg: cfg, self: cfg.Cert.NodeID(), log: cfg.Logger, disp: dispatch.New(cfg.Logger),
-		defs: make(chan func(), defsQueue)}
+		defs: make(chan func(), defsQueue), certs: cfg.Certs}
 	e.svcs = service.NewSet(e.disp)
 	e.sealer = newSealer(e.self, cfg.HPKE)
 	e.notify = notify.New(1<<16, func(f func()) { f() })

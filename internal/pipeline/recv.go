@@ -100,7 +100,7 @@ func (e *Engine) validateBatch(payload []byte, origin [32]byte) (any, error) {
 	if err := proto.Unmarshal(payload, &b); err != nil {
 		return nil, err
 	}
-	pks, err := openBatch(&b, e.cfg.Network, &e.certs)
+	pks, err := openBatch(&b, e.cfg.Network, e.certs)
 	if err != nil {
 		e.stats.rejected.Add(1)
 		return nil, err
@@ -302,7 +302,7 @@ func sealedKind(b *pb.SealedBody) (uint32, any) {
 
 // acceptPrivate verifies a batch sent to this node alone and delivers it.
 func (e *Engine) acceptPrivate(src [32]byte, b *pb.PacketBatch) error {
-	pks, err := openBatch(b, e.cfg.Network, &e.certs)
+	pks, err := openBatch(b, e.cfg.Network, e.certs)
 	if err != nil {
 		e.stats.rejected.Add(1)
 		return err

@@ -1,16 +1,20 @@
-package pipes
+package node
 
 import (
 	"context"
 	"fmt"
 	"sync/atomic"
 
+	"github.com/quic-go/quic-go"
+
 	"github.com/pipesnet/pipes/internal/mesh"
 )
 
-// meshHost lets the pipeline engine use the node's mesh. The engine starts
-// before the mesh exists (the mesh needs the engine's handlers), so until
-// set is called the host has no peers and refuses to send.
+// meshHost lets the pipeline engine and the data connections use the
+// node's mesh. They start before the mesh exists (the mesh needs their
+// handlers), so until set is called the host has no peers and refuses to
+// send. It is the engine's pipeline.Host and the data connections'
+// conns.Mesh.
 type meshHost struct{ mp atomic.Pointer[mesh.Mesh] }
 
 // errNoMesh: the engine asked to send before the mesh was set.
@@ -83,4 +87,34 @@ func (h *meshHost) HPKEKey(id [32]byte) ([]byte, bool) {
 		return nil, false
 	}
 	return info.HPKEKey, true
+}
+
+// What the data connections need besides.
+
+func (h *meshHost) OpenStream(ctx context.Context, peer [32]byte) (*quic.Stream, error) {
+	if m := h.mp.Load(); m != nil {
+		return m.OpenStream(ctx, peer)
+	}
+	return nil, errNoMesh
+}
+
+func (h *meshHost) Route(ctx context.Context, dst [32]byte) ([32]byte, bool, error) {
+	if m := h.mp.Load(); m != nil {
+		return m.Route(ctx, dst)
+	}
+	return [32]byte{}, false, errNoMesh
+}
+
+func (h *meshHost) Punch(ctx context.Context, dst [32]byte) error {
+	if m := h.mp.Load(); m != nil {
+		return m.Punch(ctx, dst)
+	}
+	return errNoMesh
+}
+
+func (h *meshHost) Node(id [32]byte) (mesh.NodeInfo, bool) {
+	if m := h.mp.Load(); m != nil {
+		return m.Node(id)
+	}
+	return mesh.NodeInfo{}, false
 }
