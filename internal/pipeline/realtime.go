@@ -134,7 +134,7 @@ type rtEnv interface {
 }
 
 func newRealtime(e *Engine) *realtime {
-	rt := &realtime{self: e.self, network: e.cfg.Network, key: e.cfg.Key, cert: e.cfg.Cert, certs: &e.certs,
+	rt := &realtime{self: e.self, network: e.cfg.Network, key: e.cfg.Key, cert: e.cfg.Cert, certs: e.certs,
 		ctx: e.ctx, env: e, rejected: &e.stats.rejected}
 	return rt.init()
 }

@@ -133,7 +133,7 @@ type want struct {
 
 func newSyncer(e *Engine) *syncer {
 	return &syncer{events: make(chan func(), 4096), peersNow: map[[32]byte]bool{},
-		network: e.cfg.Network, certs: &e.certs, ctx: e.ctx, log: e.log, host: e.cfg.Host, env: e,
+		network: e.cfg.Network, certs: e.certs, ctx: e.ctx, log: e.log, host: e.cfg.Host, env: e,
 		rejected: &e.stats.rejected}
 }
 
