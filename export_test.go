@@ -2,7 +2,6 @@ package pipes
 
 import (
 	"bytes"
-	"net"
 
 	"github.com/pipesnet/pipes/internal/node"
 	"github.com/pipesnet/pipes/internal/portmap"
@@ -19,13 +18,6 @@ func SetForwardTap(n *Node, tap func(dst, src [32]byte, payload []byte)) {
 	node.SetTestHooks(n.id, func(h *node.TestHooks) {
 		h.ForwardTap = func(r *pb.Routed) { tap([32]byte(r.Dst), [32]byte(r.Src), bytes.Clone(r.Payload)) }
 	})
-}
-
-// SetListenUDP makes n open the extra sockets of a hard-NAT punch with
-// listen (from its next start on): lab tests open them in the network
-// namespace of n's socket.
-func SetListenUDP(n *Node, listen func(*net.UDPAddr) (*net.UDPConn, error)) {
-	node.SetTestHooks(n.id, func(h *node.TestHooks) { h.ListenUDP = listen })
 }
 
 // advertise is what env_test.go checks.

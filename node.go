@@ -118,15 +118,15 @@ func (p *Platform) AddNode(nw *Network, id *Identity, location string, opts ...N
 	}
 	key, err := identity.Generate()
 	if err != nil {
-		return nil, fmt.Errorf("pipes: %w", err)
+		return nil, mapErr(err, "")
 	}
 	cert, err := identity.IssueCert(ik, id.Name(), key.Public, nw.id, location, time.Now())
 	if err != nil {
-		return nil, fmt.Errorf("pipes: %w", err)
+		return nil, mapErr(err, "")
 	}
 	certBytes, err := marshalProto(cert.Signed)
 	if err != nil {
-		return nil, fmt.Errorf("pipes: %w", err)
+		return nil, mapErr(err, "")
 	}
 	nid := NodeID(cert.NodeID())
 	p.mu.Lock()
@@ -135,12 +135,12 @@ func (p *Platform) AddNode(nw *Network, id *Identity, location string, opts ...N
 		return nil, err
 	}
 	if err := identity.SaveKey(p.keyPath("node", nid), key); err != nil {
-		return nil, fmt.Errorf("pipes: %w", err)
+		return nil, mapErr(err, "")
 	}
 	rec := nodeRecord{Network: nw.id, Identity: id.id, Location: location, Cert: certBytes,
 		Created: time.Now().UTC(), Config: cfg}
 	if err := putJSON(p.db, store.Key(tNode, nid[:]), rec); err != nil {
-		return nil, fmt.Errorf("pipes: %w", err)
+		return nil, mapErr(err, "")
 	}
 	n, err := p.newNode(nid, rec)
 	if err != nil {
@@ -213,7 +213,7 @@ func (n *Node) Start(ctx context.Context) error {
 	rec := n.record()
 	rec.Incarnation = max(uint64(time.Now().UnixNano()), rec.Incarnation+1)
 	if err := putJSON(p.db, store.Key(tNode, n.id[:]), rec); err != nil {
-		return fmt.Errorf("pipes: %w", err)
+		return mapErr(err, "")
 	}
 	addrs, err := n.listenAddrs(rec.Config.ListenAddr)
 	if err != nil {
@@ -260,7 +260,7 @@ func (n *Node) Start(ctx context.Context) error {
 		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
 			return ctx.Err()
 		}
-		return fmt.Errorf("pipes: %w", err)
+		return mapErr(err, "")
 	}
 	return nil
 }

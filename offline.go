@@ -2,7 +2,6 @@ package pipes
 
 import (
 	"encoding/hex"
-	"fmt"
 	"path/filepath"
 
 	"github.com/pipesnet/pipes/internal/node"
@@ -42,7 +41,7 @@ func (n *Node) readEngine() (*pipeline.Engine, error) {
 	r, err = node.OpenReader(node.Config{Key: key, Cert: cert, Network: nw.id, DB: n.p.db,
 		StoreKey: storeKey(nkey, nw.id), BlobDir: n.blobDir(), Logger: n.logger()})
 	if err != nil {
-		return nil, fmt.Errorf("pipes: %w", err)
+		return nil, mapErr(err, "")
 	}
 	n.mu.Lock()
 	n.mu.reader = r

@@ -11,7 +11,6 @@ import (
 
 	"github.com/pipesnet/pipes/internal/blob"
 	"github.com/pipesnet/pipes/internal/conns"
-	"github.com/pipesnet/pipes/internal/history"
 	"github.com/pipesnet/pipes/internal/identity"
 	"github.com/pipesnet/pipes/internal/keys"
 	"github.com/pipesnet/pipes/internal/mesh"
@@ -178,7 +177,7 @@ func (n *Node) assemble(hooks TestHooks, heartbeat, offline time.Duration) error
 	if err != nil {
 		return fmt.Errorf("node: encryption key: %w", err)
 	}
-	if n.blobs, err = blob.Open(cfg.BlobDir, history.DeriveKey(cfg.StoreKey, keys.Blobs, nil)); err != nil {
+	if n.blobs, err = openBlobs(cfg); err != nil {
 		return fmt.Errorf("node: file store: %w", err)
 	}
 	certs := &identity.CertCache{} // one for the engine and the mesh
@@ -333,4 +332,10 @@ func (n *Node) Blobs() *blob.Store {
 		return nil
 	}
 	return n.blobs
+}
+
+// openBlobs opens the node's file store under its at-rest key (derived
+// from the store key with the label keys.Blobs).
+func openBlobs(cfg Config) (*blob.Store, error) {
+	return blob.Open(cfg.BlobDir, [32]byte(keys.Derive(cfg.StoreKey[:], nil, keys.Blobs, nil, 32)))
 }

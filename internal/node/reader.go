@@ -6,8 +6,6 @@ import (
 	"os"
 
 	"github.com/pipesnet/pipes/internal/blob"
-	"github.com/pipesnet/pipes/internal/history"
-	"github.com/pipesnet/pipes/internal/keys"
 	"github.com/pipesnet/pipes/internal/pipeline"
 )
 
@@ -34,7 +32,7 @@ func OpenReader(cfg Config) (*Reader, error) {
 	}
 	r := &Reader{}
 	if fi, err := os.Stat(cfg.BlobDir); err == nil && fi.IsDir() {
-		if r.blobs, err = blob.Open(cfg.BlobDir, history.DeriveKey(cfg.StoreKey, keys.Blobs, nil)); err != nil {
+		if r.blobs, err = openBlobs(cfg); err != nil {
 			return nil, fmt.Errorf("node: file store: %w", err)
 		}
 	}
