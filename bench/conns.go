@@ -519,7 +519,9 @@ func newPipesConnSystem(relay bool) (*connSystem, error) {
 		// Node 0 is R, the only gateway of A (1) and B (2).
 		name, count, edges = "Pipes relayed", 3, [][2]int{{0, 1}, {0, 2}}
 	}
+	noPunch = relay
 	pn, err := startPipes(count, edges, 1)
+	noPunch = false
 	if err != nil {
 		return nil, err
 	}

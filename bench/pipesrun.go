@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pipesnet/pipes"
+	inode "github.com/pipesnet/pipes/internal/node"
 )
 
 // pipesNet is a Pipes network of in-process nodes, each with its own data
@@ -28,6 +29,11 @@ func (n *pipesNet) close() {
 	}
 	os.RemoveAll(n.dir)
 }
+
+// noPunch, when set, keeps the nodes startPipes starts from punching a
+// direct connection after a relayed data connection (the relayed rows of
+// the conns benchmark measure the relayed path on every dial).
+var noPunch bool
 
 // startPipes starts count nodes linked as edges says: for each edge (i, j)
 // node j has node i as its gateway. degree is each node's target degree.
@@ -66,6 +72,9 @@ func startPipes(count int, edges [][2]int, degree int) (*pipesNet, error) {
 		if err != nil {
 			n.close()
 			return nil, err
+		}
+		if noPunch {
+			inode.SetTestHooks(node.ID(), func(h *inode.TestHooks) { h.NoPunch = true })
 		}
 		n.nodes = append(n.nodes, node)
 	}
