@@ -32,7 +32,7 @@ func SyncSources(p *Pipeline) map[NodeID]int {
 	out := map[NodeID]int{}
 	if e := p.n.engineOrNil(); e != nil {
 		for k, v := range e.SyncSources(p.def.ID) {
-			out[k] = v
+			out[NodeID(k)] = v
 		}
 	}
 	return out

@@ -12,6 +12,7 @@ import (
 	"github.com/pipesnet/pipes/internal/blob"
 	"github.com/pipesnet/pipes/internal/conns"
 	"github.com/pipesnet/pipes/internal/identity"
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/keys"
 	"github.com/pipesnet/pipes/internal/mesh"
 	"github.com/pipesnet/pipes/internal/pipeline"
@@ -67,7 +68,7 @@ type Config struct {
 	// OnPipeline, OnSync and OnRemoved are the engine's (see
 	// pipeline.Config).
 	OnPipeline func(*pipeline.Def)
-	OnSync     func(id [32]byte, synchronized bool)
+	OnSync     func(id ids.Pipeline, synchronized bool)
 	OnRemoved  func(*pipeline.Def)
 
 	// Ready, if set, is called by Start once the node is assembled and

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/pipesnet/pipes/internal/ids"
 	"time"
 	"unicode/utf8"
 
@@ -15,7 +16,7 @@ import (
 
 // Options choose the kind of pipeline (the facade's PipelineOptions).
 type Options struct {
-	ToNode     [32]byte // non-zero: point-to-point with that node
+	ToNode     ids.Node // non-zero: point-to-point with that node
 	Persistent bool
 	Encrypted  bool
 	Ephemeral  bool
@@ -26,11 +27,11 @@ type Options struct {
 
 // Def is a pipeline definition. Its ID is derived from the other fields.
 type Def struct {
-	ID        [32]byte
+	ID        ids.Pipeline
 	Name      string
 	Opts      Options  // ToNode is relative to the local node
-	A, B      [32]byte // point-to-point pair, A < B; zero for broadcast
-	Creator   [32]byte
+	A, B      ids.Node // point-to-point pair, A < B; zero for broadcast
+	Creator   ids.Node
 	SecretKey []byte // encrypted: public key derived from the secret (part of the id)
 	Created   int64  // unix milliseconds of creation (ephemeral pipelines; not part of the id)
 }

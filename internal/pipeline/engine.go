@@ -55,6 +55,7 @@ import (
 	"crypto/hpke"
 	"errors"
 	"fmt"
+	"github.com/pipesnet/pipes/internal/ids"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -90,7 +91,7 @@ type Host interface {
 
 // Config configures an Engine.
 type Config struct {
-	Network [32]byte
+	Network ids.Network
 	Key     *identity.KeyPair // node key: signs batches
 	Cert    *identity.Cert    // node certificate: travels with batches
 	HPKE    hpke.PrivateKey   // opens sealed messages
@@ -121,7 +122,7 @@ type Config struct {
 	OnRemoved func(*Def)
 	// OnSync is told, on the notification goroutine, when a persistent
 	// pipeline starts (false) or finishes (true) synchronizing.
-	OnSync func(id [32]byte, synchronized bool)
+	OnSync func(id ids.Pipeline, synchronized bool)
 	// ReadOnly makes an engine that only reads what is stored: it loads
 	// the stored definitions, keys and histories and starts none of the
 	// goroutines that receive, synchronise or fetch (the node reads its
@@ -135,7 +136,7 @@ type Config struct {
 
 	// testWriterGate, if set, is called by a persistent pipeline's writer
 	// before it takes what waits for it (tests hold a writer with it).
-	testWriterGate func(pipe [32]byte)
+	testWriterGate func(pipe ids.Pipeline)
 }
 
 // Errors.

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/pipesnet/pipes/internal/history"
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/keys"
 	"github.com/pipesnet/pipes/internal/kinds"
 	"github.com/pipesnet/pipes/internal/store"
@@ -352,13 +353,13 @@ func (n *notesPart) addProof(p *pipe, pr *pb.SecretProof) {
 }
 
 // holdersOf returns the nodes that proved they hold p's secret, sorted.
-func (n *notesPart) holdersOf(p *pipe) [][32]byte {
+func (n *notesPart) holdersOf(p *pipe) []ids.Node {
 	n.mu.Lock()
-	var out [][32]byte
+	var out []ids.Node
 	for node := range p.holders {
 		out = append(out, node)
 	}
 	n.mu.Unlock()
-	slices.SortFunc(out, func(a, b [32]byte) int { return slices.Compare(a[:], b[:]) })
+	slices.SortFunc(out, func(a, b ids.Node) int { return slices.Compare(a[:], b[:]) })
 	return out
 }

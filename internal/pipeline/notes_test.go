@@ -228,7 +228,7 @@ func TestNotesSecretStoredAndLoaded(t *testing.T) {
 		t.Fatal("the announced proof does not check")
 	}
 	if h := n.holdersOf(p); len(h) != 1 || h[0] != self {
-		t.Fatalf("holders %x, want this node", h)
+		t.Fatalf("holders %v, want this node", h)
 	}
 	db.Close()
 
@@ -284,7 +284,7 @@ func TestNotesPendingProofsBounded(t *testing.T) {
 		n.addProof(p, pr)
 	}
 	if h := n.holdersOf(p); len(h) != 1 || h[0] != other || n.rejected.Load() != 1 {
-		t.Fatalf("holders %x, rejected %d: want the good proof's node, and the forged one rejected", h, n.rejected.Load())
+		t.Fatalf("holders %v, rejected %d: want the good proof's node, and the forged one rejected", h, n.rejected.Load())
 	}
 	// A proof for a known pipeline goes to it at once.
 	third := [32]byte{10}

@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/pipesnet/pipes/internal/ids"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -259,7 +260,7 @@ func (rt *realtime) sendKey(ctx context.Context, dst [32]byte, s *rtSend, counte
 
 // PutDatagram puts data on realtime pipeline id as Put does, without
 // computing the packet id (for UDP port maps, which do not use it).
-func (e *Engine) PutDatagram(ctx context.Context, id [32]byte, data []byte) error {
+func (e *Engine) PutDatagram(ctx context.Context, id ids.Pipeline, data []byte) error {
 	p, ok := e.pipeOf(id)
 	if !ok {
 		return fmt.Errorf("%w %x", ErrUnknown, id[:4])

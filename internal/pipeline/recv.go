@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/pipesnet/pipes/internal/ids"
 
 	"google.golang.org/protobuf/proto"
 
@@ -377,7 +378,7 @@ func (e *Engine) deliverLocked(p *pipe, pk *Packet) {
 // under the engine's lock: deliver must not block (a non-blocking channel
 // send that reports false when full is the intended use). end is called
 // once when the subscription ends: when ctx ends or the engine closes.
-func (e *Engine) Subscribe(ctx context.Context, id [32]byte, deliver func(*Packet) bool, end func()) error {
+func (e *Engine) Subscribe(ctx context.Context, id ids.Pipeline, deliver func(*Packet) bool, end func()) error {
 	e.mu.Lock()
 	p := e.mu.pipes[id]
 	if p == nil || e.mu.closed {
@@ -402,7 +403,7 @@ func (e *Engine) Subscribe(ctx context.Context, id [32]byte, deliver func(*Packe
 }
 
 // PipelineStats returns the counters of one pipeline.
-func (e *Engine) PipelineStats(id [32]byte) Stats {
+func (e *Engine) PipelineStats(id ids.Pipeline) Stats {
 	e.mu.Lock()
 	p := e.mu.pipes[id]
 	e.mu.Unlock()

@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"fmt"
+	"github.com/pipesnet/pipes/internal/ids"
 	"slices"
 
 	"google.golang.org/protobuf/proto"
@@ -270,7 +271,7 @@ func (e *Engine) Pipelines() []*Def {
 }
 
 // Pipeline returns the definition of id.
-func (e *Engine) Pipeline(id [32]byte) (*Def, bool) {
+func (e *Engine) Pipeline(id ids.Pipeline) (*Def, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if p := e.mu.pipes[id]; p != nil {
@@ -280,7 +281,7 @@ func (e *Engine) Pipeline(id [32]byte) (*Def, bool) {
 }
 
 // Wait returns the definition of id once it is known.
-func (e *Engine) Wait(ctx context.Context, id [32]byte) (*Def, error) {
+func (e *Engine) Wait(ctx context.Context, id ids.Pipeline) (*Def, error) {
 	e.mu.Lock()
 	if p := e.mu.pipes[id]; p != nil {
 		e.mu.Unlock()

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/pipesnet/pipes/internal/ids"
 	"log/slog"
 	"slices"
 	"sync"
@@ -301,7 +302,7 @@ func (s *syncer) send(p *pipe, to [32]byte, m *pb.Sync) error {
 
 // PeerConnected is called when a node becomes a direct peer: it gets the
 // broadcast pipelines' definitions and the heads of the persistent ones.
-func (e *Engine) PeerConnected(peer [32]byte) {
+func (e *Engine) PeerConnected(peer ids.Node) {
 	e.sendDefs(peer)
 	e.notes.sendTo(peer)
 	e.syncer.do(func() {
@@ -315,7 +316,7 @@ func (e *Engine) PeerConnected(peer [32]byte) {
 
 // PeerGone is called when a direct peer is lost: its offers and the
 // chunks asked of it are forgotten, and asked of others.
-func (e *Engine) PeerGone(peer [32]byte) {
+func (e *Engine) PeerGone(peer ids.Node) {
 	e.syncer.do(func() {
 		for _, p := range e.persistentPipes() {
 			if p.def.IsPointToPoint() {
@@ -357,14 +358,14 @@ func (s *syncer) progressed(p *pipe) {
 
 // SyncSources returns how many sync requests of persistent pipeline id
 // this node has sent to each node.
-func (e *Engine) SyncSources(id [32]byte) map[[32]byte]int {
+func (e *Engine) SyncSources(id ids.Pipeline) map[ids.Node]int {
 	p, _ := e.pipeOf(id)
 	if p == nil || p.sync == nil {
 		return nil
 	}
 	p.sync.askedMu.Lock()
 	defer p.sync.askedMu.Unlock()
-	out := make(map[[32]byte]int, len(p.sync.asked))
+	out := make(map[ids.Node]int, len(p.sync.asked))
 	for k, v := range p.sync.asked {
 		out[k] = v
 	}
@@ -372,7 +373,7 @@ func (e *Engine) SyncSources(id [32]byte) map[[32]byte]int {
 }
 
 // Synchronizing reports whether persistent pipeline id is catching up.
-func (e *Engine) Synchronizing(id [32]byte) bool {
+func (e *Engine) Synchronizing(id ids.Pipeline) bool {
 	p, _ := e.pipeOf(id)
 	return p != nil && p.syncing.Load()
 }
