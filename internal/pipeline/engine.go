@@ -55,7 +55,6 @@ import (
 	"crypto/hpke"
 	"errors"
 	"fmt"
-	"github.com/pipesnet/pipes/internal/ids"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -63,6 +62,7 @@ import (
 	"github.com/pipesnet/pipes/internal/blob"
 	"github.com/pipesnet/pipes/internal/dispatch"
 	"github.com/pipesnet/pipes/internal/identity"
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/notify"
 	"github.com/pipesnet/pipes/internal/service"
 	"github.com/pipesnet/pipes/internal/store"
@@ -72,21 +72,21 @@ import (
 // Host is what the engine needs from the node's mesh.
 type Host interface {
 	Broadcast(ctx context.Context, kind uint32, payload []byte) error
-	Send(ctx context.Context, dst [32]byte, kind uint32, payload []byte) error
+	Send(ctx context.Context, dst ids.Node, kind uint32, payload []byte) error
 	// SendDirect sends to dst only if it is a direct peer (on their QUIC
 	// connection, which is end-to-end between the two), never relayed;
 	// otherwise it fails and the caller seals the message instead.
-	SendDirect(ctx context.Context, dst [32]byte, kind uint32, payload []byte) error
+	SendDirect(ctx context.Context, dst ids.Node, kind uint32, payload []byte) error
 	// HPKEKey returns the end-to-end encryption key a node announced.
-	HPKEKey(node [32]byte) ([]byte, bool)
+	HPKEKey(node ids.Node) ([]byte, bool)
 	// Peers returns the direct peers.
-	Peers() [][32]byte
+	Peers() []ids.Node
 	// Online returns the other nodes that are online.
-	Online() [][32]byte
+	Online() []ids.Node
 	// SendDatagramWait sends payload to dst as one unreliable datagram,
 	// waiting while the first hop's datagram queue is full
 	// (mesh.SendDatagramWait).
-	SendDatagramWait(ctx context.Context, dst [32]byte, payload []byte) error
+	SendDatagramWait(ctx context.Context, dst ids.Node, payload []byte) error
 }
 
 // Config configures an Engine.

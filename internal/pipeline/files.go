@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/pipesnet/pipes/internal/ids"
 	"io"
 	"os"
 	"slices"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/pipesnet/pipes/internal/blob"
 	"github.com/pipesnet/pipes/internal/history"
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/service"
 	"github.com/pipesnet/pipes/internal/worker"
 )

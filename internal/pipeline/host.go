@@ -42,21 +42,8 @@ func (h partHost) Broadcast(ctx context.Context, kind uint32, payload []byte) er
 	return h.e.cfg.Host.Broadcast(ctx, kind, payload)
 }
 
-// The engine's Host (the mesh) stays on [32]byte: the node ids become
-// typed here.
-func (h partHost) Peers() []ids.Node  { return nodeIDs(h.e.cfg.Host.Peers()) }
-func (h partHost) Online() []ids.Node { return nodeIDs(h.e.cfg.Host.Online()) }
-
-func nodeIDs(raw [][32]byte) []ids.Node {
-	if raw == nil {
-		return nil
-	}
-	out := make([]ids.Node, len(raw))
-	for i, r := range raw {
-		out[i] = r
-	}
-	return out
-}
+func (h partHost) Peers() []ids.Node  { return h.e.cfg.Host.Peers() }
+func (h partHost) Online() []ids.Node { return h.e.cfg.Host.Online() }
 
 func (h partHost) NodeKey(node ids.Node) ([]byte, bool) { return h.e.cfg.Host.HPKEKey(node) }
 

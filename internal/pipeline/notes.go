@@ -86,8 +86,8 @@ type notesEnv interface {
 
 // notesHost is the part of the node's mesh the notes part uses.
 type notesHost interface {
-	Send(ctx context.Context, dst [32]byte, kind uint32, payload []byte) error
-	HPKEKey(node [32]byte) ([]byte, bool)
+	Send(ctx context.Context, dst ids.Node, kind uint32, payload []byte) error
+	HPKEKey(node ids.Node) ([]byte, bool)
 }
 
 func newNotesPart(e *Engine) *notesPart {

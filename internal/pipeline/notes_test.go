@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/pipesnet/pipes/internal/history"
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/keys"
 	"github.com/pipesnet/pipes/internal/kinds"
 	"github.com/pipesnet/pipes/internal/store"
@@ -71,7 +72,7 @@ func (f *notesFake) sendSealed(ctx context.Context, dst [32]byte, body []byte) e
 	return nil
 }
 
-func (f *notesFake) Send(ctx context.Context, dst [32]byte, kind uint32, payload []byte) error {
+func (f *notesFake) Send(ctx context.Context, dst ids.Node, kind uint32, payload []byte) error {
 	if kind != kinds.Notes {
 		return errors.New("not notes")
 	}
@@ -85,7 +86,7 @@ func (f *notesFake) Send(ctx context.Context, dst [32]byte, kind uint32, payload
 	return nil
 }
 
-func (f *notesFake) HPKEKey(node [32]byte) ([]byte, bool) {
+func (f *notesFake) HPKEKey(node ids.Node) ([]byte, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return []byte{1}, f.online[node]

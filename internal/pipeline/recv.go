@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/pipesnet/pipes/internal/ids"
 
 	"google.golang.org/protobuf/proto"
 
 	"github.com/pipesnet/pipes/internal/dispatch"
 	"github.com/pipesnet/pipes/internal/history"
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/kinds"
 	"github.com/pipesnet/pipes/internal/wire/pb"
 )

@@ -3,12 +3,12 @@ package pipeline
 import (
 	"context"
 	"fmt"
-	"github.com/pipesnet/pipes/internal/ids"
 	"slices"
 
 	"google.golang.org/protobuf/proto"
 
 	"github.com/pipesnet/pipes/internal/history"
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/keys"
 	"github.com/pipesnet/pipes/internal/kinds"
 	"github.com/pipesnet/pipes/internal/wire/pb"

@@ -7,11 +7,11 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"github.com/pipesnet/pipes/internal/ids"
 
 	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/chacha20poly1305"
 
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/keys"
 )
 

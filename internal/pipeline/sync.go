@@ -7,7 +7,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/pipesnet/pipes/internal/ids"
 	"log/slog"
 	"slices"
 	"sync"
@@ -17,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/pipesnet/pipes/internal/identity"
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/kinds"
 	"github.com/pipesnet/pipes/internal/wire/pb"
 	"github.com/pipesnet/pipes/internal/worker"
@@ -98,9 +98,9 @@ type syncEnv interface {
 
 // syncHost is the part of the node's mesh that sync uses.
 type syncHost interface {
-	Peers() [][32]byte
-	HPKEKey(node [32]byte) ([]byte, bool)
-	SendDirect(ctx context.Context, dst [32]byte, kind uint32, payload []byte) error
+	Peers() []ids.Node
+	HPKEKey(node ids.Node) ([]byte, bool)
+	SendDirect(ctx context.Context, dst ids.Node, kind uint32, payload []byte) error
 }
 
 type serveReq struct {
@@ -266,9 +266,9 @@ func headsHash(heads map[[32]byte]uint64) [32]byte {
 }
 
 // peersOf returns the nodes p syncs with.
-func (s *syncer) peersOf(p *pipe) [][32]byte {
+func (s *syncer) peersOf(p *pipe) []ids.Node {
 	if p.def.IsPointToPoint() {
-		return [][32]byte{p.def.Opts.ToNode}
+		return []ids.Node{p.def.Opts.ToNode}
 	}
 	return s.host.Peers()
 }
