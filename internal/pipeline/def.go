@@ -49,7 +49,7 @@ var ErrConflict = errors.New("pipeline: a pipeline of that name exists with othe
 func (d *Def) IsPointToPoint() bool { return d.A != [32]byte{} }
 
 // other returns the other node of a point-to-point pipeline, seen from self.
-func (d *Def) other(self [32]byte) [32]byte {
+func (d *Def) other(self ids.Node) ids.Node {
 	if d.A == self {
 		return d.B
 	}

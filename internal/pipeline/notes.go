@@ -73,7 +73,7 @@ type notesPart struct {
 // it only without its own lock.
 type notesEnv interface {
 	// pipeOf returns the state of a known pipeline.
-	pipeOf(id [32]byte) (*pipe, bool)
+	pipeOf(id ids.Pipeline) (*pipe, bool)
 	// pipesNow returns the known pipelines.
 	pipesNow() []*pipe
 	// applyTomb records a tombstone and removes its pipeline (tombs.go).

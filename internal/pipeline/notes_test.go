@@ -32,7 +32,7 @@ type notesFake struct {
 	online  map[[32]byte]bool
 }
 
-func (f *notesFake) pipeOf(id [32]byte) (*pipe, bool) {
+func (f *notesFake) pipeOf(id ids.Pipeline) (*pipe, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	p := f.pipes[id]

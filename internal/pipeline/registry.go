@@ -154,7 +154,7 @@ func (e *Engine) announceDef(ctx context.Context, d *Def) error {
 }
 
 // pipeOf returns the state of pipeline id.
-func (e *Engine) pipeOf(id [32]byte) (*pipe, bool) {
+func (e *Engine) pipeOf(id ids.Pipeline) (*pipe, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	p := e.mu.pipes[id]

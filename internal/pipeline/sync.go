@@ -79,7 +79,7 @@ type syncer struct {
 
 // syncEnv is what the sync part needs from the engine.
 type syncEnv interface {
-	pipeOf(id [32]byte) (*pipe, bool)
+	pipeOf(id ids.Pipeline) (*pipe, bool)
 	// persistentPipes returns the persistent pipelines whose log is open.
 	persistentPipes() []*pipe
 	// announce tells the other node of a point-to-point pipeline of it.
