@@ -3,6 +3,7 @@ package pipes
 import (
 	"bytes"
 
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/node"
 	"github.com/pipesnet/pipes/internal/portmap"
 	"github.com/pipesnet/pipes/internal/wire/pb"
@@ -15,7 +16,7 @@ func KillNode(n *Node) { n.stop((*node.Node).Kill) }
 // SetForwardTap makes n report every routed message it relays for others
 // (from its next start on): tests use it to see what a relay sees.
 func SetForwardTap(n *Node, tap func(dst, src [32]byte, payload []byte)) {
-	node.SetTestHooks(n.id, func(h *node.TestHooks) {
+	node.SetTestHooks(ids.Node(n.id), func(h *node.TestHooks) {
 		h.ForwardTap = func(r *pb.Routed) { tap([32]byte(r.Dst), [32]byte(r.Src), bytes.Clone(r.Payload)) }
 	})
 }
@@ -32,7 +33,7 @@ func SyncSources(p *Pipeline) map[NodeID]int {
 	out := map[NodeID]int{}
 	if e := p.n.engineOrNil(); e != nil {
 		for k, v := range e.SyncSources(p.def.ID) {
-			out[k] = v
+			out[NodeID(k)] = v
 		}
 	}
 	return out
@@ -58,7 +59,7 @@ func FileComplete(n *Node, pk *Packet) bool {
 // connection after a relayed data connection, so tests can keep
 // connections relayed.
 func DisablePunching(n *Node) {
-	node.SetTestHooks(n.id, func(h *node.TestHooks) { h.NoPunch = true })
+	node.SetTestHooks(ids.Node(n.id), func(h *node.TestHooks) { h.NoPunch = true })
 }
 
 // SetPortMapConfig makes f change n's port mapping configuration (from its
@@ -66,5 +67,5 @@ func DisablePunching(n *Node) {
 // responders of internal/portmap/portmaptest on 127.0.0.1. It does not turn
 // port mapping on (see WithPortMapping).
 func SetPortMapConfig(n *Node, f func(*portmap.Config)) {
-	node.SetTestHooks(n.id, func(h *node.TestHooks) { h.PortMap = f })
+	node.SetTestHooks(ids.Node(n.id), func(h *node.TestHooks) { h.PortMap = f })
 }

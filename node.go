@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/pipesnet/pipes/internal/identity"
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/keys"
 	"github.com/pipesnet/pipes/internal/mesh"
 	"github.com/pipesnet/pipes/internal/node"
@@ -223,7 +224,7 @@ func (n *Node) Start(ctx context.Context) error {
 	timing := p.timing()
 	pm := newPortMapper(n, rec.Config, log)
 	cfg := node.Config{
-		Key: key, Cert: cert, Network: nw.id, NetworkKey: nkey, Incarnation: rec.Incarnation, Version: version,
+		Key: key, Cert: cert, Network: ids.Network(nw.id), NetworkKey: nkey, Incarnation: rec.Incarnation, Version: version,
 		DB: p.db, StoreKey: storeKey(nkey, nw.id), BlobDir: n.blobDir(), HPKEKeyPath: p.keyPath("hpke", n.id),
 		ListenAddrs:  addrs,
 		OfflineAfter: firstNonZero(rec.Config.OfflineAfter, timing.offline),

@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"path/filepath"
 
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/node"
 	"github.com/pipesnet/pipes/internal/pipeline"
 )
@@ -38,7 +39,7 @@ func (n *Node) readEngine() (*pipeline.Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	r, err = node.OpenReader(node.Config{Key: key, Cert: cert, Network: nw.id, DB: n.p.db,
+	r, err = node.OpenReader(node.Config{Key: key, Cert: cert, Network: ids.Network(nw.id), DB: n.p.db,
 		StoreKey: storeKey(nkey, nw.id), BlobDir: n.blobDir(), Logger: n.logger()})
 	if err != nil {
 		return nil, mapErr(err, "")

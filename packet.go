@@ -31,7 +31,7 @@ func (p *Pipeline) packet(pk *pipeline.Packet) *Packet { return &Packet{p: pk, p
 // first use for a realtime packet).
 func (pk *Packet) ID() PacketID {
 	if pk.p.ID != ([32]byte{}) {
-		return pk.p.ID
+		return PacketID(pk.p.ID)
 	}
 	pk.mu.Lock()
 	defer pk.mu.Unlock()
@@ -77,7 +77,7 @@ func (pk *Packet) LogID() int64 {
 }
 
 // Sender returns the node that put the packet.
-func (pk *Packet) Sender() NodeID { return pk.p.Sender }
+func (pk *Packet) Sender() NodeID { return NodeID(pk.p.Sender) }
 
 // Seq returns the packet's sequence number among its sender's packets on
 // the pipeline.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"iter"
 
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/pipeline"
 )
 
@@ -36,7 +37,7 @@ func (p *Pipeline) PacketWithID(id PacketID) (*Packet, error) {
 	if err != nil {
 		return nil, err
 	}
-	pk, err := e.PacketByID(p.def.ID, id)
+	pk, err := e.PacketByID(p.def.ID, ids.Packet(id))
 	if err != nil {
 		return nil, mapErr(err, fmt.Sprintf("packet %s", id))
 	}
@@ -112,7 +113,7 @@ func (p *Pipeline) IsSynchronizing() bool {
 }
 
 // syncUpdate runs on the engine's notification goroutine.
-func (n *Node) syncUpdate(id [32]byte, synchronized bool) {
+func (n *Node) syncUpdate(id ids.Pipeline, synchronized bool) {
 	n.mu.Lock()
 	p := n.mu.pipelines[PipelineID(id)]
 	n.mu.Unlock()

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/mesh"
 	"github.com/pipesnet/pipes/internal/notify"
 	"github.com/pipesnet/pipes/internal/pipeline"
@@ -165,7 +166,7 @@ func (n *Node) Pipelines() []*Pipeline {
 // Pipeline returns the pipeline with id, or ErrNotFound.
 func (n *Node) Pipeline(id PipelineID) (*Pipeline, error) {
 	if e, err := n.readEngine(); err == nil {
-		if d, ok := e.Pipeline(id); ok {
+		if d, ok := e.Pipeline(ids.Pipeline(id)); ok {
 			return n.pipelineFor(d), nil
 		}
 	}
@@ -192,7 +193,7 @@ func (n *Node) CreatePipeline(name string, o PipelineOptions) (PipelineID, error
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	d, err := e.Create(ctx, name, pipeline.Options{ToNode: o.ToNode, Persistent: o.Persistent,
+	d, err := e.Create(ctx, name, pipeline.Options{ToNode: ids.Node(o.ToNode), Persistent: o.Persistent,
 		Encrypted: o.Encrypted, Ephemeral: o.Ephemeral, Realtime: o.Realtime, Unsalted: o.Unsalted, Salt: o.Salt}, o.Secret)
 	offline := errors.Is(err, pipeline.ErrNoKey) || errors.Is(err, mesh.ErrNoRoute)
 	switch {
@@ -217,7 +218,7 @@ func (n *Node) WaitPipeline(ctx context.Context, id PipelineID) (*Pipeline, erro
 	if e == nil {
 		return nil, ErrNotActive
 	}
-	d, err := e.Wait(ctx, id)
+	d, err := e.Wait(ctx, ids.Pipeline(id))
 	if err != nil {
 		return nil, err
 	}
@@ -225,7 +226,7 @@ func (n *Node) WaitPipeline(ctx context.Context, id PipelineID) (*Pipeline, erro
 }
 
 // ID returns the pipeline's id.
-func (p *Pipeline) ID() PipelineID { return p.def.ID }
+func (p *Pipeline) ID() PipelineID { return PipelineID(p.def.ID) }
 
 // Name returns the pipeline's name.
 func (p *Pipeline) Name() string { return p.def.Name }
@@ -237,7 +238,7 @@ func (p *Pipeline) Encrypted() bool { return p.def.Opts.Encrypted }
 func (p *Pipeline) IsPointToPoint() bool { return p.def.IsPointToPoint() }
 
 // OtherNode returns the other node of a point-to-point pipeline.
-func (p *Pipeline) OtherNode() (NodeID, bool) { return p.def.Opts.ToNode, p.IsPointToPoint() }
+func (p *Pipeline) OtherNode() (NodeID, bool) { return NodeID(p.def.Opts.ToNode), p.IsPointToPoint() }
 
 // Persistent reports whether the pipeline keeps its history on every node.
 func (p *Pipeline) Persistent() bool { return p.def.Opts.Persistent }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+
+	"github.com/pipesnet/pipes/internal/ids"
 )
 
 // PutOption modifies one Put.
@@ -48,10 +50,10 @@ func (p *Pipeline) PutContext(ctx context.Context, data []byte, opts ...PutOptio
 	if e == nil {
 		return PacketID{}, ErrNotActive
 	}
-	id, err := e.Put(ctx, p.def.ID, data, int64(o.packetType), o.destination)
+	id, err := e.Put(ctx, p.def.ID, data, int64(o.packetType), ids.Node(o.destination))
 	switch {
 	case err == nil:
-		return id, nil
+		return PacketID(id), nil
 	case ctx.Err() != nil && errors.Is(err, ctx.Err()):
 		return PacketID{}, err
 	}
@@ -86,7 +88,7 @@ func (p *Pipeline) PutFileContext(ctx context.Context, path string) (PacketID, e
 	id, err := e.PutFile(ctx, p.def.ID, path, 0)
 	switch {
 	case err == nil:
-		return id, nil
+		return PacketID(id), nil
 	case ctx.Err() != nil && errors.Is(err, ctx.Err()):
 		return PacketID{}, err
 	}

@@ -25,6 +25,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/kinds"
 	"github.com/pipesnet/pipes/internal/worker"
 )
@@ -39,7 +40,7 @@ var (
 
 // Msg is one message for a handler.
 type Msg struct {
-	From    [32]byte   // the origin of a broadcast, the source of a routed message
+	From    ids.Node   // the origin of a broadcast, the source of a routed message
 	Kind    uint32     // a number of package kinds
 	Via     kinds.Path // how it came: exactly one of kinds.Broadcast, Routed, InSealed
 	Payload []byte     // the encoded body; nil when Body holds it decoded
@@ -62,7 +63,7 @@ type Route struct {
 	// delivers or forwards it. It runs on the reader goroutine of the peer
 	// that sent it (in parallel across peers); its result reaches Handle as
 	// Msg.Body. Nil accepts every payload.
-	Validate func(payload []byte, origin [32]byte) (any, error)
+	Validate func(payload []byte, origin ids.Node) (any, error)
 	// Handle handles the message, on its group's worker (or inline).
 	Handle Handler
 }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"sync"
 
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/portmap"
 	"github.com/pipesnet/pipes/internal/wire/pb"
 )
@@ -28,16 +29,16 @@ type TestHooks struct {
 
 var hooks struct {
 	sync.Mutex
-	m map[[32]byte]TestHooks
+	m map[ids.Node]TestHooks
 }
 
 // SetTestHooks changes, with f, the hooks of the node with id (from its
 // next start on).
-func SetTestHooks(id [32]byte, f func(*TestHooks)) {
+func SetTestHooks(id ids.Node, f func(*TestHooks)) {
 	hooks.Lock()
 	defer hooks.Unlock()
 	if hooks.m == nil {
-		hooks.m = map[[32]byte]TestHooks{}
+		hooks.m = map[ids.Node]TestHooks{}
 	}
 	h := hooks.m[id]
 	f(&h)
@@ -46,7 +47,7 @@ func SetTestHooks(id [32]byte, f func(*TestHooks)) {
 
 // Hooks returns the hooks of the node with id (the zero value unless a
 // test set some).
-func Hooks(id [32]byte) TestHooks {
+func Hooks(id ids.Node) TestHooks {
 	hooks.Lock()
 	defer hooks.Unlock()
 	return hooks.m[id]

@@ -7,6 +7,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/mesh"
 )
 
@@ -29,46 +30,46 @@ func (h *meshHost) Broadcast(ctx context.Context, kind uint32, p []byte) error {
 	return errNoMesh
 }
 
-func (h *meshHost) Send(ctx context.Context, dst [32]byte, kind uint32, p []byte) error {
+func (h *meshHost) Send(ctx context.Context, dst ids.Node, kind uint32, p []byte) error {
 	if m := h.mp.Load(); m != nil {
 		return m.Send(ctx, dst, kind, p)
 	}
 	return errNoMesh
 }
 
-func (h *meshHost) SendDirect(ctx context.Context, dst [32]byte, kind uint32, p []byte) error {
+func (h *meshHost) SendDirect(ctx context.Context, dst ids.Node, kind uint32, p []byte) error {
 	if m := h.mp.Load(); m != nil {
 		return m.SendDirect(ctx, dst, kind, p)
 	}
 	return errNoMesh
 }
 
-func (h *meshHost) SendDatagramWait(ctx context.Context, dst [32]byte, p []byte) error {
+func (h *meshHost) SendDatagramWait(ctx context.Context, dst ids.Node, p []byte) error {
 	if m := h.mp.Load(); m != nil {
 		return m.SendDatagramWait(ctx, dst, p)
 	}
 	return errNoMesh
 }
 
-func (h *meshHost) Peers() [][32]byte {
+func (h *meshHost) Peers() []ids.Node {
 	m := h.mp.Load()
 	if m == nil {
 		return nil
 	}
 	peers := m.Peers()
-	out := make([][32]byte, len(peers))
+	out := make([]ids.Node, len(peers))
 	for i, p := range peers {
 		out[i] = p.ID
 	}
 	return out
 }
 
-func (h *meshHost) Online() [][32]byte {
+func (h *meshHost) Online() []ids.Node {
 	m := h.mp.Load()
 	if m == nil {
 		return nil
 	}
-	var out [][32]byte
+	var out []ids.Node
 	for _, n := range m.Nodes() {
 		if n.Online {
 			out = append(out, n.ID)
@@ -77,7 +78,7 @@ func (h *meshHost) Online() [][32]byte {
 	return out
 }
 
-func (h *meshHost) HPKEKey(id [32]byte) ([]byte, bool) {
+func (h *meshHost) HPKEKey(id ids.Node) ([]byte, bool) {
 	m := h.mp.Load()
 	if m == nil {
 		return nil, false

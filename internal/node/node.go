@@ -12,6 +12,7 @@ import (
 	"github.com/pipesnet/pipes/internal/blob"
 	"github.com/pipesnet/pipes/internal/conns"
 	"github.com/pipesnet/pipes/internal/identity"
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/keys"
 	"github.com/pipesnet/pipes/internal/mesh"
 	"github.com/pipesnet/pipes/internal/pipeline"
@@ -27,7 +28,7 @@ import (
 type Config struct {
 	Key         *identity.KeyPair // the node's device key
 	Cert        *identity.Cert    // the node's certificate, issued by its identity
-	Network     [32]byte          // the network's id
+	Network     ids.Network       // the network's id
 	NetworkKey  [32]byte          // from the network secret: admits to the network
 	Incarnation uint64            // this run's, greater than every earlier run's
 	Version     string            // the software version the node announces
@@ -67,7 +68,7 @@ type Config struct {
 	// OnPipeline, OnSync and OnRemoved are the engine's (see
 	// pipeline.Config).
 	OnPipeline func(*pipeline.Def)
-	OnSync     func(id [32]byte, synchronized bool)
+	OnSync     func(id ids.Pipeline, synchronized bool)
 	OnRemoved  func(*pipeline.Def)
 
 	// Ready, if set, is called by Start once the node is assembled and
@@ -101,7 +102,7 @@ type PortMapper interface {
 // their order.
 type Node struct {
 	cfg  Config
-	id   [32]byte
+	id   ids.Node
 	log  *slog.Logger
 	host *meshHost
 
@@ -292,7 +293,7 @@ func (n *Node) shutdown(how func(*mesh.Mesh) error) error {
 }
 
 // ID returns the node's id.
-func (n *Node) ID() [32]byte { return n.id }
+func (n *Node) ID() ids.Node { return n.id }
 
 // Mesh returns the node's mesh (nil for a nil Node).
 func (n *Node) Mesh() *mesh.Mesh {

@@ -15,6 +15,7 @@ import (
 	"github.com/pipesnet/pipes/internal/blob"
 	"github.com/pipesnet/pipes/internal/history"
 	"github.com/pipesnet/pipes/internal/identity"
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/store"
 )
 
@@ -44,7 +45,7 @@ func persistentNet(t *testing.T, n int, gate func(self, pipe [32]byte)) (*fakeNe
 		id := cert.NodeID()
 		cfg := Config{Network: testNet, Key: key, Cert: cert, HPKE: hk, Host: &fakeHost{net: fn, self: id}, DB: db, Blobs: blobs}
 		if gate != nil {
-			cfg.testWriterGate = func(pipe [32]byte) { gate(id, pipe) }
+			cfg.testWriterGate = func(pipe ids.Pipeline) { gate(id, pipe) }
 		}
 		e, err := New(cfg)
 		if err != nil {
@@ -97,7 +98,7 @@ func logHistory(t *testing.T, n testNode, id [32]byte, count int) {
 // path that waits for the writer never delivers them.
 func TestCatchUpDoesNotStallOtherPipelines(t *testing.T) {
 	const history = 2 * writerQueue
-	var catchUp atomic.Pointer[[32]byte]
+	var catchUp atomic.Pointer[ids.Pipeline]
 	release := make(chan struct{})
 	var held atomic.Bool
 	var gated atomic.Pointer[[32]byte] // b

@@ -10,12 +10,13 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/wire/pb"
 )
 
 // Options choose the kind of pipeline (the facade's PipelineOptions).
 type Options struct {
-	ToNode     [32]byte // non-zero: point-to-point with that node
+	ToNode     ids.Node // non-zero: point-to-point with that node
 	Persistent bool
 	Encrypted  bool
 	Ephemeral  bool
@@ -26,11 +27,11 @@ type Options struct {
 
 // Def is a pipeline definition. Its ID is derived from the other fields.
 type Def struct {
-	ID        [32]byte
+	ID        ids.Pipeline
 	Name      string
 	Opts      Options  // ToNode is relative to the local node
-	A, B      [32]byte // point-to-point pair, A < B; zero for broadcast
-	Creator   [32]byte
+	A, B      ids.Node // point-to-point pair, A < B; zero for broadcast
+	Creator   ids.Node
 	SecretKey []byte // encrypted: public key derived from the secret (part of the id)
 	Created   int64  // unix milliseconds of creation (ephemeral pipelines; not part of the id)
 }
@@ -48,7 +49,7 @@ var ErrConflict = errors.New("pipeline: a pipeline of that name exists with othe
 func (d *Def) IsPointToPoint() bool { return d.A != [32]byte{} }
 
 // other returns the other node of a point-to-point pipeline, seen from self.
-func (d *Def) other(self [32]byte) [32]byte {
+func (d *Def) other(self ids.Node) ids.Node {
 	if d.A == self {
 		return d.B
 	}

@@ -1,5 +1,7 @@
 package pipeline
 
+import "github.com/pipesnet/pipes/internal/ids"
+
 // The definitions goroutine. Adding a definition stores it, a synced
 // write, so a definition received from the network (on the mesh loop, or
 // on the worker of the dispatcher's pipelines group, which serves every
@@ -60,7 +62,7 @@ func (e *Engine) toDefs(f func()) bool {
 
 // pipeOrDefining returns the state of pipeline id, or reports whether a
 // received definition of it waits for the definitions goroutine.
-func (e *Engine) pipeOrDefining(id [32]byte) (*pipe, bool) {
+func (e *Engine) pipeOrDefining(id ids.Pipeline) (*pipe, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if p := e.mu.pipes[id]; p != nil {

@@ -62,6 +62,7 @@ import (
 	"github.com/pipesnet/pipes/internal/blob"
 	"github.com/pipesnet/pipes/internal/dispatch"
 	"github.com/pipesnet/pipes/internal/identity"
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/notify"
 	"github.com/pipesnet/pipes/internal/service"
 	"github.com/pipesnet/pipes/internal/store"
@@ -71,26 +72,26 @@ import (
 // Host is what the engine needs from the node's mesh.
 type Host interface {
 	Broadcast(ctx context.Context, kind uint32, payload []byte) error
-	Send(ctx context.Context, dst [32]byte, kind uint32, payload []byte) error
+	Send(ctx context.Context, dst ids.Node, kind uint32, payload []byte) error
 	// SendDirect sends to dst only if it is a direct peer (on their QUIC
 	// connection, which is end-to-end between the two), never relayed;
 	// otherwise it fails and the caller seals the message instead.
-	SendDirect(ctx context.Context, dst [32]byte, kind uint32, payload []byte) error
+	SendDirect(ctx context.Context, dst ids.Node, kind uint32, payload []byte) error
 	// HPKEKey returns the end-to-end encryption key a node announced.
-	HPKEKey(node [32]byte) ([]byte, bool)
+	HPKEKey(node ids.Node) ([]byte, bool)
 	// Peers returns the direct peers.
-	Peers() [][32]byte
+	Peers() []ids.Node
 	// Online returns the other nodes that are online.
-	Online() [][32]byte
+	Online() []ids.Node
 	// SendDatagramWait sends payload to dst as one unreliable datagram,
 	// waiting while the first hop's datagram queue is full
 	// (mesh.SendDatagramWait).
-	SendDatagramWait(ctx context.Context, dst [32]byte, payload []byte) error
+	SendDatagramWait(ctx context.Context, dst ids.Node, payload []byte) error
 }
 
 // Config configures an Engine.
 type Config struct {
-	Network [32]byte
+	Network ids.Network
 	Key     *identity.KeyPair // node key: signs batches
 	Cert    *identity.Cert    // node certificate: travels with batches
 	HPKE    hpke.PrivateKey   // opens sealed messages
@@ -121,7 +122,7 @@ type Config struct {
 	OnRemoved func(*Def)
 	// OnSync is told, on the notification goroutine, when a persistent
 	// pipeline starts (false) or finishes (true) synchronizing.
-	OnSync func(id [32]byte, synchronized bool)
+	OnSync func(id ids.Pipeline, synchronized bool)
 	// ReadOnly makes an engine that only reads what is stored: it loads
 	// the stored definitions, keys and histories and starts none of the
 	// goroutines that receive, synchronise or fetch (the node reads its
@@ -135,7 +136,7 @@ type Config struct {
 
 	// testWriterGate, if set, is called by a persistent pipeline's writer
 	// before it takes what waits for it (tests hold a writer with it).
-	testWriterGate func(pipe [32]byte)
+	testWriterGate func(pipe ids.Pipeline)
 }
 
 // Errors.

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/pipesnet/pipes/internal/identity"
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/kinds"
 	"github.com/pipesnet/pipes/internal/wire/pb"
 )
@@ -53,7 +54,7 @@ func (h *fakeHost) Broadcast(ctx context.Context, kind uint32, payload []byte) e
 	return nil
 }
 
-func (h *fakeHost) Send(ctx context.Context, dst [32]byte, kind uint32, payload []byte) error {
+func (h *fakeHost) Send(ctx context.Context, dst ids.Node, kind uint32, payload []byte) error {
 	h.net.mu.Lock()
 	e := h.net.engines[dst]
 	h.net.sent = append(h.net.sent, routedMsg{src: h.self, kind: kind, payload: payload})
@@ -67,18 +68,18 @@ func (h *fakeHost) Send(ctx context.Context, dst [32]byte, kind uint32, payload 
 
 // SendDirect: in the fake network no two nodes are peers, so every private
 // message is sealed.
-func (h *fakeHost) SendDirect(ctx context.Context, dst [32]byte, kind uint32, payload []byte) error {
+func (h *fakeHost) SendDirect(ctx context.Context, dst ids.Node, kind uint32, payload []byte) error {
 	return errors.New("not a peer")
 }
 
 // Peers: no two nodes of the fake network are peers.
-func (h *fakeHost) Peers() [][32]byte { return nil }
+func (h *fakeHost) Peers() []ids.Node { return nil }
 
 // Online: every node of the fake network.
-func (h *fakeHost) Online() [][32]byte {
+func (h *fakeHost) Online() []ids.Node {
 	h.net.mu.Lock()
 	defer h.net.mu.Unlock()
-	var out [][32]byte
+	var out []ids.Node
 	for id := range h.net.engines {
 		if id != h.self {
 			out = append(out, id)
@@ -89,7 +90,7 @@ func (h *fakeHost) Online() [][32]byte {
 
 // SendDatagram delivers at once; the fake network neither loses nor
 // limits datagrams.
-func (h *fakeHost) SendDatagramWait(ctx context.Context, dst [32]byte, payload []byte) error {
+func (h *fakeHost) SendDatagramWait(ctx context.Context, dst ids.Node, payload []byte) error {
 	h.net.mu.Lock()
 	e := h.net.engines[dst]
 	h.net.mu.Unlock()
@@ -100,7 +101,7 @@ func (h *fakeHost) SendDatagramWait(ctx context.Context, dst [32]byte, payload [
 	return nil
 }
 
-func (h *fakeHost) HPKEKey(node [32]byte) ([]byte, bool) {
+func (h *fakeHost) HPKEKey(node ids.Node) ([]byte, bool) {
 	h.net.mu.Lock()
 	defer h.net.mu.Unlock()
 	k, ok := h.net.keys[node]

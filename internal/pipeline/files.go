@@ -15,6 +15,7 @@ import (
 
 	"github.com/pipesnet/pipes/internal/blob"
 	"github.com/pipesnet/pipes/internal/history"
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/service"
 	"github.com/pipesnet/pipes/internal/worker"
 )
@@ -120,7 +121,7 @@ func fileAD(pipe, sender [32]byte, index int) []byte {
 
 // PutFile puts the file at path on pipeline id as a file packet and
 // returns its id. The file is read once, in chunks, into the blob store.
-func (e *Engine) PutFile(ctx context.Context, id [32]byte, path string, typ int64) ([32]byte, error) {
+func (e *Engine) PutFile(ctx context.Context, id ids.Pipeline, path string, typ int64) (ids.Packet, error) {
 	if e.cfg.Blobs == nil {
 		return [32]byte{}, ErrNoFiles
 	}

@@ -5,6 +5,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/service"
 	"github.com/pipesnet/pipes/internal/store"
 )
@@ -22,18 +23,18 @@ func (e *Engine) host() service.Host { return partHost{e} }
 // local node id | service name | 0 | key.
 const servicesTable = store.TServices
 
-func (h partHost) Self() [32]byte { return h.e.self }
+func (h partHost) Self() ids.Node { return h.e.self }
 
 func (h partHost) Keys() service.Keys {
 	c := h.e.cfg
 	return service.Keys{Node: c.Key, Cert: c.Cert, StoreKey: c.StoreKey}
 }
 
-func (h partHost) Send(ctx context.Context, dst [32]byte, kind uint32, payload []byte) error {
+func (h partHost) Send(ctx context.Context, dst ids.Node, kind uint32, payload []byte) error {
 	return h.e.cfg.Host.Send(ctx, dst, kind, payload)
 }
 
-func (h partHost) SendDirect(ctx context.Context, dst [32]byte, kind uint32, payload []byte) error {
+func (h partHost) SendDirect(ctx context.Context, dst ids.Node, kind uint32, payload []byte) error {
 	return h.e.cfg.Host.SendDirect(ctx, dst, kind, payload)
 }
 
@@ -41,12 +42,12 @@ func (h partHost) Broadcast(ctx context.Context, kind uint32, payload []byte) er
 	return h.e.cfg.Host.Broadcast(ctx, kind, payload)
 }
 
-func (h partHost) Peers() [][32]byte  { return h.e.cfg.Host.Peers() }
-func (h partHost) Online() [][32]byte { return h.e.cfg.Host.Online() }
+func (h partHost) Peers() []ids.Node  { return h.e.cfg.Host.Peers() }
+func (h partHost) Online() []ids.Node { return h.e.cfg.Host.Online() }
 
-func (h partHost) NodeKey(node [32]byte) ([]byte, bool) { return h.e.cfg.Host.HPKEKey(node) }
+func (h partHost) NodeKey(node ids.Node) ([]byte, bool) { return h.e.cfg.Host.HPKEKey(node) }
 
-func (h partHost) OpenStream(ctx context.Context, peer [32]byte) (*quic.Stream, error) {
+func (h partHost) OpenStream(ctx context.Context, peer ids.Node) (*quic.Stream, error) {
 	if s, ok := h.e.cfg.Host.(interface {
 		OpenStream(context.Context, [32]byte) (*quic.Stream, error)
 	}); ok {

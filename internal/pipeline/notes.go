@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/pipesnet/pipes/internal/history"
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/keys"
 	"github.com/pipesnet/pipes/internal/kinds"
 	"github.com/pipesnet/pipes/internal/store"
@@ -72,7 +73,7 @@ type notesPart struct {
 // it only without its own lock.
 type notesEnv interface {
 	// pipeOf returns the state of a known pipeline.
-	pipeOf(id [32]byte) (*pipe, bool)
+	pipeOf(id ids.Pipeline) (*pipe, bool)
 	// pipesNow returns the known pipelines.
 	pipesNow() []*pipe
 	// applyTomb records a tombstone and removes its pipeline (tombs.go).
@@ -85,8 +86,8 @@ type notesEnv interface {
 
 // notesHost is the part of the node's mesh the notes part uses.
 type notesHost interface {
-	Send(ctx context.Context, dst [32]byte, kind uint32, payload []byte) error
-	HPKEKey(node [32]byte) ([]byte, bool)
+	Send(ctx context.Context, dst ids.Node, kind uint32, payload []byte) error
+	HPKEKey(node ids.Node) ([]byte, bool)
 }
 
 func newNotesPart(e *Engine) *notesPart {
@@ -352,13 +353,13 @@ func (n *notesPart) addProof(p *pipe, pr *pb.SecretProof) {
 }
 
 // holdersOf returns the nodes that proved they hold p's secret, sorted.
-func (n *notesPart) holdersOf(p *pipe) [][32]byte {
+func (n *notesPart) holdersOf(p *pipe) []ids.Node {
 	n.mu.Lock()
-	var out [][32]byte
+	var out []ids.Node
 	for node := range p.holders {
 		out = append(out, node)
 	}
 	n.mu.Unlock()
-	slices.SortFunc(out, func(a, b [32]byte) int { return slices.Compare(a[:], b[:]) })
+	slices.SortFunc(out, func(a, b ids.Node) int { return slices.Compare(a[:], b[:]) })
 	return out
 }

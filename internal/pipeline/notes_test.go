@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/pipesnet/pipes/internal/history"
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/keys"
 	"github.com/pipesnet/pipes/internal/kinds"
 	"github.com/pipesnet/pipes/internal/store"
@@ -31,7 +32,7 @@ type notesFake struct {
 	online  map[[32]byte]bool
 }
 
-func (f *notesFake) pipeOf(id [32]byte) (*pipe, bool) {
+func (f *notesFake) pipeOf(id ids.Pipeline) (*pipe, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	p := f.pipes[id]
@@ -71,7 +72,7 @@ func (f *notesFake) sendSealed(ctx context.Context, dst [32]byte, body []byte) e
 	return nil
 }
 
-func (f *notesFake) Send(ctx context.Context, dst [32]byte, kind uint32, payload []byte) error {
+func (f *notesFake) Send(ctx context.Context, dst ids.Node, kind uint32, payload []byte) error {
 	if kind != kinds.Notes {
 		return errors.New("not notes")
 	}
@@ -85,7 +86,7 @@ func (f *notesFake) Send(ctx context.Context, dst [32]byte, kind uint32, payload
 	return nil
 }
 
-func (f *notesFake) HPKEKey(node [32]byte) ([]byte, bool) {
+func (f *notesFake) HPKEKey(node ids.Node) ([]byte, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return []byte{1}, f.online[node]
@@ -228,7 +229,7 @@ func TestNotesSecretStoredAndLoaded(t *testing.T) {
 		t.Fatal("the announced proof does not check")
 	}
 	if h := n.holdersOf(p); len(h) != 1 || h[0] != self {
-		t.Fatalf("holders %x, want this node", h)
+		t.Fatalf("holders %v, want this node", h)
 	}
 	db.Close()
 
@@ -284,7 +285,7 @@ func TestNotesPendingProofsBounded(t *testing.T) {
 		n.addProof(p, pr)
 	}
 	if h := n.holdersOf(p); len(h) != 1 || h[0] != other || n.rejected.Load() != 1 {
-		t.Fatalf("holders %x, rejected %d: want the good proof's node, and the forged one rejected", h, n.rejected.Load())
+		t.Fatalf("holders %v, rejected %d: want the good proof's node, and the forged one rejected", h, n.rejected.Load())
 	}
 	// A proof for a known pipeline goes to it at once.
 	third := [32]byte{10}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pipesnet/pipes/internal/identity"
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/wire/pb"
 )
 
@@ -32,14 +33,14 @@ const batchContext = "pipes/v1 packet batch"
 
 // Packet is a verified packet.
 type Packet struct {
-	ID          [32]byte
-	Pipeline    [32]byte
-	Sender      [32]byte
+	ID          ids.Packet
+	Pipeline    ids.Pipeline
+	Sender      ids.Node
 	Seq         uint64
 	HLC         int64
 	Type        int64
 	Data        []byte
-	Destination [32]byte // zero: every node of the pipeline
+	Destination ids.Node // zero: every node of the pipeline
 	File        bool     // Data is a file manifest (the content travels in chunks)
 	LogID       int64    // position in the local log, if Logged
 	Logged      bool     // read from a persistent pipeline's log

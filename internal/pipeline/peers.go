@@ -1,6 +1,10 @@
 package pipeline
 
-import "sync"
+import (
+	"sync"
+
+	"github.com/pipesnet/pipes/internal/ids"
+)
 
 // peerSet holds the nodes that are direct peers and were told of this
 // node's pipelines in this run of the engine: a node is in it from when it
@@ -17,7 +21,7 @@ type peerSet struct {
 // learn of pipelines created before they came, and is offered what the
 // persistent pipelines hold (PeerConnected); a node that stops being a
 // peer is forgotten by the sync (PeerGone). A closed engine ignores it.
-func (e *Engine) NodeChanged(id [32]byte, peer bool) {
+func (e *Engine) NodeChanged(id ids.Node, peer bool) {
 	if e.ctx.Err() != nil {
 		return
 	}

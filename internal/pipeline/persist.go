@@ -13,6 +13,7 @@ import (
 
 	"github.com/pipesnet/pipes/internal/history"
 	"github.com/pipesnet/pipes/internal/identity"
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/keys"
 	"github.com/pipesnet/pipes/internal/store"
 	"github.com/pipesnet/pipes/internal/wire/pb"
@@ -70,7 +71,7 @@ type persist struct {
 	storeKey [32]byte
 	log      *slog.Logger
 	clock    *hlcClock
-	gate     func(pipe [32]byte) // Config.testWriterGate
+	gate     func(pipe ids.Pipeline) // Config.testWriterGate
 	env      persistEnv
 
 	sent, delivered, dropped *atomic.Uint64 // the engine's counters
@@ -416,7 +417,7 @@ func (ps *persist) batchSender(p *pipe) {
 // ctx ends, the engine closes, or fn returns false. fn runs on a goroutine
 // of the engine and may block; the context it gets ends when Follow must
 // stop. end is called once at the end.
-func (e *Engine) Follow(ctx context.Context, id [32]byte, after int64, fn func(context.Context, *Packet) bool, end func()) error {
+func (e *Engine) Follow(ctx context.Context, id ids.Pipeline, after int64, fn func(context.Context, *Packet) bool, end func()) error {
 	e.mu.Lock()
 	p := e.mu.pipes[id]
 	closed := e.mu.closed
@@ -485,7 +486,7 @@ func (ps *persist) follow(ctx context.Context, p *pipe, after int64, fn func(con
 }
 
 // Log returns the history of persistent pipeline id.
-func (e *Engine) Log(id [32]byte) (*history.Log, error) {
+func (e *Engine) Log(id ids.Pipeline) (*history.Log, error) {
 	e.mu.Lock()
 	p := e.mu.pipes[id]
 	e.mu.Unlock()

@@ -9,6 +9,7 @@ import (
 
 	"github.com/pipesnet/pipes/internal/history"
 	"github.com/pipesnet/pipes/internal/identity"
+	"github.com/pipesnet/pipes/internal/ids"
 )
 
 // packets returns n packets that share one (with data of size bytes).
@@ -151,7 +152,7 @@ func TestHeldQueueFullIsCounted(t *testing.T) {
 	e0.Close()
 	gate := make(chan struct{})
 	var once sync.Once
-	cfg.testWriterGate = func([32]byte) { once.Do(func() { <-gate }) }
+	cfg.testWriterGate = func(ids.Pipeline) { once.Do(func() { <-gate }) }
 	e, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -1,13 +1,16 @@
 package pipeline
 
-import "github.com/pipesnet/pipes/internal/history"
+import (
+	"github.com/pipesnet/pipes/internal/history"
+	"github.com/pipesnet/pipes/internal/ids"
+)
 
 // Reads of a persistent pipeline's stored history, in the engine's types:
 // the node reads through these, never the history package itself.
 
 // LogCounts returns how many packets the log of persistent pipeline pipe
 // holds and their data bytes.
-func (e *Engine) LogCounts(pipe [32]byte) (logged, bytes int64, err error) {
+func (e *Engine) LogCounts(pipe ids.Pipeline) (logged, bytes int64, err error) {
 	l, err := e.Log(pipe)
 	if err != nil {
 		return 0, 0, err
@@ -17,7 +20,7 @@ func (e *Engine) LogCounts(pipe [32]byte) (logged, bytes int64, err error) {
 
 // PacketByID returns the logged packet id of persistent pipeline pipe
 // (an error wrapping history.ErrNotFound if it is not logged).
-func (e *Engine) PacketByID(pipe, id [32]byte) (*Packet, error) {
+func (e *Engine) PacketByID(pipe ids.Pipeline, id ids.Packet) (*Packet, error) {
 	l, err := e.Log(pipe)
 	if err != nil {
 		return nil, err
@@ -33,7 +36,7 @@ func (e *Engine) PacketByID(pipe, id [32]byte) (*Packet, error) {
 // persistent pipeline pipe with LogID > after, until fn returns false. It
 // reads the log as it is now; the store's iterator is closed before fn
 // runs, so fn may take its time.
-func (e *Engine) PacketsSince(pipe [32]byte, after int64, limit int, fn func(*Packet) bool) error {
+func (e *Engine) PacketsSince(pipe ids.Pipeline, after int64, limit int, fn func(*Packet) bool) error {
 	l, err := e.Log(pipe)
 	if err != nil {
 		return err

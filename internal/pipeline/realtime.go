@@ -16,6 +16,7 @@ import (
 	"golang.org/x/crypto/chacha20poly1305"
 
 	"github.com/pipesnet/pipes/internal/identity"
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/mesh"
 	"github.com/pipesnet/pipes/internal/wire/pb"
 	"github.com/pipesnet/pipes/internal/worker"
@@ -259,7 +260,7 @@ func (rt *realtime) sendKey(ctx context.Context, dst [32]byte, s *rtSend, counte
 
 // PutDatagram puts data on realtime pipeline id as Put does, without
 // computing the packet id (for UDP port maps, which do not use it).
-func (e *Engine) PutDatagram(ctx context.Context, id [32]byte, data []byte) error {
+func (e *Engine) PutDatagram(ctx context.Context, id ids.Pipeline, data []byte) error {
 	p, ok := e.pipeOf(id)
 	if !ok {
 		return fmt.Errorf("%w %x", ErrUnknown, id[:4])
@@ -286,7 +287,7 @@ func (e *Engine) PutDatagram(ctx context.Context, id [32]byte, data []byte) erro
 // pipeline). It waits while a link's datagram queue is full, until ctx
 // ends. It returns the packet id if wantID.
 func (e *Engine) putRealtime(ctx context.Context, p *pipe, data []byte, typ int64, dest [32]byte, wantID bool) ([32]byte, error) {
-	dests := [][32]byte{dest}
+	dests := []ids.Node{dest}
 	if p.def.IsPointToPoint() {
 		dests[0] = p.def.Opts.ToNode
 	} else if dest == ([32]byte{}) {

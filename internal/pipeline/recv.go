@@ -9,6 +9,7 @@ import (
 
 	"github.com/pipesnet/pipes/internal/dispatch"
 	"github.com/pipesnet/pipes/internal/history"
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/kinds"
 	"github.com/pipesnet/pipes/internal/wire/pb"
 )
@@ -52,7 +53,7 @@ func (e *Engine) register() error {
 		pipes.Handle(kinds.Direct, dispatch.Route{Paths: kinds.Routed | kinds.InSealed, Handle: dispatch.Proto(e.onDirect)}),
 		pipes.Handle(kinds.Sync, dispatch.Route{Paths: kinds.Routed | kinds.InSealed, Handle: dispatch.Proto(e.onSync)}),
 		notes.Handle(kinds.Notes, dispatch.Route{Paths: kinds.Broadcast | kinds.Routed | kinds.InSealed,
-			Validate: func(raw []byte, _ [32]byte) (any, error) { return parseNotes(raw) }, Handle: e.onNotes}),
+			Validate: func(raw []byte, _ ids.Node) (any, error) { return parseNotes(raw) }, Handle: e.onNotes}),
 		rt.Handle(kinds.RealtimeKey, dispatch.Route{Paths: kinds.InSealed, Handle: dispatch.Proto(e.onRealtimeKey)}),
 		sealed.Handle(kinds.Sealed, dispatch.Route{Paths: kinds.Routed, Handle: dispatch.Proto(e.onSealed)}),
 	)
@@ -84,7 +85,7 @@ func (e *Engine) handleRouted(m routedMsg) error {
 	return e.disp.Run(dispatch.Msg{From: m.src, Kind: m.kind, Via: kinds.Routed, Payload: m.payload})
 }
 
-func (e *Engine) validateDef(payload []byte, _ [32]byte) (any, error) {
+func (e *Engine) validateDef(payload []byte, _ ids.Node) (any, error) {
 	var m pb.PipelineDef
 	if err := proto.Unmarshal(payload, &m); err != nil {
 		return nil, err
@@ -95,7 +96,7 @@ func (e *Engine) validateDef(payload []byte, _ [32]byte) (any, error) {
 	return defFromProto(e.cfg.Network, e.self, &m)
 }
 
-func (e *Engine) validateBatch(payload []byte, origin [32]byte) (any, error) {
+func (e *Engine) validateBatch(payload []byte, origin ids.Node) (any, error) {
 	var b pb.PacketBatch
 	if err := proto.Unmarshal(payload, &b); err != nil {
 		return nil, err
@@ -377,7 +378,7 @@ func (e *Engine) deliverLocked(p *pipe, pk *Packet) {
 // under the engine's lock: deliver must not block (a non-blocking channel
 // send that reports false when full is the intended use). end is called
 // once when the subscription ends: when ctx ends or the engine closes.
-func (e *Engine) Subscribe(ctx context.Context, id [32]byte, deliver func(*Packet) bool, end func()) error {
+func (e *Engine) Subscribe(ctx context.Context, id ids.Pipeline, deliver func(*Packet) bool, end func()) error {
 	e.mu.Lock()
 	p := e.mu.pipes[id]
 	if p == nil || e.mu.closed {
@@ -402,7 +403,7 @@ func (e *Engine) Subscribe(ctx context.Context, id [32]byte, deliver func(*Packe
 }
 
 // PipelineStats returns the counters of one pipeline.
-func (e *Engine) PipelineStats(id [32]byte) Stats {
+func (e *Engine) PipelineStats(id ids.Pipeline) Stats {
 	e.mu.Lock()
 	p := e.mu.pipes[id]
 	e.mu.Unlock()

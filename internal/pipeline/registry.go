@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/pipesnet/pipes/internal/history"
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/keys"
 	"github.com/pipesnet/pipes/internal/kinds"
 	"github.com/pipesnet/pipes/internal/wire/pb"
@@ -153,7 +154,7 @@ func (e *Engine) announceDef(ctx context.Context, d *Def) error {
 }
 
 // pipeOf returns the state of pipeline id.
-func (e *Engine) pipeOf(id [32]byte) (*pipe, bool) {
+func (e *Engine) pipeOf(id ids.Pipeline) (*pipe, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	p := e.mu.pipes[id]
@@ -270,7 +271,7 @@ func (e *Engine) Pipelines() []*Def {
 }
 
 // Pipeline returns the definition of id.
-func (e *Engine) Pipeline(id [32]byte) (*Def, bool) {
+func (e *Engine) Pipeline(id ids.Pipeline) (*Def, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if p := e.mu.pipes[id]; p != nil {
@@ -280,7 +281,7 @@ func (e *Engine) Pipeline(id [32]byte) (*Def, bool) {
 }
 
 // Wait returns the definition of id once it is known.
-func (e *Engine) Wait(ctx context.Context, id [32]byte) (*Def, error) {
+func (e *Engine) Wait(ctx context.Context, id ids.Pipeline) (*Def, error) {
 	e.mu.Lock()
 	if p := e.mu.pipes[id]; p != nil {
 		e.mu.Unlock()

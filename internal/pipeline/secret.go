@@ -11,6 +11,7 @@ import (
 	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/chacha20poly1305"
 
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/keys"
 )
 
@@ -152,7 +153,7 @@ func checkProof(d *Def, node [32]byte, sig []byte) bool {
 
 // SetSecret gives this node the secret of encrypted pipeline id. It
 // reports false if the secret is not the pipeline's.
-func (e *Engine) SetSecret(id [32]byte, secret []byte) (bool, error) {
+func (e *Engine) SetSecret(id ids.Pipeline, secret []byte) (bool, error) {
 	p, ok := e.pipeOf(id)
 	if !ok {
 		return false, fmt.Errorf("%w %x", ErrUnknown, id[:4])
@@ -169,14 +170,14 @@ func (e *Engine) SetSecret(id [32]byte, secret []byte) (bool, error) {
 }
 
 // HasSecret reports whether this node holds the secret of pipeline id.
-func (e *Engine) HasSecret(id [32]byte) bool {
+func (e *Engine) HasSecret(id ids.Pipeline) bool {
 	p, ok := e.pipeOf(id)
 	return ok && p.key.Load() != nil
 }
 
 // SecretHolders returns the nodes that proved they hold the secret of
 // pipeline id (this node included if it does), sorted.
-func (e *Engine) SecretHolders(id [32]byte) [][32]byte {
+func (e *Engine) SecretHolders(id ids.Pipeline) []ids.Node {
 	p, ok := e.pipeOf(id)
 	if !ok {
 		return nil

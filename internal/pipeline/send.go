@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/kinds"
 	"github.com/pipesnet/pipes/internal/mesh"
 	"github.com/pipesnet/pipes/internal/wire/pb"
@@ -29,7 +30,7 @@ func marshal(m proto.Message) ([]byte, error) {
 // and routed. A point-to-point pipeline always sends to its other node.
 // Put blocks while the pipeline's queue is full (backpressure) until ctx
 // ends.
-func (e *Engine) Put(ctx context.Context, id [32]byte, data []byte, typ int64, dest [32]byte) ([32]byte, error) {
+func (e *Engine) Put(ctx context.Context, id ids.Pipeline, data []byte, typ int64, dest ids.Node) (ids.Packet, error) {
 	return e.put(ctx, id, data, typ, dest, false)
 }
 

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/pipesnet/pipes/internal/identity"
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/kinds"
 	"github.com/pipesnet/pipes/internal/wire/pb"
 	"github.com/pipesnet/pipes/internal/worker"
@@ -78,7 +79,7 @@ type syncer struct {
 
 // syncEnv is what the sync part needs from the engine.
 type syncEnv interface {
-	pipeOf(id [32]byte) (*pipe, bool)
+	pipeOf(id ids.Pipeline) (*pipe, bool)
 	// persistentPipes returns the persistent pipelines whose log is open.
 	persistentPipes() []*pipe
 	// announce tells the other node of a point-to-point pipeline of it.
@@ -97,9 +98,9 @@ type syncEnv interface {
 
 // syncHost is the part of the node's mesh that sync uses.
 type syncHost interface {
-	Peers() [][32]byte
-	HPKEKey(node [32]byte) ([]byte, bool)
-	SendDirect(ctx context.Context, dst [32]byte, kind uint32, payload []byte) error
+	Peers() []ids.Node
+	HPKEKey(node ids.Node) ([]byte, bool)
+	SendDirect(ctx context.Context, dst ids.Node, kind uint32, payload []byte) error
 }
 
 type serveReq struct {
@@ -265,9 +266,9 @@ func headsHash(heads map[[32]byte]uint64) [32]byte {
 }
 
 // peersOf returns the nodes p syncs with.
-func (s *syncer) peersOf(p *pipe) [][32]byte {
+func (s *syncer) peersOf(p *pipe) []ids.Node {
 	if p.def.IsPointToPoint() {
-		return [][32]byte{p.def.Opts.ToNode}
+		return []ids.Node{p.def.Opts.ToNode}
 	}
 	return s.host.Peers()
 }
@@ -301,7 +302,7 @@ func (s *syncer) send(p *pipe, to [32]byte, m *pb.Sync) error {
 
 // PeerConnected is called when a node becomes a direct peer: it gets the
 // broadcast pipelines' definitions and the heads of the persistent ones.
-func (e *Engine) PeerConnected(peer [32]byte) {
+func (e *Engine) PeerConnected(peer ids.Node) {
 	e.sendDefs(peer)
 	e.notes.sendTo(peer)
 	e.syncer.do(func() {
@@ -315,7 +316,7 @@ func (e *Engine) PeerConnected(peer [32]byte) {
 
 // PeerGone is called when a direct peer is lost: its offers and the
 // chunks asked of it are forgotten, and asked of others.
-func (e *Engine) PeerGone(peer [32]byte) {
+func (e *Engine) PeerGone(peer ids.Node) {
 	e.syncer.do(func() {
 		for _, p := range e.persistentPipes() {
 			if p.def.IsPointToPoint() {
@@ -357,14 +358,14 @@ func (s *syncer) progressed(p *pipe) {
 
 // SyncSources returns how many sync requests of persistent pipeline id
 // this node has sent to each node.
-func (e *Engine) SyncSources(id [32]byte) map[[32]byte]int {
+func (e *Engine) SyncSources(id ids.Pipeline) map[ids.Node]int {
 	p, _ := e.pipeOf(id)
 	if p == nil || p.sync == nil {
 		return nil
 	}
 	p.sync.askedMu.Lock()
 	defer p.sync.askedMu.Unlock()
-	out := make(map[[32]byte]int, len(p.sync.asked))
+	out := make(map[ids.Node]int, len(p.sync.asked))
 	for k, v := range p.sync.asked {
 		out[k] = v
 	}
@@ -372,7 +373,7 @@ func (e *Engine) SyncSources(id [32]byte) map[[32]byte]int {
 }
 
 // Synchronizing reports whether persistent pipeline id is catching up.
-func (e *Engine) Synchronizing(id [32]byte) bool {
+func (e *Engine) Synchronizing(id ids.Pipeline) bool {
 	p, _ := e.pipeOf(id)
 	return p != nil && p.syncing.Load()
 }

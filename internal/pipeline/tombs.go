@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/pipesnet/pipes/internal/history"
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/wire/pb"
 )
 
@@ -195,7 +196,7 @@ func (e *Engine) remove(p *pipe) {
 // applied here and sent to the pipeline's nodes (and, later, to every node
 // that connects), which remove it and free its resources. Shutting down
 // any other pipeline is ErrNotEphemeral.
-func (e *Engine) Shutdown(id [32]byte) error {
+func (e *Engine) Shutdown(id ids.Pipeline) error {
 	p, ok := e.pipeOf(id)
 	if !ok {
 		return fmt.Errorf("%w %x", ErrUnknown, id[:4])

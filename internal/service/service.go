@@ -21,6 +21,7 @@ import (
 
 	"github.com/pipesnet/pipes/internal/dispatch"
 	"github.com/pipesnet/pipes/internal/identity"
+	"github.com/pipesnet/pipes/internal/ids"
 )
 
 // ErrUnavailable is returned by a Host for what it does not offer (a host
@@ -56,7 +57,7 @@ type Keys struct {
 
 // PresenceEvent says that a node came online or went offline.
 type PresenceEvent struct {
-	Node   [32]byte
+	Node   ids.Node
 	Online bool
 }
 
@@ -73,23 +74,23 @@ type Namespace interface {
 // Host is what the node offers a service.
 type Host interface {
 	// Self is this node's id.
-	Self() [32]byte
+	Self() ids.Node
 	// Keys are this node's keys.
 	Keys() Keys
 	// Send routes a message of kind to dst, through relays if need be.
-	Send(ctx context.Context, dst [32]byte, kind uint32, payload []byte) error
+	Send(ctx context.Context, dst ids.Node, kind uint32, payload []byte) error
 	// SendDirect sends to dst only if it is a direct peer (on their QUIC
 	// connection, end to end), never relayed.
-	SendDirect(ctx context.Context, dst [32]byte, kind uint32, payload []byte) error
+	SendDirect(ctx context.Context, dst ids.Node, kind uint32, payload []byte) error
 	// Broadcast sends a message of kind to every node of the network.
 	Broadcast(ctx context.Context, kind uint32, payload []byte) error
 	// Peers returns the direct peers; Online the other nodes online.
-	Peers() [][32]byte
-	Online() [][32]byte
+	Peers() []ids.Node
+	Online() []ids.Node
 	// NodeKey returns the end-to-end encryption key a node announced.
-	NodeKey(node [32]byte) ([]byte, bool)
+	NodeKey(node ids.Node) ([]byte, bool)
 	// OpenStream opens a QUIC stream to a direct peer.
-	OpenStream(ctx context.Context, peer [32]byte) (*quic.Stream, error)
+	OpenStream(ctx context.Context, peer ids.Node) (*quic.Stream, error)
 	// Store is the service's namespace of the node's store
 	// (ErrUnavailable on each call when the node keeps no store).
 	Store() Namespace
