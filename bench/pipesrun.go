@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pipesnet/pipes"
+	"github.com/pipesnet/pipes/internal/ids"
 	inode "github.com/pipesnet/pipes/internal/node"
 )
 
@@ -74,7 +75,7 @@ func startPipes(count int, edges [][2]int, degree int) (*pipesNet, error) {
 			return nil, err
 		}
 		if noPunch {
-			inode.SetTestHooks(node.ID(), func(h *inode.TestHooks) { h.NoPunch = true })
+			inode.SetTestHooks(ids.Node(node.ID()), func(h *inode.TestHooks) { h.NoPunch = true })
 		}
 		n.nodes = append(n.nodes, node)
 	}
