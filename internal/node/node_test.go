@@ -18,6 +18,7 @@ import (
 	"github.com/pipesnet/pipes/internal/pipeline"
 	"github.com/pipesnet/pipes/internal/portmap"
 	"github.com/pipesnet/pipes/internal/store"
+	"github.com/pipesnet/pipes/internal/testutil"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -109,19 +110,6 @@ func (tn *testNode) sawOffline(id [32]byte) bool {
 		}
 	}
 	return false
-}
-
-// waitFor polls cond until it holds, failing the test after a generous
-// bound (a hang, not a measure of speed).
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func isPeer(n *Node, id [32]byte) bool {
@@ -221,8 +209,8 @@ func TestStartConnectClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	idA, idB := na.ID(), nb.ID()
-	waitFor(t, "the nodes to be peers", func() bool { return isPeer(na, idB) && isPeer(nb, idA) })
-	waitFor(t, "b to learn a's pipeline", func() bool { return b.knows("early") })
+	testutil.WaitFor(t, "the nodes to be peers", func() bool { return isPeer(na, idB) && isPeer(nb, idA) })
+	testutil.WaitFor(t, "b to learn a's pipeline", func() bool { return b.knows("early") })
 
 	if err := na.Close(); err != nil {
 		t.Fatal(err)
@@ -264,13 +252,13 @@ func TestKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	idB := nb.ID()
-	waitFor(t, "a to see b online", func() bool {
+	testutil.WaitFor(t, "a to see b online", func() bool {
 		return slices.ContainsFunc(na.Mesh().Nodes(), func(n mesh.NodeInfo) bool { return n.ID == idB })
 	})
 	if err := nb.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "a to see b offline", func() bool { return a.sawOffline(idB) })
+	testutil.WaitFor(t, "a to see b offline", func() bool { return a.sawOffline(idB) })
 	if err := nb.Close(); err != nil {
 		t.Fatalf("Close after Kill: %v", err)
 	}

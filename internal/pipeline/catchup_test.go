@@ -1,7 +1,6 @@
 package pipeline
 
 import (
-	"context"
 	"crypto/rand"
 	"fmt"
 	"os"
@@ -17,6 +16,7 @@ import (
 	"github.com/pipesnet/pipes/internal/identity"
 	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/store"
+	"github.com/pipesnet/pipes/internal/testutil"
 )
 
 // persistentNet is a fake network of n engines, each with its own store.
@@ -139,7 +139,7 @@ func TestCatchUpDoesNotStallOtherPipelines(t *testing.T) {
 	// for it; a serves it all. Once b has taken in the last of it, the
 	// writer of the history pipeline is still held.
 	bp, _ := b.e.pipeOf(pd.ID)
-	waitFor(t, "b to take in the whole catch-up, its writer held", func() bool { return answered(b.e, bp) && held.Load() })
+	testutil.WaitFor(t, "b to take in the whole catch-up, its writer held", func() bool { return answered(b.e, bp) && held.Load() })
 
 	// Live packets travel while the catch-up is not finished.
 	const live = 20
@@ -165,7 +165,7 @@ func TestCatchUpDoesNotStallOtherPipelines(t *testing.T) {
 	if len(pks) != live+1 || !pks[live].File {
 		t.Fatalf("the file packet did not arrive while another pipeline caught up (%d packets)", len(pks))
 	}
-	waitFor(t, "the file's content on b", func() bool {
+	testutil.WaitFor(t, "the file's content on b", func() bool {
 		have, total, err := b.e.FileProgress(pks[live])
 		return err == nil && total > 1 && have == total
 	})
@@ -176,7 +176,7 @@ func TestCatchUpDoesNotStallOtherPipelines(t *testing.T) {
 	close(release)
 
 	// And the catch-up completes.
-	waitFor(t, "the catch-up to complete", func() bool { return bl.Head(a.id) == history })
+	testutil.WaitFor(t, "the catch-up to complete", func() bool { return bl.Head(a.id) == history })
 }
 
 // answered reports whether a want of p has been answered in full (its last
@@ -195,20 +195,5 @@ func answered(e *Engine, p *pipe) bool {
 		return v
 	case <-e.ctx.Done():
 		return false
-	}
-}
-
-// waitFor polls cond until it holds, or fails the test after a generous
-// limit.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("timed out waiting for %s", what)
-		case <-time.After(5 * time.Millisecond):
-		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/pipesnet/pipes/internal/kinds"
+	"github.com/pipesnet/pipes/internal/testutil"
 )
 
 // TestPacketsFollowTheirDefinition: the mesh loop hands a received
@@ -25,7 +26,7 @@ func TestPacketsFollowTheirDefinition(t *testing.T) {
 		t.Fatal(err)
 	}
 	var batch []byte
-	waitFor(t, "a's batch", func() bool {
+	testutil.WaitFor(t, "a's batch", func() bool {
 		fn.mu.Lock()
 		defer fn.mu.Unlock()
 		if len(fn.bcasts) > 0 {
@@ -49,7 +50,7 @@ func TestPacketsFollowTheirDefinition(t *testing.T) {
 	c.e.Deliver(kinds.Def, def, a.id, vd)
 	c.e.Deliver(kinds.Batch, batch, a.id, vb)
 
-	waitFor(t, "the packet logged on c", func() bool {
+	testutil.WaitFor(t, "the packet logged on c", func() bool {
 		l, err := c.e.Log(d.ID)
 		return err == nil && l.Head(a.id) == 1
 	})

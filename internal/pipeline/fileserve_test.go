@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/pipesnet/pipes/internal/kinds"
+	"github.com/pipesnet/pipes/internal/testutil"
 	"github.com/pipesnet/pipes/internal/wire/pb"
 )
 
@@ -127,7 +128,7 @@ func TestFileChunkRequests(t *testing.T) {
 	raw, _ := proto.Marshal(&pb.FileGet{Root: root[:], Pipeline: d.ID[:], Index: 0})
 	before := len(fileAnswers(t, fn))
 	a.DeliverRouted(asker, kinds.FileGet, raw)
-	waitFor(t, "the routed request answered", func() bool { return len(fileAnswers(t, fn)) > before })
+	testutil.WaitFor(t, "the routed request answered", func() bool { return len(fileAnswers(t, fn)) > before })
 	if got := fileAnswers(t, fn)[before]; got == nil || got.Missing || !bytes.Equal(got.Data, content) {
 		t.Fatal("the routed request was not answered with the chunk")
 	}

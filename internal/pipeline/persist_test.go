@@ -10,6 +10,7 @@ import (
 	"github.com/pipesnet/pipes/internal/history"
 	"github.com/pipesnet/pipes/internal/identity"
 	"github.com/pipesnet/pipes/internal/ids"
+	"github.com/pipesnet/pipes/internal/testutil"
 )
 
 // packets returns n packets that share one (with data of size bytes).
@@ -128,7 +129,7 @@ func TestWriterLogsInSenderOrder(t *testing.T) {
 	e.logs.enqueue(p, m.packet(d.ID, 1), true)
 	e.logs.enqueue(p, m.packet(d.ID, 3), true) // a copy
 	e.logs.enqueue(p, m.packet(d.ID, 2), false)
-	waitFor(t, "the four packets logged", func() bool { return p.plog.log.Head(m.id) == 4 })
+	testutil.WaitFor(t, "the four packets logged", func() bool { return p.plog.log.Head(m.id) == 4 })
 	recs := since(t, e, d.ID, -1)
 	if len(recs) != 4 {
 		t.Fatalf("%d records logged, want 4", len(recs))
@@ -177,7 +178,7 @@ func TestHeldQueueFullIsCounted(t *testing.T) {
 		t.Fatalf("%d packets counted dropped, want the 1 beyond maxHeldPackets", got)
 	}
 	close(gate)
-	waitFor(t, "the held packets logged", func() bool { return p.plog.log.Head(m.id) == maxHeldPackets })
+	testutil.WaitFor(t, "the held packets logged", func() bool { return p.plog.log.Head(m.id) == maxHeldPackets })
 }
 
 // TestReopenKeepsHistory: what was put on a persistent pipeline is there,
@@ -233,7 +234,7 @@ func TestReopenKeepsHistory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "six packets followed", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) >= 6 })
+	testutil.WaitFor(t, "six packets followed", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) >= 6 })
 	cancel()
 	<-ended
 	mu.Lock()

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pipesnet/pipes/internal/portmap/portmaptest"
+	"github.com/pipesnet/pipes/internal/testutil"
 )
 
 var loopback = netip.MustParseAddr("127.0.0.1")
@@ -19,19 +20,6 @@ type (
 	pmpResponder = portmaptest.PMPResponder
 	igdResponder = portmaptest.IGDResponder
 )
-
-// waitFor polls cond until it holds, failing the test after a generous
-// deadline (no timing is asserted).
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
 
 // testConfig maps port 4242 at the loopback gateway, never at a real one.
 func testConfig(serverPort uint16, upnpURL string) Config {
@@ -69,7 +57,7 @@ func testPMPOrPCP(t *testing.T, pmp, pcp bool, want string) {
 	if got, want := m.External(), netip.MustParseAddrPort("203.0.113.7:4242"); got != want {
 		t.Fatalf("External() = %v, want %v", got, want)
 	}
-	waitFor(t, "two renewals", func() bool { return r.Get(func(r *pmpResponder) bool { return r.Renews >= 2 }) })
+	testutil.WaitFor(t, "two renewals", func() bool { return r.Get(func(r *pmpResponder) bool { return r.Renews >= 2 }) })
 	if r.Get(func(r *pmpResponder) bool { return r.Adds != 1 || r.Lapses != 0 }) {
 		t.Fatalf("adds %d lapses %d, want 1 add and renewals before expiry", r.Adds, r.Lapses)
 	}
@@ -119,7 +107,7 @@ func TestUPnPAddRenewDelete(t *testing.T) {
 	if !g.Get(func(g *igdResponder) bool { return g.Mappings[4242] == "127.0.0.1:4242" && g.Leases[0] == 2 }) {
 		t.Fatalf("mappings %v leases %v", g.Mappings, g.Leases)
 	}
-	waitFor(t, "a renewal", func() bool { return g.Get(func(g *igdResponder) bool { return g.Adds >= 2 }) })
+	testutil.WaitFor(t, "a renewal", func() bool { return g.Get(func(g *igdResponder) bool { return g.Adds >= 2 }) })
 	if err := m.Close(context.Background()); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
@@ -136,7 +124,7 @@ func TestUPnPPermanentLeaseOnly(t *testing.T) {
 	cfg.UPnPLease = time.Second
 	m := open(t, cfg)
 	// Refreshed all the same, and asking for an unlimited lease straight away.
-	waitFor(t, "a refresh", func() bool { return g.Get(func(g *igdResponder) bool { return g.Adds >= 2 }) })
+	testutil.WaitFor(t, "a refresh", func() bool { return g.Get(func(g *igdResponder) bool { return g.Adds >= 2 }) })
 	if !g.Get(func(g *igdResponder) bool { return g.Leases[0] == 0 && g.Leases[1] == 0 }) {
 		t.Fatalf("leases %v, want 0s", g.Leases)
 	}
