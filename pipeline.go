@@ -165,10 +165,14 @@ func (n *Node) Pipelines() []*Pipeline {
 
 // Pipeline returns the pipeline with id, or ErrNotFound.
 func (n *Node) Pipeline(id PipelineID) (*Pipeline, error) {
+	// The engine is the authority while there is one: the cache below
+	// may still hold a pipeline the engine has just dropped, until the
+	// notification of its removal has run.
 	if e, err := n.readEngine(); err == nil {
 		if d, ok := e.Pipeline(ids.Pipeline(id)); ok {
 			return n.pipelineFor(d), nil
 		}
+		return nil, fmt.Errorf("%w: pipeline %s", ErrNotFound, id)
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
