@@ -1,7 +1,7 @@
 // Package ids holds the typed ids the internal packages pass between them:
-// a node, a pipeline, a packet and a network id are each 32 bytes, and
-// each has its own type so that one cannot be passed where another is
-// expected without an explicit conversion. The guarantee is the
+// a node, a pipeline, a packet, a network and a content id are each 32
+// bytes, and each has its own type so that one cannot be passed where
+// another is expected without an explicit conversion. The guarantee is the
 // compiler's: an ids.Node given where an ids.Pipeline is wanted does not
 // build. (An untyped [32]byte still converts implicitly to any of them,
 // which is what the lower layers that stay on [32]byte rely on.)
@@ -22,6 +22,11 @@ type Packet [32]byte
 
 // Network identifies a network: 32 random bytes chosen with its netfile.
 type Network [32]byte
+
+// Content identifies a content (a file's bytes, as stored): its BLAKE3
+// root, the BLAKE3-256 hash of its manifest, which lists the hashes of
+// its chunks (see package blob's Manifest.Root).
+type Content [32]byte
 
 // String returns the id as 64 lower-case hex digits.
 func (id Node) String() string { return hex.EncodeToString(id[:]) }
@@ -46,3 +51,9 @@ func (id Packet) Short() string { return hex.EncodeToString(id[:4]) }
 
 // String returns the id as 64 lower-case hex digits.
 func (id Network) String() string { return hex.EncodeToString(id[:]) }
+
+// String returns the id as 64 lower-case hex digits.
+func (id Content) String() string { return hex.EncodeToString(id[:]) }
+
+// Short returns the first 8 hex digits of the id, for logs.
+func (id Content) Short() string { return hex.EncodeToString(id[:4]) }

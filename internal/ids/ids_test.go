@@ -12,7 +12,7 @@ func TestString(t *testing.T) {
 		raw[i] = byte(i * 9)
 	}
 	want := fmt.Sprintf("%x", raw[:])
-	for _, s := range []fmt.Stringer{Node(raw), Pipeline(raw), Packet(raw), Network(raw)} {
+	for _, s := range []fmt.Stringer{Node(raw), Pipeline(raw), Packet(raw), Network(raw), Content(raw)} {
 		if got := s.String(); got != want {
 			t.Errorf("%T.String() = %q, want %q", s, got, want)
 		}
@@ -20,7 +20,7 @@ func TestString(t *testing.T) {
 			t.Errorf("fmt.Sprint(%T) = %q, want %q", s, got, want)
 		}
 	}
-	for _, s := range []interface{ Short() string }{Node(raw), Pipeline(raw), Packet(raw)} {
+	for _, s := range []interface{ Short() string }{Node(raw), Pipeline(raw), Packet(raw), Content(raw)} {
 		if got := s.Short(); got != want[:8] || !strings.HasPrefix(want, got) {
 			t.Errorf("%T.Short() = %q, want %q", s, got, want[:8])
 		}
