@@ -11,11 +11,13 @@ import (
 	"sync"
 
 	"golang.org/x/crypto/chacha20poly1305"
+
+	"github.com/pipesnet/pipes/internal/ids"
 )
 
 // blob is a loaded blob: its open file and what is known of its chunks.
 type blob struct {
-	root [32]byte
+	root ids.Content
 	m    *Manifest
 	f    *os.File
 	aead cipher.AEAD // under the data key

@@ -3,6 +3,8 @@ package blob
 import (
 	"bytes"
 	"sync"
+
+	"github.com/pipesnet/pipes/internal/ids"
 )
 
 // recentChunks keeps the last few chunks written or read: a reader
@@ -16,12 +18,12 @@ type recentChunks struct {
 }
 
 type recentChunk struct {
-	root [32]byte
+	root ids.Content
 	i    int
 	data []byte
 }
 
-func (c *recentChunks) put(root [32]byte, i int, data []byte) {
+func (c *recentChunks) put(root ids.Content, i int, data []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for k := range c.ents {
@@ -34,7 +36,7 @@ func (c *recentChunks) put(root [32]byte, i int, data []byte) {
 }
 
 // get returns a copy of a recent chunk (callers may modify what they get).
-func (c *recentChunks) get(root [32]byte, i int) []byte {
+func (c *recentChunks) get(root ids.Content, i int) []byte {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, e := range c.ents {
@@ -46,7 +48,7 @@ func (c *recentChunks) get(root [32]byte, i int) []byte {
 }
 
 // forget drops the recent chunks of root.
-func (c *recentChunks) forget(root [32]byte) {
+func (c *recentChunks) forget(root ids.Content) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for k := range c.ents {

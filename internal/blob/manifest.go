@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"github.com/zeebo/blake3"
+
+	"github.com/pipesnet/pipes/internal/ids"
 )
 
 // Layout of a marshalled manifest (integers big endian):
@@ -95,7 +97,7 @@ func (m *Manifest) validate() error {
 
 // Root returns the blob's id: the BLAKE3-256 hash of the marshalled
 // manifest.
-func (m *Manifest) Root() [32]byte {
+func (m *Manifest) Root() ids.Content {
 	return blake3.Sum256(m.Marshal())
 }
 

@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 	"sync/atomic"
+
+	"github.com/pipesnet/pipes/internal/ids"
 )
 
 // Reader returns a sequential reader of the whole content of the blob
@@ -14,14 +16,14 @@ import (
 // present (see Wait), so it can read a blob while it is received, and
 // holds one chunk at a time. Errors (the blob not found, ctx's end, the
 // store's closing) are returned by Read. Close ends a Read that is waiting.
-func (s *Store) Reader(ctx context.Context, root [32]byte) io.ReadCloser {
+func (s *Store) Reader(ctx context.Context, root ids.Content) io.ReadCloser {
 	ctx, cancel := context.WithCancel(ctx)
 	return &reader{s: s, root: root, ctx: ctx, cancel: cancel}
 }
 
 type reader struct {
 	s      *Store
-	root   [32]byte
+	root   ids.Content
 	ctx    context.Context
 	cancel context.CancelFunc
 	closed atomic.Bool

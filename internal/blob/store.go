@@ -19,6 +19,7 @@ import (
 	"github.com/zeebo/blake3"
 	"golang.org/x/crypto/chacha20poly1305"
 
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/keys"
 )
 
@@ -47,7 +48,7 @@ type Store struct {
 
 	mu     sync.Mutex
 	closed bool
-	blobs  map[[32]byte]*blob // loaded blobs
+	blobs  map[ids.Content]*blob // loaded blobs
 
 	recent recentChunks // chunks just written or read, for the next reader
 }
@@ -70,7 +71,7 @@ func Open(dir string, key [32]byte) (*Store, error) {
 			}
 		}
 	}
-	return &Store{dir: dir, key: key, done: make(chan struct{}), blobs: map[[32]byte]*blob{}}, nil
+	return &Store{dir: dir, key: key, done: make(chan struct{}), blobs: map[ids.Content]*blob{}}, nil
 }
 
 // Close closes the store and its files. Operations in progress end with
@@ -96,12 +97,12 @@ func (s *Store) Close() error {
 	return first
 }
 
-func (s *Store) path(root [32]byte) string {
+func (s *Store) path(root ids.Content) string {
 	return filepath.Join(s.dir, hex.EncodeToString(root[:]))
 }
 
 // headerKey returns the AEAD that seals the header of the blob root.
-func (s *Store) headerKey(root [32]byte) cipher.AEAD {
+func (s *Store) headerKey(root ids.Content) cipher.AEAD {
 	aead, _ := chacha20poly1305.New(keys.Derive(s.key[:], root[:], keys.BlobKey, nil, keySize))
 	return aead
 }
@@ -167,7 +168,7 @@ func (s *Store) install(b *blob) error {
 }
 
 // get returns the blob root, loading it if needed.
-func (s *Store) get(root [32]byte) (*blob, error) {
+func (s *Store) get(root ids.Content) (*blob, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -185,7 +186,7 @@ func (s *Store) get(root [32]byte) (*blob, error) {
 }
 
 // load opens the file of the blob root and its header.
-func (s *Store) load(root [32]byte) (*blob, error) {
+func (s *Store) load(root ids.Content) (*blob, error) {
 	f, err := os.OpenFile(s.path(root), os.O_RDWR, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%w: blob %x", ErrNotFound, root[:8])
@@ -201,7 +202,7 @@ func (s *Store) load(root [32]byte) (*blob, error) {
 	return b, nil
 }
 
-func (s *Store) readHeader(f *os.File, root [32]byte) (*blob, error) {
+func (s *Store) readHeader(f *os.File, root ids.Content) (*blob, error) {
 	bad := func(why string) error { return fmt.Errorf("%w: blob %x: header %s", ErrBadManifest, root[:8], why) }
 	var l [4]byte
 	if _, err := f.ReadAt(l[:], 0); err != nil {
@@ -232,7 +233,7 @@ func (s *Store) readHeader(f *os.File, root [32]byte) (*blob, error) {
 }
 
 // chunk returns the blob root and checks that i is one of its chunks.
-func (s *Store) chunk(root [32]byte, i int) (*blob, error) {
+func (s *Store) chunk(root ids.Content, i int) (*blob, error) {
 	b, err := s.get(root)
 	if err != nil {
 		return nil, err
@@ -386,13 +387,13 @@ func (s *Store) Add(m *Manifest) error {
 }
 
 // Has reports whether the blob root is in the store (and its file opens).
-func (s *Store) Has(root [32]byte) bool {
+func (s *Store) Has(root ids.Content) bool {
 	_, err := s.get(root)
 	return err == nil
 }
 
 // Manifest returns the manifest of the blob root.
-func (s *Store) Manifest(root [32]byte) (*Manifest, error) {
+func (s *Store) Manifest(root ids.Content) (*Manifest, error) {
 	b, err := s.get(root)
 	if err != nil {
 		return nil, err
@@ -402,7 +403,7 @@ func (s *Store) Manifest(root [32]byte) (*Manifest, error) {
 
 // Missing returns the indexes of the chunks of the blob root that are not
 // present, in ascending order (none if the blob is complete).
-func (s *Store) Missing(root [32]byte) ([]int, error) {
+func (s *Store) Missing(root ids.Content) ([]int, error) {
 	b, err := s.get(root)
 	if err != nil {
 		return nil, err
@@ -421,7 +422,7 @@ func (s *Store) Missing(root [32]byte) ([]int, error) {
 }
 
 // Complete reports whether every chunk of the blob root is present.
-func (s *Store) Complete(root [32]byte) bool {
+func (s *Store) Complete(root ids.Content) bool {
 	missing, err := s.Missing(root)
 	return err == nil && len(missing) == 0
 }
@@ -433,7 +434,7 @@ func (s *Store) Complete(root [32]byte) bool {
 // synced: after a crash the chunk may read as missing, never as wrong.
 // The store may keep data (for the next ReadChunk): the caller must not
 // modify it afterwards.
-func (s *Store) WriteChunk(root [32]byte, i int, data []byte) error {
+func (s *Store) WriteChunk(root ids.Content, i int, data []byte) error {
 	b, err := s.get(root)
 	if err != nil {
 		return err
@@ -465,7 +466,7 @@ func (s *Store) WriteChunk(root [32]byte, i int, data []byte) error {
 // ReadChunk returns chunk i of the blob root, decrypted and checked
 // against the manifest, or an error wrapping ErrMissing if it is not
 // present (or its slot is damaged, which then counts as missing).
-func (s *Store) ReadChunk(root [32]byte, i int) ([]byte, error) {
+func (s *Store) ReadChunk(root ids.Content, i int) ([]byte, error) {
 	b, err := s.chunk(root, i)
 	if err != nil {
 		return nil, err
@@ -492,7 +493,7 @@ func (s *Store) ReadChunk(root [32]byte, i int) ([]byte, error) {
 // Wait blocks until chunk i of the blob root is present. It returns ctx's
 // error if ctx ends first, an error wrapping ErrClosed if the store
 // closes, or one wrapping ErrNotFound if the blob is removed.
-func (s *Store) Wait(ctx context.Context, root [32]byte, i int) error {
+func (s *Store) Wait(ctx context.Context, root ids.Content, i int) error {
 	b, err := s.chunk(root, i)
 	if err != nil {
 		return err
@@ -519,7 +520,7 @@ func (s *Store) Wait(ctx context.Context, root [32]byte, i int) error {
 
 // Remove deletes the blob root. Those waiting for its chunks get an error
 // wrapping ErrNotFound, and so does every later use of it.
-func (s *Store) Remove(root [32]byte) error {
+func (s *Store) Remove(root ids.Content) error {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -545,7 +546,7 @@ func (s *Store) Remove(root [32]byte) error {
 
 // List returns the roots of all the blobs in the store, complete or not
 // (to resume receiving those that are not after a restart).
-func (s *Store) List() ([][32]byte, error) {
+func (s *Store) List() ([]ids.Content, error) {
 	s.mu.Lock()
 	closed := s.closed
 	s.mu.Unlock()
@@ -556,9 +557,9 @@ func (s *Store) List() ([][32]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("blob: list: %w", err)
 	}
-	var out [][32]byte
+	var out []ids.Content
 	for _, e := range ents {
-		var root [32]byte
+		var root ids.Content
 		if n, err := hex.Decode(root[:], []byte(e.Name())); err == nil && n == 32 && len(e.Name()) == 64 {
 			out = append(out, root)
 		}

@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/crypto/chacha20poly1305"
 
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/store"
 )
 
@@ -43,7 +44,7 @@ func appendRecord(b []byte, sender uint32, r *Record) []byte {
 	if r.File {
 		flags |= 2
 	}
-	if r.Dest != ([32]byte{}) {
+	if !r.Dest.IsZero() {
 		b = append(b, flags|1)
 		b = append(b, r.Dest[:]...)
 	} else {
@@ -143,11 +144,11 @@ func (l *Log) decodeBlock(key, pt []byte) ([]*Record, error) {
 }
 
 // senderOf returns the sender with number n.
-func (l *Log) senderOf(n uint64) ([32]byte, bool) {
+func (l *Log) senderOf(n uint64) (ids.Node, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if n >= uint64(len(l.senders)) {
-		return [32]byte{}, false
+		return ids.Node{}, false
 	}
 	return l.senders[n], true
 }
@@ -262,7 +263,7 @@ func (l *Log) Get(id int64) (*Record, error) {
 }
 
 // ByID returns the record of packet id.
-func (l *Log) ByID(id [32]byte) (*Record, error) {
+func (l *Log) ByID(id ids.Packet) (*Record, error) {
 	var logIDs []int64
 	err := l.db.Scan(l.key(tByID, id[:8]), func(k, _ []byte) error {
 		logIDs = append(logIDs, int64(binary.BigEndian.Uint64(k[len(k)-8:])))
@@ -306,7 +307,7 @@ func (l *Log) ByID(id [32]byte) (*Record, error) {
 // seqRange returns sender's packets first..last, in sequence order: the
 // runs of the sequence index give their LogIDs, then the blocks that hold
 // them are read in one scan.
-func (l *Log) seqRange(sender [32]byte, first, last uint64) ([]*Record, error) {
+func (l *Log) seqRange(sender ids.Node, first, last uint64) ([]*Record, error) {
 	seq0, id0, err := l.runOf(sender, first)
 	if err != nil {
 		return nil, err

@@ -6,12 +6,21 @@ import (
 
 	"golang.org/x/crypto/chacha20poly1305"
 
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/store"
 )
 
-// Kind names a table of small sealed records kept per node and pipeline:
-// definitions, pipeline keys, tombstones.
+// Kind names a table of small sealed records kept per node and pipeline
+// (definitions, pipeline keys, tombstones) or per node and file
+// (files to fetch, the owners of stored files).
 type Kind byte
+
+// SealedID is what a sealed record is kept by: a pipeline (KindDef,
+// KindSecret, KindTomb) or a file's content root (KindFetch, KindOwner).
+// Both are 32 bytes in the record's key.
+type SealedID interface {
+	ids.Pipeline | ids.Content
+}
 
 // Kinds of sealed records.
 const (
@@ -38,11 +47,12 @@ func (k Kind) String() string {
 	return "record"
 }
 
-// SaveSealed stores val for node and pipeline pipe in the table of kind,
-// encrypted with key (the record's key is the associated data).
-func SaveSealed(db *store.DB, kind Kind, node, pipe, key [32]byte, val []byte) error {
+// SaveSealed stores val for node and id (a pipeline or a file root) in
+// the table of kind, encrypted with key (the record's key is the
+// associated data).
+func SaveSealed[ID SealedID](db *store.DB, kind Kind, node ids.Node, id ID, key [32]byte, val []byte) error {
 	aead, _ := chacha20poly1305.New(key[:])
-	k := store.Key(byte(kind), node[:], pipe[:])
+	k := store.Key(byte(kind), node[:], id[:])
 	nonce := make([]byte, aead.NonceSize(), aead.NonceSize()+len(val)+aead.Overhead())
 	if _, err := rand.Read(nonce); err != nil {
 		return err
@@ -53,20 +63,20 @@ func SaveSealed(db *store.DB, kind Kind, node, pipe, key [32]byte, val []byte) e
 	return nil
 }
 
-// DeleteSealed removes the record of pipe in the table of kind.
-func DeleteSealed(db *store.DB, kind Kind, node, pipe [32]byte) error {
-	if err := db.Delete(store.Key(byte(kind), node[:], pipe[:])); err != nil {
+// DeleteSealed removes the record of id in the table of kind.
+func DeleteSealed[ID SealedID](db *store.DB, kind Kind, node ids.Node, id ID) error {
+	if err := db.Delete(store.Key(byte(kind), node[:], id[:])); err != nil {
 		return fmt.Errorf("history: delete %s: %w", kind, err)
 	}
 	return nil
 }
 
 // LoadSealed returns the records SaveSealed stored for node in the table
-// of kind, by pipeline. A record that does not decrypt is reported as an
-// error wrapping ErrDamaged.
-func LoadSealed(db *store.DB, kind Kind, node, key [32]byte) (map[[32]byte][]byte, error) {
+// of kind, by pipeline or file root (ID says which). A record that does
+// not decrypt is reported as an error wrapping ErrDamaged.
+func LoadSealed[ID SealedID](db *store.DB, kind Kind, node ids.Node, key [32]byte) (map[ID][]byte, error) {
 	aead, _ := chacha20poly1305.New(key[:])
-	out := map[[32]byte][]byte{}
+	out := map[ID][]byte{}
 	prefix := store.Key(byte(kind), node[:])
 	err := db.Scan(prefix, func(k, v []byte) error {
 		n := aead.NonceSize()
@@ -77,7 +87,7 @@ func LoadSealed(db *store.DB, kind Kind, node, key [32]byte) (map[[32]byte][]byt
 		if err != nil {
 			return fmt.Errorf("%w: %s: %v", ErrDamaged, kind, err)
 		}
-		out[[32]byte(k[len(prefix):])] = pt
+		out[ID(k[len(prefix):])] = pt
 		return nil
 	})
 	if err != nil {

@@ -53,6 +53,7 @@ import (
 
 	"golang.org/x/crypto/chacha20poly1305"
 
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/keys"
 	"github.com/pipesnet/pipes/internal/store"
 )
@@ -86,12 +87,12 @@ var (
 // Record is one logged packet.
 type Record struct {
 	LogID  int64
-	ID     [32]byte
-	Sender [32]byte
+	ID     ids.Packet
+	Sender ids.Node
 	Seq    uint64
 	HLC    int64
 	Type   int64
-	Dest   [32]byte // zero: every node of the pipeline
+	Dest   ids.Node // zero: every node of the pipeline
 	File   bool     // Data is a file's manifest
 	Data   []byte
 }
@@ -99,7 +100,7 @@ type Record struct {
 // Proof is the signature of one batch of a sender's packets, FirstSeq to
 // LastSeq, over the concatenation of their ids.
 type Proof struct {
-	Sender    [32]byte
+	Sender    ids.Node
 	FirstSeq  uint64
 	LastSeq   uint64
 	Signature []byte
@@ -108,11 +109,11 @@ type Proof struct {
 
 // Config configures Open.
 type Config struct {
-	Node     [32]byte // the local node
-	Pipeline [32]byte
+	Node     ids.Node // the local node
+	Pipeline ids.Pipeline
 	Key      [32]byte // the pipeline's at-rest key (see DeriveKey)
 	// PacketID computes a record's packet id from its other fields.
-	PacketID func(*Record) [32]byte
+	PacketID func(*Record) ids.Packet
 }
 
 // run is where a sender's last run of consecutive LogIDs ends.
@@ -131,11 +132,11 @@ type Log struct {
 
 	mu      sync.Mutex // held across an Append's commit
 	next    int64
-	heads   map[[32]byte]uint64
+	heads   map[ids.Node]uint64
 	bytes   int64
-	runs    map[[32]byte]run
-	numbers map[[32]byte]uint32 // sender -> number
-	senders [][32]byte          // number -> sender
+	runs    map[ids.Node]run
+	numbers map[ids.Node]uint32 // sender -> number
+	senders []ids.Node          // number -> sender
 	tail    tail                // the last block
 	indexed int64               // LogIDs below it are in the index by packet id
 
@@ -153,7 +154,7 @@ func DeriveKey(storeKey [32]byte, label keys.Label, id []byte) [32]byte {
 // Drop deletes the whole history of pipeline pipe for node, in one atomic
 // write. The log must not be in use (no Log of it open, or none used
 // again).
-func Drop(db *store.DB, node, pipe [32]byte) error {
+func Drop(db *store.DB, node ids.Node, pipe ids.Pipeline) error {
 	handleMu.Lock()
 	defer handleMu.Unlock()
 	hk := store.Key(tHandle, node[:], pipe[:])
@@ -184,8 +185,8 @@ func Open(db *store.DB, cfg Config) (*Log, error) {
 		return nil, errors.New("history: Config.PacketID is required")
 	}
 	aead, _ := chacha20poly1305.New(cfg.Key[:])
-	l := &Log{db: db, cfg: cfg, aead: aead, heads: map[[32]byte]uint64{}, runs: map[[32]byte]run{},
-		numbers: map[[32]byte]uint32{}}
+	l := &Log{db: db, cfg: cfg, aead: aead, heads: map[ids.Node]uint64{}, runs: map[ids.Node]run{},
+		numbers: map[ids.Node]uint32{}}
 	h, err := handleOf(db, cfg.Node, cfg.Pipeline)
 	if err != nil {
 		return nil, fmt.Errorf("history: open: %w", err)
@@ -202,7 +203,7 @@ func (l *Log) load() error {
 		if len(k) != 1+handleLen+32 || len(v) != 8 {
 			return fmt.Errorf("%w: head record", ErrDamaged)
 		}
-		l.heads[[32]byte(k[1+handleLen:])] = binary.BigEndian.Uint64(v)
+		l.heads[ids.Node(k[1+handleLen:])] = binary.BigEndian.Uint64(v)
 		return nil
 	})
 	if err != nil {
@@ -212,8 +213,8 @@ func (l *Log) load() error {
 		if len(k) != 1+handleLen+4 || len(v) != 32 || binary.BigEndian.Uint32(k[1+handleLen:]) != uint32(len(l.senders)) {
 			return fmt.Errorf("%w: sender record", ErrDamaged)
 		}
-		l.numbers[[32]byte(v)] = uint32(len(l.senders))
-		l.senders = append(l.senders, [32]byte(v))
+		l.numbers[ids.Node(v)] = uint32(len(l.senders))
+		l.senders = append(l.senders, ids.Node(v))
 		return nil
 	})
 	if err != nil {
@@ -263,7 +264,7 @@ func (l *Log) load() error {
 
 // runOf returns the start (sequence number and LogID) of the run of
 // sender's packets that holds seq.
-func (l *Log) runOf(sender [32]byte, seq uint64) (uint64, int64, error) {
+func (l *Log) runOf(sender ids.Node, seq uint64) (uint64, int64, error) {
 	k, v, err := l.db.Last(l.key(tBySeq, sender[:]), l.key(tBySeq, sender[:], be(seq+1)))
 	if errors.Is(err, store.ErrNotFound) {
 		return 0, 0, fmt.Errorf("%w: %x seq %d", ErrNotFound, sender[:4], seq)
@@ -288,7 +289,7 @@ var handleMu sync.Mutex
 // key of the log, which keeps keys short and comparisons cheap.
 // 'P' | node | pipe -> handle; 'P' -> the last handle allocated in the
 // store.
-func handleOf(db *store.DB, node, pipe [32]byte) ([]byte, error) {
+func handleOf(db *store.DB, node ids.Node, pipe ids.Pipeline) ([]byte, error) {
 	handleMu.Lock()
 	defer handleMu.Unlock()
 	k := store.Key(tHandle, node[:], pipe[:])
@@ -345,17 +346,17 @@ func (l *Log) Bytes() int64 {
 }
 
 // Head returns the last sequence number logged of sender (0: none).
-func (l *Log) Head(sender [32]byte) uint64 {
+func (l *Log) Head(sender ids.Node) uint64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.heads[sender]
 }
 
 // Heads returns a copy of every sender's head.
-func (l *Log) Heads() map[[32]byte]uint64 {
+func (l *Log) Heads() map[ids.Node]uint64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	out := make(map[[32]byte]uint64, len(l.heads))
+	out := make(map[ids.Node]uint64, len(l.heads))
 	for k, v := range l.heads {
 		out[k] = v
 	}
@@ -371,8 +372,8 @@ func (l *Log) Heads() map[[32]byte]uint64 {
 func (l *Log) Append(recs []*Record, proofs []Proof) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	heads := map[[32]byte]uint64{}
-	head := func(s [32]byte) uint64 {
+	heads := map[ids.Node]uint64{}
+	head := func(s ids.Node) uint64 {
 		if h, ok := heads[s]; ok {
 			return h
 		}
@@ -385,10 +386,10 @@ func (l *Log) Append(recs []*Record, proofs []Proof) error {
 		heads[r.Sender] = r.Seq
 	}
 	next, size := l.next, l.bytes
-	runs := map[[32]byte]run{}
-	numbers := map[[32]byte]uint32{}
+	runs := map[ids.Node]run{}
+	numbers := map[ids.Node]uint32{}
 	nsenders := len(l.senders)
-	number := func(s [32]byte) (uint32, bool) {
+	number := func(s ids.Node) (uint32, bool) {
 		if n, ok := l.numbers[s]; ok {
 			return n, false
 		}
@@ -516,7 +517,7 @@ func (l *Log) Append(recs []*Record, proofs []Proof) error {
 	for s, n := range numbers {
 		l.numbers[s] = n
 		for uint32(len(l.senders)) <= n {
-			l.senders = append(l.senders, [32]byte{})
+			l.senders = append(l.senders, ids.Node{})
 		}
 		l.senders[n] = s
 	}

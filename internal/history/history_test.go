@@ -11,15 +11,16 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/store"
 )
 
-func testID(r *Record) [32]byte {
+func testID(r *Record) ids.Packet {
 	h := sha256.New()
 	h.Write(r.Sender[:])
 	h.Write(binary.BigEndian.AppendUint64(nil, r.Seq))
 	h.Write(r.Data)
-	return [32]byte(h.Sum(nil))
+	return ids.Packet(h.Sum(nil))
 }
 
 func rec(sender byte, seq uint64, data string) *Record {
@@ -128,27 +129,34 @@ func TestDefsRoundTrip(t *testing.T) {
 	db := openStore(t, t.TempDir())
 	defer db.Close()
 	key := DeriveKey([32]byte{1}, "definitions", nil)
-	if err := SaveSealed(db, KindDef, [32]byte{2}, [32]byte{3}, key, []byte("def")); err != nil {
+	if err := SaveSealed(db, KindDef, ids.Node{2}, ids.Pipeline{3}, key, []byte("def")); err != nil {
 		t.Fatal(err)
 	}
-	if err := SaveSealed(db, KindTomb, [32]byte{2}, [32]byte{4}, key, []byte("tomb")); err != nil {
+	if err := SaveSealed(db, KindTomb, ids.Node{2}, ids.Pipeline{4}, key, []byte("tomb")); err != nil {
 		t.Fatal(err)
 	}
-	defs, err := LoadSealed(db, KindDef, [32]byte{2}, key)
-	if err != nil || len(defs) != 1 || string(defs[[32]byte{3}]) != "def" {
+	defs, err := LoadSealed[ids.Pipeline](db, KindDef, ids.Node{2}, key)
+	if err != nil || len(defs) != 1 || string(defs[ids.Pipeline{3}]) != "def" {
 		t.Fatalf("%q %v", defs, err)
 	}
-	if _, err := LoadSealed(db, KindDef, [32]byte{2}, [32]byte{}); !errors.Is(err, ErrDamaged) {
+	if _, err := LoadSealed[ids.Pipeline](db, KindDef, ids.Node{2}, [32]byte{}); !errors.Is(err, ErrDamaged) {
 		t.Fatalf("wrong key: %v", err)
 	}
-	if err := DeleteSealed(db, KindDef, [32]byte{2}, [32]byte{3}); err != nil {
+	if err := DeleteSealed(db, KindDef, ids.Node{2}, ids.Pipeline{3}); err != nil {
 		t.Fatal(err)
 	}
-	if defs, err := LoadSealed(db, KindDef, [32]byte{2}, key); err != nil || len(defs) != 0 {
+	if defs, err := LoadSealed[ids.Pipeline](db, KindDef, ids.Node{2}, key); err != nil || len(defs) != 0 {
 		t.Fatalf("after delete: %q %v", defs, err)
 	}
-	if tombs, err := LoadSealed(db, KindTomb, [32]byte{2}, key); err != nil || string(tombs[[32]byte{4}]) != "tomb" {
+	if tombs, err := LoadSealed[ids.Pipeline](db, KindTomb, ids.Node{2}, key); err != nil || string(tombs[ids.Pipeline{4}]) != "tomb" {
 		t.Fatalf("tombstones: %q %v", tombs, err)
+	}
+	// Files' records are kept by content root, in the same key layout.
+	if err := SaveSealed(db, KindFetch, ids.Node{2}, ids.Content{5}, key, []byte("fetch")); err != nil {
+		t.Fatal(err)
+	}
+	if fetches, err := LoadSealed[ids.Content](db, KindFetch, ids.Node{2}, key); err != nil || len(fetches) != 1 || string(fetches[ids.Content{5}]) != "fetch" {
+		t.Fatalf("files to fetch: %q %v", fetches, err)
 	}
 }
 

@@ -6,11 +6,12 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/store"
 )
 
 // Cert returns the stored certificate of sender.
-func (l *Log) Cert(sender [32]byte) ([]byte, error) {
+func (l *Log) Cert(sender ids.Node) ([]byte, error) {
 	v, err := l.db.Get(store.Key(tCert, l.cfg.Node[:], sender[:]))
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, ErrNotFound
@@ -23,7 +24,7 @@ func (l *Log) Cert(sender [32]byte) ([]byte, error) {
 // to the batch's end, and the batch's signature over all of the ids.
 type Segment struct {
 	FirstSeq  uint64
-	PrefixIDs [][32]byte
+	PrefixIDs []ids.Packet
 	Records   []*Record
 	Signature []byte
 }
@@ -33,7 +34,7 @@ type Segment struct {
 // returns false, or about maxBytes of data have been passed (at least one
 // segment is). The first segment starts at from; later ones at their
 // batch's start.
-func (l *Log) Segments(sender [32]byte, from, to uint64, maxBytes int, fn func(*Segment) bool) error {
+func (l *Log) Segments(sender ids.Node, from, to uint64, maxBytes int, fn func(*Segment) bool) error {
 	if from == 0 {
 		from = 1
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/pipesnet/pipes/internal/blob"
 	"github.com/pipesnet/pipes/internal/history"
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/kinds"
 	"github.com/pipesnet/pipes/internal/wire/pb"
 )
@@ -77,7 +78,7 @@ func (e *Engine) resumeFetches() {
 	if e.cfg.DB == nil || e.cfg.Blobs == nil {
 		return
 	}
-	recs, err := history.LoadSealed(e.cfg.DB, history.KindFetch, e.self, e.defsKey())
+	recs, err := history.LoadSealed[ids.Content](e.cfg.DB, history.KindFetch, e.self, e.defsKey())
 	if err != nil {
 		e.log.Warn("cannot load the files to fetch", "err", err)
 		return
@@ -96,7 +97,7 @@ func (e *Engine) resumeFetches() {
 }
 
 // fetchDone forgets a finished (or abandoned) fetch.
-func (e *Engine) fetchDone(root [32]byte) {
+func (e *Engine) fetchDone(root ids.Content) {
 	f := e.files
 	f.mu.Lock()
 	delete(f.waiting, root)

@@ -206,7 +206,7 @@ func ownerRecord(set map[[32]byte]bool) []byte {
 	return rec
 }
 
-func (e *Engine) saveOwners(root [32]byte, rec []byte) {
+func (e *Engine) saveOwners(root ids.Content, rec []byte) {
 	if e.cfg.DB == nil {
 		return
 	}
@@ -217,7 +217,7 @@ func (e *Engine) saveOwners(root [32]byte, rec []byte) {
 
 // loadOwners restores the owners of stored files.
 func (e *Engine) loadOwners() {
-	recs, err := history.LoadSealed(e.cfg.DB, history.KindOwner, e.self, e.defsKey())
+	recs, err := history.LoadSealed[ids.Content](e.cfg.DB, history.KindOwner, e.self, e.defsKey())
 	if err != nil {
 		e.log.Warn("cannot load the files' pipelines", "err", err)
 		return
@@ -237,7 +237,7 @@ func (e *Engine) loadOwners() {
 }
 
 // dropFile deletes a stored file and what is recorded of it.
-func (e *Engine) dropFile(root [32]byte) {
+func (e *Engine) dropFile(root ids.Content) {
 	f := e.files
 	f.mu.Lock()
 	delete(f.owners, root)

@@ -122,11 +122,11 @@ func (n *notesPart) load() {
 	if n.db == nil {
 		return
 	}
-	keys, err := history.LoadSealed(n.db, history.KindSecret, n.self, n.secretsKey)
+	keys, err := history.LoadSealed[ids.Pipeline](n.db, history.KindSecret, n.self, n.secretsKey)
 	if err != nil {
 		n.log.Error("cannot load stored pipeline keys", "err", err)
 	}
-	tombs, err := history.LoadSealed(n.db, history.KindTomb, n.self, n.tombsKey)
+	tombs, err := history.LoadSealed[ids.Pipeline](n.db, history.KindTomb, n.self, n.tombsKey)
 	if err != nil {
 		n.log.Error("cannot load stored tombstones", "err", err)
 	}

@@ -168,8 +168,8 @@ func (pl *plog) signal() {
 }
 
 // recordID is the packet id of a logged record.
-func recordID(pipe [32]byte) func(r *history.Record) [32]byte {
-	return func(r *history.Record) [32]byte {
+func recordID(pipe [32]byte) func(r *history.Record) ids.Packet {
+	return func(r *history.Record) ids.Packet {
 		return packetID(pipe, r.Sender, r.Seq, r.HLC, r.Type, r.Dest, r.File, r.Data)
 	}
 }

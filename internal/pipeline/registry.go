@@ -25,7 +25,7 @@ func (e *Engine) loadDefs() {
 		return
 	}
 	e.notes.load()
-	raws, err := history.LoadSealed(e.cfg.DB, history.KindDef, e.self, e.defsKey())
+	raws, err := history.LoadSealed[ids.Pipeline](e.cfg.DB, history.KindDef, e.self, e.defsKey())
 	if err != nil {
 		e.log.Error("cannot load stored pipeline definitions", "err", err)
 	}

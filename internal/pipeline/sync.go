@@ -251,7 +251,7 @@ func (s *syncer) p2pCheck(p *pipe, now time.Time) {
 }
 
 // headsHash hashes heads sorted by sender.
-func headsHash(heads map[[32]byte]uint64) [32]byte {
+func headsHash(heads map[ids.Node]uint64) [32]byte {
 	senders := make([][32]byte, 0, len(heads))
 	for s := range heads {
 		senders = append(senders, s)

@@ -63,14 +63,14 @@ func (n *notesPart) storeTomb(t *pb.Tombstone) {
 		return
 	}
 	if raw, err := marshal(t); err == nil {
-		if err := history.SaveSealed(n.db, history.KindTomb, n.self, [32]byte(t.Pipeline), n.tombsKey, raw); err != nil {
+		if err := history.SaveSealed(n.db, history.KindTomb, n.self, ids.Pipeline(t.Pipeline), n.tombsKey, raw); err != nil {
 			n.log.Warn("cannot store a tombstone", "err", err)
 		}
 	}
 }
 
 // forgetTomb deletes the stored tombstone of a pipeline created again.
-func (n *notesPart) forgetTomb(id [32]byte) {
+func (n *notesPart) forgetTomb(id ids.Pipeline) {
 	if n.db != nil {
 		if err := history.DeleteSealed(n.db, history.KindTomb, n.self, id); err != nil {
 			n.log.Warn("cannot delete a tombstone", "err", err)
