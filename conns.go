@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pipesnet/pipes/internal/conns"
+	"github.com/pipesnet/pipes/internal/ids"
 )
 
 // Addr is the address of one end of a data connection: a node of the
@@ -29,7 +30,9 @@ func (a Addr) String() string {
 	return a.Node.String() + "/" + a.Service
 }
 
-func connAddr(node [32]byte, service string) net.Addr { return Addr{Node: node, Service: service} }
+func connAddr(node ids.Node, service string) net.Addr {
+	return Addr{Node: NodeID(node), Service: service}
+}
 
 func (n *Node) connsOrNil() *conns.Manager { return n.running().Conns() }
 
@@ -59,9 +62,9 @@ func (n *Node) ListenAllowed(service string, a Allowed) (net.Listener, error) {
 	}
 	var allow conns.Allow
 	if len(a.Nodes) > 0 || len(a.Identities) > 0 {
-		nodes, ids := slices.Clone(a.Nodes), slices.Clone(a.Identities)
-		allow = func(node, identity [32]byte) bool {
-			return slices.Contains(nodes, NodeID(node)) || identity != ([32]byte{}) && slices.Contains(ids, IdentityID(identity))
+		nodes, idents := slices.Clone(a.Nodes), slices.Clone(a.Identities)
+		allow = func(node ids.Node, identity [32]byte) bool {
+			return slices.Contains(nodes, NodeID(node)) || identity != ([32]byte{}) && slices.Contains(idents, IdentityID(identity))
 		}
 	}
 	l, err := cm.Listen(service, allow)
@@ -90,7 +93,7 @@ func (n *Node) Dial(ctx context.Context, to NodeID, service string) (net.Conn, e
 	if cm == nil {
 		return nil, ErrNotActive
 	}
-	c, err := cm.Dial(ctx, to, service)
+	c, err := cm.Dial(ctx, ids.Node(to), service)
 	switch {
 	case err == nil:
 		return c, nil

@@ -9,13 +9,16 @@ import (
 
 	"github.com/quic-go/quic-go"
 
+	"github.com/pipesnet/pipes/internal/ids"
+	"github.com/pipesnet/pipes/internal/kinds"
 	"github.com/pipesnet/pipes/internal/mesh"
 	"github.com/pipesnet/pipes/internal/transport"
 )
 
-// HandleStream takes a stream a direct peer opened (mesh.Config.OnStream).
-// It does not block: the stream is read on a goroutine of the manager.
-func (m *Manager) HandleStream(peer [32]byte, st *quic.Stream) {
+// HandleStream takes a stream of protocol kinds.StreamConns a direct peer
+// opened (a dispatch.StreamHandler). It does not block: the stream is
+// read on a goroutine of the manager.
+func (m *Manager) HandleStream(peer ids.Node, st *quic.Stream) {
 	if !m.spawn(func() { m.serve(peer, st) }) {
 		reset(st)
 	}
@@ -23,7 +26,7 @@ func (m *Manager) HandleStream(peer [32]byte, st *quic.Stream) {
 
 // serve reads a stream's header and accepts, relays or refuses it. Until
 // the stream is handed over, closing the manager resets it.
-func (m *Manager) serve(peer [32]byte, st *quic.Stream) {
+func (m *Manager) serve(peer ids.Node, st *quic.Stream) {
 	st.SetDeadline(time.Now().Add(handshakeTime))
 	stop := context.AfterFunc(m.ctx, func() { reset(st) })
 	defer stop()
@@ -53,7 +56,7 @@ func answer(st *quic.Stream, status byte) {
 
 // acceptDirect accepts a connection from a direct peer: the QUIC
 // connection already authenticated it.
-func (m *Manager) acceptDirect(peer [32]byte, st *quic.Stream, service string) {
+func (m *Manager) acceptDirect(peer ids.Node, st *quic.Stream, service string) {
 	l, status := m.listener(service, peer)
 	if status != statusOK {
 		answer(st, status)
@@ -101,7 +104,7 @@ func (m *Manager) acceptRelayed(st *quic.Stream) {
 		return
 	}
 	l, status := m.listener(service, peer)
-	if _, member := m.cfg.Mesh.Node(peer); status == statusOK && !member {
+	if _, member := m.host().Member(peer); status == statusOK && !member {
 		status = statusNotAllowed // a key no member of the network announced
 	}
 	if status == statusOK && !l.hasRoom() {
@@ -128,7 +131,7 @@ func (m *Manager) acceptRelayed(st *quic.Stream) {
 // (maxRelayed, and maxRelayedPerPeer per peer). The deadlines stay until
 // the destination's status has come back, so a chain that never answers
 // frees its slots.
-func (m *Manager) relay(peer [32]byte, in *quic.Stream, dst [32]byte, hops byte) {
+func (m *Manager) relay(peer ids.Node, in *quic.Stream, dst ids.Node, hops byte) {
 	if hops <= 1 || dst == peer {
 		answer(in, statusNoRoute)
 		return
@@ -153,13 +156,13 @@ func (m *Manager) relay(peer [32]byte, in *quic.Stream, dst [32]byte, hops byte)
 		m.mu.Unlock()
 	}()
 	ctx, cancel := context.WithTimeout(m.ctx, handshakeTime)
-	hop, _, err := m.cfg.Mesh.Route(ctx, dst)
+	hop, _, err := m.host().Route(ctx, dst)
 	if err == nil && hop == peer {
 		err = mesh.ErrNoRoute // a loop: the route goes back where the stream came from
 	}
 	var out *quic.Stream
 	if err == nil {
-		out, err = m.cfg.Mesh.OpenStream(ctx, hop)
+		out, err = m.host().OpenStream(ctx, hop, kinds.StreamConns)
 	}
 	cancel()
 	if err != nil {

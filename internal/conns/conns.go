@@ -12,9 +12,10 @@
 // connection that loses a relay fails with an error (it does not move to
 // another path).
 //
-// Protocol on a new stream (dialer -> first hop):
+// Protocol on a new stream (dialer -> first hop), after the stream
+// protocol bytes the node's dispatcher reads (kinds.StreamConns, "pc"):
 //
-//	"pc" | version 1 | mode | destination node id (32) |
+//	version 1 | mode | destination node id (32) |
 //	    mode 1 (direct): u8 length | service name
 //	    mode 2 (relayed): u8 hops left (a relay refuses at 1, and passes
 //	    on one less)
@@ -39,31 +40,37 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
 
 	"github.com/pipesnet/pipes/internal/backoff"
-	"github.com/pipesnet/pipes/internal/mesh"
+	"github.com/pipesnet/pipes/internal/ids"
+	"github.com/pipesnet/pipes/internal/kinds"
+	"github.com/pipesnet/pipes/internal/service"
 )
 
-// Mesh is what the connections need from the node's mesh.
-type Mesh interface {
+// Host is what the connections need of the node: the part of
+// service.Host they use (the manager is a service, started with the
+// node's host).
+type Host interface {
 	// Punch tries to make dst a direct peer (hole punching through NATs).
-	Punch(ctx context.Context, dst [32]byte) error
-	OpenStream(ctx context.Context, peer [32]byte) (*quic.Stream, error)
-	Route(ctx context.Context, dst [32]byte) (hop [32]byte, direct bool, err error)
-	Node(id [32]byte) (mesh.NodeInfo, bool)
+	Punch(ctx context.Context, dst ids.Node) error
+	// OpenStream opens a stream of protocol proto to a direct peer.
+	OpenStream(ctx context.Context, peer ids.Node, proto uint16) (*quic.Stream, error)
+	Route(ctx context.Context, dst ids.Node) (hop ids.Node, direct bool, err error)
+	// Member reports whether node is a member and its identity's id.
+	Member(node ids.Node) (identity [32]byte, ok bool)
 }
 
 // Config configures a Manager.
 type Config struct {
-	Self   [32]byte
+	Self   ids.Node
 	TLS    *tls.Config // transport.StreamTLS of the node key
-	Mesh   Mesh
 	Logger *slog.Logger
 	// Addr makes the address of one end of a connection.
-	Addr func(node [32]byte, service string) net.Addr
+	Addr func(node ids.Node, service string) net.Addr
 	// NoPunch: a relayed connection does not make the two nodes try a
 	// direct one (tests of relayed connections).
 	NoPunch bool
@@ -81,14 +88,14 @@ var (
 )
 
 const (
-	magic0, magic1, version = 'p', 'c', 1
-	modeDirect, modeRelay   = 1, 2
-	maxService              = 255
-	handshakeTime           = 10 * time.Second
-	acceptQueue             = 128
-	maxRelayed              = 1024 // streams this node relays at once
-	maxRelayedPerPeer       = 256  // of which coming from one peer
-	maxHops                 = 8    // relays a connection may cross
+	version               = 1
+	modeDirect, modeRelay = 1, 2
+	maxService            = 255
+	handshakeTime         = 10 * time.Second
+	acceptQueue           = 128
+	maxRelayed            = 1024 // streams this node relays at once
+	maxRelayedPerPeer     = 256  // of which coming from one peer
+	maxHops               = 8    // relays a connection may cross
 )
 
 // Status bytes.
@@ -110,6 +117,7 @@ const streamCode quic.StreamErrorCode = 0x51
 type Manager struct {
 	cfg    Config
 	log    *slog.Logger
+	h      atomic.Pointer[Host] // set by Start
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -118,8 +126,8 @@ type Manager struct {
 	closed    bool
 	listeners map[string]*Listener
 	relayed   int
-	relayedBy map[[32]byte]int              // by the peer the stream came from
-	punched   map[[32]byte]*backoff.Backoff // punches toward nodes: when the next may start
+	relayedBy map[ids.Node]int              // by the peer the stream came from
+	punched   map[ids.Node]*backoff.Backoff // punches toward nodes: when the next may start
 }
 
 // New makes a Manager.
@@ -127,16 +135,59 @@ func New(cfg Config) *Manager {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	m := &Manager{cfg: cfg, log: cfg.Logger, listeners: map[string]*Listener{}, relayedBy: map[[32]byte]int{},
-		punched: map[[32]byte]*backoff.Backoff{}}
+	m := &Manager{cfg: cfg, log: cfg.Logger, listeners: map[string]*Listener{}, relayedBy: map[ids.Node]int{},
+		punched: map[ids.Node]*backoff.Backoff{}}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	return m
 }
 
+// The manager is a service of the node (package service): it registers
+// its stream protocol, is started with the node's host and closed with
+// the node.
+
+// Name names the service.
+func (m *Manager) Name() string { return "conns" }
+
+// Register registers the handler of the data connections' streams.
+func (m *Manager) Register(r service.Registrar) error {
+	return r.HandleStream(kinds.StreamConns, m.HandleStream)
+}
+
+// Start gives the manager the node's host. Until then Dial fails with
+// ErrNoRoute and streams that come are refused.
+func (m *Manager) Start(_ context.Context, h service.Host) error {
+	var host Host = h
+	m.h.Store(&host)
+	return nil
+}
+
+// host returns the node's host, or one that reaches nothing before Start.
+func (m *Manager) host() Host {
+	if h := m.h.Load(); h != nil {
+		return *h
+	}
+	return noHost{}
+}
+
+// noHost is the host of a manager not started.
+type noHost struct{}
+
+var errNotStarted = fmt.Errorf("%w: the data connections are not started", ErrNoRoute)
+
+func (noHost) Punch(context.Context, ids.Node) error { return errNotStarted }
+func (noHost) OpenStream(context.Context, ids.Node, uint16) (*quic.Stream, error) {
+	return nil, errNotStarted
+}
+func (noHost) Route(context.Context, ids.Node) (ids.Node, bool, error) {
+	return ids.Node{}, false, errNotStarted
+}
+func (noHost) Member(ids.Node) ([32]byte, bool) { return [32]byte{}, false }
+
 // Close closes every listener, ends the relayed connections and waits for
 // the manager's goroutines. Connections already handed out stay open
-// until their streams close (the mesh closing closes them).
-func (m *Manager) Close() {
+// until their streams close (the mesh closing closes them). It returns
+// nil (it is the service's Close).
+func (m *Manager) Close() error {
 	m.mu.Lock()
 	m.closed = true
 	ls := m.listeners
@@ -147,6 +198,7 @@ func (m *Manager) Close() {
 	}
 	m.cancel()
 	m.wg.Wait()
+	return nil
 }
 
 // spawn runs f on a goroutine of the manager unless it is closed.
@@ -165,7 +217,7 @@ func (m *Manager) spawn(f func()) bool {
 }
 
 // Allow decides whether a node (of an identity) may connect to a service.
-type Allow func(node, identity [32]byte) bool
+type Allow func(node ids.Node, identity [32]byte) bool
 
 // Listener accepts the connections to one service.
 type Listener struct {
@@ -261,7 +313,7 @@ func (l *Listener) offer(c net.Conn) bool {
 }
 
 // listener returns the listener of service and whether node may connect.
-func (m *Manager) listener(service string, node [32]byte) (*Listener, byte) {
+func (m *Manager) listener(service string, node ids.Node) (*Listener, byte) {
 	m.mu.Lock()
 	l := m.listeners[service]
 	m.mu.Unlock()
@@ -269,8 +321,8 @@ func (m *Manager) listener(service string, node [32]byte) (*Listener, byte) {
 		return nil, statusNoService
 	}
 	if l.allow != nil {
-		info, _ := m.cfg.Mesh.Node(node)
-		if !l.allow(node, info.IdentityID) {
+		identity, _ := m.host().Member(node)
+		if !l.allow(node, identity) {
 			return nil, statusNotAllowed
 		}
 	}
@@ -279,8 +331,8 @@ func (m *Manager) listener(service string, node [32]byte) (*Listener, byte) {
 
 // header encodes the opening of a stream: service for mode direct, hops
 // for mode relayed.
-func header(mode byte, dst [32]byte, service string, hops byte) []byte {
-	b := append([]byte{magic0, magic1, version, mode}, dst[:]...)
+func header(mode byte, dst ids.Node, service string, hops byte) []byte {
+	b := append([]byte{version, mode}, dst[:]...)
 	if mode == modeDirect {
 		b = append(b, byte(len(service)))
 		return append(b, service...)
@@ -289,16 +341,16 @@ func header(mode byte, dst [32]byte, service string, hops byte) []byte {
 }
 
 // readHeader decodes the opening of a stream.
-func readHeader(r io.Reader) (mode byte, dst [32]byte, service string, hops byte, err error) {
-	var h [4 + 32]byte
+func readHeader(r io.Reader) (mode byte, dst ids.Node, service string, hops byte, err error) {
+	var h [2 + 32]byte
 	if _, err = io.ReadFull(r, h[:]); err != nil {
 		return
 	}
-	if h[0] != magic0 || h[1] != magic1 || h[2] != version || (h[3] != modeDirect && h[3] != modeRelay) {
+	if h[0] != version || (h[1] != modeDirect && h[1] != modeRelay) {
 		err = fmt.Errorf("%w: bad stream header", ErrProtocol)
 		return
 	}
-	mode, dst = h[3], [32]byte(h[4:])
+	mode, dst = h[1], ids.Node(h[2:])
 	if mode == modeDirect {
 		service, err = readService(r)
 		return

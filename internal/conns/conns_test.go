@@ -16,8 +16,8 @@ func TestHeaderRoundTrip(t *testing.T) {
 			t.Fatalf("%d %q: got %d %x %q %v", c.mode, c.service, mode, d[:2], service, err)
 		}
 	}
-	for _, bad := range [][]byte{nil, []byte("pc"), append([]byte("pc\x02\x01"), make([]byte, 32)...), append([]byte("pc\x01\x09"), make([]byte, 32)...),
-		append(append([]byte("pc\x01\x01"), make([]byte, 32)...), 0)} {
+	for _, bad := range [][]byte{nil, []byte("\x01"), append([]byte("\x02\x01"), make([]byte, 32)...), append([]byte("\x01\x09"), make([]byte, 32)...),
+		append(append([]byte("\x01\x01"), make([]byte, 32)...), 0)} {
 		if _, _, _, _, err := readHeader(bytes.NewReader(bad)); err == nil {
 			t.Fatalf("header %q accepted", bad)
 		}

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/pipesnet/pipes/internal/backoff"
+	"github.com/pipesnet/pipes/internal/ids"
+	"github.com/pipesnet/pipes/internal/kinds"
 	"github.com/pipesnet/pipes/internal/mesh"
 	"github.com/pipesnet/pipes/internal/transport"
 )
@@ -18,7 +20,7 @@ import (
 // mesh's route, end-to-end encrypted. It fails fast with ErrNoRoute if dst
 // cannot be reached, ErrNoService if nothing listens on service there,
 // ErrNotAllowed if the listener refuses this node.
-func (m *Manager) Dial(ctx context.Context, dst [32]byte, service string) (net.Conn, error) {
+func (m *Manager) Dial(ctx context.Context, dst ids.Node, service string) (net.Conn, error) {
 	if service == "" || len(service) > maxService {
 		return nil, fmt.Errorf("conns: a service name has 1 to %d bytes", maxService)
 	}
@@ -29,14 +31,14 @@ func (m *Manager) Dial(ctx context.Context, dst [32]byte, service string) (net.C
 	// no stream must not hold the dialer for ever.
 	ctx, cancel := context.WithTimeout(ctx, handshakeTime)
 	defer cancel()
-	hop, direct, err := m.cfg.Mesh.Route(ctx, dst)
+	hop, direct, err := m.host().Route(ctx, dst)
 	if errors.Is(err, mesh.ErrNoRoute) {
 		return nil, fmt.Errorf("%w %x", ErrNoRoute, dst[:4])
 	}
 	if err != nil {
 		return nil, err
 	}
-	st, err := m.cfg.Mesh.OpenStream(ctx, hop)
+	st, err := m.host().OpenStream(ctx, hop, kinds.StreamConns)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrNoRoute, err)
 	}
@@ -114,7 +116,7 @@ const (
 
 // punchLater tries, in the background, to make dst a direct peer, so that
 // the next connections to it go direct (this one stays relayed).
-func (m *Manager) punchLater(dst [32]byte) {
+func (m *Manager) punchLater(dst ids.Node) {
 	if m.cfg.NoPunch {
 		return
 	}
@@ -141,7 +143,7 @@ func (m *Manager) punchLater(dst [32]byte) {
 	m.spawn(func() {
 		ctx, cancel := context.WithTimeout(m.ctx, punchTimeout)
 		defer cancel()
-		err := m.cfg.Mesh.Punch(ctx, dst)
+		err := m.host().Punch(ctx, dst)
 		var wait time.Duration
 		m.mu.Lock()
 		if err == nil {

@@ -1,5 +1,7 @@
 // Package dispatch hands each message that arrives from the mesh to the
-// one handler registered for its kind (numbers in package kinds).
+// one handler registered for its kind (numbers in package kinds), and
+// each stream a peer opens to the one handler of its protocol
+// (streams.go).
 //
 // Handlers come in groups. A group with a queue has one worker goroutine
 // of its own: its messages run in the order they arrived, one after the
@@ -81,9 +83,9 @@ type GroupConfig struct {
 
 // Stats count messages the dispatcher did not hand to a handler.
 type Stats struct {
-	Unknown uint64 // of a kind nobody registered
+	Unknown uint64 // of a kind (or stream protocol) nobody registered
 	Refused uint64 // on a path their kind does not take
-	Dropped uint64 // their group's queue was full, or the dispatcher closed
+	Dropped uint64 // their group's queue was full, or the dispatcher closed (streams: or too many waiting)
 }
 
 // Dispatcher routes messages to the handlers registered for their kind.
@@ -94,6 +96,8 @@ type Dispatcher struct {
 	routes map[uint32]route
 	groups map[string]*Group
 	closed bool
+
+	streams streams // handlers of the streams peers open (streams.go)
 
 	unknown, refused, dropped atomic.Uint64
 }
@@ -121,7 +125,9 @@ func New(log *slog.Logger) *Dispatcher {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Dispatcher{log: log, routes: map[uint32]route{}, groups: map[string]*Group{}}
+	d := &Dispatcher{log: log, routes: map[uint32]route{}, groups: map[string]*Group{}}
+	d.streams.init()
+	return d
 }
 
 // Group makes a handler group named name, with its worker unless the
@@ -242,7 +248,8 @@ func (d *Dispatcher) Stats() Stats {
 }
 
 // Close stops every group's worker, each after the message it handles,
-// and waits for them; messages still queued are dropped. The owner ends
+// and waits for them; messages still queued are dropped. Streams whose
+// protocol is still awaited are reset, later ones too. The owner ends
 // what its handlers wait on (its context) first. Later messages are
 // dropped. Close must not be called from a handler.
 func (d *Dispatcher) Close() {
@@ -253,6 +260,7 @@ func (d *Dispatcher) Close() {
 		groups = append(groups, g)
 	}
 	d.mu.Unlock()
+	d.streams.close()
 	for _, g := range groups {
 		if g.pool != nil {
 			g.pool.Close()

@@ -135,3 +135,36 @@ func Name(k uint32) string {
 	}
 	return ""
 }
+
+// Stream protocols: a QUIC stream a node opens to a direct peer begins
+// with two bytes, its protocol, and the dispatcher hands the rest of the
+// stream to the one handler registered for that number. Like the kinds,
+// a number once given never changes meaning.
+const (
+	// StreamConns is a data connection ("pc"), handled by the data
+	// connections service (package conns).
+	StreamConns uint16 = 0x7063
+)
+
+// StreamInfo describes one stream protocol.
+type StreamInfo struct {
+	Proto   uint16
+	Name    string
+	Handler string
+}
+
+// StreamTable lists every stream protocol, in the order of its number.
+var StreamTable = []StreamInfo{
+	{StreamConns, "conns", "data connections: direct, relayed and spliced streams"},
+}
+
+// StreamName returns the name of stream protocol p, or "" for one not
+// allocated.
+func StreamName(p uint16) string {
+	for _, i := range StreamTable {
+		if i.Proto == p {
+			return i.Name
+		}
+	}
+	return ""
+}

@@ -89,3 +89,22 @@ func TestNumbersAreTheWireProtocols(t *testing.T) {
 		t.Errorf("Name(FileGet) = %q, Name(999) = %q", Name(FileGet), Name(999))
 	}
 }
+
+// Stream protocols: one number each, in order, and the data connections'
+// number is the "pc" their streams have always begun with.
+func TestStreamProtocols(t *testing.T) {
+	if StreamConns != uint16('p')<<8|uint16('c') {
+		t.Errorf("StreamConns = %#x, the wire has \"pc\"", StreamConns)
+	}
+	for i, in := range StreamTable {
+		if in.Proto == 0 || in.Name == "" || in.Handler == "" {
+			t.Errorf("StreamTable[%d] lacks its number, name or handler", i)
+		}
+		if i > 0 && in.Proto <= StreamTable[i-1].Proto {
+			t.Errorf("StreamTable: %s after %s: not in order, or twice", in.Name, StreamTable[i-1].Name)
+		}
+	}
+	if StreamName(StreamConns) != "conns" || StreamName(1) != "" {
+		t.Errorf("StreamName(StreamConns) = %q, StreamName(1) = %q", StreamName(StreamConns), StreamName(1))
+	}
+}

@@ -11,15 +11,18 @@ import (
 
 	"github.com/pipesnet/pipes/internal/blob"
 	"github.com/pipesnet/pipes/internal/conns"
+	"github.com/pipesnet/pipes/internal/dispatch"
 	"github.com/pipesnet/pipes/internal/identity"
 	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/keys"
 	"github.com/pipesnet/pipes/internal/mesh"
 	"github.com/pipesnet/pipes/internal/pipeline"
 	"github.com/pipesnet/pipes/internal/portmap"
+	"github.com/pipesnet/pipes/internal/service"
 	"github.com/pipesnet/pipes/internal/store"
 	"github.com/pipesnet/pipes/internal/transport"
 	"github.com/pipesnet/pipes/internal/wire/pb"
+	"github.com/quic-go/quic-go"
 )
 
 // Config is what assembling a node needs. Key, Cert, Network, DB,
@@ -60,7 +63,7 @@ type Config struct {
 	// PortMap, if set, maps the node's port at its router.
 	PortMap PortMapper
 	// ConnAddr makes the address of one end of a data connection.
-	ConnAddr func(node [32]byte, service string) net.Addr
+	ConnAddr func(node ids.Node, service string) net.Addr
 
 	// OnEvent receives the mesh's events, on its dispatcher goroutine,
 	// after the engine saw them.
@@ -70,6 +73,13 @@ type Config struct {
 	OnPipeline func(*pipeline.Def)
 	OnSync     func(id ids.Pipeline, synchronized bool)
 	OnRemoved  func(*pipeline.Def)
+
+	// Services are the node's services besides the engine's and the data
+	// connections: each registers its kinds and stream protocols with the
+	// node's dispatcher, is started, after those, with a host of the node
+	// before the mesh starts, and closed on shutdown before them, the last
+	// first.
+	Services []service.Service
 
 	// Ready, if set, is called by Start once the node is assembled and
 	// before it joins the network (the mesh starts when Ready returns):
@@ -106,11 +116,17 @@ type Node struct {
 	log  *slog.Logger
 	host *meshHost
 
-	tr    *transport.Transport
-	blobs *blob.Store
-	eng   *pipeline.Engine
-	conns *conns.Manager
-	mesh  *mesh.Mesh
+	tr       *transport.Transport
+	blobs    *blob.Store
+	disp     *dispatch.Dispatcher // every message and stream that arrives (services.go)
+	svcs     *service.Set         // the engine's files part, the data connections
+	presence presence             // the services' presence events
+	eng      *pipeline.Engine
+	conns    *conns.Manager
+	mesh     *mesh.Mesh
+
+	ctx    context.Context // the services' context: ends at shutdown
+	cancel context.CancelFunc
 
 	ready   bool // Ready was called: EngineClosed will be
 	mapping bool // the port mapping was started
@@ -120,10 +136,11 @@ type Node struct {
 }
 
 // Start assembles the node and joins the network: it binds the socket,
-// opens the node's encryption key and blob store, starts the pipeline
-// engine, the data connections and the mesh, in that order, with one
-// certificate cache shared by the engine and the mesh; then the port
-// mapping. It returns once the socket is bound; connecting continues in
+// opens the node's encryption key and blob store, makes the dispatcher,
+// starts the pipeline engine (which registers its kinds), builds the data
+// connections and the mesh, starts the services (the engine's files part
+// and the data connections) and then the mesh, with one certificate cache
+// shared by the engine and the mesh; then the port mapping. It returns once the socket is bound; connecting continues in
 // the background. ctx bounds the start-up only. The test hooks of the
 // node (Hooks) are read here.
 func Start(ctx context.Context, cfg Config) (*Node, error) {
@@ -134,6 +151,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	n := &Node{cfg: cfg, id: cfg.Cert.NodeID(), log: cfg.Logger, host: &meshHost{}}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
 	hooks := Hooks(n.id)
 	offline := cfg.OfflineAfter
 	if offline == 0 {
@@ -181,10 +199,12 @@ func (n *Node) assemble(hooks TestHooks, heartbeat, offline time.Duration) error
 	if n.blobs, err = openBlobs(cfg); err != nil {
 		return fmt.Errorf("node: file store: %w", err)
 	}
+	n.disp = dispatch.New(cfg.Logger)
+	n.svcs = service.NewSet(n.disp)
 	certs := &identity.CertCache{} // one for the engine and the mesh
 	n.eng, err = pipeline.New(pipeline.Config{Network: cfg.Network, Key: cfg.Key, Cert: cfg.Cert, HPKE: hkey,
 		Host: n.host, Logger: cfg.Logger, OnPipeline: cfg.OnPipeline, DB: cfg.DB, StoreKey: cfg.StoreKey,
-		OnSync: cfg.OnSync, OnRemoved: cfg.OnRemoved, Blobs: n.blobs, Certs: certs})
+		OnSync: cfg.OnSync, OnRemoved: cfg.OnRemoved, Blobs: n.blobs, Certs: certs, Dispatcher: n.disp})
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
@@ -192,8 +212,12 @@ func (n *Node) assemble(hooks TestHooks, heartbeat, offline time.Duration) error
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
-	n.conns = conns.New(conns.Config{Self: n.id, TLS: stls, Mesh: n.host, Logger: cfg.Logger,
-		Addr: cfg.ConnAddr, NoPunch: hooks.NoPunch})
+	n.conns = conns.New(conns.Config{Self: n.id, TLS: stls, Logger: cfg.Logger, Addr: cfg.ConnAddr, NoPunch: hooks.NoPunch})
+	for _, svc := range append(append(n.eng.Services(), n.conns), cfg.Services...) {
+		if err := n.svcs.Add(svc); err != nil {
+			return fmt.Errorf("node: %w", err)
+		}
+	}
 	n.mesh, err = mesh.New(mesh.Config{
 		Transport: n.tr, Key: cfg.Key, Cert: cfg.Cert, Incarnation: cfg.Incarnation, Version: cfg.Version,
 		Gateways:        cfg.Gateways,
@@ -207,19 +231,22 @@ func (n *Node) assemble(hooks TestHooks, heartbeat, offline time.Duration) error
 		BackoffMax:      cfg.BackoffMax,
 		Logger:          cfg.Logger,
 		OnEvent:         n.handleEvent,
-		Validate:        n.eng.Validate,
-		Deliver:         n.eng.Deliver,
-		DeliverRouted:   n.eng.DeliverRouted,
+		Validate:        n.disp.Validate,
+		Deliver:         n.deliver,
+		DeliverRouted:   n.deliverRouted,
 		DeliverDatagram: n.eng.DeliverDatagram,
 		HPKEKey:         hkey.PublicKey().Bytes(),
 		OnForward:       hooks.ForwardTap,
-		OnStream:        n.conns.HandleStream,
+		OnStream:        func(peer [32]byte, st *quic.Stream) { n.disp.AcceptStream(peer, st) },
 		Certs:           certs,
 	})
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
 	n.host.set(n.mesh)
+	if err := n.svcs.Start(n.ctx, n.hostFor); err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
 	return nil
 }
 
@@ -229,6 +256,7 @@ func (n *Node) assemble(hooks TestHooks, heartbeat, offline time.Duration) error
 func (n *Node) handleEvent(e mesh.Event) {
 	if e.Kind == mesh.EventNode {
 		n.eng.NodeChanged(e.Node.ID, e.Node.Peer)
+		n.presence.observe(e.Node)
 	}
 	if n.cfg.OnEvent != nil {
 		n.cfg.OnEvent(e)
@@ -250,15 +278,19 @@ func (n *Node) Kill() error { return n.shutdown((*mesh.Mesh).Kill) }
 //
 //  1. the port mapping's deletion at the router starts, and runs while
 //     the rest shuts down;
-//  2. the engine: its senders and workers stop before the mesh they send
-//     through;
-//  3. the owner's EngineClosed;
-//  4. the data connections: listeners and relayed connections (the
-//     connections themselves end with the mesh);
-//  5. the mesh, which closes the transport and its socket (the transport
+//  2. the engine stops (its context ends: nothing waits on it any more);
+//  3. the services, the last started first: the data connections
+//     (listeners and relayed connections; the connections themselves end
+//     with the mesh), then the engine's files part;
+//  4. the dispatcher: its workers stop after the handler they run, and
+//     streams still saying their protocol are reset; no handler runs
+//     after this;
+//  5. the engine closes: its senders and workers stop before the mesh
+//     they send through; then the owner's EngineClosed;
+//  6. the mesh, which closes the transport and its socket (the transport
 //     alone if the mesh was not built);
-//  6. the port mapping's deletion is waited for;
-//  7. the blob store, which nothing reads any more.
+//  7. the port mapping's deletion is waited for;
+//  8. the blob store, which nothing reads any more.
 func (n *Node) shutdown(how func(*mesh.Mesh) error) error {
 	n.stopOnce.Do(func() {
 		pmDone := make(chan struct{})
@@ -268,13 +300,22 @@ func (n *Node) shutdown(how func(*mesh.Mesh) error) error {
 			close(pmDone)
 		}
 		if n.eng != nil {
+			n.eng.Stop()
+		}
+		n.cancel()
+		if n.svcs != nil {
+			if err := n.svcs.Close(); err != nil {
+				n.log.Warn("closing the services", "err", err)
+			}
+		}
+		if n.disp != nil {
+			n.disp.Close()
+		}
+		if n.eng != nil {
 			n.eng.Close()
 		}
 		if n.ready && n.cfg.EngineClosed != nil {
 			n.cfg.EngineClosed()
-		}
-		if n.conns != nil {
-			n.conns.Close()
 		}
 		if n.mesh != nil {
 			n.stopErr = how(n.mesh)

@@ -10,11 +10,13 @@
 // loop, which must not block).
 //
 // Message kinds (numbers in package kinds) reach their handlers through
-// the engine's dispatcher (package dispatch): one handler group, with its
-// worker, per part (pipelines, notes, realtime keys, sealed envelopes,
-// files), so that one part's slow work does not stall the others. The
-// files part is a service (package service) that registers its kinds
-// itself.
+// the node's dispatcher (package dispatch, Config.Dispatcher): one handler
+// group, with its worker, per part (pipelines, notes, realtime keys,
+// sealed envelopes, files), so that one part's slow work does not stall
+// the others. The files part is a service (package service) that
+// registers its kinds itself; the node adds it (Services) to the node's
+// services. An engine given no dispatcher (one used alone, in tests) runs
+// a dispatcher and a service set of its own.
 //
 // The engine is split into parts, each owning its state, lock and
 // goroutines, reached through a small interface of what it needs from the
@@ -133,6 +135,14 @@ type Config struct {
 	// Certs remembers the certificates already verified, shared with the
 	// node's mesh; nil: the engine keeps its own.
 	Certs *identity.CertCache
+	// Dispatcher is the node's dispatcher: the engine registers its kinds
+	// there, and the node hands it what the mesh receives, adds the
+	// engine's Services to its own and closes dispatcher and services
+	// between the engine's Stop and Close. Nil: the engine makes a
+	// dispatcher and a service set of its own, starts its services with
+	// a host of its own (no streams, no presence events) and closes them
+	// itself (an engine used alone: tests).
+	Dispatcher *dispatch.Dispatcher
 
 	// testWriterGate, if set, is called by a persistent pipeline's writer
 	// before it takes what waits for it (tests hold a writer with it).
@@ -169,8 +179,8 @@ type Engine struct {
 	sealer *sealer
 	notify *notify.Queue[func()]
 	disp   *dispatch.Dispatcher
-	svcs   *service.Set
-	defs   chan func() // work of the definitions goroutine (definitions.go)
+	svcs   *service.Set // nil when the node owns the dispatcher and the services
+	defs   chan func()  // work of the definitions goroutine (definitions.go)
 	syncer *syncer
 	logs   *persist   // persistence: logs, writers, Follow (persist.go, writer.go)
 	notes  *notesPart // secrets and tombstones (notes.go, tombs.go)
@@ -182,6 +192,8 @@ type Engine struct {
 	wg     sync.WaitGroup
 
 	stats struct{ sent, delivered, dropped, rejected atomic.Uint64 }
+
+	closeOnce sync.Once
 
 	mu struct {
 		sync.Mutex
@@ -224,9 +236,12 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.Certs == nil {
 		cfg.Certs = &identity.CertCache{}
 	}
-	e := &Engine{cfg: cfg, self: cfg.Cert.NodeID(), log: cfg.Logger, disp: dispatch.New(cfg.Logger),
+	e := &Engine{cfg: cfg, self: cfg.Cert.NodeID(), log: cfg.Logger, disp: cfg.Dispatcher,
 		defs: make(chan func(), defsQueue), certs: cfg.Certs}
-	e.svcs = service.NewSet(e.disp)
+	if e.disp == nil {
+		e.disp = dispatch.New(cfg.Logger)
+		e.svcs = service.NewSet(e.disp)
+	}
 	e.sealer = newSealer(e.self, cfg.HPKE)
 	e.notify = notify.New(1<<16, func(f func()) { f() })
 	e.mu.pipes = map[[32]byte]*pipe{}
@@ -245,8 +260,10 @@ func New(cfg Config) (*Engine, error) {
 		return e, nil
 	}
 	err := e.register()
-	if err == nil && cfg.Blobs != nil {
-		err = e.svcs.Add(e.files)
+	if err == nil && e.svcs != nil {
+		for _, svc := range e.Services() {
+			err = errors.Join(err, e.svcs.Add(svc))
+		}
 	}
 	if err != nil {
 		e.Close()
@@ -257,11 +274,23 @@ func New(cfg Config) (*Engine, error) {
 	e.wg.Add(2)
 	go e.defsWorker()
 	go e.syncLoop()
-	if err := e.svcs.Start(e.ctx, e.host()); err != nil {
-		e.Close()
-		return nil, fmt.Errorf("pipeline: %w", err)
+	if e.svcs != nil {
+		if err := e.svcs.Start(e.ctx, func(string) service.Host { return e.host() }); err != nil {
+			e.Close()
+			return nil, fmt.Errorf("pipeline: %w", err)
+		}
 	}
 	return e, nil
+}
+
+// Services returns the engine's parts that are services of the node (the
+// files part, when the engine keeps files), for the node to add to its
+// services when it owns the dispatcher.
+func (e *Engine) Services() []service.Service {
+	if e.cfg.Blobs == nil || e.cfg.ReadOnly {
+		return nil
+	}
+	return []service.Service{e.files}
 }
 
 // spawn runs f on a goroutine of the engine, unless the engine is closed
@@ -307,20 +336,33 @@ func (e *Engine) pipeErr() error {
 	return ErrRemoved
 }
 
-// Close stops the engine's goroutines and ends every subscription.
-func (e *Engine) Close() {
+// Stop is the first phase of closing: the engine refuses new work and its
+// context ends, so that its handlers and services stop waiting. The owner
+// of the dispatcher closes its services and the dispatcher after Stop
+// (no handler runs after that) and then calls Close.
+func (e *Engine) Stop() {
 	e.mu.Lock()
-	if e.mu.closed {
-		e.mu.Unlock()
-		return
-	}
 	e.mu.closed = true
 	e.mu.Unlock()
 	e.cancel()
-	if err := e.svcs.Close(); err != nil {
-		e.log.Warn("closing the engine's services", "err", err)
+}
+
+// Close stops the engine's goroutines and ends every subscription. For
+// an engine whose dispatcher is the node's, the node calls Stop and
+// closes its services and its dispatcher first. Closing again does
+// nothing.
+func (e *Engine) Close() {
+	e.closeOnce.Do(e.close)
+}
+
+func (e *Engine) close() {
+	e.Stop()
+	if e.svcs != nil {
+		if err := e.svcs.Close(); err != nil {
+			e.log.Warn("closing the engine's services", "err", err)
+		}
+		e.disp.Close()
 	}
-	e.disp.Close()
 	if e.rt.in != nil {
 		e.rt.in.Close()
 		e.syncer.serve.Close()

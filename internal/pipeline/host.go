@@ -10,11 +10,10 @@ import (
 	"github.com/pipesnet/pipes/internal/store"
 )
 
-// partHost is the service.Host the engine gives its parts (the files
-// service): the engine's Host (the node's mesh) and keys. Streams and
-// presence events are the node's to give: a Host that has them
-// (OpenStream, Presence) passes them on; otherwise they are
-// ErrUnavailable and no events.
+// partHost is the service.Host an engine used alone (no node's
+// dispatcher: tests) gives its services: the engine's Host and keys.
+// Streams, routes, punching, membership and presence events are the
+// node's to give: here they are ErrUnavailable and no events.
 type partHost struct{ e *Engine }
 
 func (e *Engine) host() service.Host { return partHost{e} }
@@ -47,14 +46,17 @@ func (h partHost) Online() []ids.Node { return h.e.cfg.Host.Online() }
 
 func (h partHost) NodeKey(node ids.Node) ([]byte, bool) { return h.e.cfg.Host.HPKEKey(node) }
 
-func (h partHost) OpenStream(ctx context.Context, peer ids.Node) (*quic.Stream, error) {
-	if s, ok := h.e.cfg.Host.(interface {
-		OpenStream(context.Context, [32]byte) (*quic.Stream, error)
-	}); ok {
-		return s.OpenStream(ctx, peer)
-	}
+func (h partHost) OpenStream(context.Context, ids.Node, uint16) (*quic.Stream, error) {
 	return nil, service.ErrUnavailable
 }
+
+func (h partHost) Route(context.Context, ids.Node) (ids.Node, bool, error) {
+	return ids.Node{}, false, service.ErrUnavailable
+}
+
+func (h partHost) Punch(context.Context, ids.Node) error { return service.ErrUnavailable }
+
+func (h partHost) Member(ids.Node) ([32]byte, bool) { return [32]byte{}, false }
 
 // Store is the namespace of the engine's parts ("pipeline").
 func (h partHost) Store() service.Namespace {
@@ -62,11 +64,4 @@ func (h partHost) Store() service.Namespace {
 	return service.StoreNamespace(h.e.cfg.DB, prefix)
 }
 
-func (h partHost) Presence(f func(service.PresenceEvent)) (stop func()) {
-	if p, ok := h.e.cfg.Host.(interface {
-		Presence(func(service.PresenceEvent)) func()
-	}); ok {
-		return p.Presence(f)
-	}
-	return func() {}
-}
+func (h partHost) Presence(func(service.PresenceEvent)) (stop func()) { return func() {} }

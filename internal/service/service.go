@@ -41,11 +41,16 @@ type Service interface {
 	Close() error
 }
 
-// Registrar is where a service registers its kinds: the node's dispatcher.
+// Registrar is where a service registers its kinds and stream protocols:
+// the node's dispatcher.
 type Registrar interface {
 	// Group makes a handler group (see dispatch.Dispatcher.Group); its
 	// Handle registers a kind.
 	Group(name string, cfg dispatch.GroupConfig) (*dispatch.Group, error)
+	// HandleStream registers the handler of the streams of one protocol
+	// (kinds.Stream*) that direct peers open (see
+	// dispatch.Dispatcher.HandleStream).
+	HandleStream(proto uint16, h dispatch.StreamHandler) error
 }
 
 // Keys are the node's own keys.
@@ -89,8 +94,18 @@ type Host interface {
 	Online() []ids.Node
 	// NodeKey returns the end-to-end encryption key a node announced.
 	NodeKey(node ids.Node) ([]byte, bool)
-	// OpenStream opens a QUIC stream to a direct peer.
-	OpenStream(ctx context.Context, peer ids.Node) (*quic.Stream, error)
+	// OpenStream opens a QUIC stream of protocol proto (kinds.Stream*) to
+	// a direct peer: the peer's handler of proto gets it. It fails if peer
+	// is not a direct peer now.
+	OpenStream(ctx context.Context, peer ids.Node, proto uint16) (*quic.Stream, error)
+	// Route returns the next hop toward dst and whether dst is that hop
+	// (a direct peer).
+	Route(ctx context.Context, dst ids.Node) (hop ids.Node, direct bool, err error)
+	// Punch tries to make dst a direct peer (hole punching through NATs).
+	Punch(ctx context.Context, dst ids.Node) error
+	// Member reports whether node is a member the network knows (its
+	// signed presence was seen) and the id of its identity.
+	Member(node ids.Node) (identity [32]byte, ok bool)
 	// Store is the service's namespace of the node's store
 	// (ErrUnavailable on each call when the node keeps no store).
 	Store() Namespace
@@ -127,13 +142,17 @@ func (s *Set) Add(svc Service) error {
 	return nil
 }
 
-// Start starts every service added and not started yet. If one fails,
-// those started are closed and the error returned.
-func (s *Set) Start(ctx context.Context, h Host) error {
+// HostFor returns the Host of the service named name (its store
+// namespace is its own).
+type HostFor func(name string) Host
+
+// Start starts every service added and not started yet, each with its
+// host. If one fails, those started are closed and the error returned.
+func (s *Set) Start(ctx context.Context, hostFor HostFor) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, svc := range s.added[len(s.started):] {
-		if err := svc.Start(ctx, h); err != nil {
+		if err := svc.Start(ctx, hostFor(svc.Name())); err != nil {
 			s.closeLocked()
 			return fmt.Errorf("service %s: %w", svc.Name(), err)
 		}

@@ -69,7 +69,7 @@ func TestSetWiresKindsAndRunsServicesInOrder(t *testing.T) {
 	if err := s.Add(&echo{name: "c", kind: kinds.FileGet, log: &log}); !errors.Is(err, dispatch.ErrDuplicate) {
 		t.Fatalf("a service claiming a kind taken: %v", err)
 	}
-	if err := s.Start(context.Background(), nil); err != nil {
+	if err := s.Start(context.Background(), func(string) Host { return nil }); err != nil {
 		t.Fatal(err)
 	}
 	d.Dispatch(dispatch.Msg{Kind: kinds.FileData, Via: kinds.Routed, Payload: []byte("to b")})
@@ -98,7 +98,7 @@ func TestSetStartFailureClosesThoseStarted(t *testing.T) {
 	s := NewSet(d)
 	s.Add(&echo{name: "a", kind: kinds.FileGet, log: &log})
 	s.Add(&echo{name: "b", kind: kinds.FileData, log: &log, failWith: boom})
-	if err := s.Start(context.Background(), nil); !errors.Is(err, boom) {
+	if err := s.Start(context.Background(), func(string) Host { return nil }); !errors.Is(err, boom) {
 		t.Fatalf("Start: %v", err)
 	}
 	if len(log) != 2 || log[0] != "start a" || log[1] != "close a" {
