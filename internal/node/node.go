@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/quic-go/quic-go"
+
 	"github.com/pipesnet/pipes/internal/blob"
 	"github.com/pipesnet/pipes/internal/conns"
 	"github.com/pipesnet/pipes/internal/identity"
@@ -213,7 +215,7 @@ func (n *Node) assemble(hooks TestHooks, heartbeat, offline time.Duration) error
 		DeliverDatagram: n.eng.DeliverDatagram,
 		HPKEKey:         hkey.PublicKey().Bytes(),
 		OnForward:       hooks.ForwardTap,
-		OnStream:        n.conns.HandleStream,
+		OnStream:        func(peer ids.Node, st *quic.Stream) { n.conns.HandleStream(peer, st) },
 		Certs:           certs,
 	})
 	if err != nil {
