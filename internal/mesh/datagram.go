@@ -55,6 +55,9 @@ var ErrDatagramTooLarge = errors.New("mesh: datagram too large")
 
 // DatagramTooLargeError is the error of SendDatagram for a payload too
 // large for the first hop. errors.Is(err, ErrDatagramTooLarge) holds.
+// The pipeline engine turns Max into the packet data that fits, and the
+// root package's error mapping (mapErr) into its public
+// DatagramTooLargeError: that is the only place the two meet.
 type DatagramTooLargeError struct {
 	Max int // the largest payload that fits now
 }
