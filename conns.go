@@ -122,11 +122,11 @@ func (n *Node) PathTo(ctx context.Context, id NodeID) (Path, error) {
 	if m == nil {
 		return Path{}, ErrNotActive
 	}
-	p, err := m.Path(ctx, id)
+	p, err := m.Path(ctx, ids.Node(id))
 	if err != nil {
 		return Path{}, mapErr(err, "node "+id.String()[:8])
 	}
-	return Path{Direct: p.Direct, Via: p.Via, RTT: p.RTT, BytesSent: p.BytesSent, BytesReceived: p.BytesReceived, Remote: p.Remote}, nil
+	return Path{Direct: p.Direct, Via: NodeID(p.Via), RTT: p.RTT, BytesSent: p.BytesSent, BytesReceived: p.BytesReceived, Remote: p.Remote}, nil
 }
 
 // Ping measures the round trip to node id along the path routed messages
@@ -137,7 +137,7 @@ func (n *Node) Ping(ctx context.Context, id NodeID) (time.Duration, error) {
 	if m == nil {
 		return 0, ErrNotActive
 	}
-	rtt, err := m.Ping(ctx, id)
+	rtt, err := m.Ping(ctx, ids.Node(id))
 	switch {
 	case err == nil:
 		return rtt, nil

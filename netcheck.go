@@ -66,9 +66,9 @@ func (n *Node) CheckNAT(ctx context.Context) (NATReport, error) {
 		Mapping: r.Mapping.String(), Filtering: r.Filtering.String(),
 		PortMapping: n.PortMapping(),
 	}
-	rep.PortHelper, rep.AddrHelper = r.PortHelper, r.AddrHelper
+	rep.PortHelper, rep.AddrHelper = NodeID(r.PortHelper), NodeID(r.AddrHelper)
 	for _, o := range r.Observations {
-		rep.Observations = append(rep.Observations, NATObservation{Peer: o.Peer, PeerAddr: o.PeerAddr, Observed: o.Observed})
+		rep.Observations = append(rep.Observations, NATObservation{Peer: NodeID(o.Peer), PeerAddr: o.PeerAddr, Observed: o.Observed})
 	}
 	return rep, nil
 }

@@ -70,10 +70,10 @@ func Details(r NodeRef) NodeDetails {
 }
 
 func refFromInfo(i mesh.NodeInfo) *nodeRef {
-	r := &nodeRef{id: i.ID, identity: i.IdentityID, name: i.Name, location: i.Location,
+	r := &nodeRef{id: NodeID(i.ID), identity: i.IdentityID, name: i.Name, location: i.Location,
 		version: i.Version, online: i.Online, peer: i.Peer, lastSeen: i.LastSeen, addrs: i.Addrs}
 	for _, nb := range i.Neighbours {
-		r.neighbors = append(r.neighbors, nb)
+		r.neighbors = append(r.neighbors, NodeID(nb))
 	}
 	return r
 }
@@ -120,10 +120,10 @@ func (n *Node) KnownNodes() []NodeRef {
 	})
 	if m := n.meshOrNil(); m != nil {
 		for _, i := range m.Nodes() {
-			byID[i.ID] = refFromInfo(i)
+			byID[NodeID(i.ID)] = refFromInfo(i)
 		}
 		for _, i := range m.Peers() {
-			byID[i.ID] = refFromInfo(i)
+			byID[NodeID(i.ID)] = refFromInfo(i)
 		}
 	}
 	out := make([]NodeRef, 0, len(byID))

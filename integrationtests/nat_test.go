@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pipesnet/pipes"
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/netlab"
 	"github.com/pipesnet/pipes/internal/node"
 	"github.com/pipesnet/pipes/internal/testnet"
@@ -35,7 +36,7 @@ func natPairOf(t *testing.T, prefix string, ka, kb netlab.NATKind) (a, r, b *tes
 // startIn starts m with its sockets in h's network namespace.
 func startIn(t *testing.T, m *testnet.Member, h *netlab.Host) {
 	t.Helper()
-	node.SetTestHooks([32]byte(m.N.ID()), func(hooks *node.TestHooks) {
+	node.SetTestHooks(ids.Node(m.N.ID()), func(hooks *node.TestHooks) {
 		hooks.ListenUDP = func(a *net.UDPAddr) (c *net.UDPConn, err error) {
 			err = h.Do(func() error { c, err = net.ListenUDP("udp", a); return err })
 			return c, err

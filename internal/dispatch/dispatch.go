@@ -191,7 +191,7 @@ func (d *Dispatcher) lookup(m Msg) (route, error) {
 // Validate runs the validator of a broadcast kind (see Route.Validate).
 // It fails for a kind nobody registered or that is not broadcast, so the
 // mesh neither delivers nor forwards it.
-func (d *Dispatcher) Validate(kind uint32, payload []byte, origin [32]byte) (any, error) {
+func (d *Dispatcher) Validate(kind uint32, payload []byte, origin ids.Node) (any, error) {
 	rt, err := d.lookup(Msg{From: origin, Kind: kind, Via: kinds.Broadcast})
 	if err != nil {
 		return nil, err

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
+
+	"github.com/pipesnet/pipes/internal/ids"
 )
 
 // Datagrams: unreliable delivery for realtime traffic. A mesh datagram is
@@ -53,6 +55,9 @@ var ErrDatagramTooLarge = errors.New("mesh: datagram too large")
 
 // DatagramTooLargeError is the error of SendDatagram for a payload too
 // large for the first hop. errors.Is(err, ErrDatagramTooLarge) holds.
+// The pipeline engine turns Max into the packet data that fits, and the
+// root package's error mapping (mapErr) into its public
+// DatagramTooLargeError: that is the only place the two meet.
 type DatagramTooLargeError struct {
 	Max int // the largest payload that fits now
 }
@@ -96,7 +101,7 @@ func (c *dgCounters) load() DatagramStats {
 // dgTable is the published view SendDatagram and relays read: the peer of
 // the first hop to each reachable node.
 type dgTable struct {
-	hops   map[[32]byte]*peer
+	hops   map[ids.Node]*peer
 	closed bool
 }
 
@@ -105,15 +110,15 @@ var errMalformed = errors.New("mesh: malformed datagram")
 
 // parseDatagram splits a mesh datagram into its TTL, destination and
 // payload. The payload aliases b.
-func parseDatagram(b []byte) (ttl uint8, dst [32]byte, payload []byte, err error) {
+func parseDatagram(b []byte) (ttl uint8, dst ids.Node, payload []byte, err error) {
 	if len(b) < dgHeaderLen || b[0] != dgVersion || b[1] == 0 {
 		return 0, dst, nil, errMalformed
 	}
-	return b[1], [32]byte(b[2:34]), b[dgHeaderLen:], nil
+	return b[1], ids.Node(b[2:34]), b[dgHeaderLen:], nil
 }
 
 // appendDatagram appends a mesh datagram to b.
-func appendDatagram(b []byte, ttl uint8, dst [32]byte, payload []byte) []byte {
+func appendDatagram(b []byte, ttl uint8, dst ids.Node, payload []byte) []byte {
 	b = append(b, dgVersion, ttl)
 	b = append(b, dst[:]...)
 	return append(b, payload...)
@@ -153,7 +158,7 @@ func probeDatagram(p *peer) (int, error) {
 	if err == nil {
 		return len(dgProbe), nil // cannot happen: larger than a UDP datagram
 	}
-	return 0, fmt.Errorf("mesh: datagram to %s: %w", short(p.id), err)
+	return 0, fmt.Errorf("mesh: datagram to %s: %w", p.id.Short(), err)
 }
 
 // payloadLimit is the largest mesh payload of a QUIC datagram limit.
@@ -161,13 +166,13 @@ func payloadLimit(limit int) int { return max(limit-dgHeaderLen, 0) }
 
 // hop looks up the first hop to dst in the published table: nil if there
 // is none.
-func (m *Mesh) hop(dst [32]byte) *peer {
+func (m *Mesh) hop(dst ids.Node) *peer {
 	return m.dgTable.Load().hops[dst]
 }
 
 // hopOrErr is hop for SendDatagram and MaxDatagramPayload, with the error
 // they return.
-func (m *Mesh) hopOrErr(dst [32]byte) (*peer, error) {
+func (m *Mesh) hopOrErr(dst ids.Node) (*peer, error) {
 	t := m.dgTable.Load()
 	if t.closed {
 		return nil, ErrClosed
@@ -191,7 +196,7 @@ func (m *Mesh) hopOrErr(dst [32]byte) (*peer, error) {
 // datagram queue is full (the datagram is dropped and counted), and
 // ErrClosed after Close. It is safe for concurrent use and never goes
 // through the mesh loop.
-func (m *Mesh) SendDatagram(dst [32]byte, payload []byte) error {
+func (m *Mesh) SendDatagram(dst ids.Node, payload []byte) error {
 	return m.sendDatagram(dst, payload, false, context.Background())
 }
 
@@ -200,11 +205,11 @@ func (m *Mesh) SendDatagram(dst [32]byte, payload []byte) error {
 // error). A source that can wait (a local socket, whose kernel buffer then
 // drops the excess for free) uses it, so that an overload is not paid for
 // in work done on datagrams that are then dropped.
-func (m *Mesh) SendDatagramWait(ctx context.Context, dst [32]byte, payload []byte) error {
+func (m *Mesh) SendDatagramWait(ctx context.Context, dst ids.Node, payload []byte) error {
 	return m.sendDatagram(dst, payload, true, ctx)
 }
 
-func (m *Mesh) sendDatagram(dst [32]byte, payload []byte, wait bool, ctx context.Context) error {
+func (m *Mesh) sendDatagram(dst ids.Node, payload []byte, wait bool, ctx context.Context) error {
 	p, err := m.hopOrErr(dst)
 	if err != nil {
 		return err
@@ -243,7 +248,7 @@ func (m *Mesh) sendDatagram(dst [32]byte, payload []byte, wait bool, ctx context
 // limit may grow as QUIC discovers the path MTU; relays further on may
 // have a smaller one (they drop what does not fit and count it).
 // ErrNoRoute if dst cannot be reached now.
-func (m *Mesh) MaxDatagramPayload(dst [32]byte) (int, error) {
+func (m *Mesh) MaxDatagramPayload(dst ids.Node) (int, error) {
 	p, err := m.hopOrErr(dst)
 	if err != nil {
 		return 0, err
@@ -273,7 +278,7 @@ func (m *Mesh) publishDatagramRoutes() {
 	if m.routes == nil {
 		m.routes = m.computeRoutes()
 	}
-	hops := make(map[[32]byte]*peer, len(m.routes))
+	hops := make(map[ids.Node]*peer, len(m.routes))
 	for dst, hop := range m.routes {
 		if p := m.peers[hop]; p != nil {
 			hops[dst] = p

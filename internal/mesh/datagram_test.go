@@ -11,8 +11,10 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/pipesnet/pipes/internal/transport"
 	"github.com/quic-go/quic-go"
+
+	"github.com/pipesnet/pipes/internal/ids"
+	"github.com/pipesnet/pipes/internal/transport"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -23,7 +25,7 @@ var testNetKey = [32]byte{7}
 // datagrams delivered to it.
 type liveMesh struct {
 	*Mesh
-	id   [32]byte
+	id   ids.Node
 	addr string
 	got  chan []byte
 }
@@ -54,7 +56,7 @@ func startMesh(t testing.TB, name string, gateways ...string) *liveMesh {
 			}
 		},
 		// Streams echo what they get, then end.
-		OnStream: func(peer [32]byte, st *quic.Stream) {
+		OnStream: func(peer ids.Node, st *quic.Stream) {
 			go func() {
 				io.Copy(st, st)
 				st.Close()
@@ -86,7 +88,7 @@ func waitFor(t testing.TB, ctx context.Context, what string, cond func() bool) {
 // routable waits until from has a datagram route to to.
 func routable(t testing.TB, ctx context.Context, from, to *liveMesh) {
 	t.Helper()
-	waitFor(t, ctx, fmt.Sprintf("route %s", short(to.id)), func() bool {
+	waitFor(t, ctx, fmt.Sprintf("route %s", to.id.Short()), func() bool {
 		_, err := from.MaxDatagramPayload(to.id)
 		return err == nil
 	})
@@ -136,7 +138,7 @@ func sendUntil(t testing.TB, ctx context.Context, from, to *liveMesh, payload []
 	}
 }
 
-func isPeer(m *liveMesh, id [32]byte) bool {
+func isPeer(m *liveMesh, id ids.Node) bool {
 	for _, p := range m.Peers() {
 		if p.ID == id {
 			return true
@@ -209,7 +211,7 @@ func TestDatagramNoRoute(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	a, _ := pair(t, ctx)
-	unknown := [32]byte{1, 2, 3}
+	unknown := ids.Node{1, 2, 3}
 	if err := a.SendDatagram(unknown, []byte("x")); !errors.Is(err, ErrNoRoute) {
 		t.Fatalf("to an unknown node: %v", err)
 	}
@@ -310,7 +312,7 @@ func TestHandleDatagram(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	self, other := n.cert.NodeID(), [32]byte{9}
+	self, other := ids.Node(n.cert.NodeID()), ids.Node{9}
 	from := &peer{}
 	mine := appendDatagram(nil, 1, self, []byte("mine"))
 	for _, b := range [][]byte{
@@ -336,8 +338,8 @@ func TestHandleDatagram(t *testing.T) {
 }
 
 func FuzzDatagramHeader(f *testing.F) {
-	f.Add(appendDatagram(nil, maxTTL, [32]byte{1}, []byte("payload")))
-	f.Add(appendDatagram(nil, 1, [32]byte{}, nil))
+	f.Add(appendDatagram(nil, maxTTL, ids.Node{1}, []byte("payload")))
+	f.Add(appendDatagram(nil, 1, ids.Node{}, nil))
 	f.Add([]byte{})
 	f.Add([]byte{dgVersion})
 	f.Add([]byte{dgVersion, 0})

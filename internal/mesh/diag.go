@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/kinds"
 )
 
@@ -17,7 +18,7 @@ import (
 // PathInfo describes how this node reaches another now.
 type PathInfo struct {
 	Direct bool     // the node is a direct peer
-	Via    [32]byte // the first hop (the node itself when Direct)
+	Via    ids.Node // the first hop (the node itself when Direct)
 	// Of the connection to the first hop:
 	RTT           time.Duration // smoothed round-trip time
 	BytesSent     uint64        // QUIC bytes sent on it
@@ -26,7 +27,7 @@ type PathInfo struct {
 }
 
 // Path reports the path to dst (ErrNoRoute if there is none now).
-func (m *Mesh) Path(ctx context.Context, dst [32]byte) (PathInfo, error) {
+func (m *Mesh) Path(ctx context.Context, dst ids.Node) (PathInfo, error) {
 	type res struct {
 		info PathInfo
 		ok   bool
@@ -58,7 +59,7 @@ func (m *Mesh) Path(ctx context.Context, dst [32]byte) (PathInfo, error) {
 
 // Ping sends a ping to dst along the routed path and returns the time
 // until its answer came back (ctx bounds the wait).
-func (m *Mesh) Ping(ctx context.Context, dst [32]byte) (time.Duration, error) {
+func (m *Mesh) Ping(ctx context.Context, dst ids.Node) (time.Duration, error) {
 	var b [8]byte
 	rand.Read(b[:])
 	nonce := binary.BigEndian.Uint64(b[:])
@@ -80,7 +81,7 @@ func (m *Mesh) Ping(ctx context.Context, dst [32]byte) (time.Duration, error) {
 
 // handlePing answers a ping or completes one; it runs on the loop and
 // reports whether the message was one.
-func (m *Mesh) handlePing(src [32]byte, kind uint32, payload []byte) bool {
+func (m *Mesh) handlePing(src ids.Node, kind uint32, payload []byte) bool {
 	switch kind {
 	case kinds.Ping:
 		if len(payload) == 8 {

@@ -13,6 +13,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/pipesnet/pipes/internal/backoff"
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/kinds"
 	"github.com/pipesnet/pipes/internal/mesh/plumtree"
 	"github.com/pipesnet/pipes/internal/transport"
@@ -107,7 +108,7 @@ func (m *Mesh) maintain(now time.Time) {
 	m.stale = true // tree stats
 	for _, n := range m.pres.expire(now) {
 		m.routesChanged()
-		m.log.Info("node offline (silent)", "node", short(n.ID), "name", n.Name)
+		m.log.Info("node offline (silent)", "node", n.ID.Short(), "name", n.Name)
 		m.nodeEvent(n)
 	}
 	if m.addrsNew.Swap(false) {
@@ -136,9 +137,9 @@ func (m *Mesh) announce(now time.Time, leaving bool) {
 		BootstrapNetworks: m.cfg.Networks(),
 		HpkeKey:           m.cfg.HPKEKey,
 	}
-	ids := slices.Collect(maps.Keys(m.peers))
-	slices.SortFunc(ids, func(a, b [32]byte) int { return bytes.Compare(a[:], b[:]) })
-	for _, id := range ids {
+	nbrs := slices.Collect(maps.Keys(m.peers))
+	slices.SortFunc(nbrs, func(a, b ids.Node) int { return bytes.Compare(a[:], b[:]) })
+	for _, id := range nbrs {
 		st.Neighbours = append(st.Neighbours, id[:])
 	}
 	payload, err := signStatus(m.cfg.Key, st)
@@ -183,7 +184,7 @@ func (m *Mesh) handleFrame(now time.Time, in inFrame) {
 	case *pb.Frame_Peers:
 		m.learnPeers(b.Peers)
 	case *pb.Frame_Goodbye:
-		m.log.Debug("peer says goodbye", "peer", short(p.id), "reason", b.Goodbye.Reason)
+		m.log.Debug("peer says goodbye", "peer", p.id.Short(), "reason", b.Goodbye.Reason)
 		p.conn.Close(transport.CodeNormal, "goodbye")
 	default:
 		// Unknown frame from a newer peer: ignored.
@@ -202,7 +203,7 @@ func (m *Mesh) handleTree(now time.Time, p *peer, f *pb.Frame, st *status, v any
 	}
 	if deliver.Kind != kinds.Status {
 		if m.cfg.Deliver != nil {
-			m.cfg.Deliver(deliver.Kind, deliver.Payload, [32]byte(deliver.Origin), v)
+			m.cfg.Deliver(deliver.Kind, deliver.Payload, ids.Node(deliver.Origin), v)
 		}
 		return
 	}
@@ -214,7 +215,7 @@ func (m *Mesh) handleTree(now time.Time, p *peer, f *pb.Frame, st *status, v any
 	if changed {
 		m.routesChanged()
 		if !info.Online {
-			m.log.Info("node offline (left)", "node", short(info.ID), "name", info.Name)
+			m.log.Info("node offline (left)", "node", info.ID.Short(), "name", info.Name)
 		}
 		m.nodeEvent(info)
 	}
@@ -223,7 +224,7 @@ func (m *Mesh) handleTree(now time.Time, p *peer, f *pb.Frame, st *status, v any
 
 func (m *Mesh) bad(p *peer, why string) {
 	m.stats.bad.Add(1)
-	m.log.Debug("dropped bad message", "peer", short(p.id), "why", why)
+	m.log.Debug("dropped bad message", "peer", p.id.Short(), "why", why)
 }
 
 // learnPeers records the addresses of a peer list as dial candidates.
@@ -232,7 +233,7 @@ func (m *Mesh) learnPeers(l *pb.PeerList) {
 		if i >= maxPeerList || len(pi.NodeId) != 32 {
 			return
 		}
-		m.addCandidates([32]byte(pi.NodeId), pi.Addrs)
+		m.addCandidates(ids.Node(pi.NodeId), pi.Addrs)
 	}
 }
 
@@ -241,7 +242,7 @@ const maxPeerList = 64
 // maxTargets bounds the dial-candidate table.
 const maxTargets = 4096
 
-func (m *Mesh) addCandidates(id [32]byte, addrs []string) {
+func (m *Mesh) addCandidates(id ids.Node, addrs []string) {
 	if id == m.self {
 		return
 	}
@@ -275,7 +276,7 @@ func (m *Mesh) dialMore(now time.Time) {
 		if t.self || m.dialing[gw] || !t.Ready(now) {
 			continue
 		}
-		if t.node != ([32]byte{}) && m.peers[t.node] != nil {
+		if t.node != (ids.Node{}) && m.peers[t.node] != nil {
 			continue
 		}
 		m.dial(gw)
@@ -298,7 +299,7 @@ func (m *Mesh) dialMore(now time.Time) {
 		cands = append(cands, addr)
 	}
 	rand.Shuffle(len(cands), func(i, j int) { cands[i], cands[j] = cands[j], cands[i] })
-	busy := map[[32]byte]bool{}
+	busy := map[ids.Node]bool{}
 	for _, addr := range cands {
 		if want == 0 {
 			break
@@ -348,7 +349,7 @@ func (m *Mesh) keepNew(old, c *transport.Conn) bool {
 	if c.Outbound == old.Outbound {
 		return false
 	}
-	dialer := func(x *transport.Conn) [32]byte {
+	dialer := func(x *transport.Conn) ids.Node {
 		if x.Outbound {
 			return m.self
 		}
@@ -370,7 +371,7 @@ func (m *Mesh) addConn(now time.Time, c *transport.Conn) {
 			c.Close(transport.CodeDuplicate, "duplicate connection")
 			return
 		}
-		m.log.Debug("replacing connection", "peer", short(c.PeerID))
+		m.log.Debug("replacing connection", "peer", c.PeerID.Short())
 		close(old.stop)
 		old.conn.Close(transport.CodeDuplicate, "duplicate connection")
 	} else if !c.Outbound && len(m.peers) >= m.cfg.MaxPeers {
@@ -394,7 +395,7 @@ func (m *Mesh) addConn(now time.Time, c *transport.Conn) {
 	if old != nil {
 		return // same peer, new connection: nothing else changed
 	}
-	m.log.Info("peer connected", "peer", short(c.PeerID), "name", c.Peer.IdentityName, "addr", c.RemoteAddr(), "outbound", c.Outbound)
+	m.log.Info("peer connected", "peer", c.PeerID.Short(), "name", c.Peer.IdentityName, "addr", c.RemoteAddr(), "outbound", c.Outbound)
 	m.tree.AddPeer(c.PeerID)
 	m.dirty = true
 	if info, ok := m.pres.setPeer(now, c.PeerID, true, c.Peer); ok {
@@ -421,7 +422,7 @@ func (m *Mesh) refuseFull(c *transport.Conn) {
 
 // peerList is the peer-exchange message for peer `to`: online nodes with
 // addresses, a random subset when there are many.
-func (m *Mesh) peerList(to [32]byte) *pb.PeerList {
+func (m *Mesh) peerList(to ids.Node) *pb.PeerList {
 	l := &pb.PeerList{}
 	for _, n := range m.pres.online() {
 		if n.ID == to || len(n.Addrs) == 0 {
@@ -447,7 +448,7 @@ func (m *Mesh) peerClosed(now time.Time, p *peer, err error) {
 	close(p.stop)
 	m.tree.RemovePeer(p.id)
 	m.dirty = true
-	m.log.Info("peer disconnected", "peer", short(p.id), "reason", closeReason(err))
+	m.log.Info("peer disconnected", "peer", p.id.Short(), "reason", closeReason(err))
 	var appErr *quic.ApplicationError
 	if errors.As(err, &appErr) && appErr.ErrorCode == transport.CodeFull {
 		for _, t := range m.targets {
@@ -493,7 +494,7 @@ func (m *Mesh) shutdown() {
 		for _, p := range m.peers {
 			close(p.stop)
 		}
-		m.peers = map[[32]byte]*peer{}
+		m.peers = map[ids.Node]*peer{}
 		m.publish()
 		return
 	}
@@ -523,13 +524,13 @@ func (m *Mesh) shutdown() {
 		}
 		p.conn.Close(transport.CodeNormal, "shutting down")
 	}
-	m.peers = map[[32]byte]*peer{}
+	m.peers = map[ids.Node]*peer{}
 	m.publish()
 }
 
 // publish stores a fresh snapshot for readers.
 func (m *Mesh) publish() {
-	s := &snapshot{all: make(map[[32]byte]NodeInfo, len(m.pres.nodes))}
+	s := &snapshot{all: make(map[ids.Node]NodeInfo, len(m.pres.nodes))}
 	for id, e := range m.pres.nodes {
 		info := e.info
 		info.Peer = m.peers[id] != nil
@@ -578,13 +579,4 @@ func (m *Mesh) publish() {
 
 func sortInfos(s []NodeInfo) {
 	slices.SortFunc(s, func(a, b NodeInfo) int { return bytes.Compare(a.ID[:], b.ID[:]) })
-}
-
-func short(id [32]byte) string {
-	const hex = "0123456789abcdef"
-	b := make([]byte, 8)
-	for i := range 4 {
-		b[2*i], b[2*i+1] = hex[id[i]>>4], hex[id[i]&15]
-	}
-	return string(b)
 }

@@ -47,6 +47,7 @@ import (
 
 	"github.com/pipesnet/pipes/internal/backoff"
 	"github.com/pipesnet/pipes/internal/identity"
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/kinds"
 	"github.com/pipesnet/pipes/internal/mesh/plumtree"
 	"github.com/pipesnet/pipes/internal/notify"
@@ -88,17 +89,17 @@ type Config struct {
 	// that sent it, so checks of different peers run in parallel; what it
 	// returns is handed to Deliver. An error drops the message (counted in
 	// Stats.BadMessages). Nil accepts everything.
-	Validate func(kind uint32, payload []byte, origin [32]byte) (any, error)
+	Validate func(kind uint32, payload []byte, origin ids.Node) (any, error)
 	// Deliver receives each broadcast message of another node (any kind but
 	// presence) once, on the mesh loop. It must not block.
-	Deliver func(kind uint32, payload []byte, origin [32]byte, validated any)
+	Deliver func(kind uint32, payload []byte, origin ids.Node, validated any)
 	// DeliverRouted receives routed messages addressed to this node, on the
 	// mesh loop. It must not block.
-	DeliverRouted func(src [32]byte, kind uint32, payload []byte)
+	DeliverRouted func(src ids.Node, kind uint32, payload []byte)
 	// OnStream receives each QUIC stream a direct peer opens (data
 	// connections), on the goroutine that accepts that peer's streams: it
 	// must not block, and owns the stream. Nil refuses them.
-	OnStream func(peer [32]byte, st *quic.Stream)
+	OnStream func(peer ids.Node, st *quic.Stream)
 	// DeliverDatagram receives each datagram addressed to this node (see
 	// SendDatagram), on the datagram reader goroutine of the peer it came
 	// from, so calls for different peers run concurrently. It must not
@@ -211,7 +212,7 @@ type dialResult struct {
 type target struct {
 	backoff.Backoff
 	gateway bool
-	node    [32]byte // known once connected (or from a peer list)
+	node    ids.Node // known once connected (or from a peer list)
 	self    bool     // the address is the local node
 
 	punchUntil time.Time // punching toward the node until then
@@ -225,7 +226,7 @@ type target struct {
 type snapshot struct {
 	peers  []NodeInfo
 	nodes  []NodeInfo // online, self excluded
-	all    map[[32]byte]NodeInfo
+	all    map[ids.Node]NodeInfo
 	public []netip.AddrPort // addresses at least two peers observe
 	// observed are the addresses any peer observes (candidates for
 	// punching: a wrong one only costs a dial).
@@ -236,7 +237,7 @@ type snapshot struct {
 // Mesh is one node's membership in the overlay.
 type Mesh struct {
 	cfg  Config
-	self [32]byte
+	self ids.Node
 	log  *slog.Logger
 
 	ctx    context.Context
@@ -271,15 +272,15 @@ type Mesh struct {
 	hardProbe atomic.Int32            // hard punches probing now
 
 	// Loop state: touched only by the loop goroutine.
-	peers        map[[32]byte]*peer
+	peers        map[ids.Node]*peer
 	pings        waiters[uint64] // pings waiting for their pong
 	checks       checks          // NAT check requests waiting for their ack
 	tree         *plumtree.Tree
 	pres         *presence
 	targets      map[string]*target // by address
 	dialing      map[string]bool
-	hard         map[[32]byte]*hardPunch // hard-NAT punches, by node
-	hardLast     map[[32]byte]time.Time  // when the last one toward a node started
+	hard         map[ids.Node]*hardPunch // hard-NAT punches, by node
+	hardLast     map[ids.Node]time.Time  // when the last one toward a node started
 	observedAt   time.Time               // the last look for changed peer addresses
 	pathsChecked time.Time               // the last checkPaths
 	seq          uint64
@@ -289,11 +290,11 @@ type Mesh struct {
 	leaving      bool
 	stale        bool                  // the snapshot is out of date
 	heartbeat    time.Duration         // this period's jittered heartbeat
-	routes       map[[32]byte][32]byte // destination -> next hop; nil: recompute
+	routes       map[ids.Node]ids.Node // destination -> next hop; nil: recompute
 	dgStale      bool                  // routes changed since dgTable was published
-	told         map[[32]byte]bool     // whether listeners were last told a node is online
+	told         map[ids.Node]bool     // whether listeners were last told a node is online
 	lastPayload  struct {
-		id      [32]byte
+		id      [32]byte // a message id
 		payload []byte
 	}
 }
@@ -322,16 +323,16 @@ func New(cfg Config) (*Mesh, error) {
 		queryCh:  make(chan func()),
 		drained:  make(chan struct{}, 1),
 		loopDone: make(chan struct{}),
-		peers:    make(map[[32]byte]*peer),
+		peers:    make(map[ids.Node]*peer),
 		tree:     plumtree.New(cfg.Plumtree),
 		pres:     newPresence(cfg.Cert.NodeID(), cfg.OfflineAfter),
 		targets:  make(map[string]*target),
 		dialing:  make(map[string]bool),
-		told:     make(map[[32]byte]bool),
-		hard:     make(map[[32]byte]*hardPunch),
-		hardLast: make(map[[32]byte]time.Time),
+		told:     make(map[ids.Node]bool),
+		hard:     make(map[ids.Node]*hardPunch),
+		hardLast: make(map[ids.Node]time.Time),
 	}
-	m.snap.Store(&snapshot{all: map[[32]byte]NodeInfo{}})
+	m.snap.Store(&snapshot{all: map[ids.Node]NodeInfo{}})
 	m.relayRate.Store(int64(cfg.RelayRate))
 	m.dgTable.Store(&dgTable{})
 	return m, nil
@@ -435,7 +436,7 @@ func (m *Mesh) Nodes() []NodeInfo { return m.snap.Load().nodes }
 
 // Node returns what the mesh knows of id, online or not; its Online
 // agrees with Nodes.
-func (m *Mesh) Node(id [32]byte) (NodeInfo, bool) {
+func (m *Mesh) Node(id ids.Node) (NodeInfo, bool) {
 	n, ok := m.snap.Load().all[id]
 	return n, ok
 }

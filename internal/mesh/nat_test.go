@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/kinds"
 	"github.com/pipesnet/pipes/internal/wire/pb"
 )
@@ -186,7 +187,7 @@ func TestHardPunchBounds(t *testing.T) {
 	done := make(chan [2]bool, 1)
 	a.queryCh <- func() {
 		now := time.Now()
-		done <- [2]bool{a.mayPunchHard(now, [32]byte{42}), a.mayPunchHard(now, b.id)}
+		done <- [2]bool{a.mayPunchHard(now, ids.Node{42}), a.mayPunchHard(now, b.id)}
 	}
 	if r := <-done; r[0] || !r[1] {
 		t.Fatalf("unknown node allowed %v, online node allowed %v", r[0], r[1])
@@ -201,7 +202,7 @@ func TestForgedNoticeNotRelayed(t *testing.T) {
 	defer cancel()
 	a, r, b := datagramLine(t, ctx)
 	forged := netip.MustParseAddrPort("203.0.113.9:4444")
-	for _, src := range [][32]byte{r.id, a.id} {
+	for _, src := range []ids.Node{r.id, a.id} {
 		f := &pb.Frame{Body: &pb.Frame_Routed{Routed: &pb.Routed{Dst: b.id[:], Src: src[:], Ttl: 2, Kind: kinds.Observed,
 			Payload: []byte(forged.String())}}}
 		a.queryCh <- func() { a.peers[r.id].send(f) }

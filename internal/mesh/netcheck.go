@@ -9,6 +9,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/kinds"
 	"github.com/pipesnet/pipes/internal/netaddr"
 )
@@ -59,7 +60,7 @@ func (f Filtering) String() string {
 
 // Observation is one peer's view of this node's address.
 type Observation struct {
-	Peer     [32]byte
+	Peer     ids.Node
 	PeerAddr netip.AddrPort // the peer's address, as seen here
 	Observed netip.AddrPort // this node's address, as the peer sees it
 }
@@ -73,7 +74,7 @@ type NATReport struct {
 	Filtering    Filtering
 	// PortHelper and AddrHelper are the nodes asked for check probes
 	// (zero when none could be).
-	PortHelper, AddrHelper [32]byte
+	PortHelper, AddrHelper ids.Node
 }
 
 // BehindNAT reports whether some peer sees the node at an address that
@@ -124,7 +125,7 @@ const (
 // bounds the requests served (loop).
 type checks struct {
 	waiters[[16]byte]
-	last   map[[32]byte]time.Time // the last request served, by requester
+	last   map[ids.Node]time.Time // the last request served, by requester
 	budget relayBudget            // of requests served, checkRate a second
 }
 
@@ -136,7 +137,7 @@ func (m *Mesh) CheckNAT(ctx context.Context) (NATReport, error) {
 	rep := NATReport{Local: m.cfg.Transport.Addr(), Public: m.PublicAddrs(), Mapping: m.Mapping()}
 	type state struct {
 		obs      []Observation
-		nonPeers [][32]byte
+		nonPeers []ids.Node
 	}
 	ch := make(chan state, 1)
 	select {
@@ -218,7 +219,7 @@ var errNoAck = errors.New("mesh: no answer to the check request")
 // checkProbe asks node id to send a check probe to addr and reports
 // whether it arrived; an error means the helper did not answer or ctx
 // ended.
-func (m *Mesh) checkProbe(ctx context.Context, id [32]byte, mode byte, addr netip.AddrPort) (bool, error) {
+func (m *Mesh) checkProbe(ctx context.Context, id ids.Node, mode byte, addr netip.AddrPort) (bool, error) {
 	var nonce [16]byte
 	rand.Read(nonce[:])
 	acked, stop := m.checks.add(nonce)
@@ -253,7 +254,7 @@ func (m *Mesh) checkProbe(ctx context.Context, id [32]byte, mode byte, addr neti
 // handleCheck sends a check probe for another node, or completes a
 // request of this one; it runs on the loop and reports whether the
 // message was a check message.
-func (m *Mesh) handleCheck(now time.Time, src [32]byte, kind uint32, payload []byte) bool {
+func (m *Mesh) handleCheck(now time.Time, src ids.Node, kind uint32, payload []byte) bool {
 	switch kind {
 	case kinds.CheckAck:
 		if len(payload) == 16 {
@@ -279,7 +280,7 @@ func (m *Mesh) handleCheck(now time.Time, src [32]byte, kind uint32, payload []b
 		return true
 	}
 	if m.checks.last == nil || len(m.checks.last) > 1024 {
-		m.checks.last = map[[32]byte]time.Time{}
+		m.checks.last = map[ids.Node]time.Time{}
 	}
 	m.checks.last[src] = now
 	m.wg.Add(1)

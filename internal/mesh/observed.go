@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/kinds"
 	"github.com/pipesnet/pipes/internal/transport"
 	"github.com/pipesnet/pipes/internal/wire/pb"
@@ -51,7 +52,7 @@ func (m *Mesh) tellObserved(now time.Time) {
 
 // handleObserved takes a peer's notice of this node's address; it runs on
 // the loop and reports whether the message was one.
-func (m *Mesh) handleObserved(from *peer, src [32]byte, kind uint32, payload []byte) bool {
+func (m *Mesh) handleObserved(from *peer, src ids.Node, kind uint32, payload []byte) bool {
 	if kind != kinds.Observed {
 		return false
 	}
@@ -66,7 +67,7 @@ func (m *Mesh) handleObserved(from *peer, src [32]byte, kind uint32, payload []b
 	if ap == from.conn.Observed {
 		return true
 	}
-	m.log.Debug("observed address changed", "peer", short(src), "addr", ap)
+	m.log.Debug("observed address changed", "peer", src.Short(), "addr", ap)
 	from.conn.Observed = ap // read only on the loop
 	m.stale = true
 	m.checkPaths(src)
@@ -88,7 +89,7 @@ const (
 
 // checkPaths pings every peer but except and closes the connections that
 // do not answer; it runs on the loop.
-func (m *Mesh) checkPaths(except [32]byte) {
+func (m *Mesh) checkPaths(except ids.Node) {
 	now := time.Now()
 	if now.Sub(m.pathsChecked) < checkPathsEvery {
 		return
@@ -104,7 +105,7 @@ func (m *Mesh) checkPaths(except [32]byte) {
 // checkPeer pings peer id and closes its connection if it does not
 // answer within checkPathsWait (at most once per checkPathsEvery per
 // peer); it runs on the loop.
-func (m *Mesh) checkPeer(now time.Time, id [32]byte, why string) {
+func (m *Mesh) checkPeer(now time.Time, id ids.Node, why string) {
 	p := m.peers[id]
 	if p == nil || now.Sub(p.checked) < checkPathsEvery {
 		return
@@ -117,7 +118,7 @@ func (m *Mesh) checkPeer(now time.Time, id [32]byte, why string) {
 		ctx, cancel := context.WithTimeout(m.ctx, checkPathsWait)
 		defer cancel()
 		if _, err := m.Ping(ctx, id); err != nil && m.ctx.Err() == nil && ctx.Err() != nil {
-			m.log.Debug("closing a silent connection", "peer", short(id), "why", why)
+			m.log.Debug("closing a silent connection", "peer", id.Short(), "why", why)
 			conn.Close(transport.CodeNormal, why)
 		}
 	}()

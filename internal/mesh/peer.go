@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/kinds"
 	"github.com/pipesnet/pipes/internal/transport"
 	"github.com/pipesnet/pipes/internal/wire/pb"
@@ -24,7 +25,7 @@ const peerQueueBytes = 32 << 20
 // belong to the mesh and stop when the connection closes or the mesh shuts
 // down.
 type peer struct {
-	id      [32]byte
+	id      ids.Node
 	conn    *transport.Conn
 	out     chan *pb.Frame
 	dgOut   chan []byte    // whole mesh datagrams for the datagram writer
@@ -118,7 +119,7 @@ func (m *Mesh) check(g *pb.Gossip, in *inFrame) string {
 		return ""
 	}
 	if m.cfg.Validate != nil {
-		v, err := m.cfg.Validate(g.Kind, g.Payload, [32]byte(g.Origin))
+		v, err := m.cfg.Validate(g.Kind, g.Payload, ids.Node(g.Origin))
 		if err != nil {
 			return err.Error()
 		}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pipesnet/pipes/internal/identity"
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/wire/pb"
 )
 
@@ -42,13 +43,13 @@ func MessageID(kind uint32, payload []byte) [32]byte {
 
 // NodeInfo is what the mesh knows about one node.
 type NodeInfo struct {
-	ID         [32]byte
-	IdentityID [32]byte
-	Name       string // identity name
+	ID         ids.Node
+	IdentityID [32]byte // the node's identity: SHA-256 of its identity key
+	Name       string   // identity name
 	Location   string
 	Version    string
 	Addrs      []string
-	Neighbours [][32]byte
+	Neighbours []ids.Node
 	Networks   []*pb.NetworkInfo // bootstrap list the node announces
 	HPKEKey    []byte            // public key for end-to-end encryption to the node
 	Online     bool
@@ -68,7 +69,7 @@ var ErrBadStatus = errors.New("mesh: bad status")
 // parseStatus verifies a signed status for network: the node certificate
 // must be issued by its identity for this network (checked through certs,
 // which may be nil), and the status signed by the certificate's node key.
-func parseStatus(payload []byte, network [32]byte, certs *identity.CertCache) (*status, error) {
+func parseStatus(payload []byte, network ids.Network, certs *identity.CertCache) (*status, error) {
 	var s pb.Signed
 	if err := unmarshal(payload, &s); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadStatus, err)
@@ -134,20 +135,20 @@ type entry struct {
 // presence is the table of every node the mesh has heard of. It does no I/O
 // and reads no clock: the mesh loop passes now.
 type presence struct {
-	self         [32]byte
+	self         ids.Node
 	offlineAfter time.Duration
-	nodes        map[[32]byte]*entry
+	nodes        map[ids.Node]*entry
 }
 
-func newPresence(self [32]byte, offlineAfter time.Duration) *presence {
-	return &presence{self: self, offlineAfter: offlineAfter, nodes: make(map[[32]byte]*entry)}
+func newPresence(self ids.Node, offlineAfter time.Duration) *presence {
+	return &presence{self: self, offlineAfter: offlineAfter, nodes: make(map[ids.Node]*entry)}
 }
 
 // apply records a verified status heard at now. It returns the node's new
 // info and whether anything a listener cares about changed. Stale or
 // replayed statuses (not newer than the last one) change nothing.
 func (p *presence) apply(now time.Time, st *status) (NodeInfo, bool) {
-	id := st.cert.NodeID()
+	id := ids.Node(st.cert.NodeID())
 	if id == p.self {
 		return NodeInfo{}, false
 	}
@@ -160,9 +161,9 @@ func (p *presence) apply(now time.Time, st *status) (NodeInfo, bool) {
 	}
 	old := e.info
 	e.inc, e.seq = st.msg.Incarnation, st.msg.Seq
-	neighbours := make([][32]byte, 0, len(st.msg.Neighbours))
+	neighbours := make([]ids.Node, 0, len(st.msg.Neighbours))
 	for _, n := range st.msg.Neighbours {
-		neighbours = append(neighbours, [32]byte(n))
+		neighbours = append(neighbours, ids.Node(n))
 	}
 	e.info = NodeInfo{
 		ID:         id,
@@ -190,7 +191,7 @@ func changed(a, b NodeInfo) bool {
 
 // setPeer marks whether id is a direct peer. A node becomes known (not yet
 // online) when it connects before its first status arrives.
-func (p *presence) setPeer(now time.Time, id [32]byte, peer bool, cert *identity.Cert) (NodeInfo, bool) {
+func (p *presence) setPeer(now time.Time, id ids.Node, peer bool, cert *identity.Cert) (NodeInfo, bool) {
 	e := p.nodes[id]
 	if e == nil {
 		if !peer {

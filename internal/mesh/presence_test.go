@@ -8,17 +8,18 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/pipesnet/pipes/internal/identity"
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/wire/pb"
 )
 
-var testNet = [32]byte{42}
+var testNet = ids.Network{42}
 
 type testNode struct {
 	key  *identity.KeyPair
 	cert *identity.Cert
 }
 
-func newTestNode(t testing.TB, network [32]byte, name string) testNode {
+func newTestNode(t testing.TB, network ids.Network, name string) testNode {
 	t.Helper()
 	ident, _ := identity.Generate()
 	key, _ := identity.Generate()
@@ -49,7 +50,7 @@ func TestParseStatusVerifies(t *testing.T) {
 	if st.cert.NodeID() != n.cert.NodeID() || st.msg.Seq != 1 {
 		t.Fatal("wrong status")
 	}
-	if _, err := parseStatus(good, [32]byte{1}, nil); !errors.Is(err, ErrBadStatus) {
+	if _, err := parseStatus(good, ids.Network{1}, nil); !errors.Is(err, ErrBadStatus) {
 		t.Fatalf("other network: %v", err)
 	}
 	// Signed by another node's key: forged.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pipesnet/pipes/internal/backoff"
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/kinds"
 	"github.com/pipesnet/pipes/internal/netaddr"
 	"github.com/pipesnet/pipes/internal/transport"
@@ -119,7 +120,7 @@ func parseCandidates(p []byte) []string { return parseOffer(p).addrs }
 // connection with this node, and punches toward it. It returns nil once
 // dst is a direct peer, or an error when ctx ends first (the NATs between
 // did not let the dials through) or dst cannot be reached.
-func (m *Mesh) Punch(ctx context.Context, dst [32]byte) error {
+func (m *Mesh) Punch(ctx context.Context, dst ids.Node) error {
 	if m.isPeer(dst) {
 		return nil
 	}
@@ -135,7 +136,7 @@ func (m *Mesh) Punch(ctx context.Context, dst [32]byte) error {
 		select {
 		case <-t.C:
 		case <-ctx.Done():
-			return fmt.Errorf("mesh: no direct connection to %s: %w", short(dst), ctx.Err())
+			return fmt.Errorf("mesh: no direct connection to %s: %w", dst.Short(), ctx.Err())
 		case <-m.loopDone:
 			return ErrClosed
 		}
@@ -143,7 +144,7 @@ func (m *Mesh) Punch(ctx context.Context, dst [32]byte) error {
 }
 
 // isPeer reports whether id is a direct peer now.
-func (m *Mesh) isPeer(id [32]byte) bool {
+func (m *Mesh) isPeer(id ids.Node) bool {
 	for _, p := range m.snap.Load().peers {
 		if p.ID == id {
 			return true
@@ -155,7 +156,7 @@ func (m *Mesh) isPeer(id [32]byte) bool {
 // handlePunch answers a punch request and starts punching toward its
 // sender's candidates; it runs on the loop and reports whether the
 // message was a punch message.
-func (m *Mesh) handlePunch(now time.Time, src [32]byte, kind uint32, payload []byte) bool {
+func (m *Mesh) handlePunch(now time.Time, src ids.Node, kind uint32, payload []byte) bool {
 	if kind != kinds.Punch && kind != kinds.PunchAck {
 		return false
 	}
@@ -279,7 +280,7 @@ const (
 
 // mayPunchHard reports whether a punch request from src may lead to a
 // hard-NAT punch; it runs on the loop.
-func (m *Mesh) mayPunchHard(now time.Time, src [32]byte) bool {
+func (m *Mesh) mayPunchHard(now time.Time, src ids.Node) bool {
 	if h := m.hard[src]; h != nil && h.cancel != nil {
 		return false // one runs
 	}
@@ -333,7 +334,7 @@ type hardPunch struct {
 }
 
 // punchHard starts the hard-NAT punch toward id; it runs on the loop.
-func (m *Mesh) punchHard(id [32]byte, h *hardPunch) {
+func (m *Mesh) punchHard(id ids.Node, h *hardPunch) {
 	ctx, cancel := context.WithDeadline(m.ctx, h.until)
 	h.cancel = cancel
 	m.hardLast[id] = time.Now()
@@ -351,7 +352,7 @@ func (m *Mesh) punchHard(id [32]byte, h *hardPunch) {
 			defer m.hardOpen.Add(-1)
 			c, err := m.cfg.Transport.PunchHard(ctx, hardSockets, to)
 			if err != nil {
-				m.log.Debug("hard punch found no port", "node", short(id), "err", err)
+				m.log.Debug("hard punch found no port", "node", id.Short(), "err", err)
 				return
 			}
 			select {

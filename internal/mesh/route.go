@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/kinds"
 	"github.com/pipesnet/pipes/internal/wire/pb"
 )
@@ -31,7 +32,7 @@ var ErrBusy = errors.New("mesh: the link's send queue is full")
 
 type sendReq struct {
 	direct  bool
-	dst     [32]byte
+	dst     ids.Node
 	kind    uint32
 	payload []byte
 	done    chan error
@@ -40,7 +41,7 @@ type sendReq struct {
 // Send routes payload to node dst. It returns once the message is queued on
 // the first hop; delivery is not acknowledged. ErrNoRoute if dst cannot be
 // reached now.
-func (m *Mesh) Send(ctx context.Context, dst [32]byte, kind uint32, payload []byte) error {
+func (m *Mesh) Send(ctx context.Context, dst ids.Node, kind uint32, payload []byte) error {
 	return m.request(ctx, sendReq{dst: dst, kind: kind, payload: payload})
 }
 
@@ -64,7 +65,7 @@ var ErrNotPeer = errors.New("mesh: not a direct peer")
 // SendDirect sends payload to dst only if dst is a direct peer, on their
 // QUIC connection, with a hop limit of one so that no node can relay it.
 // It is for data that must not pass through third nodes unencrypted.
-func (m *Mesh) SendDirect(ctx context.Context, dst [32]byte, kind uint32, payload []byte) error {
+func (m *Mesh) SendDirect(ctx context.Context, dst ids.Node, kind uint32, payload []byte) error {
 	return m.request(ctx, sendReq{dst: dst, kind: kind, payload: payload, direct: true})
 }
 
@@ -90,7 +91,7 @@ func (m *Mesh) send(req sendReq) error {
 // first hop gives ErrBusy; without (forwarding for others) the frame is
 // queued if there is room at all.
 func (m *Mesh) route(r *pb.Routed, checkBusy bool) error {
-	dst := [32]byte(r.Dst)
+	dst := ids.Node(r.Dst)
 	if dst == m.self {
 		return errors.New("mesh: routed to self")
 	}
@@ -111,14 +112,14 @@ func (m *Mesh) handleRouted(p *peer, r *pb.Routed) {
 		m.bad(p, "routed message without 32-byte addresses")
 		return
 	}
-	if [32]byte(r.Dst) == m.self {
-		src := [32]byte(r.Src)
+	if ids.Node(r.Dst) == m.self {
+		src := ids.Node(r.Src)
 		if m.handlePing(src, r.Kind, r.Payload) || m.handlePunch(time.Now(), src, r.Kind, r.Payload) ||
 			m.handleCheck(time.Now(), src, r.Kind, r.Payload) || m.handleObserved(p, src, r.Kind, r.Payload) {
 			return
 		}
 		if m.cfg.DeliverRouted != nil {
-			m.cfg.DeliverRouted([32]byte(r.Src), r.Kind, r.Payload)
+			m.cfg.DeliverRouted(ids.Node(r.Src), r.Kind, r.Payload)
 		}
 		return
 	}
@@ -129,7 +130,7 @@ func (m *Mesh) handleRouted(p *peer, r *pb.Routed) {
 	// This node did not send it; and a notice of an observed address is
 	// only a direct peer's word, never relayed (else a member could
 	// speak for this node to its own peers).
-	if [32]byte(r.Src) == m.self || r.Kind == kinds.Observed {
+	if ids.Node(r.Src) == m.self || r.Kind == kinds.Observed {
 		m.bad(p, "routed message that claims this node as its source, or a relayed notice")
 		return
 	}
@@ -148,7 +149,7 @@ func (m *Mesh) handleRouted(p *peer, r *pb.Routed) {
 }
 
 // nextHop returns the peer to send to for dst.
-func (m *Mesh) nextHop(dst [32]byte) ([32]byte, bool) {
+func (m *Mesh) nextHop(dst ids.Node) (ids.Node, bool) {
 	if _, ok := m.peers[dst]; ok {
 		return dst, true
 	}
@@ -164,9 +165,9 @@ func (m *Mesh) nextHop(dst [32]byte) ([32]byte, bool) {
 
 // computeRoutes runs a breadth-first search from the local node over the
 // links announced by online nodes and returns the first hop to each node.
-func (m *Mesh) computeRoutes() map[[32]byte][32]byte {
-	adj := map[[32]byte][][32]byte{}
-	link := func(a, b [32]byte) {
+func (m *Mesh) computeRoutes() map[ids.Node]ids.Node {
+	adj := map[ids.Node][]ids.Node{}
+	link := func(a, b ids.Node) {
 		adj[a] = append(adj[a], b)
 		adj[b] = append(adj[b], a)
 	}
@@ -186,8 +187,8 @@ func (m *Mesh) computeRoutes() map[[32]byte][32]byte {
 			}
 		}
 	}
-	first := map[[32]byte][32]byte{}
-	queue := [][32]byte{}
+	first := map[ids.Node]ids.Node{}
+	queue := []ids.Node{}
 	for id := range m.peers {
 		first[id] = id
 		queue = append(queue, id)
@@ -208,9 +209,9 @@ func (m *Mesh) computeRoutes() map[[32]byte][32]byte {
 
 // Route describes the path the local node would use to reach dst now: the
 // first hop, and whether dst is a direct peer.
-func (m *Mesh) Route(ctx context.Context, dst [32]byte) (hop [32]byte, direct bool, err error) {
+func (m *Mesh) Route(ctx context.Context, dst ids.Node) (hop ids.Node, direct bool, err error) {
 	type res struct {
-		hop    [32]byte
+		hop    ids.Node
 		direct bool
 		ok     bool
 	}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"github.com/quic-go/quic-go"
+
+	"github.com/pipesnet/pipes/internal/ids"
 )
 
 // Streams: besides the control stream that carries frames, a peer
@@ -20,7 +22,7 @@ const StreamCode quic.StreamErrorCode = 0x50
 // OpenStream opens a new QUIC stream to peer, which must be a direct peer
 // now (ErrNotPeer otherwise). It waits while the peer's limit of open
 // streams is reached, until ctx ends.
-func (m *Mesh) OpenStream(ctx context.Context, peer [32]byte) (*quic.Stream, error) {
+func (m *Mesh) OpenStream(ctx context.Context, peer ids.Node) (*quic.Stream, error) {
 	t := m.dgTable.Load()
 	if t.closed {
 		return nil, ErrClosed
@@ -31,7 +33,7 @@ func (m *Mesh) OpenStream(ctx context.Context, peer [32]byte) (*quic.Stream, err
 	}
 	st, err := p.conn.QUIC().OpenStreamSync(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("mesh: open a stream to %s: %w", short(peer), err)
+		return nil, fmt.Errorf("mesh: open a stream to %s: %w", peer.Short(), err)
 	}
 	return st, nil
 }

@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/pipesnet/pipes/internal/ids"
 )
 
 // TestStreams: a stream opened to a direct peer reaches its OnStream (an
@@ -78,7 +80,7 @@ func TestPathAndPing(t *testing.T) {
 			t.Fatalf("ping: %v %v", rtt, err)
 		}
 	}
-	if _, err := a.Path(ctx, [32]byte{9}); !errors.Is(err, ErrNoRoute) {
+	if _, err := a.Path(ctx, ids.Node{9}); !errors.Is(err, ErrNoRoute) {
 		t.Fatalf("path to an unknown node: %v", err)
 	}
 }

@@ -14,8 +14,8 @@ import (
 // meshHost lets the pipeline engine and the data connections use the
 // node's mesh. They start before the mesh exists (the mesh needs their
 // handlers), so until set is called the host has no peers and refuses to
-// send. It is the engine's pipeline.Host and the data connections'
-// conns.Mesh.
+// send. It is the engine's pipeline.Host, and what the services' hosts
+// (services.go) reach the mesh through.
 type meshHost struct{ mp atomic.Pointer[mesh.Mesh] }
 
 // errNoMesh: the engine asked to send before the mesh was set.
@@ -92,28 +92,28 @@ func (h *meshHost) HPKEKey(id ids.Node) ([]byte, bool) {
 
 // What the data connections need besides.
 
-func (h *meshHost) OpenStream(ctx context.Context, peer [32]byte) (*quic.Stream, error) {
+func (h *meshHost) OpenStream(ctx context.Context, peer ids.Node) (*quic.Stream, error) {
 	if m := h.mp.Load(); m != nil {
 		return m.OpenStream(ctx, peer)
 	}
 	return nil, errNoMesh
 }
 
-func (h *meshHost) Route(ctx context.Context, dst [32]byte) ([32]byte, bool, error) {
+func (h *meshHost) Route(ctx context.Context, dst ids.Node) (ids.Node, bool, error) {
 	if m := h.mp.Load(); m != nil {
 		return m.Route(ctx, dst)
 	}
-	return [32]byte{}, false, errNoMesh
+	return ids.Node{}, false, errNoMesh
 }
 
-func (h *meshHost) Punch(ctx context.Context, dst [32]byte) error {
+func (h *meshHost) Punch(ctx context.Context, dst ids.Node) error {
 	if m := h.mp.Load(); m != nil {
 		return m.Punch(ctx, dst)
 	}
 	return errNoMesh
 }
 
-func (h *meshHost) Node(id [32]byte) (mesh.NodeInfo, bool) {
+func (h *meshHost) Node(id ids.Node) (mesh.NodeInfo, bool) {
 	if m := h.mp.Load(); m != nil {
 		return m.Node(id)
 	}

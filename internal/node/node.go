@@ -22,7 +22,6 @@ import (
 	"github.com/pipesnet/pipes/internal/store"
 	"github.com/pipesnet/pipes/internal/transport"
 	"github.com/pipesnet/pipes/internal/wire/pb"
-	"github.com/quic-go/quic-go"
 )
 
 // Config is what assembling a node needs. Key, Cert, Network, DB,
@@ -237,7 +236,7 @@ func (n *Node) assemble(hooks TestHooks, heartbeat, offline time.Duration) error
 		DeliverDatagram: n.eng.DeliverDatagram,
 		HPKEKey:         hkey.PublicKey().Bytes(),
 		OnForward:       hooks.ForwardTap,
-		OnStream:        func(peer [32]byte, st *quic.Stream) { n.disp.AcceptStream(peer, st) },
+		OnStream:        n.disp.AcceptStream,
 		Certs:           certs,
 	})
 	if err != nil {

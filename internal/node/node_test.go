@@ -14,6 +14,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/pipesnet/pipes/internal/identity"
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/mesh"
 	"github.com/pipesnet/pipes/internal/pipeline"
 	"github.com/pipesnet/pipes/internal/portmap"
@@ -25,8 +26,9 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // network is what the nodes of one test network share.
 type network struct {
-	id, key [32]byte
-	ident   *identity.KeyPair
+	id    ids.Network
+	key   [32]byte
+	ident *identity.KeyPair
 }
 
 func newNetwork(t *testing.T) *network {
@@ -35,7 +37,7 @@ func newNetwork(t *testing.T) *network {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &network{id: [32]byte{1, 2, 3}, key: [32]byte{4, 5, 6}, ident: ident}
+	return &network{id: ids.Network{1, 2, 3}, key: [32]byte{4, 5, 6}, ident: ident}
 }
 
 // testNode is a node's configuration with what the test sees of it.
@@ -95,7 +97,7 @@ func (tn *testNode) knows(name string) bool {
 
 // sawOffline reports whether OnEvent told that node id is offline after
 // having told it online.
-func (tn *testNode) sawOffline(id [32]byte) bool {
+func (tn *testNode) sawOffline(id ids.Node) bool {
 	tn.mu.Lock()
 	defer tn.mu.Unlock()
 	online := false
@@ -112,7 +114,7 @@ func (tn *testNode) sawOffline(id [32]byte) bool {
 	return false
 }
 
-func isPeer(n *Node, id [32]byte) bool {
+func isPeer(n *Node, id ids.Node) bool {
 	for _, p := range n.Mesh().Peers() {
 		if p.ID == id {
 			return true

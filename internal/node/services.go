@@ -24,12 +24,12 @@ import (
 // namespace, and closed between the engine's Stop and Close.
 
 // deliver takes a broadcast message the mesh delivers, on the mesh loop.
-func (n *Node) deliver(kind uint32, payload []byte, origin [32]byte, v any) {
+func (n *Node) deliver(kind uint32, payload []byte, origin ids.Node, v any) {
 	n.disp.Dispatch(dispatch.Msg{From: origin, Kind: kind, Via: kinds.Broadcast, Payload: payload, Body: v})
 }
 
 // deliverRouted takes a routed message for this node, on the mesh loop.
-func (n *Node) deliverRouted(src [32]byte, kind uint32, payload []byte) {
+func (n *Node) deliverRouted(src ids.Node, kind uint32, payload []byte) {
 	n.disp.Dispatch(dispatch.Msg{From: src, Kind: kind, Via: kinds.Routed, Payload: payload})
 }
 

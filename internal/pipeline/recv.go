@@ -62,20 +62,20 @@ func (e *Engine) register() error {
 // Validate checks a broadcast message before the mesh forwards or delivers
 // it. It runs on a peer's reader goroutine, so batches from different
 // peers are verified in parallel. It returns the decoded message.
-func (e *Engine) Validate(kind uint32, payload []byte, origin [32]byte) (any, error) {
+func (e *Engine) Validate(kind uint32, payload []byte, origin ids.Node) (any, error) {
 	return e.disp.Validate(kind, payload, origin)
 }
 
 // Deliver takes a broadcast message the mesh delivers (once), with what
 // Validate returned. It runs on the mesh loop and does not block.
-func (e *Engine) Deliver(kind uint32, payload []byte, origin [32]byte, v any) {
+func (e *Engine) Deliver(kind uint32, payload []byte, origin ids.Node, v any) {
 	e.disp.Dispatch(dispatch.Msg{From: origin, Kind: kind, Via: kinds.Broadcast, Payload: payload, Body: v})
 }
 
 // DeliverRouted takes a routed message for this node. It runs on the mesh
 // loop: the message is queued for its handler group's worker (dropped and
 // counted if the queue is full, or its kind unknown).
-func (e *Engine) DeliverRouted(src [32]byte, kind uint32, payload []byte) {
+func (e *Engine) DeliverRouted(src ids.Node, kind uint32, payload []byte) {
 	e.disp.Dispatch(dispatch.Msg{From: src, Kind: kind, Via: kinds.Routed, Payload: payload})
 }
 

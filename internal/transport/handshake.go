@@ -15,6 +15,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/pipesnet/pipes/internal/identity"
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/wire"
 	"github.com/pipesnet/pipes/internal/wire/pb"
 )
@@ -47,7 +48,7 @@ func (e *RefusedError) Error() string { return "refused peer: " + e.Reason }
 var ErrRefusedByPeer = errors.New("refused by peer")
 
 // membershipProof is HMAC-SHA256(network key, exporter || node id).
-func membershipProof(networkKey [32]byte, exporter []byte, nodeID [32]byte) []byte {
+func membershipProof(networkKey [32]byte, exporter []byte, nodeID ids.Node) []byte {
 	m := hmac.New(sha256.New, networkKey[:])
 	m.Write(exporter)
 	m.Write(nodeID[:])
@@ -77,8 +78,8 @@ func (t *Transport) handshake(ctx context.Context, qc *quic.Conn, outbound bool)
 	if !ok {
 		return nil, t.refuse(qc, "peer key is not Ed25519")
 	}
-	peerID := sha256.Sum256(peerPub)
-	myID := t.cfg.Cert.NodeID()
+	peerID := ids.Node(sha256.Sum256(peerPub))
+	myID := ids.Node(t.cfg.Cert.NodeID())
 	if peerID == myID {
 		qc.CloseWithError(CodeSelf, "dialled itself")
 		return nil, ErrSelf
@@ -189,7 +190,7 @@ func (t *Transport) handshake(ctx context.Context, qc *quic.Conn, outbound bool)
 var ErrSelf = errors.New("transport: connected to self")
 
 // checkProof verifies version, network and the membership proof of a Hello.
-func (t *Transport) checkProof(qc *quic.Conn, h *pb.Hello, peerID [32]byte, exporter []byte) error {
+func (t *Transport) checkProof(qc *quic.Conn, h *pb.Hello, peerID ids.Node, exporter []byte) error {
 	if reason := verifyProof(h, peerID, exporter, t.cfg.NetworkID, t.cfg.NetworkKey); reason != "" {
 		return t.refuse(qc, reason)
 	}
@@ -197,7 +198,7 @@ func (t *Transport) checkProof(qc *quic.Conn, h *pb.Hello, peerID [32]byte, expo
 }
 
 // checkHello verifies a full Hello and records what it says in c.
-func (t *Transport) checkHello(qc *quic.Conn, h *pb.Hello, peerID [32]byte, peerPub ed25519.PublicKey, exporter []byte, c *Conn) error {
+func (t *Transport) checkHello(qc *quic.Conn, h *pb.Hello, peerID ids.Node, peerPub ed25519.PublicKey, exporter []byte, c *Conn) error {
 	cert, reason := verifyHello(h, peerID, peerPub, exporter, t.cfg.NetworkID, t.cfg.NetworkKey)
 	if reason != "" {
 		return t.refuse(qc, reason)
@@ -213,7 +214,7 @@ func (t *Transport) checkHello(qc *quic.Conn, h *pb.Hello, peerID [32]byte, peer
 
 // verifyProof checks a Hello's version, network id and membership proof.
 // It returns why the Hello is refused, or "" if it passes.
-func verifyProof(h *pb.Hello, peerID [32]byte, exporter []byte, network, key [32]byte) string {
+func verifyProof(h *pb.Hello, peerID ids.Node, exporter []byte, network ids.Network, key [32]byte) string {
 	if h.ProtocolVersion != ProtocolVersion {
 		return fmt.Sprintf("protocol version %d, want %d", h.ProtocolVersion, ProtocolVersion)
 	}
@@ -228,7 +229,7 @@ func verifyProof(h *pb.Hello, peerID [32]byte, exporter []byte, network, key [32
 
 // verifyHello checks a full Hello: the proof, then the node certificate,
 // which must be valid, for the key TLS authenticated and for this network.
-func verifyHello(h *pb.Hello, peerID [32]byte, peerPub ed25519.PublicKey, exporter []byte, network, key [32]byte) (*identity.Cert, string) {
+func verifyHello(h *pb.Hello, peerID ids.Node, peerPub ed25519.PublicKey, exporter []byte, network ids.Network, key [32]byte) (*identity.Cert, string) {
 	if reason := verifyProof(h, peerID, exporter, network, key); reason != "" {
 		return nil, reason
 	}

@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"math/big"
 	"time"
+
+	"github.com/pipesnet/pipes/internal/ids"
 )
 
 // ALPN is the application protocol negotiated in TLS. A QUIC peer speaking
@@ -99,13 +101,13 @@ func StreamTLS(key ed25519.PrivateKey) (*tls.Config, error) {
 
 // PeerNode returns the node id (SHA-256 of the Ed25519 key) of the peer
 // of a completed TLS handshake made with StreamTLS.
-func PeerNode(state tls.ConnectionState) ([32]byte, error) {
+func PeerNode(state tls.ConnectionState) (ids.Node, error) {
 	if len(state.PeerCertificates) != 1 {
-		return [32]byte{}, errors.New("transport: no peer certificate")
+		return ids.Node{}, errors.New("transport: no peer certificate")
 	}
 	pub, ok := state.PeerCertificates[0].PublicKey.(ed25519.PublicKey)
 	if !ok {
-		return [32]byte{}, errors.New("transport: peer key is not Ed25519")
+		return ids.Node{}, errors.New("transport: peer key is not Ed25519")
 	}
-	return sha256.Sum256(pub), nil
+	return ids.Node(sha256.Sum256(pub)), nil
 }

@@ -31,6 +31,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/pipesnet/pipes/internal/identity"
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/wire"
 	"github.com/pipesnet/pipes/internal/wire/pb"
 )
@@ -40,7 +41,7 @@ import (
 type Config struct {
 	Key         *identity.KeyPair // the node's device key
 	Cert        *identity.Cert    // the node's certificate, issued by its identity
-	NetworkID   [32]byte
+	NetworkID   ids.Network
 	NetworkKey  [32]byte // from the network secret; never sent
 	Incarnation uint64   // distinguishes restarts of the same node
 	// ListenAddrs returns the addresses advertised in the handshake, given
@@ -304,7 +305,7 @@ type Conn struct {
 	// Peer is the peer's identity-signed node certificate.
 	Peer *identity.Cert
 	// PeerID is the peer's node id (SHA-256 of its device key).
-	PeerID [32]byte
+	PeerID ids.Node
 	// Incarnation changes each time the peer starts.
 	Incarnation uint64
 	// ListenAddrs are the addresses the peer says it listens on.

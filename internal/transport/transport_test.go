@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/pipesnet/pipes/internal/identity"
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/wire/pb"
 )
 
@@ -26,7 +27,7 @@ type member struct {
 	cert *identity.Cert
 }
 
-func newMember(t testing.TB, network [32]byte, name string) member {
+func newMember(t testing.TB, network ids.Network, name string) member {
 	t.Helper()
 	ident, err := identity.Generate()
 	if err != nil {
@@ -43,7 +44,7 @@ func newMember(t testing.TB, network [32]byte, name string) member {
 	return member{key: key, cert: cert}
 }
 
-func listen(t *testing.T, m member, network, key [32]byte) *Transport {
+func listen(t *testing.T, m member, network ids.Network, key [32]byte) *Transport {
 	t.Helper()
 	tr, err := Listen("127.0.0.1:0", Config{Key: m.key, Cert: m.cert, NetworkID: network, NetworkKey: key, Incarnation: 1,
 		HandshakeTimeout: 5 * time.Second})
@@ -55,7 +56,7 @@ func listen(t *testing.T, m member, network, key [32]byte) *Transport {
 }
 
 var (
-	netA = [32]byte{1}
+	netA = ids.Network{1}
 	keyA = [32]byte{2}
 )
 
@@ -139,7 +140,7 @@ func TestWrongSecretRefused(t *testing.T) {
 }
 
 func TestOtherNetworkRefused(t *testing.T) {
-	other := [32]byte{7}
+	other := ids.Network{7}
 	a, b := newMember(t, other, "a"), newMember(t, netA, "b")
 	ta, tb := listen(t, a, other, keyA), listen(t, b, netA, keyA)
 	refusedBoth(t, ta, tb, "network")

@@ -39,11 +39,12 @@ import (
 	"slices"
 	"time"
 
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/wire/pb"
 )
 
-// PeerID names a neighbour.
-type PeerID = [32]byte
+// PeerID names a neighbour or a message's origin: a node id.
+type PeerID = ids.Node
 
 // MsgID names a message. The owner computes it from the content and checks
 // it on receipt; the core trusts it.
