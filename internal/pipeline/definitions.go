@@ -36,7 +36,7 @@ func (e *Engine) addDef(d *Def) {
 	}
 }
 
-func (e *Engine) doneDefining(id [32]byte) {
+func (e *Engine) doneDefining(id ids.Pipeline) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.mu.defining[id]--; e.mu.defining[id] <= 0 {

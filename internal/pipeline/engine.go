@@ -22,13 +22,21 @@
 // goroutines, reached through a small interface of what it needs from the
 // engine (its env):
 //
-//   - the engine itself (Engine.mu): the pipelines and their
-//     subscriptions, packets and waiters of pipelines not defined yet,
-//     removals under way and definitions queued; goroutines: one sender
-//     per pipeline that has sent (it batches Puts), one worker per
-//     handler group, the definitions goroutine (a synced write, kept off
-//     the mesh loop; definitions.go), one per removed pipeline (deletes
-//     its records), and the notification queue for callbacks;
+//   - the definitions registry, on the engine itself (Engine.mu;
+//     registry.go, definitions.go): the pipelines known, waiters of
+//     pipelines not defined yet, removals under way and definitions
+//     queued; goroutines: one sender per pipeline that has sent (it
+//     batches Puts), one worker per handler group, the definitions
+//     goroutine (a synced write, kept off the mesh loop), one per removed
+//     pipeline (deletes its records), and the notification queue for
+//     callbacks;
+//   - live delivery (live, live.go; live.mu, and one feed lock per
+//     pipeline): packets of pipelines not defined yet (bounded), each
+//     pipeline's replay windows and subscriptions, the delivered and
+//     dropped counts; no goroutine: it runs on the goroutines that hand
+//     it packets (mesh loop, pipelines group's worker, definitions
+//     goroutine, realtime worker) and on the one that ends a
+//     subscription when its context ends;
 //   - notes (notesPart, notes.go, tombs.go; notesPart.mu): stored
 //     pipeline keys, tombstones, proofs waiting for their pipeline and
 //     every pipeline's secret holders; no goroutine;
@@ -48,8 +56,13 @@
 // part's lock is a leaf: a part calls its env, the mesh and the store
 // only without it, and the engine calls a part under its own lock only
 // for the part's state methods (a decision that spans a pipeline and,
-// say, its tombstone). The Config's callbacks run on the notification
-// queue, under no lock. Close stops every part's goroutines.
+// say, its tombstone; live.add as a pipeline becomes known). A feed's
+// lock, under which live delivery hands packets to subscribers' sinks, is
+// taken under no other lock, neither Engine.mu nor live.mu: the registry
+// ends a pipeline's subscriptions (live.drop, live.close) without its own
+// lock, and a sink may call the engine's read API. The Config's callbacks
+// run on the notification queue, under no lock. Close stops every part's
+// goroutines and ends every subscription.
 package pipeline
 
 import (
@@ -171,7 +184,7 @@ type Stats struct {
 // Engine runs the pipelines of one node.
 type Engine struct {
 	cfg    Config
-	self   [32]byte
+	self   ids.Node
 	log    *slog.Logger
 	clock  hlcClock
 	certs  *identity.CertCache
@@ -186,6 +199,7 @@ type Engine struct {
 	notes  *notesPart // secrets and tombstones (notes.go, tombs.go)
 	rt     *realtime  // realtime sessions and datagrams (realtime.go)
 	files  *files     // file transfer, a service (files.go)
+	live   *live      // live delivery: pending packets, replay windows, subscriptions (live.go)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -195,15 +209,14 @@ type Engine struct {
 
 	closeOnce sync.Once
 
+	// mu is the definitions registry's lock (registry.go, definitions.go).
 	mu struct {
 		sync.Mutex
-		pipes   map[[32]byte]*pipe
-		waiters map[[32]byte][]chan struct{}
-		pending map[[32]byte][]*Packet // packets of pipelines not yet defined
-		npend   int
+		pipes   map[ids.Pipeline]*pipe
+		waiters map[ids.Pipeline][]chan struct{}
 
-		cleaning map[[32]byte]chan struct{} // removed pipelines whose stored state is being deleted
-		defining map[[32]byte]int           // received definitions queued for the definitions goroutine
+		cleaning map[ids.Pipeline]chan struct{} // removed pipelines whose stored state is being deleted
+		defining map[ids.Pipeline]int           // received definitions queued for the definitions goroutine
 		closed   bool
 	}
 }
@@ -244,17 +257,17 @@ func New(cfg Config) (*Engine, error) {
 	}
 	e.sealer = newSealer(e.self, cfg.HPKE)
 	e.notify = notify.New(1<<16, func(f func()) { f() })
-	e.mu.pipes = map[[32]byte]*pipe{}
-	e.mu.waiters = map[[32]byte][]chan struct{}{}
-	e.mu.pending = map[[32]byte][]*Packet{}
-	e.mu.cleaning = map[[32]byte]chan struct{}{}
-	e.mu.defining = map[[32]byte]int{}
+	e.mu.pipes = map[ids.Pipeline]*pipe{}
+	e.mu.waiters = map[ids.Pipeline][]chan struct{}{}
+	e.mu.cleaning = map[ids.Pipeline]chan struct{}{}
+	e.mu.defining = map[ids.Pipeline]int{}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	e.syncer = newSyncer(e)
 	e.logs = newPersist(e)
 	e.notes = newNotesPart(e)
 	e.rt = newRealtime(e)
 	e.files = newFiles(e)
+	e.live = newLive(e)
 	e.loadDefs()
 	if cfg.ReadOnly {
 		return e, nil
@@ -368,14 +381,7 @@ func (e *Engine) close() {
 		e.syncer.serve.Close()
 	}
 	e.wg.Wait()
-	e.mu.Lock()
-	for _, p := range e.mu.pipes {
-		for s := range p.subs {
-			s.end()
-		}
-		p.subs = nil
-	}
-	e.mu.Unlock()
+	e.live.close()
 	e.notify.Close()
 }
 

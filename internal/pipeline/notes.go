@@ -49,7 +49,7 @@ const (
 // dropTomb, recordTomb, takeProofs, forgetKey) with its own lock held where
 // a decision spans both (a pipeline and its tombstone).
 type notesPart struct {
-	self       [32]byte
+	self       ids.Node
 	ctx        context.Context // the engine's: ends on Close
 	log        *slog.Logger
 	env        notesEnv
@@ -61,10 +61,10 @@ type notesPart struct {
 
 	mu struct {
 		sync.Mutex
-		tombs         map[[32]byte]*pb.Tombstone     // shut down ephemeral pipelines
-		tombsOut      map[[32]byte]*pb.Tombstone     // this node's point-to-point tombstones not yet delivered
-		secrets       map[[32]byte][32]byte          // stored pipeline keys, loaded at start
-		pendingProofs map[[32]byte][]*pb.SecretProof // proofs for pipelines not yet defined
+		tombs         map[ids.Pipeline]*pb.Tombstone     // shut down ephemeral pipelines
+		tombsOut      map[ids.Pipeline]*pb.Tombstone     // this node's point-to-point tombstones not yet delivered
+		secrets       map[ids.Pipeline][32]byte          // stored pipeline keys, loaded at start
+		pendingProofs map[ids.Pipeline][]*pb.SecretProof // proofs for pipelines not yet defined
 		nproofs       int
 	}
 }
@@ -99,10 +99,10 @@ func newNotesPart(e *Engine) *notesPart {
 
 // init makes n's maps.
 func (n *notesPart) init() *notesPart {
-	n.mu.tombs = map[[32]byte]*pb.Tombstone{}
-	n.mu.tombsOut = map[[32]byte]*pb.Tombstone{}
-	n.mu.secrets = map[[32]byte][32]byte{}
-	n.mu.pendingProofs = map[[32]byte][]*pb.SecretProof{}
+	n.mu.tombs = map[ids.Pipeline]*pb.Tombstone{}
+	n.mu.tombsOut = map[ids.Pipeline]*pb.Tombstone{}
+	n.mu.secrets = map[ids.Pipeline][32]byte{}
+	n.mu.pendingProofs = map[ids.Pipeline][]*pb.SecretProof{}
 	return n
 }
 
@@ -141,7 +141,7 @@ func (n *notesPart) load() {
 		var t pb.Tombstone
 		if proto.Unmarshal(raw, &t) == nil {
 			n.mu.tombs[id] = &t
-			if len(t.Peer) == 32 && [32]byte(t.Node) == n.self {
+			if len(t.Peer) == 32 && ids.Node(t.Node) == n.self {
 				n.mu.tombsOut[id] = &t // the other node may not have it: send it again
 			}
 		}
@@ -149,7 +149,7 @@ func (n *notesPart) load() {
 }
 
 // storedKey returns the stored key of pipeline id.
-func (n *notesPart) storedKey(id [32]byte) ([32]byte, bool) {
+func (n *notesPart) storedKey(id ids.Pipeline) ([32]byte, bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	k, ok := n.mu.secrets[id]
@@ -158,7 +158,7 @@ func (n *notesPart) storedKey(id [32]byte) ([32]byte, bool) {
 
 // forgetKey forgets the key of a removed pipeline (its record is deleted
 // with the pipeline's others).
-func (n *notesPart) forgetKey(id [32]byte) {
+func (n *notesPart) forgetKey(id ids.Pipeline) {
 	n.mu.Lock()
 	delete(n.mu.secrets, id)
 	n.mu.Unlock()
@@ -218,7 +218,7 @@ func (e *Engine) sendNotes(d *Def, n *pb.PipelineNotes) error {
 
 // sendTo sends a new peer what this node knows of broadcast pipelines'
 // secret holders and of shut down pipelines.
-func (n *notesPart) sendTo(peer [32]byte) {
+func (n *notesPart) sendTo(peer ids.Node) {
 	var out pb.PipelineNotes
 	pipes := n.env.pipesNow()
 	n.mu.Lock()
@@ -294,9 +294,9 @@ func parseNotes(raw []byte) (*pb.PipelineNotes, error) {
 
 // handle applies notes that arrived from src; sealed reports whether
 // they came end to end encrypted from src (point-to-point pipelines).
-func (n *notesPart) handle(src [32]byte, in *pb.PipelineNotes, sealed bool) {
+func (n *notesPart) handle(src ids.Node, in *pb.PipelineNotes, sealed bool) {
 	for _, pr := range in.Proofs {
-		id := [32]byte(pr.Pipeline)
+		id := ids.Pipeline(pr.Pipeline)
 		p, ok := n.env.pipeOf(id)
 		if !ok {
 			n.mu.Lock()
@@ -310,8 +310,8 @@ func (n *notesPart) handle(src [32]byte, in *pb.PipelineNotes, sealed bool) {
 		n.addProof(p, pr)
 	}
 	for _, t := range in.Tombstones {
-		id := [32]byte(t.Pipeline)
-		if len(t.Peer) != 0 && (!sealed || [32]byte(t.Peer) != n.self || [32]byte(t.Node) != src) {
+		id := ids.Pipeline(t.Pipeline)
+		if len(t.Peer) != 0 && (!sealed || ids.Node(t.Peer) != n.self || ids.Node(t.Node) != src) {
 			continue // a point-to-point tombstone comes sealed from the other node
 		}
 		if p, ok := n.env.pipeOf(id); ok && p.def.IsPointToPoint() && (len(t.Peer) == 0 || src != p.def.Opts.ToNode) {
@@ -323,7 +323,7 @@ func (n *notesPart) handle(src [32]byte, in *pb.PipelineNotes, sealed bool) {
 
 // takeProofs returns and forgets the proofs that waited for pipeline id
 // (the engine calls it, under its lock, as id becomes known).
-func (n *notesPart) takeProofs(id [32]byte) []*pb.SecretProof {
+func (n *notesPart) takeProofs(id ids.Pipeline) []*pb.SecretProof {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	proofs := n.mu.pendingProofs[id]
@@ -334,7 +334,7 @@ func (n *notesPart) takeProofs(id [32]byte) []*pb.SecretProof {
 
 // addProof records a proof that checks against p's secret key.
 func (n *notesPart) addProof(p *pipe, pr *pb.SecretProof) {
-	node := [32]byte(pr.Node)
+	node := ids.Node(pr.Node)
 	n.mu.Lock()
 	known := bytes.Equal(p.holders[node], pr.Signature)
 	n.mu.Unlock()

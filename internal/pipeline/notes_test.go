@@ -114,7 +114,7 @@ func newTestNotes(t *testing.T, self [32]byte, db *store.DB, storeKey [32]byte) 
 	return n, f
 }
 
-func unknown([32]byte) bool { return false }
+func unknown(ids.Pipeline) bool { return false }
 
 // TestNotesTombstonesStoredAndReloaded: tombstones stored by the notes
 // part are there after the store is reopened (this node's point-to-point
@@ -186,7 +186,7 @@ func TestNotesTombstoneBounds(t *testing.T) {
 		t.Fatal("a tombstone beyond maxUnknownTombs was taken")
 	}
 	known := id(maxUnknownTombs + 1)
-	if _, refused := n.recordTomb(&pb.Tombstone{Pipeline: known, TimeMs: 1}, func(p [32]byte) bool { return p == [32]byte(known) }); refused {
+	if _, refused := n.recordTomb(&pb.Tombstone{Pipeline: known, TimeMs: 1}, func(p ids.Pipeline) bool { return p == [32]byte(known) }); refused {
 		t.Fatal("the tombstone of a known pipeline was refused")
 	}
 	if stale, refused := n.recordTomb(&pb.Tombstone{Pipeline: id(0), TimeMs: 60}, unknown); stale || refused {

@@ -11,7 +11,7 @@ import (
 // became a peer until it stops being one.
 type peerSet struct {
 	mu   sync.Mutex
-	told map[[32]byte]bool
+	told map[ids.Node]bool
 }
 
 // NodeChanged tells the engine that the status of node id changed, as the
@@ -30,7 +30,7 @@ func (e *Engine) NodeChanged(id ids.Node, peer bool) {
 	switch {
 	case peer && !was:
 		if e.peers.told == nil {
-			e.peers.told = map[[32]byte]bool{}
+			e.peers.told = map[ids.Node]bool{}
 		}
 		e.peers.told[id] = true
 	case !peer && was:

@@ -5,16 +5,16 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/wire/pb"
 )
 
 // pipe is the state of one known pipeline. Fields under the engine's lock
-// unless noted.
+// unless noted; its subscriptions and replay windows are live delivery's
+// (its feed, live.go).
 type pipe struct {
 	def     *Def
-	subs    map[*sub]struct{}
-	senders map[[32]byte]*replayWindow
-	holders map[[32]byte][]byte // nodes that proved they hold the secret -> their proof (nil: this node); under the notes part's lock
+	holders map[ids.Node][]byte // nodes that proved they hold the secret -> their proof (nil: this node); under the notes part's lock
 	removed bool                // shut down (ephemeral)
 
 	// The pipeline's goroutines stop when ctx ends: engine close, or
@@ -38,25 +38,18 @@ type pipe struct {
 }
 
 func newPipe(parent context.Context, d *Def) *pipe {
-	p := &pipe{def: d, subs: map[*sub]struct{}{}, senders: map[[32]byte]*replayWindow{}, holders: map[[32]byte][]byte{}}
+	p := &pipe{def: d, holders: map[ids.Node][]byte{}}
 	p.ctx, p.cancel = context.WithCancel(parent)
 	return p
 }
 
-// sub is one subscription: a callback that must not block (it does a
-// non-blocking send) and is called under the engine's lock, so that ending
-// the subscription and delivering never race.
-type sub struct {
-	deliver func(*Packet) bool // false: the subscriber's buffer was full
-	end     func()
-}
-
-// replayWindow remembers a sender's recent packets on one pipeline.
+// replayWindow remembers a sender's recent packets on one pipeline (live
+// delivery keeps one per sender in each feed, live.go).
 // Packets older than replayAge behind the newest one seen, or already seen,
 // are replays.
 type replayWindow struct {
 	newest int64
-	seen   map[[32]byte]int64 // id -> hlc
+	seen   map[ids.Packet]int64 // id -> hlc
 }
 
 const (

@@ -164,19 +164,8 @@ func (rt *realtime) dropPipe(p *pipe) {
 	rt.mu.Unlock()
 }
 
-// deliverDatagram hands a realtime packet of p to p's subscribers, unless
-// p was removed.
-func (e *Engine) deliverDatagram(p *pipe, pk *Packet) bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if p.removed {
-		return false
-	}
-	p.stats.received.Add(1)
-	pk.Pipeline = p.def.ID
-	e.deliverLocked(p, pk)
-	return true
-}
+// deliverDatagram hands a realtime packet of p to live delivery (rtEnv).
+func (e *Engine) deliverDatagram(p *pipe, pk *Packet) bool { return e.live.deliverDatagram(p, pk) }
 
 // session returns the sending session to dst, opening (or renewing) it:
 // the key goes to dst sealed, before any datagram of the session.

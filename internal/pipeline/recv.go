@@ -3,7 +3,6 @@ package pipeline
 import (
 	"context"
 	"errors"
-	"fmt"
 
 	"google.golang.org/protobuf/proto"
 
@@ -116,7 +115,7 @@ func (e *Engine) validateBatch(payload []byte, origin ids.Node) (any, error) {
 		return nil, errors.New("pipeline: batch broadcast under another origin")
 	}
 	for _, p := range pks {
-		if p.Destination != ([32]byte{}) {
+		if !p.Destination.IsZero() {
 			e.stats.rejected.Add(1)
 			return nil, errors.New("pipeline: packet for one node broadcast in clear")
 		}
@@ -302,7 +301,7 @@ func sealedKind(b *pb.SealedBody) (uint32, any) {
 }
 
 // acceptPrivate verifies a batch sent to this node alone and delivers it.
-func (e *Engine) acceptPrivate(src [32]byte, b *pb.PacketBatch) error {
+func (e *Engine) acceptPrivate(src ids.Node, b *pb.PacketBatch) error {
 	pks, err := openBatch(b, e.cfg.Network, e.certs)
 	if err != nil {
 		e.stats.rejected.Add(1)
@@ -320,86 +319,20 @@ func (e *Engine) acceptPrivate(src [32]byte, b *pb.PacketBatch) error {
 	return nil
 }
 
-// deliver hands verified packets of one pipeline to its subscribers, after
-// the replay check. Packets of a pipeline not defined yet wait (bounded).
-func (e *Engine) deliver(id [32]byte, pks []*Packet) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	p := e.mu.pipes[id]
-	if p == nil {
-		if e.mu.closed || e.notes.tomb(id) != nil {
-			return
-		}
-		for _, pk := range pks {
-			if e.mu.npend >= maxPending {
-				e.stats.rejected.Add(1)
-				continue
-			}
-			e.mu.pending[id] = append(e.mu.pending[id], pk)
-			e.mu.npend++
-		}
-		return
-	}
-	for _, pk := range pks {
-		if p.def.Opts.Realtime {
-			continue // realtime packets come as datagrams only
-		}
-		w := p.senders[pk.Sender]
-		if w == nil {
-			w = &replayWindow{seen: map[[32]byte]int64{}}
-			p.senders[pk.Sender] = w
-		}
-		if !w.accept(pk) {
-			e.stats.rejected.Add(1)
-			p.stats.rejected.Add(1)
-			continue
-		}
-		e.clock.observe(pk.HLC)
-		e.deliverLocked(p, pk)
-	}
-}
+// deliver hands verified packets of pipeline id to live delivery
+// (live.go).
+func (e *Engine) deliver(id ids.Pipeline, pks []*Packet) { e.live.deliver(id, pks) }
 
-// deliverLocked hands pk to p's subscribers, under the engine's lock.
-func (e *Engine) deliverLocked(p *pipe, pk *Packet) {
-	if pk.File {
-		e.noteFile(p, pk)
-	}
-	e.stats.delivered.Add(1)
-	p.stats.delivered.Add(1)
-	for s := range p.subs {
-		if !s.deliver(pk) {
-			e.stats.dropped.Add(1)
-			p.stats.dropped.Add(1)
-		}
-	}
-}
-
-// Subscribe calls deliver for every packet of pipeline id from now on,
-// under the engine's lock: deliver must not block (a non-blocking channel
-// send that reports false when full is the intended use). end is called
-// once when the subscription ends: when ctx ends or the engine closes.
+// Subscribe calls deliver for every packet of pipeline id from now on, in
+// the order they are accepted, under a lock of the pipeline's delivery
+// (not the engine's: deliver may call the engine's read API, Pipelines,
+// Pipeline, PipelineStats, Stats): deliver must not block (a non-blocking
+// channel send that reports false when full is the intended use), nor
+// subscribe or shut a pipeline down. end is called
+// once when the subscription ends: when ctx ends, the pipeline is removed
+// or the engine closes; no packet is handed to deliver after it.
 func (e *Engine) Subscribe(ctx context.Context, id ids.Pipeline, deliver func(*Packet) bool, end func()) error {
-	e.mu.Lock()
-	p := e.mu.pipes[id]
-	if p == nil || e.mu.closed {
-		e.mu.Unlock()
-		if p == nil {
-			return fmt.Errorf("%w %x", ErrUnknown, id[:4])
-		}
-		return ErrClosed
-	}
-	s := &sub{deliver: deliver, end: end}
-	p.subs[s] = struct{}{}
-	e.mu.Unlock()
-	context.AfterFunc(ctx, func() {
-		e.mu.Lock()
-		defer e.mu.Unlock()
-		if _, ok := p.subs[s]; ok {
-			delete(p.subs, s)
-			s.end()
-		}
-	})
-	return nil
+	return e.live.subscribe(ctx, id, deliver, end)
 }
 
 // PipelineStats returns the counters of one pipeline.

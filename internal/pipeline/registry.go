@@ -108,7 +108,7 @@ func (e *Engine) Create(ctx context.Context, name string, o Options, secret []by
 
 // waitCleanup waits until the stored state of a removed pipeline of id,
 // if any, is deleted.
-func (e *Engine) waitCleanup(ctx context.Context, id [32]byte) error {
+func (e *Engine) waitCleanup(ctx context.Context, id ids.Pipeline) error {
 	e.mu.Lock()
 	ch := e.mu.cleaning[id]
 	e.mu.Unlock()
@@ -164,8 +164,8 @@ func (e *Engine) pipeOf(id ids.Pipeline) (*pipe, bool) {
 // defineNow records a definition; it reports whether it was new. The
 // definition is stored (a synced write: not on the mesh loop, see addDef)
 // before the pipeline is known, its waiters released and the packets and
-// proofs that waited for it handed on; a persistent pipeline's log is
-// opened.
+// proofs that waited for it handed on (live delivery takes the packets,
+// live.add); a persistent pipeline's log is opened.
 func (e *Engine) defineNow(d *Def) bool {
 	e.mu.Lock()
 	if e.mu.closed || e.mu.pipes[d.ID] != nil {
@@ -221,6 +221,9 @@ func (e *Engine) defineNow(d *Def) bool {
 		return false
 	}
 	e.mu.pipes[d.ID] = p
+	// Delivery starts (the packets that waited for the definition pass
+	// first) before anyone learns of the pipeline and can subscribe.
+	e.live.add(p)
 	if d.Opts.Realtime {
 		e.rt.addPipe(p)
 	}
@@ -228,9 +231,6 @@ func (e *Engine) defineNow(d *Def) bool {
 		close(w)
 	}
 	delete(e.mu.waiters, d.ID)
-	pending := e.mu.pending[d.ID]
-	delete(e.mu.pending, d.ID)
-	e.mu.npend -= len(pending)
 	proofs := e.notes.takeProofs(d.ID)
 	e.mu.Unlock()
 	if raw, ok := e.notes.storedKey(d.ID); ok && d.Opts.Encrypted {
@@ -243,9 +243,6 @@ func (e *Engine) defineNow(d *Def) bool {
 	}
 	if e.cfg.OnPipeline != nil {
 		e.notify.Push(func() { e.cfg.OnPipeline(d) })
-	}
-	if len(pending) > 0 {
-		e.deliver(d.ID, pending)
 	}
 	return true
 }
@@ -307,7 +304,7 @@ func (e *Engine) Wait(ctx context.Context, id ids.Pipeline) (*Def, error) {
 
 // sendDefs sends the broadcast pipelines' definitions to a new peer, so
 // nodes that join late learn of pipelines created before.
-func (e *Engine) sendDefs(peer [32]byte) {
+func (e *Engine) sendDefs(peer ids.Node) {
 	var defs []*pb.PipelineDef
 	for _, d := range e.Pipelines() {
 		if !d.IsPointToPoint() {
@@ -323,7 +320,7 @@ func (e *Engine) sendDefs(peer [32]byte) {
 			return
 		}
 		if err := e.cfg.Host.Send(e.ctx, peer, kinds.Defs, b); err != nil {
-			e.log.Debug("cannot send pipeline definitions", "peer", fmt.Sprintf("%x", peer[:4]), "err", err)
+			e.log.Debug("cannot send pipeline definitions", "peer", peer.Short(), "err", err)
 			return
 		}
 	}

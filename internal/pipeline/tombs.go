@@ -17,7 +17,7 @@ import (
 // pipeline is the engine's.
 
 // tomb returns the tombstone of pipeline id, if any.
-func (n *notesPart) tomb(id [32]byte) *pb.Tombstone {
+func (n *notesPart) tomb(id ids.Pipeline) *pb.Tombstone {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.mu.tombs[id]
@@ -25,7 +25,7 @@ func (n *notesPart) tomb(id [32]byte) *pb.Tombstone {
 
 // dropTomb forgets the tombstone of a pipeline created again after it
 // (its record is deleted by forgetTomb).
-func (n *notesPart) dropTomb(id [32]byte) {
+func (n *notesPart) dropTomb(id ids.Pipeline) {
 	n.mu.Lock()
 	delete(n.mu.tombs, id)
 	n.mu.Unlock()
@@ -35,8 +35,8 @@ func (n *notesPart) dropTomb(id [32]byte) {
 // too many tombstones of unknown pipelines are kept already (refused).
 // known tells whether a pipeline is defined; the engine calls recordTomb
 // under its lock, and known reads the engine's state without locking.
-func (n *notesPart) recordTomb(t *pb.Tombstone, known func(id [32]byte) bool) (stale, refused bool) {
-	id := [32]byte(t.Pipeline)
+func (n *notesPart) recordTomb(t *pb.Tombstone, known func(id ids.Pipeline) bool) (stale, refused bool) {
+	id := ids.Pipeline(t.Pipeline)
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if old := n.mu.tombs[id]; old != nil && old.TimeMs >= t.TimeMs {
@@ -82,7 +82,7 @@ func (n *notesPart) forgetTomb(id ids.Pipeline) {
 // node is online (sendPending).
 func (n *notesPart) queueTomb(t *pb.Tombstone) {
 	n.mu.Lock()
-	n.mu.tombsOut[[32]byte(t.Pipeline)] = t
+	n.mu.tombsOut[ids.Pipeline(t.Pipeline)] = t
 	n.mu.Unlock()
 }
 
@@ -96,7 +96,7 @@ func (n *notesPart) sendPending() {
 	}
 	n.mu.Unlock()
 	for _, t := range pending {
-		peer := [32]byte(t.Peer)
+		peer := ids.Node(t.Peer)
 		if _, online := n.host.HPKEKey(peer); !online {
 			continue
 		}
@@ -109,7 +109,7 @@ func (n *notesPart) sendPending() {
 		cancel()
 		if err == nil {
 			n.mu.Lock()
-			delete(n.mu.tombsOut, [32]byte(t.Pipeline))
+			delete(n.mu.tombsOut, ids.Pipeline(t.Pipeline))
 			n.mu.Unlock()
 		}
 	}
@@ -118,14 +118,14 @@ func (n *notesPart) sendPending() {
 // applyTomb records a tombstone and removes its pipeline if it is known,
 // ephemeral and not re-created since.
 func (e *Engine) applyTomb(t *pb.Tombstone) {
-	id := [32]byte(t.Pipeline)
+	id := ids.Pipeline(t.Pipeline)
 	e.mu.Lock()
 	p := e.mu.pipes[id]
 	if p != nil && (!p.def.Opts.Ephemeral || p.def.Created > t.TimeMs || p.def.IsPointToPoint() != (len(t.Peer) != 0)) {
 		e.mu.Unlock()
 		return // not ephemeral (refused), or re-created after this tombstone
 	}
-	stale, refused := e.notes.recordTomb(t, func(id [32]byte) bool { return e.mu.pipes[id] != nil })
+	stale, refused := e.notes.recordTomb(t, func(id ids.Pipeline) bool { return e.mu.pipes[id] != nil })
 	e.mu.Unlock()
 	if stale {
 		return
@@ -152,13 +152,10 @@ func (e *Engine) remove(p *pipe) {
 	e.notes.forgetKey(p.def.ID)
 	e.rt.dropPipe(p)
 	p.removed = true
-	for s := range p.subs {
-		s.end()
-	}
-	p.subs = nil
 	cleaned := make(chan struct{})
 	e.mu.cleaning[p.def.ID] = cleaned
 	e.mu.Unlock()
+	e.live.drop(p) // without Engine.mu: its subscribers' sinks may be running
 	p.cancel()
 	if e.cfg.OnRemoved != nil {
 		d := p.def
