@@ -155,7 +155,7 @@ func TestLiveReplayRejected(t *testing.T) {
 	base := time.Now().UnixNano()
 	pk := livePacket(d, s, 1, base)
 	e.deliver(d.ID, []*Packet{pk})
-	e.deliver(d.ID, []*Packet{pk})                                  // the same packet again
+	e.deliver(d.ID, []*Packet{pk})                                    // the same packet again
 	e.deliver(d.ID, []*Packet{livePacket(d, s, 2, base-replayAge-1)}) // too old
 	e.deliver(d.ID, []*Packet{livePacket(d, ids.Node{6}, 1, base)})   // another sender's window
 	if got := r.packets(); len(got) != 2 || got[0] != pk || got[1].Sender != (ids.Node{6}) {

@@ -81,7 +81,7 @@ type notesEnv interface {
 	// sendNotes sends notes about d to d's nodes.
 	sendNotes(d *Def, n *pb.PipelineNotes) error
 	// sendSealed seals body end to end for dst and routes it there.
-	sendSealed(ctx context.Context, dst [32]byte, body []byte) error
+	sendSealed(ctx context.Context, dst ids.Node, body []byte) error
 }
 
 // notesHost is the part of the node's mesh the notes part uses.

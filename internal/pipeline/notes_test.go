@@ -62,7 +62,7 @@ func (f *notesFake) sendNotes(d *Def, n *pb.PipelineNotes) error {
 	return nil
 }
 
-func (f *notesFake) sendSealed(ctx context.Context, dst [32]byte, body []byte) error {
+func (f *notesFake) sendSealed(ctx context.Context, dst ids.Node, body []byte) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.sealErr != nil {

@@ -86,7 +86,7 @@ type persistEnv interface {
 	// goroutines stopped.
 	pipeErr() error
 	// transmit sends a batch this node signed to p's nodes.
-	transmit(p *pipe, dest [32]byte, b *pb.PacketBatch) error
+	transmit(p *pipe, dest ids.Node, b *pb.PacketBatch) error
 	// syncKick and syncProgress tell p's sync that packets are missing,
 	// or that a commit happened.
 	syncKick(p *pipe)

@@ -71,7 +71,7 @@ type rtSend struct {
 }
 
 type rtRecv struct {
-	src    [32]byte
+	src    ids.Node
 	aead   cipher.AEAD
 	max    uint64
 	window [rtWindow / 64]uint64
@@ -115,7 +115,7 @@ type realtime struct {
 
 	mu struct {
 		sync.Mutex
-		send  map[[32]byte]*rtSend // by receiver
+		send  map[ids.Node]*rtSend // by receiver
 		recv  map[[8]byte]*rtRecv  // by key id
 		early []rtEarly
 		pipes map[[8]byte]*pipe // realtime pipelines by id prefix
@@ -126,7 +126,7 @@ type realtime struct {
 // it only without its own lock.
 type rtEnv interface {
 	// sendSealed seals body end to end for dst and routes it there.
-	sendSealed(ctx context.Context, dst [32]byte, body []byte) error
+	sendSealed(ctx context.Context, dst ids.Node, body []byte) error
 	// spawn runs f on a goroutine of the engine unless it is closed.
 	spawn(f func()) bool
 	// deliverDatagram hands a realtime packet of p to p's subscribers; it
@@ -142,7 +142,7 @@ func newRealtime(e *Engine) *realtime {
 
 // init makes rt's maps.
 func (rt *realtime) init() *realtime {
-	rt.mu.send = map[[32]byte]*rtSend{}
+	rt.mu.send = map[ids.Node]*rtSend{}
 	rt.mu.recv = map[[8]byte]*rtRecv{}
 	rt.mu.pipes = map[[8]byte]*pipe{}
 	return rt
@@ -169,7 +169,7 @@ func (e *Engine) deliverDatagram(p *pipe, pk *Packet) bool { return e.live.deliv
 
 // session returns the sending session to dst, opening (or renewing) it:
 // the key goes to dst sealed, before any datagram of the session.
-func (rt *realtime) session(ctx context.Context, dst [32]byte) (*rtSend, uint64, error) {
+func (rt *realtime) session(ctx context.Context, dst ids.Node) (*rtSend, uint64, error) {
 	rt.mu.Lock()
 	s := rt.mu.send[dst]
 	if s != nil && s.counter < rtSessionMessages && time.Since(s.started) < rtSessionAge {
@@ -235,7 +235,7 @@ func rtKeyMessage(id [8]byte, key []byte, receiver [32]byte, timeMs int64, count
 // sendKey sends session s's key to dst, signed and sealed, with the time
 // and the last counter used (the receiver refuses older copies and
 // counters below it).
-func (rt *realtime) sendKey(ctx context.Context, dst [32]byte, s *rtSend, counter uint64) error {
+func (rt *realtime) sendKey(ctx context.Context, dst ids.Node, s *rtSend, counter uint64) error {
 	now := time.Now().UnixMilli()
 	msg := rtKeyMessage(s.id, s.key[:], dst, now, counter)
 	body, err := marshal(&pb.SealedBody{Body: &pb.SealedBody_RealtimeKey{RealtimeKey: &pb.RealtimeKey{
@@ -275,16 +275,16 @@ func (e *Engine) PutDatagram(ctx context.Context, id ids.Pipeline, data []byte) 
 // every online node (zero dest; the other node of a point-to-point
 // pipeline). It waits while a link's datagram queue is full, until ctx
 // ends. It returns the packet id if wantID.
-func (e *Engine) putRealtime(ctx context.Context, p *pipe, data []byte, typ int64, dest [32]byte, wantID bool) ([32]byte, error) {
+func (e *Engine) putRealtime(ctx context.Context, p *pipe, data []byte, typ int64, dest ids.Node, wantID bool) (ids.Packet, error) {
 	dests := []ids.Node{dest}
 	if p.def.IsPointToPoint() {
 		dests[0] = p.def.Opts.ToNode
-	} else if dest == ([32]byte{}) {
+	} else if dest.IsZero() {
 		dests = e.cfg.Host.Online()
 	}
 	hlc := e.clock.now()
 	seq := p.seq.Add(1)
-	var id [32]byte
+	var id ids.Packet
 	if wantID {
 		id = packetID(p.def.ID, e.self, seq, hlc, typ, [32]byte{}, false, data)
 	}

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/pipesnet/pipes/internal/identity"
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/wire/pb"
 )
 
@@ -27,7 +28,7 @@ type rtFake struct {
 	wg        sync.WaitGroup
 }
 
-func (f *rtFake) sendSealed(ctx context.Context, dst [32]byte, body []byte) error {
+func (f *rtFake) sendSealed(ctx context.Context, dst ids.Node, body []byte) error {
 	var b pb.SealedBody
 	if err := proto.Unmarshal(body, &b); err != nil {
 		return err

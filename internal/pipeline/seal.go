@@ -14,6 +14,7 @@ import (
 	"golang.org/x/crypto/chacha20poly1305"
 
 	"github.com/pipesnet/pipes/internal/atomicfile"
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/wire/pb"
 )
 
@@ -111,20 +112,20 @@ type sendSession struct {
 
 // sealer keeps the sessions of one node.
 type sealer struct {
-	self [32]byte
+	self ids.Node
 	priv hpke.PrivateKey
 
 	mu   sync.Mutex
-	out  map[[32]byte]*sendSession // by receiver
+	out  map[ids.Node]*sendSession // by receiver
 	recv map[[32]byte][]byte       // session key by hash of enc
 }
 
-func newSealer(self [32]byte, priv hpke.PrivateKey) *sealer {
-	return &sealer{self: self, priv: priv, out: map[[32]byte]*sendSession{}, recv: map[[32]byte][]byte{}}
+func newSealer(self ids.Node, priv hpke.PrivateKey) *sealer {
+	return &sealer{self: self, priv: priv, out: map[ids.Node]*sendSession{}, recv: map[[32]byte][]byte{}}
 }
 
 // seal encrypts plaintext for dst, whose HPKE public key is pubBytes.
-func (s *sealer) seal(dst [32]byte, pubBytes []byte, plaintext []byte) (*pb.Sealed, error) {
+func (s *sealer) seal(dst ids.Node, pubBytes []byte, plaintext []byte) (*pb.Sealed, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ss := s.out[dst]
@@ -155,7 +156,7 @@ func (s *sealer) seal(dst [32]byte, pubBytes []byte, plaintext []byte) (*pb.Seal
 }
 
 // open decrypts a message that src sealed to the local node.
-func (s *sealer) open(src [32]byte, m *pb.Sealed) ([]byte, error) {
+func (s *sealer) open(src ids.Node, m *pb.Sealed) ([]byte, error) {
 	if m == nil || len(m.Enc) == 0 || len(m.Enc) > 4096 {
 		return nil, ErrCannotOpen
 	}

@@ -17,8 +17,8 @@ import (
 
 type outPacket struct {
 	pk   *pb.Packet
-	id   [32]byte // computed once, at Put
-	dest [32]byte
+	id   ids.Packet // computed once, at Put
+	dest ids.Node
 }
 
 func marshal(m proto.Message) ([]byte, error) {
@@ -36,7 +36,7 @@ func (e *Engine) Put(ctx context.Context, id ids.Pipeline, data []byte, typ int6
 
 // put is Put; file marks data as a file manifest (not encrypted: it holds
 // only sizes and hashes of the sealed chunks).
-func (e *Engine) put(ctx context.Context, id [32]byte, data []byte, typ int64, dest [32]byte, file bool) ([32]byte, error) {
+func (e *Engine) put(ctx context.Context, id ids.Pipeline, data []byte, typ int64, dest ids.Node, file bool) (ids.Packet, error) {
 	if len(data) > MaxPacketSize {
 		return [32]byte{}, ErrTooLarge
 	}
@@ -130,8 +130,8 @@ func (e *Engine) sender(p *pipe) {
 			}
 		}
 		// One batch per destination (the zero destination is broadcast).
-		groups := map[[32]byte][]outPacket{}
-		var order [][32]byte
+		groups := map[ids.Node][]outPacket{}
+		var order []ids.Node
 		for _, o := range batch {
 			if _, ok := groups[o.dest]; !ok {
 				order = append(order, o.dest)
@@ -154,7 +154,7 @@ func (e *Engine) sender(p *pipe) {
 // point-to-point pipeline instead.
 var ErrPersistentDestination = errors.New("pipeline: a persistent broadcast pipeline has no per-packet destination; use a persistent point-to-point pipeline")
 
-func (e *Engine) sendBatch(p *pipe, dest [32]byte, out []outPacket) error {
+func (e *Engine) sendBatch(p *pipe, dest ids.Node, out []outPacket) error {
 	ids := make([][32]byte, len(out))
 	pks := make([]*pb.Packet, len(out))
 	for i, o := range out {
@@ -167,8 +167,8 @@ func (e *Engine) sendBatch(p *pipe, dest [32]byte, out []outPacket) error {
 
 // transmit broadcasts a signed batch (zero dest) or sends it to dest: on
 // their direct connection if dest is a peer, else sealed and routed.
-func (e *Engine) transmit(p *pipe, dest [32]byte, b *pb.PacketBatch) error {
-	if dest == ([32]byte{}) {
+func (e *Engine) transmit(p *pipe, dest ids.Node, b *pb.PacketBatch) error {
+	if dest.IsZero() {
 		raw, err := marshal(b)
 		if err != nil {
 			return err
@@ -193,7 +193,7 @@ func (e *Engine) transmit(p *pipe, dest [32]byte, b *pb.PacketBatch) error {
 }
 
 // sendSealed encrypts body end to end for dst and routes it there.
-func (e *Engine) sendSealed(ctx context.Context, dst [32]byte, body []byte) error {
+func (e *Engine) sendSealed(ctx context.Context, dst ids.Node, body []byte) error {
 	pub, ok := e.cfg.Host.HPKEKey(dst)
 	if !ok {
 		return fmt.Errorf("%w (%x)", ErrNoKey, dst[:4])
@@ -214,7 +214,7 @@ func (e *Engine) sendSealed(ctx context.Context, dst [32]byte, body []byte) erro
 // so that no relay reads it; else msg as it is, handed to plain (a
 // broadcast or a direct send). It returns the send, for callers that
 // retry it.
-func (e *Engine) sealOrPlain(ctx context.Context, p2p bool, to [32]byte, sealed *pb.SealedBody, msg proto.Message,
+func (e *Engine) sealOrPlain(ctx context.Context, p2p bool, to ids.Node, sealed *pb.SealedBody, msg proto.Message,
 	plain func(ctx context.Context, raw []byte) error) (func() error, error) {
 	if p2p {
 		body, err := marshal(sealed)

@@ -66,7 +66,7 @@ type syncer struct {
 	serve    *worker.Pool[serveReq] // wants to answer from the log (serveWant); nil on a read-only engine
 	nextReq  atomic.Uint64
 	lastDig  time.Time
-	peersNow map[[32]byte]bool
+	peersNow map[ids.Node]bool
 
 	network  [32]byte
 	certs    *identity.CertCache
@@ -85,13 +85,13 @@ type syncEnv interface {
 	// announce tells the other node of a point-to-point pipeline of it.
 	announce(ctx context.Context, d *Def) error
 	// sealOrPlain and retryBusy are the engine's (send.go).
-	sealOrPlain(ctx context.Context, p2p bool, to [32]byte, sealed *pb.SealedBody, msg proto.Message,
+	sealOrPlain(ctx context.Context, p2p bool, to ids.Node, sealed *pb.SealedBody, msg proto.Message,
 		plain func(ctx context.Context, raw []byte) error) (func() error, error)
 	retryBusy(limit time.Duration, send func() error) error
 	// enqueue hands verified packets to p's writer (the persistence part).
 	enqueue(p *pipe, it ingest, held bool)
 	// syncChanged tells the application that p started or finished catching up.
-	syncChanged(id [32]byte, synchronized bool)
+	syncChanged(id ids.Pipeline, synchronized bool)
 	// tick runs the engine's periodic work on the sync loop's tick.
 	tick()
 }
@@ -105,35 +105,35 @@ type syncHost interface {
 
 type serveReq struct {
 	p      *pipe
-	peer   [32]byte
+	peer   ids.Node
 	want   *pb.SyncWant
 	sealed bool
 }
 
 // syncState is one persistent pipeline's sync state, owned by syncLoop.
 type syncState struct {
-	peers        map[[32]byte]map[[32]byte]uint64 // peer -> sender -> head it offered
+	peers        map[ids.Node]map[[32]byte]uint64 // peer -> sender -> head it offered
 	wants        map[uint64]*want
-	missingSince map[[32]byte]time.Time
+	missingSince map[ids.Node]time.Time // by sender
 	lastKick     time.Time
-	lastReply    map[[32]byte]time.Time
+	lastReply    map[ids.Node]time.Time
 	p2pOnline    bool
 	p2pOffered   time.Time
 	progress     atomic.Bool // a commit happened since the last schedule
 
 	askedMu sync.Mutex
-	asked   map[[32]byte]int // wants sent to each node, ever
+	asked   map[ids.Node]int // wants sent to each node, ever
 }
 
 type want struct {
-	peer, sender [32]byte
+	peer, sender ids.Node
 	from, to     uint64
 	progress     time.Time
 	done         bool
 }
 
 func newSyncer(e *Engine) *syncer {
-	return &syncer{events: make(chan func(), 4096), peersNow: map[[32]byte]bool{},
+	return &syncer{events: make(chan func(), 4096), peersNow: map[ids.Node]bool{},
 		network: e.cfg.Network, certs: e.certs, ctx: e.ctx, log: e.log, host: e.cfg.Host, env: e,
 		rejected: &e.stats.rejected}
 }
@@ -145,15 +145,15 @@ func (e *Engine) syncKick(p *pipe)                      { e.syncer.kick(p) }
 func (e *Engine) syncProgress(p *pipe)                  { e.syncer.progressed(p) }
 func (e *Engine) tick()                                 { e.notes.sendPending() }
 
-func (e *Engine) syncChanged(id [32]byte, synchronized bool) {
+func (e *Engine) syncChanged(id ids.Pipeline, synchronized bool) {
 	if e.cfg.OnSync != nil {
 		e.notify.Push(func() { e.cfg.OnSync(id, synchronized) })
 	}
 }
 
 func newSyncState() *syncState {
-	return &syncState{peers: map[[32]byte]map[[32]byte]uint64{}, wants: map[uint64]*want{}, asked: map[[32]byte]int{},
-		missingSince: map[[32]byte]time.Time{}, lastReply: map[[32]byte]time.Time{}}
+	return &syncState{peers: map[ids.Node]map[[32]byte]uint64{}, wants: map[uint64]*want{}, asked: map[ids.Node]int{},
+		missingSince: map[ids.Node]time.Time{}, lastReply: map[ids.Node]time.Time{}}
 }
 
 // do runs f on the sync loop, or drops it if the loop is far behind
@@ -273,7 +273,7 @@ func (s *syncer) peersOf(p *pipe) []ids.Node {
 	return s.host.Peers()
 }
 
-func (s *syncer) sendOffer(p *pipe, to [32]byte, wantReply bool) {
+func (s *syncer) sendOffer(p *pipe, to ids.Node, wantReply bool) {
 	heads := p.plog.log.Heads()
 	o := &pb.SyncOffer{Pipeline: p.def.ID[:], WantReply: wantReply}
 	for s, h := range heads {
@@ -287,7 +287,7 @@ func (s *syncer) sendOffer(p *pipe, to [32]byte, wantReply bool) {
 // busy, until the engine closes or it has waited 10 s; a control message
 // (digest, offer, want) is tried once, since it is repeated anyway and the
 // sync loop must not wait.
-func (s *syncer) send(p *pipe, to [32]byte, m *pb.Sync) error {
+func (s *syncer) send(p *pipe, to ids.Node, m *pb.Sync) error {
 	limit := time.Duration(0)
 	if _, data := m.Body.(*pb.Sync_Data); data {
 		limit = 10 * time.Second
@@ -496,7 +496,7 @@ func (st *syncState) choosePeer(sender [32]byte, seq uint64, load map[[32]byte]i
 
 // handle handles a sync message from src (on the pipelines group's worker).
 // sealed tells whether it came end-to-end encrypted.
-func (s *syncer) handle(src [32]byte, m *pb.Sync, sealed bool) error {
+func (s *syncer) handle(src ids.Node, m *pb.Sync, sealed bool) error {
 	var pipeID []byte
 	switch b := m.Body.(type) {
 	case *pb.Sync_Digest:
@@ -551,7 +551,7 @@ func (s *syncer) handle(src [32]byte, m *pb.Sync, sealed bool) error {
 	return nil
 }
 
-func (s *syncer) onDigest(src [32]byte, d *pb.SyncDigest) {
+func (s *syncer) onDigest(src ids.Node, d *pb.SyncDigest) {
 	for _, h := range d.Pipelines {
 		if len(h.Pipeline) != 32 {
 			return
@@ -567,7 +567,7 @@ func (s *syncer) onDigest(src [32]byte, d *pb.SyncDigest) {
 	}
 }
 
-func (s *syncer) onOffer(p *pipe, src [32]byte, heads map[[32]byte]uint64, wantReply bool) {
+func (s *syncer) onOffer(p *pipe, src ids.Node, heads map[[32]byte]uint64, wantReply bool) {
 	s.log.Debug("sync offer", "pipeline", p.def.Name, "from", fmt.Sprintf("%x", src[:4]), "senders", len(heads), "reply", wantReply)
 	st := p.sync
 	st.peers[src] = heads
