@@ -159,6 +159,16 @@ func (l *live) lookup(id ids.Pipeline) (*feed, bool) {
 	return l.mu.feeds[id], l.mu.closed
 }
 
+// pipe returns the state of pipeline id if it is delivered to (defined and
+// not removed), without the registry's lock: the receive path asks it for
+// every batch.
+func (l *live) pipe(id ids.Pipeline) *pipe {
+	if f, _ := l.lookup(id); f != nil {
+		return f.p
+	}
+	return nil
+}
+
 // deliver hands verified packets of pipeline id to its subscribers, after
 // the replay check. Packets of a pipeline not defined yet wait for it
 // (bounded by maxPending; beyond, they are counted rejected), unless it

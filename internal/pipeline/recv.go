@@ -105,11 +105,9 @@ func (e *Engine) validateBatch(payload []byte, origin ids.Node) (any, error) {
 		e.stats.rejected.Add(1)
 		return nil, err
 	}
-	e.mu.Lock()
-	if p := e.mu.pipes[pks[0].Pipeline]; p != nil {
+	if p := e.live.pipe(pks[0].Pipeline); p != nil {
 		p.stats.received.Add(uint64(len(pks)))
 	}
-	e.mu.Unlock()
 	if pks[0].Sender != origin {
 		e.stats.rejected.Add(1)
 		return nil, errors.New("pipeline: batch broadcast under another origin")
@@ -160,7 +158,11 @@ func (e *Engine) onBatch(m dispatch.Msg) error {
 // is true on the pipelines group's worker (see enqueue); nothing here waits for the
 // pipeline's writer.
 func (e *Engine) persistentIngest(pks []*Packet, b *pb.PacketBatch, held bool) bool {
-	p, defining := e.pipeOrDefining(pks[0].Pipeline)
+	// A pipeline being delivered is defined: that needs no registry lock.
+	p, defining := e.live.pipe(pks[0].Pipeline), false
+	if p == nil {
+		p, defining = e.pipeOrDefining(pks[0].Pipeline)
+	}
 	if p == nil && defining {
 		// Its definition is being added (definitions.go): follow it, so
 		// that the packets find the pipeline defined.
