@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pipesnet/pipes/internal/atomicfile"
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/pipeline"
 )
 
@@ -30,13 +31,13 @@ func (p *Pipeline) packet(pk *pipeline.Packet) *Packet { return &Packet{p: pk, p
 // ID returns the packet id: SHA-256 of its header and data (computed on
 // first use for a realtime packet).
 func (pk *Packet) ID() PacketID {
-	if pk.p.ID != ([32]byte{}) {
+	if pk.p.ID != (ids.Packet{}) {
 		return PacketID(pk.p.ID)
 	}
 	pk.mu.Lock()
 	defer pk.mu.Unlock()
 	if pk.id == (PacketID{}) {
-		pk.id = pk.p.ComputeID()
+		pk.id = PacketID(pk.p.ComputeID())
 	}
 	return pk.id
 }

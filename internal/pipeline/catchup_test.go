@@ -77,7 +77,7 @@ func logHistory(t *testing.T, n testNode, id [32]byte, count int) {
 		data := []byte(fmt.Sprintf("old %d", s))
 		pid := packetID(id, n.id, s, int64(s), 0, [32]byte{}, false, data)
 		recs = append(recs, &history.Record{ID: pid, Sender: n.id, Seq: s, HLC: int64(s), Data: data})
-		pr := history.Proof{Sender: n.id, FirstSeq: s, LastSeq: s, Signature: signBatch(n.key, [][32]byte{pid})}
+		pr := history.Proof{Sender: n.id, FirstSeq: s, LastSeq: s, Signature: signBatch(n.key, []ids.Packet{pid})}
 		if s == 1 {
 			pr.Cert = cert
 		}

@@ -46,7 +46,7 @@ const (
 var ErrConflict = errors.New("pipeline: a pipeline of that name exists with other options")
 
 // IsPointToPoint reports whether the pipeline joins two nodes only.
-func (d *Def) IsPointToPoint() bool { return d.A != [32]byte{} }
+func (d *Def) IsPointToPoint() bool { return d.A != ids.Node{} }
 
 // other returns the other node of a point-to-point pipeline, seen from self.
 func (d *Def) other(self ids.Node) ids.Node {
@@ -60,7 +60,7 @@ func (d *Def) other(self ids.Node) ids.Node {
 // layout: "pipes/v1 pipeline" || network || u16 len || name || flags byte
 // || u8 len || salt || A || B, then for an encrypted pipeline its 32-byte
 // secret key.
-func computeID(network [32]byte, name string, o Options, a, b [32]byte, secretKey []byte) [32]byte {
+func computeID(network ids.Network, name string, o Options, a, b ids.Node, secretKey []byte) ids.Pipeline {
 	h := sha256.New()
 	h.Write([]byte("pipes/v1 pipeline"))
 	h.Write(network[:])
@@ -79,7 +79,7 @@ func computeID(network [32]byte, name string, o Options, a, b [32]byte, secretKe
 	h.Write(a[:])
 	h.Write(b[:])
 	h.Write(secretKey)
-	var id [32]byte
+	var id ids.Pipeline
 	h.Sum(id[:0])
 	return id
 }
@@ -93,7 +93,7 @@ var (
 // newDef makes the definition of a pipeline created by self. An encrypted
 // pipeline needs its secret, from which the key is derived (slow: Argon2id)
 // and returned.
-func newDef(network, self [32]byte, name string, o Options, secret []byte) (*Def, *pipeKey, error) {
+func newDef(network ids.Network, self ids.Node, name string, o Options, secret []byte) (*Def, *pipeKey, error) {
 	if name == "" || len(name) > MaxNameLen || !utf8.ValidString(name) {
 		return nil, nil, fmt.Errorf("pipeline: name must be 1 to %d bytes of UTF-8", MaxNameLen)
 	}
@@ -119,7 +119,7 @@ func newDef(network, self [32]byte, name string, o Options, secret []byte) (*Def
 	if o.Ephemeral {
 		d.Created = time.Now().UnixMilli()
 	}
-	if o.ToNode != ([32]byte{}) {
+	if !o.ToNode.IsZero() {
 		if o.ToNode == self {
 			return nil, nil, errors.New("pipeline: a point-to-point pipeline needs another node")
 		}
@@ -139,7 +139,7 @@ func newDef(network, self [32]byte, name string, o Options, secret []byte) (*Def
 
 // keyFor derives the key a secret gives for d; it reports false if the
 // secret is not d's.
-func (d *Def) keyFor(network [32]byte, secret []byte) (*pipeKey, bool) {
+func (d *Def) keyFor(network ids.Network, secret []byte) (*pipeKey, bool) {
 	if !d.Opts.Encrypted {
 		return nil, false
 	}
@@ -165,7 +165,7 @@ func (d *Def) toProto() *pb.PipelineDef {
 // defFromProto checks a received definition: sizes, and that its id is the
 // hash of its fields. self fills in ToNode for a point-to-point pipeline
 // and must be one of its pair.
-func defFromProto(network, self [32]byte, m *pb.PipelineDef) (*Def, error) {
+func defFromProto(network ids.Network, self ids.Node, m *pb.PipelineDef) (*Def, error) {
 	if m == nil || len(m.Id) != 32 || len(m.Creator) != 32 || m.Name == "" || len(m.Name) > MaxNameLen ||
 		!utf8.ValidString(m.Name) || len(m.Salt) > maxSalt || m.CreatedMs < 0 {
 		return nil, errors.New("pipeline: malformed definition")
@@ -179,22 +179,22 @@ func defFromProto(network, self [32]byte, m *pb.PipelineDef) (*Def, error) {
 	if (m.Unsalted || len(m.Salt) > 0) && !m.Encrypted || m.Unsalted && len(m.Salt) > 0 || m.Realtime && m.Persistent {
 		return nil, errors.New("pipeline: definition with options that exclude each other")
 	}
-	d := &Def{Name: m.Name, Creator: [32]byte(m.Creator), SecretKey: bytes.Clone(m.SecretKey), Created: m.CreatedMs, Opts: Options{
+	d := &Def{Name: m.Name, Creator: ids.Node(m.Creator), SecretKey: bytes.Clone(m.SecretKey), Created: m.CreatedMs, Opts: Options{
 		Persistent: m.Persistent, Encrypted: m.Encrypted, Ephemeral: m.Ephemeral,
 		Realtime: m.Realtime, Unsalted: m.Unsalted, Salt: bytes.Clone(m.Salt)}}
 	if len(m.NodeA) != 0 || len(m.NodeB) != 0 {
 		if len(m.NodeA) != 32 || len(m.NodeB) != 32 || bytes.Compare(m.NodeA, m.NodeB) >= 0 {
 			return nil, errors.New("pipeline: malformed point-to-point pair")
 		}
-		d.A, d.B = [32]byte(m.NodeA), [32]byte(m.NodeB)
+		d.A, d.B = ids.Node(m.NodeA), ids.Node(m.NodeB)
 		if d.A != self && d.B != self {
 			return nil, errors.New("pipeline: point-to-point definition for other nodes")
 		}
 		d.Opts.ToNode = d.other(self)
 	}
-	if computeID(network, d.Name, d.Opts, d.A, d.B, d.SecretKey) != [32]byte(m.Id) {
+	if computeID(network, d.Name, d.Opts, d.A, d.B, d.SecretKey) != ids.Pipeline(m.Id) {
 		return nil, errors.New("pipeline: definition id does not match its fields")
 	}
-	d.ID = [32]byte(m.Id)
+	d.ID = ids.Pipeline(m.Id)
 	return d, nil
 }

@@ -223,7 +223,7 @@ type Engine struct {
 
 // routedMsg is a routed message, as tests hand them over.
 type routedMsg struct {
-	src     [32]byte
+	src     ids.Node
 	kind    uint32
 	payload []byte
 }
@@ -249,7 +249,7 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.Certs == nil {
 		cfg.Certs = &identity.CertCache{}
 	}
-	e := &Engine{cfg: cfg, self: cfg.Cert.NodeID(), log: cfg.Logger, disp: cfg.Dispatcher,
+	e := &Engine{cfg: cfg, self: ids.Node(cfg.Cert.NodeID()), log: cfg.Logger, disp: cfg.Dispatcher,
 		defs: make(chan func(), defsQueue), certs: cfg.Certs}
 	if e.disp == nil {
 		e.disp = dispatch.New(cfg.Logger)

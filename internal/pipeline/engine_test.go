@@ -271,7 +271,7 @@ func TestForgedTamperedReplayedOversizedAreRejected(t *testing.T) {
 	other, _ := identity.Generate()
 	id := packetID(d.ID, a.id, 99, time.Now().UnixNano(), 0, [32]byte{}, false, []byte("evil"))
 	forged.Packets = []*pb.Packet{{Seq: 99, Hlc: time.Now().UnixNano(), Data: []byte("evil")}}
-	forged.Signature = signBatch(other, [][32]byte{id})
+	forged.Signature = signBatch(other, []ids.Packet{id})
 	fb, _ := proto.Marshal(forged)
 	if _, err := b.e.Validate(kinds.Batch, fb, a.id); !errors.Is(err, ErrBadBatch) {
 		t.Fatalf("forged batch: %v", err)
@@ -398,7 +398,7 @@ func FuzzValidate(f *testing.F) {
 	pid := [32]byte{1}
 	pk := &pb.Packet{Seq: 1, Hlc: 5, Data: []byte("x")}
 	id := packetID(pid, cert.NodeID(), 1, 5, 0, [32]byte{}, false, []byte("x"))
-	b, _ := proto.Marshal(&pb.PacketBatch{NodeCert: cert.Signed, Pipeline: pid[:], Packets: []*pb.Packet{pk}, Signature: signBatch(key, [][32]byte{id})})
+	b, _ := proto.Marshal(&pb.PacketBatch{NodeCert: cert.Signed, Pipeline: pid[:], Packets: []*pb.Packet{pk}, Signature: signBatch(key, []ids.Packet{id})})
 	f.Add(uint8(3), b)
 	d, _, _ := newDef(testNet, cert.NodeID(), "x", Options{}, nil)
 	db, _ := proto.Marshal(d.toProto())

@@ -14,8 +14,8 @@ import (
 
 // fetchJob is a file this node should have.
 type fetchJob struct {
-	pipe   [32]byte
-	sender [32]byte
+	pipe   ids.Pipeline
+	sender ids.Node
 	m      *blob.Manifest
 	tries  int // fetches that ended incomplete
 }
@@ -23,15 +23,15 @@ type fetchJob struct {
 // fetch is one file being fetched.
 type fetch struct {
 	job    fetchJob
-	root   [32]byte
+	root   ids.Content
 	arrive chan fileAnswer
 	mu     sync.Mutex
-	src    [32]byte // the node asked now
+	src    ids.Node // the node asked now
 }
 
 // fileAnswer is a FileData and where it came from.
 type fileAnswer struct {
-	src    [32]byte
+	src    ids.Node
 	sealed bool
 	d      *pb.FileData
 }
@@ -39,7 +39,7 @@ type fileAnswer struct {
 // fileSeen notes a file packet this node received (or must read): its
 // content is fetched unless it is here. recorded: the fetch is in the
 // store already (resumed at start), so it is not written again.
-func (e *Engine) fileSeen(p *pipe, sender [32]byte, m *blob.Manifest, recorded bool) {
+func (e *Engine) fileSeen(p *pipe, sender ids.Node, m *blob.Manifest, recorded bool) {
 	if e.cfg.Blobs == nil || sender == e.self {
 		return
 	}
@@ -88,8 +88,8 @@ func (e *Engine) resumeFetches() {
 		if len(rec) < 64 || err != nil || m.Root() != root {
 			continue
 		}
-		if p, ok := e.pipeOf([32]byte(rec[:32])); ok {
-			e.fileSeen(p, [32]byte(rec[32:64]), m, true)
+		if p, ok := e.pipeOf(ids.Pipeline(rec[:32])); ok {
+			e.fileSeen(p, ids.Node(rec[32:64]), m, true)
 		} else {
 			e.fetchDone(root)
 		}
@@ -216,11 +216,11 @@ func (e *Engine) retryFetch(j fetchJob) {
 
 // fileSources lists the nodes to ask for a file of p: its sender first,
 // then the other online nodes of the pipeline.
-func (e *Engine) fileSources(p *pipe, sender [32]byte) [][32]byte {
+func (e *Engine) fileSources(p *pipe, sender ids.Node) []ids.Node {
 	if p.def.IsPointToPoint() {
-		return [][32]byte{p.def.Opts.ToNode}
+		return []ids.Node{p.def.Opts.ToNode}
 	}
-	out := [][32]byte{sender}
+	out := []ids.Node{sender}
 	for _, n := range e.files.host.Online() {
 		if n != sender && n != e.self {
 			out = append(out, n)
@@ -231,7 +231,7 @@ func (e *Engine) fileSources(p *pipe, sender [32]byte) [][32]byte {
 
 // fetchFrom asks src for the missing chunks, fileWindow at a time, and
 // returns those still missing when src has no more to give.
-func (e *Engine) fetchFrom(ft *fetch, p *pipe, src [32]byte, missing []int) {
+func (e *Engine) fetchFrom(ft *fetch, p *pipe, src ids.Node, missing []int) {
 	ft.mu.Lock()
 	ft.src = src
 	ft.mu.Unlock()
@@ -277,12 +277,12 @@ func (e *Engine) fetchFrom(ft *fetch, p *pipe, src [32]byte, missing []int) {
 
 // handleFileData hands an answer to the fetch waiting for it, if it comes
 // from the node that fetch asks.
-func (e *Engine) handleFileData(src [32]byte, d *pb.FileData, sealed bool) error {
+func (e *Engine) handleFileData(src ids.Node, d *pb.FileData, sealed bool) error {
 	if len(d.Root) != 32 {
 		return errors.New("pipeline: malformed file data")
 	}
 	e.files.mu.Lock()
-	ft := e.files.active[[32]byte(d.Root)]
+	ft := e.files.active[ids.Content(d.Root)]
 	e.files.mu.Unlock()
 	if ft == nil {
 		return nil

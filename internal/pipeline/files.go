@@ -79,12 +79,12 @@ type files struct {
 
 	mu      sync.Mutex
 	closed  bool
-	active  map[[32]byte]*fetch // by root
+	active  map[ids.Content]*fetch // by root
 	queue   []fetchJob
 	kick    chan struct{}
 	seenQ   chan seen
-	waiting map[[32]byte]bool              // roots queued or active
-	owners  map[[32]byte]map[[32]byte]bool // root -> the pipelines with a packet of the file
+	waiting map[ids.Content]bool                  // roots queued or active
+	owners  map[ids.Content]map[ids.Pipeline]bool // root -> the pipelines with a packet of the file
 }
 
 // seen is a file packet received, for the fetcher to look at.
@@ -107,13 +107,13 @@ func (e *Engine) noteFile(p *pipe, pk *Packet) {
 }
 
 func newFiles(e *Engine) *files {
-	return &files{e: e, active: map[[32]byte]*fetch{}, kick: make(chan struct{}, 1),
-		seenQ: make(chan seen, 1024), waiting: map[[32]byte]bool{},
-		owners: map[[32]byte]map[[32]byte]bool{}}
+	return &files{e: e, active: map[ids.Content]*fetch{}, kick: make(chan struct{}, 1),
+		seenQ: make(chan seen, 1024), waiting: map[ids.Content]bool{},
+		owners: map[ids.Content]map[ids.Pipeline]bool{}}
 }
 
 // fileAD binds a sealed chunk to its pipeline, sender and place.
-func fileAD(pipe, sender [32]byte, index int) []byte {
+func fileAD(pipe ids.Pipeline, sender ids.Node, index int) []byte {
 	ad := append([]byte("pipes/v1 file chunk"), pipe[:]...)
 	ad = append(ad, sender[:]...)
 	return binary.BigEndian.AppendUint64(ad, uint64(index))
@@ -123,21 +123,21 @@ func fileAD(pipe, sender [32]byte, index int) []byte {
 // returns its id. The file is read once, in chunks, into the blob store.
 func (e *Engine) PutFile(ctx context.Context, id ids.Pipeline, path string, typ int64) (ids.Packet, error) {
 	if e.cfg.Blobs == nil {
-		return [32]byte{}, ErrNoFiles
+		return ids.Packet{}, ErrNoFiles
 	}
 	p, ok := e.pipeOf(id)
 	if !ok {
-		return [32]byte{}, fmt.Errorf("%w %x", ErrUnknown, id[:4])
+		return ids.Packet{}, fmt.Errorf("%w %x", ErrUnknown, id[:4])
 	}
 	if p.def.Opts.Realtime {
-		return [32]byte{}, errors.New("pipeline: a realtime pipeline carries no files")
+		return ids.Packet{}, errors.New("pipeline: a realtime pipeline carries no files")
 	}
 	var transform func(int, []byte) []byte
 	overhead := 0
 	if p.def.Opts.Encrypted {
 		k := p.key.Load()
 		if k == nil {
-			return [32]byte{}, fmt.Errorf("%w (%q)", ErrNoSecret, p.def.Name)
+			return ids.Packet{}, fmt.Errorf("%w (%q)", ErrNoSecret, p.def.Name)
 		}
 		overhead = SealOverhead
 		transform = func(i int, chunk []byte) []byte {
@@ -147,19 +147,19 @@ func (e *Engine) PutFile(ctx context.Context, id ids.Pipeline, path string, typ 
 		}
 	}
 	if st, err := os.Stat(path); err != nil {
-		return [32]byte{}, fmt.Errorf("pipeline: file: %w", err)
+		return ids.Packet{}, fmt.Errorf("pipeline: file: %w", err)
 	} else if st.Size() > MaxFileSize-int64(blob.MaxChunks*overhead) {
-		return [32]byte{}, fmt.Errorf("%w: %s", ErrFileTooLarge, path)
+		return ids.Packet{}, fmt.Errorf("%w: %s", ErrFileTooLarge, path)
 	}
 	m, err := e.cfg.Blobs.ImportFile(ctx, path, overhead, transform)
 	if err != nil {
-		return [32]byte{}, fmt.Errorf("pipeline: file %s: %w", path, err)
+		return ids.Packet{}, fmt.Errorf("pipeline: file %s: %w", path, err)
 	}
 	e.setOwner(m.Root(), id)
-	pid, err := e.put(ctx, id, m.Marshal(), typ, [32]byte{}, true)
+	pid, err := e.put(ctx, id, m.Marshal(), typ, ids.Node{}, true)
 	if err != nil {
 		e.dropFile(m.Root())
-		return [32]byte{}, err
+		return ids.Packet{}, err
 	}
 	return pid, nil
 }
@@ -167,7 +167,7 @@ func (e *Engine) PutFile(ctx context.Context, id ids.Pipeline, path string, typ 
 // setOwner records (and stores) that a packet of pipeline pipe carries
 // the file root: askers that name one of its pipelines get its chunks,
 // and the file is deleted when the last of them is.
-func (e *Engine) setOwner(root, pipe [32]byte) {
+func (e *Engine) setOwner(root ids.Content, pipe ids.Pipeline) {
 	f := e.files
 	f.mu.Lock()
 	set := f.owners[root]
@@ -176,7 +176,7 @@ func (e *Engine) setOwner(root, pipe [32]byte) {
 		return
 	}
 	if set == nil {
-		set = map[[32]byte]bool{}
+		set = map[ids.Pipeline]bool{}
 		f.owners[root] = set
 	}
 	set[pipe] = true
@@ -186,21 +186,21 @@ func (e *Engine) setOwner(root, pipe [32]byte) {
 }
 
 // ownedBy reports whether a packet of pipeline pipe carries the file root.
-func (e *Engine) ownedBy(root, pipe [32]byte) bool {
+func (e *Engine) ownedBy(root ids.Content, pipe ids.Pipeline) bool {
 	e.files.mu.Lock()
 	defer e.files.mu.Unlock()
 	return e.files.owners[root][pipe]
 }
 
 // ownerRecord encodes a set of pipelines, sorted.
-func ownerRecord(set map[[32]byte]bool) []byte {
-	var ids [][32]byte
+func ownerRecord(set map[ids.Pipeline]bool) []byte {
+	var pipes []ids.Pipeline
 	for id := range set {
-		ids = append(ids, id)
+		pipes = append(pipes, id)
 	}
-	slices.SortFunc(ids, func(a, b [32]byte) int { return slices.Compare(a[:], b[:]) })
-	rec := make([]byte, 0, 32*len(ids))
-	for _, id := range ids {
+	slices.SortFunc(pipes, func(a, b ids.Pipeline) int { return slices.Compare(a[:], b[:]) })
+	rec := make([]byte, 0, 32*len(pipes))
+	for _, id := range pipes {
 		rec = append(rec, id[:]...)
 	}
 	return rec
@@ -228,9 +228,9 @@ func (e *Engine) loadOwners() {
 		if len(v) == 0 || len(v)%32 != 0 {
 			continue
 		}
-		set := map[[32]byte]bool{}
+		set := map[ids.Pipeline]bool{}
 		for id := range slices.Chunk(v, 32) {
-			set[[32]byte(id)] = true
+			set[ids.Pipeline(id)] = true
 		}
 		e.files.owners[root] = set
 	}
@@ -252,13 +252,13 @@ func (e *Engine) dropFile(root ids.Content) {
 }
 
 // dropFilesOf deletes the files of a pipeline that was removed.
-func (e *Engine) dropFilesOf(pipe [32]byte) {
+func (e *Engine) dropFilesOf(pipe ids.Pipeline) {
 	if e.cfg.Blobs == nil {
 		return
 	}
 	f := e.files
-	var gone [][32]byte
-	kept := map[[32]byte][]byte{}
+	var gone []ids.Content
+	kept := map[ids.Content][]byte{}
 	f.mu.Lock()
 	for root, set := range f.owners {
 		if !set[pipe] {
@@ -334,15 +334,16 @@ func (e *Engine) OpenFile(ctx context.Context, pk *Packet) (io.ReadCloser, error
 }
 
 type fileReader struct {
-	e            *Engine
-	ctx          context.Context
-	cancel       func()
-	m            *blob.Manifest
-	root         [32]byte
-	key          *pipeKey
-	pipe, sender [32]byte
-	next         int
-	buf          []byte
+	e      *Engine
+	ctx    context.Context
+	cancel func()
+	m      *blob.Manifest
+	root   ids.Content
+	key    *pipeKey
+	pipe   ids.Pipeline
+	sender ids.Node
+	next   int
+	buf    []byte
 }
 
 func (r *fileReader) Read(b []byte) (int, error) {

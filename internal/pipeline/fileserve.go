@@ -8,6 +8,7 @@ import (
 
 	"github.com/pipesnet/pipes/internal/blob"
 	"github.com/pipesnet/pipes/internal/dispatch"
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/kinds"
 	"github.com/pipesnet/pipes/internal/service"
 	"github.com/pipesnet/pipes/internal/wire/pb"
@@ -95,14 +96,14 @@ func (f *files) spawn(fn func()) bool {
 }
 
 type chunkReq struct {
-	src    [32]byte
+	src    ids.Node
 	sealed bool
 	get    *pb.FileGet
 }
 
 // sendFile sends a file message to dst: sealed on a point-to-point
 // pipeline, else routed as is (the pipeline's data is every member's).
-func (e *Engine) sendFile(p *pipe, dst [32]byte, kind uint32, m proto.Message, sealed *pb.SealedBody) error {
+func (e *Engine) sendFile(p *pipe, dst ids.Node, kind uint32, m proto.Message, sealed *pb.SealedBody) error {
 	f := e.files
 	ctx, cancel := context.WithTimeout(f.ctx, fileStall)
 	defer cancel()
@@ -122,7 +123,7 @@ func (e *Engine) sendFile(p *pipe, dst [32]byte, kind uint32, m proto.Message, s
 
 // handleFileGet queues a chunk request for the servers (dropped if they
 // are behind, or not started: the asker asks again).
-func (e *Engine) handleFileGet(src [32]byte, g *pb.FileGet, sealed bool) error {
+func (e *Engine) handleFileGet(src ids.Node, g *pb.FileGet, sealed bool) error {
 	if len(g.Root) != 32 || len(g.Pipeline) != 32 {
 		return errors.New("pipeline: malformed file request")
 	}
@@ -135,11 +136,11 @@ func (e *Engine) handleFileGet(src [32]byte, g *pb.FileGet, sealed bool) error {
 // serveChunk answers one chunk request from the blob store, on a chunk
 // server.
 func (e *Engine) serveChunk(r chunkReq) {
-	p, ok := e.pipeOf([32]byte(r.get.Pipeline))
+	p, ok := e.pipeOf(ids.Pipeline(r.get.Pipeline))
 	if !ok || p.def.IsPointToPoint() && (!r.sealed || p.def.Opts.ToNode != r.src) {
 		return // not a pipeline the asker shares with this node
 	}
-	root := [32]byte(r.get.Root)
+	root := ids.Content(r.get.Root)
 	d := &pb.FileData{Root: r.get.Root, Index: r.get.Index}
 	var c []byte
 	err := blob.ErrNotFound

@@ -53,7 +53,7 @@ func (p *Packet) Time() time.Time { return time.Unix(0, p.HLC) }
 // "pipes/v1 packet" || pipeline || sender || seq (8, big endian) ||
 // hlc (8) || type (8) || size (8) || destination (32) || ["F" for a file
 // packet] || data.
-func packetID(pipeline, sender [32]byte, seq uint64, hlc, typ int64, dest [32]byte, file bool, data []byte) [32]byte {
+func packetID(pipeline ids.Pipeline, sender ids.Node, seq uint64, hlc, typ int64, dest ids.Node, file bool, data []byte) ids.Packet {
 	h := sha256.New()
 	var hdr [15 + 32 + 32 + 8*4 + 32 + 1]byte
 	b := append(hdr[:0], "pipes/v1 packet"...)
@@ -69,15 +69,15 @@ func packetID(pipeline, sender [32]byte, seq uint64, hlc, typ int64, dest [32]by
 	}
 	h.Write(b)
 	h.Write(data)
-	var id [32]byte
+	var id ids.Packet
 	h.Sum(id[:0])
 	return id
 }
 
 // signBatch fills in the batch signature over the ids of its packets.
-func signBatch(key *identity.KeyPair, ids [][32]byte) []byte {
-	msg := make([]byte, 0, 32*len(ids))
-	for _, id := range ids {
+func signBatch(key *identity.KeyPair, packets []ids.Packet) []byte {
+	msg := make([]byte, 0, 32*len(packets))
+	for _, id := range packets {
 		msg = append(msg, id[:]...)
 	}
 	return identity.Sign(key, batchContext, msg)
@@ -92,7 +92,7 @@ var (
 // openBatch verifies a batch: the sender's certificate for network, the
 // packets' sizes, and the one signature over all packet ids. It returns the
 // packets.
-func openBatch(b *pb.PacketBatch, network [32]byte, certs *identity.CertCache) ([]*Packet, error) {
+func openBatch(b *pb.PacketBatch, network ids.Network, certs *identity.CertCache) ([]*Packet, error) {
 	if b == nil || len(b.Pipeline) != 32 || len(b.Packets) == 0 || len(b.Packets) > maxBatchPackets {
 		return nil, fmt.Errorf("%w: malformed", ErrBadBatch)
 	}
@@ -100,22 +100,22 @@ func openBatch(b *pb.PacketBatch, network [32]byte, certs *identity.CertCache) (
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadBatch, err)
 	}
-	if cert.NetworkID != network {
+	if ids.Network(cert.NetworkID) != network {
 		return nil, fmt.Errorf("%w: sender of another network", ErrBadBatch)
 	}
-	sender, pipe := cert.NodeID(), [32]byte(b.Pipeline)
+	sender, pipe := ids.Node(cert.NodeID()), ids.Pipeline(b.Pipeline)
 	out := make([]*Packet, 0, len(b.Packets))
 	msg := make([]byte, 0, 32*len(b.Packets))
 	for _, p := range b.Packets {
 		if len(p.Data) > maxWireData {
 			return nil, fmt.Errorf("%w: %w", ErrBadBatch, ErrTooLarge)
 		}
-		var dest [32]byte
+		var dest ids.Node
 		if len(p.Destination) != 0 {
 			if len(p.Destination) != 32 {
 				return nil, fmt.Errorf("%w: destination of %d bytes", ErrBadBatch, len(p.Destination))
 			}
-			dest = [32]byte(p.Destination)
+			dest = ids.Node(p.Destination)
 		}
 		id := packetID(pipe, sender, p.Seq, p.Hlc, p.Type, dest, p.File, p.Data)
 		msg = append(msg, id[:]...)

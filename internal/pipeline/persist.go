@@ -64,7 +64,7 @@ const (
 // and what waits for a gap belongs to the writer goroutine. It reaches the
 // rest of the engine through persistEnv, never under a lock of its own.
 type persist struct {
-	self     [32]byte
+	self     ids.Node
 	key      *identity.KeyPair // signs the local Puts' batches
 	cert     *identity.Cert    // travels with them
 	db       *store.DB
@@ -112,10 +112,10 @@ type plog struct {
 	changed chan struct{} // closed and replaced after each commit
 
 	// owned by the writer goroutine
-	waiting  map[[32]byte]map[uint64]waitingPacket
+	waiting  map[ids.Node]map[uint64]waitingPacket
 	nwaiting int
 	wbytes   int               // data bytes of the waiting packets
-	certs    map[[32]byte]bool // senders whose certificate is stored
+	certs    map[ids.Node]bool // senders whose certificate is stored
 }
 
 type waitingPacket struct {
@@ -137,20 +137,20 @@ type localPut struct {
 	data []byte
 	typ  int64
 	hlc  int64
-	dest [32]byte
+	dest ids.Node
 	file bool
 	done chan putResult
 }
 
 type putResult struct {
-	id    [32]byte
+	id    ids.Packet
 	logID int64
 	err   error
 }
 
 func newPlog(l *history.Log) *plog {
 	return &plog{log: l, in: make(chan ingest, writerQueue), held: heldQueue{more: make(chan struct{}, 1)}, changed: make(chan struct{}),
-		waiting: map[[32]byte]map[uint64]waitingPacket{}, certs: map[[32]byte]bool{}}
+		waiting: map[ids.Node]map[uint64]waitingPacket{}, certs: map[ids.Node]bool{}}
 }
 
 // wait returns a channel closed at the next commit.
@@ -168,7 +168,7 @@ func (pl *plog) signal() {
 }
 
 // recordID is the packet id of a logged record.
-func recordID(pipe [32]byte) func(r *history.Record) ids.Packet {
+func recordID(pipe ids.Pipeline) func(r *history.Record) ids.Packet {
 	return func(r *history.Record) ids.Packet {
 		return packetID(pipe, r.Sender, r.Seq, r.HLC, r.Type, r.Dest, r.File, r.Data)
 	}
@@ -177,7 +177,7 @@ func recordID(pipe [32]byte) func(r *history.Record) ids.Packet {
 // packetFromRecord makes a Packet of a logged record. The data is copied:
 // records may be shared by the log's cache of decoded blocks, and packets
 // go to applications.
-func packetFromRecord(pipe [32]byte, r *history.Record) *Packet {
+func packetFromRecord(pipe ids.Pipeline, r *history.Record) *Packet {
 	return &Packet{ID: r.ID, Pipeline: pipe, Sender: r.Sender, Seq: r.Seq, HLC: r.HLC, Type: r.Type,
 		Data: bytes.Clone(r.Data), Destination: r.Dest, File: r.File, LogID: r.LogID, Logged: true}
 }
@@ -206,7 +206,7 @@ func (ps *persist) startWriter(p *pipe) {
 
 // putPersistent logs a local packet and returns its id and LogID once it
 // is durable.
-func (ps *persist) putPersistent(ctx context.Context, p *pipe, data []byte, typ int64, dest [32]byte, file bool) (putResult, error) {
+func (ps *persist) putPersistent(ctx context.Context, p *pipe, data []byte, typ int64, dest ids.Node, file bool) (putResult, error) {
 	if p.logErr != nil {
 		return putResult{}, p.logErr
 	}
@@ -240,8 +240,8 @@ func (ps *persist) commit(p *pipe, items []ingest) {
 	var recs []*history.Record
 	var proofs []history.Proof
 	proofUsed := map[*history.Proof]bool{}
-	heads := map[[32]byte]uint64{}
-	head := func(s [32]byte) uint64 {
+	heads := map[ids.Node]uint64{}
+	head := func(s ids.Node) uint64 {
 		if h, ok := heads[s]; ok {
 			return h
 		}
@@ -309,7 +309,7 @@ func (ps *persist) commit(p *pipe, items []ingest) {
 	var puts []*localPut
 	var batch *pb.PacketBatch
 	if firstSeq := head(ps.self) + 1; true {
-		var ids [][32]byte
+		var pids []ids.Packet
 		var pks []*pb.Packet
 		for _, it := range items {
 			if it.put == nil {
@@ -319,16 +319,16 @@ func (ps *persist) commit(p *pipe, items []ingest) {
 			seq := firstSeq + uint64(len(puts))
 			id := packetID(p.def.ID, ps.self, seq, q.hlc, q.typ, q.dest, q.file, q.data)
 			pk := &pb.Packet{Seq: seq, Hlc: q.hlc, Type: q.typ, Data: q.data, File: q.file}
-			if q.dest != ([32]byte{}) {
+			if !q.dest.IsZero() {
 				pk.Destination = q.dest[:]
 			}
 			puts = append(puts, q)
-			ids = append(ids, id)
+			pids = append(pids, id)
 			pks = append(pks, pk)
 			recs = append(recs, &history.Record{ID: id, Sender: ps.self, Seq: seq, HLC: q.hlc, Type: q.typ, Dest: q.dest, File: q.file, Data: q.data})
 		}
 		if len(puts) > 0 {
-			sig := signBatch(ps.key, ids)
+			sig := signBatch(ps.key, pids)
 			pr := history.Proof{Sender: ps.self, FirstSeq: firstSeq, LastSeq: firstSeq + uint64(len(puts)) - 1, Signature: sig}
 			if !pl.certs[ps.self] {
 				pr.Cert, _ = proto.Marshal(ps.cert.Signed)
@@ -398,7 +398,7 @@ func (ps *persist) batchSender(p *pipe) {
 	for {
 		select {
 		case b := <-p.batches:
-			dest := [32]byte{}
+			var dest ids.Node
 			if p.def.IsPointToPoint() {
 				dest = p.def.Opts.ToNode
 			}

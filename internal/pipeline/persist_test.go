@@ -99,7 +99,7 @@ func (m member) packet(pipe [32]byte, seq uint64) ingest {
 	data := fmt.Appendf(nil, "m %d", seq)
 	id := packetID(pipe, m.id, seq, int64(seq), 0, [32]byte{}, false, data)
 	pk := &Packet{ID: id, Pipeline: pipe, Sender: m.id, Seq: seq, HLC: int64(seq), Data: data}
-	pr := &history.Proof{Sender: m.id, FirstSeq: seq, LastSeq: seq, Signature: signBatch(m.key, [][32]byte{id})}
+	pr := &history.Proof{Sender: m.id, FirstSeq: seq, LastSeq: seq, Signature: signBatch(m.key, []ids.Packet{id})}
 	return ingest{pks: []*Packet{pk}, proof: pr, cert: m.cert.Signed}
 }
 
@@ -165,13 +165,13 @@ func TestHeldQueueFullIsCounted(t *testing.T) {
 	}
 	m := newMember(t, ca)
 	var pks []*Packet
-	var ids [][32]byte
+	var pids []ids.Packet
 	for s := uint64(1); s <= maxHeldPackets+1; s++ {
 		id := packetID(d.ID, m.id, s, int64(s), 0, [32]byte{}, false, nil)
 		pks = append(pks, &Packet{ID: id, Pipeline: d.ID, Sender: m.id, Seq: s, HLC: int64(s)})
-		ids = append(ids, id)
+		pids = append(pids, id)
 	}
-	pr := &history.Proof{Sender: m.id, FirstSeq: 1, LastSeq: maxHeldPackets, Signature: signBatch(m.key, ids[:maxHeldPackets])}
+	pr := &history.Proof{Sender: m.id, FirstSeq: 1, LastSeq: maxHeldPackets, Signature: signBatch(m.key, pids[:maxHeldPackets])}
 	e.logs.enqueue(p, ingest{pks: pks[:maxHeldPackets], proof: pr, cert: m.cert.Signed}, true)
 	e.logs.enqueue(p, ingest{pks: pks[maxHeldPackets:], cert: m.cert.Signed}, true)
 	if got := p.stats.dropped.Load(); got != 1 {

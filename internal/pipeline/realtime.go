@@ -104,8 +104,8 @@ const rtEarlyAge = 2 * time.Second
 // engine calls addPipe and dropPipe with its own lock held.
 type realtime struct {
 	in       *worker.Pool[[]byte] // received datagrams, for the worker (nil on a read-only engine)
-	self     [32]byte
-	network  [32]byte
+	self     ids.Node
+	network  ids.Network
 	key      *identity.KeyPair // signs the session keys sent
 	cert     *identity.Cert    // travels with them
 	certs    *identity.CertCache
@@ -220,13 +220,13 @@ func (rt *realtime) session(ctx context.Context, dst ids.Node) (*rtSend, uint64,
 
 // rtKeyID names a session: the first 8 bytes of SHA-256(sender || key),
 // so that no other node can claim a session's id with a key of its own.
-func rtKeyID(sender, key [32]byte) [8]byte {
+func rtKeyID(sender ids.Node, key [32]byte) [8]byte {
 	h := sha256.Sum256(append(sender[:], key[:]...))
 	return [8]byte(h[:8])
 }
 
 // rtKeyMessage is what a RealtimeKey's signature covers.
-func rtKeyMessage(id [8]byte, key []byte, receiver [32]byte, timeMs int64, counter uint64) []byte {
+func rtKeyMessage(id [8]byte, key []byte, receiver ids.Node, timeMs int64, counter uint64) []byte {
 	msg := append(append(append([]byte{}, id[:]...), key...), receiver[:]...)
 	msg = binary.BigEndian.AppendUint64(msg, uint64(timeMs))
 	return binary.BigEndian.AppendUint64(msg, counter)
@@ -267,7 +267,7 @@ func (e *Engine) PutDatagram(ctx context.Context, id ids.Pipeline, data []byte) 
 		}
 		data = k.seal(id, e.self, data)
 	}
-	_, err := e.putRealtime(ctx, p, data, 0, [32]byte{}, false)
+	_, err := e.putRealtime(ctx, p, data, 0, ids.Node{}, false)
 	return err
 }
 
@@ -286,7 +286,7 @@ func (e *Engine) putRealtime(ctx context.Context, p *pipe, data []byte, typ int6
 	seq := p.seq.Add(1)
 	var id ids.Packet
 	if wantID {
-		id = packetID(p.def.ID, e.self, seq, hlc, typ, [32]byte{}, false, data)
+		id = packetID(p.def.ID, e.self, seq, hlc, typ, ids.Node{}, false, data)
 	}
 	inner := rtPlain(p.def.ID, seq, hlc, typ, data)
 	var firstErr error
@@ -306,7 +306,7 @@ func (e *Engine) putRealtime(ctx context.Context, p *pipe, data []byte, typ int6
 		switch {
 		case err == nil:
 		case ctx.Err() != nil:
-			return [32]byte{}, ctx.Err()
+			return ids.Packet{}, ctx.Err()
 		case errors.As(err, &tooLarge):
 			over := rtOverhead
 			if p.def.Opts.Encrypted {
@@ -314,7 +314,7 @@ func (e *Engine) putRealtime(ctx context.Context, p *pipe, data []byte, typ int6
 			}
 			// The mesh's limit is for a datagram; the caller's is for
 			// the packet data it carries.
-			return [32]byte{}, &mesh.DatagramTooLargeError{Max: max(tooLarge.Max-over, 0)}
+			return ids.Packet{}, &mesh.DatagramTooLargeError{Max: max(tooLarge.Max-over, 0)}
 		default:
 			failed++
 			firstErr = cmpErr(firstErr, err)
@@ -332,7 +332,7 @@ func (e *Engine) putRealtime(ctx context.Context, p *pipe, data []byte, typ int6
 }
 
 // rtPlain is what a datagram of pipeline pipe carries, before sealing.
-func rtPlain(pipe [32]byte, seq uint64, hlc, typ int64, data []byte) []byte {
+func rtPlain(pipe ids.Pipeline, seq uint64, hlc, typ int64, data []byte) []byte {
 	inner := make([]byte, 0, rtInner+len(data))
 	inner = append(inner, pipe[:8]...)
 	inner = binary.BigEndian.AppendUint64(inner, seq)
@@ -364,7 +364,7 @@ func rtNonce(counter uint64) []byte {
 }
 
 // acceptKey records a session key sent by src.
-func (rt *realtime) acceptKey(src [32]byte, k *pb.RealtimeKey) error {
+func (rt *realtime) acceptKey(src ids.Node, k *pb.RealtimeKey) error {
 	if k == nil || len(k.KeyId) != 8 || len(k.Key) != 32 {
 		return errors.New("pipeline: malformed realtime key")
 	}
@@ -376,7 +376,7 @@ func (rt *realtime) acceptKey(src [32]byte, k *pb.RealtimeKey) error {
 		return errors.New("pipeline: realtime key too old (a replay?) or from the future")
 	}
 	cert, err := rt.certs.Parse(k.NodeCert)
-	if err != nil || cert.NetworkID != rt.network || cert.NodeID() != src {
+	if err != nil || ids.Network(cert.NetworkID) != rt.network || ids.Node(cert.NodeID()) != src {
 		return errors.New("pipeline: realtime key from an unknown or other sender")
 	}
 	if !identity.Verify(cert.NodeKey, rtKeyContext, rtKeyMessage(id, k.Key, rt.self, k.TimeMs, k.Counter), k.Signature) {
@@ -489,8 +489,8 @@ func (rt *realtime) openDatagram(raw []byte) {
 
 // ComputeID returns the packet's id, computing it if it was left out (a
 // realtime packet's).
-func (p *Packet) ComputeID() [32]byte {
-	if p.ID != ([32]byte{}) {
+func (p *Packet) ComputeID() ids.Packet {
+	if p.ID != (ids.Packet{}) {
 		return p.ID
 	}
 	return packetID(p.Pipeline, p.Sender, p.Seq, p.HLC, p.Type, p.Destination, p.File, p.Data)

@@ -80,14 +80,14 @@ func LoadOrCreateKey(path string) (hpke.PrivateKey, error) {
 }
 
 // info binds a session to its two ends.
-func info(src, dst [32]byte) []byte {
+func info(src, dst ids.Node) []byte {
 	b := make([]byte, 0, len(sealInfo)+64)
 	b = append(b, sealInfo...)
 	b = append(b, src[:]...)
 	return append(b, dst[:]...)
 }
 
-func aad(src, dst [32]byte, encHash [32]byte, counter uint64) []byte {
+func aad(src, dst ids.Node, encHash [32]byte, counter uint64) []byte {
 	b := make([]byte, 0, 3*32+8)
 	b = append(b, src[:]...)
 	b = append(b, dst[:]...)

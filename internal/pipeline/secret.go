@@ -67,7 +67,7 @@ type pipeKey struct {
 
 // pipelineSalt is the Argon2id salt for a pipeline (see above); base is
 // the id without the secret key.
-func pipelineSalt(base [32]byte, o Options) []byte {
+func pipelineSalt(base ids.Pipeline, o Options) []byte {
 	h := sha256.New()
 	switch {
 	case o.Unsalted:
@@ -102,7 +102,7 @@ func (k *pipeKey) public() []byte { return k.proof.Public().(ed25519.PublicKey) 
 
 // packetAD binds a sealed packet's data to its pipeline and sender (the
 // batch signature covers the rest of the packet).
-func packetAD(pipe, sender [32]byte) []byte {
+func packetAD(pipe ids.Pipeline, sender ids.Node) []byte {
 	ad := make([]byte, 0, 20+32+32)
 	ad = append(ad, "pipes/v1 packet data"...)
 	ad = append(ad, pipe[:]...)
@@ -113,7 +113,7 @@ func packetAD(pipe, sender [32]byte) []byte {
 const SealOverhead = chacha20poly1305.NonceSizeX + chacha20poly1305.Overhead
 
 // seal encrypts data for the pipeline.
-func (k *pipeKey) seal(pipe, sender [32]byte, data []byte) []byte {
+func (k *pipeKey) seal(pipe ids.Pipeline, sender ids.Node, data []byte) []byte {
 	out := make([]byte, chacha20poly1305.NonceSizeX, SealOverhead+len(data))
 	if _, err := rand.Read(out); err != nil {
 		panic(err) // crypto/rand does not fail
@@ -122,7 +122,7 @@ func (k *pipeKey) seal(pipe, sender [32]byte, data []byte) []byte {
 }
 
 // open decrypts a packet's data.
-func (k *pipeKey) open(pipe, sender [32]byte, sealed []byte) ([]byte, error) {
+func (k *pipeKey) open(pipe ids.Pipeline, sender ids.Node, sealed []byte) ([]byte, error) {
 	if len(sealed) < SealOverhead {
 		return nil, ErrCannotRead
 	}
@@ -135,18 +135,18 @@ func (k *pipeKey) open(pipe, sender [32]byte, sealed []byte) ([]byte, error) {
 }
 
 // proofMessage is what a SecretProof signs.
-func proofMessage(pipe, node [32]byte) []byte {
+func proofMessage(pipe ids.Pipeline, node ids.Node) []byte {
 	m := append([]byte("pipes/v1 secret proof\x00"), pipe[:]...)
 	return append(m, node[:]...)
 }
 
 // proveFor signs node's proof of possession.
-func (k *pipeKey) proveFor(pipe, node [32]byte) []byte {
+func (k *pipeKey) proveFor(pipe ids.Pipeline, node ids.Node) []byte {
 	return ed25519.Sign(k.proof, proofMessage(pipe, node))
 }
 
 // checkProof verifies a proof against the definition's secret key.
-func checkProof(d *Def, node [32]byte, sig []byte) bool {
+func checkProof(d *Def, node ids.Node, sig []byte) bool {
 	return len(d.SecretKey) == ed25519.PublicKeySize && len(sig) == ed25519.SignatureSize &&
 		ed25519.Verify(ed25519.PublicKey(d.SecretKey), proofMessage(d.ID, node), sig)
 }

@@ -38,10 +38,10 @@ func (e *Engine) Put(ctx context.Context, id ids.Pipeline, data []byte, typ int6
 // only sizes and hashes of the sealed chunks).
 func (e *Engine) put(ctx context.Context, id ids.Pipeline, data []byte, typ int64, dest ids.Node, file bool) (ids.Packet, error) {
 	if len(data) > MaxPacketSize {
-		return [32]byte{}, ErrTooLarge
+		return ids.Packet{}, ErrTooLarge
 	}
 	if err := ctx.Err(); err != nil {
-		return [32]byte{}, err
+		return ids.Packet{}, err
 	}
 	// The packet is sent after Put returns: keep a copy, so that the
 	// caller may reuse its buffer.
@@ -51,42 +51,42 @@ func (e *Engine) put(ctx context.Context, id ids.Pipeline, data []byte, typ int6
 	closed := e.mu.closed
 	e.mu.Unlock()
 	if closed {
-		return [32]byte{}, ErrClosed
+		return ids.Packet{}, ErrClosed
 	}
 	if p == nil {
-		return [32]byte{}, fmt.Errorf("%w %x", ErrUnknown, id[:4])
+		return ids.Packet{}, fmt.Errorf("%w %x", ErrUnknown, id[:4])
 	}
 	if p.def.IsPointToPoint() {
-		if dest != ([32]byte{}) && dest != p.def.Opts.ToNode {
-			return [32]byte{}, fmt.Errorf("pipeline: point-to-point pipeline %q has no node %x", p.def.Name, dest[:4])
+		if !dest.IsZero() && dest != p.def.Opts.ToNode {
+			return ids.Packet{}, fmt.Errorf("pipeline: point-to-point pipeline %q has no node %x", p.def.Name, dest[:4])
 		}
 		dest = p.def.Opts.ToNode
 	}
 	if dest == e.self {
-		return [32]byte{}, fmt.Errorf("pipeline: destination is the local node")
+		return ids.Packet{}, fmt.Errorf("pipeline: destination is the local node")
 	}
 	if p.def.Opts.Encrypted && !file {
 		k := p.key.Load()
 		if k == nil {
-			return [32]byte{}, fmt.Errorf("%w (%q)", ErrNoSecret, p.def.Name)
+			return ids.Packet{}, fmt.Errorf("%w (%q)", ErrNoSecret, p.def.Name)
 		}
 		data = k.seal(id, e.self, data)
 	}
 	if p.def.Opts.Realtime {
 		if file {
-			return [32]byte{}, errors.New("pipeline: a realtime pipeline carries no files")
+			return ids.Packet{}, errors.New("pipeline: a realtime pipeline carries no files")
 		}
 		return e.putRealtime(ctx, p, data, typ, dest, true)
 	}
 	if p.def.Opts.Persistent {
-		if dest != ([32]byte{}) && !p.def.IsPointToPoint() {
-			return [32]byte{}, ErrPersistentDestination
+		if !dest.IsZero() && !p.def.IsPointToPoint() {
+			return ids.Packet{}, ErrPersistentDestination
 		}
 		r, err := e.logs.putPersistent(ctx, p, data, typ, dest, file)
 		return r.id, err
 	}
 	pk := &pb.Packet{Seq: p.seq.Add(1), Hlc: e.clock.now(), Type: typ, Data: data, File: file}
-	if dest != ([32]byte{}) {
+	if !dest.IsZero() {
 		pk.Destination = dest[:]
 	}
 	pid := packetID(id, e.self, pk.Seq, pk.Hlc, typ, dest, file, data)
@@ -99,9 +99,9 @@ func (e *Engine) put(ctx context.Context, id ids.Pipeline, data []byte, typ int6
 		e.stats.sent.Add(1)
 		return pid, nil
 	case <-ctx.Done():
-		return [32]byte{}, ctx.Err()
+		return ids.Packet{}, ctx.Err()
 	case <-p.ctx.Done():
-		return [32]byte{}, e.pipeErr()
+		return ids.Packet{}, e.pipeErr()
 	}
 }
 
@@ -155,13 +155,13 @@ func (e *Engine) sender(p *pipe) {
 var ErrPersistentDestination = errors.New("pipeline: a persistent broadcast pipeline has no per-packet destination; use a persistent point-to-point pipeline")
 
 func (e *Engine) sendBatch(p *pipe, dest ids.Node, out []outPacket) error {
-	ids := make([][32]byte, len(out))
+	pids := make([]ids.Packet, len(out))
 	pks := make([]*pb.Packet, len(out))
 	for i, o := range out {
-		ids[i], pks[i] = o.id, o.pk
+		pids[i], pks[i] = o.id, o.pk
 	}
 	b := &pb.PacketBatch{NodeCert: e.cfg.Cert.Signed, Pipeline: p.def.ID[:], Packets: pks,
-		Signature: signBatch(e.cfg.Key, ids)}
+		Signature: signBatch(e.cfg.Key, pids)}
 	return e.transmit(p, dest, b)
 }
 

@@ -68,7 +68,7 @@ type syncer struct {
 	lastDig  time.Time
 	peersNow map[ids.Node]bool
 
-	network  [32]byte
+	network  ids.Network
 	certs    *identity.CertCache
 	ctx      context.Context // the engine's: ends on Close
 	log      *slog.Logger
@@ -112,7 +112,7 @@ type serveReq struct {
 
 // syncState is one persistent pipeline's sync state, owned by syncLoop.
 type syncState struct {
-	peers        map[ids.Node]map[[32]byte]uint64 // peer -> sender -> head it offered
+	peers        map[ids.Node]map[ids.Node]uint64 // peer -> sender -> head it offered
 	wants        map[uint64]*want
 	missingSince map[ids.Node]time.Time // by sender
 	lastKick     time.Time
@@ -152,7 +152,7 @@ func (e *Engine) syncChanged(id ids.Pipeline, synchronized bool) {
 }
 
 func newSyncState() *syncState {
-	return &syncState{peers: map[ids.Node]map[[32]byte]uint64{}, wants: map[uint64]*want{}, asked: map[ids.Node]int{},
+	return &syncState{peers: map[ids.Node]map[ids.Node]uint64{}, wants: map[uint64]*want{}, asked: map[ids.Node]int{},
 		missingSince: map[ids.Node]time.Time{}, lastReply: map[ids.Node]time.Time{}}
 }
 
@@ -252,11 +252,11 @@ func (s *syncer) p2pCheck(p *pipe, now time.Time) {
 
 // headsHash hashes heads sorted by sender.
 func headsHash(heads map[ids.Node]uint64) [32]byte {
-	senders := make([][32]byte, 0, len(heads))
+	senders := make([]ids.Node, 0, len(heads))
 	for s := range heads {
 		senders = append(senders, s)
 	}
-	slices.SortFunc(senders, func(a, b [32]byte) int { return bytes.Compare(a[:], b[:]) })
+	slices.SortFunc(senders, func(a, b ids.Node) int { return bytes.Compare(a[:], b[:]) })
 	h := sha256.New()
 	for _, s := range senders {
 		h.Write(s[:])
@@ -391,13 +391,13 @@ func (s *syncer) schedule(p *pipe, now time.Time) {
 			delete(st.wants, id)
 		}
 	}
-	load := map[[32]byte]int{}
+	load := map[ids.Node]int{}
 	for _, w := range st.wants {
 		if !w.done {
 			load[w.peer]++
 		}
 	}
-	avail := map[[32]byte]uint64{}
+	avail := map[ids.Node]uint64{}
 	for _, hs := range st.peers {
 		for s, h := range hs {
 			avail[s] = max(avail[s], h)
@@ -469,7 +469,7 @@ func (s *syncer) schedule(p *pipe, now time.Time) {
 }
 
 // covered reports whether a want covers sender's seq, and where it ends.
-func (st *syncState) covered(sender [32]byte, seq uint64) (uint64, bool) {
+func (st *syncState) covered(sender ids.Node, seq uint64) (uint64, bool) {
 	for _, w := range st.wants {
 		if w.sender == sender && w.from <= seq && seq <= w.to {
 			return w.to, true
@@ -480,8 +480,8 @@ func (st *syncState) covered(sender [32]byte, seq uint64) (uint64, bool) {
 
 // choosePeer picks the least loaded peer that has sender's packet seq and
 // can take another want.
-func (st *syncState) choosePeer(sender [32]byte, seq uint64, load map[[32]byte]int) ([32]byte, bool) {
-	var best [32]byte
+func (st *syncState) choosePeer(sender ids.Node, seq uint64, load map[ids.Node]int) (ids.Node, bool) {
+	var best ids.Node
 	found := false
 	for peer, hs := range st.peers {
 		if hs[sender] < seq || load[peer] >= wantsPerPeer {
@@ -521,7 +521,7 @@ func (s *syncer) handle(src ids.Node, m *pb.Sync, sealed bool) error {
 	if len(pipeID) != 32 {
 		return errors.New("pipeline: malformed sync message")
 	}
-	p, _ := s.env.pipeOf([32]byte(pipeID))
+	p, _ := s.env.pipeOf(ids.Pipeline(pipeID))
 	if p == nil || p.plog == nil {
 		return fmt.Errorf("pipeline: sync of unknown pipeline %x", pipeID[:4])
 	}
@@ -530,12 +530,12 @@ func (s *syncer) handle(src ids.Node, m *pb.Sync, sealed bool) error {
 	}
 	switch b := m.Body.(type) {
 	case *pb.Sync_Offer:
-		heads := map[[32]byte]uint64{}
+		heads := map[ids.Node]uint64{}
 		for _, h := range b.Offer.Heads {
 			if len(h.Sender) != 32 {
 				return errors.New("pipeline: malformed sync offer")
 			}
-			heads[[32]byte(h.Sender)] = h.Seq
+			heads[ids.Node(h.Sender)] = h.Seq
 		}
 		wantReply := b.Offer.WantReply
 		s.do(func() { s.onOffer(p, src, heads, wantReply) })
@@ -556,7 +556,7 @@ func (s *syncer) onDigest(src ids.Node, d *pb.SyncDigest) {
 		if len(h.Pipeline) != 32 {
 			return
 		}
-		p, _ := s.env.pipeOf([32]byte(h.Pipeline))
+		p, _ := s.env.pipeOf(ids.Pipeline(h.Pipeline))
 		if p == nil || p.plog == nil || p.def.IsPointToPoint() {
 			continue
 		}
@@ -567,7 +567,7 @@ func (s *syncer) onDigest(src ids.Node, d *pb.SyncDigest) {
 	}
 }
 
-func (s *syncer) onOffer(p *pipe, src ids.Node, heads map[[32]byte]uint64, wantReply bool) {
+func (s *syncer) onOffer(p *pipe, src ids.Node, heads map[ids.Node]uint64, wantReply bool) {
 	s.log.Debug("sync offer", "pipeline", p.def.Name, "from", fmt.Sprintf("%x", src[:4]), "senders", len(heads), "reply", wantReply)
 	st := p.sync
 	st.peers[src] = heads

@@ -7,6 +7,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/pipesnet/pipes/internal/identity"
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/kinds"
 	"github.com/pipesnet/pipes/internal/store"
 	"github.com/pipesnet/pipes/internal/wire/pb"
@@ -19,18 +20,18 @@ func FuzzSync(f *testing.F) {
 	// Another member's signed packets, as a peer would serve them.
 	okey, _ := identity.Generate()
 	ocert, _ := identity.IssueCert(ident, "o", okey.Public, testNet, "", time.Now())
-	var ids [][32]byte
+	var pids []ids.Packet
 	var pks []*pb.Packet
 	for s := uint64(1); s <= 3; s++ {
 		pks = append(pks, &pb.Packet{Seq: s, Hlc: int64(s), Data: []byte{byte(s)}})
-		ids = append(ids, packetID(d.ID, ocert.NodeID(), s, int64(s), 0, [32]byte{}, false, []byte{byte(s)}))
+		pids = append(pids, packetID(d.ID, ocert.NodeID(), s, int64(s), 0, [32]byte{}, false, []byte{byte(s)}))
 	}
-	seg := &pb.SyncSegment{FirstSeq: 1, PrefixIds: [][]byte{ids[0][:]}, Packets: pks[1:], Signature: signBatch(okey, ids)}
+	seg := &pb.SyncSegment{FirstSeq: 1, PrefixIds: [][]byte{pids[0][:]}, Packets: pks[1:], Signature: signBatch(okey, pids)}
 	for _, m := range []*pb.Sync{
 		{Body: &pb.Sync_Data{Data: &pb.SyncData{Pipeline: d.ID[:], NodeCert: ocert.Signed, Segments: []*pb.SyncSegment{seg}, Last: true, Head: 3}}},
-		{Body: &pb.Sync_Offer{Offer: &pb.SyncOffer{Pipeline: d.ID[:], Heads: []*pb.SyncHead{{Sender: ids[0][:], Seq: 9}}, WantReply: true}}},
-		{Body: &pb.Sync_Want{Want: &pb.SyncWant{Pipeline: d.ID[:], Sender: ids[0][:], From: 1, To: 9, Request: 1}}},
-		{Body: &pb.Sync_Digest{Digest: &pb.SyncDigest{Pipelines: []*pb.SyncHash{{Pipeline: d.ID[:], Hash: ids[1][:]}}}}},
+		{Body: &pb.Sync_Offer{Offer: &pb.SyncOffer{Pipeline: d.ID[:], Heads: []*pb.SyncHead{{Sender: pids[0][:], Seq: 9}}, WantReply: true}}},
+		{Body: &pb.Sync_Want{Want: &pb.SyncWant{Pipeline: d.ID[:], Sender: pids[0][:], From: 1, To: 9, Request: 1}}},
+		{Body: &pb.Sync_Digest{Digest: &pb.SyncDigest{Pipelines: []*pb.SyncHash{{Pipeline: d.ID[:], Hash: pids[1][:]}}}}},
 	} {
 		b, _ := proto.Marshal(m)
 		f.Add(b)
@@ -48,13 +49,13 @@ func TestSyncDataIsVerified(t *testing.T) {
 	okey, _ := identity.Generate()
 	ocert, _ := identity.IssueCert(ident, "o", okey.Public, testNet, "", time.Now())
 	segment := func() *pb.SyncSegment {
-		var ids [][32]byte
+		var pids []ids.Packet
 		var pks []*pb.Packet
 		for s := uint64(1); s <= 3; s++ {
 			pks = append(pks, &pb.Packet{Seq: s, Hlc: int64(s), Data: []byte{byte(s)}})
-			ids = append(ids, packetID(d.ID, ocert.NodeID(), s, int64(s), 0, [32]byte{}, false, []byte{byte(s)}))
+			pids = append(pids, packetID(d.ID, ocert.NodeID(), s, int64(s), 0, [32]byte{}, false, []byte{byte(s)}))
 		}
-		return &pb.SyncSegment{FirstSeq: 1, Packets: pks, Signature: signBatch(okey, ids)}
+		return &pb.SyncSegment{FirstSeq: 1, Packets: pks, Signature: signBatch(okey, pids)}
 	}
 	send := func(seg *pb.SyncSegment) error {
 		b, _ := proto.Marshal(&pb.Sync{Body: &pb.Sync_Data{Data: &pb.SyncData{Pipeline: d.ID[:], NodeCert: ocert.Signed, Segments: []*pb.SyncSegment{seg}}}})
@@ -98,7 +99,7 @@ func TestScheduleSpreadsOverPeers(t *testing.T) {
 	e.syncer.do(func() { // on the sync loop, which owns the state
 		defer close(done)
 		for _, peer := range peers {
-			p.sync.peers[peer] = map[[32]byte]uint64{sender: total}
+			p.sync.peers[peer] = map[ids.Node]uint64{sender: total}
 		}
 		e.syncer.schedule(p, time.Now())
 	})

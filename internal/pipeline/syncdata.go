@@ -15,17 +15,18 @@ import (
 
 	"github.com/pipesnet/pipes/internal/history"
 	"github.com/pipesnet/pipes/internal/identity"
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/wire/pb"
 )
 
 // onData verifies the segments of a SyncData and hands their packets to
 // the pipeline's held queue (this is the catch-up path, on the routed
 // worker: it never waits for the writer; see enqueue).
-func (s *syncer) onData(p *pipe, src [32]byte, d *pb.SyncData) error {
+func (s *syncer) onData(p *pipe, src ids.Node, d *pb.SyncData) error {
 	var cert *identity.Cert
 	if len(d.Segments) > 0 {
 		c, err := s.certs.Parse(d.NodeCert)
-		if err != nil || c.NetworkID != s.network {
+		if err != nil || ids.Network(c.NetworkID) != s.network {
 			s.rejected.Add(1)
 			return fmt.Errorf("pipeline: sync data with a bad certificate: %v", err)
 		}
@@ -80,12 +81,12 @@ func (s *syncer) onData(p *pipe, src [32]byte, d *pb.SyncData) error {
 
 // openSegment verifies one segment: its packets number on from the ids
 // before them, and the batch signature covers all of the ids.
-func openSegment(pipe [32]byte, cert *identity.Cert, s *pb.SyncSegment) ([]*Packet, *history.Proof, error) {
+func openSegment(pipe ids.Pipeline, cert *identity.Cert, s *pb.SyncSegment) ([]*Packet, *history.Proof, error) {
 	n := len(s.PrefixIds) + len(s.Packets)
 	if cert == nil || len(s.Packets) == 0 || n > maxBatchPackets || s.FirstSeq == 0 {
 		return nil, nil, fmt.Errorf("%w: malformed sync segment", ErrBadBatch)
 	}
-	sender := cert.NodeID()
+	sender := ids.Node(cert.NodeID())
 	msg := make([]byte, 0, 32*n)
 	for _, id := range s.PrefixIds {
 		if len(id) != 32 {
@@ -99,12 +100,12 @@ func openSegment(pipe [32]byte, cert *identity.Cert, s *pb.SyncSegment) ([]*Pack
 		if q.Seq != seq+uint64(i) || len(q.Data) > maxWireData {
 			return nil, nil, fmt.Errorf("%w: sync segment out of sequence or oversized", ErrBadBatch)
 		}
-		var dest [32]byte
+		var dest ids.Node
 		if len(q.Destination) != 0 {
 			if len(q.Destination) != 32 {
 				return nil, nil, fmt.Errorf("%w: destination of %d bytes", ErrBadBatch, len(q.Destination))
 			}
-			dest = [32]byte(q.Destination)
+			dest = ids.Node(q.Destination)
 		}
 		id := packetID(pipe, sender, q.Seq, q.Hlc, q.Type, dest, q.File, q.Data)
 		msg = append(msg, id[:]...)
@@ -131,7 +132,7 @@ func (s *syncer) serveOne(r serveReq) {
 
 func (s *syncer) serveWant(r serveReq) error {
 	w := r.want
-	sender := [32]byte(w.Sender)
+	sender := ids.Node(w.Sender)
 	log := r.p.plog.log
 	msg := &pb.SyncData{Pipeline: r.p.def.ID[:], Request: w.Request}
 	if raw, err := log.Cert(sender); err == nil {
@@ -150,7 +151,7 @@ func (s *syncer) serveWant(r serveReq) error {
 		}
 		for _, rec := range seg.Records {
 			q := &pb.Packet{Seq: rec.Seq, Hlc: rec.HLC, Type: rec.Type, Data: rec.Data, File: rec.File}
-			if rec.Dest != ([32]byte{}) {
+			if !rec.Dest.IsZero() {
 				q.Destination = bytes.Clone(rec.Dest[:])
 			}
 			ps.Packets = append(ps.Packets, q)
