@@ -11,6 +11,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/wire/pb"
 )
 
@@ -34,7 +35,7 @@ type Cert struct {
 	NodeKey      ed25519.PublicKey
 	IdentityKey  ed25519.PublicKey
 	IdentityName string
-	NetworkID    [32]byte
+	NetworkID    ids.Network
 	Location     string
 	Created      time.Time
 	// Signed is the certificate as carried on the wire.
@@ -42,7 +43,7 @@ type Cert struct {
 }
 
 // NodeID is SHA-256 of the node key.
-func (c *Cert) NodeID() [32]byte { return sha256.Sum256(c.NodeKey) }
+func (c *Cert) NodeID() ids.Node { return sha256.Sum256(c.NodeKey) }
 
 // IdentityID is SHA-256 of the identity key.
 func (c *Cert) IdentityID() [32]byte { return sha256.Sum256(c.IdentityKey) }
