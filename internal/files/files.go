@@ -177,7 +177,7 @@ func (s *Service) Name() string { return "files" }
 // signature checked) before the mesh forwards it, applied to the index
 // on the service's worker.
 func (s *Service) Register(r service.Registrar) error {
-	g, err := r.Group("files", dispatch.GroupConfig{Queue: 256})
+	g, err := r.Group("file-holdings", dispatch.GroupConfig{Queue: 256})
 	if err != nil {
 		return err
 	}
