@@ -191,7 +191,9 @@ func readChunkAnswer(r *bufio.Reader, m *blob.Manifest, want int, buf []byte) (c
 			return a, fmt.Errorf("%w: answer about another chunk than %d", ErrProtocol, want)
 		}
 		if typ == respChunk {
-			a.data = body[4:]
+			if a.data = body[4:]; len(a.data) != m.ChunkLen(want) {
+				return a, fmt.Errorf("%w: chunk %d has %d bytes, not %d", ErrProtocol, want, len(a.data), m.ChunkLen(want))
+			}
 		} else if len(body) != 4 {
 			return a, fmt.Errorf("%w: missing-chunk answer of %d bytes", ErrProtocol, len(body))
 		}
