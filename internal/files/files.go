@@ -422,7 +422,10 @@ func (s *Service) announcer() {
 			if last == nil {
 				continue // nothing announced yet: the first broadcast reaches it
 			}
-			if err := s.host.Send(s.ctx, n, kinds.Holdings, last); err != nil {
+			ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
+			err := s.host.Send(ctx, n, kinds.Holdings, last)
+			cancel()
+			if err != nil {
 				s.log.Debug("sending the files held", "to", n.Short(), "err", err)
 			}
 		case now := <-expire.C:
