@@ -44,7 +44,7 @@ func (s *Service) accept() {
 				s.mu.Unlock()
 				c.Close()
 			}()
-			if err := s.serve(c); err != nil && !errors.Is(err, io.EOF) {
+			if err := s.serve(c); !errors.Is(err, io.EOF) {
 				s.log.Debug("serving files", "to", c.RemoteAddr().String(), "err", err)
 			}
 		}()
@@ -52,7 +52,7 @@ func (s *Service) accept() {
 }
 
 // serve answers the requests of one connection, in order, until it
-// closes or breaks the protocol.
+// closes (io.EOF) or fails or breaks the protocol.
 func (s *Service) serve(c net.Conn) error {
 	r := bufio.NewReader(c)
 	w := bufio.NewWriterSize(c, 64<<10)
