@@ -296,8 +296,8 @@ func TestFileCorruptHolder(t *testing.T) {
 }
 
 // TestFileResume: a fetch cancelled midway leaves the chunks it stored;
-// the next one asks only for the others. Reading a part not fetched, with
-// no fetch running, fails with ErrIncomplete.
+// the next one asks only for the others. Reading a part not fetched fails
+// with ErrIncomplete when no fetch runs, and waits for it while one does.
 func TestFileResume(t *testing.T) {
 	ms := cluster(t, "fres", 2, nil)
 	a, c := ms[0], ms[1]
@@ -363,7 +363,37 @@ func TestFileResume(t *testing.T) {
 		asked = append(asked, i)
 		mu.Unlock()
 	}})
-	if err := c.N.Files().Fetch(ctx, id, nil); err != nil {
+	// The second fetch: the holder waits before its first chunk until a
+	// read of a missing chunk was started; that read waits for the chunk
+	// while the fetch runs, and gets it.
+	entered, release2 := make(chan struct{}), make(chan struct{})
+	var enteredOnce sync.Once
+	pipes.FileService(a.N).SetHooks(files.Hooks{ServeChunk: func(int) {
+		enteredOnce.Do(func() { close(entered) })
+		select {
+		case <-release2:
+		case <-time.After(30 * time.Second):
+		}
+	}})
+	fetched := make(chan error, 1)
+	go func() { fetched <- c.N.Files().Fetch(ctx, id, nil) }()
+	<-entered
+	r, err = c.N.Files().Open(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := r.Seek(int64(missing)*testChunk, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	read := make(chan error, 1)
+	part := make([]byte, 10)
+	go func() { _, err := io.ReadFull(r, part); read <- err }()
+	close(release2)
+	if err := <-read; err != nil || !bytes.Equal(part, data[missing*testChunk:missing*testChunk+10]) {
+		t.Fatalf("read of a chunk during the fetch: %v", err)
+	}
+	if err := <-fetched; err != nil {
 		t.Fatal(err)
 	}
 	mu.Lock()
