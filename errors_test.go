@@ -58,6 +58,7 @@ func TestErrorMapping(t *testing.T) {
 		{files.ErrIncomplete, ErrIncomplete},
 		{files.ErrNoSource, ErrNotConnected},
 		{files.ErrClosed, ErrNotActive},
+		{blob.ErrClosed, ErrNotActive},
 		{files.ErrTooLarge, ErrTooLarge},
 		{syscall.ENOSPC, ErrDiskFull},
 	}
