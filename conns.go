@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/pipesnet/pipes/internal/conns"
@@ -49,8 +50,13 @@ func (n *Node) Listen(service string) (net.Listener, error) {
 	return n.ListenAllowed(service, Allowed{})
 }
 
+// ReservedServicePrefix begins the names of the data connection services
+// of the platform itself (the file service's "pipes/files"): Listen
+// refuses them.
+const ReservedServicePrefix = "pipes/"
+
 // ListenAllowed accepts data connections to service from the nodes a
-// allows; others get ErrRefused when they dial, before any data flows.
+// allows; a name beginning with ReservedServicePrefix is refused; others get ErrRefused when they dial, before any data flows.
 // A connection's RemoteAddr is the dialing node (an Addr); Accept returns
 // connections until the listener is closed or the node shuts down (then
 // net.ErrClosed). One listener per service and node: ErrExists otherwise.
@@ -59,6 +65,9 @@ func (n *Node) ListenAllowed(service string, a Allowed) (net.Listener, error) {
 	cm := n.connsOrNil()
 	if cm == nil {
 		return nil, ErrNotActive
+	}
+	if strings.HasPrefix(service, ReservedServicePrefix) {
+		return nil, fmt.Errorf("pipes: listen on service %q: names beginning %q are the platform's", service, ReservedServicePrefix)
 	}
 	var allow conns.Allow
 	if len(a.Nodes) > 0 || len(a.Identities) > 0 {

@@ -3,8 +3,12 @@ package pipes
 import (
 	"errors"
 	"fmt"
+	"io/fs"
+	"syscall"
 
+	"github.com/pipesnet/pipes/internal/blob"
 	"github.com/pipesnet/pipes/internal/conns"
+	"github.com/pipesnet/pipes/internal/files"
 	"github.com/pipesnet/pipes/internal/history"
 	"github.com/pipesnet/pipes/internal/mesh"
 	"github.com/pipesnet/pipes/internal/pipeline"
@@ -81,6 +85,16 @@ var (
 	// ErrCannotRead: a packet of an encrypted pipeline does not decrypt
 	// with the pipeline secret.
 	ErrCannotRead = errors.New("pipes: packet does not decrypt")
+	// ErrIsDir: Files.Add of a directory.
+	ErrIsDir = errors.New("pipes: is a directory")
+	// ErrChanged: a file changed (its size) while it was added; nothing
+	// of it was stored.
+	ErrChanged = errors.New("pipes: the file changed while it was added")
+	// ErrBusy: the file is being fetched on this node.
+	ErrBusy = errors.New("pipes: a fetch of the file is in progress")
+	// ErrIncomplete: a read of a part of a file that is not on this node,
+	// with no fetch of it running.
+	ErrIncomplete = errors.New("pipes: that part of the file is not here")
 )
 
 // DatagramTooLargeError is returned by Put on a realtime pipeline for a
@@ -111,8 +125,8 @@ var errorMap = []struct {
 	to   error
 	from []error
 }{
-	{ErrNotActive, []error{pipeline.ErrClosed, conns.ErrClosed, pipeline.ErrFileIncomplete}},
-	{ErrTooLarge, []error{pipeline.ErrTooLarge, pipeline.ErrFileTooLarge}},
+	{ErrNotActive, []error{pipeline.ErrClosed, conns.ErrClosed, pipeline.ErrFileIncomplete, files.ErrClosed, blob.ErrClosed}},
+	{ErrTooLarge, []error{pipeline.ErrTooLarge, pipeline.ErrFileTooLarge, files.ErrTooLarge}},
 	{ErrClosedPipeline, []error{pipeline.ErrRemoved, pipeline.ErrUnknown}},
 	{ErrWrongSecret, []error{pipeline.ErrWrongSecret}},
 	{ErrNoSecret, []error{pipeline.ErrSecretRequired, pipeline.ErrNoSecret}},
@@ -120,11 +134,15 @@ var errorMap = []struct {
 	{ErrNotImplemented, []error{pipeline.ErrNotImplemented}},
 	{ErrConflict, []error{pipeline.ErrConflict}},
 	{ErrNotEphemeral, []error{pipeline.ErrNotEphemeral}},
-	{ErrNotConnected, []error{pipeline.ErrNoKey, mesh.ErrNoRoute, conns.ErrNoRoute}},
+	{ErrNotConnected, []error{pipeline.ErrNoKey, mesh.ErrNoRoute, conns.ErrNoRoute, files.ErrNoSource}},
 	{ErrRefused, []error{conns.ErrNoService, conns.ErrNotAllowed, conns.ErrBusy}},
 	{ErrExists, []error{conns.ErrInUse}},
-	{ErrNotFound, []error{history.ErrNotFound}},
-	{ErrDiskFull, []error{store.ErrDiskFull}},
+	{ErrNotFound, []error{history.ErrNotFound, files.ErrNotFound, fs.ErrNotExist}},
+	{ErrIsDir, []error{files.ErrIsDir}},
+	{ErrChanged, []error{blob.ErrChanged}},
+	{ErrBusy, []error{files.ErrBusy}},
+	{ErrIncomplete, []error{files.ErrIncomplete}},
+	{ErrDiskFull, []error{store.ErrDiskFull, syscall.ENOSPC}},
 	{ErrStore, []error{store.ErrCorrupt, store.ErrFailed, history.ErrDamaged}},
 }
 

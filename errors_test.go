@@ -3,9 +3,13 @@ package pipes
 import (
 	"errors"
 	"fmt"
+	"io/fs"
+	"syscall"
 	"testing"
 
+	"github.com/pipesnet/pipes/internal/blob"
 	"github.com/pipesnet/pipes/internal/conns"
+	"github.com/pipesnet/pipes/internal/files"
 	"github.com/pipesnet/pipes/internal/history"
 	"github.com/pipesnet/pipes/internal/mesh"
 	"github.com/pipesnet/pipes/internal/pipeline"
@@ -46,6 +50,17 @@ func TestErrorMapping(t *testing.T) {
 		{store.ErrFailed, ErrStore},
 		{history.ErrDamaged, ErrStore},
 		{&mesh.DatagramTooLargeError{Max: 1200}, ErrTooLarge},
+		{files.ErrNotFound, ErrNotFound},
+		{fs.ErrNotExist, ErrNotFound},
+		{files.ErrIsDir, ErrIsDir},
+		{blob.ErrChanged, ErrChanged},
+		{files.ErrBusy, ErrBusy},
+		{files.ErrIncomplete, ErrIncomplete},
+		{files.ErrNoSource, ErrNotConnected},
+		{files.ErrClosed, ErrNotActive},
+		{blob.ErrClosed, ErrNotActive},
+		{files.ErrTooLarge, ErrTooLarge},
+		{syscall.ENOSPC, ErrDiskFull},
 	}
 	for _, c := range cases {
 		for _, detail := range []string{"", `pipeline "chat"`} {

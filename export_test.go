@@ -2,7 +2,9 @@ package pipes
 
 import (
 	"bytes"
+	"slices"
 
+	"github.com/pipesnet/pipes/internal/files"
 	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/node"
 	"github.com/pipesnet/pipes/internal/portmap"
@@ -68,4 +70,28 @@ func DisablePunching(n *Node) {
 // port mapping on (see WithPortMapping).
 func SetPortMapConfig(n *Node, f func(*portmap.Config)) {
 	node.SetTestHooks(ids.Node(n.id), func(h *node.TestHooks) { h.PortMap = f })
+}
+
+// FileService returns the file service of n's run (nil when not started).
+func FileService(n *Node) *files.Service {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.mu.files
+}
+
+// FilePresent returns the indexes of the chunks of file id that n has.
+func FilePresent(n *Node, id FileID) []int {
+	b := n.running().Blobs()
+	m, err := b.Manifest(ids.Content(id))
+	if err != nil {
+		return nil
+	}
+	missing, _ := b.Missing(ids.Content(id))
+	var out []int
+	for i := range m.Chunks {
+		if !slices.Contains(missing, i) {
+			out = append(out, i)
+		}
+	}
+	return out
 }

@@ -14,12 +14,14 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pipesnet/pipes/internal/files"
 	"github.com/pipesnet/pipes/internal/identity"
 	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/keys"
 	"github.com/pipesnet/pipes/internal/mesh"
 	"github.com/pipesnet/pipes/internal/node"
 	"github.com/pipesnet/pipes/internal/pipeline"
+	"github.com/pipesnet/pipes/internal/service"
 	"github.com/pipesnet/pipes/internal/store"
 	"github.com/pipesnet/pipes/internal/wire/pb"
 )
@@ -39,6 +41,7 @@ type Node struct {
 		pipelines map[PipelineID]*Pipeline // every pipeline seen, kept across restarts
 		listeners []NodeListener
 		pm        *portMapper          // this run's port mapping
+		files     *files.Service       // this run's file service
 		boot      map[NetworkID]string // bootstrap list kept by this node
 	}
 	startMu  sync.Mutex // serialises Start and Shutdown
@@ -223,6 +226,7 @@ func (n *Node) Start(ctx context.Context) error {
 	log := p.log.With("node", n.id.String()[:8], "network", nw.Name())
 	timing := p.timing()
 	pm := newPortMapper(n, rec.Config, log)
+	fsvc := files.New(files.Config{Logger: log, AnnounceDelay: timing.announceDelay, AnnounceEvery: timing.announceEvery})
 	cfg := node.Config{
 		Key: key, Cert: cert, Network: ids.Network(nw.id), NetworkKey: nkey, Incarnation: rec.Incarnation, Version: version,
 		DB: p.db, StoreKey: storeKey(nkey, nw.id), BlobDir: n.blobDir(), HPKEKeyPath: p.keyPath("hpke", n.id),
@@ -233,10 +237,11 @@ func (n *Node) Start(ctx context.Context) error {
 		TargetDegree: rec.Config.TargetDegree, RelayRate: rec.Config.RelayRate,
 		Logger:   log,
 		Gateways: nw.gatewayAddrs, Networks: n.bootList, PortMap: pm, ConnAddr: connAddr,
-		OnEvent: n.handleEvent, OnPipeline: n.pipelineKnown, OnSync: n.syncUpdate, OnRemoved: n.pipelineRemoved,
+		Services: []service.Service{fsvc},
+		OnEvent:  n.handleEvent, OnPipeline: n.pipelineKnown, OnSync: n.syncUpdate, OnRemoved: n.pipelineRemoved,
 		Ready: func(run *node.Node) {
 			n.mu.Lock()
-			n.mu.rec, n.mu.run, n.mu.pm = rec, run, pm
+			n.mu.rec, n.mu.run, n.mu.pm, n.mu.files = rec, run, pm, fsvc
 			var known []*pipeline.Def
 			for _, pl := range n.mu.pipelines {
 				known = append(known, pl.def)
@@ -308,6 +313,7 @@ func firstNonZero(a, b time.Duration) time.Duration {
 
 type timing struct {
 	heartbeat, offline, backoffMin, backoffMax time.Duration
+	announceDelay, announceEvery               time.Duration // the file service's
 }
 
 // timing returns the platform's timers: zero (the layers' defaults) in
@@ -317,7 +323,8 @@ func (p *Platform) timing() timing {
 		return timing{}
 	}
 	return timing{heartbeat: 250 * time.Millisecond, offline: 2 * time.Second,
-		backoffMin: 100 * time.Millisecond, backoffMax: 2 * time.Second}
+		backoffMin: 100 * time.Millisecond, backoffMax: 2 * time.Second,
+		announceDelay: 50 * time.Millisecond, announceEvery: 5 * time.Second}
 }
 
 // listenAddrs lists the addresses to bind the node's socket on, first
@@ -350,7 +357,7 @@ func (n *Node) stop(how func(*node.Node) error) error {
 	n.closeReader()
 	n.mu.Lock()
 	run := n.mu.run
-	n.mu.run, n.mu.pm = nil, nil
+	n.mu.run, n.mu.pm, n.mu.files = nil, nil, nil
 	n.mu.Unlock()
 	if run == nil {
 		return nil

@@ -254,8 +254,18 @@ func (s *Store) chunk(root ids.Content, i int) (*blob, error) {
 //
 // The blob is written to a temporary file, renamed to its root at the end;
 // an error, including ctx's end or the store's closing, removes it.
+//
+// The manifest's nonce is random unless an option fixes it (WithNonce).
+// With a random nonce every import makes a new blob; with a fixed one the
+// same content gives the same root, and importing content whose blob is
+// in the store already succeeds: the chunks that blob lacks (a receive in
+// progress) are filled from the import, and the manifest is returned.
 func (s *Store) Import(ctx context.Context, r io.Reader, size int64, overhead int,
-	transform func(index int, chunk []byte) []byte) (*Manifest, error) {
+	transform func(index int, chunk []byte) []byte, opts ...ImportOption) (*Manifest, error) {
+	var o importOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	if size < 0 || size > MaxSize {
 		return nil, fmt.Errorf("blob: import: size %d out of range", size)
 	}
@@ -272,7 +282,9 @@ func (s *Store) Import(ctx context.Context, r io.Reader, size int64, overhead in
 	if m.Size > MaxSize {
 		return nil, fmt.Errorf("blob: import: %d bytes with overhead is too large", m.Size)
 	}
-	if _, err := rand.Read(m.Nonce[:]); err != nil {
+	if o.nonce != nil {
+		m.Nonce = *o.nonce
+	} else if _, err := rand.Read(m.Nonce[:]); err != nil {
 		return nil, fmt.Errorf("blob: import: %w", err)
 	}
 	// The chunk hashes, hence the root, are known only at the end: write
@@ -324,6 +336,12 @@ func (s *Store) Import(ctx context.Context, r io.Reader, size int64, overhead in
 		return nil, fmt.Errorf("blob: import: %w", err)
 	}
 	if err := s.install(b); err != nil {
+		if errors.Is(err, errExists) && o.nonce != nil { // the same content again
+			if err := s.fill(b); err != nil {
+				return nil, fmt.Errorf("blob: import: %w", err)
+			}
+			return m.clone(), nil
+		}
 		if errors.Is(err, errExists) { // the same root: a collision of random nonces
 			err = fmt.Errorf("blob %x is in the store already", b.root[:8])
 		}
@@ -333,9 +351,11 @@ func (s *Store) Import(ctx context.Context, r io.Reader, size int64, overhead in
 	return m.clone(), nil
 }
 
-// ImportFile imports the file at path as Import does.
+// ImportFile imports the file at path as Import does. The file must be a
+// regular file; if its size changes while it is imported, the import
+// fails and stores nothing.
 func (s *Store) ImportFile(ctx context.Context, path string, overhead int,
-	transform func(index int, chunk []byte) []byte) (*Manifest, error) {
+	transform func(index int, chunk []byte) []byte, opts ...ImportOption) (*Manifest, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("blob: import: %w", err)
@@ -348,7 +368,11 @@ func (s *Store) ImportFile(ctx context.Context, path string, overhead int,
 	if !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("blob: import: %s is not a regular file", path)
 	}
-	return s.Import(ctx, f, fi.Size(), overhead, transform)
+	m, err := s.Import(ctx, &sizeCheck{f: f, size: fi.Size()}, fi.Size(), overhead, transform, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
 }
 
 // Add registers the blob of manifest m, to be received: it creates the

@@ -25,6 +25,11 @@ const (
 	// pipeline; handled by the pipeline engine's live delivery, or its
 	// persistence for a persistent pipeline.
 	Batch uint32 = 3
+	// Holdings is a node's signed list of the files it holds (package
+	// files, docs/protocol.md): broadcast when it changes and
+	// periodically, routed to a node that comes online; handled by the
+	// file service's holders index.
+	Holdings uint32 = 4
 )
 
 // Routed kinds of the pipeline engine and its services.
@@ -109,6 +114,7 @@ var Table = []Info{
 	{Status, "status", Broadcast, "mesh: presence"},
 	{Def, "def", Broadcast, "pipeline engine: definitions"},
 	{Batch, "batch", Broadcast, "pipeline engine: live delivery, persistence"},
+	{Holdings, "holdings", Broadcast | Routed, "file service: holders index"},
 	{Sealed, "sealed", Routed, "pipeline engine: opens, dispatches the body"},
 	{Defs, "defs", Routed | InSealed, "pipeline engine: definitions"},
 	{Direct, "direct", Routed | InSealed, "pipeline engine: point-to-point packets"},

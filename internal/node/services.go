@@ -3,11 +3,13 @@ package node
 import (
 	"context"
 	"maps"
+	"net"
 	"slices"
 	"sync"
 
 	"github.com/quic-go/quic-go"
 
+	"github.com/pipesnet/pipes/internal/blob"
 	"github.com/pipesnet/pipes/internal/dispatch"
 	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/kinds"
@@ -101,6 +103,22 @@ func (h svcHost) Store() service.Namespace {
 }
 
 func (h svcHost) Presence(f func(service.PresenceEvent)) (stop func()) { return h.n.presence.add(f) }
+
+// Dial and Listen are the node's data connections (n.conns, a service
+// started before those of Config.Services).
+func (h svcHost) Dial(ctx context.Context, node ids.Node, svc string) (net.Conn, error) {
+	return h.n.conns.Dial(ctx, node, svc)
+}
+
+func (h svcHost) Listen(svc string) (net.Listener, error) {
+	l, err := h.n.conns.Listen(svc, nil)
+	if err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+func (h svcHost) Blobs() (*blob.Store, error) { return h.n.blobs, nil }
 
 // presence tells the services of nodes that come online or go offline,
 // from the mesh's events, on the mesh's event goroutine. The mesh's

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"slices"
 	"sync"
 	"testing"
@@ -72,6 +73,8 @@ func TestAServicePlugsIn(t *testing.T) {
 	a, b := nw.config(t, "a"), nw.config(t, "b")
 	pa, pb := &probe{log: &order}, &probe{log: new([]string)}
 	a.cfg.Services, b.cfg.Services = []service.Service{pa}, []service.Service{pb}
+	addr := func(node ids.Node, svc string) net.Addr { return &net.UnixAddr{Name: node.Short() + "/" + svc} }
+	a.cfg.ConnAddr, b.cfg.ConnAddr = addr, addr
 	a.cfg.Ready = func(*Node) {} // EngineClosed is called when Ready was
 	a.cfg.EngineClosed = func() { order = append(order, "engine closed") }
 	ctx := context.Background()
@@ -120,6 +123,38 @@ func TestAServicePlugsIn(t *testing.T) {
 	}
 	if _, err := io.ReadAll(st); err == nil {
 		t.Fatal("a stream of an unknown protocol was not refused")
+	}
+
+	// Data connections: b's service listens, a's dials it; and the
+	// host's blob store is the node's.
+	l, err := pb.host.Listen("pipes/probe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := make(chan struct{})
+	go func() { // an echo, owned by the test: it ends with the connection
+		defer close(accepted)
+		if c, err := l.Accept(); err == nil {
+			io.Copy(c, c)
+			c.Close()
+		}
+	}()
+	c, err := pa.host.Dial(ctx, idB, "pipes/probe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write([]byte("data")); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 4)
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != "data" {
+		t.Fatalf("echo over the data connection %q, %v", got, err)
+	}
+	c.Close()
+	<-accepted
+	l.Close()
+	if bs, err := pa.host.Blobs(); err != nil || bs != na.Blobs() {
+		t.Fatalf("the host's blob store: %v", err)
 	}
 
 	// The store namespace is the service's own.

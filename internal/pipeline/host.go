@@ -2,9 +2,11 @@ package pipeline
 
 import (
 	"context"
+	"net"
 
 	"github.com/quic-go/quic-go"
 
+	"github.com/pipesnet/pipes/internal/blob"
 	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/service"
 	"github.com/pipesnet/pipes/internal/store"
@@ -12,8 +14,9 @@ import (
 
 // partHost is the service.Host an engine used alone (no node's
 // dispatcher: tests) gives its services: the engine's Host and keys.
-// Streams, routes, punching, membership and presence events are the
-// node's to give: here they are ErrUnavailable and no events.
+// Streams, routes, punching, membership, presence events, data
+// connections and the blob store are the node's to give: here they are
+// ErrUnavailable and no events.
 type partHost struct{ e *Engine }
 
 func (e *Engine) host() service.Host { return partHost{e} }
@@ -65,3 +68,11 @@ func (h partHost) Store() service.Namespace {
 }
 
 func (h partHost) Presence(func(service.PresenceEvent)) (stop func()) { return func() {} }
+
+func (h partHost) Dial(context.Context, ids.Node, string) (net.Conn, error) {
+	return nil, service.ErrUnavailable
+}
+
+func (h partHost) Listen(string) (net.Listener, error) { return nil, service.ErrUnavailable }
+
+func (h partHost) Blobs() (*blob.Store, error) { return nil, service.ErrUnavailable }

@@ -15,10 +15,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"sync"
 
 	"github.com/quic-go/quic-go"
 
+	"github.com/pipesnet/pipes/internal/blob"
 	"github.com/pipesnet/pipes/internal/dispatch"
 	"github.com/pipesnet/pipes/internal/identity"
 	"github.com/pipesnet/pipes/internal/ids"
@@ -113,6 +115,16 @@ type Host interface {
 	// comes online or goes offline, until stop is called. f must not
 	// block.
 	Presence(f func(PresenceEvent)) (stop func())
+	// Dial opens a data connection (package conns) to the listener of
+	// service on node: a QUIC stream of their connection between direct
+	// peers, else through relays with TLS end to end.
+	Dial(ctx context.Context, node ids.Node, service string) (net.Conn, error)
+	// Listen accepts the data connections to service on this node. A
+	// service's own names begin with "pipes/", which users cannot listen
+	// on (the root package refuses them).
+	Listen(service string) (net.Listener, error)
+	// Blobs is the node's blob store (ErrUnavailable without one).
+	Blobs() (*blob.Store, error)
 }
 
 // Set wires services to one dispatcher and runs them: Add registers a
