@@ -122,7 +122,7 @@ type Service struct {
 	log *slog.Logger
 	idx *index
 
-	network atomic.Pointer[[32]byte] // set by Start: announcements are checked against it
+	network atomic.Pointer[ids.Network] // set by Start: announcements are checked against it
 	hooks   atomic.Pointer[Hooks]
 
 	host  service.Host
