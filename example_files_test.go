@@ -6,11 +6,8 @@ import (
 	"io"
 	"log"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
-
-	"github.com/pipesnet/pipes"
 )
 
 // ExampleFiles shows the file service: alice adds a file, bob learns from
@@ -21,20 +18,8 @@ func ExampleFiles() {
 	defer os.RemoveAll(dir)
 	pa, alice := exampleNode(dir)
 	defer pa.Close()
-	pb, err := pipes.Open(filepath.Join(dir, "bob"), pipes.WithTestMode(true))
-	if err != nil {
-		log.Fatal(err)
-	}
+	pb, bob := exampleJoiner(dir, alice, "laptop")
 	defer pb.Close()
-	nw, _ := pb.AddNetwork(filepath.Join(dir, "example.net"))
-	nw.SetSecret("a long secret")
-	gw := alice.ListenAddrs()[0]
-	nw.AddGateway(gw.Addr().String(), int(gw.Port()))
-	me, _ := pb.AddIdentity("bob")
-	bob, _ := pb.AddNode(nw, me, "laptop")
-	if err := bob.Start(context.Background()); err != nil {
-		log.Fatal(err)
-	}
 
 	ctx := context.Background()
 	id, err := alice.Files().AddReader(ctx, "notes.txt", strings.NewReader("minutes of the meeting\n"))

@@ -128,6 +128,25 @@ func exampleNode(dir string) (*pipes.Platform, *pipes.Node) {
 	return p, n
 }
 
+// exampleJoiner starts bob's node, on a platform of its own in dir, in
+// exampleNode's network with the given node as its gateway.
+func exampleJoiner(dir string, gateway *pipes.Node, location string) (*pipes.Platform, *pipes.Node) {
+	p, err := pipes.Open(filepath.Join(dir, "bob"), pipes.WithTestMode(true))
+	if err != nil {
+		log.Fatal(err)
+	}
+	nw, _ := p.AddNetwork(filepath.Join(dir, "example.net"))
+	nw.SetSecret("a long secret")
+	gw := gateway.ListenAddrs()[0]
+	nw.AddGateway(gw.Addr().String(), int(gw.Port()))
+	me, _ := p.AddIdentity("bob")
+	n, _ := p.AddNode(nw, me, location)
+	if err := n.Start(context.Background()); err != nil {
+		log.Fatal(err)
+	}
+	return p, n
+}
+
 // ExamplePipeline_SetSecret shows an encrypted pipeline: its packets are
 // sealed with a key derived from the pipeline secret, which never leaves
 // a node; a node that learns the secret later calls SetSecret, and a
@@ -197,20 +216,8 @@ func ExampleNode_Dial() {
 	defer os.RemoveAll(dir)
 	pa, alice := exampleNode(dir)
 	defer pa.Close()
-	pb, err := pipes.Open(filepath.Join(dir, "bob"), pipes.WithTestMode(true))
-	if err != nil {
-		log.Fatal(err)
-	}
+	pb, bob := exampleJoiner(dir, alice, "server")
 	defer pb.Close()
-	nw, _ := pb.AddNetwork(filepath.Join(dir, "example.net"))
-	nw.SetSecret("a long secret")
-	gw := alice.ListenAddrs()[0]
-	nw.AddGateway(gw.Addr().String(), int(gw.Port()))
-	me, _ := pb.AddIdentity("bob")
-	bob, _ := pb.AddNode(nw, me, "server")
-	if err := bob.Start(context.Background()); err != nil {
-		log.Fatal(err)
-	}
 
 	l, err := bob.Listen("web")
 	if err != nil {
