@@ -85,8 +85,7 @@ func (h svcHost) OpenStream(ctx context.Context, peer ids.Node, proto uint16) (*
 }
 
 func (h svcHost) Route(ctx context.Context, dst ids.Node) (ids.Node, bool, error) {
-	hop, direct, err := h.n.host.Route(ctx, dst)
-	return hop, direct, err
+	return h.n.host.Route(ctx, dst)
 }
 
 func (h svcHost) Punch(ctx context.Context, dst ids.Node) error { return h.n.host.Punch(ctx, dst) }
@@ -164,10 +163,7 @@ func (p *presence) observe(info mesh.NodeInfo) {
 	} else {
 		delete(p.online, info.ID)
 	}
-	subs := make([]func(service.PresenceEvent), 0, len(p.subs))
-	for _, id := range slices.Sorted(maps.Keys(p.subs)) {
-		subs = append(subs, p.subs[id])
-	}
+	subs := slices.Collect(maps.Values(p.subs))
 	p.mu.Unlock()
 	for _, f := range subs {
 		f(service.PresenceEvent{Node: info.ID, Online: info.Online})
