@@ -95,6 +95,12 @@ var (
 	// ErrIncomplete: a read of a part of a file that is not on this node,
 	// with no fetch of it running.
 	ErrIncomplete = errors.New("pipes: that part of the file is not here")
+	// ErrInvalid: an argument out of its range (a number of copies below
+	// one, more shards than a code allows, ...).
+	ErrInvalid = errors.New("pipes: invalid argument")
+	// ErrTooFewNodes: the network has fewer nodes than a placement needs
+	// (copies of a file, shards of an archive on distinct nodes).
+	ErrTooFewNodes = errors.New("pipes: too few nodes")
 )
 
 // DatagramTooLargeError is returned by Put on a realtime pipeline for a
@@ -142,6 +148,9 @@ var errorMap = []struct {
 	{ErrChanged, []error{blob.ErrChanged}},
 	{ErrBusy, []error{files.ErrBusy}},
 	{ErrIncomplete, []error{files.ErrIncomplete}},
+	{ErrInvalid, []error{files.ErrInvalid}},
+	{ErrTooFewNodes, []error{files.ErrTooFewNodes}},
+	{ErrNoSecret, []error{files.ErrNoSecret}},
 	{ErrDiskFull, []error{store.ErrDiskFull, syscall.ENOSPC}},
 	{ErrStore, []error{store.ErrCorrupt, store.ErrFailed, history.ErrDamaged}},
 }

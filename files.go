@@ -39,13 +39,58 @@ type FileInfo struct {
 	Size    int64  // bytes
 	Local   bool   // this node holds it complete
 	Holders []NodeID
+
+	// Readers are the identities whose nodes can read the file (nil: every
+	// node of the network); Readable says whether this node can.
+	Readers  []IdentityID
+	Readable bool
+	// Copies is the number of copies the network keeps of the file
+	// (Replicate), 0 if it has no such duty.
+	Copies int
+	// Archive describes the file's erasure-coded archive (Archive), nil
+	// if it has none.
+	Archive *FileArchive
 }
 
-// FileOption is an option of Files.Add and Files.AddReader. There are
-// none yet.
+// FileArchive describes the erasure-coded archive of a file: Data+Parity
+// shards on distinct nodes, any Data of which restore it.
+type FileArchive struct {
+	Data, Parity int
+	Compressed   bool // compressed (zstd) before it was sharded
+	Shards       []FileShard
+}
+
+// FileShard is one shard of an archive.
+type FileShard struct {
+	Index   int
+	ID      FileID // the shard's own content id
+	Holders []NodeID
+}
+
+// FileOption is an option of Files.Add and Files.AddReader.
 type FileOption func(*fileOptions)
 
-type fileOptions struct{}
+type fileOptions struct{ readers []ids.Identity }
+
+func addOptions(opts []FileOption) files.AddOptions {
+	var o fileOptions
+	for _, f := range opts {
+		f(&o)
+	}
+	return files.AddOptions{Readers: o.readers}
+}
+
+// WithReaders makes only the nodes of these identities able to read the
+// file: its content is encrypted under a key that is sealed to each
+// identity. Other nodes may hold, check and serve its ciphertext (blind
+// replication), and get ErrNoSecret from Open.
+func WithReaders(readers ...IdentityID) FileOption {
+	return func(o *fileOptions) {
+		for _, id := range readers {
+			o.readers = append(o.readers, ids.Identity(id))
+		}
+	}
+}
 
 // Files is the node's file service: files kept in the node's store
 // (encrypted at rest), shared with the network's nodes, fetched from
@@ -76,7 +121,7 @@ func (f *Files) Add(ctx context.Context, path string, opts ...FileOption) (FileI
 	if err != nil {
 		return FileID{}, err
 	}
-	id, err := s.Add(ctx, path)
+	id, err := s.Add(ctx, path, addOptions(opts))
 	return FileID(id), mapErr(err, "")
 }
 
@@ -89,7 +134,7 @@ func (f *Files) AddReader(ctx context.Context, name string, r io.Reader, opts ..
 	if err != nil {
 		return FileID{}, err
 	}
-	id, err := s.AddReader(ctx, name, r)
+	id, err := s.AddReader(ctx, name, r, addOptions(opts))
 	return FileID(id), mapErr(err, "")
 }
 
@@ -98,7 +143,22 @@ func fileInfo(i files.Info) FileInfo {
 	for k, h := range i.Holders {
 		hs[k] = NodeID(h)
 	}
-	return FileInfo{ID: FileID(i.ID), Name: i.Name, Size: i.Size, Local: i.Local, Holders: hs}
+	fi := FileInfo{ID: FileID(i.ID), Name: i.Name, Size: i.Size, Local: i.Local, Holders: hs,
+		Readable: i.Readable, Copies: i.Copies}
+	for _, r := range i.Readers {
+		fi.Readers = append(fi.Readers, IdentityID(r))
+	}
+	if a := i.Archive; a != nil {
+		fi.Archive = &FileArchive{Data: a.Data, Parity: a.Parity, Compressed: a.Compressed}
+		for _, sh := range a.Shards {
+			fs := FileShard{Index: sh.Index, ID: FileID(sh.ID)}
+			for _, h := range sh.Holders {
+				fs.Holders = append(fs.Holders, NodeID(h))
+			}
+			fi.Archive.Shards = append(fi.Archive.Shards, fs)
+		}
+	}
+	return fi
 }
 
 // Stat describes file id: its holders as announced, and its name and size
@@ -175,6 +235,49 @@ func (f *Files) Remove(ctx context.Context, id FileID) error {
 		return err
 	}
 	return mapErr(s.Remove(ctx, ids.Content(id)), "file "+id.String()[:8])
+}
+
+// Replicate makes the network keep at least copies copies of file id on
+// online nodes from now on: nodes take copies until there are copies
+// holders, and when holders leave for good (offline for longer than the
+// repair delay, see docs/architecture.md "Replication") others take
+// theirs; copies beyond the duty that nodes took for it are released. The
+// duty is stored by the nodes and survives restarts; Replicate with
+// copies 0 ends it. It returns when copies nodes hold the file, or with
+// ctx's error (the duty stays). Errors: ErrNotFound (no holder known),
+// ErrInvalid (copies below 0), ErrTooFewNodes (fewer known nodes than
+// copies; the duty stays and is met as nodes join).
+func (f *Files) Replicate(ctx context.Context, id FileID, copies int) error {
+	s, err := f.svc()
+	if err != nil {
+		return err
+	}
+	err = s.Replicate(ctx, ids.Content(id), copies)
+	if err != nil && ctx.Err() != nil && err == ctx.Err() {
+		return err
+	}
+	return mapErr(err, "file "+id.String()[:8])
+}
+
+// Archive stores an erasure-coded archive of file id: the content
+// (compressed with zstd first when that pays) is cut into data shards and
+// parity shards are computed (Reed-Solomon), data+parity shards in all,
+// each put on a distinct node; any data of them restore the file, so it
+// survives the loss of parity holders. Lost shards are rebuilt and placed
+// anew. Fetch of an archived file with no complete holder restores it
+// from its shards. Errors: ErrNotFound, ErrInvalid (data below 1, parity
+// below 0, more than 256 shards), ErrTooFewNodes (fewer nodes than
+// shards).
+func (f *Files) Archive(ctx context.Context, id FileID, data, parity int) error {
+	s, err := f.svc()
+	if err != nil {
+		return err
+	}
+	err = s.Archive(ctx, ids.Content(id), data, parity)
+	if err != nil && ctx.Err() != nil && err == ctx.Err() {
+		return err
+	}
+	return mapErr(err, "file "+id.String()[:8])
 }
 
 // List describes the files this node keeps, complete or being fetched, in

@@ -162,7 +162,7 @@ func TestAnnouncer(t *testing.T) {
 		ctx := context.Background()
 		var added []ids.Content
 		for i := range 3 {
-			id, err := s.AddReader(ctx, "f", bytes.NewReader([]byte{byte(i), 1, 2}))
+			id, err := s.AddReader(ctx, "f", bytes.NewReader([]byte{byte(i), 1, 2}), AddOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -31,11 +31,14 @@ var zeroNonce [16]byte
 // holder. A directory fails with ErrIsDir, a missing file with an error
 // matching fs.ErrNotExist, a file whose size changes meanwhile with one
 // matching blob.ErrChanged; nothing is stored then.
-func (s *Service) Add(ctx context.Context, path string) (ids.Content, error) {
+func (s *Service) Add(ctx context.Context, path string, o AddOptions) (ids.Content, error) {
 	if err := s.enter(); err != nil {
 		return ids.Content{}, err
 	}
 	defer s.wg.Done()
+	if len(o.Readers) > 0 {
+		return ids.Content{}, errReaders
+	}
 	fi, err := os.Stat(path)
 	if err != nil {
 		return ids.Content{}, fmt.Errorf("files: add: %w", err)
@@ -56,11 +59,14 @@ func (s *Service) Add(ctx context.Context, path string) (ids.Content, error) {
 
 // AddReader imports the content r gives under name and makes this node a
 // holder. See MaxUnsizedReader for readers of unknown size.
-func (s *Service) AddReader(ctx context.Context, name string, r io.Reader) (ids.Content, error) {
+func (s *Service) AddReader(ctx context.Context, name string, r io.Reader, o AddOptions) (ids.Content, error) {
 	if err := s.enter(); err != nil {
 		return ids.Content{}, err
 	}
 	defer s.wg.Done()
+	if len(o.Readers) > 0 {
+		return ids.Content{}, errReaders
+	}
 	if len(name) > MaxName {
 		return ids.Content{}, fmt.Errorf("files: add: a name has at most %d bytes", MaxName)
 	}

@@ -59,6 +59,13 @@ var (
 	// ErrTooLarge: a reader of unknown size is longer than
 	// MaxUnsizedReader.
 	ErrTooLarge = errors.New("files: too large")
+	// ErrNoSecret: Open of a file whose readers do not include this
+	// node's identity (the node may hold its ciphertext).
+	ErrNoSecret = errors.New("files: this node's identity is not a reader of the file")
+	// ErrInvalid: an argument out of its range.
+	ErrInvalid = errors.New("files: invalid argument")
+	// ErrTooFewNodes: fewer nodes than a placement needs.
+	ErrTooFewNodes = errors.New("files: too few nodes")
 )
 
 // Config configures the service; zero values take the defaults.
@@ -104,6 +111,37 @@ type Info struct {
 	Size    int64
 	Local   bool       // complete on this node
 	Holders []ids.Node // the nodes known to hold it complete, this one included
+
+	// Readers are the identities that can read it (nil: every node of the
+	// network); Readable is whether this node can.
+	Readers  []ids.Identity
+	Readable bool
+	// Copies is the replication duty of the file (0: none).
+	Copies int
+	// Archive describes the file's erasure-coded archive, if it has one.
+	Archive *ArchiveInfo
+}
+
+// ArchiveInfo describes an erasure-coded archive of a file: Data+Parity
+// shards, any Data of which restore it.
+type ArchiveInfo struct {
+	Data, Parity int
+	Compressed   bool // the content was compressed (zstd) before sharding
+	Shards       []ShardInfo
+}
+
+// ShardInfo describes one shard of an archive.
+type ShardInfo struct {
+	Index   int
+	ID      ids.Content
+	Holders []ids.Node
+}
+
+// AddOptions are the options of Add and AddReader.
+type AddOptions struct {
+	// Readers, if not empty, are the only identities whose nodes can read
+	// the file: its content is encrypted under a key sealed to each.
+	Readers []ids.Identity
 }
 
 // record is what the service stores of a file this node keeps: key

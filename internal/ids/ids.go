@@ -23,6 +23,10 @@ type Packet [32]byte
 // Network identifies a network: 32 random bytes chosen with its netfile.
 type Network [32]byte
 
+// Identity identifies an identity (a user, whose nodes it certifies):
+// SHA-256 of its Ed25519 public key.
+type Identity [32]byte
+
 // Content identifies a content (a file's bytes, as stored): its BLAKE3
 // root, the BLAKE3-256 hash of its manifest, which lists the hashes of
 // its chunks (see package blob's Manifest.Root).
@@ -57,3 +61,9 @@ func (id Content) String() string { return hex.EncodeToString(id[:]) }
 
 // Short returns the first 8 hex digits of the id, for logs.
 func (id Content) Short() string { return hex.EncodeToString(id[:4]) }
+
+// String returns the id as 64 lower-case hex digits.
+func (id Identity) String() string { return hex.EncodeToString(id[:]) }
+
+// Short returns the first 8 hex digits of the id, for logs.
+func (id Identity) Short() string { return hex.EncodeToString(id[:4]) }
