@@ -30,6 +30,16 @@ const (
 	// periodically, routed to a node that comes online; handled by the
 	// file service's holders index.
 	Holdings uint32 = 4
+	// ReadKeys are signed reader keys of identities (package files): the
+	// public keys that files restricted to readers are sealed to;
+	// broadcast by the nodes of each identity, routed to a node that
+	// comes online; handled by the file service's key book.
+	ReadKeys uint32 = 5
+	// Duties are the file service's signed replication and archive
+	// duties (package files): broadcast when one is set and periodically,
+	// routed to a node that comes online; handled by the file service's
+	// repairer.
+	Duties uint32 = 6
 )
 
 // Routed kinds of the pipeline engine and its services.
@@ -115,6 +125,8 @@ var Table = []Info{
 	{Def, "def", Broadcast, "pipeline engine: definitions"},
 	{Batch, "batch", Broadcast, "pipeline engine: live delivery, persistence"},
 	{Holdings, "holdings", Broadcast | Routed, "file service: holders index"},
+	{ReadKeys, "read-keys", Broadcast | Routed, "file service: reader keys"},
+	{Duties, "duties", Broadcast | Routed, "file service: replication and archives"},
 	{Sealed, "sealed", Routed, "pipeline engine: opens, dispatches the body"},
 	{Defs, "defs", Routed | InSealed, "pipeline engine: definitions"},
 	{Direct, "direct", Routed | InSealed, "pipeline engine: point-to-point packets"},

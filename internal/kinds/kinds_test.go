@@ -76,7 +76,7 @@ func TestNoTwoKindsShareANumber(t *testing.T) {
 
 // The numbers are the wire protocol's: they must not move.
 func TestNumbersAreTheWireProtocols(t *testing.T) {
-	want := map[string]uint32{"Status": 1, "Def": 2, "Batch": 3, "Holdings": 4, "Sealed": 16, "Defs": 17, "Direct": 18, "Sync": 19,
+	want := map[string]uint32{"Status": 1, "Def": 2, "Batch": 3, "Holdings": 4, "ReadKeys": 5, "Duties": 6, "Sealed": 16, "Defs": 17, "Direct": 18, "Sync": 19,
 		"Notes": 20, "FileGet": 21, "FileData": 22, "RealtimeKey": 23, "Ping": 100, "Pong": 101, "Punch": 102,
 		"PunchAck": 103, "Check": 104, "CheckAck": 105, "Observed": 106}
 	got := allocated(t)
