@@ -226,7 +226,8 @@ func (n *Node) Start(ctx context.Context) error {
 	log := p.log.With("node", n.id.String()[:8], "network", nw.Name())
 	timing := p.timing()
 	pm := newPortMapper(n, rec.Config, log)
-	fsvc := files.New(files.Config{Logger: log, AnnounceDelay: timing.announceDelay, AnnounceEvery: timing.announceEvery})
+	fsvc := files.New(files.Config{Logger: log, AnnounceDelay: timing.announceDelay, AnnounceEvery: timing.announceEvery,
+		ReadKey: n.readKey(log), ReadKeyEvery: timing.announceEvery})
 	cfg := node.Config{
 		Key: key, Cert: cert, Network: ids.Network(nw.id), NetworkKey: nkey, Incarnation: rec.Incarnation, Version: version,
 		DB: p.db, StoreKey: storeKey(nkey, nw.id), BlobDir: n.blobDir(), HPKEKeyPath: p.keyPath("hpke", n.id),
@@ -296,6 +297,27 @@ func (n *Node) keys() (*Network, [32]byte, *identity.KeyPair, *identity.Cert, er
 		return nil, nkey, nil, nil, fmt.Errorf("pipes: node certificate: %w", err)
 	}
 	return nw, nkey, key, cert, nil
+}
+
+// readKey derives the read key of the node's identity for the file
+// service (restricted files); nil, and the node reads none of them, if
+// the platform lacks the identity's private key.
+func (n *Node) readKey(log *slog.Logger) *files.ReadKey {
+	ident := n.Identity()
+	if ident == nil {
+		return nil
+	}
+	ik, err := ident.key()
+	if err != nil {
+		log.Info("no identity key: restricted files cannot be read", "err", err)
+		return nil
+	}
+	rk, err := files.DeriveReadKey(ik)
+	if err != nil {
+		log.Warn("deriving the identity's read key", "err", err)
+		return nil
+	}
+	return rk
 }
 
 // storeKey is the root of a node's at-rest encryption keys: HKDF-SHA256 of

@@ -36,9 +36,6 @@ func (s *Service) Add(ctx context.Context, path string, o AddOptions) (ids.Conte
 		return ids.Content{}, err
 	}
 	defer s.wg.Done()
-	if len(o.Readers) > 0 {
-		return ids.Content{}, errReaders
-	}
 	fi, err := os.Stat(path)
 	if err != nil {
 		return ids.Content{}, fmt.Errorf("files: add: %w", err)
@@ -49,6 +46,9 @@ func (s *Service) Add(ctx context.Context, path string, o AddOptions) (ids.Conte
 	name := filepath.Base(path)
 	if len(name) > MaxName {
 		return ids.Content{}, fmt.Errorf("files: add: a name has at most %d bytes", MaxName)
+	}
+	if len(o.Readers) > 0 {
+		return s.addRestrictedFile(ctx, path, name, o.Readers) // access.go
 	}
 	m, err := s.blobs.ImportFile(ctx, path, 0, nil, blob.WithNonce(zeroNonce))
 	if err != nil {
@@ -64,9 +64,6 @@ func (s *Service) AddReader(ctx context.Context, name string, r io.Reader, o Add
 		return ids.Content{}, err
 	}
 	defer s.wg.Done()
-	if len(o.Readers) > 0 {
-		return ids.Content{}, errReaders
-	}
 	if len(name) > MaxName {
 		return ids.Content{}, fmt.Errorf("files: add: a name has at most %d bytes", MaxName)
 	}
@@ -92,6 +89,9 @@ func (s *Service) AddReader(ctx context.Context, name string, r io.Reader, o Add
 			return ids.Content{}, fmt.Errorf("%w: a reader of unknown size has more than %d bytes", ErrTooLarge, MaxUnsizedReader)
 		}
 		r, size = bytes.NewReader(b), int64(len(b))
+	}
+	if len(o.Readers) > 0 {
+		return s.addRestricted(ctx, name, r, size, o.Readers) // access.go
 	}
 	m, err := s.blobs.Import(ctx, r, size, 0, nil, blob.WithNonce(zeroNonce))
 	if err != nil {
@@ -136,7 +136,9 @@ func (s *Service) Stat(ctx context.Context, id ids.Content) (Info, error) {
 	s.mu.Unlock()
 	holders := s.holdersOf(id, r)
 	if r != nil {
-		return Info{ID: id, Name: r.name, Size: r.size, Local: r.complete, Holders: holders}, nil
+		info := Info{ID: id, Name: r.name, Size: r.size, Local: r.complete, Holders: holders}
+		s.fill(&info) // access.go
+		return info, nil
 	}
 	if len(holders) == 0 {
 		return Info{}, fmt.Errorf("%w: file %s", ErrNotFound, id.Short())
@@ -145,7 +147,8 @@ func (s *Service) Stat(ctx context.Context, id ids.Content) (Info, error) {
 	for _, h := range holders {
 		name, m, err := s.askManifest(ctx, h, id)
 		if err == nil {
-			return Info{ID: id, Name: name, Size: m.Size, Holders: holders}, nil
+			// A restricted file's readers are in its header, not here yet.
+			return Info{ID: id, Name: name, Size: m.Size, Holders: holders, Readable: !restricted(m)}, nil
 		}
 		errs = append(errs, err)
 	}
@@ -194,8 +197,10 @@ func (s *Service) List() []Info {
 	slices.SortFunc(ks, func(a, b kept) int { return compareIDs(a.id, b.id) })
 	out := make([]Info, 0, len(ks))
 	for _, k := range ks {
-		out = append(out, Info{ID: k.id, Name: k.r.name, Size: k.r.size, Local: k.r.complete,
-			Holders: s.holdersOf(k.id, &k.r)})
+		info := Info{ID: k.id, Name: k.r.name, Size: k.r.size, Local: k.r.complete,
+			Holders: s.holdersOf(k.id, &k.r)}
+		s.fill(&info) // access.go
+		out = append(out, info)
 	}
 	return out
 }
@@ -223,6 +228,7 @@ func (s *Service) Remove(_ context.Context, id ids.Content) error {
 	s.mu.Lock()
 	delete(s.files, id)
 	s.mu.Unlock()
+	s.forget(id) // access.go
 	s.touch()
 	if err := s.blobs.Remove(id); err != nil && !errors.Is(err, blob.ErrNotFound) {
 		return fmt.Errorf("files: remove: %w", err)

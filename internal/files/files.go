@@ -80,6 +80,18 @@ type Config struct {
 	// holders index (default 10 min).
 	ForgetAfter time.Duration
 	Logger      *slog.Logger
+
+	// ReadKey is the read key of the node's identity (DeriveReadKey):
+	// with it the node opens the restricted files sealed to its identity
+	// and publishes the key's public half. Nil: the node publishes nothing
+	// and gets ErrNoSecret from every restricted file.
+	ReadKey *ReadKey
+	// ReadKeyEvery is the period of the read key's publication (default
+	// 10 min).
+	ReadKeyEvery time.Duration
+	// KeyBookSize is the most reader keys of other identities kept
+	// (default 4096).
+	KeyBookSize int
 }
 
 // Hooks let tests watch and disturb transfers. Their functions run on the
@@ -185,6 +197,8 @@ type Service struct {
 	seq     uint64 // of the last announcement
 
 	nServed, nBad, nDropped atomic.Uint64
+
+	acc accessState // restricted files and reader keys (access.go, readkey.go)
 }
 
 // New returns a service to give the node (node.Config.Services).
@@ -201,9 +215,16 @@ func New(cfg Config) *Service {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.ReadKeyEvery <= 0 {
+		cfg.ReadKeyEvery = 10 * time.Minute
+	}
+	if cfg.KeyBookSize <= 0 {
+		cfg.KeyBookSize = keyBookSize
+	}
 	s := &Service{cfg: cfg, log: cfg.Logger, idx: newIndex(), changed: make(chan struct{}, 1),
 		onlineCh: make(chan ids.Node, 64), files: map[ids.Content]*record{},
 		fetches: map[ids.Content]*fetchState{}, served: map[net.Conn]struct{}{}}
+	s.acc.book = keyBook{max: cfg.KeyBookSize, m: map[ids.Identity]*bookEntry{}}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s
 }
@@ -219,8 +240,11 @@ func (s *Service) Register(r service.Registrar) error {
 	if err != nil {
 		return err
 	}
-	return g.Handle(kinds.Holdings, dispatch.Route{Paths: kinds.Broadcast | kinds.Routed,
-		Validate: s.validate, Handle: s.handleHoldings})
+	if err := g.Handle(kinds.Holdings, dispatch.Route{Paths: kinds.Broadcast | kinds.Routed,
+		Validate: s.validate, Handle: s.handleHoldings}); err != nil {
+		return err
+	}
+	return s.registerReadKeys(g) // readkey.go
 }
 
 func (s *Service) validate(payload []byte, origin ids.Node) (any, error) {
@@ -277,6 +301,11 @@ func (s *Service) Start(_ context.Context, h service.Host) error {
 			}
 		}
 	})
+	if err := s.startAccess(h); err != nil { // readkey.go
+		s.stopP()
+		s.ln.Close()
+		return err
+	}
 	s.mu.Lock()
 	s.started = true
 	s.wg.Add(2)
@@ -344,6 +373,7 @@ func (s *Service) Close() error {
 	s.cancel()
 	if started {
 		s.stopP()
+		s.stopAccess()
 		s.ln.Close()
 	}
 	for _, c := range conns {

@@ -33,7 +33,11 @@ func (s *Service) Open(id ids.Content) (io.ReadSeekCloser, error) {
 		return nil, fmt.Errorf("%w: file %s: %w", ErrNotFound, id.Short(), err)
 	}
 	ctx, cancel := context.WithCancel(s.ctx)
-	return &reader{s: s, id: id, m: m, ctx: ctx, cancel: cancel}, nil
+	r := &reader{s: s, id: id, m: m, ctx: ctx, cancel: cancel}
+	if restricted(m) {
+		return s.openRestricted(r) // access.go
+	}
+	return r, nil
 }
 
 // reader reads a file chunk by chunk; it keeps the current chunk.
@@ -43,6 +47,7 @@ type reader struct {
 	m      *blob.Manifest
 	ctx    context.Context // ends with Close or the service
 	cancel context.CancelFunc
+	noWait bool // a missing chunk fails at once, even during a fetch
 
 	mu    sync.Mutex
 	off   int64
@@ -86,7 +91,7 @@ func (r *reader) chunk(i int) ([]byte, error) {
 		r.s.mu.Lock()
 		f := r.s.fetches[r.id]
 		r.s.mu.Unlock()
-		if f == nil {
+		if f == nil || r.noWait {
 			return nil, fmt.Errorf("%w: chunk %d of %s", ErrIncomplete, i, r.id.Short())
 		}
 		wctx, cancel := context.WithCancel(f.ctx)
