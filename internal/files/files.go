@@ -106,6 +106,9 @@ type Hooks struct {
 	Requested func(holder ids.Node, index int)
 	// Dropped is called when a fetch drops holder for bad data.
 	Dropped func(holder ids.Node)
+	// Served is called with each chunk's bytes as this node serves them
+	// (data must not be kept: copy it).
+	Served func(index int, data []byte)
 }
 
 // Stats count what the service did.

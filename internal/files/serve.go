@@ -131,6 +131,9 @@ func (s *Service) answer(w *bufio.Writer, q request) error {
 			data = append([]byte(nil), data...)
 			data[len(data)/2] ^= 0xff
 		}
+		if h.Served != nil {
+			h.Served(i, data)
+		}
 		if err := writeFrame(w, respChunk, idx[:], data); err != nil {
 			return err
 		}
