@@ -35,13 +35,16 @@ func ParseFileID(s string) (FileID, error) {
 // FileInfo describes a file.
 type FileInfo struct {
 	ID      FileID
-	Name    string // the name it was added under
+	Name    string // the name it was added under ("" for a restricted file this node cannot read)
 	Size    int64  // bytes
 	Local   bool   // this node holds it complete
 	Holders []NodeID
 
 	// Readers are the identities whose nodes can read the file (nil: every
-	// node of the network); Readable says whether this node can.
+	// node of the network); Readable says whether this node can. For a
+	// restricted file whose header this node does not hold yet (Stat
+	// answered by a holder, or a fetch that has not got its start),
+	// Readers is nil and Readable false.
 	Readers  []IdentityID
 	Readable bool
 	// Copies is the number of copies the network keeps of the file
@@ -83,7 +86,13 @@ func addOptions(opts []FileOption) files.AddOptions {
 // WithReaders makes only the nodes of these identities able to read the
 // file: its content is encrypted under a key that is sealed to each
 // identity. Other nodes may hold, check and serve its ciphertext (blind
-// replication), and get ErrNoSecret from Open.
+// replication), and get ErrNoSecret from Open. The adding node's own
+// identity is always a reader. The file's id is that of its ciphertext,
+// so the same content added again, or for other readers, gets another id.
+// Each identity's nodes publish its reader key; Add fails with
+// ErrNotFound, storing nothing, for an identity whose key this node has
+// not learnt (none of its nodes has been online since this node joined).
+// The name is sealed with the content: other nodes see it empty.
 func WithReaders(readers ...IdentityID) FileOption {
 	return func(o *fileOptions) {
 		for _, id := range readers {
