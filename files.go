@@ -42,9 +42,9 @@ type FileInfo struct {
 
 	// Readers are the identities whose nodes can read the file (nil: every
 	// node of the network); Readable says whether this node can. For a
-	// restricted file whose header this node does not hold yet (Stat
-	// answered by a holder, or a fetch that has not got its start),
-	// Readers is nil and Readable false.
+	// restricted file whose header this node could not read (a fetch that
+	// has not got the file's start yet, or a holder asked by Stat that
+	// did not give it), Readers is nil and Readable false.
 	Readers  []IdentityID
 	Readable bool
 	// Copies is the number of copies the network keeps of the file

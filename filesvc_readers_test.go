@@ -72,6 +72,14 @@ func TestFileReaders(t *testing.T) {
 		mu.Unlock()
 	}})
 	waitHolders(t, c.N, id, a)
+	// Stat asked of the holder: the readers, not the name.
+	st, err = c.N.Files().Stat(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Name != "" || st.Readable || st.Local || len(st.Readers) != 2 || st.Readers[0] != x || st.Readers[1] != y {
+		t.Fatalf("Stat of a holder's file on a non-reader: %+v", st)
+	}
 	if err := c.N.Files().Fetch(ctx, id, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -88,6 +96,9 @@ func TestFileReaders(t *testing.T) {
 
 	// A leaves; B gets it from C alone and reads it.
 	waitHolders(t, b.N, id, c, a)
+	if st, err := b.N.Files().Stat(ctx, id); err != nil || st.Name != "secret.bin" || !st.Readable || st.Local {
+		t.Fatalf("Stat of a holder's file on a reader: %+v, %v", st, err)
+	}
 	if err := a.N.Shutdown(); err != nil {
 		t.Fatal(err)
 	}

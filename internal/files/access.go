@@ -1,6 +1,7 @@
 package files
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/cipher"
@@ -14,6 +15,9 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"time"
+
+	"github.com/zeebo/blake3"
 
 	"golang.org/x/crypto/chacha20poly1305"
 
@@ -513,4 +517,33 @@ func (s *Service) forget(id ids.Content) {
 	s.acc.mu.Lock()
 	defer s.acc.mu.Unlock()
 	delete(s.acc.files, id)
+}
+
+// fillRemote sets the access fields of info, restricted file id of
+// manifest m that this node does not keep, from the header in chunk 0 as
+// holder serves it (verified against m). It leaves them unset if the
+// header does not fit in chunk 0 or the holder fails.
+func (s *Service) fillRemote(ctx context.Context, holder ids.Node, id ids.Content, m *blob.Manifest, info *Info) {
+	c, err := s.host.Dial(ctx, holder, ServiceName)
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	if len(m.Chunks) == 0 || writeFrame(c, reqChunks, chunksRequest(id, 0, 1)) != nil {
+		return
+	}
+	a, err := readChunkAnswer(bufio.NewReader(c), m, 0, nil)
+	if err != nil || a.data == nil || blake3.Sum256(a.data) != m.Chunks[0] {
+		return
+	}
+	h, err := parseHeader(a.data)
+	if err != nil {
+		return
+	}
+	info.Readers = slices.Clone(h.readers)
+	if _, name, err := h.open(s.cfg.ReadKey); err == nil {
+		info.Readable, info.Name = true, name
+	}
 }

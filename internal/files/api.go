@@ -147,8 +147,11 @@ func (s *Service) Stat(ctx context.Context, id ids.Content) (Info, error) {
 	for _, h := range holders {
 		name, m, err := s.askManifest(ctx, h, id)
 		if err == nil {
-			// A restricted file's readers are in its header, not here yet.
-			return Info{ID: id, Name: name, Size: m.Size, Holders: holders, Readable: !restricted(m)}, nil
+			info := Info{ID: id, Name: name, Size: m.Size, Holders: holders, Readable: !restricted(m)}
+			if restricted(m) {
+				s.fillRemote(ctx, h, id, m, &info) // access.go
+			}
+			return info, nil
 		}
 		errs = append(errs, err)
 	}
