@@ -60,6 +60,9 @@ func TestErrorMapping(t *testing.T) {
 		{files.ErrClosed, ErrNotActive},
 		{blob.ErrClosed, ErrNotActive},
 		{files.ErrTooLarge, ErrTooLarge},
+		{files.ErrNoSecret, ErrNoSecret},
+		{files.ErrTooFewNodes, ErrTooFewNodes},
+		{files.ErrInvalid, ErrInvalid},
 		{syscall.ENOSPC, ErrDiskFull},
 	}
 	for _, c := range cases {

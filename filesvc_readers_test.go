@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -64,13 +65,6 @@ func TestFileReaders(t *testing.T) {
 	}
 
 	// C holds it blind.
-	var mu sync.Mutex
-	var served [][]byte
-	pipes.FileService(c.N).SetHooks(files.Hooks{Served: func(_ int, d []byte) {
-		mu.Lock()
-		served = append(served, bytes.Clone(d))
-		mu.Unlock()
-	}})
 	waitHolders(t, c.N, id, a)
 	// Stat asked of the holder: the readers, not the name.
 	st, err = c.N.Files().Stat(ctx, id)
@@ -102,7 +96,55 @@ func TestFileReaders(t *testing.T) {
 	if err := a.N.Shutdown(); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.N.Files().Fetch(ctx, id, nil); err != nil {
+	// C serves its first chunk only once B opened the file (which waits
+	// for the header while the fetch runs) and started a read far in.
+	var mu sync.Mutex
+	var served [][]byte
+	entered, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	pipes.FileService(c.N).SetHooks(files.Hooks{
+		ServeChunk: func(int) {
+			once.Do(func() { close(entered) })
+			select {
+			case <-release:
+			case <-time.After(30 * time.Second):
+			}
+		},
+		Served: func(_ int, d []byte) {
+			mu.Lock()
+			served = append(served, bytes.Clone(d))
+			mu.Unlock()
+		},
+	})
+	fetched := make(chan error, 1)
+	go func() { fetched <- b.N.Files().Fetch(ctx, id, nil) }()
+	<-entered
+	type opened struct {
+		part []byte
+		err  error
+	}
+	const at, span = 2*testChunk + 777, 5000
+	read := make(chan opened, 1)
+	go func() {
+		r, err := b.N.Files().Open(id)
+		if err != nil {
+			read <- opened{nil, err}
+			return
+		}
+		defer r.Close()
+		if _, err := r.Seek(at, io.SeekStart); err != nil {
+			read <- opened{nil, err}
+			return
+		}
+		part := make([]byte, span)
+		_, err = io.ReadFull(r, part)
+		read <- opened{part, err}
+	}()
+	close(release)
+	if got := <-read; got.err != nil || !bytes.Equal(got.part, data[at:at+span]) {
+		t.Fatalf("a read during the fetch: %v", got.err)
+	}
+	if err := <-fetched; err != nil {
 		t.Fatal(err)
 	}
 	if got := readFile(t, b.N, id); !bytes.Equal(got, data) {
