@@ -15,6 +15,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/zeebo/blake3"
@@ -74,7 +75,9 @@ var headerMagic = [4]byte{'p', 'R', 'F', 1}
 // accessState is the service's part for restricted files.
 type accessState struct {
 	book  keyBook
-	stopP func() // the presence subscription of the publisher
+	key   *ReadKey    // the node's read key, if it is its identity's: set by startAccess
+	ready atomic.Bool // startAccess is done: reader keys received are kept
+	stopP func()      // the presence subscription of the publisher
 
 	mu    sync.Mutex
 	files map[ids.Content]*fileAccess // headers read, by file
@@ -309,7 +312,7 @@ func (s *Service) addRestricted(ctx context.Context, name string, src io.Reader,
 		s.discard(m.Root()) // more bytes than the size said
 		return ids.Content{}, fmt.Errorf("files: add %s: %w", name, blob.ErrChanged)
 	}
-	s.remember(m.Root(), &fileAccess{h: h, readable: s.cfg.ReadKey != nil, key: key, name: name})
+	s.remember(m.Root(), &fileAccess{h: h, readable: s.readKey() != nil, key: key, name: name})
 	return s.added(m, "") // the record keeps no name: the header has it sealed
 }
 
@@ -366,7 +369,7 @@ func (s *Service) access(id ids.Content, r io.ReadSeeker) (*fileAccess, error) {
 		return nil, err
 	}
 	fa = &fileAccess{h: h}
-	if key, name, err := h.open(s.cfg.ReadKey); err == nil {
+	if key, name, err := h.open(s.readKey()); err == nil {
 		fa.readable, fa.key, fa.name = true, key, name
 	} else if !errors.Is(err, ErrNoSecret) {
 		return nil, err
@@ -543,7 +546,7 @@ func (s *Service) fillRemote(ctx context.Context, holder ids.Node, id ids.Conten
 		return
 	}
 	info.Readers = slices.Clone(h.readers)
-	if _, name, err := h.open(s.cfg.ReadKey); err == nil {
+	if _, name, err := h.open(s.readKey()); err == nil {
 		info.Readable, info.Name = true, name
 	}
 }

@@ -222,7 +222,7 @@ func (kb *keyBook) get(id ids.Identity) (hpke.PublicKey, bool) {
 // readerKey returns the public read key of identity id: this node's own,
 // or one of the key book; ErrNotFound if none is known.
 func (s *Service) readerKey(id ids.Identity) (hpke.PublicKey, error) {
-	if k := s.cfg.ReadKey; k != nil && k.id == id {
+	if k := s.readKey(); k != nil && k.id == id {
 		return k.priv.PublicKey(), nil
 	}
 	if pub, ok := s.acc.book.get(id); ok {
@@ -250,7 +250,10 @@ func (s *Service) handleReadKey(m dispatch.Msg) error {
 			return err
 		}
 	}
-	if k := s.cfg.ReadKey; k != nil && k.id == r.id {
+	if !s.acc.ready.Load() {
+		return ErrClosed // not started: the key book is not loaded
+	}
+	if k := s.readKey(); k != nil && k.id == r.id {
 		return nil
 	}
 	return s.acc.book.put(s.ns, r, time.Now())
@@ -271,12 +274,13 @@ func (s *Service) startAccess(h service.Host) error {
 		return err
 	}
 	k := s.cfg.ReadKey
-	if k == nil {
-		return nil
+	if k != nil && ids.Identity(h.Keys().Cert.IdentityID()) != k.id {
+		s.log.Warn("the read key given is not of the node's identity: not used")
+		k = nil
 	}
-	if id := ids.Identity(h.Keys().Cert.IdentityID()); id != k.id {
-		s.log.Warn("the read key given is not of the node's identity: not published")
-		s.cfg.ReadKey = nil
+	s.acc.key = k
+	s.acc.ready.Store(true)
+	if k == nil {
 		return nil
 	}
 	online := make(chan ids.Node, 64)
@@ -291,6 +295,14 @@ func (s *Service) startAccess(h service.Host) error {
 	s.wg.Add(1)
 	go func() { defer s.wg.Done(); s.publishReadKey(k.record, online) }()
 	return nil
+}
+
+// readKey is the node's read key: nil if it has none (or before Start).
+func (s *Service) readKey() *ReadKey {
+	if !s.acc.ready.Load() {
+		return nil
+	}
+	return s.acc.key
 }
 
 // stopAccess stops the presence subscription of startAccess.

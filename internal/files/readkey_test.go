@@ -130,3 +130,20 @@ func TestKeyBook(t *testing.T) {
 		t.Fatal("a dropped key came back")
 	}
 }
+
+// TestReadKeyOfAnotherIdentity: a read key that is not of the node's
+// identity is neither used nor published.
+func TestReadKeyOfAnotherIdentity(t *testing.T) {
+	ik, _ := readKeyOf(t)
+	_, other := readKeyOf(t)
+	s, fh := startWithKey(t, ik, other)
+	if s.KnowsReader(other.id) || s.readKey() != nil {
+		t.Fatal("the key of another identity is used")
+	}
+	if got := fh.broadcasts(); len(got) != 0 {
+		t.Fatalf("%d broadcasts", len(got))
+	}
+	if _, err := s.AddReader(context.Background(), "a", bytes.NewReader([]byte("x")), AddOptions{Readers: []ids.Identity{other.id}}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("an add with no read key of its own: %v", err)
+	}
+}
