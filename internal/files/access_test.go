@@ -9,11 +9,13 @@ import (
 	"io"
 	mrand "math/rand/v2"
 	"os"
+	"slices"
 	"testing"
 
 	"github.com/pipesnet/pipes/internal/identity"
 	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/service"
+	"github.com/pipesnet/pipes/internal/testutil"
 )
 
 func readKeyOf(t testing.TB) (*identity.KeyPair, *ReadKey) {
@@ -275,9 +277,9 @@ func TestRestrictedService(t *testing.T) {
 	if st, _ := s.Stat(ctx, pid); !st.Readable || st.Readers != nil || st.Name != "plain" {
 		t.Fatalf("Stat of a plain file: %+v", st)
 	}
-	if got := fh.broadcasts(); len(got) == 0 || !bytes.Equal(got[0], rk.record) {
-		t.Fatalf("the read key was not published: %d broadcasts", len(got))
-	}
+	testutil.WaitFor(t, "the read key is published", func() bool {
+		return slices.ContainsFunc(fh.broadcasts(), func(b []byte) bool { return bytes.Equal(b, rk.record) })
+	})
 }
 
 // TestRestrictedFromFile: Add of a path streams it; the file sealed to
