@@ -6,7 +6,8 @@
 //
 // A file's id is the root of its blob: the BLAKE3 hash of its manifest
 // (package blob), which lists the BLAKE3 hash of every chunk. The service
-// imports with a zero manifest nonce (blob.WithNonce): the nonce is only
+// imports plain files with a zero manifest nonce (blob.WithNonce; files
+// restricted to readers carry another, see access.go): the nonce is only
 // carried (the store encrypts each blob file under a random data key of
 // its own, whatever the nonce), and a nonce derived from the content
 // would add nothing the chunk hashes do not already fix, so zero makes
@@ -16,8 +17,14 @@
 // the service's files.
 //
 // Goroutines (docs/architecture.md, "Files"): the announcer, the
-// listener's accept loop, one per connection served, and, during a
-// Fetch, one worker per holder; all end when the service closes.
+// reader-key publisher (readkey.go), the listener's accept loop, one per
+// connection served, and, during a Fetch, one worker per holder; all end
+// when the service closes.
+//
+// Files restricted to readers (access.go) are blobs of their ciphertext,
+// marked by their manifest nonce: the service keeps, announces, serves
+// and fetches them like any file, and only Open, Stat and List look into
+// them.
 package files
 
 import (
