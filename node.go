@@ -239,6 +239,7 @@ func (n *Node) Start(ctx context.Context) error {
 		Logger:   log,
 		Gateways: nw.gatewayAddrs, Networks: n.bootList, PortMap: pm, ConnAddr: connAddr,
 		Services: []service.Service{fsvc},
+		Files:    fsvc,
 		OnEvent:  n.handleEvent, OnPipeline: n.pipelineKnown, OnSync: n.syncUpdate, OnRemoved: n.pipelineRemoved,
 		Ready: func(run *node.Node) {
 			n.mu.Lock()

@@ -72,7 +72,9 @@ func (m *Manager) acceptDirect(peer ids.Node, st *quic.Stream, service string) {
 		return
 	}
 	st.SetDeadline(time.Time{})
-	if !l.offer(newStreamConn(st, m.cfg.Addr(m.cfg.Self, service), m.cfg.Addr(peer, ""))) {
+	sc := newStreamConn(st, m.cfg.Addr(m.cfg.Self, service), m.cfg.Addr(peer, ""))
+	sc.peer = peer
+	if !l.offer(sc) {
 		reset(st) // filled up, or closed, since
 	}
 }
@@ -120,7 +122,7 @@ func (m *Manager) acceptRelayed(st *quic.Stream) {
 		return
 	}
 	st.SetDeadline(time.Time{})
-	if !l.offer(&tlsConn{Conn: tc, local: m.cfg.Addr(m.cfg.Self, service), remote: m.cfg.Addr(peer, "")}) {
+	if !l.offer(&tlsConn{Conn: tc, local: m.cfg.Addr(m.cfg.Self, service), remote: m.cfg.Addr(peer, ""), peer: peer}) {
 		reset(st)
 	}
 }

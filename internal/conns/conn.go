@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
+
+	"github.com/pipesnet/pipes/internal/ids"
 )
 
 // ErrLost is matched (errors.Is) by the errors of a connection whose path
@@ -47,6 +49,7 @@ func mapErr(err error) error {
 type streamConn struct {
 	st            *quic.Stream
 	local, remote net.Addr
+	peer          ids.Node   // the node at the other end
 	wmu           sync.Mutex // held by Write; Close waits for it
 	closed        atomic.Bool
 }
@@ -54,6 +57,10 @@ type streamConn struct {
 func newStreamConn(st *quic.Stream, local, remote net.Addr) *streamConn {
 	return &streamConn{st: st, local: local, remote: remote}
 }
+
+// RemoteNode is the node at the other end (the one dialled, or the one
+// that dialled: a served connection names its asker by it).
+func (c *streamConn) RemoteNode() ids.Node { return c.peer }
 
 func (c *streamConn) LocalAddr() net.Addr                { return c.local }
 func (c *streamConn) RemoteAddr() net.Addr               { return c.remote }
@@ -132,7 +139,12 @@ func (u tlsUnder) Read(b []byte) (int, error) {
 type tlsConn struct {
 	*tls.Conn
 	local, remote net.Addr
+	peer          ids.Node // the node at the other end, end to end
 }
+
+// RemoteNode is the node at the other end, as its TLS certificate names
+// it.
+func (c *tlsConn) RemoteNode() ids.Node { return c.peer }
 
 func (c *tlsConn) LocalAddr() net.Addr  { return c.local }
 func (c *tlsConn) RemoteAddr() net.Addr { return c.remote }

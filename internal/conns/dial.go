@@ -73,6 +73,7 @@ func (m *Manager) Dial(ctx context.Context, dst ids.Node, service string) (net.C
 		return nil, m.dialErr(ctx, err)
 	}
 	sc := newStreamConn(st, local, remote)
+	sc.peer = dst
 	if direct {
 		if !stop() {
 			return nil, ctx.Err() // ctx ended just now
@@ -101,7 +102,7 @@ func (m *Manager) Dial(ctx context.Context, dst ids.Node, service string) (net.C
 	st.SetDeadline(time.Time{})
 	ok = true
 	m.punchLater(dst)
-	return &tlsConn{Conn: tc, local: local, remote: remote}, nil
+	return &tlsConn{Conn: tc, local: local, remote: remote, peer: dst}, nil
 }
 
 // A failed punch toward a node is tried again after punchRetry, then

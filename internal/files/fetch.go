@@ -285,6 +285,9 @@ func (s *Service) work(ctx context.Context, w int, holder ids.Node, hc *holderCo
 			}
 		}
 		if len(inflight) == 0 {
+			if sc.lacksAll(w) {
+				return // its holder has none of the chunks left: waiting would hold the transfer up
+			}
 			select {
 			case <-ch:
 				continue

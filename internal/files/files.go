@@ -184,6 +184,8 @@ type Service struct {
 
 	network atomic.Pointer[ids.Network] // set by Start: announcements are checked against it
 	hooks   atomic.Pointer[Hooks]
+	auth    atomic.Pointer[authorizer] // SetAuthorizer: blobs served besides the files (blobs.go)
+	up      chan struct{}              // closed by Start (FetchBlob waits for it)
 
 	host  service.Host
 	blobs *blob.Store
@@ -233,7 +235,7 @@ func New(cfg Config) *Service {
 	}
 	s := &Service{cfg: cfg, log: cfg.Logger, idx: newIndex(), changed: make(chan struct{}, 1),
 		onlineCh: make(chan ids.Node, 64), files: map[ids.Content]*record{},
-		fetches: map[ids.Content]*fetchState{}, served: map[net.Conn]struct{}{}}
+		fetches: map[ids.Content]*fetchState{}, served: map[net.Conn]struct{}{}, up: make(chan struct{})}
 	s.acc.book = keyBook{max: cfg.KeyBookSize, m: map[ids.Identity]*bookEntry{}}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s
@@ -319,6 +321,7 @@ func (s *Service) Start(_ context.Context, h service.Host) error {
 	s.mu.Lock()
 	s.started = true
 	s.wg.Add(2)
+	close(s.up)
 	s.mu.Unlock()
 	go func() { defer s.wg.Done(); s.accept() }()
 	go func() { defer s.wg.Done(); s.announcer() }()

@@ -56,6 +56,7 @@ func (s *Service) accept() {
 func (s *Service) serve(c net.Conn) error {
 	r := bufio.NewReader(c)
 	w := bufio.NewWriterSize(c, 64<<10)
+	asker, named := askerOf(c)
 	for {
 		c.SetReadDeadline(time.Now().Add(idleServing))
 		typ, body, err := readFrame(r, maxRequest, nil)
@@ -66,7 +67,7 @@ func (s *Service) serve(c net.Conn) error {
 		if err != nil {
 			return err
 		}
-		if err := s.answer(w, q); err != nil {
+		if err := s.answer(w, q, asker, named); err != nil {
 			return err
 		}
 		if r.Buffered() == 0 {
@@ -89,9 +90,13 @@ func (s *Service) kept(id ids.Content) (string, bool) {
 	return r.name, true
 }
 
-// answer writes the answer to one request.
-func (s *Service) answer(w *bufio.Writer, q request) error {
+// answer writes the answer to one request of asker (named: the
+// connection names it).
+func (s *Service) answer(w *bufio.Writer, q request, asker ids.Node, named bool) error {
 	name, ok := s.kept(q.root)
+	if !ok && named {
+		ok = s.authorized(q.root, asker)
+	}
 	var m *blob.Manifest
 	if ok {
 		var err error

@@ -5,8 +5,9 @@
 // checks that no two kinds share a number.
 //
 // The numbers are part of the wire protocol: a number, once given, never
-// changes meaning. A new service takes the next free number of its range
-// and adds a line to Table.
+// changes meaning, even when its kind is retired (no longer sent or
+// handled). A new service takes the next free number of its range and
+// adds a line to Table.
 //
 // Ranges: 1..15 broadcast kinds; 16..99 routed kinds of the pipeline
 // engine and the services above it; 100..127 routed kinds the mesh answers
@@ -64,11 +65,13 @@ const (
 	// broadcast, routed to a new peer, or inside Sealed; handled by the
 	// engine's secrets and tombstones.
 	Notes uint32 = 20
-	// FileGet asks for one chunk of a file (pb.FileGet), in clear or
-	// inside Sealed; handled by the files service's chunk server.
+	// FileGet is retired: it asked for one chunk of a file packet
+	// (pb.FileGet), in clear or inside Sealed. File packets' chunks travel
+	// on the file service's data connections ("pipes/files") now; nothing
+	// handles the kind, and its number stays reserved, never given again.
 	FileGet uint32 = 21
-	// FileData answers a FileGet with the chunk (pb.FileData); handled by
-	// the files service's fetcher.
+	// FileData is retired: it answered a FileGet with the chunk
+	// (pb.FileData). Like FileGet, unhandled, its number reserved.
 	FileData uint32 = 22
 	// RealtimeKey is the key of a realtime session (pb.RealtimeKey). It
 	// travels only inside Sealed, never as a routed kind of its own;
@@ -119,7 +122,9 @@ type Info struct {
 }
 
 // Table lists every kind, in the order of its number. docs/architecture.md
-// ("Services and the message registry") shows it.
+// ("Services and the message registry") shows it. A retired kind stays
+// listed, with the paths it took, and a Handler beginning "retired": its
+// number is not given again.
 var Table = []Info{
 	{Status, "status", Broadcast, "mesh: presence"},
 	{Def, "def", Broadcast, "pipeline engine: definitions"},
@@ -132,8 +137,8 @@ var Table = []Info{
 	{Direct, "direct", Routed | InSealed, "pipeline engine: point-to-point packets"},
 	{Sync, "sync", Routed | InSealed, "pipeline engine: sync"},
 	{Notes, "notes", Broadcast | Routed | InSealed, "pipeline engine: secrets and tombstones"},
-	{FileGet, "file-get", Routed | InSealed, "files service: chunk server"},
-	{FileData, "file-data", Routed | InSealed, "files service: fetcher"},
+	{FileGet, "file-get", Routed | InSealed, "retired: no handler (file packets ride the pipes/files data connections)"},
+	{FileData, "file-data", Routed | InSealed, "retired: no handler (file packets ride the pipes/files data connections)"},
 	{RealtimeKey, "realtime-key", InSealed, "pipeline engine: realtime sessions"},
 	{Ping, "ping", Routed, "mesh: diagnostics"},
 	{Pong, "pong", Routed, "mesh: diagnostics"},

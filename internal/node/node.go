@@ -79,6 +79,10 @@ type Config struct {
 	// before the mesh starts, and closed on shutdown before them, the last
 	// first.
 	Services []service.Service
+	// Files is the transfer the engine fetches and serves file packets'
+	// content on: the node's file service (one of Services, which start
+	// after the engine's, so the engine's fetches wait for it).
+	Files pipeline.FileTransfer
 
 	// Ready, if set, is called by Start once the node is assembled and
 	// before it joins the network (the mesh starts when Ready returns):
@@ -203,7 +207,7 @@ func (n *Node) assemble(hooks TestHooks, heartbeat, offline time.Duration) error
 	certs := &identity.CertCache{} // one for the engine and the mesh
 	n.eng, err = pipeline.New(pipeline.Config{Network: cfg.Network, Key: cfg.Key, Cert: cfg.Cert, HPKE: hkey,
 		Host: n.host, Logger: cfg.Logger, OnPipeline: cfg.OnPipeline, DB: cfg.DB, StoreKey: cfg.StoreKey,
-		OnSync: cfg.OnSync, OnRemoved: cfg.OnRemoved, Blobs: n.blobs, Certs: certs, Dispatcher: n.disp})
+		OnSync: cfg.OnSync, OnRemoved: cfg.OnRemoved, Blobs: n.blobs, Files: cfg.Files, Certs: certs, Dispatcher: n.disp})
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
 	}

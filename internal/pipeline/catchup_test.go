@@ -93,7 +93,7 @@ func logHistory(t *testing.T, n testNode, id [32]byte, count int) {
 // more than a pipeline's writer queue holds) while its writer for that
 // pipeline is held; packets of a live point-to-point pipeline, which come
 // to b on the same routed path, must still arrive, and so must a file
-// (its packet, then its chunks, which b fetches from a). Nothing is timed: the
+// packet. Nothing is timed: the
 // writer is let go only once the live packets have arrived, so a routed
 // path that waits for the writer never delivers them.
 func TestCatchUpDoesNotStallOtherPipelines(t *testing.T) {
@@ -151,7 +151,9 @@ func TestCatchUpDoesNotStallOtherPipelines(t *testing.T) {
 	if n := len(got(live)); n != live {
 		t.Fatalf("%d of %d live packets arrived while another pipeline caught up", n, live)
 	}
-	// So does a file: its packet, then its chunks, which b fetches.
+	// So does a file packet. (Its chunks travel on the file service's data
+	// connections, not the routed path: engines alone have none, and the
+	// root package's tests move them between real nodes.)
 	content := make([]byte, 600<<10)
 	rand.Read(content)
 	path := filepath.Join(t.TempDir(), "f")
@@ -165,10 +167,6 @@ func TestCatchUpDoesNotStallOtherPipelines(t *testing.T) {
 	if len(pks) != live+1 || !pks[live].File {
 		t.Fatalf("the file packet did not arrive while another pipeline caught up (%d packets)", len(pks))
 	}
-	testutil.WaitFor(t, "the file's content on b", func() bool {
-		have, total, err := b.e.FileProgress(pks[live])
-		return err == nil && total > 1 && have == total
-	})
 	bl, _ := b.e.Log(pd.ID)
 	if h := bl.Head(a.id); h >= history {
 		t.Fatalf("the catch-up finished (head %d) before the live packets were let through", h)

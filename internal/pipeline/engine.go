@@ -132,6 +132,11 @@ type Config struct {
 	// Blobs keeps the content of file packets; nil: PutFile and reading
 	// files give ErrNoFiles.
 	Blobs *blob.Store
+	// Files moves the content of file packets between nodes: the node's
+	// file service, on the same blob store, started after the engine's
+	// services. Nil: file packets are put and read, but the content of
+	// those received is not fetched (an engine used alone: tests).
+	Files FileTransfer
 	// OnRemoved is told, on the notification goroutine, when an ephemeral
 	// pipeline is shut down and removed.
 	OnRemoved func(*Def)

@@ -1,15 +1,12 @@
 package pipeline
 
 import (
-	"errors"
 	"sync"
 	"time"
 
 	"github.com/pipesnet/pipes/internal/blob"
 	"github.com/pipesnet/pipes/internal/history"
 	"github.com/pipesnet/pipes/internal/ids"
-	"github.com/pipesnet/pipes/internal/kinds"
-	"github.com/pipesnet/pipes/internal/wire/pb"
 )
 
 // fetchJob is a file this node should have.
@@ -20,22 +17,6 @@ type fetchJob struct {
 	tries  int // fetches that ended incomplete
 }
 
-// fetch is one file being fetched.
-type fetch struct {
-	job    fetchJob
-	root   ids.Content
-	arrive chan fileAnswer
-	mu     sync.Mutex
-	src    ids.Node // the node asked now
-}
-
-// fileAnswer is a FileData and where it came from.
-type fileAnswer struct {
-	src    ids.Node
-	sealed bool
-	d      *pb.FileData
-}
-
 // fileSeen notes a file packet this node received (or must read): its
 // content is fetched unless it is here. recorded: the fetch is in the
 // store already (resumed at start), so it is not written again.
@@ -43,14 +24,14 @@ func (e *Engine) fileSeen(p *pipe, sender ids.Node, m *blob.Manifest, recorded b
 	if e.cfg.Blobs == nil || sender == e.self {
 		return
 	}
-	if m.ChunkSize > maxFileChunk {
+	if m.ChunkSize > maxFileChunk || m.ChunkSize <= 0 {
 		e.stats.rejected.Add(1)
 		return
 	}
 	root := m.Root()
 	e.setOwner(root, p.def.ID)
-	if e.cfg.Blobs.Complete(root) {
-		return
+	if e.cfg.Blobs.Complete(root) || e.cfg.Files == nil {
+		return // complete, or no transfer to fetch it with (an engine alone)
 	}
 	f := e.files
 	f.mu.Lock()
@@ -101,7 +82,6 @@ func (e *Engine) fetchDone(root ids.Content) {
 	f := e.files
 	f.mu.Lock()
 	delete(f.waiting, root)
-	delete(f.active, root)
 	f.mu.Unlock()
 	if e.cfg.DB != nil {
 		if err := history.DeleteSealed(e.cfg.DB, history.KindFetch, e.self, root); err != nil {
@@ -152,10 +132,10 @@ func (e *Engine) fileFetcher() {
 	}
 }
 
-// runFetch asks each source of a file in turn for its missing chunks. If
-// the file is still incomplete after that (no node that has it is
-// reachable now), the job goes back to the queue after fileRetry, so that
-// it does not hold a fetch slot.
+// runFetch fetches a file from its sources at once (fileSources) on the
+// node's file transfer. If the file is still incomplete after that (no
+// node that has it is reachable now), the job goes back to the queue
+// after fileRetry, so that it does not hold a fetch slot.
 func (e *Engine) runFetch(j fetchJob) {
 	root := j.m.Root()
 	p, ok := e.pipeOf(j.pipe)
@@ -163,30 +143,15 @@ func (e *Engine) runFetch(j fetchJob) {
 		e.fetchDone(root) // its pipeline is gone
 		return
 	}
-	if err := e.cfg.Blobs.Add(j.m); err != nil {
-		e.log.Warn("cannot store a file; trying again later", "err", err)
-		e.retryFetch(j)
-		return
-	}
-	ft := &fetch{job: j, root: root, arrive: make(chan fileAnswer, fileWindow*2)}
-	f := e.files
-	f.mu.Lock()
-	f.active[root] = ft
-	f.mu.Unlock()
-	for _, src := range e.fileSources(p, j.sender) {
-		missing, err := e.cfg.Blobs.Missing(root)
-		if err != nil || len(missing) == 0 || e.files.ctx.Err() != nil {
-			break
-		}
-		e.fetchFrom(ft, p, src, missing)
-	}
-	f.mu.Lock()
-	delete(f.active, root)
-	f.mu.Unlock()
-	if missing, err := e.cfg.Blobs.Missing(root); err == nil && len(missing) == 0 {
+	err := e.cfg.Files.FetchBlob(e.files.ctx, j.m, e.fileSources(p, j.sender), nil)
+	if err == nil {
 		e.fetchDone(root)
 		return
 	}
+	if e.files.ctx.Err() != nil {
+		return // closing: the record stays, the next run resumes
+	}
+	e.log.Debug("file packet: fetch incomplete; trying again later", "file", root.Short(), "err", err)
 	e.retryFetch(j)
 }
 
@@ -214,8 +179,11 @@ func (e *Engine) retryFetch(j fetchJob) {
 	})
 }
 
-// fileSources lists the nodes to ask for a file of p: its sender first,
-// then the other online nodes of the pipeline.
+// fileSources lists the nodes to fetch a file of p from: on a
+// point-to-point pipeline its other node; else the sender first, then the
+// other online nodes (members of the pipeline that fetched the file, or
+// are fetching it, serve what they have; the others answer that they have
+// none of it).
 func (e *Engine) fileSources(p *pipe, sender ids.Node) []ids.Node {
 	if p.def.IsPointToPoint() {
 		return []ids.Node{p.def.Opts.ToNode}
@@ -227,77 +195,6 @@ func (e *Engine) fileSources(p *pipe, sender ids.Node) []ids.Node {
 		}
 	}
 	return out
-}
-
-// fetchFrom asks src for the missing chunks, fileWindow at a time, and
-// returns those still missing when src has no more to give.
-func (e *Engine) fetchFrom(ft *fetch, p *pipe, src ids.Node, missing []int) {
-	ft.mu.Lock()
-	ft.src = src
-	ft.mu.Unlock()
-	next, inflight := 0, map[int]bool{}
-	stall := time.NewTimer(fileStall)
-	defer stall.Stop()
-	for {
-		for len(inflight) < fileWindow && next < len(missing) {
-			i := missing[next]
-			g := &pb.FileGet{Root: ft.root[:], Pipeline: p.def.ID[:], Index: uint32(i)}
-			if err := e.sendFile(p, src, kinds.FileGet, g, &pb.SealedBody{Body: &pb.SealedBody_FileGet{FileGet: g}}); err != nil {
-				return // unreachable now: the caller tries the next source
-			}
-			inflight[i] = true
-			next++
-		}
-		if len(inflight) == 0 {
-			return
-		}
-		select {
-		case a := <-ft.arrive:
-			i := int(a.d.Index)
-			if a.src != src || a.sealed != p.def.IsPointToPoint() || !inflight[i] {
-				continue // not an answer to this fetch's requests
-			}
-			delete(inflight, i)
-			if a.d.Missing {
-				return // src does not have it all: the next source gets the rest
-			}
-			if err := e.cfg.Blobs.WriteChunk(ft.root, i, a.d.Data); err != nil {
-				e.stats.rejected.Add(1)
-				return
-			}
-			// Only progress puts the stall off.
-			stall.Reset(fileStall)
-		case <-stall.C:
-			return
-		case <-e.files.ctx.Done():
-			return
-		}
-	}
-}
-
-// handleFileData hands an answer to the fetch waiting for it, if it comes
-// from the node that fetch asks.
-func (e *Engine) handleFileData(src ids.Node, d *pb.FileData, sealed bool) error {
-	if len(d.Root) != 32 {
-		return errors.New("pipeline: malformed file data")
-	}
-	e.files.mu.Lock()
-	ft := e.files.active[ids.Content(d.Root)]
-	e.files.mu.Unlock()
-	if ft == nil {
-		return nil
-	}
-	ft.mu.Lock()
-	asked := ft.src == src
-	ft.mu.Unlock()
-	if !asked {
-		return nil
-	}
-	select {
-	case ft.arrive <- fileAnswer{src: src, sealed: sealed, d: d}:
-	default:
-	}
-	return nil
 }
 
 // FileProgress reports how many chunks of a file packet's content this

@@ -10,44 +10,56 @@ import (
 	"os"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/pipesnet/pipes/internal/blob"
 	"github.com/pipesnet/pipes/internal/history"
 	"github.com/pipesnet/pipes/internal/ids"
 	"github.com/pipesnet/pipes/internal/service"
-	"github.com/pipesnet/pipes/internal/worker"
 )
 
 // File packets. PutFile stores the file in the node's blob store (chunks
 // of 256 KiB or more, sealed at rest) and puts a packet whose data is the
 // file's manifest: its size and the BLAKE3 hash of each chunk. Every node
-// that gets the packet fetches the chunks in the background from the
-// sender, or from other nodes of the pipeline that have them, checks each
-// against the manifest and stores it; a transfer that stops (a node
-// leaves, the process restarts) resumes from the chunks already stored.
-// Readers stream the content chunk by chunk as it arrives.
+// that gets the packet fetches the chunks in the background, from the
+// sender and the other nodes of the pipeline at once (those that fetched
+// them already, or are fetching them), checks each against the manifest
+// and stores it; a transfer that stops (a node leaves, the process
+// restarts) resumes from the chunks already stored. Readers stream the
+// content chunk by chunk as it arrives.
 //
 // On an encrypted pipeline each chunk is sealed with the pipeline key
 // before it is hashed, so nodes without the secret fetch, check, store and
 // serve chunks they cannot read; the manifest itself (sizes and hashes of
 // sealed chunks) is not encrypted.
 //
-// Chunks travel as routed messages: FileGet (kinds.FileGet) asks for one
-// chunk, FileData (kinds.FileData) answers; both inside Sealed on a
-// point-to-point pipeline. A fetch keeps fileWindow requests in flight per
-// file. The files part is a service (fileserve.go): it registers the two
-// kinds and owns the chunk servers and the fetcher.
+// Chunks travel on the file service's transfer (Config.Files, package
+// files: data connections to its "pipes/files" service, every holder at
+// once, each chunk verified before it is stored, holders that send bad
+// data dropped). The engine decides who may have a file's chunks (a
+// member of a pipeline with a packet of the file: on a point-to-point
+// pipeline only its other node) and which nodes to fetch from. The files
+// part is a service (fileserve.go): it registers that decision with the
+// file service and owns the fetcher (filefetch.go).
 
 const (
-	fileWindow   = 12               // chunk requests in flight per file
-	fileStall    = 15 * time.Second // no answer for this long: ask the next node
 	fileRetry    = 10 * time.Second // all sources failed: try again after, doubling
 	fileRetryMax = 10 * time.Minute
-	fileServers  = 2 // goroutines serving chunks
 	fileFetchers = 2 // files fetched at once
 )
+
+// FileTransfer moves the content of file packets between nodes: the
+// node's file service (*files.Service) satisfies it.
+type FileTransfer interface {
+	// FetchBlob makes this node hold the blob of manifest m complete,
+	// fetching the chunks it lacks from the holders given, at once, each
+	// verified before it is stored; a holder that lacks the blob is fine.
+	// It waits for the transfer to be started.
+	FetchBlob(ctx context.Context, m *blob.Manifest, holders []ids.Node, progress func(done, total int64)) error
+	// SetAuthorizer sets who may fetch blobs this node holds that are not
+	// the transfer's own files (nil: nobody).
+	SetAuthorizer(func(root ids.Content, asker ids.Node) bool)
+}
 
 // ErrNoFiles: the engine has no blob store.
 var ErrNoFiles = errors.New("pipeline: this node keeps no files (no blob store)")
@@ -56,8 +68,9 @@ var ErrNoFiles = errors.New("pipeline: this node keeps no files (no blob store)"
 // are not all stored; only a running engine fetches what is missing.
 var ErrFileIncomplete = errors.New("pipeline: the file is not complete on this node and the node is not started")
 
-// Limits of file packets: a chunk travels in one message, which must fit a
-// frame, so chunks are at most 2 MiB and files (16384 chunks) 32 GiB.
+// Limits of file packets: chunks are at most 2 MiB (what a fetcher reads
+// of one answer, and a reader holds, is one chunk), so files of 16384
+// chunks are at most 32 GiB.
 const (
 	maxFileChunk = 2 << 20
 	MaxFileSize  = blob.MaxChunks * maxFileChunk
@@ -74,12 +87,10 @@ type files struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	host   service.Host
-	serve  atomic.Pointer[worker.Pool[chunkReq]] // the chunk servers
 	wg     sync.WaitGroup
 
 	mu      sync.Mutex
 	closed  bool
-	active  map[ids.Content]*fetch // by root
 	queue   []fetchJob
 	kick    chan struct{}
 	seenQ   chan seen
@@ -107,7 +118,7 @@ func (e *Engine) noteFile(p *pipe, pk *Packet) {
 }
 
 func newFiles(e *Engine) *files {
-	return &files{e: e, active: map[ids.Content]*fetch{}, kick: make(chan struct{}, 1),
+	return &files{e: e, kick: make(chan struct{}, 1),
 		seenQ: make(chan seen, 1024), waiting: map[ids.Content]bool{},
 		owners: map[ids.Content]map[ids.Pipeline]bool{}}
 }
@@ -183,6 +194,26 @@ func (e *Engine) setOwner(root ids.Content, pipe ids.Pipeline) {
 	rec := ownerRecord(set)
 	f.mu.Unlock()
 	e.saveOwners(root, rec)
+}
+
+// mayServe reports whether asker may have the chunks of file root: a
+// packet of a pipeline this node knows carries it, and the pipeline is a
+// broadcast one (its data is every member's) or a point-to-point one
+// whose other node is asker. It is the file service's authorizer.
+func (e *Engine) mayServe(root ids.Content, asker ids.Node) bool {
+	e.files.mu.Lock()
+	pipes := make([]ids.Pipeline, 0, len(e.files.owners[root]))
+	for id := range e.files.owners[root] {
+		pipes = append(pipes, id)
+	}
+	e.files.mu.Unlock()
+	for _, id := range pipes {
+		p, ok := e.pipeOf(id)
+		if ok && (!p.def.IsPointToPoint() || p.def.Opts.ToNode == asker) {
+			return true
+		}
+	}
+	return false
 }
 
 // ownedBy reports whether a packet of pipeline pipe carries the file root.

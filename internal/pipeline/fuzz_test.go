@@ -14,9 +14,10 @@ import (
 	"github.com/pipesnet/pipes/internal/wire/pb"
 )
 
-// FuzzNotesAndFiles feeds arbitrary pipeline notes, file requests and
-// answers, and sealed bodies to an engine with a persistent pipeline, as
-// routed messages and as what a sealed message holds: nothing may panic.
+// FuzzNotesAndFiles feeds arbitrary pipeline notes, messages of the
+// retired file kinds (FileGet, FileData: refused, no handler), and sealed
+// bodies to an engine with a persistent pipeline and files, as routed
+// messages and as what a sealed message holds: nothing may panic.
 func FuzzNotesAndFiles(f *testing.F) {
 	e, d, ident := persistentEngineWithFiles(f)
 	okey, _ := identity.Generate()
@@ -56,14 +57,6 @@ func FuzzNotesAndFiles(f *testing.F) {
 					if n, err := parseNotes(mustMarshal(m.Notes)); err == nil {
 						e.notes.handle(src, n, true)
 					}
-				}
-			case *pb.SealedBody_FileGet:
-				if m.FileGet != nil {
-					e.handleFileGet(src, m.FileGet, true)
-				}
-			case *pb.SealedBody_FileData:
-				if m.FileData != nil {
-					e.handleFileData(src, m.FileData, true)
 				}
 			}
 		default:

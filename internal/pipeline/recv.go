@@ -281,7 +281,9 @@ func (e *Engine) onSealed(m dispatch.Msg, s *pb.Sealed) error {
 	return nil
 }
 
-// sealedKind returns the kind a sealed body stands for, and the body.
+// sealedKind returns the kind a sealed body stands for, and the body (0
+// for a body of the retired file kinds: file chunks travel on data
+// connections now).
 func sealedKind(b *pb.SealedBody) (uint32, any) {
 	switch b := b.Body.(type) {
 	case *pb.SealedBody_Def:
@@ -290,10 +292,6 @@ func sealedKind(b *pb.SealedBody) (uint32, any) {
 		return kinds.Direct, b.Batch
 	case *pb.SealedBody_Sync:
 		return kinds.Sync, b.Sync
-	case *pb.SealedBody_FileGet:
-		return kinds.FileGet, b.FileGet
-	case *pb.SealedBody_FileData:
-		return kinds.FileData, b.FileData
 	case *pb.SealedBody_RealtimeKey:
 		return kinds.RealtimeKey, b.RealtimeKey
 	case *pb.SealedBody_Notes:
