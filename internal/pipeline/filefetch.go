@@ -143,7 +143,13 @@ func (e *Engine) runFetch(j fetchJob) {
 		e.fetchDone(root) // its pipeline is gone
 		return
 	}
-	err := e.cfg.Files.FetchBlob(e.files.ctx, j.m, e.fileSources(p, j.sender), nil)
+	var first, last int64 = -1, -1
+	err := e.cfg.Files.FetchBlob(e.files.ctx, j.m, e.fileSources(p, j.sender), func(done, _ int64) {
+		if first < 0 {
+			first = done
+		}
+		last = done
+	})
 	if err == nil {
 		e.fetchDone(root)
 		return
@@ -152,6 +158,9 @@ func (e *Engine) runFetch(j fetchJob) {
 		return // closing: the record stays, the next run resumes
 	}
 	e.log.Debug("file packet: fetch incomplete; trying again later", "file", root.Short(), "err", err)
+	if last > first {
+		j.tries = -1 // it got somewhere: the next try comes soon (fileRetrySoon)
+	}
 	e.retryFetch(j)
 }
 
@@ -160,8 +169,10 @@ func (e *Engine) runFetch(j fetchJob) {
 // costs little while it waits.
 func (e *Engine) retryFetch(j fetchJob) {
 	j.tries++
-	delay := fileRetry << min(j.tries-1, 6)
-	delay = min(delay, fileRetryMax)
+	delay := fileRetrySoon
+	if j.tries > 0 {
+		delay = min(fileRetry<<min(j.tries-1, 6), fileRetryMax)
+	}
 	f := e.files
 	f.spawn(func() {
 		select {

@@ -45,7 +45,11 @@ import (
 const (
 	fileRetry    = 10 * time.Second // all sources failed: try again after, doubling
 	fileRetryMax = 10 * time.Minute
-	fileFetchers = 2 // files fetched at once
+	// fileRetrySoon: a fetch that stored chunks before it stopped (a
+	// holder went away midway) is tried again after this, and its delay
+	// starts again from fileRetry.
+	fileRetrySoon = time.Second
+	fileFetchers  = 2 // files fetched at once
 )
 
 // FileTransfer moves the content of file packets between nodes: the
