@@ -23,6 +23,13 @@ import (
 // gate, if set, is every engine's writer gate (Config.testWriterGate).
 func persistentNet(t *testing.T, n int, gate func(self, pipe [32]byte)) (*fakeNet, []testNode) {
 	t.Helper()
+	return persistentNetWith(t, n, gate, nil)
+}
+
+// persistentNetWith is persistentNet; transfer, if set, gives engine i
+// its Config.Files.
+func persistentNetWith(t *testing.T, n int, gate func(self, pipe [32]byte), transfer func(i int) FileTransfer) (*fakeNet, []testNode) {
+	t.Helper()
 	fn := &fakeNet{engines: map[[32]byte]*Engine{}, keys: map[[32]byte][]byte{}}
 	ident, _ := identity.Generate()
 	var nodes []testNode
@@ -46,6 +53,9 @@ func persistentNet(t *testing.T, n int, gate func(self, pipe [32]byte)) (*fakeNe
 		cfg := Config{Network: testNet, Key: key, Cert: cert, HPKE: hk, Host: &fakeHost{net: fn, self: id}, DB: db, Blobs: blobs}
 		if gate != nil {
 			cfg.testWriterGate = func(pipe ids.Pipeline) { gate(id, pipe) }
+		}
+		if transfer != nil {
+			cfg.Files = transfer(i)
 		}
 		e, err := New(cfg)
 		if err != nil {

@@ -174,13 +174,24 @@ func (e *Engine) retryFetch(j fetchJob) {
 		delay = min(fileRetry<<min(j.tries-1, 6), fileRetryMax)
 	}
 	f := e.files
+	root := j.m.Root()
+	hurry := make(chan struct{})
+	f.mu.Lock()
+	f.hurry[root] = hurry
+	f.mu.Unlock()
 	f.spawn(func() {
+		t := time.NewTimer(delay)
+		defer t.Stop()
 		select {
-		case <-time.After(delay):
+		case <-t.C:
+		case <-hurry:
 		case <-e.files.ctx.Done():
 			return
 		}
 		f.mu.Lock()
+		if f.hurry[root] == hurry {
+			delete(f.hurry, root)
+		}
 		f.queue = append(f.queue, j)
 		f.mu.Unlock()
 		select {
@@ -188,6 +199,18 @@ func (e *Engine) retryFetch(j fetchJob) {
 		default:
 		}
 	})
+}
+
+// hurryFetch cuts short the wait of a fetch of root that is to be tried
+// again (a reader opened the file).
+func (e *Engine) hurryFetch(root ids.Content) {
+	f := e.files
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if ch := f.hurry[root]; ch != nil {
+		close(ch)
+		delete(f.hurry, root)
+	}
 }
 
 // fileSources lists the nodes to fetch a file of p from: on a

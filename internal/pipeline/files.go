@@ -99,6 +99,7 @@ type files struct {
 	kick    chan struct{}
 	seenQ   chan seen
 	waiting map[ids.Content]bool                  // roots queued or active
+	hurry   map[ids.Content]chan struct{}         // roots waiting to be tried again: closed to try now
 	owners  map[ids.Content]map[ids.Pipeline]bool // root -> the pipelines with a packet of the file
 }
 
@@ -123,7 +124,7 @@ func (e *Engine) noteFile(p *pipe, pk *Packet) {
 
 func newFiles(e *Engine) *files {
 	return &files{e: e, kick: make(chan struct{}, 1),
-		seenQ: make(chan seen, 1024), waiting: map[ids.Content]bool{},
+		seenQ: make(chan seen, 1024), waiting: map[ids.Content]bool{}, hurry: map[ids.Content]chan struct{}{},
 		owners: map[ids.Content]map[ids.Pipeline]bool{}}
 }
 
@@ -361,6 +362,7 @@ func (e *Engine) OpenFile(ctx context.Context, pk *Packet) (io.ReadCloser, error
 			return nil, err
 		}
 		e.fileSeen(p, pk.Sender, m, false)
+		e.hurryFetch(m.Root()) // a fetch waiting to be tried again is tried now
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	stop := context.AfterFunc(e.ctx, cancel)
