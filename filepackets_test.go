@@ -18,8 +18,9 @@ import (
 // TestFilePacketTwoHolders: a file packet's content is fetched from two
 // holders at once, its sender and a member that has it already. c sees
 // both online when the packet comes; its requests are held until b has
-// the whole file, and then each holder, after its first chunk, waits for
-// the other to serve one: both serve c, whatever their speed.
+// the whole file (c's Requested hook runs before the request is sent),
+// and then each holder, after its first chunk, waits for the other to
+// serve one: both serve c, whatever their speed.
 func TestFilePacketTwoHolders(t *testing.T) {
 	ms := cluster(t, "fp2", 3, nil)
 	a, b, c := ms[0], ms[1], ms[2]
