@@ -26,7 +26,7 @@ import (
 	"github.com/pipesnet/pipes/internal/testnet"
 )
 
-// The file service against crashes and a full disk.
+// The file service against crashes, a full disk and a file that changes.
 
 // fetcherEnv names the data directory when the test binary runs as the
 // fetching process of TestFileResumeAfterKill; fetchIDEnv names the file.
@@ -324,4 +324,62 @@ func TestFileDiskFull(t *testing.T) {
 		}
 	}
 	t.Logf("%d of 32 chunks stored before the disk filled; %d fetched after", len(present), len(asked))
+}
+
+// TestFileAddChanging: a file that grows while it is added fails with
+// ErrChanged and leaves nothing: no file in the list, no blob in the
+// store; added again once it is still, it succeeds.
+func TestFileAddChanging(t *testing.T) {
+	ms := cluster(t, "fchg", 1, nil)
+	a := ms[0]
+	path := filepath.Join(t.TempDir(), "growing.log")
+	if err := os.WriteFile(path, content(32*testChunk, 13), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cid := a.N.ID()
+	blobs := filepath.Join(a.Dir, "blobs", hex.EncodeToString(cid[:]))
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	started := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			t.Error(err)
+			close(started)
+			return
+		}
+		defer f.Close()
+		for i := 0; ; i++ {
+			f.Write([]byte("another line\n"))
+			if i == 0 {
+				close(started)
+			}
+			select {
+			case <-stop:
+				return
+			default:
+			}
+		}
+	}()
+	<-started
+	_, err := a.N.Files().Add(context.Background(), path)
+	close(stop)
+	<-stopped
+	if !errors.Is(err, pipes.ErrChanged) {
+		t.Fatalf("Add of a growing file: %v, want ErrChanged", err)
+	}
+	if l := a.N.Files().List(); len(l) != 0 {
+		t.Fatalf("List after the failed Add: %+v", l)
+	}
+	if ents, _ := os.ReadDir(blobs); len(ents) != 0 {
+		t.Fatalf("%d files left in the blob store", len(ents))
+	}
+	id, err := a.N.Files().Add(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := os.ReadFile(path)
+	if got := readFile(t, a.N, id); !bytes.Equal(got, want) {
+		t.Fatal("the file added once still differs")
+	}
 }

@@ -38,8 +38,8 @@ func limitEgress(t *testing.T, h *netlab.Host, rate string) {
 // labHolderRate, deliver a file to a fourth node at least 2.5 times as
 // fast as one of them alone. Both fetches get the same content in the
 // same test; the rates (from the first chunk stored to the last) are
-// logged (go test -run TestFileMultiSourceLab
-// -v ./integrationtests/), the ratio is asserted.
+// logged (go test -run TestFileMultiSourceLab -v ./integrationtests/, as
+// root), the ratio is asserted.
 func TestFileMultiSourceLab(t *testing.T) {
 	lab := netlab.New(t, "pfms")
 	if _, err := exec.LookPath("tc"); err != nil {
