@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pipesnet/pipes/internal/blob"
@@ -290,13 +291,50 @@ func (s *Service) workOn(ctx context.Context, w int, holder ids.Node, hc *holder
 	defer hc.c.Close()
 	stop := context.AfterFunc(ctx, func() { hc.c.Close() })
 	defer stop()
+	// The chunks read are verified and stored by a goroutine of their
+	// own, while the next ones are read. bad is set when it met a chunk
+	// that does not verify, or a write that failed: then it closes the
+	// connection, gives back what is left, and the worker ends.
+	store := make(chan chunkAnswer, 2)
+	storerDone := make(chan struct{})
+	var bad, storedAny atomic.Bool
+	go func() {
+		defer close(storerDone)
+		for a := range store {
+			if bad.Load() {
+				sc.release(w, a.index, false)
+				continue
+			}
+			if err := s.blobs.WriteChunk(id, a.index, a.data); err != nil {
+				sc.release(w, a.index, false)
+				bad.Store(true)
+				hc.c.Close()
+				if errors.Is(err, blob.ErrChunkMismatch) {
+					s.nBad.Add(1)
+					s.log.Debug("fetch: a holder sent a bad chunk", "holder", holder.Short(), "chunk", a.index)
+					s.dropped(holder)
+				} else {
+					fail(fmt.Errorf("files: fetch: %w", err))
+				}
+				continue
+			}
+			sc.stored(w, a.index)
+			storedAny.Store(true)
+		}
+	}()
+	defer func() {
+		close(store)
+		<-storerDone
+		stored = stored || storedAny.Load()
+		again = again && !bad.Load()
+	}()
 	bw := bufio.NewWriter(hc.c)
 	window := minWindow
 	var rate float64 // bytes a second, smoothed
 	last := time.Now()
 	requested := s.hook().Requested
 	for {
-		if _, _, n := sc.progress(); n == 0 || ctx.Err() != nil {
+		if _, _, n := sc.progress(); n == 0 || ctx.Err() != nil || bad.Load() {
 			return stored, false
 		}
 		ch := sc.wait()
@@ -351,19 +389,7 @@ func (s *Service) workOn(ctx context.Context, w int, holder ids.Node, hc *holder
 			sc.release(w, i, true)
 			continue
 		}
-		if err := s.blobs.WriteChunk(id, i, a.data); err != nil {
-			sc.release(w, i, false)
-			if errors.Is(err, blob.ErrChunkMismatch) {
-				s.nBad.Add(1)
-				s.log.Debug("fetch: a holder sent a bad chunk", "holder", holder.Short(), "chunk", i)
-				s.dropped(holder)
-				return stored, false
-			}
-			fail(fmt.Errorf("files: fetch: %w", err))
-			return stored, false
-		}
-		sc.stored(w, i)
-		stored = true
+		store <- a
 		now := time.Now()
 		if dt := now.Sub(last).Seconds(); dt > 0 {
 			r := float64(len(a.data)) / dt
