@@ -46,7 +46,6 @@ func TestFileMultiSourceLab(t *testing.T) {
 		t.Skip("no tc (iproute2)")
 	}
 	netPath := testnet.Netfile(t, "pfms")
-	var hosts []*netlab.Host
 	var ms []*testnet.Member
 	for i, name := range []string{"fetcher", "holder1", "holder2", "holder3"} {
 		h, err := lab.AddHost(nil)
@@ -61,7 +60,6 @@ func TestFileMultiSourceLab(t *testing.T) {
 			m.Gateway(t, ms[0])
 		}
 		startIn(t, m, h)
-		hosts = append(hosts, h)
 		ms = append(ms, m)
 	}
 	testnet.Eventually(t, 60*time.Second, "all see all", testnet.AllSeeAll(ms))
