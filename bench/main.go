@@ -3,7 +3,7 @@
 // ratios from the same run. See docs/performance.md for the workloads and
 // recorded results.
 //
-//	cd bench && go run . [-quick] [-only broadcast|dups|p2p|history|realtime|files|conns]
+//	cd bench && go run . [-quick] [-only broadcast|dups|p2p|history|realtime|files|fileservice|conns]
 package main
 
 import (
@@ -17,13 +17,14 @@ import (
 
 func main() {
 	quick := flag.Bool("quick", false, "a small subset of the matrix, for a smoke test")
-	only := flag.String("only", "", "run only 'broadcast', 'dups', 'p2p', 'history', 'realtime', 'files' or 'conns'")
+	only := flag.String("only", "", "run only 'broadcast', 'dups', 'p2p', 'history', 'realtime', 'files', 'fileservice' or 'conns'")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile to this file")
 	flag.IntVar(&catchPackets, "catch", 0, "history benchmark (a): packets to catch up (default 1000000, 20000 with -quick)")
 	flag.IntVar(&rtSize, "rt-size", 1000, "realtime benchmark: datagram payload bytes")
 	flag.Float64Var(&rtSeconds, "rt-seconds", 5, "realtime benchmark: seconds of each measurement (1 with -quick)")
 	flag.DurationVar(&rtTick, "rt-tick", time.Millisecond, "realtime benchmark: pacing period of the paced measurement (one burst per tick)")
 	flag.IntVar(&fileMiB, "file-mib", 256, "files benchmark: size of the file in MiB (at most 32 with -quick)")
+	flag.IntVar(&fsMiB, "fs-mib", 1024, "fileservice benchmark: size of the file in MiB (at most 64 with -quick)")
 	flag.IntVar(&connMiB, "conn-mib", 512, "conns benchmark: MiB of each throughput transfer (at most 32 with -quick)")
 	flag.IntVar(&connDials, "conn-dials", 1000, "conns benchmark: dials of the set-up measurement (at most 100 with -quick)")
 	flag.IntVar(&connRounds, "conn-rounds", 3, "conns benchmark: throughput rounds, each measuring every system once (the median counts)")
@@ -55,6 +56,9 @@ func main() {
 	}
 	if *only == "" || *only == "files" {
 		runFiles(*quick)
+	}
+	if *only == "" || *only == "fileservice" {
+		runFileService(*quick)
 	}
 	if *only == "" || *only == "conns" {
 		runConns(*quick)

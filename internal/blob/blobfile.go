@@ -172,9 +172,20 @@ func (b *blob) isPresent(i int) (bool, error) {
 	return err == nil, err
 }
 
+// sealBufs holds the buffers chunks are sealed into before they are
+// written (nothing keeps them after the write).
+var sealBufs sync.Pool
+
 // write seals chunk i and writes it to its slot.
 func (b *blob) write(i int, data []byte) error {
-	sealed := b.aead.Seal(make([]byte, 0, len(data)+tagSize), chunkNonce(i), data, nil)
+	var buf []byte
+	if p, ok := sealBufs.Get().(*[]byte); ok && cap(*p) >= len(data)+tagSize {
+		buf = *p
+	} else {
+		buf = make([]byte, 0, max(len(data), b.m.ChunkSize)+tagSize)
+	}
+	sealed := b.aead.Seal(buf[:0], chunkNonce(i), data, nil)
+	defer sealBufs.Put(&sealed)
 	b.rw.Lock()
 	defer b.rw.Unlock()
 	if b.shut != nil {

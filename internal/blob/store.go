@@ -302,34 +302,8 @@ func (s *Store) Import(ctx context.Context, r io.Reader, size int64, overhead in
 			discard(b.f)
 		}
 	}()
-	buf := make([]byte, cs)
-	sealed := make([]byte, 0, cs+tagSize)
-	for i := range n {
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("blob: import: %w", ctx.Err())
-		case <-s.done:
-			return nil, fmt.Errorf("blob: import: %w", ErrClosed)
-		default:
-		}
-		k := int(min(int64(in), size-int64(i)*int64(in)))
-		if _, err := io.ReadFull(r, buf[:k]); err != nil {
-			if err == io.EOF {
-				err = io.ErrUnexpectedEOF // fewer than size bytes
-			}
-			return nil, fmt.Errorf("blob: import: chunk %d: %w", i, err)
-		}
-		c := buf[:k]
-		if transform != nil {
-			if c = transform(i, c); len(c) != k+overhead {
-				return nil, fmt.Errorf("blob: import: transform of chunk %d returned %d bytes, want %d", i, len(c), k+overhead)
-			}
-		}
-		m.Chunks[i] = blake3.Sum256(c)
-		sealed = b.aead.Seal(sealed[:0], chunkNonce(i), c, nil)
-		if _, err := b.f.WriteAt(sealed, b.slot(i)); err != nil {
-			return nil, fmt.Errorf("blob: import: %w", err)
-		}
+	if err := s.importChunks(ctx, b, r, size, in, overhead, transform); err != nil {
+		return nil, err
 	}
 	b.root = m.Root()
 	if err := s.writeHeader(b, dk); err != nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pipesnet/pipes/internal/blob"
@@ -113,6 +114,9 @@ func (s *Service) fetch(ctx context.Context, id ids.Content, progress func(done,
 	missing, err := s.blobs.Missing(id)
 	if err != nil {
 		return fmt.Errorf("files: fetch: %w", err)
+	}
+	if len(missing) > 0 && len(holders) == 0 {
+		return fmt.Errorf("%w: file %s (no holder known; %d chunks missing)", ErrNotFound, id.Short(), len(missing))
 	}
 	if len(missing) > 0 {
 		if err := s.transfer(ctx, id, m, missing, holders, conns, progress); err != nil {
@@ -232,8 +236,44 @@ func (s *Service) transfer(ctx context.Context, id ids.Content, m *blob.Manifest
 // chunk that verifies. A holder that sends a chunk that does not verify,
 // or breaks the protocol, is dropped from the transfer; its outstanding
 // chunks go back to the queue.
+//
+// A connection that breaks (the holder's node restarted, or a duplicate
+// connection between the two nodes was closed) is dialled again, up to
+// maxRedials times in a row without a chunk stored in between.
 func (s *Service) work(ctx context.Context, w int, holder ids.Node, hc *holderConn, id ids.Content,
 	m *blob.Manifest, sc *sched, fail func(error)) {
+	for failures := 0; ; {
+		stored, again := s.workOn(ctx, w, holder, hc, id, m, sc, fail)
+		hc = nil
+		if !again || ctx.Err() != nil {
+			return
+		}
+		if stored {
+			failures = 0
+		}
+		if failures++; failures > maxRedials {
+			return
+		}
+		select {
+		case <-time.After(time.Duration(failures) * redialDelay):
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// Redials of a holder's broken connection during a fetch.
+const (
+	maxRedials  = 3
+	redialDelay = 200 * time.Millisecond
+)
+
+// workOn is work on one connection (dialled if hc is nil). It returns
+// whether it stored a chunk, and whether the connection broke (again:
+// dial anew), as opposed to the holder lacking the file, breaking the
+// protocol, sending bad data, or the fetch ending.
+func (s *Service) workOn(ctx context.Context, w int, holder ids.Node, hc *holderConn, id ids.Content,
+	m *blob.Manifest, sc *sched, fail func(error)) (stored, again bool) {
 	var inflight []int
 	defer func() {
 		for _, i := range inflight {
@@ -244,21 +284,58 @@ func (s *Service) work(ctx context.Context, w int, holder ids.Node, hc *holderCo
 		c, err := s.host.Dial(ctx, holder, ServiceName)
 		if err != nil {
 			s.log.Debug("fetch: dialling a holder", "holder", holder.Short(), "err", err)
-			return
+			return false, true
 		}
 		hc = &holderConn{c: c, r: bufio.NewReaderSize(c, 64<<10)}
 	}
 	defer hc.c.Close()
 	stop := context.AfterFunc(ctx, func() { hc.c.Close() })
 	defer stop()
+	// The chunks read are verified and stored by a goroutine of their
+	// own, while the next ones are read. bad is set when it met a chunk
+	// that does not verify, or a write that failed: then it closes the
+	// connection, gives back what is left, and the worker ends.
+	store := make(chan chunkAnswer, 2)
+	storerDone := make(chan struct{})
+	var bad, storedAny atomic.Bool
+	go func() {
+		defer close(storerDone)
+		for a := range store {
+			if bad.Load() {
+				sc.release(w, a.index, false)
+				continue
+			}
+			if err := s.blobs.WriteChunk(id, a.index, a.data); err != nil {
+				sc.release(w, a.index, false)
+				bad.Store(true)
+				hc.c.Close()
+				if errors.Is(err, blob.ErrChunkMismatch) {
+					s.nBad.Add(1)
+					s.log.Debug("fetch: a holder sent a bad chunk", "holder", holder.Short(), "chunk", a.index)
+					s.dropped(holder)
+				} else {
+					fail(fmt.Errorf("files: fetch: %w", err))
+				}
+				continue
+			}
+			sc.stored(w, a.index)
+			storedAny.Store(true)
+		}
+	}()
+	defer func() {
+		close(store)
+		<-storerDone
+		stored = stored || storedAny.Load()
+		again = again && !bad.Load()
+	}()
 	bw := bufio.NewWriter(hc.c)
 	window := minWindow
 	var rate float64 // bytes a second, smoothed
 	last := time.Now()
 	requested := s.hook().Requested
 	for {
-		if _, _, n := sc.progress(); n == 0 || ctx.Err() != nil {
-			return
+		if _, _, n := sc.progress(); n == 0 || ctx.Err() != nil || bad.Load() {
+			return stored, false
 		}
 		ch := sc.wait()
 		if len(inflight) < window {
@@ -270,7 +347,7 @@ func (s *Service) work(ctx context.Context, w int, holder ids.Node, hc *holderCo
 				}
 				if err := writeFrame(bw, reqChunks, chunksRequest(id, got[0], run)); err != nil {
 					inflight = append(inflight, got...)
-					return
+					return stored, true
 				}
 				for _, i := range got[:run] {
 					inflight = append(inflight, i)
@@ -281,7 +358,7 @@ func (s *Service) work(ctx context.Context, w int, holder ids.Node, hc *holderCo
 				got = got[run:]
 			}
 			if err := bw.Flush(); err != nil {
-				return
+				return stored, true
 			}
 		}
 		if len(inflight) == 0 {
@@ -292,7 +369,7 @@ func (s *Service) work(ctx context.Context, w int, holder ids.Node, hc *holderCo
 			case <-ch:
 				continue
 			case <-ctx.Done():
-				return
+				return stored, false
 			}
 		}
 		if len(inflight) == 1 {
@@ -302,11 +379,12 @@ func (s *Service) work(ctx context.Context, w int, holder ids.Node, hc *holderCo
 		if err != nil {
 			if errors.Is(err, ErrProtocol) {
 				s.dropped(holder)
+				return stored, false
 			}
-			return
+			return stored, true
 		}
 		if a.notFound {
-			return
+			return stored, false
 		}
 		i := inflight[0]
 		inflight = inflight[1:]
@@ -314,18 +392,7 @@ func (s *Service) work(ctx context.Context, w int, holder ids.Node, hc *holderCo
 			sc.release(w, i, true)
 			continue
 		}
-		if err := s.blobs.WriteChunk(id, i, a.data); err != nil {
-			sc.release(w, i, false)
-			if errors.Is(err, blob.ErrChunkMismatch) {
-				s.nBad.Add(1)
-				s.log.Debug("fetch: a holder sent a bad chunk", "holder", holder.Short(), "chunk", i)
-				s.dropped(holder)
-				return
-			}
-			fail(fmt.Errorf("files: fetch: %w", err))
-			return
-		}
-		sc.stored(w, i)
+		store <- a
 		now := time.Now()
 		if dt := now.Sub(last).Seconds(); dt > 0 {
 			r := float64(len(a.data)) / dt

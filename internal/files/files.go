@@ -18,8 +18,9 @@
 //
 // Goroutines (docs/architecture.md, "Files"): the announcer, the
 // reader-key publisher (readkey.go), the listener's accept loop, one per
-// connection served, and, during a Fetch, one worker per holder; all end
-// when the service closes.
+// connection served (with a read-ahead of the chunks it answers), and,
+// during a Fetch, one worker per holder with a goroutine that stores what
+// it reads; all end when the service closes.
 //
 // Files restricted to readers (access.go) are blobs of their ciphertext,
 // marked by their manifest nonce: the service keeps, announces, serves

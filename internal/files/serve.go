@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/pipesnet/pipes/internal/blob"
@@ -113,25 +114,46 @@ func (s *Service) answer(w *bufio.Writer, q request, asker ids.Node, named bool)
 		return writeFrame(w, respManifest, n[:], []byte(name), m.Marshal())
 	}
 	h := s.hook()
-	for i := q.first; i < q.first+q.count; i++ {
+	// The chunks are read (and opened at rest) by a goroutine of its own
+	// one ahead of the one being written to the connection, so reading
+	// and sending overlap. It ends before answer returns.
+	type read struct {
+		data []byte // nil: the chunk is missing here
+	}
+	next, stop := make(chan read, 1), make(chan struct{})
+	var wg sync.WaitGroup
+	defer func() { close(stop); wg.Wait() }()
+	wg.Go(func() {
+		defer close(next)
+		for i := q.first; i < q.first+q.count; i++ {
+			var r read
+			if i < len(m.Chunks) {
+				if h.ServeChunk != nil {
+					h.ServeChunk(i)
+				}
+				if data, err := s.blobs.ReadChunk(q.root, i); err == nil {
+					r.data = data
+				}
+			}
+			select {
+			case next <- r:
+			case <-stop:
+				return
+			}
+		}
+	})
+	i := q.first
+	for r := range next {
 		var idx [4]byte
 		binary.BigEndian.PutUint32(idx[:], uint32(i))
-		if i >= len(m.Chunks) {
+		i++
+		if r.data == nil {
 			if err := writeFrame(w, respMissing, idx[:]); err != nil {
 				return err
 			}
 			continue
 		}
-		if h.ServeChunk != nil {
-			h.ServeChunk(i)
-		}
-		data, err := s.blobs.ReadChunk(q.root, i)
-		if err != nil {
-			if err := writeFrame(w, respMissing, idx[:]); err != nil {
-				return err
-			}
-			continue
-		}
+		data := r.data
 		if h.Corrupt && len(data) > 0 {
 			data = append([]byte(nil), data...)
 			data[len(data)/2] ^= 0xff
