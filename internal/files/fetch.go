@@ -363,7 +363,7 @@ func (s *Service) workOn(ctx context.Context, w int, holder ids.Node, hc *holder
 		}
 		if len(inflight) == 0 {
 			if sc.lacksAll(w) {
-				return // its holder has none of the chunks left: waiting would hold the transfer up
+				return stored, false // its holder has none of the chunks left: waiting would hold the transfer up
 			}
 			select {
 			case <-ch:
