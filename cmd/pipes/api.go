@@ -233,6 +233,7 @@ func serveAPI(ctx context.Context, p *pipes.Platform) (func(), error) {
 	servePipelines(ctx, mux, node)
 	serveConns(mux, node)
 	serveNetcheck(mux, node)
+	serveFiles(mux, p, node)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
 	done := make(chan struct{})
 	go func() {

@@ -7,6 +7,7 @@
 //	pipes pipeline create|list|info|secret|shutdown     (through a running node)
 //	pipes put; pipes get; pipes tail; pipes udp-map      (through a running node)
 //	pipes forward; pipes expose     TCP port forwarding (through a running node)
+//	pipes file add|get|ls|stat|replicate|archive|rm   files (through a running node)
 //	pipes demo                      run a local multi-node network and narrate it
 //
 // The data directory is --home, else $PIPES_HOME, else ~/.pipes. Output is
@@ -63,7 +64,7 @@ func run(ctx context.Context, args []string, in io.Reader, out, errOut io.Writer
 	}
 	root.PersistentFlags().StringVar(&a.home, "home", "", "data directory (default $PIPES_HOME or ~/.pipes)")
 	root.PersistentFlags().BoolVar(&a.jsonOut, "json", false, "print JSON for scripts")
-	root.AddCommand(a.initCmd(), a.identityCmd(), a.networkCmd(), a.nodeCmd(), a.pipelineCmd(), a.putCmd(), a.getCmd(), a.tailCmd(), a.udpMapCmd(), a.forwardCmd(), a.exposeCmd(), a.pingCmd(), a.netcheckCmd(), a.demoCmd())
+	root.AddCommand(a.initCmd(), a.identityCmd(), a.networkCmd(), a.nodeCmd(), a.pipelineCmd(), a.putCmd(), a.getCmd(), a.tailCmd(), a.udpMapCmd(), a.forwardCmd(), a.exposeCmd(), a.pingCmd(), a.netcheckCmd(), a.fileCmd(), a.demoCmd())
 	root.SetArgs(args)
 	root.SetIn(in)
 	root.SetOut(out)
