@@ -210,7 +210,7 @@ func resolveReaders(p *pipes.Platform, n *pipes.Node, args []string) ([]pipes.Id
 		r, err := pick("identity", arg, known, func(r identityRef) string { return r.name },
 			func(r identityRef) string { return r.id.String() })
 		if err != nil {
-			return nil, fmt.Errorf("reader: %w", err)
+			return nil, err
 		}
 		out = append(out, r.id)
 	}

@@ -167,6 +167,9 @@ func runDemo(ctx context.Context, out io.Writer, count int, verbose bool) error 
 	if err := demoFile(ctx, say, dir, nodes); err != nil {
 		return fmt.Errorf("file: %w", err)
 	}
+	if err := demoShare(ctx, say, dir, nodes); err != nil {
+		return fmt.Errorf("shared file: %w", err)
+	}
 	if err := demoForward(ctx, say, nodes); err != nil {
 		return fmt.Errorf("port forwarding: %w", err)
 	}
@@ -197,7 +200,7 @@ func runDemo(ctx context.Context, out io.Writer, count int, verbose bool) error 
 		}
 	}
 	nodes = nil
-	say("Done: %d nodes found each other from one gateway, saw a node leave and come back, chatted on a verified broadcast pipeline, caught a node up on a persistent one, sealed a pipeline with a secret of its own, sent a file, forwarded a TCP port to another node's web server, passed a sealed message through a relay, and kept an outsider out.", count)
+	say("Done: %d nodes found each other from one gateway, saw a node leave and come back, chatted on a verified broadcast pipeline, caught a node up on a persistent one, sealed a pipeline with a secret of its own, sent a file, shared one that outlived its first holder, forwarded a TCP port to another node's web server, passed a sealed message through a relay, and kept an outsider out.", count)
 	return nil
 }
 
