@@ -1,6 +1,7 @@
 package integrationtests
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/rand"
 	"encoding/json"
@@ -215,6 +216,7 @@ func TestCLIFiles(t *testing.T) {
 			{[]string{"--json", "file", "get", id}, "give --out"},
 			{[]string{"file", "replicate", id}, "give --copies"},
 			{[]string{"file", "archive", id, "--data", "2"}, "give --data K and --parity M"},
+			{[]string{"file", "add", filepath.Join(dir, "photos.tar"), "--readers", "nobody"}, `no identity named "nobody"`},
 		} {
 			out, err := d.try(0, c.args...)
 			if err == nil || !strings.Contains(err.Error(), c.want) {
@@ -226,6 +228,57 @@ func TestCLIFiles(t *testing.T) {
 		}
 		if _, err := os.Stat(filepath.Join(dir, "none")); !os.IsNotExist(err) {
 			t.Fatalf("a failed get left a file: %v", err)
+		}
+	})
+
+	// Readers: they need the file service's access control.
+	t.Run("readers", func(t *testing.T) {
+		d := d.with(t)
+		secret := []byte("for user1's eyes only\n")
+		path := filepath.Join(t.TempDir(), "note.txt")
+		os.WriteFile(path, secret, 0o600)
+		var user1 nodeJSON
+		json.Unmarshal([]byte(d.pipes(1, "--json", "node", "status")), &user1)
+		// A reader by the name of a known node's identity, and this
+		// node's own by an id prefix.
+		var me nodeJSON
+		json.Unmarshal([]byte(d.pipes(0, "--json", "node", "status")), &me)
+		out, err := d.try(0, "--json", "file", "add", path, "--readers", "user1", "--readers", me.IdentityID[:12])
+		if err != nil && strings.Contains(err.Error(), "not supported yet") {
+			t.Skip(err)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		var f struct {
+			ID      string `json:"id"`
+			Readers []struct {
+				ID string `json:"id"`
+			} `json:"readers"`
+			Readable bool `json:"readable"`
+		}
+		json.Unmarshal([]byte(out), &f)
+		var rs []string
+		for _, r := range f.Readers {
+			rs = append(rs, r.ID)
+		}
+		slices.Sort(rs)
+		want := []string{user1.IdentityID, me.IdentityID}
+		slices.Sort(want)
+		if !slices.Equal(rs, want) || !f.Readable {
+			t.Fatalf("add --readers: %s", out)
+		}
+		d.waitHolders(1, f.ID, 1)
+		got := filepath.Join(t.TempDir(), "note.txt")
+		d.getJSON(1, f.ID, got, got, int64(len(secret)))
+		sameFile(t, got, secret)
+		// Not a reader: the node may hold the ciphertext, not write the
+		// content.
+		if _, err := d.try(2, "file", "get", f.ID, "--out", filepath.Join(dir, "stolen.txt")); err == nil || !strings.Contains(err.Error(), "secret not set") {
+			t.Fatalf("get by a node that is not a reader: %v", err)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "stolen.txt")); !os.IsNotExist(err) {
+			t.Fatalf("a refused get left a file: %v", err)
 		}
 	})
 
@@ -249,6 +302,64 @@ func TestCLIFiles(t *testing.T) {
 		if _, err := d.try(1, "file", "rm", id); err == nil || !strings.Contains(err.Error(), "not found") {
 			t.Fatalf("rm twice: %v", err)
 		}
+	})
+
+	// Ctrl-C stops a get; the next one resumes from what was verified.
+	t.Run("interrupt", func(t *testing.T) {
+		d := d.with(t)
+		big := make([]byte, 48<<20)
+		rand.Read(big)
+		src := filepath.Join(t.TempDir(), "big.bin")
+		os.WriteFile(src, big, 0o600)
+		bid := strings.TrimSpace(d.pipes(0, "file", "add", src))
+		d.waitHolders(1, bid, 1)
+		out := filepath.Join(t.TempDir(), "big.bin")
+		cmd := d.cmd(1, "--json", "file", "get", bid, "--out", out)
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var stderr syncBuffer
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		var last fetchEvent
+		interrupted, finished := false, false
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			var ev fetchEvent
+			if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+				t.Fatalf("line %q: %v", sc.Text(), err)
+			}
+			if ev.Done < last.Done {
+				t.Fatalf("done went back: %+v after %+v", ev, last)
+			}
+			last, finished = ev, ev.Result != nil
+			if !interrupted && ev.Done > 0 && ev.Done < ev.Total {
+				cmd.Process.Signal(os.Interrupt)
+				interrupted = true
+			}
+		}
+		err = cmd.Wait()
+		switch {
+		case finished:
+			t.Logf("the fetch ended before the interrupt took effect (%v)", err)
+		case err == nil || !strings.Contains(stderr.String(), "interrupted"):
+			t.Fatalf("interrupted get: %v, stderr %q", err, stderr.String())
+		default:
+			if _, err := os.Stat(out); !os.IsNotExist(err) {
+				t.Fatalf("an interrupted get wrote the file: %v", err)
+			}
+		}
+		// The next get starts from what the first verified, at least.
+		lines := strings.Split(strings.TrimSpace(d.pipes(1, "--json", "file", "get", bid, "--out", out)), "\n")
+		var first fetchEvent
+		if err := json.Unmarshal([]byte(lines[0]), &first); err != nil || first.Done < last.Done {
+			t.Fatalf("the second get starts at %+v (%v), the first had %d bytes", first, err, last.Done)
+		}
+		sameFile(t, out, big)
+		t.Logf("interrupted at %d of %d bytes; resumed at %d", last.Done, last.Total, first.Done)
 	})
 
 	// Replication and archives: they need the file service's
