@@ -307,7 +307,7 @@ func TestCLIFiles(t *testing.T) {
 	// Ctrl-C stops a get; the next one resumes from what was verified.
 	t.Run("interrupt", func(t *testing.T) {
 		d := d.with(t)
-		big := make([]byte, 48<<20)
+		big := make([]byte, 24<<20)
 		rand.Read(big)
 		src := filepath.Join(t.TempDir(), "big.bin")
 		os.WriteFile(src, big, 0o600)
