@@ -16,6 +16,7 @@ import (
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 )
 
 // The file commands talk to the running daemon (pipes node start), whose
@@ -163,34 +164,30 @@ func (a *app) fetch(ctx context.Context, path, out string) (fetchEvent, error) {
 	case a.jsonOut:
 		enc := json.NewEncoder(a.out)
 		each = func(ev fetchEvent) { enc.Encode(ev) }
-	case isTerminal(a.errOut):
-		bar := newProgress(a.errOut)
+	case terminal(a.errOut):
+		bar := newFetchBar(a.errOut)
 		defer bar.stop()
 		each = bar.show
 	}
 	return decodeEvents(resp.Body, each)
 }
 
-// isTerminal reports whether w is a terminal.
-func isTerminal(w io.Writer) bool {
+// terminal reports whether w is a terminal.
+func terminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+	return ok && term.IsTerminal(int(f.Fd()))
 }
 
-// progress draws a fetch's progress bar, made at the first event (which
+// fetchBar draws a fetch's progress bar, made at the first event (which
 // gives the size).
-type progress struct {
+type fetchBar struct {
 	w   io.Writer
 	bar *progressbar.ProgressBar
 }
 
-func newProgress(w io.Writer) *progress { return &progress{w: w} }
+func newFetchBar(w io.Writer) *fetchBar { return &fetchBar{w: w} }
 
-func (p *progress) show(ev fetchEvent) {
+func (p *fetchBar) show(ev fetchEvent) {
 	if p.bar == nil {
 		if ev.final() && ev.Error != "" {
 			return
@@ -212,7 +209,7 @@ func (p *progress) show(ev fetchEvent) {
 }
 
 // stop leaves the terminal's line to what follows.
-func (p *progress) stop() {
+func (p *fetchBar) stop() {
 	if p.bar != nil && !p.bar.IsFinished() {
 		p.bar.Exit()
 		fmt.Fprintln(p.w)
@@ -281,7 +278,7 @@ func printFile(w io.Writer, f fileJSON) {
 	} else {
 		var rs []string
 		for _, r := range f.Readers {
-			rs = append(rs, who(r.Name, "", r.ID))
+			rs = append(rs, whoText(r.Name, "", r.ID))
 		}
 		can := "no"
 		if f.Readable {
@@ -313,12 +310,12 @@ func printFile(w io.Writer, f fileJSON) {
 
 func printHolders(w io.Writer, indent string, hs []holderJSON) {
 	for _, h := range hs {
-		fmt.Fprintf(w, "%s%s  %s\n", indent, h.ID[:16], who(h.Name, h.Location, ""))
+		fmt.Fprintf(w, "%s%s  %s\n", indent, h.ID[:16], whoText(h.Name, h.Location, ""))
 	}
 }
 
-// who names a node or an identity for people.
-func who(name, location, id string) string {
+// whoText names a node or an identity for people.
+func whoText(name, location, id string) string {
 	switch {
 	case name != "" && location != "":
 		return name + "@" + location
