@@ -141,3 +141,17 @@ func TestOutPath(t *testing.T) {
 		t.Fatalf("a name that is a path: %v", err)
 	}
 }
+
+// TestResolveFileBadIDs: what is not hex, or is longer than an id, is
+// ErrInvalidID before any node is asked; a full id is taken as it is.
+func TestResolveFileBadIDs(t *testing.T) {
+	for _, arg := range []string{"", "not-an-id", "xyz", "12 34", strings.Repeat("a", 65), strings.Repeat("g", 64)} {
+		if _, err := resolveFile(nil, arg); !errors.Is(err, pipes.ErrInvalidID) {
+			t.Errorf("%q: %v, want ErrInvalidID", arg, err)
+		}
+	}
+	full := strings.Repeat("0f", 32)
+	if id, err := resolveFile(nil, strings.ToUpper(full)); err != nil || id.String() != full {
+		t.Fatalf("a full id: %v %v", id, err)
+	}
+}
