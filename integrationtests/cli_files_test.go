@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // fileJSON is a file of `file ls`, `file stat` and `file add`.
@@ -363,11 +364,16 @@ func TestCLIFiles(t *testing.T) {
 	})
 
 	// Replication and archives: they need the file service's
-	// implementations of Replicate and Archive.
+	// implementations of Replicate and Archive. They work on a file of
+	// their own, which no node removed (a node that removed a file does
+	// not take it back for a duty).
+	kept := filepath.Join(t.TempDir(), "kept.bin")
+	os.WriteFile(kept, content[:1<<20], 0o600)
+	kid := strings.TrimSpace(d.pipes(0, "file", "add", kept))
 	t.Run("replicate", func(t *testing.T) {
 		d := d.with(t)
-		d.waitHolders(0, id, 2)
-		out, err := d.try(0, "--json", "file", "replicate", id, "--copies", "3")
+		d.waitHolders(1, kid, 1)
+		out, err := d.tryFor(90*time.Second, 0, "--json", "file", "replicate", kid, "--copies", "3")
 		skipUnbuilt(t, err)
 		if err != nil {
 			t.Fatal(err)
@@ -377,19 +383,25 @@ func TestCLIFiles(t *testing.T) {
 		if f.Copies != 3 || len(f.Holders) < 3 {
 			t.Fatalf("replicate --copies 3: %+v", f)
 		}
-		if out := d.pipes(0, "file", "stat", id); !strings.Contains(out, "Copies:   3 kept by the network") {
+		if out := d.pipes(0, "file", "stat", kid); !strings.Contains(out, "Copies:   3 kept by the network") {
 			t.Fatalf("stat after replicate: %s", out)
 		}
-		if _, err := d.try(0, "file", "replicate", id, "--copies", "-1"); err == nil || !strings.Contains(err.Error(), "invalid argument") {
+		if _, err := d.try(0, "file", "replicate", kid, "--copies", "-1"); err == nil || !strings.Contains(err.Error(), "invalid argument") {
 			t.Fatalf("replicate --copies -1: %v", err)
 		}
-		if _, err := d.try(0, "file", "replicate", id, "--copies", "0"); err != nil {
+		if _, err := d.tryFor(90*time.Second, 0, "file", "replicate", kid, "--copies", "5"); err == nil || !strings.Contains(err.Error(), "too few nodes") {
+			t.Fatalf("replicate --copies 5 with 3 nodes: %v", err)
+		}
+		if _, err := d.try(0, "file", "replicate", kid, "--copies", "0"); err != nil {
 			t.Fatalf("replicate --copies 0 (end the duty): %v", err)
+		}
+		if out := d.pipes(0, "file", "stat", kid); !strings.Contains(out, "Copies:   no duty") {
+			t.Fatalf("stat after the duty ended: %s", out)
 		}
 	})
 	t.Run("archive", func(t *testing.T) {
 		d := d.with(t)
-		out, err := d.try(0, "--json", "file", "archive", id, "--data", "2", "--parity", "1")
+		out, err := d.tryFor(90*time.Second, 0, "--json", "file", "archive", kid, "--data", "2", "--parity", "1")
 		skipUnbuilt(t, err)
 		if err != nil {
 			t.Fatal(err)
@@ -404,16 +416,34 @@ func TestCLIFiles(t *testing.T) {
 				t.Fatalf("shard %d has no holder: %s", s.Index, out)
 			}
 		}
-		if out := d.pipes(0, "file", "stat", id); !strings.Contains(out, "Archive:  2 data + 1 parity shards") || !strings.Contains(out, "shard 2") {
+		if out := d.pipes(0, "file", "stat", kid); !strings.Contains(out, "Archive:  2 data + 1 parity shards") || !strings.Contains(out, "shard 2") {
 			t.Fatalf("stat after archive: %s", out)
 		}
-		if _, err := d.try(0, "file", "archive", id, "--data", "4", "--parity", "2"); err == nil || !strings.Contains(err.Error(), "too few nodes") {
+		if _, err := d.tryFor(90*time.Second, 0, "file", "archive", kid, "--data", "4", "--parity", "2"); err == nil || !strings.Contains(err.Error(), "too few nodes") {
 			t.Fatalf("archive of 6 shards on 3 nodes: %v", err)
 		}
-		if _, err := d.try(0, "file", "archive", id, "--data", "0", "--parity", "1"); err == nil || !strings.Contains(err.Error(), "invalid argument") {
+		if _, err := d.try(0, "file", "archive", kid, "--data", "0", "--parity", "1"); err == nil || !strings.Contains(err.Error(), "invalid argument") {
 			t.Fatalf("archive --data 0: %v", err)
 		}
 	})
+}
+
+// tryFor is try for a command that waits on the network: past limit it
+// is interrupted (Ctrl-C), and so fails, rather than hold the test up.
+func (d *daemonSet) tryFor(limit time.Duration, i int, args ...string) (string, error) {
+	cmd := d.cmd(i, args...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Start(); err != nil {
+		return "", err
+	}
+	stop := time.AfterFunc(limit, func() { cmd.Process.Signal(os.Interrupt) })
+	err := cmd.Wait()
+	stop.Stop()
+	if err != nil {
+		return out.String(), fmt.Errorf("%w: %s", err, strings.TrimSpace(errb.String()))
+	}
+	return out.String(), nil
 }
 
 // skipUnbuilt skips a test of a file service feature that this tree does
