@@ -57,8 +57,10 @@ type shardJSON struct {
 
 // fetchEvent is one line of the progress stream of a fetch
 // (POST /v1/nodes/{id}/files/{file}/fetch): newline-delimited JSON, each
-// event with the bytes present and the file's size, the last one with the
-// result or the error.
+// event with the bytes present and the bytes in all, the last one with
+// the result or the error. The bytes are those the node stores: the
+// file's size, or for a file restricted to readers its ciphertext, a
+// little more (the result has the file's size).
 type fetchEvent struct {
 	Done   int64        `json:"done"`
 	Total  int64        `json:"total"`
@@ -411,6 +413,13 @@ func serveFiles(mux *http.ServeMux, p *pipes.Platform, node func(http.ResponseWr
 		}
 		ev := &eventWriter{w: w}
 		err = f.Fetch(r.Context(), id, ev.progress)
+		if err == nil {
+			// The node's own copy describes it best (a restricted file's
+			// size, for one).
+			if fi, err := f.Stat(r.Context(), id); err == nil {
+				res.Size = fi.Size
+			}
+		}
 		if err == nil && target != "" {
 			err = writeFile(f, id, target)
 		}
@@ -419,8 +428,10 @@ func serveFiles(mux *http.ServeMux, p *pipes.Platform, node func(http.ResponseWr
 			fileFail(w, err)
 		case err != nil:
 			ev.send(fetchEvent{Done: ev.done, Total: ev.total, Error: err.Error(), Status: fileStatus(err)})
-		default:
+		case !ev.started: // no progress reported: nothing was to fetch
 			ev.send(fetchEvent{Done: fi.Size, Total: fi.Size, Result: res})
+		default:
+			ev.send(fetchEvent{Done: ev.total, Total: ev.total, Result: res})
 		}
 	})
 	// The content of this node's copy, as is. An error after the first
