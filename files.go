@@ -36,7 +36,7 @@ func ParseFileID(s string) (FileID, error) {
 type FileInfo struct {
 	ID      FileID
 	Name    string // the name it was added under ("" for a restricted file this node cannot read)
-	Size    int64  // bytes
+	Size    int64  // bytes of the content (of a restricted file: its plaintext, once its header was read)
 	Local   bool   // this node holds it complete
 	Holders []NodeID
 

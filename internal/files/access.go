@@ -401,7 +401,8 @@ func readHeader(r io.ReadSeeker) (*header, error) {
 
 // fill sets the access fields of info, a file this node has a record of:
 // every file not restricted is readable; a restricted one shows its
-// readers and, to readers, its name once its header is here.
+// readers and its plaintext's size and, to readers, its name once its
+// header is here.
 func (s *Service) fill(info *Info) {
 	m, err := s.blobs.Manifest(info.ID)
 	if err != nil || !restricted(m) {
@@ -415,6 +416,7 @@ func (s *Service) fill(info *Info) {
 	}
 	info.Readers = slices.Clone(fa.h.readers)
 	info.Readable = fa.readable
+	info.Size = fa.h.size // the plaintext's, which the header says in the clear
 	if fa.readable {
 		info.Name = fa.name
 	}
@@ -546,6 +548,7 @@ func (s *Service) fillRemote(ctx context.Context, holder ids.Node, id ids.Conten
 		return
 	}
 	info.Readers = slices.Clone(h.readers)
+	info.Size = h.size
 	if _, name, err := h.open(s.readKey()); err == nil {
 		info.Readable, info.Name = true, name
 	}
