@@ -254,7 +254,7 @@ func TestRestrictedService(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Name != "report.pdf" || !st.Readable || len(st.Readers) != 2 || st.Readers[0] != rk.id || st.Readers[1] != y.id || st.Size <= int64(len(p)) {
+	if st.Name != "report.pdf" || !st.Readable || len(st.Readers) != 2 || st.Readers[0] != rk.id || st.Readers[1] != y.id || st.Size != int64(len(p)) {
 		t.Fatalf("Stat: %+v", st)
 	}
 	if name, _ := s.kept(id); name != "" {
