@@ -227,7 +227,7 @@ func (n *Node) Start(ctx context.Context) error {
 	timing := p.timing()
 	pm := newPortMapper(n, rec.Config, log)
 	fsvc := files.New(files.Config{Logger: log, AnnounceDelay: timing.announceDelay, AnnounceEvery: timing.announceEvery,
-		ReadKey: n.readKey(log), ReadKeyEvery: timing.announceEvery})
+		ReadKey: n.readKey(log), ReadKeyEvery: timing.announceEvery, RepairAfter: timing.repairAfter})
 	cfg := node.Config{
 		Key: key, Cert: cert, Network: ids.Network(nw.id), NetworkKey: nkey, Incarnation: rec.Incarnation, Version: version,
 		DB: p.db, StoreKey: storeKey(nkey, nw.id), BlobDir: n.blobDir(), HPKEKeyPath: p.keyPath("hpke", n.id),
@@ -337,6 +337,7 @@ func firstNonZero(a, b time.Duration) time.Duration {
 type timing struct {
 	heartbeat, offline, backoffMin, backoffMax time.Duration
 	announceDelay, announceEvery               time.Duration // the file service's
+	repairAfter                                time.Duration // the file service's repair delay
 }
 
 // timing returns the platform's timers: zero (the layers' defaults) in
@@ -347,7 +348,8 @@ func (p *Platform) timing() timing {
 	}
 	return timing{heartbeat: 250 * time.Millisecond, offline: 2 * time.Second,
 		backoffMin: 100 * time.Millisecond, backoffMax: 2 * time.Second,
-		announceDelay: 50 * time.Millisecond, announceEvery: 5 * time.Second}
+		announceDelay: 50 * time.Millisecond, announceEvery: 5 * time.Second,
+		repairAfter: 3 * time.Second}
 }
 
 // listenAddrs lists the addresses to bind the node's socket on, first

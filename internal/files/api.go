@@ -121,6 +121,7 @@ func (s *Service) added(m *blob.Manifest, name string) (ids.Content, error) {
 	if err := s.save(id, &record{name: name, size: m.Size, complete: true}); err != nil {
 		return ids.Content{}, err
 	}
+	s.exclude(id, false)
 	return id, nil
 }
 
@@ -138,7 +139,10 @@ func (s *Service) Stat(ctx context.Context, id ids.Content) (Info, error) {
 	if r != nil {
 		info := Info{ID: id, Name: r.name, Size: r.size, Local: r.complete, Holders: holders}
 		s.fill(&info) // access.go
-		return info, nil
+		return s.withDuties(info), nil
+	}
+	if d := s.rep.dut.get(dutyArchive, id); d != nil && len(holders) == 0 {
+		return s.withDuties(Info{ID: id, Name: d.name, Size: d.size}), nil
 	}
 	if len(holders) == 0 {
 		return Info{}, fmt.Errorf("%w: file %s", ErrNotFound, id.Short())
@@ -151,7 +155,7 @@ func (s *Service) Stat(ctx context.Context, id ids.Content) (Info, error) {
 			if restricted(m) {
 				s.fillRemote(ctx, h, id, m, &info) // access.go
 			}
-			return info, nil
+			return s.withDuties(info), nil
 		}
 		errs = append(errs, err)
 	}
@@ -203,14 +207,15 @@ func (s *Service) List() []Info {
 		info := Info{ID: k.id, Name: k.r.name, Size: k.r.size, Local: k.r.complete,
 			Holders: s.holdersOf(k.id, &k.r)}
 		s.fill(&info) // access.go
-		out = append(out, info)
+		out = append(out, s.withDuties(info))
 	}
 	return out
 }
 
 // Remove deletes this node's copy of id and its record, and announces
-// that it no longer holds it. ErrNotFound if it has neither; ErrBusy
-// while a fetch of it runs.
+// that it no longer holds it; the node takes no copy of it for a duty
+// from then on (until it adds or fetches it again). ErrNotFound if it
+// has neither; ErrBusy while a fetch of it runs.
 func (s *Service) Remove(_ context.Context, id ids.Content) error {
 	if err := s.enter(); err != nil {
 		return err
@@ -225,6 +230,7 @@ func (s *Service) Remove(_ context.Context, id ids.Content) error {
 	if r == nil {
 		return fmt.Errorf("%w: file %s", ErrNotFound, id.Short())
 	}
+	s.exclude(id, true)
 	if err := s.ns.Delete(recordKey(id)); err != nil {
 		return fmt.Errorf("files: remove: %w", err)
 	}

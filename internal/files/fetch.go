@@ -33,6 +33,12 @@ type fetchState struct {
 // calling goroutine, as chunks arrive. One fetch of a file runs at a
 // time: a second waits for the first, then finds what it left.
 func (s *Service) Fetch(ctx context.Context, id ids.Content, progress func(done, total int64)) error {
+	return s.fetchAs(ctx, id, progress, 0)
+}
+
+// fetchAs is Fetch; flags (recDuty, recTemp) mark the copy as taken for a
+// duty or temporary, none as the user's.
+func (s *Service) fetchAs(ctx context.Context, id ids.Content, progress func(done, total int64), flags byte) error {
 	if err := s.enter(); err != nil {
 		return err
 	}
@@ -64,7 +70,7 @@ func (s *Service) Fetch(ctx context.Context, id ids.Content, progress func(done,
 		s.mu.Unlock()
 		close(st.done)
 	}()
-	return s.fetch(ctx, id, progress)
+	return s.fetch(ctx, id, progress, flags)
 }
 
 // ended is the error of a fetch whose context ended.
@@ -75,15 +81,26 @@ func (s *Service) ended(ctx context.Context) error {
 	return ctx.Err()
 }
 
-func (s *Service) fetch(ctx context.Context, id ids.Content, progress func(done, total int64)) error {
+func (s *Service) fetch(ctx context.Context, id ids.Content, progress func(done, total int64), flags byte) error {
+	if flags == 0 {
+		s.exclude(id, false)
+	}
 	s.mu.Lock()
 	r := s.files[id]
 	s.mu.Unlock()
 	if r != nil && r.complete {
+		if flags == 0 && (r.duty || r.temp) {
+			if err := s.save(id, &record{name: r.name, size: r.size, complete: true}); err != nil {
+				return err
+			}
+		}
 		if progress != nil {
 			progress(r.size, r.size)
 		}
 		return nil
+	}
+	if d := s.rep.dut.get(dutyArchive, id); d != nil && len(s.view(time.Now()).holders(id, id, true)) == 0 {
+		return s.restore(ctx, d, progress)
 	}
 	holders := s.idx.holders(id)
 	if len(holders) > maxSources {
@@ -107,7 +124,7 @@ func (s *Service) fetch(ctx context.Context, id ids.Content, progress func(done,
 		if err := s.blobs.Add(m); err != nil {
 			return fmt.Errorf("files: fetch: %w", err)
 		}
-		if err := s.save(id, &record{name: name, size: m.Size}); err != nil {
+		if err := s.save(id, &record{name: name, size: m.Size, duty: flags&recDuty != 0, temp: flags&recTemp != 0}); err != nil {
 			return err
 		}
 	}
@@ -126,9 +143,13 @@ func (s *Service) fetch(ctx context.Context, id ids.Content, progress func(done,
 		progress(m.Size, m.Size)
 	}
 	s.mu.Lock()
-	name := s.files[id].name
+	done := *s.files[id]
 	s.mu.Unlock()
-	return s.save(id, &record{name: name, size: m.Size, complete: true})
+	done.size, done.complete = m.Size, true
+	if flags == 0 {
+		done.duty, done.temp = false, false
+	}
+	return s.save(id, &done)
 }
 
 // holderConn is a connection to a holder.

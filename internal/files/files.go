@@ -87,6 +87,10 @@ type Config struct {
 	// ForgetAfter is how long a node that went offline stays in the
 	// holders index (default 10 min).
 	ForgetAfter time.Duration
+	// RepairAfter is how long a holder may be offline before the network
+	// counts its copies lost and repairs them (default 10 min): a restart
+	// is not a loss, a long absence is.
+	RepairAfter time.Duration
 	Logger      *slog.Logger
 
 	// ReadKey is the read key of the node's identity (DeriveReadKey):
@@ -168,12 +172,21 @@ type AddOptions struct {
 }
 
 // record is what the service stores of a file this node keeps: key
-// "f" | id, value complete (1 byte) | name.
+// "f" | id, value flags (1 byte: bit 0 complete, bit 1 taken for a duty,
+// bit 2 temporary) | name.
 type record struct {
 	name     string
 	size     int64
 	complete bool
+	duty     bool // the copy was taken for a duty: the service may release it
+	temp     bool // a shard fetched for a restore or a rebuild: not announced
 }
+
+const (
+	recComplete byte = 1
+	recDuty     byte = 2
+	recTemp     byte = 4
+)
 
 func recordKey(id ids.Content) []byte { return append([]byte("f"), id[:]...) }
 
@@ -200,6 +213,7 @@ type Service struct {
 
 	changed  chan struct{} // holdings changed: announce (after AnnounceDelay)
 	onlineCh chan ids.Node // nodes that came online: send them the announcement
+	rep      *replicator   // duties: replication, archives, repair
 
 	mu      sync.Mutex
 	started bool
@@ -238,6 +252,7 @@ func New(cfg Config) *Service {
 		onlineCh: make(chan ids.Node, 64), files: map[ids.Content]*record{},
 		fetches: map[ids.Content]*fetchState{}, served: map[net.Conn]struct{}{}, up: make(chan struct{})}
 	s.acc.book = keyBook{max: cfg.KeyBookSize, m: map[ids.Identity]*bookEntry{}}
+	s.rep = newReplicator(cfg.RepairAfter)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s
 }
@@ -255,6 +270,10 @@ func (s *Service) Register(r service.Registrar) error {
 	}
 	if err := g.Handle(kinds.Holdings, dispatch.Route{Paths: kinds.Broadcast | kinds.Routed,
 		Validate: s.validate, Handle: s.handleHoldings}); err != nil {
+		return err
+	}
+	if err := g.Handle(kinds.Duties, dispatch.Route{Paths: kinds.Broadcast | kinds.Routed,
+		Validate: s.validateDuty, Handle: s.handleDuty}); err != nil {
 		return err
 	}
 	return s.registerReadKeys(g) // readkey.go
@@ -285,7 +304,9 @@ func (s *Service) handleHoldings(m dispatch.Msg) error {
 	if h.node == s.host.Self() {
 		return nil
 	}
-	s.idx.apply(h)
+	if s.idx.apply(h) {
+		s.rep.poke()
+	}
 	return nil
 }
 
@@ -300,10 +321,13 @@ func (s *Service) Start(_ context.Context, h service.Host) error {
 	if err := s.load(); err != nil {
 		return err
 	}
+	nw := h.Keys().Cert.NetworkID
+	if err := s.loadDuties(nw); err != nil {
+		return err
+	}
 	if s.ln, err = h.Listen(ServiceName); err != nil {
 		return fmt.Errorf("files: %w", err)
 	}
-	nw := h.Keys().Cert.NetworkID
 	s.network.Store(&nw)
 	s.stopP = h.Presence(func(e service.PresenceEvent) {
 		s.idx.presence(e.Node, e.Online, time.Now())
@@ -321,11 +345,12 @@ func (s *Service) Start(_ context.Context, h service.Host) error {
 	}
 	s.mu.Lock()
 	s.started = true
-	s.wg.Add(2)
+	s.wg.Add(3)
 	close(s.up)
 	s.mu.Unlock()
 	go func() { defer s.wg.Done(); s.accept() }()
 	go func() { defer s.wg.Done(); s.announcer() }()
+	go func() { defer s.wg.Done(); s.dutyLoop() }()
 	s.touch()
 	return nil
 }
@@ -343,7 +368,8 @@ func (s *Service) load() error {
 			gone = append(gone, id)
 			return nil
 		}
-		s.files[id] = &record{name: string(v[1:]), size: m.Size, complete: v[0] == 1}
+		s.files[id] = &record{name: string(v[1:]), size: m.Size, complete: v[0]&recComplete != 0,
+			duty: v[0]&recDuty != 0, temp: v[0]&recTemp != 0}
 		return nil
 	})
 	if err != nil {
@@ -359,7 +385,13 @@ func (s *Service) load() error {
 func (s *Service) save(id ids.Content, r *record) error {
 	v := []byte{0}
 	if r.complete {
-		v[0] = 1
+		v[0] |= recComplete
+	}
+	if r.duty {
+		v[0] |= recDuty
+	}
+	if r.temp {
+		v[0] |= recTemp
 	}
 	if err := s.ns.Set(recordKey(id), append(v, r.name...)); err != nil {
 		return fmt.Errorf("files: storing the record: %w", err)
@@ -369,6 +401,7 @@ func (s *Service) save(id ids.Content, r *record) error {
 	s.mu.Unlock()
 	if r.complete {
 		s.touch()
+		s.rep.poke()
 	}
 	return nil
 }
@@ -431,7 +464,7 @@ func (s *Service) holdings() []ids.Content {
 	defer s.mu.Unlock()
 	var out []ids.Content
 	for id, r := range s.files {
-		if r.complete {
+		if r.complete && !r.temp {
 			out = append(out, id)
 		}
 	}
