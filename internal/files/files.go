@@ -331,6 +331,7 @@ func (s *Service) Start(_ context.Context, h service.Host) error {
 	s.network.Store(&nw)
 	s.stopP = h.Presence(func(e service.PresenceEvent) {
 		s.idx.presence(e.Node, e.Online, time.Now())
+		s.rep.presence(e)
 		if e.Online {
 			select {
 			case s.onlineCh <- e.Node:

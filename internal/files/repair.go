@@ -60,6 +60,18 @@ func (r *replicator) poke() {
 	r.mu.Unlock()
 }
 
+// presence is told of each presence event (by the service's subscriber,
+// after the index).
+func (r *replicator) presence(e service.PresenceEvent) {
+	r.poke()
+	if e.Online {
+		select {
+		case r.online <- e.Node:
+		default: // the re-broadcast reaches it
+		}
+	}
+}
+
 // changed returns a channel closed at the next poke.
 func (r *replicator) changed() <-chan struct{} {
 	r.mu.Lock()
@@ -204,6 +216,14 @@ func (s *Service) view(now time.Time) *view {
 type loopState struct {
 	since map[ageKey]time.Time   // when a deficit or an excess began
 	sent  map[dutySlot]time.Time // when a duty this node keeps was last broadcast
+	start time.Time              // of the loop: until settle has passed, it takes no copy
+}
+
+// warm reports whether the loop runs for long enough to act on a lack of
+// copies: a node that just started knows only part of the holders, and
+// would take copies that are not lacking.
+func (st *loopState) warm(now time.Time, settle time.Duration) bool {
+	return now.Sub(st.start) >= settle
 }
 
 type ageKey struct {
@@ -230,30 +250,38 @@ func (st *loopState) age(k ageKey, on bool, now time.Time) time.Duration {
 // holdings, presence, duties), and sends the duties it keeps to the nodes
 // that come online.
 func (s *Service) dutyLoop() {
-	stop := s.host.Presence(func(e service.PresenceEvent) {
-		s.rep.poke()
-		if e.Online {
-			select {
-			case s.rep.online <- e.Node:
-			default: // the re-broadcast reaches it
-			}
-		}
-	})
-	defer stop()
 	tick := time.NewTicker(s.rep.every)
 	defer tick.Stop()
-	st := &loopState{since: map[ageKey]time.Time{}, sent: map[dutySlot]time.Time{}}
+	// A change is evaluated at once, but at most once per gap: at 1,000
+	// nodes, holdings arrive several times a second.
+	gap := s.rep.every / 2
+	soon := time.NewTimer(time.Hour)
+	soon.Stop()
+	defer soon.Stop()
+	pending := false
+	st := &loopState{since: map[ageKey]time.Time{}, sent: map[dutySlot]time.Time{}, start: time.Now()}
+	var last time.Time
 	for {
 		select {
 		case <-s.ctx.Done():
 			return
 		case <-tick.C:
+		case <-soon.C:
+			pending = false
 		case <-s.rep.wake:
+			if wait := gap - time.Since(last); wait > 0 {
+				if !pending {
+					pending = true
+					soon.Reset(wait)
+				}
+				continue
+			}
 		case n := <-s.rep.online:
 			s.sendDuties(n)
 			continue
 		}
-		s.evaluate(st, time.Now())
+		last = time.Now()
+		s.evaluate(st, last)
 	}
 }
 
@@ -333,10 +361,10 @@ func (s *Service) evalCopies(st *loopState, v *view, d *duty, seen map[ageKey]bo
 	st.age(dk, deficit, v.now)
 	st.age(ek, excess, v.now)
 	seen[dk], seen[ek] = true, true
-	switch a {
-	case actFetch:
+	switch {
+	case a == actFetch && st.warm(v.now, s.rep.settle):
 		s.job(d.file, func(ctx context.Context) error { return s.fetchAs(ctx, d.file, nil, recDuty) })
-	case actRelease:
+	case a == actRelease:
 		s.release(d.file)
 	}
 }
@@ -360,12 +388,13 @@ func (s *Service) evalArchive(st *loopState, v *view, d *duty, seen map[ageKey]b
 		a, excess := decideShard(v, c)
 		st.age(ek, excess, v.now)
 		seen[ek] = true
-		switch a {
-		case actFetch:
+		warm := st.warm(v.now, s.rep.settle) && !s.rep.isExcluded(sh)
+		switch {
+		case a == actFetch && warm:
 			s.job(sh, func(ctx context.Context) error { return s.fetchAs(ctx, sh, nil, recDuty) })
-		case actRebuild:
+		case a == actRebuild && warm:
 			s.job(sh, func(ctx context.Context) error { return s.rebuildShard(ctx, d, i) })
-		case actRelease:
+		case a == actRelease:
 			s.release(sh)
 		}
 	}

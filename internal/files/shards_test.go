@@ -1,0 +1,108 @@
+package files
+
+import (
+	"bytes"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/pipesnet/pipes/internal/ids"
+)
+
+// Shards cut from a payload, two of them lost, restore it; each shard
+// begins with its header.
+func TestShardsRoundTrip(t *testing.T) {
+	payload := make([]byte, 300_001)
+	rand.NewChaCha8([32]byte{3}).Read(payload)
+	file := ids.Content{7}
+	dir := t.TempDir()
+	paths, err := cutShards(dir, file, 3, 2, bytes.NewReader(payload), int64(len(payload)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	size := shardSizeOf(int64(len(payload)), 3)
+	open := func(i int) io.ReadCloser {
+		f, err := os.Open(paths[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := checkHead(f, file, i, 3, 2); err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	for _, p := range paths {
+		if fi, _ := os.Stat(p); fi.Size() != shardHeader+size {
+			t.Fatalf("%s has %d bytes, want %d", p, fi.Size(), shardHeader+size)
+		}
+	}
+	// Data shards 0 and 2 lost: rebuild them from 1, 3, 4.
+	enc, err := coder(3, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	valid := []io.Reader{nil, open(1), nil, open(3), open(4)}
+	fill := make([]io.Writer, 5)
+	rebuilt := map[int]string{}
+	for _, i := range []int{0, 2} {
+		rebuilt[i] = filepath.Join(dir, "re"+string(rune('0'+i)))
+		f, err := os.Create(rebuilt[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		fill[i] = f
+	}
+	if err := enc.Reconstruct(valid, fill); err != nil {
+		t.Fatal(err)
+	}
+	var in []io.Reader
+	for i := range 3 {
+		if p, ok := rebuilt[i]; ok {
+			f, err := os.Open(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			in = append(in, f)
+		} else {
+			in = append(in, open(i))
+		}
+	}
+	var out bytes.Buffer
+	if err := enc.Join(&out, in, int64(len(payload))); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(out.Bytes(), payload) {
+		t.Fatal("the restored payload differs")
+	}
+	if err := checkHead(bytes.NewReader(shardHead(file, 1, 3, 2)), file, 0, 3, 2); err == nil {
+		t.Fatal("the header of shard 1 passed for shard 0")
+	}
+}
+
+// Compression pays for text, not for random bytes, and round-trips.
+func TestCompression(t *testing.T) {
+	random := make([]byte, 1<<16)
+	rand.NewChaCha8([32]byte{4}).Read(random)
+	text := bytes.Repeat([]byte("the same line again and again\n"), 3000)
+	if pays(random) || !pays(text) || pays(nil) {
+		t.Fatalf("pays: random %v, text %v", pays(random), pays(text))
+	}
+	path := filepath.Join(t.TempDir(), "z")
+	n, err := compressTo(path, bytes.NewReader(text))
+	if err != nil || n >= int64(len(text)) {
+		t.Fatalf("compressed %d bytes to %d: %v", len(text), n, err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out bytes.Buffer
+	if err := decompressTo(&out, f); err != nil || !bytes.Equal(out.Bytes(), text) {
+		t.Fatalf("decompressed: %v", err)
+	}
+}
