@@ -187,6 +187,20 @@ func (s *Service) loadDuties(network [32]byte) error {
 	if err != nil {
 		return fmt.Errorf("files: reading the removed files: %w", err)
 	}
+	// Temporary shards of a restore or a rebuild that a stop interrupted.
+	var temps []ids.Content
+	s.mu.Lock()
+	for id, r := range s.files {
+		if r.temp {
+			temps = append(temps, id)
+			delete(s.files, id)
+		}
+	}
+	s.mu.Unlock()
+	for _, id := range temps {
+		s.ns.Delete(recordKey(id))
+		s.blobs.Remove(id)
+	}
 	return nil
 }
 
