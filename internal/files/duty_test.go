@@ -149,10 +149,29 @@ func TestDutyPersisted(t *testing.T) {
 	if err := s2.Start(context.Background(), h); err != nil {
 		t.Fatal(err)
 	}
-	defer s2.Close()
 	st, err := s2.Stat(ctx, id)
 	if err != nil || st.Copies != 2 {
 		t.Fatalf("after a restart: copies %d, %v", st.Copies, err)
+	}
+	// Remove ends this node's duty to hold it, across a restart too,
+	// until the user adds it again.
+	if err := s2.Remove(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	s2.Close()
+	s3 := New(Config{})
+	if err := s3.Start(context.Background(), h); err != nil {
+		t.Fatal(err)
+	}
+	defer s3.Close()
+	if !s3.rep.isExcluded(id) {
+		t.Fatal("the removal was forgotten in the restart")
+	}
+	if _, err := s3.AddReader(ctx, "f", bytes.NewReader([]byte("kept")), AddOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if s3.rep.isExcluded(id) {
+		t.Fatal("adding the file again did not end its exclusion")
 	}
 }
 
