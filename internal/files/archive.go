@@ -227,8 +227,8 @@ func (g *gathered) readers(ctx context.Context) (rs []io.Reader, close func(), e
 }
 
 // restore rebuilds file d.file from data of its shards and imports it
-// (its id checked).
-func (s *Service) restore(ctx context.Context, d *duty, progress func(done, total int64)) error {
+// (its id checked); flags mark the copy as for fetchAs.
+func (s *Service) restore(ctx context.Context, d *duty, progress func(done, total int64), flags byte) error {
 	g, err := s.gather(ctx, d, -1)
 	if err != nil {
 		return err
@@ -287,7 +287,8 @@ func (s *Service) restore(ctx context.Context, d *duty, progress func(done, tota
 		s.discard(m.Root())
 		return fmt.Errorf("%w: the shards of %s restore other content", ErrBadData, d.file.Short())
 	}
-	if err := s.save(d.file, &record{name: d.name, size: m.Size, complete: true}); err != nil {
+	if err := s.save(d.file, &record{name: d.name, size: m.Size, complete: true,
+		duty: flags&recDuty != 0, temp: flags&recTemp != 0}); err != nil {
 		return err
 	}
 	if progress != nil {

@@ -100,7 +100,7 @@ func (s *Service) fetch(ctx context.Context, id ids.Content, progress func(done,
 		return nil
 	}
 	if d := s.rep.dut.get(dutyArchive, id); d != nil && len(s.view(time.Now()).holders(id, id, true)) == 0 {
-		return s.restore(ctx, d, progress)
+		return s.restore(ctx, d, progress, flags)
 	}
 	holders := s.idx.holders(id)
 	if len(holders) > maxSources {

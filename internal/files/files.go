@@ -239,6 +239,12 @@ func New(cfg Config) *Service {
 	if cfg.ForgetAfter <= 0 {
 		cfg.ForgetAfter = 10 * time.Minute
 	}
+	if cfg.RepairAfter <= 0 {
+		cfg.RepairAfter = 10 * time.Minute
+	}
+	// A node forgotten by the index would count as lost before the
+	// repair delay.
+	cfg.ForgetAfter = max(cfg.ForgetAfter, cfg.RepairAfter)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
