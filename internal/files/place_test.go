@@ -3,12 +3,14 @@ package files
 import (
 	"bytes"
 	"context"
+	"net"
 	"slices"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"github.com/pipesnet/pipes/internal/ids"
+	"github.com/pipesnet/pipes/internal/service"
 )
 
 // ranked returns n node ids in their rank order for file.
@@ -247,6 +249,55 @@ func TestLoopReleasesAfterSettle(t *testing.T) {
 		synctest.Wait()
 		if r, ok := s.recordOf(id); !ok || !r.complete || r.duty {
 			t.Fatal("the user's copy was released")
+		}
+	})
+}
+
+// dialHost is a fakeHost that counts the dials of fetches.
+type dialHost struct {
+	*fakeHost
+	dials chan ids.Node
+}
+
+func (h *dialHost) Dial(_ context.Context, n ids.Node, _ string) (net.Conn, error) {
+	select {
+	case h.dials <- n:
+	default:
+	}
+	return nil, service.ErrUnavailable
+}
+
+// The loop, under synctest: a holder offline for less than the repair
+// delay still counts (a restart is no loss); once it is gone for longer,
+// this node, the one candidate online, takes a copy (it dials the holder
+// left).
+func TestLoopRepairsAfterDelay(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := &dialHost{fakeHost: newFakeHost(t), dials: make(chan ids.Node, 16)}
+		s := New(Config{RepairAfter: 8 * time.Second})
+		if err := s.Start(context.Background(), h); err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		id := ids.Content{5, 5}
+		a, b := ids.Node{1, 1}, ids.Node{2, 2}
+		s.idx.apply(&holdings{node: a, seq: 1, files: []ids.Content{id}})
+		s.idx.apply(&holdings{node: b, seq: 1, files: []ids.Content{id}})
+		k := h.Keys()
+		d := &duty{kind: dutyCopies, file: id, setAt: uint64(time.Now().UnixNano()), copies: 2}
+		encodeDuty(k.Node, k.Cert.NetworkID, d)
+		s.keepDuty(d)
+		s.idx.presence(b, false, time.Now())
+		s.rep.poke()
+		time.Sleep(6 * time.Second)
+		synctest.Wait()
+		if len(h.dials) != 0 {
+			t.Fatal("a copy was taken while the holder offline was within the repair delay")
+		}
+		time.Sleep(4 * time.Second)
+		synctest.Wait()
+		if len(h.dials) == 0 {
+			t.Fatal("no copy was taken after the repair delay")
 		}
 	})
 }
