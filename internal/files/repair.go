@@ -291,7 +291,11 @@ func (s *Service) dutyLoop() {
 				continue
 			}
 		case n := <-s.rep.online:
-			s.sendDuties(n)
+			// A node that just started sees every node come online and,
+			// knowing few, would think itself the keeper of every duty.
+			if st.warm(time.Now(), s.rep.settle) {
+				s.sendDuties(n)
+			}
 			continue
 		}
 		last = time.Now()
