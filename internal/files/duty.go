@@ -40,6 +40,9 @@ const (
 	// MaxDuties is the most duties a node keeps; it refuses new ones
 	// beyond (updates of those it has still apply).
 	MaxDuties = 8192
+	// MaxDutyBytes bounds the bytes of the duties a node keeps (a duty of
+	// 256 shards has 9 KiB): it refuses new files beyond.
+	MaxDutyBytes = 16 << 20
 	// MaxCopies is the most copies a duty asks for.
 	MaxCopies = 64
 	// MaxShards is the most shards of an archive.
@@ -199,6 +202,7 @@ type duties struct {
 	mu     sync.Mutex
 	m      map[dutySlot]*duty
 	shards map[ids.Content]shardRef // shard id → its archive
+	bytes  int                      // of the duties kept
 	last   uint64                   // set-at of the last duty this node set
 }
 
@@ -222,14 +226,16 @@ func (t *duties) apply(d *duty) bool {
 	if old != nil && !d.newer(old) {
 		return false
 	}
-	if old == nil && len(t.m) >= MaxDuties {
+	if old == nil && (len(t.m) >= MaxDuties || t.bytes+len(d.raw) > MaxDutyBytes) {
 		return false
 	}
 	if old != nil {
 		for _, s := range old.shards {
 			delete(t.shards, s)
 		}
+		t.bytes -= len(old.raw)
 	}
+	t.bytes += len(d.raw)
 	t.m[k] = d
 	for i, s := range d.shards {
 		t.shards[s] = shardRef{file: d.file, index: i}
@@ -280,6 +286,7 @@ func (t *duties) expired(now time.Time) []*duty {
 	for k, d := range t.m {
 		if d.ended() && d.setAt < limit {
 			delete(t.m, k)
+			t.bytes -= len(d.raw)
 			out = append(out, d)
 		}
 	}
