@@ -103,6 +103,9 @@ type copiesCase struct {
 	copies   int
 	selfDuty bool // this node's copy was taken for a duty (it may release it)
 	excluded bool // this node's user removed the file: it takes no copy
+	// restorable: the file has an archive, so a copy can be made with no
+	// holder online (else there is nothing to fetch from).
+	restorable bool
 	// How long the network has lacked copies (deficit) or held too many
 	// online (excess), as this node saw it; settle is the release delay.
 	deficitAge, excessAge, settle time.Duration
@@ -112,7 +115,8 @@ type copiesCase struct {
 // reports whether copies lack (alive holders fewer than the duty) and
 // whether there are too many (online holders more than the duty).
 //
-// Lacking k copies, the k top-ranked online non-holders fetch it; a
+// Lacking k copies, the k top-ranked online non-holders fetch it (if
+// there is an online holder to fetch from, or an archive); a
 // deficit that lasts widens the set by one node each repair delay (a
 // candidate that cannot or will not take it is passed over). With e
 // copies too many online, for longer than settle, the e lowest-ranked
@@ -128,7 +132,7 @@ func decideCopies(v *view, c copiesCase) (a act, deficit, excess bool) {
 	excess = len(online) > c.copies
 	selfHolds := slices.Contains(alive, v.self)
 	switch {
-	case deficit && !selfHolds && !c.excluded:
+	case deficit && !selfHolds && !c.excluded && (len(online) > 0 || c.restorable):
 		var cand []ids.Node
 		for _, p := range v.peers {
 			if p.online() && !p.holds(c.file) {

@@ -368,7 +368,8 @@ func (s *Service) evalCopies(st *loopState, v *view, d *duty, seen map[ageKey]bo
 	r, _ := s.recordOf(d.file)
 	dk, ek := ageKey{d.file, false}, ageKey{d.file, true}
 	c := copiesCase{file: d.file, copies: d.copies, selfDuty: r.duty && r.complete,
-		excluded: s.rep.isExcluded(d.file), settle: s.rep.settle}
+		excluded: s.rep.isExcluded(d.file), settle: s.rep.settle,
+		restorable: s.rep.dut.get(dutyArchive, d.file) != nil}
 	if t, ok := st.since[dk]; ok {
 		c.deficitAge = v.now.Sub(t)
 	}
