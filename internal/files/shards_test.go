@@ -2,11 +2,16 @@ package files
 
 import (
 	"bytes"
+	"context"
+	"encoding/hex"
+	"errors"
 	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"testing"
+	"testing/synctest"
+	"time"
 
 	"github.com/pipesnet/pipes/internal/ids"
 )
@@ -105,4 +110,80 @@ func TestCompression(t *testing.T) {
 	if err := decompressTo(&out, f); err != nil || !bytes.Equal(out.Bytes(), text) {
 		t.Fatalf("decompressed: %v", err)
 	}
+}
+
+// On one node with five others known (that hold nothing): Archive cuts
+// compressed shards and sets the duty (its placement never completes
+// here); with two data shards and the file removed, Fetch restores the
+// file from the three shards left. A duty whose shards restore other
+// content gives ErrBadData.
+func TestRestoreFromShards(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newFakeHost(t)
+		s := New(Config{})
+		if err := s.Start(context.Background(), h); err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		for i := range 5 {
+			s.idx.apply(&holdings{node: ids.Node{byte(i), 9}, seq: 1})
+		}
+		raw := make([]byte, 300_000)
+		rand.NewChaCha8([32]byte{5}).Read(raw)
+		data := []byte(hex.EncodeToString(raw))
+		ctx := context.Background()
+		id, err := s.AddReader(ctx, "a.txt", bytes.NewReader(data), AddOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Archive(ctx, id, 3, 4); !errors.Is(err, ErrTooFewNodes) {
+			t.Fatalf("Archive(3, 4) with six nodes: %v", err)
+		}
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err = s.Archive(actx, id, 3, 2)
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Archive with no node to take the shards: %v", err)
+		}
+		d := s.rep.dut.get(dutyArchive, id)
+		if d == nil || !d.compressed || len(d.shards) != 5 || d.payload >= int64(len(data)) {
+			t.Fatalf("archive duty %+v", d)
+		}
+		st, err := s.Stat(ctx, id)
+		if err != nil || st.Archive == nil || len(st.Archive.Shards) != 5 || !st.Archive.Compressed {
+			t.Fatalf("Stat: %+v %v", st.Archive, err)
+		}
+		for _, sh := range append([]ids.Content{id}, d.shards[:2]...) {
+			if err := s.Remove(ctx, sh); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.Fetch(ctx, id, nil); err != nil {
+			t.Fatal(err)
+		}
+		r, err := s.Open(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(r)
+		r.Close()
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("restored %d bytes (%v), want the %d added", len(got), err, len(data))
+		}
+		for _, sh := range d.shards[:2] {
+			if _, ok := s.recordOf(sh); ok {
+				t.Fatal("a shard fetched for the restore was kept")
+			}
+		}
+
+		// A duty naming these shards for another file.
+		forged := *d
+		forged.file, forged.setAt = ids.Content{1, 2, 3}, d.setAt+1
+		k := h.Keys()
+		encodeDuty(k.Node, k.Cert.NetworkID, &forged)
+		s.keepDuty(&forged)
+		if err := s.Fetch(ctx, forged.file, nil); !errors.Is(err, ErrBadData) {
+			t.Fatalf("restore of other content: %v", err)
+		}
+	})
 }
