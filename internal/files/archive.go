@@ -52,7 +52,12 @@ func (s *Service) Archive(ctx context.Context, id ids.Content, data, parity int)
 	}
 	defer os.RemoveAll(dir)
 
-	d := &duty{kind: dutyArchive, file: id, data: data, parity: parity, size: r.size, payload: r.size, name: r.name}
+	m, err := s.blobs.Manifest(id)
+	if err != nil {
+		return fmt.Errorf("files: archive: %w", err)
+	}
+	d := &duty{kind: dutyArchive, file: id, data: data, parity: parity, size: r.size, payload: r.size, name: r.name,
+		restricted: restricted(m)}
 	sample := make([]byte, min(r.size, compressSample))
 	src := s.blobs.Reader(ctx, id)
 	_, err = io.ReadFull(src, sample)
@@ -279,7 +284,11 @@ func (s *Service) restore(ctx context.Context, d *duty, progress func(done, tota
 	if err := s.join(ctx, g, d, rebuilt, dir, out); err != nil {
 		return err
 	}
-	m, err := s.blobs.ImportFile(ctx, out, 0, nil, blob.WithNonce(zeroNonce))
+	nonce := zeroNonce
+	if d.restricted {
+		nonce = restrictedNonce // the blob of the ciphertext, as access.go imports it
+	}
+	m, err := s.blobs.ImportFile(ctx, out, 0, nil, blob.WithNonce(nonce))
 	if err != nil {
 		return fmt.Errorf("files: restore: %w", err)
 	}

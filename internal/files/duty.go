@@ -21,7 +21,8 @@ import (
 //	    file id (32) | set-at (8, ns) | body | signature (64)
 //
 //	kind 1, copies:  copies (2)                  0 ends the duty
-//	kind 2, archive: data (2) | parity (2) | flags (1, bit 0: zstd) |
+//	kind 2, archive: data (2) | parity (2) | flags (1, bit 0: zstd,
+//	                 bit 1: a restricted file's blob) |
 //	                 size (8) | payload (8) | shard size (8) |
 //	                 name length (2) | name | shard ids (32 each, data+parity)
 //
@@ -69,6 +70,7 @@ type duty struct {
 	// kind dutyArchive
 	data, parity int
 	compressed   bool
+	restricted   bool  // the file is restricted: its manifest carries restrictedNonce
 	size         int64 // of the file
 	payload      int64 // bytes sharded: size, or the compressed size
 	shardSize    int64 // of each shard's payload (its blob has shardHeader more)
@@ -107,7 +109,10 @@ func encodeDuty(key *identity.KeyPair, network [32]byte, d *duty) []byte {
 		b = binary.BigEndian.AppendUint16(b, uint16(d.parity))
 		var fl byte
 		if d.compressed {
-			fl = 1
+			fl |= 1
+		}
+		if d.restricted {
+			fl |= 2
 		}
 		b = append(b, fl)
 		b = binary.BigEndian.AppendUint64(b, uint64(d.size))
@@ -155,7 +160,7 @@ func decodeDuty(b []byte, network [32]byte, now time.Time) (*duty, error) {
 			return nil, fmt.Errorf("%w: archive duty of %d bytes", ErrMalformed, len(b))
 		}
 		d.data, d.parity = int(binary.BigEndian.Uint16(rest)), int(binary.BigEndian.Uint16(rest[2:]))
-		d.compressed = rest[4]&1 != 0
+		d.compressed, d.restricted = rest[4]&1 != 0, rest[4]&2 != 0
 		d.size = int64(binary.BigEndian.Uint64(rest[5:]))
 		d.payload = int64(binary.BigEndian.Uint64(rest[13:]))
 		d.shardSize = int64(binary.BigEndian.Uint64(rest[21:]))

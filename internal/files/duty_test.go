@@ -13,7 +13,7 @@ import (
 
 func archiveDuty() *duty {
 	return &duty{kind: dutyArchive, file: ids.Content{4}, setAt: 100, data: 3, parity: 2, compressed: true,
-		size: 1000, payload: 700, shardSize: 234, name: "a.bin",
+		restricted: true, size: 1000, payload: 700, shardSize: 234, name: "a.bin",
 		shards: []ids.Content{{1}, {2}, {3}, {4}, {5}}}
 }
 
@@ -28,7 +28,7 @@ func TestDutyRoundTrip(t *testing.T) {
 			t.Fatal(err)
 		}
 		if got.setter != node || got.kind != d.kind || got.file != d.file || got.setAt != d.setAt ||
-			got.copies != d.copies || got.data != d.data || got.parity != d.parity || got.compressed != d.compressed ||
+			got.copies != d.copies || got.data != d.data || got.parity != d.parity || got.compressed != d.compressed || got.restricted != d.restricted ||
 			got.size != d.size || got.payload != d.payload || got.shardSize != d.shardSize || got.name != d.name ||
 			len(got.shards) != len(d.shards) || !bytes.Equal(got.raw, b) {
 			t.Fatalf("decoded %+v, encoded %+v", got, d)

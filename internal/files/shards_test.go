@@ -187,3 +187,48 @@ func TestRestoreFromShards(t *testing.T) {
 		}
 	})
 }
+
+// A restricted file's archive restores the same blob (its ciphertext,
+// under the restricted nonce), which its reader opens.
+func TestRestoreRestricted(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ik, rk := readKeyOf(t)
+		s, _ := startWithKey(t, ik, rk)
+		for i := range 3 {
+			s.idx.apply(&holdings{node: ids.Node{byte(i), 9}, seq: 1})
+		}
+		ctx := context.Background()
+		p := plain(2*segmentSize+7, 5)
+		id, err := s.AddReader(ctx, "secret.txt", bytes.NewReader(p), AddOptions{Readers: []ids.Identity{rk.id}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err = s.Archive(actx, id, 2, 2)
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Archive with no node to take the shards: %v", err)
+		}
+		d := s.rep.dut.get(dutyArchive, id)
+		if d == nil || !d.restricted {
+			t.Fatalf("archive duty %+v", d)
+		}
+		for _, sh := range []ids.Content{id, d.shards[0]} {
+			if err := s.Remove(ctx, sh); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.Fetch(ctx, id, nil); err != nil {
+			t.Fatal(err)
+		}
+		r, err := s.Open(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(r)
+		r.Close()
+		if err != nil || !bytes.Equal(got, p) {
+			t.Fatalf("read %d bytes (%v) of the restored file, want the %d added", len(got), err, len(p))
+		}
+	})
+}
