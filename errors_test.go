@@ -56,8 +56,6 @@ func TestErrorMapping(t *testing.T) {
 		{blob.ErrChanged, ErrChanged},
 		{files.ErrBusy, ErrBusy},
 		{files.ErrIncomplete, ErrIncomplete},
-		{files.ErrInvalid, ErrInvalid},
-		{files.ErrTooFewNodes, ErrTooFewNodes},
 		{files.ErrNoSource, ErrNotConnected},
 		{files.ErrClosed, ErrNotActive},
 		{blob.ErrClosed, ErrNotActive},
