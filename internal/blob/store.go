@@ -74,6 +74,9 @@ func Open(dir string, key [32]byte) (*Store, error) {
 	return &Store{dir: dir, key: key, done: make(chan struct{}), blobs: map[ids.Content]*blob{}}, nil
 }
 
+// Dir returns the store's directory.
+func (s *Store) Dir() string { return s.dir }
+
 // Close closes the store and its files. Operations in progress end with
 // errors wrapping ErrClosed, and so does every later call. Chunks written
 // are left to the operating system to flush (see the package comment).

@@ -5,12 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"slices"
 	"time"
 
-	"github.com/pipesnet/pipes/internal/blob"
 	"github.com/pipesnet/pipes/internal/ids"
 )
 
@@ -46,11 +43,11 @@ func (s *Service) Archive(ctx context.Context, id ids.Content, data, parity int)
 	if !ok || !r.complete {
 		return fmt.Errorf("%w: file %s", ErrNotFound, id.Short())
 	}
-	dir, err := os.MkdirTemp("", "pipes-archive-")
+	sc, err := s.newScratch("archive", id)
 	if err != nil {
-		return fmt.Errorf("files: archive: %w", err)
+		return err
 	}
-	defer os.RemoveAll(dir)
+	defer sc.remove()
 
 	m, err := s.blobs.Manifest(id)
 	if err != nil {
@@ -67,28 +64,27 @@ func (s *Service) Archive(ctx context.Context, id ids.Content, data, parity int)
 	}
 	payload := func() (io.ReadCloser, error) { return s.blobs.Reader(ctx, id), nil }
 	if pays(sample) {
-		path := filepath.Join(dir, "payload")
 		src := s.blobs.Reader(ctx, id)
-		d.payload, err = compressTo(path, src)
+		d.payload, err = compressTo(sc, "payload", src)
 		src.Close()
 		if err != nil {
 			return fmt.Errorf("files: archive: compressing: %w", err)
 		}
 		d.compressed = true
-		payload = func() (io.ReadCloser, error) { return os.Open(path) }
+		payload = func() (io.ReadCloser, error) { return sc.open("payload") }
 	}
 	d.shardSize = shardSizeOf(d.payload, data)
 	in, err := payload()
 	if err != nil {
 		return fmt.Errorf("files: archive: %w", err)
 	}
-	paths, err := cutShards(dir, id, data, parity, in, d.payload)
+	paths, err := cutShards(sc, id, data, parity, in, d.payload)
 	in.Close()
 	if err != nil {
 		return fmt.Errorf("files: archive: %w", err)
 	}
 	for i, p := range paths {
-		m, err := s.blobs.ImportFile(ctx, p, 0, nil, blob.WithNonce(zeroNonce))
+		m, err := s.importScratch(ctx, sc, p, zeroNonce)
 		if err != nil {
 			return fmt.Errorf("files: archive: %w", err)
 		}
@@ -100,7 +96,6 @@ func (s *Service) Archive(ctx context.Context, id ids.Content, data, parity int)
 		if err := s.save(sh, &record{name: shardName(r.name, i), size: m.Size, complete: true, duty: true}); err != nil {
 			return err
 		}
-		os.Remove(p)
 	}
 	if err := s.setDuty(ctx, d); err != nil {
 		return err
@@ -239,11 +234,11 @@ func (s *Service) restore(ctx context.Context, d *duty, progress func(done, tota
 		return err
 	}
 	defer g.done()
-	dir, err := os.MkdirTemp("", "pipes-restore-")
+	sc, err := s.newScratch("restore", d.file)
 	if err != nil {
-		return fmt.Errorf("files: restore: %w", err)
+		return err
 	}
-	defer os.RemoveAll(dir)
+	defer sc.remove()
 	// Rebuild the data shards missing, to files.
 	rebuilt := map[int]string{}
 	if d.payload > 0 && slices.Contains(g.have[:d.data], false) {
@@ -256,13 +251,13 @@ func (s *Service) restore(ctx context.Context, d *duty, progress func(done, tota
 			return err
 		}
 		fill := make([]io.Writer, len(d.shards))
-		var fs []*os.File
+		var fs []*scratchFile
 		for i := range d.data {
 			if g.have[i] {
 				continue
 			}
-			rebuilt[i] = filepath.Join(dir, fmt.Sprintf("data%d", i))
-			f, err := os.Create(rebuilt[i])
+			rebuilt[i] = fmt.Sprintf("data%d", i)
+			f, err := sc.create(rebuilt[i])
 			if err != nil {
 				closeAll()
 				return fmt.Errorf("files: restore: %w", err)
@@ -280,15 +275,15 @@ func (s *Service) restore(ctx context.Context, d *duty, progress func(done, tota
 		}
 	}
 	// Join the data shards into the payload, decompressed.
-	out := filepath.Join(dir, "out")
-	if err := s.join(ctx, g, d, rebuilt, dir, out); err != nil {
+	out := "out"
+	if err := s.join(ctx, g, d, rebuilt, sc, out); err != nil {
 		return err
 	}
 	nonce := zeroNonce
 	if d.restricted {
 		nonce = restrictedNonce // the blob of the ciphertext, as access.go imports it
 	}
-	m, err := s.blobs.ImportFile(ctx, out, 0, nil, blob.WithNonce(nonce))
+	m, err := s.importScratch(ctx, sc, out, nonce)
 	if err != nil {
 		return fmt.Errorf("files: restore: %w", err)
 	}
@@ -306,13 +301,13 @@ func (s *Service) restore(ctx context.Context, d *duty, progress func(done, tota
 	return nil
 }
 
-// join writes the payload of d, decompressed, to the file out.
-func (s *Service) join(ctx context.Context, g *gathered, d *duty, rebuilt map[int]string, dir, out string) error {
+// join writes the payload of d, decompressed, to the scratch file out.
+func (s *Service) join(ctx context.Context, g *gathered, d *duty, rebuilt map[int]string, sc *scratch, out string) error {
 	payload := out
 	if d.compressed {
-		payload = filepath.Join(dir, "payload")
+		payload = "payload"
 	}
-	f, err := os.Create(payload)
+	f, err := sc.create(payload)
 	if err != nil {
 		return fmt.Errorf("files: restore: %w", err)
 	}
@@ -325,7 +320,7 @@ func (s *Service) join(ctx context.Context, g *gathered, d *duty, rebuilt map[in
 		in := make([]io.Reader, d.data)
 		for i := range d.data {
 			if p, ok := rebuilt[i]; ok {
-				rf, err := os.Open(p)
+				rf, err := sc.open(p)
 				if err != nil {
 					return fmt.Errorf("files: restore: %w", err)
 				}
@@ -347,15 +342,17 @@ func (s *Service) join(ctx context.Context, g *gathered, d *duty, rebuilt map[in
 	if !d.compressed {
 		return f.Sync()
 	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
+	pr, err := sc.open(payload)
+	if err != nil {
 		return fmt.Errorf("files: restore: %w", err)
 	}
-	o, err := os.Create(out)
+	defer pr.Close()
+	o, err := sc.create(out)
 	if err != nil {
 		return fmt.Errorf("files: restore: %w", err)
 	}
 	defer o.Close()
-	if err := decompressTo(o, f); err != nil {
+	if err := decompressTo(o, pr); err != nil {
 		return fmt.Errorf("files: restore: %w: %w", ErrBadData, err)
 	}
 	return o.Sync()
@@ -364,13 +361,13 @@ func (s *Service) join(ctx context.Context, g *gathered, d *duty, rebuilt map[in
 // rebuildShard rebuilds shard i of d from data others, imports it (its id
 // checked) and keeps it for the duty.
 func (s *Service) rebuildShard(ctx context.Context, d *duty, i int) error {
-	dir, err := os.MkdirTemp("", "pipes-rebuild-")
+	sc, err := s.newScratch("rebuild", d.file)
 	if err != nil {
-		return fmt.Errorf("files: rebuild: %w", err)
+		return err
 	}
-	defer os.RemoveAll(dir)
-	path := filepath.Join(dir, "shard")
-	f, err := os.Create(path)
+	defer sc.remove()
+	path := "shard"
+	f, err := sc.create(path)
 	if err != nil {
 		return fmt.Errorf("files: rebuild: %w", err)
 	}
@@ -403,7 +400,8 @@ func (s *Service) rebuildShard(ctx context.Context, d *duty, i int) error {
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("files: rebuild: %w", err)
 	}
-	m, err := s.blobs.ImportFile(ctx, path, 0, nil, blob.WithNonce(zeroNonce))
+	f.Close()
+	m, err := s.importScratch(ctx, sc, path, zeroNonce)
 	if err != nil {
 		return fmt.Errorf("files: rebuild: %w", err)
 	}

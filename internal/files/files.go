@@ -324,6 +324,7 @@ func (s *Service) Start(_ context.Context, h service.Host) error {
 		return fmt.Errorf("files: %w", err)
 	}
 	s.host, s.blobs, s.ns = h, blobs, h.Store()
+	removeScratch(blobs.Dir()) // left by a crash: their key is gone with it
 	if err := s.load(); err != nil {
 		return err
 	}

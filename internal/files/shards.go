@@ -5,8 +5,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/klauspost/reedsolomon"
@@ -67,10 +65,10 @@ func pays(sample []byte) bool {
 	return float64(len(out)) < compressRatio*float64(len(sample))
 }
 
-// compressTo writes r compressed with zstd to the file path and returns
-// its size.
-func compressTo(path string, r io.Reader) (int64, error) {
-	f, err := os.Create(path)
+// compressTo writes r compressed with zstd to the scratch file name and
+// returns its size.
+func compressTo(sc *scratch, name string, r io.Reader) (int64, error) {
+	f, err := sc.create(name)
 	if err != nil {
 		return 0, err
 	}
@@ -89,7 +87,7 @@ func compressTo(path string, r io.Reader) (int64, error) {
 	if err := f.Sync(); err != nil {
 		return 0, err
 	}
-	return f.Seek(0, io.SeekCurrent)
+	return f.n, nil
 }
 
 // decompressTo writes r decompressed to w.
@@ -104,12 +102,12 @@ func decompressTo(w io.Writer, r io.Reader) error {
 }
 
 // cutShards writes the data+parity shards of the payload src (size
-// bytes) of file to files in dir, each beginning with its header, and
-// returns their paths.
-func cutShards(dir string, file ids.Content, data, parity int, src io.Reader, size int64) ([]string, error) {
+// bytes) of file to scratch files, each beginning with its header, and
+// returns their names.
+func cutShards(sc *scratch, file ids.Content, data, parity int, src io.Reader, size int64) ([]string, error) {
 	n := data + parity
 	paths := make([]string, n)
-	files := make([]*os.File, n)
+	files := make([]*scratchFile, n)
 	defer func() {
 		for _, f := range files {
 			if f != nil {
@@ -118,8 +116,8 @@ func cutShards(dir string, file ids.Content, data, parity int, src io.Reader, si
 		}
 	}()
 	for i := range n {
-		paths[i] = filepath.Join(dir, fmt.Sprintf("shard%d", i))
-		f, err := os.Create(paths[i])
+		paths[i] = fmt.Sprintf("shard%d", i)
+		f, err := sc.create(paths[i])
 		if err != nil {
 			return nil, err
 		}
@@ -143,7 +141,7 @@ func cutShards(dir string, file ids.Content, data, parity int, src io.Reader, si
 		if parity > 0 {
 			in := make([]io.Reader, data)
 			for i := range in {
-				f, err := os.Open(paths[i])
+				f, err := sc.open(paths[i])
 				if err != nil {
 					return nil, err
 				}

@@ -7,8 +7,6 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -22,14 +20,17 @@ func TestShardsRoundTrip(t *testing.T) {
 	payload := make([]byte, 300_001)
 	rand.NewChaCha8([32]byte{3}).Read(payload)
 	file := ids.Content{7}
-	dir := t.TempDir()
-	paths, err := cutShards(dir, file, 3, 2, bytes.NewReader(payload), int64(len(payload)))
+	sc, err := newScratch(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	paths, err := cutShards(sc, file, 3, 2, bytes.NewReader(payload), int64(len(payload)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	size := shardSizeOf(int64(len(payload)), 3)
 	open := func(i int) io.ReadCloser {
-		f, err := os.Open(paths[i])
+		f, err := sc.open(paths[i])
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -39,8 +40,8 @@ func TestShardsRoundTrip(t *testing.T) {
 		return f
 	}
 	for _, p := range paths {
-		if fi, _ := os.Stat(p); fi.Size() != shardHeader+size {
-			t.Fatalf("%s has %d bytes, want %d", p, fi.Size(), shardHeader+size)
+		if n, _ := sc.size(p); n != shardHeader+size {
+			t.Fatalf("%s has %d bytes, want %d", p, n, shardHeader+size)
 		}
 	}
 	// Data shards 0 and 2 lost: rebuild them from 1, 3, 4.
@@ -52,8 +53,8 @@ func TestShardsRoundTrip(t *testing.T) {
 	fill := make([]io.Writer, 5)
 	rebuilt := map[int]string{}
 	for _, i := range []int{0, 2} {
-		rebuilt[i] = filepath.Join(dir, "re"+string(rune('0'+i)))
-		f, err := os.Create(rebuilt[i])
+		rebuilt[i] = "re" + string(rune('0'+i))
+		f, err := sc.create(rebuilt[i])
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -66,7 +67,7 @@ func TestShardsRoundTrip(t *testing.T) {
 	var in []io.Reader
 	for i := range 3 {
 		if p, ok := rebuilt[i]; ok {
-			f, err := os.Open(p)
+			f, err := sc.open(p)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -96,12 +97,15 @@ func TestCompression(t *testing.T) {
 	if pays(random) || !pays(text) || pays(nil) {
 		t.Fatalf("pays: random %v, text %v", pays(random), pays(text))
 	}
-	path := filepath.Join(t.TempDir(), "z")
-	n, err := compressTo(path, bytes.NewReader(text))
+	sc, err := newScratch(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := compressTo(sc, "z", bytes.NewReader(text))
 	if err != nil || n >= int64(len(text)) {
 		t.Fatalf("compressed %d bytes to %d: %v", len(text), n, err)
 	}
-	f, err := os.Open(path)
+	f, err := sc.open("z")
 	if err != nil {
 		t.Fatal(err)
 	}
