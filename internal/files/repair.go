@@ -24,6 +24,7 @@ type replicator struct {
 	repairAfter time.Duration
 	every       time.Duration // evaluation period
 	settle      time.Duration // how long an excess lasts before a copy is released
+	warmup      time.Duration // how long a started loop takes no copy (it learns the holders)
 	resend      time.Duration // re-broadcast period of the duties a node keeps
 	dut         *duties
 	wake        chan struct{}
@@ -41,7 +42,11 @@ func newReplicator(repairAfter time.Duration) *replicator {
 		repairAfter = 10 * time.Minute
 	}
 	every := min(max(repairAfter/8, 50*time.Millisecond), time.Minute)
-	return &replicator{repairAfter: repairAfter, every: every, settle: 2 * every,
+	// A node that starts learns the holders within a few seconds (each
+	// sends its holdings to a node that comes online), so it waits that
+	// long, not a whole settle, before it takes a copy: a copy taken too
+	// early is an excess, released later.
+	return &replicator{repairAfter: repairAfter, every: every, settle: 2 * every, warmup: min(2*every, 10*time.Second),
 		resend: max(3*repairAfter, time.Second), dut: newDuties(),
 		wake: make(chan struct{}, 1), online: make(chan ids.Node, 64),
 		busy: map[ids.Content]bool{}, failed: map[ids.Content]time.Time{},
@@ -230,7 +235,7 @@ func (s *Service) view(now time.Time) *view {
 type loopState struct {
 	since map[ageKey]time.Time   // when a deficit or an excess began
 	sent  map[dutySlot]time.Time // when a duty this node keeps was last broadcast
-	start time.Time              // of the loop: until settle has passed, it takes no copy
+	start time.Time              // of the loop: until warmup has passed, it takes no copy
 }
 
 // warm reports whether the loop runs for long enough to act on a lack of
@@ -293,7 +298,7 @@ func (s *Service) dutyLoop() {
 		case n := <-s.rep.online:
 			// A node that just started sees every node come online and,
 			// knowing few, would think itself the keeper of every duty.
-			if st.warm(time.Now(), s.rep.settle) {
+			if st.warm(time.Now(), s.rep.warmup) {
 				s.sendDuties(n)
 			}
 			continue
@@ -381,7 +386,7 @@ func (s *Service) evalCopies(st *loopState, v *view, d *duty, seen map[ageKey]bo
 	st.age(ek, excess, v.now)
 	seen[dk], seen[ek] = true, true
 	switch {
-	case a == actFetch && st.warm(v.now, s.rep.settle):
+	case a == actFetch && st.warm(v.now, s.rep.warmup):
 		s.job(d.file, func(ctx context.Context) error { return s.fetchAs(ctx, d.file, nil, recDuty) })
 	case a == actRelease:
 		s.release(d.file)
@@ -407,7 +412,7 @@ func (s *Service) evalArchive(st *loopState, v *view, d *duty, seen map[ageKey]b
 		a, excess := decideShard(v, c)
 		st.age(ek, excess, v.now)
 		seen[ek] = true
-		warm := st.warm(v.now, s.rep.settle) && !s.rep.isExcluded(sh)
+		warm := st.warm(v.now, s.rep.warmup) && !s.rep.isExcluded(sh)
 		switch {
 		case a == actFetch && warm:
 			s.job(sh, func(ctx context.Context) error { return s.fetchAs(ctx, sh, nil, recDuty) })
