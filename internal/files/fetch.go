@@ -47,29 +47,11 @@ func (s *Service) fetchAs(ctx context.Context, id ids.Content, progress func(don
 	defer cancel()
 	stop := context.AfterFunc(s.ctx, cancel)
 	defer stop()
-	st := &fetchState{ctx: ctx, done: make(chan struct{})}
-	for {
-		s.mu.Lock()
-		other := s.fetches[id]
-		if other == nil {
-			s.fetches[id] = st
-		}
-		s.mu.Unlock()
-		if other == nil {
-			break
-		}
-		select {
-		case <-other.done:
-		case <-ctx.Done():
-			return s.ended(ctx)
-		}
+	release, err := s.claim(ctx, id)
+	if err != nil {
+		return err
 	}
-	defer func() {
-		s.mu.Lock()
-		delete(s.fetches, id)
-		s.mu.Unlock()
-		close(st.done)
-	}()
+	defer release()
 	return s.fetch(ctx, id, progress, flags)
 }
 
