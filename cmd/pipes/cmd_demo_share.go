@@ -35,10 +35,9 @@ func demoShare(ctx context.Context, say func(string, ...any), dir string, nodes 
 	if err := s.holderLeaves(ctx); err != nil {
 		return err
 	}
-	// A step that needs the holder away for good (a repair by
-	// Replicate, which brings the copies back) goes here, before it
-	// rejoins: s.hold are the nodes that hold the file, s.left the one
-	// that left.
+	if err := s.repair(ctx); err != nil {
+		return err
+	}
 	return s.rejoin(ctx)
 }
 
@@ -51,7 +50,7 @@ type share struct {
 	name  string
 	size  int64
 	sum   [32]byte    // SHA-256 of the content, to check each copy
-	left  *demoNode   // the holder that left, until it rejoins
+	left  []*demoNode // the holders that left, until they rejoin
 	hold  []*demoNode // the nodes that hold the file
 }
 
@@ -173,7 +172,7 @@ func (s *share) holderLeaves(ctx context.Context) error {
 	if err := leaver.n.Shutdown(); err != nil {
 		return err
 	}
-	s.left = leaver
+	s.left = append(s.left, leaver)
 	s.hold = slices.DeleteFunc(s.hold, func(d *demoNode) bool { return d == leaver })
 	if err := waitFor(ctx, 30*time.Second, func() bool { return allSee(rest, len(rest)-1) }); err != nil {
 		return fmt.Errorf("departure of %s not seen: %w", leaver.name, err)
@@ -184,20 +183,119 @@ func (s *share) holderLeaves(ctx context.Context) error {
 	return s.fetch(wctx, fourth)
 }
 
-// rejoin starts the holder that left again.
-func (s *share) rejoin(ctx context.Context) error {
-	d := s.left
-	if d == nil {
+// repair sets a duty of three copies, then a holder that took its copy
+// leaves for good and the network brings the copies back to three.
+func (s *share) repair(ctx context.Context) error {
+	const copies = 3
+	// A repair needs copies nodes online once a holder is gone.
+	if online := len(s.nodes) - len(s.left) - 1; online < copies {
+		s.say("(Replicate's repair skipped: it takes %d nodes online once a holder has left, and %d would be)", copies, online)
 		return nil
 	}
-	if err := d.n.Start(ctx); err != nil {
+	owner := s.hold[len(s.hold)-1]
+	rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	if err := owner.n.Files().Replicate(rctx, s.id, copies); err != nil {
+		return fmt.Errorf("replicate: %w", err)
+	}
+	watcher := s.nodes[0]
+	holders, err := s.onlineHolders(rctx, watcher, copies, nil)
+	if err != nil {
 		return err
 	}
-	if err := waitFor(ctx, 30*time.Second, func() bool { return allSee(s.nodes, len(s.nodes)-1) }); err != nil {
-		return fmt.Errorf("%s's return not seen: %w", d.name, err)
+	s.say("%s calls Files().Replicate(id, %d): the network keeps %d copies from now on; online holders: %s.", owner.name, copies, copies, strings.Join(nodeNames(s.nodes, holders), ", "))
+	var gone *demoNode
+	for _, d := range s.hold {
+		if d != watcher && d != owner {
+			gone = d
+			break
+		}
 	}
-	s.left = nil
-	s.hold = append(s.hold, d)
-	s.say("%s starts again, with its copy: %d nodes hold the file.", d.name, len(s.hold))
+	if gone == nil {
+		return errors.New("no holder to leave")
+	}
+	if err := gone.n.Shutdown(); err != nil {
+		return err
+	}
+	s.left = append(s.left, gone)
+	s.hold = slices.DeleteFunc(s.hold, func(d *demoNode) bool { return d == gone })
+	start := time.Now()
+	holders, err = s.onlineHolders(rctx, watcher, copies, gone)
+	if err != nil {
+		return fmt.Errorf("copies not restored after %s left: %w", gone.name, err)
+	}
+	took := time.Since(start).Round(100 * time.Millisecond)
+	for _, h := range holders {
+		if i := slices.IndexFunc(s.nodes, func(d *demoNode) bool { return d.n.ID() == h }); i >= 0 && !slices.Contains(s.hold, s.nodes[i]) {
+			if err := s.check(s.nodes[i]); err != nil {
+				return err
+			}
+			s.hold = append(s.hold, s.nodes[i])
+		}
+	}
+	s.say("%s, which fetched a copy, leaves for good (it stays stopped). Once it has been away for the repair delay", gone.name)
+	s.say("  (3 s in test mode, 10 min by default), another node takes a copy: %v after it left, %s's Stat lists %d online holders: %s.",
+		took, watcher.name, len(holders), strings.Join(nodeNames(s.nodes, holders), ", "))
 	return nil
+}
+
+// onlineHolders waits, at most until ctx ends, until watcher sees want
+// holders of the file online (none of them gone), and returns them.
+func (s *share) onlineHolders(ctx context.Context, watcher *demoNode, want int, gone *demoNode) ([]pipes.NodeID, error) {
+	var up []pipes.NodeID
+	cond := func() bool {
+		fi, err := watcher.n.Files().Stat(ctx, s.id)
+		if err != nil {
+			return false
+		}
+		online := map[pipes.NodeID]bool{watcher.n.ID(): true}
+		for _, r := range watcher.n.ConnectedNodes() {
+			online[r.ID()] = true
+		}
+		if gone != nil && online[gone.n.ID()] {
+			return false
+		}
+		up = up[:0]
+		for _, h := range fi.Holders {
+			if online[h] {
+				up = append(up, h)
+			}
+		}
+		return len(up) >= want
+	}
+	if err := waitFor(ctx, 60*time.Second, cond); err != nil {
+		return nil, fmt.Errorf("%s does not see %d online holders (%d): %w", watcher.name, want, len(up), err)
+	}
+	return up, nil
+}
+
+// rejoin starts the holders that left again.
+func (s *share) rejoin(ctx context.Context) error {
+	for _, d := range s.left {
+		if err := d.n.Start(ctx); err != nil {
+			return err
+		}
+	}
+	if len(s.left) == 0 {
+		return nil
+	}
+	if err := waitFor(ctx, 30*time.Second, func() bool { return allSee(s.nodes, len(s.nodes)-1) }); err != nil {
+		return fmt.Errorf("return of %s not seen: %w", demoNodeNames(s.left), err)
+	}
+	s.hold = append(s.hold, s.left...)
+	verb := "starts again, with its copy"
+	if len(s.left) > 1 {
+		verb = "start again, with their copies"
+	}
+	s.say("%s %s: %d nodes hold the file (a copy taken only for a duty is released while there are more than it asks).", demoNodeNames(s.left), verb, len(s.hold))
+	s.left = nil
+	return nil
+}
+
+func demoNodeNames(ds []*demoNode) string {
+	var names []string
+	for _, d := range ds {
+		names = append(names, d.name)
+	}
+	return strings.Join(names, " and ")
 }
