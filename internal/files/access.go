@@ -499,20 +499,7 @@ func (o *opener) Read(p []byte) (int, error) {
 func (o *opener) Seek(off int64, whence int) (int64, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	switch whence {
-	case io.SeekStart:
-	case io.SeekCurrent:
-		off += o.off
-	case io.SeekEnd:
-		off += o.h.size
-	default:
-		return 0, fmt.Errorf("files: seek: whence %d", whence)
-	}
-	if off < 0 {
-		return 0, fmt.Errorf("files: seek to %d", off)
-	}
-	o.off = off
-	return off, nil
+	return seekTo(&o.off, o.h.size, off, whence)
 }
 
 func (o *opener) Close() error { return o.c.Close() }

@@ -115,19 +115,24 @@ func (r *reader) chunk(i int) ([]byte, error) {
 func (r *reader) Seek(off int64, whence int) (int64, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	return seekTo(&r.off, r.m.Size, off, whence)
+}
+
+// seekTo moves *cur, in content of size bytes, as io.Seeker's Seek does.
+func seekTo(cur *int64, size, off int64, whence int) (int64, error) {
 	switch whence {
 	case io.SeekStart:
 	case io.SeekCurrent:
-		off += r.off
+		off += *cur
 	case io.SeekEnd:
-		off += r.m.Size
+		off += size
 	default:
 		return 0, fmt.Errorf("files: seek: whence %d", whence)
 	}
 	if off < 0 {
 		return 0, fmt.Errorf("files: seek to %d", off)
 	}
-	r.off = off
+	*cur = off
 	return off, nil
 }
 
